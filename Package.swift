@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds of the numeric modules drop bounds checks on the hot unsafe-pointer loops.
+let numericSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "VLSeg",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "vlseg", targets: ["vlseg"]),
+        .library(name: "VLTensor", targets: ["VLTensor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System-library shims: a module map and a header, nothing else.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi", providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+
+        .target(name: "VLTensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),
+        .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor"], swiftSettings: numericSettings),
+        .executableTarget(
+            name: "vlseg",
+            dependencies: [
+                "VLTensor", "VLDistributed", "VLData",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: numericSettings
+        ),
+
+        .testTarget(name: "VLTensorTests", dependencies: ["VLTensor"]),
+        .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
+        .testTarget(name: "VLDataTests", dependencies: ["VLData"]),
+        // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.
+        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

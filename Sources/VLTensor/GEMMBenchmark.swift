@@ -1,0 +1,58 @@
+import Foundation
+
+/// Measures sgemm throughput for given shapes (used by `vlseg bench gemm` and other benches).
+public enum GEMMBenchmark {
+    public struct Shape: Sendable {
+        public let label: String
+        public let batch: Int
+        public let m: Int, n: Int, k: Int
+        public let transposeB: Bool
+        public init(label: String, batch: Int = 1, m: Int, n: Int, k: Int, transposeB: Bool = false) {
+            self.label = label
+            self.batch = batch
+            self.m = m
+            self.n = n
+            self.k = k
+            self.transposeB = transposeB
+        }
+        public var flops: Double { 2 * Double(batch) * Double(m) * Double(n) * Double(k) }
+    }
+
+    /// The GEMMs of one ViT-B/16 layer at 352x352 (485 tokens) and a 1024^3 reference.
+    public static let vitShapes: [Shape] = [
+        Shape(label: "qkv/out proj 485x768 * 768x768", m: 485, n: 768, k: 768),
+        Shape(label: "mlp fc1 485x768 * 768x3072", m: 485, n: 3072, k: 768),
+        Shape(label: "mlp fc2 485x3072 * 3072x768", m: 485, n: 768, k: 3072),
+        Shape(label: "attention scores 12 x 485x64 * 64x485", batch: 12, m: 485, n: 485, k: 64, transposeB: true),
+        Shape(label: "attention values 12 x 485x485 * 485x64", batch: 12, m: 485, n: 64, k: 485),
+        Shape(label: "square 1024^3", m: 1024, n: 1024, k: 1024),
+    ]
+
+    /// GFLOP/s for `shape`, the best of a few timed repetitions after a warm-up.
+    public static func measure(_ shape: Shape, minSeconds: Double = 0.3) -> Double {
+        var rng = SplitMix64(seed: 7)
+        let a = Tensor.randomUniform([shape.batch, shape.m, shape.k], low: -1, high: 1, generator: &rng)
+        let b = Tensor.randomUniform([shape.batch, shape.k, shape.n], low: -1, high: 1, generator: &rng)
+        let c = Tensor(zeros: [shape.batch, shape.m, shape.n])
+        func run() {
+            for i in 0..<shape.batch {
+                BLAS.sgemm(transposeA: false, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
+                           a: a.pointer + i * shape.m * shape.k, lda: shape.k,
+                           b: b.pointer + i * shape.k * shape.n, ldb: shape.transposeB ? shape.k : shape.n,
+                           c: c.mutablePointer + i * shape.m * shape.n, ldc: shape.n)
+            }
+        }
+        run()
+        var best = Double.infinity
+        var total = 0.0, reps = 0
+        while total < minSeconds || reps < 3 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            run()
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            best = min(best, dt)
+            total += dt
+            reps += 1
+        }
+        return shape.flops / best / 1e9
+    }
+}

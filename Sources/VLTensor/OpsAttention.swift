@@ -1,0 +1,123 @@
+import Foundation
+
+/// Multi-head scaled dot-product attention, fused: softmax(Q Kᵀ * scale + masks) V per head.
+///
+/// q [B, Tq, H*dh], k and v [B, Tk, H*dh] (heads interleaved along the last axis, exactly as the
+/// projections produce them, so no permute copies are needed). `causal` hides keys after the
+/// query's position; `keyMask` [B, Tk] (1 keep, 0 hide) hides padding keys. The full attention
+/// matrix is never stored: one [Tq, Tk] scratch per head is reused, and backward recomputes the
+/// probabilities from the saved row log-sum-exps (FlashAttention-style), so memory stays linear
+/// in sequence length.
+public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int,
+                               causal: Bool = false, keyMask: Tensor? = nil, scale: Float? = nil) -> Tensor {
+    precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention expects [B, T, E] inputs")
+    let b = q.shape[0], tq = q.shape[1], e = q.shape[2], tk = k.shape[1]
+    precondition(k.shape == [b, tk, e] && v.shape == [b, tk, e], "attention: q \(q.shape) k \(k.shape) v \(v.shape)")
+    precondition(e % heads == 0, "width \(e) not divisible by \(heads) heads")
+    if let keyMask { precondition(keyMask.count == b * tk, "keyMask \(keyMask.shape) for [\(b), \(tk)]") }
+    let dh = e / heads
+    let alpha = scale ?? 1 / Float(dh).squareRoot()
+    let out = Tensor(uninitialized: q.shape)
+    let recording = Tensor.willRecord(q, k, v)
+    let lse = recording ? Tensor(uninitialized: [b, heads, tq]) : nil
+    let scores = Tensor(uninitialized: [tq, tk])
+    let ps = scores.mutablePointer
+    let mask = keyMask?.pointer
+
+    for bi in 0..<b {
+        for h in 0..<heads {
+            let qb = q.pointer + bi * tq * e + h * dh
+            let kb = k.pointer + bi * tk * e + h * dh
+            let vb = v.pointer + bi * tk * e + h * dh
+            BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
+                       a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk)
+            let lseRow = lse.map { $0.mutablePointer + (bi * heads + h) * tq }
+            applyMasksAndSoftmax(ps, rows: tq, cols: tk, causal: causal, keyMask: mask.map { $0 + bi * tk }, lse: lseRow)
+            BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
+                       a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e)
+        }
+    }
+    guard recording, let lse else { return out }
+    let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
+    return Tensor.record(out, inputs: [q, k, v], name: "attention") { g, needs in
+        let gq = Tensor(zeros: q.shape), gk = Tensor(zeros: k.shape), gv = Tensor(zeros: v.shape)
+        let p = Tensor(uninitialized: [tq, tk]), dp = Tensor(uninitialized: [tq, tk])
+        let pp = p.mutablePointer, pdp = dp.mutablePointer
+        let rowDot = Tensor(uninitialized: [tq])
+        let pd = rowDot.mutablePointer
+        for bi in 0..<b {
+            for h in 0..<heads {
+                let off = h * dh
+                let qb = qs.pointer + bi * tq * e + off, kb = ks.pointer + bi * tk * e + off
+                let vb = vs.pointer + bi * tk * e + off, ob = os.pointer + bi * tq * e + off
+                let gb = g.pointer + bi * tq * e + off
+                // Recompute P = exp(S - lse).
+                BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
+                           a: qb, lda: e, b: kb, ldb: e, c: pp, ldc: tk)
+                let lrow = lse.pointer + (bi * heads + h) * tq
+                let mrow = mask.map { $0 + bi * tk }
+                parallelFor(tq, grain: max(1, 4096 / max(tk, 1))) { range in
+                    for i in range {
+                        let row = pp + i * tk, l = lrow[i]
+                        for j in 0..<tk {
+                            let hidden = (causal && j > i) || (mrow.map { $0[j] == 0 } ?? false)
+                            row[j] = hidden || l == -Float.infinity ? 0 : Foundation.exp(row[j] - l)
+                        }
+                    }
+                }
+                if needs[2] {  // dV = Pᵀ dO
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
+                               a: pp, lda: tk, b: gb, ldb: e, c: gv.mutablePointer + bi * tk * e + off, ldc: e)
+                }
+                guard needs[0] || needs[1] else { continue }
+                // dP = dO Vᵀ ; dS = P * (dP - rowsum(dO * O)) * scale
+                BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh,
+                           a: gb, lda: e, b: vb, ldb: e, c: pdp, ldc: tk)
+                for i in 0..<tq {
+                    var s: Float = 0
+                    for c in 0..<dh { s += gb[i * e + c] * ob[i * e + c] }
+                    pd[i] = s
+                }
+                parallelFor(tq, grain: max(1, 4096 / max(tk, 1))) { range in
+                    for i in range {
+                        let prow = pp + i * tk, drow = pdp + i * tk, di = pd[i]
+                        for j in 0..<tk { drow[j] = prow[j] * (drow[j] - di) * alpha }
+                    }
+                }
+                if needs[0] {  // dQ = dS K
+                    BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
+                               a: pdp, lda: tk, b: kb, ldb: e, c: gq.mutablePointer + bi * tq * e + off, ldc: e)
+                }
+                if needs[1] {  // dK = dSᵀ Q
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
+                               a: pdp, lda: tk, b: qb, ldb: e, c: gk.mutablePointer + bi * tk * e + off, ldc: e)
+                }
+            }
+        }
+        return [needs[0] ? gq : nil, needs[1] ? gk : nil, needs[2] ? gv : nil]
+    }
+}
+
+/// Masks (to -inf), then softmax in place row by row; records each row's log-sum-exp when asked.
+func applyMasksAndSoftmax(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int, causal: Bool,
+                          keyMask: UnsafePointer<Float>?, lse: UnsafeMutablePointer<Float>?) {
+    parallelFor(rows, grain: max(1, 4096 / max(cols, 1))) { range in
+        for i in range {
+            let row = s + i * cols
+            if causal, i + 1 < cols { (row + i + 1).update(repeating: -Float.infinity, count: cols - i - 1) }
+            if let keyMask { for j in 0..<cols where keyMask[j] == 0 { row[j] = -Float.infinity } }
+            var m = -Float.infinity
+            for j in 0..<cols { m = max(m, row[j]) }
+            if m == -Float.infinity {
+                row.update(repeating: 0, count: cols)
+                lse?[i] = -Float.infinity
+                continue
+            }
+            var sum: Float = 0
+            for j in 0..<cols { let e = Foundation.exp(row[j] - m); row[j] = e; sum += e }
+            let inv = 1 / sum
+            for j in 0..<cols { row[j] *= inv }
+            lse?[i] = m + Foundation.log(sum)
+        }
+    }
+}

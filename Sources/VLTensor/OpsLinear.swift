@@ -1,0 +1,106 @@
+// Matrix products through OpenBLAS sgemm. Backward computes only the gradients that are needed:
+// with a frozen weight, a linear layer's backward is a single GEMM for the input gradient.
+
+/// y = x W^T + b for x [..., in], W [out, in] (PyTorch's Linear layout), b [out].
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    let inF = weight.shape[1], outF = weight.shape[0]
+    precondition(weight.rank == 2 && x.shape.last == inF, "linear: input \(x.shape) with weight \(weight.shape)")
+    if let bias { precondition(bias.count == outF, "linear: bias \(bias.shape) for \(outF) outputs") }
+    let rows = x.count / max(inF, 1)
+    let outShape = Array(x.shape.dropLast()) + [outF]
+    let y = Tensor(uninitialized: outShape)
+    let py = y.mutablePointer
+    if let bias {
+        let pb = bias.pointer
+        for r in 0..<rows { (py + r * outF).update(from: pb, count: outF) }
+    }
+    BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outF, k: inF,
+               a: x.pointer, lda: inF, b: weight.pointer, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+    let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
+    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return y }
+    let xs = x.detached(), ws = weight.detached(), xShape = x.shape
+    return Tensor.record(y, inputs: inputs, name: "linear") { g, needs in
+        var gx: Tensor? = nil, gw: Tensor? = nil, gb: Tensor? = nil
+        if needs[0] {
+            let t = Tensor(uninitialized: xShape)
+            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inF, k: outF,
+                       a: g.pointer, lda: outF, b: ws.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
+            gx = t
+        }
+        if needs[1] {
+            let t = Tensor(uninitialized: [outF, inF])
+            BLAS.sgemm(transposeA: true, transposeB: false, m: outF, n: inF, k: rows,
+                       a: g.pointer, lda: outF, b: xs.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
+            gw = t
+        }
+        if needs.count > 2 && needs[2] {
+            gb = Kernels.sumAxis(Tensor(storage: g.storage, offset: g.offset, shape: [rows, outF]), axis: 0)
+        }
+        return [gx, gw, gb]
+    }
+}
+
+/// Batched matrix product of the last two axes: op(a) [..., M, K] x op(b) [..., K, N].
+/// Leading (batch) axes must match, or `b` may be a single 2-D matrix shared by every batch.
+public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+    precondition(a.rank >= 2 && b.rank >= 2, "matmul needs matrices: \(a.shape) x \(b.shape)")
+    let aRows = a.shape[a.rank - 2], aCols = a.shape[a.rank - 1]
+    let bRows = b.shape[b.rank - 2], bCols = b.shape[b.rank - 1]
+    let m = transposeA ? aCols : aRows, k = transposeA ? aRows : aCols
+    let kb = transposeB ? bCols : bRows, n = transposeB ? bRows : bCols
+    precondition(k == kb, "matmul inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") x \(b.shape)\(transposeB ? "ᵀ" : "")")
+    let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
+    let sharedB = b.rank == 2
+    precondition(sharedB || batchA == batchB, "matmul batch axes differ: \(a.shape) x \(b.shape)")
+    let batch = shapeElementCount(batchA)
+    let out = Tensor(uninitialized: batchA + [m, n])
+    let strideA = aRows * aCols, strideB = sharedB ? 0 : bRows * bCols, strideC = m * n
+    let pa = a.pointer, pb = b.pointer, pc = out.mutablePointer
+    if sharedB && !transposeA {
+        BLAS.sgemm(transposeA: false, transposeB: transposeB, m: batch * m, n: n, k: k,
+                   a: pa, lda: aCols, b: pb, ldb: bCols, c: pc, ldc: n)
+    } else {
+        for i in 0..<batch {
+            BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                       a: pa + i * strideA, lda: aCols, b: pb + i * strideB, ldb: bCols, c: pc + i * strideC, ldc: n)
+        }
+    }
+    guard Tensor.willRecord(a, b) else { return out }
+    let sa = a.detached(), sb = b.detached(), aShape = a.shape, bShape = b.shape
+    return Tensor.record(out, inputs: [a, b], name: "matmul") { g, needs in
+        var ga: Tensor? = nil, gb: Tensor? = nil
+        let pg = g.pointer
+        if needs[0] {
+            let t = Tensor(uninitialized: aShape)
+            let pt = t.mutablePointer
+            for i in 0..<batch {
+                if !transposeA {  // dA = G op(B)^T : [M,N] x [N,K]
+                    BLAS.sgemm(transposeA: false, transposeB: !transposeB, m: m, n: k, k: n,
+                               a: pg + i * strideC, lda: n, b: sb.pointer + i * strideB, ldb: bCols, c: pt + i * strideA, ldc: aCols)
+                } else {  // dA = op(B) G^T : [K,N] x [N,M]
+                    BLAS.sgemm(transposeA: transposeB, transposeB: true, m: k, n: m, k: n,
+                               a: sb.pointer + i * strideB, lda: bCols, b: pg + i * strideC, ldb: n, c: pt + i * strideA, ldc: aCols)
+                }
+            }
+            ga = t
+        }
+        if needs[1] {
+            let t = Tensor(zeros: bShape)
+            let pt = t.mutablePointer
+            for i in 0..<batch {
+                let beta: Float = sharedB && i > 0 ? 1 : 0
+                if !transposeB {  // dB = op(A)^T G : [K,M] x [M,N]
+                    BLAS.sgemm(transposeA: !transposeA, transposeB: false, m: k, n: n, k: m,
+                               a: sa.pointer + i * strideA, lda: aCols, b: pg + i * strideC, ldb: n,
+                               beta: beta, c: pt + i * strideB, ldc: bCols)
+                } else {  // dB = G^T op(A) : [N,M] x [M,K]
+                    BLAS.sgemm(transposeA: true, transposeB: transposeA, m: n, n: k, k: m,
+                               a: pg + i * strideC, lda: n, b: sa.pointer + i * strideA, ldb: aCols,
+                               beta: beta, c: pt + i * strideB, ldc: bCols)
+                }
+            }
+            gb = t
+        }
+        return [ga, gb]
+    }
+}

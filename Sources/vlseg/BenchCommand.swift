@@ -1,0 +1,43 @@
+import ArgumentParser
+import Foundation
+import VLDistributed
+import VLTensor
+
+/// `vlseg bench ...`: performance measurements that live in the project, not in timed tests.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure performance.", subcommands: [GEMMBench.self])
+}
+
+struct GEMMBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm", abstract: "sgemm GFLOP/s for the shapes a ViT-B/16 at 352x352 runs, and 1024^3.")
+
+    @Option(help: "Threads per rank (default: cores / ranks on this machine).")
+    var threads: Int?
+
+    @Option(help: "Seconds to time each shape.")
+    var seconds: Double = 0.3
+
+    @Flag(help: "Print one JSON object as the last line.")
+    var json = false
+
+    func run() throws {
+        let placement = LaunchPlacement.fromEnvironment()
+        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: placement.localSize))
+        print("OpenBLAS core \(BLAS.coreName), \(ComputeThreads.count) thread(s)")
+        var results: [String: Double] = [:]
+        for shape in GEMMBenchmark.vitShapes {
+            let g = GEMMBenchmark.measure(shape, minSeconds: seconds)
+            results[shape.label] = g
+            print("\(shape.label.padding(toLength: 42, withPad: " ", startingAt: 0)) \(String(format: "%8.1f", g)) GFLOP/s")
+        }
+        if json {
+            let square = results["square 1024^3"] ?? 0
+            let obj: [String: Any] = ["core": BLAS.coreName, "threads": ComputeThreads.count,
+                                      "sgemm_gflops_per_s": square, "shapes": results]
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+}

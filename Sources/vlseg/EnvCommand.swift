@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import VLData
+import VLDistributed
+import VLTensor
+
+/// `vlseg env`: what this process runs on, for bug reports and for checking a cluster's nodes.
+struct EnvCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "env", abstract: "Print version, BLAS kernels, threads, MPI and CPU features.")
+
+    @Option(help: "Threads per rank (OpenBLAS and the engine's loops).")
+    var threads: Int?
+
+    func run() throws {
+        let placement = LaunchPlacement.fromEnvironment()
+        let cpu = CPUFeatures.current()
+        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: placement.localSize))
+        let env = ProcessInfo.processInfo.environment
+        let coretypeSource: String
+        if env[BLASKernelSelection.reexecMarker] != nil {
+            coretypeSource = "set by vlseg (OpenBLAS detected a weaker core)"
+        } else if let forced = env["OPENBLAS_CORETYPE"] {
+            coretypeSource = "OPENBLAS_CORETYPE=\(forced) from the environment"
+        } else {
+            coretypeSource = "detected by OpenBLAS"
+        }
+        var lines: [(String, String)] = [
+            ("vlseg", VLSeg.version),
+            ("blas", "OpenBLAS \(BLAS.configuration)"),
+            ("blas core", "\(BLAS.coreName) (\(coretypeSource))"),
+            ("threads", "\(ComputeThreads.count) per rank (OpenBLAS \(BLAS.threads)), \(ComputeThreads.availableCores) cores available"),
+            ("mpi", "\(MPILibrary.versionString) (MPI \(MPILibrary.standardVersion))"),
+        ]
+        if placement.underLauncher {
+            lines.append(("rank", "\(placement.rank) of \(placement.size) (local \(placement.localRank) of \(placement.localSize))"))
+        } else {
+            lines.append(("rank", "0 of 1 (no MPI launcher)"))
+        }
+        lines.append(("cpu", cpu.modelName))
+        lines.append(("cpu features", cpu.vectorSummary))
+        lines.append(("libpng", NativeCodecs.pngVersion))
+        lines.append(("turbojpeg", NativeCodecs.turboJPEGAvailable ? "available" : "not working"))
+        let width = lines.map(\.0.count).max() ?? 0
+        for (k, v) in lines {
+            print("\(k.padding(toLength: width, withPad: " ", startingAt: 0))  \(v)")
+        }
+    }
+}

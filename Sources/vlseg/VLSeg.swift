@@ -1,0 +1,13 @@
+import ArgumentParser
+
+/// The `vlseg` command line.
+struct VLSeg: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "vlseg",
+        abstract: "Parameter-efficient, data-parallel fine-tuning of vision-language segmentation models.",
+        version: version,
+        subcommands: [EnvCommand.self, BenchCommand.self]
+    )
+}

@@ -1,0 +1,67 @@
+import Foundation
+import XCTest
+
+/// The `vlseg` executable: help, environment report, BLAS kernel correction, and under mpirun.
+final class EnvCommandTests: XCTestCase {
+    func testHelpListsCommands() throws {
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["--help"])
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("env"), r.output)
+        XCTAssertTrue(r.output.contains("bench"), r.output)
+    }
+
+    func testEnvReportsFastKernelsFromACleanEnvironment() throws {
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"])
+        XCTAssertEqual(r.status, 0, r.output)
+        for key in ["vlseg", "blas core", "threads", "mpi", "rank", "cpu features"] {
+            XCTAssertTrue(r.output.contains(key), "missing '\(key)' in:\n\(r.output)")
+        }
+        XCTAssertTrue(r.output.contains("Open MPI"), r.output)
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        if cpuinfo.contains(" avx2 ") {
+            XCTAssertFalse(r.output.contains("Prescott"), "slow kernels with a clean environment:\n\(r.output)")
+        }
+    }
+
+    /// Simulates OpenBLAS misdetecting the CPU: vlseg must re-execute itself with a fitting core.
+    func testMisdetectedCoreIsCorrectedByReexec() throws {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        try XCTSkipUnless(cpuinfo.contains(" avx2 "), "needs an AVX2 CPU to have a better core than Prescott")
+        let env = ProcessRunner.cleanEnvironment(["VLSEG_BLAS_ASSUME_DETECTED": "Prescott"])
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"], environment: env)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("set by vlseg"), r.output)
+        XCTAssertFalse(r.output.contains("Prescott"), r.output)
+    }
+
+    /// A user's explicit choice is respected.
+    func testExplicitCoretypeIsRespected() throws {
+        let env = ProcessRunner.cleanEnvironment(["OPENBLAS_CORETYPE": "Haswell"])
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"], environment: env)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("Haswell (OPENBLAS_CORETYPE=Haswell from the environment)"), r.output)
+    }
+
+    func testEnvUnderMpirunReportsEachRank() throws {
+        guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
+        let r = try ProcessRunner.run(mpirun, ProcessRunner.mpirunFlags + ["-np", "2", ProcessRunner.vlsegPath, "env"],
+                                      timeout: 60)
+        XCTAssertFalse(r.timedOut, "mpirun timed out:\n\(r.output)")
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains(" 0 of 2 (local"), r.output)
+        XCTAssertTrue(r.output.contains(" 1 of 2 (local"), r.output)
+        XCTAssertFalse(r.output.contains("Prescott"), r.output)
+    }
+
+    func testBenchGemmPrintsEveryShape() throws {
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["bench", "gemm", "--seconds", "0.01", "--json"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.output)
+        for label in ["485x768 * 768x768", "485x768 * 768x3072", "485x3072 * 3072x768", "12 x 485x64 * 64x485", "1024^3"] {
+            XCTAssertTrue(r.output.contains(label), "missing \(label):\n\(r.output)")
+        }
+        let last = r.output.split(separator: "\n").last.map(String.init) ?? ""
+        let obj = try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]
+        let gflops = obj?["sgemm_gflops_per_s"] as? Double ?? 0
+        XCTAssertGreaterThan(gflops, 1, last)
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import XCTest
+
+/// Runs the built `vlseg` (and mpirun) as child processes with a hard timeout.
+enum ProcessRunner {
+    struct Result {
+        let status: Int32
+        let output: String
+        let timedOut: Bool
+    }
+
+    /// The directory holding the test bundle also holds the `vlseg` executable of the same build.
+    static var vlsegPath: String {
+        let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let candidates = [bundleDir.appendingPathComponent("vlseg").path,
+                          Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("vlseg").path]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+    }
+
+    /// A clean environment: what a user's shell would have, minus BLAS and vlseg settings.
+    static func cleanEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+        var env = ProcessInfo.processInfo.environment.filter { key, _ in
+            !key.hasPrefix("OPENBLAS_") && !key.hasPrefix("VLSEG_") && !key.hasPrefix("OMPI_") && !key.hasPrefix("PMIX_")
+        }
+        for (k, v) in extra { env[k] = v }
+        return env
+    }
+
+    /// Runs `executable args`, killing the whole process group after `timeout` seconds.
+    static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil,
+                    timeout: TimeInterval = 60) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = args
+        process.environment = environment ?? cleanEnvironment()
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let collected = OutputCollector()
+        pipe.fileHandleForReading.readabilityHandler = { h in collected.append(h.availableData) }
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        while process.isRunning {
+            if Date() > deadline {
+                timedOut = true
+                kill(-process.processIdentifier, SIGKILL)
+                process.terminate()
+                kill(process.processIdentifier, SIGKILL)
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        pipe.fileHandleForReading.readabilityHandler = nil
+        collected.append(pipe.fileHandleForReading.readDataToEndOfFile())
+        return Result(status: process.terminationStatus, output: collected.text, timedOut: timedOut)
+    }
+
+    /// Path of a program on PATH, or nil.
+    static func which(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// mpirun flags for tests: root permission, no binding, fast abort.
+    static var mpirunFlags: [String] {
+        var flags = ["--bind-to", "none", "--mca", "odls_base_sigkill_timeout", "0"]
+        if getuid() == 0 { flags.append("--allow-run-as-root") }
+        if ProcessInfo.processInfo.activeProcessorCount < 2 { flags += ["--oversubscribe"] }
+        return flags
+    }
+}
+
+final class OutputCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+}
