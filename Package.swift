@@ -24,20 +24,22 @@ let package = Package(
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
 
         .target(name: "VLTensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        .target(name: "VLModels", dependencies: ["VLTensor"], swiftSettings: numericSettings),
         .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),
-        .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor"], swiftSettings: numericSettings),
+        .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLModels"], swiftSettings: numericSettings),
         .executableTarget(
             name: "vlseg",
             dependencies: [
-                "VLTensor", "VLDistributed", "VLData",
+                "VLTensor", "VLModels", "VLDistributed", "VLData",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numericSettings
         ),
 
         .testTarget(name: "VLTensorTests", dependencies: ["VLTensor"]),
+        .testTarget(name: "VLModelsTests", dependencies: ["VLModels"]),
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
-        .testTarget(name: "VLDataTests", dependencies: ["VLData"]),
+        .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor"]),
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.
         .testTarget(name: "VLSegCLITests", dependencies: ["vlseg"]),
     ],
