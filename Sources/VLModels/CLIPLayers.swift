@@ -1,0 +1,116 @@
+import VLTensor
+
+/// Records named intermediate tensors during a forward pass (debugging, reference comparisons).
+public typealias ForwardObserver = (_ name: String, _ value: Tensor) -> Void
+
+/// Applies a Hugging Face activation by its config name.
+func activation(_ name: String, _ x: Tensor) -> Tensor {
+    switch name {
+    case "quick_gelu": return x.quickGELU()
+    case "gelu": return x.gelu()
+    case "relu": return x.relu()
+    default: preconditionFailure("unsupported activation \(name)")  // rejected when the config is validated
+    }
+}
+
+/// A Linear layer addressed by its checkpoint prefix (`<prefix>.weight`, `<prefix>.bias`).
+struct LinearLayer {
+    let prefix: String
+    let inFeatures: Int
+    let outFeatures: Int
+    let hasBias: Bool
+
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
+        linear(x, weight: p["\(prefix).weight"], bias: hasBias ? p["\(prefix).bias"] : nil)
+    }
+
+    var parameterShapes: [(String, [Int])] {
+        [("\(prefix).weight", [outFeatures, inFeatures])] + (hasBias ? [("\(prefix).bias", [outFeatures])] : [])
+    }
+}
+
+/// A LayerNorm with weight and bias addressed by prefix.
+struct LayerNormLayer {
+    let prefix: String
+    let width: Int
+    let eps: Float
+
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
+        layerNorm(x, weight: p["\(prefix).weight"], bias: p["\(prefix).bias"], eps: eps)
+    }
+
+    var parameterShapes: [(String, [Int])] { [("\(prefix).weight", [width]), ("\(prefix).bias", [width])] }
+}
+
+/// CLIP's multi-head self-attention (separate q/k/v projections, output projection).
+struct SelfAttentionLayer {
+    let q, k, v, out: LinearLayer
+    let heads: Int
+
+    init(prefix: String, width: Int, heads: Int) {
+        q = LinearLayer(prefix: "\(prefix).q_proj", inFeatures: width, outFeatures: width, hasBias: true)
+        k = LinearLayer(prefix: "\(prefix).k_proj", inFeatures: width, outFeatures: width, hasBias: true)
+        v = LinearLayer(prefix: "\(prefix).v_proj", inFeatures: width, outFeatures: width, hasBias: true)
+        out = LinearLayer(prefix: "\(prefix).out_proj", inFeatures: width, outFeatures: width, hasBias: true)
+        self.heads = heads
+    }
+
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil) -> Tensor {
+        let a = multiHeadAttention(query: q(x, p), key: k(x, p), value: v(x, p), heads: heads, causal: causal, keyMask: keyMask)
+        return out(a, p)
+    }
+
+    var parameterShapes: [(String, [Int])] { [q, k, v, out].flatMap(\.parameterShapes) }
+}
+
+/// A CLIP encoder layer: pre-LN attention and MLP blocks with residuals.
+struct CLIPEncoderLayer {
+    let attention: SelfAttentionLayer
+    let norm1, norm2: LayerNormLayer
+    let fc1, fc2: LinearLayer
+    let act: String
+
+    init(prefix: String, config: CLIPTowerConfig) {
+        let d = config.hiddenSize
+        attention = SelfAttentionLayer(prefix: "\(prefix).self_attn", width: d, heads: config.numAttentionHeads)
+        norm1 = LayerNormLayer(prefix: "\(prefix).layer_norm1", width: d, eps: config.layerNormEps)
+        norm2 = LayerNormLayer(prefix: "\(prefix).layer_norm2", width: d, eps: config.layerNormEps)
+        fc1 = LinearLayer(prefix: "\(prefix).mlp.fc1", inFeatures: d, outFeatures: config.intermediateSize, hasBias: true)
+        fc2 = LinearLayer(prefix: "\(prefix).mlp.fc2", inFeatures: config.intermediateSize, outFeatures: d, hasBias: true)
+        act = config.hiddenAct
+    }
+
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil) -> Tensor {
+        let h = x + attention(norm1(x, p), p, causal: causal, keyMask: keyMask)
+        return h + fc2(activation(act, fc1(norm2(h, p), p)), p)
+    }
+
+    var parameterShapes: [(String, [Int])] {
+        attention.parameterShapes + norm1.parameterShapes + fc1.parameterShapes + fc2.parameterShapes + norm2.parameterShapes
+    }
+}
+
+/// A CLIPSeg decoder layer: POST-LN, and always ReLU whatever the config's decoder_hidden_act says
+/// (Hugging Face builds it from a copy of the vision config with hidden_act forced to relu).
+struct CLIPSegDecoderLayer {
+    let attention: SelfAttentionLayer
+    let norm1, norm2: LayerNormLayer
+    let fc1, fc2: LinearLayer
+
+    init(prefix: String, width: Int, heads: Int, intermediate: Int, eps: Float) {
+        attention = SelfAttentionLayer(prefix: "\(prefix).self_attn", width: width, heads: heads)
+        norm1 = LayerNormLayer(prefix: "\(prefix).layer_norm1", width: width, eps: eps)
+        norm2 = LayerNormLayer(prefix: "\(prefix).layer_norm2", width: width, eps: eps)
+        fc1 = LinearLayer(prefix: "\(prefix).mlp.fc1", inFeatures: width, outFeatures: intermediate, hasBias: true)
+        fc2 = LinearLayer(prefix: "\(prefix).mlp.fc2", inFeatures: intermediate, outFeatures: width, hasBias: true)
+    }
+
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
+        let h = norm1(x + attention(x, p), p)
+        return norm2(h + fc2(fc1(h, p).relu(), p), p)
+    }
+
+    var parameterShapes: [(String, [Int])] {
+        attention.parameterShapes + norm1.parameterShapes + fc1.parameterShapes + fc2.parameterShapes + norm2.parameterShapes
+    }
+}

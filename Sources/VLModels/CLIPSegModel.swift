@@ -1,0 +1,298 @@
+import Foundation
+import VLTensor
+
+/// Tokenised text prompts: ids and attention masks, one row per batch item (any common length).
+public struct TextPrompts: Sendable {
+    public var inputIDs: [[Int]]
+    public var attentionMask: [[Int]]
+
+    public init(inputIDs: [[Int]], attentionMask: [[Int]]) {
+        precondition(inputIDs.count == attentionMask.count, "ids and masks differ in batch size")
+        self.inputIDs = inputIDs
+        self.attentionMask = attentionMask
+    }
+
+    public var batchSize: Int { inputIDs.count }
+
+    /// Length up to the last attended token of any row. The text encoder is causal, so the
+    /// positions after it cannot change anything the pooled output depends on.
+    public var attendedLength: Int {
+        attentionMask.map { row in (row.lastIndex(of: 1) ?? 0) + 1 }.max() ?? 0
+    }
+}
+
+/// CLIPSeg (Hugging Face `CLIPSegForImageSegmentation`) on the VLTensor engine.
+///
+/// Every size comes from the config; weights are addressed by their checkpoint names in
+/// `parameters`. Forward passes compute only what the requested outputs need: the text-prompted
+/// path stops the vision tower at the deepest extracted layer and trims padding tokens.
+public final class CLIPSegModel: @unchecked Sendable {
+    public let config: CLIPSegConfig
+    public let parameters: ParameterStore
+
+    let textLayers: [CLIPEncoderLayer]
+    let visionLayers: [CLIPEncoderLayer]
+    let textFinalNorm: LayerNormLayer
+    let visionPreNorm: LayerNormLayer
+    let visionPostNorm: LayerNormLayer
+    let textProjection: LinearLayer
+    let visualProjection: LinearLayer
+    let reduces: [LinearLayer]
+    let decoderLayers: [CLIPSegDecoderLayer]
+    let filmMul: LinearLayer
+    let filmAdd: LinearLayer
+
+    public init(config: CLIPSegConfig, parameters: ParameterStore) {
+        self.config = config
+        self.parameters = parameters
+        let t = config.textConfig, v = config.visionConfig
+        textLayers = (0..<t.numHiddenLayers).map { CLIPEncoderLayer(prefix: "clip.text_model.encoder.layers.\($0)", config: t) }
+        visionLayers = (0..<v.numHiddenLayers).map { CLIPEncoderLayer(prefix: "clip.vision_model.encoder.layers.\($0)", config: v) }
+        textFinalNorm = LayerNormLayer(prefix: "clip.text_model.final_layer_norm", width: t.hiddenSize, eps: t.layerNormEps)
+        visionPreNorm = LayerNormLayer(prefix: "clip.vision_model.pre_layrnorm", width: v.hiddenSize, eps: v.layerNormEps)
+        visionPostNorm = LayerNormLayer(prefix: "clip.vision_model.post_layernorm", width: v.hiddenSize, eps: v.layerNormEps)
+        textProjection = LinearLayer(prefix: "clip.text_projection", inFeatures: t.hiddenSize, outFeatures: config.projectionDim, hasBias: false)
+        visualProjection = LinearLayer(prefix: "clip.visual_projection", inFeatures: v.hiddenSize, outFeatures: config.projectionDim, hasBias: false)
+        reduces = config.extractLayers.indices.map {
+            LinearLayer(prefix: "decoder.reduces.\($0)", inFeatures: v.hiddenSize, outFeatures: config.reduceDim, hasBias: true)
+        }
+        decoderLayers = config.extractLayers.indices.map {
+            CLIPSegDecoderLayer(prefix: "decoder.layers.\($0)", width: config.reduceDim, heads: config.decoderNumAttentionHeads,
+                                intermediate: config.decoderIntermediateSize, eps: v.layerNormEps)
+        }
+        filmMul = LinearLayer(prefix: "decoder.film_mul", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
+        filmAdd = LinearLayer(prefix: "decoder.film_add", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
+    }
+
+    // MARK: - Parameters
+
+    /// Transposed-convolution head layers: (checkpoint index, in, out, kernel, stride, padding, transposed).
+    var headLayers: [(index: Int?, cin: Int, cout: Int, kernel: Int, stride: Int, padding: Int, transposed: Bool)] {
+        let r = config.reduceDim, p = config.visionConfig.patchSize!
+        if config.useComplexTransposedConvolution {
+            let k = p / 4
+            return [(0, r, r, 3, 1, 1, false), (2, r, r / 2, k, k, 0, true), (4, r / 2, 1, k, k, 0, true)]
+        }
+        return [(nil, r, 1, p, p, 0, true)]
+    }
+
+    /// Every weight the architecture has, by checkpoint name, with its shape, in a fixed order.
+    public static func expectedParameters(_ config: CLIPSegConfig) -> [(name: String, shape: [Int])] {
+        let m = CLIPSegModel(config: config, parameters: ParameterStore())
+        let t = config.textConfig, v = config.visionConfig
+        var out: [(String, [Int])] = [
+            ("clip.logit_scale", []),
+            ("clip.text_model.embeddings.token_embedding.weight", [t.vocabSize!, t.hiddenSize]),
+            ("clip.text_model.embeddings.position_embedding.weight", [t.maxPositionEmbeddings!, t.hiddenSize]),
+        ]
+        out += m.textLayers.flatMap(\.parameterShapes) + m.textFinalNorm.parameterShapes
+        let grid = v.imageSize! / v.patchSize!
+        out += [
+            ("clip.vision_model.embeddings.class_embedding", [v.hiddenSize]),
+            ("clip.vision_model.embeddings.patch_embedding.weight", [v.hiddenSize, v.numChannels ?? 3, v.patchSize!, v.patchSize!]),
+            ("clip.vision_model.embeddings.position_embedding.weight", [grid * grid + 1, v.hiddenSize]),
+        ]
+        out += m.visionPreNorm.parameterShapes + m.visionLayers.flatMap(\.parameterShapes) + m.visionPostNorm.parameterShapes
+        out += m.visualProjection.parameterShapes + m.textProjection.parameterShapes
+        out += m.filmMul.parameterShapes + m.filmAdd.parameterShapes
+        out += m.reduces.flatMap(\.parameterShapes) + m.decoderLayers.flatMap(\.parameterShapes)
+        for h in m.headLayers {
+            let prefix = h.index.map { "decoder.transposed_convolution.\($0)" } ?? "decoder.transposed_convolution"
+            let wshape = h.transposed ? [h.cin, h.cout, h.kernel, h.kernel] : [h.cout, h.cin, h.kernel, h.kernel]
+            out += [("\(prefix).weight", wshape), ("\(prefix).bias", [h.cout])]
+        }
+        return out
+    }
+
+    /// Loads a Hugging Face CLIPSeg directory (config.json + model.safetensors).
+    public static func load(directory: URL) throws -> CLIPSegModel {
+        let config = try CLIPSegConfig.load(from: directory.appendingPathComponent("config.json"))
+        let weightsURL = directory.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw ModelLoadError.missingFile(path: weightsURL.path) }
+        let file = try SafeTensorsFile(url: weightsURL)
+        // Buffers that transformers may save alongside the weights are not parameters.
+        let store = try ParameterStore.load(from: file, expected: expectedParameters(config),
+                                            ignoring: { $0.hasSuffix("position_ids") })
+        return CLIPSegModel(config: config, parameters: store)
+    }
+
+    /// Names of the decoder's parameters (what "decoder-only" training trains).
+    public var decoderParameterNames: [String] { parameters.names.filter { $0.hasPrefix("decoder.") } }
+
+    // MARK: - Text tower
+
+    /// Token embeddings (without positions) for the first `length` positions: [B, length, D].
+    public func textTokenEmbeddings(_ prompts: TextPrompts, length: Int) -> Tensor {
+        let ids = prompts.inputIDs.flatMap { Array($0.prefix(length)) }
+        precondition(prompts.inputIDs.allSatisfy { $0.count >= length }, "prompt rows shorter than \(length)")
+        let table = parameters["clip.text_model.embeddings.token_embedding.weight"]
+        return table.indexSelect(rows: ids).reshaped([prompts.batchSize, length, config.textConfig.hiddenSize])
+    }
+
+    /// Where each row's end-of-text token sits, by the config's pooling rule.
+    public func poolingPositions(_ prompts: TextPrompts) -> [Int] {
+        let eos = config.textConfig.eosTokenId ?? 2
+        return prompts.inputIDs.map { row in
+            if config.poolsAtArgmax {
+                var best = 0
+                for (i, id) in row.enumerated() where id > row[best] { best = i }
+                return best
+            }
+            return row.firstIndex(of: eos) ?? (row.count - 1)
+        }
+    }
+
+    /// Runs the text transformer on token embeddings [B, T, D]: returns the final-LN hidden states
+    /// [B, T, D] and the pooled end-of-text features [B, D].
+    public func encodeText(tokenEmbeddings: Tensor, prompts: TextPrompts,
+                           observer: ForwardObserver? = nil) -> (lastHidden: Tensor, pooled: Tensor) {
+        let b = prompts.batchSize, len = tokenEmbeddings.shape[1]
+        let positions = parameters["clip.text_model.embeddings.position_embedding.weight"].slice(axis: 0, 0..<len)
+        var x = tokenEmbeddings + positions
+        let mask = Tensor(shape: [b, len], values: prompts.attentionMask.flatMap { $0.prefix(len).map(Float.init) })
+        for layer in textLayers { x = layer(x, parameters, causal: true, keyMask: mask) }
+        let last = textFinalNorm(x, parameters)
+        observer?("text.last_hidden_state", last)
+        let positionsToPool = poolingPositions(prompts).map { min($0, len - 1) }
+        let pooled = last.selectPerBatch(positionsToPool)
+        observer?("text.pooled_output", pooled)
+        return (last, pooled)
+    }
+
+    /// The conditional embedding of text prompts: text_projection(pooled) [B, P].
+    /// `trimPadding` drops positions after the last attended token (exact: the encoder is causal).
+    public func conditionalEmbeddings(text prompts: TextPrompts, trimPadding: Bool = true,
+                                      observer: ForwardObserver? = nil) -> Tensor {
+        let length = trimPadding ? max(1, min(prompts.attendedLength, prompts.inputIDs.first?.count ?? 0))
+            : (prompts.inputIDs.first?.count ?? 0)
+        let (_, pooled) = encodeText(tokenEmbeddings: textTokenEmbeddings(prompts, length: length), prompts: prompts, observer: observer)
+        let cond = textProjection(pooled, parameters)
+        observer?("conditional_embeddings", cond)
+        return cond
+    }
+
+    // MARK: - Vision tower
+
+    /// Class + patch embeddings + (resized) positions, before pre-LayerNorm: [B, 1 + gh*gw, D].
+    public func visionEmbeddings(_ pixels: Tensor) -> Tensor {
+        let v = config.visionConfig, p = v.patchSize!, d = v.hiddenSize
+        precondition(pixels.rank == 4 && pixels.shape[1] == (v.numChannels ?? 3), "pixel values must be [B, \(v.numChannels ?? 3), H, W], got \(pixels.shape)")
+        let b = pixels.shape[0], gh = pixels.shape[2] / p, gw = pixels.shape[3] / p
+        let patches = conv2d(pixels, weight: parameters["clip.vision_model.embeddings.patch_embedding.weight"], stride: (p, p))
+            .reshaped([b, d, gh * gw]).transposed(1, 2)
+        let cls = parameters["clip.vision_model.embeddings.class_embedding"].reshaped([1, 1, d]).expanded(to: [b, 1, d])
+        return concat([cls, patches], axis: 1) + positionEmbeddings(gridHeight: gh, gridWidth: gw)
+    }
+
+    /// Position embeddings for a gh x gw grid: the checkpoint's own, or its patch part resized
+    /// bicubically (PyTorch semantics, align_corners false) with the class position untouched.
+    public func positionEmbeddings(gridHeight gh: Int, gridWidth gw: Int) -> Tensor {
+        let table = parameters["clip.vision_model.embeddings.position_embedding.weight"]
+        let n = table.shape[0] - 1, d = table.shape[1]
+        if gh * gw == n && gh == gw { return table }
+        let side = Int(Double(n).squareRoot().rounded())
+        let patchPositions = table.slice(axis: 0, 1..<(n + 1)).reshaped([side, side, d]).permuted([2, 0, 1])
+        let resized = patchPositions.resized(to: (gh, gw), mode: .bicubic, alignCorners: false)
+            .permuted([1, 2, 0]).reshaped([gh * gw, d])
+        return concat([table.slice(axis: 0, 0..<1), resized], axis: 0)
+    }
+
+    /// Runs the vision tower through `layers` encoder layers; returns hidden states 0...layers
+    /// (0 = pre-LayerNorm output, i+1 = output of layer i).
+    public func encodeVision(_ pixels: Tensor, layers: Int, observer: ForwardObserver? = nil) -> [Tensor] {
+        let emb = visionEmbeddings(pixels)
+        observer?("vision.embeddings", emb)
+        var x = visionPreNorm(emb, parameters)
+        var states = [x]
+        observer?("vision.hidden_states.0", x)
+        for i in 0..<layers {
+            x = visionLayers[i](x, parameters)
+            states.append(x)
+            observer?("vision.hidden_states.\(i + 1)", x)
+        }
+        return states
+    }
+
+    /// visual_projection(post_layernorm(CLS of the last layer)) [B, P]: the image feature used as
+    /// CLIPSeg's image-prompt conditional embedding.
+    public func imageFeatures(_ pixels: Tensor, observer: ForwardObserver? = nil) -> Tensor {
+        let states = encodeVision(pixels, layers: visionLayers.count, observer: observer)
+        return pooledImageFeatures(lastHidden: states.last!)
+    }
+
+    func pooledImageFeatures(lastHidden: Tensor) -> Tensor {
+        let cls = lastHidden.selectPerBatch([Int](repeating: 0, count: lastHidden.shape[0]))
+        return visualProjection(visionPostNorm(cls, parameters), parameters)
+    }
+
+    // MARK: - Decoder
+
+    /// The decoder from tapped activations (shallowest first, as extracted) and conditional
+    /// embeddings [B, P] to logits [B, H, W].
+    public func decode(activations: [Tensor], conditional: Tensor, gridHeight gh: Int, gridWidth gw: Int,
+                       observer: ForwardObserver? = nil) -> Tensor {
+        precondition(activations.count == config.extractLayers.count)
+        let b = conditional.shape[0], r = config.reduceDim
+        var output: Tensor? = nil
+        // k = 0 is the DEEPEST extracted layer.
+        for (k, activation) in activations.reversed().enumerated() {
+            let reduced = reduces[k](activation, parameters)
+            observer?("decoder.reduce.\(k)", reduced)
+            var x = output.map { reduced + $0 } ?? reduced
+            if k == config.conditionalLayer {
+                let mul = filmMul(conditional, parameters).reshaped([b, 1, r])
+                let add = filmAdd(conditional, parameters).reshaped([b, 1, r])
+                x = x * mul + add
+            }
+            observer?("decoder.layer_in.\(k)", x)
+            x = decoderLayers[k](x, parameters)
+            observer?("decoder.layer_out.\(k)", x)
+            output = x
+        }
+        // Drop CLS, then [B, T, R] -> [B, R, gh, gw].
+        let tokens = output!.slice(axis: 1, 1..<(1 + gh * gw))
+        var y = tokens.transposed(1, 2).reshaped([b, r, gh, gw])
+        observer?("decoder.tconv_in", y)
+        var stage = 0
+        for (i, h) in headLayers.enumerated() {
+            let prefix = h.index.map { "decoder.transposed_convolution.\($0)" } ?? "decoder.transposed_convolution"
+            let w = parameters["\(prefix).weight"], bias = parameters["\(prefix).bias"]
+            y = h.transposed
+                ? convTranspose2d(y, weight: w, bias: bias, stride: (h.stride, h.stride), padding: (h.padding, h.padding))
+                : conv2d(y, weight: w, bias: bias, stride: (h.stride, h.stride), padding: (h.padding, h.padding))
+            observer?("decoder.tconv.\(stage)", y)
+            stage += 1
+            if i < headLayers.count - 1 {
+                y = y.relu()
+                observer?("decoder.tconv.\(stage)", y)
+                stage += 1
+            }
+        }
+        return y.reshaped([b, y.shape[2], y.shape[3]])
+    }
+
+    /// Segmentation logits [B, H, W] for images [B, C, H, W] and a conditional embedding [B, P].
+    /// `allVisionLayers` runs the whole vision tower (for debugging output); otherwise only the
+    /// layers through the deepest extracted one run.
+    public func segment(pixels: Tensor, conditional: Tensor, allVisionLayers: Bool = false,
+                        observer: ForwardObserver? = nil) -> Tensor {
+        let p = config.visionConfig.patchSize!
+        let layers = allVisionLayers ? visionLayers.count : config.visionLayersNeeded
+        let states = encodeVision(pixels, layers: layers, observer: observer)
+        if allVisionLayers {
+            observer?("vision.last_hidden_state", states.last!)
+            observer?("pooled_output", pooledImageFeatures(lastHidden: states.last!))
+        }
+        let activations = config.extractLayers.map { states[$0 + 1] }
+        for (i, a) in activations.enumerated() { observer?("decoder.activation.\(i)", a) }
+        let logits = decode(activations: activations, conditional: conditional,
+                            gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p, observer: observer)
+        observer?("logits", logits)
+        return logits
+    }
+
+    /// Text-prompted segmentation: logits [B, H, W].
+    public func callAsFunction(pixels: Tensor, text: TextPrompts, observer: ForwardObserver? = nil) -> Tensor {
+        segment(pixels: pixels, conditional: conditionalEmbeddings(text: text, observer: observer), observer: observer)
+    }
+}

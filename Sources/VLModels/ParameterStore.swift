@@ -1,0 +1,88 @@
+import Foundation
+import VLTensor
+
+/// Errors matching a checkpoint against a model's expected parameters.
+public enum ModelLoadError: Error, CustomStringConvertible {
+    case missingKeys(file: String, keys: [String])
+    case unexpectedKeys(file: String, keys: [String])
+    case shapeMismatch(file: String, key: String, expected: [Int], found: [Int])
+    case invalidConfig(file: String, key: String, reason: String)
+    case missingFile(path: String)
+
+    public var description: String {
+        func list(_ keys: [String]) -> String {
+            keys.count <= 8 ? keys.joined(separator: ", ") : keys.prefix(8).joined(separator: ", ") + ", ... (\(keys.count) in all)"
+        }
+        switch self {
+        case let .missingKeys(file, keys): return "\(file): missing \(keys.count) weight(s): \(list(keys))"
+        case let .unexpectedKeys(file, keys): return "\(file): \(keys.count) unexpected weight(s): \(list(keys))"
+        case let .shapeMismatch(file, key, expected, found): return "\(file): weight '\(key)' has shape \(found), the config implies \(expected)"
+        case let .invalidConfig(file, key, reason): return "\(file): '\(key)': \(reason)"
+        case let .missingFile(path): return "\(path): file not found"
+        }
+    }
+}
+
+/// A model's weights by their checkpoint names.
+///
+/// Names are the checkpoint's own (Hugging Face names for CLIPSeg), so loading, saving trainable
+/// tensors and addressing a parameter from a tuning method all use one vocabulary. Frozen weights
+/// stay borrowed from the memory-mapped file; marking a tensor trainable replaces it by a
+/// gradient-requiring leaf with its own writable storage.
+public final class ParameterStore: @unchecked Sendable {
+    public private(set) var tensors: [String: Tensor] = [:]
+    /// Insertion order: deterministic and identical on every rank.
+    public private(set) var names: [String] = []
+    public private(set) var trainableNames: Set<String> = []
+
+    public init() {}
+
+    public subscript(name: String) -> Tensor {
+        guard let t = tensors[name] else { preconditionFailure("no parameter named '\(name)'") }
+        return t
+    }
+
+    public func contains(_ name: String) -> Bool { tensors[name] != nil }
+
+    /// Adds or replaces a tensor.
+    public func set(_ name: String, _ tensor: Tensor) {
+        if tensors[name] == nil { names.append(name) }
+        tensors[name] = tensor
+    }
+
+    /// Makes `name` trainable: a writable copy that requires a gradient.
+    public func markTrainable(_ name: String) {
+        let t = self[name]
+        if trainableNames.contains(name) { return }
+        tensors[name] = t.copy().requiringGrad(name: name)
+        trainableNames.insert(name)
+    }
+
+    /// Trainable tensors in store order.
+    public var trainable: [(name: String, tensor: Tensor)] {
+        names.filter(trainableNames.contains).map { ($0, tensors[$0]!) }
+    }
+
+    public var parameterCount: Int { tensors.values.reduce(0) { $0 + $1.count } }
+    public var trainableParameterCount: Int { trainable.reduce(0) { $0 + $1.tensor.count } }
+
+    /// Loads exactly the `expected` names and shapes from a safetensors file, borrowing float32
+    /// data. Missing, unexpected and mis-shaped keys are reported together, by name.
+    public static func load(from file: SafeTensorsFile, expected: [(name: String, shape: [Int])],
+                            ignoring ignorable: (String) -> Bool = { _ in false }) throws -> ParameterStore {
+        let expectedNames = Set(expected.map(\.name))
+        let missing = expected.map(\.name).filter { !file.contains($0) }
+        if !missing.isEmpty { throw ModelLoadError.missingKeys(file: file.path, keys: missing) }
+        let unexpected = file.names.filter { !expectedNames.contains($0) && !ignorable($0) }
+        if !unexpected.isEmpty { throw ModelLoadError.unexpectedKeys(file: file.path, keys: unexpected.sorted()) }
+        let store = ParameterStore()
+        for (name, shape) in expected {
+            let entry = try file.entry(name)
+            guard entry.shape == shape else {
+                throw ModelLoadError.shapeMismatch(file: file.path, key: name, expected: shape, found: entry.shape)
+            }
+            store.set(name, try file.tensor(name))
+        }
+        return store
+    }
+}
