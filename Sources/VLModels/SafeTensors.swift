@@ -111,25 +111,24 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let n = Int(headerLength)
         dataStart = 8 + n
         let headerData = Data(bytes: base + 8, count: n)
-        let json: Any
+        let object: [String: HeaderJSON]
         do {
-            json = try JSONSerialization.jsonObject(with: headerData, options: [])
+            object = try JSONDecoder().decode([String: HeaderJSON].self, from: headerData)
+        } catch DecodingError.typeMismatch {
+            throw SafeTensorsError.invalidHeader(path: path, reason: "header is not a JSON object")
         } catch {
             throw SafeTensorsError.invalidHeader(path: path, reason: "header is not valid JSON")
-        }
-        guard let object = json as? [String: Any] else {
-            throw SafeTensorsError.invalidHeader(path: path, reason: "header is not a JSON object")
         }
         let dataSize = file.length - dataStart
         var entries: [String: SafeTensorsEntry] = [:]
         var metadata: [String: String] = [:]
         for (name, value) in object {
             if name == "__metadata__" {
-                guard let m = value as? [String: Any] else {
+                guard case let .object(m) = value else {
                     throw SafeTensorsError.invalidHeader(path: path, reason: "__metadata__ is not an object")
                 }
                 for (k, v) in m {
-                    guard let s = v as? String else {
+                    guard case let .string(s) = v else {
                         throw SafeTensorsError.invalidHeader(path: path, reason: "__metadata__ value for '\(k)' is not a string")
                     }
                     metadata[k] = s
@@ -148,23 +147,24 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.metadata = metadata
     }
 
-    static func parseEntry(name: String, value: Any, dataSize: Int, path: String) throws -> SafeTensorsEntry {
+    static func parseEntry(name: String, value: HeaderJSON, dataSize: Int, path: String) throws -> SafeTensorsEntry {
         func bad(_ reason: String) -> SafeTensorsError { .invalidEntry(path: path, tensor: name, reason: reason) }
-        guard let dict = value as? [String: Any] else { throw bad("entry is not an object") }
-        guard let dtypeName = dict["dtype"] as? String else { throw bad("missing dtype") }
+        guard case let .object(dict) = value else { throw bad("entry is not an object") }
+        guard case let .string(dtypeName)? = dict["dtype"] else { throw bad("missing dtype") }
         guard let dtype = SafeTensorsDType(rawValue: dtypeName) else { throw bad("unknown dtype '\(dtypeName)'") }
-        guard let shapeValues = dict["shape"] as? [Any] else { throw bad("missing or malformed shape") }
+        guard case let .array(shapeValues)? = dict["shape"] else { throw bad("missing or malformed shape") }
         var shape: [Int] = []
         var elements = 1
         for v in shapeValues {
-            guard let d = exactNonNegativeInt(v) else { throw bad("shape \(shapeValues) has a non-integer or negative dimension") }
+            guard case let .integer(d) = v else { throw bad("shape has a non-integer dimension") }
+            guard d >= 0 else { throw bad("shape has a negative dimension (\(d))") }
             shape.append(d)
             let (product, overflow) = elements.multipliedReportingOverflow(by: d)
             guard !overflow, product <= Int(Int32.max) * 64 else { throw bad("shape \(shape) is too large") }
             elements = product
         }
-        guard let offsets = dict["data_offsets"] as? [Any], offsets.count == 2,
-              let begin = exactNonNegativeInt(offsets[0]), let end = exactNonNegativeInt(offsets[1]) else {
+        guard case let .array(offsets)? = dict["data_offsets"], offsets.count == 2,
+              case let .integer(begin) = offsets[0], case let .integer(end) = offsets[1], begin >= 0, end >= 0 else {
             throw bad("missing or malformed data_offsets")
         }
         guard begin <= end else { throw bad("data_offsets [\(begin), \(end)] are reversed") }
@@ -173,16 +173,6 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw bad("shape \(shape) of \(dtype.rawValue) needs \(elements * dtype.byteSize) bytes, data_offsets give \(end - begin)")
         }
         return SafeTensorsEntry(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
-    }
-
-    static func exactNonNegativeInt(_ v: Any) -> Int? {
-        if v is Bool { return nil }
-        if let n = v as? NSNumber {
-            let d = n.doubleValue
-            guard d >= 0, d <= 9.0e15, d == d.rounded() else { return nil }
-            return Int(d)
-        }
-        return nil
     }
 
     public func contains(_ name: String) -> Bool { entries[name] != nil }
@@ -249,6 +239,23 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw SafeTensorsError.wrongDType(path: path, tensor: name, dtype: e.dtype.rawValue, expected: "an integer type")
         }
         return (e.shape, values)
+    }
+}
+
+/// The JSON values a safetensors header may hold, decoded strictly (integers stay integers).
+enum HeaderJSON: Decodable {
+    case integer(Int), number(Double), string(String), bool(Bool), null
+    case array([HeaderJSON]), object([String: HeaderJSON])
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null; return }
+        if let b = try? c.decode(Bool.self) { self = .bool(b); return }
+        if let i = try? c.decode(Int.self) { self = .integer(i); return }
+        if let d = try? c.decode(Double.self) { self = .number(d); return }
+        if let s = try? c.decode(String.self) { self = .string(s); return }
+        if let a = try? c.decode([HeaderJSON].self) { self = .array(a); return }
+        self = .object(try c.decode([String: HeaderJSON].self))
     }
 }
 

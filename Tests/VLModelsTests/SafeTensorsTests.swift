@@ -83,7 +83,7 @@ final class SafeTensorsTests: XCTestCase {
             (#"{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, [0, 0], "run past the data section"),
             (#"{"t":{"dtype":"Q8","shape":[1],"data_offsets":[0,1]}}"#, [0], "unknown dtype 'Q8'"),
             (#"{"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, [0, 0, 0, 0], "negative dimension"),
-            (#"{"t":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#, [0, 0, 0, 0], "non-integer"),
+            (#"{"t":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#, [0, 0, 0, 0], "non-integer dimension"),
             (#"{"t":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, [0, 0, 0, 0], "reversed"),
             (#"{"t":{"dtype":"F32","shape":[1]}}"#, [0, 0, 0, 0], "data_offsets"),
             (#"{"t":{"shape":[1],"data_offsets":[0,4]}}"#, [0, 0, 0, 0], "missing dtype"),
