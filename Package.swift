@@ -24,7 +24,12 @@ let package = Package(
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
 
         .target(name: "VLTensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
-        .target(name: "VLModels", dependencies: ["VLTensor"], swiftSettings: numericSettings),
+        .target(
+            name: "VLModels", dependencies: ["VLTensor"],
+            // The CLIP vocabulary ships with the tool so `init-model` and the demo need no download.
+            resources: [.copy("Resources/clip-tokenizer")],
+            swiftSettings: numericSettings
+        ),
         .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),
         .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLModels"], swiftSettings: numericSettings),
         .executableTarget(
@@ -36,8 +41,10 @@ let package = Package(
             swiftSettings: numericSettings
         ),
 
-        .testTarget(name: "VLTensorTests", dependencies: ["VLTensor"]),
-        .testTarget(name: "VLModelsTests", dependencies: ["VLModels"]),
+        // Shared test helpers (value comparison, finite-difference gradient checks).
+        .target(name: "VLTestSupport", dependencies: ["VLTensor"], path: "Tests/VLTestSupport"),
+        .testTarget(name: "VLTensorTests", dependencies: ["VLTensor", "VLTestSupport"]),
+        .testTarget(name: "VLModelsTests", dependencies: ["VLModels", "VLTestSupport"]),
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
         .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor"]),
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.

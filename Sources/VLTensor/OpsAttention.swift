@@ -39,7 +39,10 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
     }
     guard recording, let lse else { return out }
     let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
+    // Keep the mask's storage alive for backward (a raw pointer alone would dangle).
+    let savedMask = keyMask?.detached()
     return Tensor.record(out, inputs: [q, k, v], name: "attention") { g, needs in
+        let mask = savedMask?.pointer
         let gq = Tensor(zeros: q.shape), gk = Tensor(zeros: k.shape), gv = Tensor(zeros: v.shape)
         let p = Tensor(uninitialized: [tq, tk]), dp = Tensor(uninitialized: [tq, tk])
         let pp = p.mutablePointer, pdp = dp.mutablePointer

@@ -1,17 +1,17 @@
 import Foundation
 import XCTest
-@testable import VLTensor
+import VLTensor
 
 /// Shared helpers for op tests: value comparison and finite-difference gradient checks.
-enum Check {
+public enum Check {
     /// Deterministic test data.
-    static func random(_ shape: [Int], seed: UInt64, low: Float = -1, high: Float = 1) -> Tensor {
+    public static func random(_ shape: [Int], seed: UInt64, low: Float = -1, high: Float = 1) -> Tensor {
         var g = SplitMix64(seed: seed)
         return Tensor.randomUniform(shape, low: low, high: high, generator: &g)
     }
 
     /// Asserts every element within `tolerance` (absolute).
-    static func assertClose(_ actual: Tensor, _ expected: [Float], tolerance: Float = 1e-5,
+    public static func assertClose(_ actual: Tensor, _ expected: [Float], tolerance: Float = 1e-5,
                             _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(actual.count, expected.count, "element count \(message)", file: file, line: line)
         var worst: Float = 0, at = 0
@@ -28,7 +28,7 @@ enum Check {
     /// The error measure is max |analytic - numeric| divided by the largest numeric magnitude of
     /// that input's gradient. `samples` bounds the number of elements probed per input.
     @discardableResult
-    static func gradients(_ inputs: [Tensor], eps: Float = 1e-2, tolerance: Double = 1e-3, samples: Int = 48,
+    public static func gradients(_ inputs: [Tensor], eps: Float = 1e-2, tolerance: Double = 1e-3, samples: Int = 48,
                           differentiate: [Bool]? = nil, seed: UInt64 = 99,
                           file: StaticString = #filePath, line: UInt = #line,
                           _ f: ([Tensor]) -> Tensor) -> [Double] {
@@ -58,7 +58,7 @@ enum Check {
                 : (0..<samples).map { _ in Int(rng.next() % UInt64(x.count)) }
             var worst = 0.0, scale = 0.0
             for j in probe {
-                var plus = inputs.map { $0.copy() }, minus = inputs.map { $0.copy() }
+                let plus = inputs.map { $0.copy() }, minus = inputs.map { $0.copy() }
                 plus[i].mutablePointer[j] += eps
                 minus[i].mutablePointer[j] -= eps
                 let numeric = (lossValue(plus) - lossValue(minus)) / (2 * Double(eps))

@@ -1,0 +1,132 @@
+import Foundation
+import VLTensor
+
+/// Named CLIPSeg architectures for `vlseg init-model`: randomly initialised models in the Hugging
+/// Face format, for tests, the demo and benchmarks (no download needed).
+public enum CLIPSegPreset: String, CaseIterable, Sendable {
+    /// A few hundred thousand parameters: fast tests.
+    case tiny
+    /// A scaled-down ViT (a few million parameters): the built-in demo.
+    case small
+    /// The architecture of `CIDAS/clipseg-rd64-refined` (150,747,746 parameters).
+    case base
+
+    public var config: CLIPSegConfig {
+        func text(_ d: Int, _ layers: Int, _ heads: Int) -> CLIPTowerConfig {
+            var t = CLIPTowerConfig(hiddenSize: d, intermediateSize: 4 * d, numAttentionHeads: heads, numHiddenLayers: layers)
+            t.vocabSize = 49408
+            t.maxPositionEmbeddings = 77
+            t.eosTokenId = 2
+            t.bosTokenId = 49406
+            t.padTokenId = 1
+            return t
+        }
+        func vision(_ d: Int, _ layers: Int, _ heads: Int, image: Int, patch: Int) -> CLIPTowerConfig {
+            var v = CLIPTowerConfig(hiddenSize: d, intermediateSize: 4 * d, numAttentionHeads: heads, numHiddenLayers: layers)
+            v.imageSize = image
+            v.patchSize = patch
+            v.numChannels = 3
+            return v
+        }
+        switch self {
+        case .tiny:
+            return CLIPSegConfig(textConfig: text(32, 2, 2), visionConfig: vision(48, 3, 4, image: 64, patch: 16),
+                                 projectionDim: 16, reduceDim: 16, extractLayers: [0, 1, 2], conditionalLayer: 0,
+                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 32, useComplexTransposedConvolution: true)
+        case .small:
+            return CLIPSegConfig(textConfig: text(128, 4, 4), visionConfig: vision(192, 6, 6, image: 224, patch: 16),
+                                 projectionDim: 128, reduceDim: 32, extractLayers: [1, 3, 5], conditionalLayer: 0,
+                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 256, useComplexTransposedConvolution: true)
+        case .base:
+            return CLIPSegConfig(textConfig: text(512, 12, 8), visionConfig: vision(768, 12, 12, image: 224, patch: 16),
+                                 projectionDim: 512, reduceDim: 64, extractLayers: [3, 6, 9], conditionalLayer: 0,
+                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 2048, useComplexTransposedConvolution: true)
+        }
+    }
+}
+
+/// Writes randomly initialised CLIPSeg model directories in the Hugging Face layout.
+public enum CLIPSegInitializer {
+    /// Initial values for one named weight, deterministic in (seed, name).
+    ///
+    /// Linear and convolution weights follow PyTorch's default (uniform +-1/sqrt(fan_in)), so
+    /// activations keep a sensible scale through random frozen towers; LayerNorms start at
+    /// identity; embeddings are N(0, 0.02) as in CLIP's initialisation.
+    public static func initialValues(name: String, shape: [Int], config: CLIPSegConfig, seed: UInt64) -> Tensor {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        var rng = SplitMix64(seed: seed ^ hash)
+        if name == "clip.logit_scale" { return Tensor(filling: config.logitScaleInitValue, shape: shape) }
+        if name.hasSuffix("layer_norm1.weight") || name.hasSuffix("layer_norm2.weight") || name.hasSuffix("layernorm.weight")
+            || name.hasSuffix("layrnorm.weight") || name.hasSuffix("final_layer_norm.weight") {
+            return Tensor(filling: 1, shape: shape)
+        }
+        if name.contains("norm") && name.hasSuffix(".bias") { return Tensor(zeros: shape) }
+        if name.contains("embedding") {
+            let std: Float = name.hasSuffix("class_embedding") ? 1 / Float(shape[0]).squareRoot() : 0.02
+            if name.hasSuffix("patch_embedding.weight") {
+                let fanIn = shape.dropFirst().reduce(1, *)
+                let bound = 1 / Float(fanIn).squareRoot()
+                return Tensor.randomUniform(shape, low: -bound, high: bound, generator: &rng)
+            }
+            return Tensor.randomNormal(shape, std: std, generator: &rng)
+        }
+        // Linear [out, in] / Conv2d [out, in, kh, kw] / ConvTranspose2d [in, out, kh, kw] and biases.
+        let weightName = name.hasSuffix(".bias") ? String(name.dropLast(5)) + ".weight" : name
+        let fanIn: Int
+        if let wshape = CLIPSegModel.expectedParameters(config).first(where: { $0.name == weightName })?.shape, wshape.count >= 2 {
+            // PyTorch's fan_in is dim 1 x kernel for every layout (for ConvTranspose2d's [in, out, k, k]
+            // that is out x k x k, as PyTorch computes it too).
+            fanIn = wshape[1] * wshape.dropFirst(2).reduce(1, *)
+        } else {
+            fanIn = shape.last ?? 1
+        }
+        let bound = 1 / Float(max(fanIn, 1)).squareRoot()
+        return Tensor.randomUniform(shape, low: -bound, high: bound, generator: &rng)
+    }
+
+    /// A complete random model in memory.
+    public static func randomModel(config: CLIPSegConfig, seed: UInt64) -> CLIPSegModel {
+        let store = ParameterStore()
+        for (name, shape) in CLIPSegModel.expectedParameters(config) {
+            store.set(name, initialValues(name: name, shape: shape, config: config, seed: seed))
+        }
+        return CLIPSegModel(config: config, parameters: store)
+    }
+
+    /// The bundled CLIP tokenizer files (vocab.json, merges.txt and the tokenizer configs).
+    public static var bundledTokenizerDirectory: URL? {
+        Bundle.module.url(forResource: "clip-tokenizer", withExtension: nil)
+    }
+
+    /// Writes config.json, model.safetensors and the tokenizer files into `directory`.
+    /// Returns the number of parameters written.
+    @discardableResult
+    public static func write(config: CLIPSegConfig, seed: UInt64, to directory: URL,
+                             progress: ((Int, Int) -> Void)? = nil) throws -> Int {
+        try config.validate(file: directory.appendingPathComponent("config.json").path)
+        let fm = FileManager.default
+        try fm.createDirectory(at: directory, withIntermediateDirectories: true)
+        try config.jsonData().write(to: directory.appendingPathComponent("config.json"), options: .atomic)
+        var writer = SafeTensorsWriter()
+        writer.metadata = ["format": "pt"]
+        let expected = CLIPSegModel.expectedParameters(config)
+        var count = 0
+        for (i, (name, shape)) in expected.enumerated() {
+            let t = initialValues(name: name, shape: shape, config: config, seed: seed)
+            writer.add(name, t)
+            count += t.count
+            progress?(i + 1, expected.count)
+        }
+        try writer.write(to: directory.appendingPathComponent("model.safetensors"))
+        guard let tokenizer = bundledTokenizerDirectory else {
+            throw ModelLoadError.missingFile(path: "bundled clip-tokenizer resources")
+        }
+        for file in ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+            let dst = directory.appendingPathComponent(file)
+            try? fm.removeItem(at: dst)
+            try fm.copyItem(at: tokenizer.appendingPathComponent(file), to: dst)
+        }
+        return count
+    }
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import VLDistributed
+import VLTensor
+
+/// Runs a command body; any error becomes one line on stderr and exit status 1 (no trace).
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let exit as ExitCode {
+        throw exit
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        FileHandle.standardError.write(Data("vlseg: error: \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+/// Prints to stderr (progress and diagnostics keep stdout clean for results).
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Thread options shared by commands that compute.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Threads per rank for OpenBLAS and the engine's loops (default: cores / ranks on this machine).")
+    var threads: Int?
+
+    func apply() {
+        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: LaunchPlacement.fromEnvironment().localSize))
+    }
+}
+
+extension Int {
+    /// 150747746 -> "150,747,746".
+    var grouped: String {
+        let digits = String(abs(self))
+        var out = ""
+        for (i, c) in digits.reversed().enumerated() {
+            if i > 0 && i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return (self < 0 ? "-" : "") + String(out.reversed())
+    }
+}
