@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // System-library shims: a module map and a header, nothing else.
@@ -32,10 +33,15 @@ let package = Package(
         ),
         .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),
         .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLModels"], swiftSettings: numericSettings),
+        .target(
+            name: "VLTrain",
+            dependencies: ["VLTensor", "VLModels", "VLData", "VLDistributed", .product(name: "Yams", package: "Yams")],
+            swiftSettings: numericSettings
+        ),
         .executableTarget(
             name: "vlseg",
             dependencies: [
-                "VLTensor", "VLModels", "VLDistributed", "VLData",
+                "VLTensor", "VLModels", "VLDistributed", "VLData", "VLTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numericSettings
@@ -45,6 +51,7 @@ let package = Package(
         .target(name: "VLTestSupport", dependencies: ["VLTensor"], path: "Tests/VLTestSupport"),
         .testTarget(name: "VLTensorTests", dependencies: ["VLTensor", "VLTestSupport"]),
         .testTarget(name: "VLModelsTests", dependencies: ["VLModels", "VLTestSupport"]),
+        .testTarget(name: "VLTrainTests", dependencies: ["VLTrain", "VLTestSupport"]),
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
         .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor"]),
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.

@@ -1,0 +1,135 @@
+import CMPI
+import Foundation
+
+/// Open MPI over MPI_COMM_WORLD.
+///
+/// Every collective is issued non-blocking and completed by polling `MPI_Test` from the calling
+/// thread, so the watchdog needs no extra thread (MPI is initialised FUNNELED: only the main
+/// thread calls it) and can call `MPI_Abort` itself when a deadline passes.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    public let localRank: Int
+    public let localSize: Int
+    public var timeout: Double
+    private var finalized = false
+
+    public init(timeout: Double = 300) {
+        var provided: Int32 = 0
+        var argc = CommandLine.argc
+        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+        MPI_Init_thread(&argc, &argv, vlseg_mpi_thread_funneled(), &provided)
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(vlseg_mpi_comm_world(), &r)
+        MPI_Comm_size(vlseg_mpi_comm_world(), &s)
+        rank = Int(r)
+        size = Int(s)
+        let placement = LaunchPlacement.fromEnvironment()
+        localRank = placement.localRank
+        localSize = placement.localSize
+        self.timeout = timeout
+    }
+
+    deinit { finalize() }
+
+    final class Request: PendingCollective {
+        var request: MPI_Request?
+        let owner: MPICommunicator
+        let label: String
+        let started = DispatchTime.now().uptimeNanoseconds
+        var done = false
+
+        init(_ request: MPI_Request?, owner: MPICommunicator, label: String) {
+            self.request = request
+            self.owner = owner
+            self.label = label
+        }
+
+        func test() -> Bool {
+            if done { return true }
+            var flag: Int32 = 0
+            let rc = MPI_Test(&request, &flag, vlseg_mpi_status_ignore())
+            if rc != vlseg_mpi_success() { owner.abort(code: 3, message: "rank \(owner.rank): MPI \(label) failed (error \(rc))") }
+            done = flag != 0
+            return done
+        }
+
+        func wait() {
+            var spins = 0
+            while !test() {
+                spins += 1
+                if spins % 64 == 0 {
+                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
+                    if elapsed > owner.timeout {
+                        owner.abort(code: 4, message: "rank \(owner.rank): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s); a rank is missing, stuck or dead — aborting the job")
+                    }
+                    sched_yield()
+                }
+            }
+        }
+    }
+
+    private func check(_ rc: Int32, _ op: String) {
+        if rc != vlseg_mpi_success() { abort(code: 3, message: "rank \(rank): MPI \(op) failed (error \(rc))") }
+    }
+
+    private func allReduce(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype, label: String) -> Request {
+        var req = vlseg_mpi_request_null()
+        check(MPI_Iallreduce(vlseg_mpi_in_place(), buffer, Int32(count), type, vlseg_mpi_sum(), vlseg_mpi_comm_world(), &req), "allreduce \(label)")
+        return Request(req, owner: self, label: "allreduce \(label)")
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) {
+        allReduce(buffer, count: count, type: vlseg_mpi_float(), label: label).wait()
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int, label: String) {
+        allReduce(buffer, count: count, type: vlseg_mpi_double(), label: label).wait()
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Int64>, count: Int, label: String) {
+        allReduce(buffer, count: count, type: vlseg_mpi_int64(), label: label).wait()
+    }
+
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) -> PendingCollective {
+        allReduce(buffer, count: count, type: vlseg_mpi_float(), label: label)
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int, label: String) {
+        var req = vlseg_mpi_request_null()
+        check(MPI_Ibcast(buffer, Int32(bytes), vlseg_mpi_byte(), Int32(root), vlseg_mpi_comm_world(), &req), "broadcast \(label)")
+        Request(req, owner: self, label: "broadcast \(label)").wait()
+    }
+
+    public func barrier(label: String) {
+        var req = vlseg_mpi_request_null()
+        check(MPI_Ibarrier(vlseg_mpi_comm_world(), &req), "barrier \(label)")
+        Request(req, owner: self, label: "barrier \(label)").wait()
+    }
+
+    public func allGather(_ value: [UInt8], label: String) -> [[UInt8]] {
+        let n = value.count
+        var out = [UInt8](repeating: 0, count: n * size)
+        var req = vlseg_mpi_request_null()
+        value.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                check(MPI_Iallgather(src.baseAddress, Int32(n), vlseg_mpi_byte(), dst.baseAddress, Int32(n), vlseg_mpi_byte(),
+                                     vlseg_mpi_comm_world(), &req), "allgather \(label)")
+                Request(req, owner: self, label: "allgather \(label)").wait()
+            }
+        }
+        return (0..<size).map { Array(out[$0 * n..<($0 + 1) * n]) }
+    }
+
+    public func abort(code: Int32, message: String) -> Never {
+        FileHandle.standardError.write(Data("vlseg: \(message)\n".utf8))
+        MPI_Abort(vlseg_mpi_comm_world(), code)
+        exit(code)
+    }
+
+    public func finalize() {
+        if finalized { return }
+        finalized = true
+        MPI_Finalize()
+    }
+}
