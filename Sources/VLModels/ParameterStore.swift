@@ -58,6 +58,14 @@ public final class ParameterStore: @unchecked Sendable {
         trainableNames.insert(name)
     }
 
+    /// Registers `tensor` (a gradient-requiring leaf, e.g. a view into the trainer's arena) as the
+    /// trainable value of `name`.
+    public func setTrainable(_ name: String, _ tensor: Tensor) {
+        precondition(tensor.requiresGrad, "trainable tensor '\(name)' must require a gradient")
+        set(name, tensor)
+        trainableNames.insert(name)
+    }
+
     /// Trainable tensors in store order.
     public var trainable: [(name: String, tensor: Tensor)] {
         names.filter(trainableNames.contains).map { ($0, tensors[$0]!) }
@@ -65,6 +73,13 @@ public final class ParameterStore: @unchecked Sendable {
 
     public var parameterCount: Int { tensors.values.reduce(0) { $0 + $1.count } }
     public var trainableParameterCount: Int { trainable.reduce(0) { $0 + $1.tensor.count } }
+
+    /// A new store sharing this one's tensors (frozen weights stay borrowed; nothing is trainable).
+    public static func copy(of other: ParameterStore) -> ParameterStore {
+        let store = ParameterStore()
+        for name in other.names { store.set(name, other.tensors[name]!.detached()) }
+        return store
+    }
 
     /// Loads exactly the `expected` names and shapes from a safetensors file, borrowing float32
     /// data. Missing, unexpected and mis-shaped keys are reported together, by name.

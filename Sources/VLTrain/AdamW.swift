@@ -1,0 +1,59 @@
+import Foundation
+import VLTensor
+
+/// AdamW with decoupled weight decay, identical in arithmetic order to PyTorch's `torch.optim.AdamW`
+/// (single-tensor path): p *= 1 - lr*wd; m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2;
+/// p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+public struct AdamW: Sendable, Codable, Equatable {
+    public var beta1: Float
+    public var beta2: Float
+    public var eps: Float
+    public var weightDecay: Float
+    /// Optimiser steps taken (t in the bias corrections).
+    public var step: Int = 0
+
+    public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weightDecay = weightDecay
+    }
+
+    /// One update of the whole arena at learning rate `lr`.
+    public mutating func update(_ arena: ParameterArena, lr: Float) {
+        step += 1
+        let t = Double(step)
+        let bc1 = 1 - pow(Double(beta1), t), bc2 = 1 - pow(Double(beta2), t)
+        let stepSize = Float(Double(lr) / bc1)
+        let bc2Sqrt = Float(bc2.squareRoot())
+        let decay = 1 - lr * weightDecay
+        let b1 = beta1, b2 = beta2, eps = self.eps, wd = weightDecay
+        let p = arena.values.mutablePointer, g = arena.gradients.pointer
+        let m = arena.firstMoment.mutablePointer, v = arena.secondMoment.mutablePointer
+        parallelFor(arena.count, grain: 32768) { range in
+            for i in range {
+                if wd != 0 { p[i] *= decay }
+                let gi = g[i]
+                m[i] += (gi - m[i]) * (1 - b1)
+                v[i] = v[i] * b2 + (1 - b2) * gi * gi
+                let denom = v[i].squareRoot() / bc2Sqrt + eps
+                p[i] -= stepSize * (m[i] / denom)
+            }
+        }
+    }
+}
+
+/// Scales gradients so their global L2 norm is at most `maxNorm` (after the all-reduce, so every
+/// rank computes the same factor). Returns the norm before clipping.
+@discardableResult
+public func clipGradientNorm(_ arena: ParameterArena, maxNorm: Float) -> Float {
+    let g = arena.gradients.mutablePointer
+    var total = 0.0
+    for i in 0..<arena.count { total += Double(g[i]) * Double(g[i]) }
+    let norm = Float(total.squareRoot())
+    if maxNorm > 0 {
+        let coef = maxNorm / (norm + 1e-6)
+        if coef < 1 { for i in 0..<arena.count { g[i] *= coef } }
+    }
+    return norm
+}
