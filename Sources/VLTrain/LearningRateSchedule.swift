@@ -16,7 +16,7 @@ public struct LearningRateSchedule: Sendable, Codable, Equatable {
 
     // Plateau state.
     public private(set) var plateauLR: Float
-    public private(set) var bestMonitored: Double = .infinity
+    public private(set) var bestMonitored: Double? = nil
     public private(set) var badEvaluations: Int = 0
 
     public init(kind: Kind, baseLR: Float, warmupSteps: Int = 0, totalSteps: Int = 1, minLR: Float = 0,
@@ -51,7 +51,7 @@ public struct LearningRateSchedule: Sendable, Codable, Equatable {
     @discardableResult
     public mutating func observe(validationLoss: Double) -> Bool {
         guard kind == .plateau else { return false }
-        if validationLoss < bestMonitored * (1 - threshold) {
+        if bestMonitored.map({ validationLoss < $0 * (1 - threshold) }) ?? true {
             bestMonitored = validationLoss
             badEvaluations = 0
             return false
@@ -73,7 +73,7 @@ public struct LearningRateSchedule: Sendable, Codable, Equatable {
 public struct EarlyStopping: Sendable, Codable, Equatable {
     public var patience: Int
     public var minDelta: Double
-    public private(set) var best: Double = -.infinity
+    public private(set) var best: Double? = nil
     public private(set) var evaluationsWithoutImprovement = 0
 
     public init(patience: Int, minDelta: Double = 0) {
@@ -83,7 +83,7 @@ public struct EarlyStopping: Sendable, Codable, Equatable {
 
     /// Records a validation Dice; returns (improved, shouldStop). Patience 0 disables stopping.
     public mutating func observe(dice: Double) -> (improved: Bool, shouldStop: Bool) {
-        if dice > best + minDelta {
+        if best.map({ dice > $0 + minDelta }) ?? true {
             best = dice
             evaluationsWithoutImprovement = 0
             return (true, false)
