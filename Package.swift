@@ -31,17 +31,18 @@ let package = Package(
             resources: [.copy("Resources/clip-tokenizer")],
             swiftSettings: numericSettings
         ),
+        .target(name: "VLTuning", dependencies: ["VLTensor", "VLModels"], swiftSettings: numericSettings),
         .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),
         .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLModels"], swiftSettings: numericSettings),
         .target(
             name: "VLTrain",
-            dependencies: ["VLTensor", "VLModels", "VLData", "VLDistributed", .product(name: "Yams", package: "Yams")],
+            dependencies: ["VLTensor", "VLModels", "VLTuning", "VLData", "VLDistributed", .product(name: "Yams", package: "Yams")],
             swiftSettings: numericSettings
         ),
         .executableTarget(
             name: "vlseg",
             dependencies: [
-                "VLTensor", "VLModels", "VLDistributed", "VLData", "VLTrain",
+                "VLTensor", "VLModels", "VLTuning", "VLDistributed", "VLData", "VLTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numericSettings

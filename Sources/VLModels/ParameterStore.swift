@@ -74,6 +74,33 @@ public final class ParameterStore: @unchecked Sendable {
     public var parameterCount: Int { tensors.values.reduce(0) { $0 + $1.count } }
     public var trainableParameterCount: Int { trainable.reduce(0) { $0 + $1.tensor.count } }
 
+    /// A fingerprint of the names, shapes and bytes of every tensor not in `excluded` (the frozen
+    /// weights): ranks compare it at start-up to prove they hold the same model.
+    public func fingerprint(excluding excluded: Set<String> = []) -> String {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        func mix(_ x: UInt64) {
+            h = (h ^ x) &* 0x100_0000_01B3
+            h ^= h >> 29
+        }
+        var total = 0
+        for name in names where !excluded.contains(name) {
+            let t = tensors[name]!
+            for b in name.utf8 { mix(UInt64(b)) }
+            for d in t.shape { mix(UInt64(d)) }
+            // Word-wise: two floats per step keeps hashing a 600 MB model well under a second.
+            t.pointer.withMemoryRebound(to: UInt32.self, capacity: t.count) { p in
+                var i = 0
+                while i + 1 < t.count {
+                    mix(UInt64(p[i]) | UInt64(p[i + 1]) << 32)
+                    i += 2
+                }
+                if i < t.count { mix(UInt64(p[i])) }
+            }
+            total += t.count
+        }
+        return String(format: "%016llx/%d", h, total)
+    }
+
     /// A new store sharing this one's tensors (frozen weights stay borrowed; nothing is trainable).
     public static func copy(of other: ParameterStore) -> ParameterStore {
         let store = ParameterStore()

@@ -1,0 +1,58 @@
+import Foundation
+
+/// How to continue (or not) from an earlier checkpoint.
+public enum ResumeMode: Sendable, Equatable {
+    case none
+    /// The newest complete and valid checkpoint of the run directory, if any.
+    case auto
+    /// Exactly this checkpoint directory; failing clearly if it is unusable.
+    case path(String)
+
+    public init(_ text: String) {
+        switch text {
+        case "", "none", "false", "no": self = .none
+        case "auto": self = .auto
+        default: self = .path(text)
+        }
+    }
+}
+
+/// Everything the training loop needs, as plain values (filled from the resolved config).
+public struct TrainingOptions: Sendable {
+    public var runDirectory: URL
+    public var seed: UInt64 = 0
+    public var maxSteps: Int = 0
+    public var maxEpochs: Int = 0
+    public var accumulate: Int = 1
+    public var batchSize: Int = 4
+    public var lr: Float = 1e-3
+    public var weightDecay: Float = 0
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var eps: Float = 1e-8
+    public var clipGradNorm: Float = 0
+    public var schedule: LearningRateSchedule.Kind = .constant
+    public var warmupSteps: Int = 0
+    public var minLR: Float = 0
+    public var plateauFactor: Float = 0.1
+    public var plateauPatience: Int = 10
+    public var earlyStoppingPatience: Int = 0
+    public var earlyStoppingMinDelta: Double = 0
+    /// Validate every N optimiser steps; 0 = at the end of every epoch.
+    public var evalEvery: Int = 0
+    /// Checkpoint every N optimiser steps; 0 = only at evaluations and at the end.
+    public var checkpointEvery: Int = 0
+    public var keepLast: Int = 3
+    public var loss = SegmentationLoss()
+    public var logEvery: Int = 10
+    public var overlap: Bool = true
+    public var bucketBytes: Int = 4 << 20
+    public var resume: ResumeMode = .none
+    public var method: String = "decoder"
+    public var configYAML: String = ""
+    public var configHash: String = ""
+    /// Seconds between progress refreshes on a terminal.
+    public var progressInterval: Double = 0.5
+
+    public init(runDirectory: URL) { self.runDirectory = runDirectory }
+}

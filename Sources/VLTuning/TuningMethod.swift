@@ -1,0 +1,76 @@
+import Foundation
+import VLModels
+import VLTensor
+
+/// Errors configuring a tuning method.
+public enum TuningError: Error, CustomStringConvertible {
+    case unknownMethod(String, available: [String])
+    case invalidOption(method: String, key: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .unknownMethod(name, available):
+            return "unknown tuning method '\(name)'; available: \(available.joined(separator: ", "))"
+        case let .invalidOption(method, key, reason):
+            return "tuning '\(method)': option '\(key)': \(reason)"
+        }
+    }
+}
+
+/// A parameter-efficient tuning method: which named tensors learn, and what it adds to the model.
+///
+/// A method may add its own tensors to the model's parameter store (adapters, prompts) and hook
+/// into documented points of the forward pass; everything else stays frozen. The trainer only
+/// sees the trainable tensors by name, never which method runs.
+public protocol TuningMethod: AnyObject {
+    /// The registered name (`tuning=NAME`).
+    var name: String { get }
+    /// Prepares the model (adds tensors, installs hooks) and returns the trainable tensor names,
+    /// in a fixed order that is identical on every rank.
+    func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String]
+}
+
+/// Options a method reads from the config (`tuning.*`), as plain values.
+public typealias TuningOptions = [String: String]
+
+/// Methods by name: one file per method registers a factory here.
+public enum TuningRegistry {
+    public typealias Factory = (TuningOptions) throws -> TuningMethod
+
+    nonisolated(unsafe) private static var factories: [String: Factory] = [
+        "decoder": { _ in DecoderOnlyTuning() },
+        "full": { _ in FullFineTuning() },
+        "zero_shot": { _ in ZeroShot() },
+    ]
+
+    public static var names: [String] { factories.keys.sorted() }
+
+    public static func register(_ name: String, factory: @escaping Factory) { factories[name] = factory }
+
+    public static func make(_ name: String, options: TuningOptions = [:]) throws -> TuningMethod {
+        guard let factory = factories[name] else { throw TuningError.unknownMethod(name, available: names) }
+        return try factory(options)
+    }
+}
+
+/// Trains only the CLIPSeg decoder (FiLM, reduces, decoder layers, head); both CLIP towers stay
+/// frozen. What the papers' "end-to-end" baselines actually trained.
+public final class DecoderOnlyTuning: TuningMethod {
+    public let name = "decoder"
+    public init() {}
+    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { model.decoderParameterNames }
+}
+
+/// Every weight trains: the upper bound, whose all-reduce carries the whole model.
+public final class FullFineTuning: TuningMethod {
+    public let name = "full"
+    public init() {}
+    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { model.parameters.names }
+}
+
+/// Nothing trains: evaluate the checkpoint as published.
+public final class ZeroShot: TuningMethod {
+    public let name = "zero_shot"
+    public init() {}
+    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { [] }
+}
