@@ -1,0 +1,350 @@
+import Foundation
+import VLData
+import VLDistributed
+import VLModels
+import VLTensor
+
+/// What a finished training run reports.
+public struct TrainingSummary: Sendable {
+    public var steps: Int
+    public var epochs: Int
+    public var bestDice: Double?
+    public var bestStep: Int?
+    public var bestCheckpoint: String?
+    public var lastCheckpoint: String?
+    public var stoppedEarly: Bool
+    public var lastValidation: SegmentationMetrics?
+    public var resumedFrom: String?
+}
+
+/// Data-parallel training of a model's trainable tensors.
+///
+/// Every rank runs this loop on its shard; the only gradient traffic is the arena all-reduce.
+/// Rank 0 alone writes checkpoints and logs; everything that changes what ranks do next (best
+/// checkpoint, early stop, learning-rate reduction, save outcome) is decided on rank 0 and
+/// broadcast, so every rank enters the same collectives in the same order.
+public final class Trainer {
+    public let model: CLIPSegModel
+    public let arena: ParameterArena
+    public let comm: Communicator
+    public let options: TrainingOptions
+    let trainData: DataLoader
+    let valData: DataLoader?
+    public private(set) var state: TrainerState
+    let sync: GradientSynchronizer
+    let checkpoints: CheckpointStore
+    let metricsLog: MetricsLog?
+    let progress: ProgressReporter?
+    let stepsPerEpoch: Int
+    let totalSteps: Int
+    private var resumedFrom: String?
+    private var lastCheckpoint: String?
+    private var lastValidation: SegmentationMetrics?
+
+    public init(model: CLIPSegModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
+                comm: Communicator, options: TrainingOptions) throws {
+        guard !trainableNames.isEmpty else {
+            throw TrainingError.nothingToTrain(method: options.method)
+        }
+        self.model = model
+        self.comm = comm
+        self.options = options
+        self.trainData = trainData
+        self.valData = valData
+        let frozenFingerprint = model.parameters.fingerprint(excluding: Set(trainableNames))
+        try comm.verifySame("the frozen model weights", fingerprint: frozenFingerprint)
+        arena = ParameterArena(store: model.parameters, names: trainableNames)
+        try comm.verifySame("the trainable parameter layout", fingerprint: arena.layoutHash)
+        stepsPerEpoch = trainData.sampler.batchesPerEpoch / max(options.accumulate, 1)
+        guard stepsPerEpoch > 0 else {
+            throw TrainingError.emptyEpoch(batches: trainData.sampler.batchesPerEpoch, accumulate: options.accumulate)
+        }
+        if options.maxSteps > 0 {
+            totalSteps = options.maxSteps
+        } else if options.maxEpochs > 0 {
+            totalSteps = options.maxEpochs * stepsPerEpoch
+        } else {
+            throw TrainingError.noStoppingRule
+        }
+        var schedule = LearningRateSchedule(kind: options.schedule, baseLR: options.lr, warmupSteps: options.warmupSteps,
+                                            totalSteps: totalSteps, minLR: options.minLR, factor: options.plateauFactor,
+                                            patience: options.plateauPatience)
+        if options.schedule != .plateau { schedule.patience = options.plateauPatience }
+        state = TrainerState(optimizer: AdamW(beta1: options.beta1, beta2: options.beta2, eps: options.eps, weightDecay: options.weightDecay),
+                             schedule: schedule, earlyStopping: EarlyStopping(patience: options.earlyStoppingPatience, minDelta: options.earlyStoppingMinDelta),
+                             worldSize: comm.size, batchSize: options.batchSize, accumulate: options.accumulate,
+                             method: options.method, configHash: options.configHash, layoutHash: arena.layoutHash)
+        var nodes: [String: GradNode] = [:]
+        for name in trainableNames { nodes[name] = model.parameters[name].node }
+        sync = GradientSynchronizer(arena: arena, comm: comm, bucketBytes: options.bucketBytes, overlap: options.overlap, nodes: nodes)
+        checkpoints = CheckpointStore(runDirectory: options.runDirectory)
+        metricsLog = comm.isRoot ? MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none) : nil
+        progress = comm.isRoot ? ProgressReporter(interval: options.progressInterval) : nil
+    }
+
+    func say(_ line: String) {
+        if comm.isRoot { progress?.line(line) }
+    }
+
+    // MARK: - Start-up
+
+    /// Restores a checkpoint on rank 0 (by `options.resume`), then gives every rank rank 0's
+    /// trainable values, moments and state, so all ranks start from identical bits.
+    func synchronizeStart() throws {
+        struct Outcome: Codable { var error: String?; var path: String?; var state: TrainerState? }
+        var outcome = Outcome()
+        if comm.isRoot {
+            do {
+                var loaded: LoadedCheckpoint? = nil
+                switch options.resume {
+                case .none: break
+                case .auto: loaded = checkpoints.newestValid { self.say("vlseg: warning: \($0)") }
+                case let .path(p): loaded = try CheckpointStore.load(URL(fileURLWithPath: p))
+                }
+                if let loaded {
+                    guard loaded.state.method == options.method else {
+                        throw CheckpointError.incompatible(path: loaded.url.path, reason: "it was trained with tuning '\(loaded.state.method)', this run uses '\(options.method)'")
+                    }
+                    try loaded.restore(into: arena)
+                    outcome.path = loaded.url.path
+                    outcome.state = loaded.state
+                }
+            } catch {
+                outcome.error = "\(error)"
+            }
+        }
+        outcome = comm.broadcast(comm.isRoot ? outcome : nil, label: "resume decision")
+        if let error = outcome.error { throw TrainingError.resumeFailed(error) }
+        for array in [arena.values, arena.firstMoment, arena.secondMoment] where comm.size > 1 {
+            comm.broadcast(UnsafeMutableRawPointer(array.mutablePointer), bytes: arena.count * 4, root: 0, label: "initial trainable values")
+        }
+        guard let restored = outcome.state, let path = outcome.path else { return }
+        let oldGlobal = restored.globalBatch, newGlobal = state.globalBatch
+        var s = restored
+        s.worldSize = state.worldSize
+        s.batchSize = state.batchSize
+        s.accumulate = state.accumulate
+        s.schedule.totalSteps = state.schedule.totalSteps
+        s.configHash = state.configHash
+        state = s
+        resumedFrom = path
+        if restored.worldSize != comm.size || oldGlobal != newGlobal {
+            say("resumed from \(path) at step \(s.step) (elastic: \(restored.worldSize) rank(s) x batch \(restored.batchSize) x accumulate \(restored.accumulate) -> \(comm.size) x \(options.batchSize) x \(options.accumulate); global batch \(oldGlobal) -> \(newGlobal))")
+        } else {
+            say("resumed from \(path) at step \(s.step) (epoch \(s.epoch), \(s.samplesIntoEpoch) samples into it)")
+        }
+    }
+
+    // MARK: - The loop
+
+    public func run() throws -> TrainingSummary {
+        try synchronizeStart()
+        say("training '\(options.method)': \(arena.count.formatted) trainable parameters in \(arena.slots.count) tensors, \(model.parameters.parameterCount.formatted) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps")
+        say("all-reduce per optimiser step: \(arena.bytesPerAllReduce.formatted) bytes (the trainable gradients only; the frozen model is never communicated)")
+        let globalSamplesPerStep = comm.size * options.batchSize * options.accumulate
+        var windowLoss = 0.0, windowBatches = 0.0, windowImages = 0.0
+        var windowStart = Date()
+        var timing = StepTiming()
+        let runStart = Date()
+
+        while state.step < totalSteps && !state.stopped {
+            let position = state.samplesIntoEpoch / (comm.size * options.batchSize)
+            let stream = try trainData.batches(from: SamplerCursor(epoch: state.epoch, position: position))
+            defer { stream.close() }
+            var stepsLeftInEpoch = stepsPerEpoch - state.samplesIntoEpoch / globalSamplesPerStep
+            while stepsLeftInEpoch > 0 && state.step < totalSteps && !state.stopped {
+                let stepStart = DispatchTime.now().uptimeNanoseconds
+                for micro in 0..<options.accumulate {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    guard let batch = try stream.next() else { throw TrainingError.dataEnded(epoch: state.epoch) }
+                    timing.data += elapsed(since: t0)
+                    let final = micro == options.accumulate - 1
+                    if final { sync.beginFinalBackward() }
+                    if !batch.isEmpty {
+                        let t1 = DispatchTime.now().uptimeNanoseconds
+                        let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+                        let loss = options.loss(logits, target: batch.masks)
+                        let t2 = DispatchTime.now().uptimeNanoseconds
+                        timing.forward += Double(t2 - t1) * 1e-9
+                        loss.backward(onLeafReady: final ? { [sync] in sync.leafReady($0) } : nil)
+                        timing.backward += elapsed(since: t2)
+                        windowLoss += Double(loss.item)
+                        windowBatches += 1
+                        windowImages += Double(batch.count)
+                    }
+                }
+                let t3 = DispatchTime.now().uptimeNanoseconds
+                sync.finish(microSteps: options.accumulate)
+                timing.allReduceWait += sync.lastWaitSeconds
+                let gradNorm = clipGradientNorm(arena, maxNorm: options.clipGradNorm)
+                let lr = state.schedule.rate(at: state.step)
+                state.optimizer.update(arena, lr: lr)
+                arena.zeroGradients()
+                timing.optimizer += elapsed(since: t3) - sync.lastWaitSeconds
+                timing.steps += 1
+                timing.total += elapsed(since: stepStart)
+                state.step += 1
+                state.samplesIntoEpoch += globalSamplesPerStep
+                stepsLeftInEpoch -= 1
+
+                if state.step % max(options.logEvery, 1) == 0 || state.step == totalSteps {
+                    var v = [windowLoss, windowBatches, windowImages]
+                    comm.allReduceSum(&v, label: "training loss")
+                    let seconds = Date().timeIntervalSince(windowStart)
+                    let imagesPerSecond = seconds > 0 ? v[2] / seconds : 0
+                    let meanLoss = v[1] > 0 ? v[0] / v[1] : .nan
+                    if comm.isRoot {
+                        metricsLog?.append(["kind": "train", "step": state.step, "epoch": state.epoch, "loss": meanLoss, "lr": Double(lr),
+                                            "images_per_s": imagesPerSecond, "grad_norm": Double(gradNorm),
+                                            "seconds": Date().timeIntervalSince(runStart)])
+                        progress?.update(step: state.step, total: totalSteps, epoch: state.epoch, loss: meanLoss, lr: lr,
+                                         imagesPerSecond: imagesPerSecond, elapsed: Date().timeIntervalSince(runStart))
+                    }
+                    windowLoss = 0; windowBatches = 0; windowImages = 0
+                    windowStart = Date()
+                }
+                let epochEnds = stepsLeftInEpoch == 0
+                if epochEnds {
+                    state.epoch += 1
+                    state.samplesIntoEpoch = 0
+                }
+                let evaluateNow = options.evalEvery > 0 ? state.step % options.evalEvery == 0 : epochEnds
+                var improved = false
+                if evaluateNow, valData != nil {
+                    improved = try evaluateAndDecide()
+                }
+                let checkpointNow = (options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0) || improved
+                    || state.step >= totalSteps || state.stopped
+                if checkpointNow { try saveCheckpoint(markBest: improved) }
+            }
+        }
+        if comm.isRoot && timing.steps > 0 {
+            progress?.finish()
+            say(timing.summary(imagesPerStep: Double(globalSamplesPerStep)))
+            if trainData.skippedCount > 0 { say("skipped \(trainData.skippedCount) unusable training sample(s) (data.on_error=skip)") }
+        }
+        let best = checkpoints.pointer("best")
+        return TrainingSummary(steps: state.step, epochs: state.epoch, bestDice: state.bestDice, bestStep: state.bestStep,
+                               bestCheckpoint: best.map { checkpoints.directory.appendingPathComponent($0).path },
+                               lastCheckpoint: lastCheckpoint, stoppedEarly: state.stopped && state.step < totalSteps,
+                               lastValidation: lastValidation, resumedFrom: resumedFrom)
+    }
+
+    private func elapsed(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
+
+    // MARK: - Evaluation and decisions
+
+    /// Sharded validation reduced to every rank; rank 0 decides best / early stop / plateau and
+    /// broadcasts the new state. Returns whether this evaluation is the best so far.
+    func evaluateAndDecide() throws -> Bool {
+        guard let valData else { return false }
+        let metrics = try Evaluator.evaluate(model: model, data: valData, loss: options.loss, comm: comm)
+        lastValidation = metrics
+        struct Decision: Codable { var early: EarlyStopping; var schedule: LearningRateSchedule; var improved: Bool; var stop: Bool; var reduced: Bool }
+        var decision: Decision? = nil
+        if comm.isRoot {
+            var early = state.earlyStopping, schedule = state.schedule
+            let (improved, stop) = early.observe(dice: metrics.dice)
+            let reduced = schedule.observe(validationLoss: metrics.loss)
+            decision = Decision(early: early, schedule: schedule, improved: improved, stop: stop, reduced: reduced)
+            metricsLog?.append(["kind": "val", "step": state.step, "epoch": state.epoch, "val_loss": metrics.loss,
+                                "val_dice": metrics.dice, "val_iou": metrics.iou, "images": metrics.images])
+            progress?.line(String(format: "step %d: validation loss %.4f, Dice %.4f, IoU %.4f on %d images%@%@%@", state.step, metrics.loss,
+                                  metrics.dice, metrics.iou, metrics.images, improved ? " (best)" : "",
+                                  reduced ? String(format: ", lr reduced to %.3g", schedule.rate(at: state.step)) : "",
+                                  stop ? ", early stop" : ""))
+        }
+        let d = comm.broadcast(decision, label: "validation decision")
+        state.earlyStopping = d.early
+        state.schedule = d.schedule
+        if d.improved {
+            state.bestDice = metrics.dice
+            state.bestStep = state.step
+        }
+        if d.stop { state.stopped = true }
+        return d.improved
+    }
+
+    /// Rank 0 writes; every rank learns the outcome, so a failed save stops all ranks together.
+    func saveCheckpoint(markBest: Bool) throws {
+        var outcome: String? = nil
+        var error: String? = nil
+        if comm.isRoot {
+            do {
+                let url = try checkpoints.save(arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,
+                                               keepLast: options.keepLast)
+                outcome = url.path
+            } catch let e {
+                error = "\(e)"
+            }
+        }
+        struct SaveOutcome: Codable { var path: String?; var error: String? }
+        let result = comm.broadcast(comm.isRoot ? SaveOutcome(path: outcome, error: error) : nil, label: "checkpoint outcome")
+        if let error = result.error { throw TrainingError.checkpointFailed(error) }
+        lastCheckpoint = result.path
+    }
+}
+
+/// Sharded evaluation with exact reduction of sums and counts.
+public enum Evaluator {
+    public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator) throws -> SegmentationMetrics {
+        var metrics = SegmentationMetrics()
+        try GradMode.withoutGradients {
+            let stream = try data.batches(epoch: 0)
+            defer { stream.close() }
+            while let batch = try stream.next() {
+                if batch.isEmpty { continue }
+                let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+                metrics.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
+            }
+        }
+        var v = metrics.reductionVector
+        comm.allReduceSum(&v, label: "validation metrics")
+        return SegmentationMetrics(reductionVector: v)
+    }
+}
+
+public enum TrainingError: Error, CustomStringConvertible {
+    case nothingToTrain(method: String)
+    case emptyEpoch(batches: Int, accumulate: Int)
+    case noStoppingRule
+    case dataEnded(epoch: Int)
+    case resumeFailed(String)
+    case checkpointFailed(String)
+
+    public var description: String {
+        switch self {
+        case let .nothingToTrain(method): return "tuning '\(method)' has no trainable tensors (use `vlseg evaluate` for zero-shot)"
+        case let .emptyEpoch(batches, accumulate): return "an epoch has \(batches) batch(es) per rank, fewer than trainer.accumulate=\(accumulate): lower data.batch_size or trainer.accumulate"
+        case .noStoppingRule: return "set trainer.max_steps or trainer.max_epochs"
+        case let .dataEnded(epoch): return "the data loader ran out of batches in epoch \(epoch)"
+        case let .resumeFailed(reason): return "cannot resume: \(reason)"
+        case let .checkpointFailed(reason): return reason
+        }
+    }
+}
+
+/// Time split of training steps (rank-local).
+struct StepTiming {
+    var data = 0.0, forward = 0.0, backward = 0.0, allReduceWait = 0.0, optimizer = 0.0, total = 0.0
+    var steps = 0
+
+    func summary(imagesPerStep: Double) -> String {
+        let t = max(total, 1e-9)
+        func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / t) }
+        return String(format: "%d steps in %.1f s (%.2f images/s): data %@, forward %@, backward %@, all-reduce wait %@, optimiser %@",
+                      steps, total, imagesPerStep * Double(steps) / t, pct(data), pct(forward), pct(backward), pct(allReduceWait), pct(optimizer))
+    }
+}
+
+extension Int {
+    var formatted: String {
+        let digits = String(abs(self))
+        var out = ""
+        for (i, c) in digits.reversed().enumerated() {
+            if i > 0 && i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return (self < 0 ? "-" : "") + String(out.reversed())
+    }
+}
