@@ -2,7 +2,8 @@
 # shellcheck shell=bash
 
 VLSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev)
+# The last two serve the tests: linting the scripts, and network namespaces for the multi-machine test.
+VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2)
 
 log() { printf '[vlseg] %s\n' "$*" >&2; }
 
@@ -54,11 +55,29 @@ vlseg_build_release() {
     echo "$VLSEG_ROOT/.build/release/vlseg"
 }
 
+# The release binary, built only when it is missing or older than a source file (or VLSEG_BIN when set).
+vlseg_release_binary() {
+    if [[ -n ${VLSEG_BIN:-} ]]; then
+        [[ -x $VLSEG_BIN ]] || { log "VLSEG_BIN=$VLSEG_BIN is not an executable"; return 1; }
+        echo "$VLSEG_BIN"
+        return 0
+    fi
+    local bin="$VLSEG_ROOT/.build/release/vlseg"
+    if [[ ! -x $bin ]] || [[ -n $(find "$VLSEG_ROOT/Sources" "$VLSEG_ROOT/Package.swift" -newer "$bin" -print -quit 2>/dev/null) ]]; then
+        log "building vlseg (release)"
+        vlseg_build_release >/dev/null
+    fi
+    echo "$bin"
+}
+
 # mpirun flags every launch needs: root permission when root, no core binding (ranks run
-# several threads), yielding when ranks outnumber cores.
+# several threads), oversubscription when ranks outnumber cores, and yielding when ranks fill them.
 vlseg_mpirun_flags() {
-    local np=$1 flags=(--bind-to none -x OPENBLAS_CORETYPE)
+    local np=$1 cores flags=(--bind-to none)
+    cores=$(nproc)
+    [[ -n ${OPENBLAS_CORETYPE:-} ]] && flags+=(-x OPENBLAS_CORETYPE)
     [[ $(id -u) -eq 0 ]] && flags+=(--allow-run-as-root)
-    if ((np > $(nproc))); then flags+=(--oversubscribe --mca mpi_yield_when_idle 1); fi
+    if ((np > cores)); then flags+=(--oversubscribe); fi
+    if ((np >= cores)); then flags+=(--mca mpi_yield_when_idle 1); fi
     printf '%s\n' "${flags[@]}"
 }

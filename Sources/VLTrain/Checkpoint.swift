@@ -81,13 +81,13 @@ public struct CheckpointStore {
     /// Writes a complete checkpoint and returns its directory.
     @discardableResult
     public func save(arena: ParameterArena, state: TrainerState, configYAML: String, markBest: Bool,
-                     keepLast: Int) throws -> URL {
+                     keepLast: Int, beforeCommit: (() -> Void)? = nil) throws -> URL {
         let fm = FileManager.default
         let finalURL = directory.appendingPathComponent(Self.name(forStep: state.step))
         let tmpURL = directory.appendingPathComponent(".tmp-\(Self.name(forStep: state.step))-\(getpid())")
         do {
             try fm.createDirectory(at: directory, withIntermediateDirectories: true)
-            try? fm.removeItem(at: tmpURL)
+            removeStaleTemporaries()
             try fm.createDirectory(at: tmpURL, withIntermediateDirectories: true)
 
             var trainable = SafeTensorsWriter()
@@ -111,6 +111,7 @@ public struct CheckpointStore {
             files[Self.stateFile] = try encoder.encode(s)
             for (name, data) in files { try Self.writeSynced(data, to: tmpURL.appendingPathComponent(name)) }
             try Self.syncDirectory(tmpURL)
+            beforeCommit?()
             if fm.fileExists(atPath: finalURL.path) { try fm.removeItem(at: finalURL) }
             try fm.moveItem(at: tmpURL, to: finalURL)
             try Self.syncDirectory(directory)
@@ -135,6 +136,15 @@ public struct CheckpointStore {
             throw CheckpointError.writeFailed(path: directory.appendingPathComponent(name).path, reason: String(cString: strerror(errno)))
         }
         try Self.syncDirectory(directory)
+    }
+
+    /// Removes half-written checkpoint directories and pointer files left by a crash (only one
+    /// process, rank 0 of one job, ever writes here).
+    func removeStaleTemporaries() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for name in names where name.hasPrefix(".tmp-") || name.contains(".tmp-") {
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+        }
     }
 
     /// Deletes all but the newest `keepLast` checkpoints, never the one `best` names.

@@ -29,12 +29,15 @@ public struct SegmentationMetrics: Sendable, Equatable, Codable {
     public var iouSum: Double = 0
     public var lossSum: Double = 0
     public var images: Int = 0
+    /// Images that contributed a loss.
     public var batches: Int = 0
 
     public init() {}
 
     public var dice: Double { images == 0 ? 0 : diceSum / Double(images) }
     public var iou: Double { images == 0 ? 0 : iouSum / Double(images) }
+    /// Mean loss per image: each batch's mean loss weighted by its size, so the value does not
+    /// depend on how images were split into batches or ranks.
     public var loss: Double { batches == 0 ? 0 : lossSum / Double(batches) }
 
     /// Scores one image: prediction = logit > 0 (sigmoid > 0.5), target > 0.5. An image whose
@@ -64,8 +67,8 @@ public struct SegmentationMetrics: Sendable, Equatable, Codable {
         }
         images += b
         if let loss {
-            lossSum += loss
-            batches += 1
+            lossSum += loss * Double(b)
+            batches += b
         }
     }
 

@@ -154,6 +154,10 @@ public final class Trainer {
             var stepsLeftInEpoch = stepsPerEpoch - state.samplesIntoEpoch / globalSamplesPerStep
             while stepsLeftInEpoch > 0 && state.step < totalSteps && !state.stopped {
                 let stepStart = DispatchTime.now().uptimeNanoseconds
+                if options.killAtStep == state.step + 1 {
+                    FileHandle.standardError.write(Data("vlseg: fault injection: rank \(comm.rank) kills itself in step \(state.step + 1)\n".utf8))
+                    kill(getpid(), SIGKILL)
+                }
                 for micro in 0..<options.accumulate {
                     let t0 = DispatchTime.now().uptimeNanoseconds
                     guard let batch = try stream.next() else { throw TrainingError.dataEnded(epoch: state.epoch) }
@@ -271,8 +275,12 @@ public final class Trainer {
         var error: String? = nil
         if comm.isRoot {
             do {
+                let killInSave = options.killInSaveAtStep == state.step
                 let url = try checkpoints.save(arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,
-                                               keepLast: options.keepLast)
+                                               keepLast: options.keepLast, beforeCommit: killInSave ? {
+                                                   FileHandle.standardError.write(Data("vlseg: fault injection: killed during the save of step \(self.state.step)\n".utf8))
+                                                   kill(getpid(), SIGKILL)
+                                               } : nil)
                 outcome = url.path
             } catch let e {
                 error = "\(e)"

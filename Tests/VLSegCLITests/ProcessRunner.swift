@@ -28,9 +28,10 @@ enum ProcessRunner {
 
     /// Runs `executable args`, killing the whole process group after `timeout` seconds.
     static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil,
-                    timeout: TimeInterval = 60) throws -> Result {
+                    timeout: TimeInterval = 60, currentDirectory: URL? = nil) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
+        if let currentDirectory { process.currentDirectoryURL = currentDirectory }
         process.arguments = args
         process.environment = environment ?? cleanEnvironment()
         let pipe = Pipe()
@@ -55,6 +56,20 @@ enum ProcessRunner {
         pipe.fileHandleForReading.readabilityHandler = nil
         collected.append(pipe.fileHandleForReading.readDataToEndOfFile())
         return Result(status: process.terminationStatus, output: collected.text, timedOut: timedOut)
+    }
+
+    /// The repository checkout this test bundle was built from.
+    static var repoRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// Runs a repository script with bash (`launch/train`, `cluster/netns/run.sh`, ...) from the repository root.
+    static func script(_ relativePath: String, _ args: [String], environment: [String: String] = [:],
+                       timeout: TimeInterval = 60) throws -> Result {
+        var env = cleanEnvironment(environment)
+        env["PWD"] = repoRoot.path
+        return try run("/bin/bash", [repoRoot.appendingPathComponent(relativePath).path] + args, environment: env,
+                       timeout: timeout, currentDirectory: repoRoot)
     }
 
     /// Path of a program on PATH, or nil.

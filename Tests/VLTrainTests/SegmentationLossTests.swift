@@ -24,6 +24,8 @@ final class SegmentationLossTests: XCTestCase {
         XCTAssertEqual(m.dice, (0.5 + 1) / 2, accuracy: 1e-12)
         XCTAssertEqual(m.iou, (1.0 / 3 + 1) / 2, accuracy: 1e-12)
         XCTAssertEqual(m.loss, 0.5)
+        m.add(logits: logits.slice(axis: 0, 0..<1), target: target.slice(axis: 0, 0..<1), loss: 2)
+        XCTAssertEqual(m.loss, (0.5 * 2 + 2) / 3, accuracy: 1e-12)
         // Empty truth with a non-empty prediction scores 0.
         var e = SegmentationMetrics()
         e.add(logits: Tensor(shape: [1, 2], values: [1, -1]), target: Tensor(shape: [1, 2], values: [0, 0]), loss: nil)

@@ -1,0 +1,159 @@
+import Foundation
+import VLData
+import VLDistributed
+import VLModels
+import VLTensor
+
+/// Evaluation and prediction with a trained checkpoint.
+public enum Inference {
+    /// Loads `trainable.safetensors` (a checkpoint directory or the file itself) into the model:
+    /// every tensor must name a parameter the model (with its tuning method prepared) has.
+    @discardableResult
+    public static func loadTrainable(_ path: String, into model: CLIPSegModel) throws -> Int {
+        var url = URL(fileURLWithPath: path)
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue {
+            url = url.appendingPathComponent(CheckpointStore.trainableFile)
+        }
+        guard FileManager.default.fileExists(atPath: url.path) else { throw CheckpointError.notFound(path: url.path) }
+        let file = try SafeTensorsFile(url: url)
+        let unknown = file.names.filter { !model.parameters.contains($0) }
+        if !unknown.isEmpty {
+            throw CheckpointError.incompatible(path: url.path, reason: "tensors the model does not have (wrong tuning method or model?): \(unknown.prefix(5).joined(separator: ", "))")
+        }
+        for name in file.names {
+            let t = try file.tensor(name)
+            guard t.shape == model.parameters[name].shape else {
+                throw CheckpointError.incompatible(path: url.path, reason: "'\(name)' has shape \(t.shape), the model expects \(model.parameters[name].shape)")
+            }
+            model.parameters.set(name, t)
+        }
+        return file.names.count
+    }
+
+    /// The target mask of a sample at its original resolution (1 = foreground).
+    static func originalTarget(_ sample: Sample, batchClass: Int?) throws -> BinaryMask {
+        switch sample.target {
+        case .binary:
+            return try ImageIO.readMask(sample.entry.maskURL)
+        case let .classPresent(id):
+            let m = try ImageIO.readClassIndices(sample.entry.maskURL)
+            return BinaryMask(width: m.width, height: m.height, values: m.values.map { Int($0) == id ? 1 : 0 })
+        case .classAbsent:
+            let m = try ImageIO.readClassIndices(sample.entry.maskURL)
+            return BinaryMask(width: m.width, height: m.height)
+        }
+    }
+
+    /// Logits [H, W] resized (bilinear) to the original size and thresholded at 0 (probability 0.5).
+    static func originalPrediction(_ logits: Tensor, size: ImageSize) -> BinaryMask {
+        let resized = logits.reshaped([1, logits.shape[0], logits.shape[1]]).resized(to: (size.height, size.width), mode: .bilinear)
+        let p = resized.pointer
+        return BinaryMask(width: size.width, height: size.height, values: (0..<(size.width * size.height)).map { p[$0] > 0 ? 1 : 0 })
+    }
+
+    static func score(_ pred: BinaryMask, _ truth: BinaryMask) -> (dice: Double, iou: Double) {
+        var inter = 0, p = 0, t = 0
+        for i in 0..<min(pred.values.count, truth.values.count) {
+            let a = pred.values[i] != 0, b = truth.values[i] != 0
+            if a { p += 1 }
+            if b { t += 1 }
+            if a && b { inter += 1 }
+        }
+        if p == 0 && t == 0 { return (1, 1) }
+        return (2 * Double(inter) / Double(p + t), Double(inter) / Double(p + t - inter))
+    }
+
+    public struct EvaluationResult: Sendable {
+        public var modelResolution: SegmentationMetrics
+        public var originalResolution: SegmentationMetrics?
+        /// Per class id (multi-class datasets): Dice and IoU at model resolution.
+        public var perClass: [Int: SegmentationMetrics]
+    }
+
+    /// Sharded evaluation over every rank; the result is the same on every rank.
+    public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
+                                originalResolution: Bool, progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
+        var atModel = SegmentationMetrics(), atOriginal = SegmentationMetrics()
+        var perClass: [Int: SegmentationMetrics] = [:]
+        try GradMode.withoutGradients {
+            let stream = try data.batches(epoch: 0)
+            defer { stream.close() }
+            var done = 0
+            while let batch = try stream.next() {
+                done += 1
+                progress?(done, stream.batchCount)
+                if batch.isEmpty { continue }
+                let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+                atModel.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
+                let per = logits.count / batch.count
+                for i in 0..<batch.count {
+                    if let cls = batch.classIDs[i] {
+                        let s = SegmentationMetrics.score(logits: logits.pointer + i * per, target: batch.masks.pointer + i * per, count: per)
+                        perClass[cls, default: SegmentationMetrics()].add(dice: s.dice, iou: s.iou)
+                    }
+                    if originalResolution {
+                        let sample = data.samples.samples[batch.sampleIndices[i]]
+                        let truth = try originalTarget(sample, batchClass: batch.classIDs[i])
+                        let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
+                                                      size: batch.originalSizes[i])
+                        let s = score(pred, truth)
+                        atOriginal.add(dice: s.dice, iou: s.iou)
+                    }
+                }
+            }
+        }
+        var v = atModel.reductionVector + atOriginal.reductionVector
+        comm.allReduceSum(&v, label: "evaluation metrics")
+        // Per-class sums: every rank contributes the same class-id slots.
+        let classIDs = (data.samples.classes?.classes.map(\.id) ?? []).sorted()
+        var classVector = classIDs.flatMap { perClass[$0]?.reductionVector ?? [0, 0, 0, 0, 0] }
+        if !classVector.isEmpty { comm.allReduceSum(&classVector, label: "per-class metrics") }
+        var reducedPerClass: [Int: SegmentationMetrics] = [:]
+        for (k, id) in classIDs.enumerated() {
+            let m = SegmentationMetrics(reductionVector: Array(classVector[(5 * k)..<(5 * k + 5)]))
+            if m.images > 0 { reducedPerClass[id] = m }
+        }
+        return EvaluationResult(modelResolution: SegmentationMetrics(reductionVector: Array(v[0..<5])),
+                                originalResolution: originalResolution ? SegmentationMetrics(reductionVector: Array(v[5..<10])) : nil,
+                                perClass: reducedPerClass)
+    }
+
+    /// Writes predicted masks (0/255 PNG at the original resolution) and optional overlays for
+    /// this rank's shard; returns the number of files written.
+    public static func predict(model: CLIPSegModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
+                               progress: ((Int, Int) -> Void)? = nil) throws -> Int {
+        let fm = FileManager.default
+        var written = 0
+        try GradMode.withoutGradients {
+            let stream = try data.batches(epoch: 0)
+            defer { stream.close() }
+            var done = 0
+            while let batch = try stream.next() {
+                done += 1
+                progress?(done, stream.batchCount)
+                if batch.isEmpty { continue }
+                let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+                for i in 0..<batch.count {
+                    let sample = data.samples.samples[batch.sampleIndices[i]]
+                    let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
+                                                  size: batch.originalSizes[i])
+                    var stem = (sample.entry.imageName as NSString).deletingPathExtension
+                    if let cls = batch.classIDs[i] { stem += "_class\(cls)" }
+                    let maskURL = outputDirectory.appendingPathComponent("masks").appendingPathComponent(stem + ".png")
+                    try fm.createDirectory(at: maskURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+                    try ImageIO.writeMaskPNG(pred, to: maskURL)
+                    written += 1
+                    if overlays {
+                        let image = try ImageIO.readImage(sample.entry.imageURL)
+                        let url = outputDirectory.appendingPathComponent("overlays").appendingPathComponent(stem + ".png")
+                        try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                        try ImageIO.writePNG(ImageIO.overlay(image: image, mask: pred), to: url)
+                        written += 1
+                    }
+                }
+            }
+        }
+        return written
+    }
+}

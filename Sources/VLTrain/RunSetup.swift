@@ -1,0 +1,153 @@
+import Foundation
+import VLData
+import VLDistributed
+import VLModels
+import VLTensor
+import VLTuning
+
+/// Builds everything a run needs from a resolved config: inputs, model, tuning method, loaders.
+public enum RunSetup {
+    /// Creates the demo model and dataset when the config asks for them and they are missing.
+    /// Rank 0 does the work while the others wait; every rank learns the outcome.
+    public static func prepareInputs(_ config: VLSegConfig, comm: Communicator, log: (String) -> Void) throws {
+        var failure: String? = nil
+        if comm.isRoot {
+            do {
+                let modelDir = URL(fileURLWithPath: config.model.path)
+                if let preset = config.model.preset.clipsegPreset,
+                   !FileManager.default.fileExists(atPath: modelDir.appendingPathComponent("model.safetensors").path) {
+                    log("creating the \(preset.rawValue) demo model in \(modelDir.path)")
+                    let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir)
+                    log("  \(n) parameters")
+                }
+                let root = URL(fileURLWithPath: config.data.root)
+                if config.data.isDemo,
+                   !FileManager.default.fileExists(atPath: root.appendingPathComponent("anns/train.json").path) {
+                    log("creating the demo dataset in \(root.path) (\(config.data.demo.count) images, \(config.data.demo.size) px)")
+                    _ = try DemoDataset.write(options: .init(count: config.data.demo.count, width: config.data.demo.size,
+                                                             height: config.data.demo.size, seed: UInt64(config.data.demo.seed)),
+                                              to: root)
+                }
+            } catch {
+                failure = "\(error)"
+            }
+        }
+        struct Outcome: Codable { var error: String? }
+        let outcome = comm.broadcast(comm.isRoot ? Outcome(error: failure) : nil, label: "input preparation")
+        if let error = outcome.error { throw SetupError(message: error) }
+    }
+
+    public static func loadModel(_ config: VLSegConfig) throws -> CLIPSegModel {
+        try CLIPSegModel.load(directory: URL(fileURLWithPath: config.model.path))
+    }
+
+    /// The tokenizer shipped in the model directory.
+    public static func tokenizer(_ config: VLSegConfig) throws -> CLIPTokenizer {
+        try CLIPTokenizer(directory: URL(fileURLWithPath: config.model.path))
+    }
+
+    /// The configured tuning method, prepared on `model`; returns it and the trainable names.
+    public static func tuning(_ config: VLSegConfig, model: CLIPSegModel) throws -> (TuningMethod, [String]) {
+        var options: TuningOptions = [:]
+        for (k, v) in config.tuning.options { options[k] = v.description }
+        let name = TuningRegistry.names.contains(config.tuning.method) ? config.tuning.method : config.tuning.family
+        let method = try TuningRegistry.make(name, options: options)
+        return (method, try method.prepare(model, seed: UInt64(config.seed)))
+    }
+
+    /// Training and validation loaders for this rank.
+    public static func loaders(_ config: VLSegConfig, comm: Communicator, batchSize: Int,
+                               tokenizer: CLIPTokenizer, validationSplit: String? = "val") throws -> (train: DataLoader, val: DataLoader?) {
+        let root = URL(fileURLWithPath: config.data.root)
+        let seed = UInt64(config.seed)
+        let train = try DatasetIndex.load(root: root, split: "train", promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
+        var trainConfig = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: seed,
+                                           promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
+                                           onError: config.data.onError, augmentation: config.data.augmentation)
+        trainConfig.normalization = .imageNet
+        let trainLoader = try DataLoader(
+            samples: train,
+            sampler: try ShardedSampler(count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batchSize, seed: seed,
+                                        mode: .training(config.data.remainder)),
+            tokenizer: tokenizer, config: trainConfig)
+        guard let split = validationSplit, DatasetIndex.availableSplits(root: root).contains(split) else { return (trainLoader, nil) }
+        let val = try evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer)
+        return (trainLoader, val)
+    }
+
+    /// A loader that covers `split` exactly once across ranks (no augmentation).
+    public static func evaluationLoader(_ config: VLSegConfig, comm: Communicator, split: String,
+                                        tokenizer: CLIPTokenizer) throws -> DataLoader {
+        let root = URL(fileURLWithPath: config.data.root)
+        let samples = try DatasetIndex.load(root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
+        let cfg = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: UInt64(config.seed),
+                                   promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
+                                   onError: config.data.onError, augmentation: nil)
+        return try DataLoader(samples: samples,
+                              sampler: try ShardedSampler(count: samples.count, rank: comm.rank, worldSize: comm.size,
+                                                          batchSize: config.data.effectiveEvalBatchSize, seed: UInt64(config.seed), mode: .evaluation),
+                              tokenizer: tokenizer, config: cfg)
+    }
+
+    /// The training loop's options from the config.
+    public static func trainingOptions(_ resolved: ResolvedConfig, batchSize: Int) -> TrainingOptions {
+        let c = resolved.config
+        var o = TrainingOptions(runDirectory: URL(fileURLWithPath: c.run.dir))
+        o.seed = UInt64(c.seed)
+        o.maxSteps = c.trainer.maxSteps
+        o.maxEpochs = c.trainer.maxEpochs
+        o.accumulate = max(1, c.trainer.accumulate)
+        o.batchSize = batchSize
+        o.lr = Float(c.trainer.lr)
+        o.weightDecay = Float(c.trainer.weightDecay)
+        o.beta1 = Float(c.trainer.betas.first ?? 0.9)
+        o.beta2 = Float(c.trainer.betas.count > 1 ? c.trainer.betas[1] : 0.999)
+        o.eps = Float(c.trainer.eps)
+        o.clipGradNorm = Float(c.trainer.clipGradNorm)
+        o.schedule = LearningRateSchedule.Kind(rawValue: c.trainer.schedule.name.rawValue) ?? .constant
+        o.warmupSteps = c.trainer.schedule.warmupSteps
+        o.minLR = Float(c.trainer.schedule.minLR)
+        o.plateauFactor = Float(c.trainer.schedule.factor)
+        o.plateauPatience = c.trainer.schedule.patience
+        o.earlyStoppingPatience = c.trainer.earlyStopping.patience
+        o.earlyStoppingMinDelta = c.trainer.earlyStopping.minDelta
+        o.evalEvery = c.trainer.evalEvery
+        o.checkpointEvery = c.trainer.checkpointEvery
+        o.keepLast = c.trainer.keepLast
+        o.loss = SegmentationLoss(diceWeight: Float(c.trainer.loss.diceWeight), bceWeight: Float(c.trainer.loss.bceWeight))
+        o.logEvery = c.trainer.logEvery
+        o.overlap = c.comm.overlap
+        o.bucketBytes = Int(c.comm.bucketMB * 1_048_576)
+        switch c.resume {
+        case .none: o.resume = .none
+        case .auto: o.resume = .auto
+        case let .path(p): o.resume = .path(p)
+        }
+        o.method = c.tuning.method
+        o.configYAML = resolved.yaml
+        o.configHash = resolved.trainingHash
+        return o
+    }
+
+    /// Trainable parameters grouped by name prefix (up to the first layer index), for summaries.
+    public static func parameterGroups(_ names: [String], store: ParameterStore) -> [(group: String, count: Int, tensors: Int)] {
+        var order: [String] = []
+        var totals: [String: (Int, Int)] = [:]
+        for name in names {
+            let parts = name.split(separator: ".")
+            let cut = parts.firstIndex { Int($0) != nil } ?? max(parts.count - 1, 1)
+            let group = parts.prefix(max(cut, 1)).joined(separator: ".")
+            if totals[group] == nil { order.append(group) }
+            let c = store[name].count
+            totals[group, default: (0, 0)].0 += c
+            totals[group, default: (0, 0)].1 += 1
+        }
+        return order.map { ($0, totals[$0]!.0, totals[$0]!.1) }
+    }
+}
+
+public struct SetupError: Error, CustomStringConvertible {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}

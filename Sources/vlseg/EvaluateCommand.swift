@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import VLData
+import VLDistributed
+import VLModels
+import VLTensor
+import VLTrain
+
+/// Options shared by `evaluate` and `predict`: the run's config plus which weights and split.
+struct InferenceOptions: ParsableArguments {
+    @Argument(help: "Config overrides (the same as for training the checkpoint).")
+    var overrides: [String] = []
+
+    @Option(help: "Checkpoint directory or trainable.safetensors; 'best' or 'latest' of the run directory (default: best, else latest, else the base model alone).")
+    var checkpoint: String?
+
+    @Option(help: "Dataset split to use.")
+    var split: String = "test"
+
+    @Option(help: "Directory of the YAML config groups (default: the checkout's configs/).")
+    var configDir: String?
+
+    /// Resolves the config, the communicator, the model with its tuning method and weights, and a
+    /// loader over `split` sharded across ranks.
+    func setUp() throws -> (config: VLSegConfig, comm: Communicator, model: CLIPSegModel, data: DataLoader, weights: String) {
+        let resolved = try ConfigLoader(configDir: configDir).load(overrides: overrides)
+        let config = resolved.config
+        let comm = Communicators.make(timeout: config.comm.timeoutS)
+        ComputeThreads.set(config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: comm.localSize))
+        try RunSetup.prepareInputs(config, comm: comm, log: { if comm.isRoot { printError($0) } })
+        let model = try RunSetup.loadModel(config)
+        _ = try RunSetup.tuning(config, model: model)
+        let store = CheckpointStore(runDirectory: URL(fileURLWithPath: config.run.dir))
+        var weights = "the base model (no checkpoint)"
+        var path: String? = nil
+        switch checkpoint {
+        case "best"?, "latest"?:
+            guard let name = store.pointer(checkpoint!) else { throw CheckpointError.notFound(path: store.directory.appendingPathComponent(checkpoint!).path) }
+            path = store.directory.appendingPathComponent(name).path
+        case let p?:
+            path = p
+        case nil:
+            path = (store.pointer("best") ?? store.pointer("latest")).map { store.directory.appendingPathComponent($0).path }
+        }
+        if let path {
+            let n = try Inference.loadTrainable(path, into: model)
+            weights = "\(path) (\(n) trained tensors)"
+        }
+        let tokenizer = try RunSetup.tokenizer(config)
+        let root = URL(fileURLWithPath: config.data.root)
+        let available = DatasetIndex.availableSplits(root: root)
+        guard available.contains(split) else {
+            throw SetupError(message: "\(root.path): no split '\(split)' (available: \(available.joined(separator: ", ")))")
+        }
+        let data = try RunSetup.evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer)
+        return (config, comm, model, data, weights)
+    }
+}
+
+/// `vlseg evaluate`: Dice and IoU of a checkpoint on a split, sharded over the job's ranks.
+struct EvaluateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Evaluate a checkpoint (or the base model) on a dataset split: Dice and IoU at model and original resolution.")
+
+    @OptionGroup var options: InferenceOptions
+
+    @Flag(help: "Print one JSON object as the last line.")
+    var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let (config, comm, model, data, weights) = try options.setUp()
+            defer { comm.finalize() }
+            if comm.isRoot { printError("evaluating \(weights) on \(config.data.root) split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))") }
+            let loss = SegmentationLoss(diceWeight: Float(config.trainer.loss.diceWeight), bceWeight: Float(config.trainer.loss.bceWeight))
+            let result = try Inference.evaluate(model: model, data: data, loss: loss, comm: comm, originalResolution: true) { done, total in
+                if comm.isRoot && (done == total || done % 10 == 0) { printError("  batch \(done)/\(total)") }
+            }
+            guard comm.isRoot else { return }
+            let m = result.modelResolution
+            print(String(format: "split %@: %d images; loss %.4f; Dice %.4f, IoU %.4f at %dx%d", options.split, m.images, m.loss, m.dice, m.iou,
+                         config.model.imageSize, config.model.imageSize))
+            if let o = result.originalResolution {
+                print(String(format: "original resolution: Dice %.4f, IoU %.4f", o.dice, o.iou))
+            }
+            if !result.perClass.isEmpty {
+                let names = Dictionary(uniqueKeysWithValues: (data.samples.classes?.classes ?? []).map { ($0.id, $0.name) })
+                for (id, cm) in result.perClass.sorted(by: { $0.key < $1.key }) {
+                    print(String(format: "  class %d (%@): Dice %.4f, IoU %.4f on %d images", id, names[id] ?? "?", cm.dice, cm.iou, cm.images))
+                }
+                let mean = result.perClass.values.map(\.dice).reduce(0, +) / Double(result.perClass.count)
+                print(String(format: "mean class Dice %.4f", mean))
+            }
+            if json {
+                var obj: [String: Any] = ["split": options.split, "images": m.images, "loss": m.loss, "dice": m.dice, "iou": m.iou]
+                if let o = result.originalResolution { obj["dice_original"] = o.dice; obj["iou_original"] = o.iou }
+                let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            }
+        }
+    }
+}
+
+/// `vlseg predict`: predicted masks (PNG, original resolution) for a split.
+struct PredictCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "predict",
+        abstract: "Write predicted masks (0/255 PNG at the original resolution) and optional overlays for a dataset split.")
+
+    @OptionGroup var options: InferenceOptions
+
+    @Option(help: "Output directory (default: <run.dir>/predictions/<split>).")
+    var out: String?
+
+    @Flag(help: "Also write the image with the predicted mask overlaid.")
+    var overlays = false
+
+    func run() throws {
+        try reportingErrors {
+            let (config, comm, model, data, weights) = try options.setUp()
+            defer { comm.finalize() }
+            let outDir = URL(fileURLWithPath: out ?? URL(fileURLWithPath: config.run.dir).appendingPathComponent("predictions/\(options.split)").path)
+            if comm.isRoot { printError("predicting with \(weights) on split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))") }
+            var written = [Double(try Inference.predict(model: model, data: data, outputDirectory: outDir, overlays: overlays) { done, total in
+                if comm.isRoot && (done == total || done % 10 == 0) { printError("  batch \(done)/\(total)") }
+            })]
+            comm.allReduceSum(&written, label: "prediction count")
+            if comm.isRoot { print("wrote \(Int(written[0])) files to \(outDir.path) (masks/\(overlays ? ", overlays/" : ""))") }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import VLDistributed
+import VLTensor
+import VLModels
+import VLTrain
+
+/// `vlseg train`: data-parallel training from the composed config.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a tuning method (adapters, prompts, decoder) data-parallel over the job's ranks.",
+        discussion: """
+            Overrides as in Hydra: group=option (tuning=vlsm_dense_vl, experiment=demo) and a.b.c=value \
+            (trainer.max_steps=100). Run under mpirun (or launch/train -n N) for several ranks; alone it is \
+            a single process. Rank 0 writes the run directory: config.yaml, metrics.jsonl, metrics.csv and \
+            checkpoints/ (resume=auto continues from the newest complete one).
+            """)
+
+    @Argument(help: "Config overrides: group=option or a.b.c=value.")
+    var overrides: [String] = []
+
+    @Flag(help: "Resolve config, model, data and tuning method, print a summary, and exit without training.")
+    var dryRun = false
+
+    @Flag(help: "Print the resolved config and exit.")
+    var printConfig = false
+
+    @Option(help: "Directory of the YAML config groups (default: the checkout's configs/).")
+    var configDir: String?
+
+    func run() throws {
+        try reportingErrors {
+            let resolved = try ConfigLoader(configDir: configDir).load(overrides: overrides)
+            let config = resolved.config
+            let placement = LaunchPlacement.fromEnvironment()
+            if printConfig {
+                if placement.rank == 0 { print(resolved.yaml, terminator: resolved.yaml.hasSuffix("\n") ? "" : "\n") }
+                return
+            }
+            let comm = Communicators.make(timeout: config.comm.timeoutS)
+            defer { comm.finalize() }
+            let say: (String) -> Void = { if comm.isRoot { printError($0) } }
+            ComputeThreads.set(config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: comm.localSize))
+            try RunSetup.prepareInputs(config, comm: comm, log: say)
+            let model = try RunSetup.loadModel(config)
+            let (method, trainable) = try RunSetup.tuning(config, model: model)
+            let batch = try config.perRankBatchSize(worldSize: comm.size)
+            let tokenizer = try RunSetup.tokenizer(config)
+            let (train, val) = try RunSetup.loaders(config, comm: comm, batchSize: batch, tokenizer: tokenizer)
+            var options = RunSetup.trainingOptions(resolved, batchSize: batch)
+            options.readFaultInjection(rank: comm.rank)
+            if dryRun {
+                if comm.isRoot { printDryRun(resolved: resolved, model: model, methodName: method.name, trainable: trainable,
+                                             comm: comm, batch: batch, trainBatches: train.sampler.batchesPerEpoch,
+                                             trainSamples: train.samples.count, valSamples: val?.samples.count) }
+                return
+            }
+            if comm.isRoot {
+                let runDir = URL(fileURLWithPath: config.run.dir)
+                try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+                try resolved.yaml.write(to: runDir.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
+            }
+            let trainer = try Trainer(model: model, trainableNames: trainable, trainData: train, valData: val, comm: comm, options: options)
+            let summary = try trainer.run()
+            if comm.isRoot {
+                var lines = ["done: \(summary.steps) steps, \(summary.epochs) epoch(s)\(summary.stoppedEarly ? " (stopped early)" : "")"]
+                if let dice = summary.bestDice, let step = summary.bestStep {
+                    lines.append(String(format: "best validation Dice %.4f at step %d: %@", dice, step, summary.bestCheckpoint ?? "-"))
+                }
+                if let last = summary.lastCheckpoint { lines.append("last checkpoint: \(last)") }
+                lines.append("run directory: \(config.run.dir) (metrics.jsonl, metrics.csv)")
+                print(lines.joined(separator: "\n"))
+            }
+        }
+    }
+
+    func printDryRun(resolved: ResolvedConfig, model: CLIPSegModel, methodName: String, trainable: [String],
+                     comm: Communicator, batch: Int, trainBatches: Int, trainSamples: Int, valSamples: Int?) {
+        let config = resolved.config
+        let trainableCount = trainable.reduce(0) { $0 + model.parameters[$1].count }
+        let total = model.parameters.parameterCount
+        var out = ["dry run: \(config.name)", "model: \(config.model.path) (\(total.grouped) parameters)",
+                   "tuning: \(methodName) (\(config.tuning.method))"]
+        out.append("trainable parameters by group:")
+        for g in RunSetup.parameterGroups(trainable, store: model.parameters) {
+            out.append("  \(g.group.padding(toLength: 44, withPad: " ", startingAt: 0)) \(g.count.grouped) (\(g.tensors) tensors)")
+        }
+        out.append("trainable parameters: \(trainableCount.grouped)")
+        out.append("frozen parameters: \((total - trainableCount).grouped)")
+        out.append("all-reduce per optimiser step: \((4 * trainableCount).grouped) bytes")
+        let accumulate = max(1, config.trainer.accumulate)
+        out.append("batch: \(batch) per rank x \(comm.size) rank(s) x accumulate \(accumulate) = global \(batch * comm.size * accumulate)")
+        out.append("data: \(config.data.root): \(trainSamples) training samples, \(valSamples.map(String.init) ?? "no") validation samples")
+        out.append("steps per epoch: \(trainBatches / accumulate)")
+        out.append("run directory: \(config.run.dir)")
+        print(out.joined(separator: "\n"))
+    }
+}
+

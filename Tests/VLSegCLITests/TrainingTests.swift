@@ -1,0 +1,117 @@
+import Foundation
+import XCTest
+import VLModels
+import VLTensor
+
+/// `vlseg train` end to end, on 1 and 2 real MPI ranks: equivalence, exact resume after SIGKILL,
+/// crash during a save, and a dying rank.
+final class TrainingTests: XCTestCase {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-cli-train-\(getpid())")
+    var runs: [URL] = []
+
+    override func tearDown() { for r in runs { try? FileManager.default.removeItem(at: r) } }
+
+    func newRun() -> URL {
+        let url = Self.work.appendingPathComponent("run-\(UUID().uuidString)")
+        runs.append(url)
+        return url
+    }
+
+    /// A tiny model and a small demo dataset, made by `vlseg train` itself on first use.
+    func overrides(run: URL, batch: Int, steps: Int, extra: [String] = []) -> [String] {
+        ["--config-dir", Self.packageRoot.appendingPathComponent("configs").path,
+         "data.name=demo", "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=60", "data.demo.size=64",
+         "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
+         "data.batch_size=\(batch)", "trainer.global_batch_size=0", "data.workers=1", "trainer.threads=1",
+         "trainer.max_steps=\(steps)", "trainer.max_epochs=0", "trainer.log_every=3", "run.dir=\(run.path)", "seed=5"] + extra
+    }
+
+    func train(ranks: Int, _ args: [String], environment: [String: String] = [:], timeout: Double = 180) throws -> ProcessRunner.Result {
+        let env = ProcessRunner.cleanEnvironment(environment)
+        if ranks == 1 {
+            return try ProcessRunner.run(ProcessRunner.vlsegPath, ["train"] + args, environment: env, timeout: timeout)
+        }
+        guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
+        var flags = ProcessRunner.mpirunFlags
+        for key in environment.keys.sorted() { flags += ["-x", key] }
+        if ranks > ProcessInfo.processInfo.activeProcessorCount { flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] }
+        return try ProcessRunner.run(mpirun, flags + ["-np", "\(ranks)", ProcessRunner.vlsegPath, "train"] + args,
+                                     environment: env, timeout: timeout)
+    }
+
+    func trainable(_ run: URL, step: Int) throws -> [Float] {
+        let file = try SafeTensorsFile(url: run.appendingPathComponent(String(format: "checkpoints/step-%07d/trainable.safetensors", step)))
+        return try file.names.sorted().flatMap { try file.tensor($0).scalars }
+    }
+
+    func testTwoRanksOfTwoMatchOneRankOfFour() throws {
+        let one = newRun(), two = newRun()
+        let r1 = try train(ranks: 1, overrides(run: one, batch: 4, steps: 10))
+        XCTAssertEqual(r1.status, 0, r1.output)
+        let r2 = try train(ranks: 2, overrides(run: two, batch: 2, steps: 10))
+        XCTAssertEqual(r2.status, 0, r2.output)
+        XCTAssertTrue(r2.output.contains("2 rank(s) x batch 2"), r2.output)
+        let a = try trainable(one, step: 10), b = try trainable(two, step: 10)
+        var d = 0.0, n = 0.0
+        for (x, y) in zip(a, b) { d += Double(x - y) * Double(x - y); n += Double(y) * Double(y) }
+        XCTAssertLessThan((d / n).squareRoot(), 1e-5)
+        XCTAssertEqual(a.count, b.count)
+    }
+
+    func checkExactResume(ranks: Int) throws {
+        let batch = 4 / ranks
+        let straight = newRun(), killed = newRun()
+        let extra = ["trainer.checkpoint_every=6"]
+        let s = try train(ranks: ranks, overrides(run: straight, batch: batch, steps: 12, extra: extra))
+        XCTAssertEqual(s.status, 0, s.output)
+        let k = try train(ranks: ranks, overrides(run: killed, batch: batch, steps: 12, extra: extra),
+                          environment: ["VLSEG_FAULT_KILL_AT_STEP": "9"])
+        XCTAssertNotEqual(k.status, 0, "the job should have died in step 9:\n\(k.output)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: killed.appendingPathComponent("checkpoints/step-0000012").path))
+        let r = try train(ranks: ranks, overrides(run: killed, batch: batch, steps: 12, extra: extra + ["resume=auto"]))
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("resumed from"), r.output)
+        let a = try Data(contentsOf: straight.appendingPathComponent("checkpoints/step-0000012/trainable.safetensors"))
+        let b = try Data(contentsOf: killed.appendingPathComponent("checkpoints/step-0000012/trainable.safetensors"))
+        XCTAssertEqual(a, b, "resumed run differs from the uninterrupted one (\(ranks) rank(s))")
+    }
+
+    func testExactResumeAfterSIGKILLOneRank() throws { try checkExactResume(ranks: 1) }
+    func testExactResumeAfterSIGKILLTwoRanks() throws { try checkExactResume(ranks: 2) }
+
+    func testKillDuringSaveKeepsThePreviousCheckpoint() throws {
+        let run = newRun()
+        let k = try train(ranks: 1, overrides(run: run, batch: 4, steps: 12, extra: ["trainer.checkpoint_every=6"]),
+                          environment: ["VLSEG_FAULT_KILL_IN_SAVE": "12"])
+        XCTAssertNotEqual(k.status, 0, k.output)
+        let latest = try String(contentsOf: run.appendingPathComponent("checkpoints/latest"), encoding: .utf8)
+        XCTAssertNotEqual(latest.trimmingCharacters(in: .whitespacesAndNewlines), "step-0000012")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/step-0000012").path))
+        let r = try train(ranks: 1, overrides(run: run, batch: 4, steps: 12, extra: ["trainer.checkpoint_every=6", "resume=auto"]))
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/step-0000012/trainable.safetensors").path))
+    }
+
+    func testCorruptCheckpointIsRefusedByPath() throws {
+        let run = newRun()
+        XCTAssertEqual(try train(ranks: 1, overrides(run: run, batch: 4, steps: 6, extra: ["trainer.checkpoint_every=6"])).status, 0)
+        let ckpt = run.appendingPathComponent("checkpoints/step-0000006")
+        try Data("garbage".utf8).write(to: ckpt.appendingPathComponent("optimizer.safetensors"))
+        let r = try train(ranks: 1, overrides(run: newRun(), batch: 4, steps: 8, extra: ["resume=\(ckpt.path)"]))
+        XCTAssertEqual(r.status, 1, r.output)
+        XCTAssertTrue(r.output.contains("corrupt") && r.output.contains("step-0000006"), r.output)
+        let auto = try train(ranks: 1, overrides(run: run, batch: 4, steps: 8, extra: ["resume=auto"]))
+        XCTAssertEqual(auto.status, 0, auto.output)
+        XCTAssertTrue(auto.output.contains("skipping"), auto.output)
+    }
+
+    func testADyingRankEndsTheJob() throws {
+        let start = Date()
+        let r = try train(ranks: 2, overrides(run: newRun(), batch: 2, steps: 100000),
+                          environment: ["VLSEG_FAULT_RANK": "1", "VLSEG_FAULT_KILL_AT_STEP": "3"], timeout: 60)
+        XCTAssertFalse(r.timedOut, r.output)
+        XCTAssertNotEqual(r.status, 0, r.output)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 30, r.output)
+    }
+}
