@@ -52,6 +52,7 @@ let package = Package(
         .target(name: "VLTestSupport", dependencies: ["VLTensor"], path: "Tests/VLTestSupport"),
         .testTarget(name: "VLTensorTests", dependencies: ["VLTensor", "VLTestSupport"]),
         .testTarget(name: "VLModelsTests", dependencies: ["VLModels", "VLTestSupport"]),
+        .testTarget(name: "VLTuningTests", dependencies: ["VLTuning", "VLModels", "VLTestSupport"]),
         .testTarget(name: "VLTrainTests", dependencies: ["VLTrain", "VLTuning", "VLData", "VLTestSupport"]),
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
         .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor"]),

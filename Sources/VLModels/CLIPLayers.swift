@@ -20,8 +20,10 @@ struct LinearLayer {
     let outFeatures: Int
     let hasBias: Bool
 
-    func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
-        linear(x, weight: p["\(prefix).weight"], bias: hasBias ? p["\(prefix).bias"] : nil)
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore, hooks: CLIPSegHooks? = nil) -> Tensor {
+        let y = linear(x, weight: p["\(prefix).weight"], bias: hasBias ? p["\(prefix).bias"] : nil)
+        if let hooks, let delta = hooks.linearDelta(x, prefix: prefix) { return y + delta }
+        return y
     }
 
     var parameterShapes: [(String, [Int])] {
@@ -55,9 +57,11 @@ struct SelfAttentionLayer {
         self.heads = heads
     }
 
-    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil) -> Tensor {
-        let a = multiHeadAttention(query: q(x, p), key: k(x, p), value: v(x, p), heads: heads, causal: causal, keyMask: keyMask)
-        return out(a, p)
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil,
+                        hooks: CLIPSegHooks? = nil) -> Tensor {
+        let a = multiHeadAttention(query: q(x, p, hooks: hooks), key: k(x, p, hooks: hooks), value: v(x, p, hooks: hooks),
+                                   heads: heads, causal: causal, keyMask: keyMask)
+        return out(a, p, hooks: hooks)
     }
 
     var parameterShapes: [(String, [Int])] { [q, k, v, out].flatMap(\.parameterShapes) }
@@ -80,9 +84,16 @@ struct CLIPEncoderLayer {
         act = config.hiddenAct
     }
 
-    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil) -> Tensor {
-        let h = x + attention(norm1(x, p), p, causal: causal, keyMask: keyMask)
-        return h + fc2(activation(act, fc1(norm2(h, p), p)), p)
+    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil,
+                        hooks: CLIPSegHooks? = nil, tower: Tower = .vision, index: Int = 0) -> Tensor {
+        guard let hooks else {
+            let h = x + attention(norm1(x, p), p, causal: causal, keyMask: keyMask)
+            return h + fc2(activation(act, fc1(norm2(h, p), p)), p)
+        }
+        let a = attention(norm1(x, p), p, causal: causal, keyMask: keyMask, hooks: hooks)
+        let h = x + hooks.attentionOutput(a, tower: tower, layer: index)
+        let m = fc2(activation(act, fc1(norm2(h, p), p, hooks: hooks)), p, hooks: hooks)
+        return h + hooks.mlpOutput(m, tower: tower, layer: index)
     }
 
     var parameterShapes: [(String, [Int])] {

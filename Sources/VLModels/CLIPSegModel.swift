@@ -29,6 +29,8 @@ public struct TextPrompts: Sendable {
 public final class CLIPSegModel: @unchecked Sendable {
     public let config: CLIPSegConfig
     public let parameters: ParameterStore
+    /// The tuning method's changes to the forward pass (nil: the plain model).
+    public var hooks: CLIPSegHooks?
 
     let textLayers: [CLIPEncoderLayer]
     let visionLayers: [CLIPEncoderLayer]
@@ -142,31 +144,61 @@ public final class CLIPSegModel: @unchecked Sendable {
         }
     }
 
-    /// Runs the text transformer on token embeddings [B, T, D]: returns the final-LN hidden states
-    /// [B, T, D] and the pooled end-of-text features [B, D].
+    /// Runs the text transformer on token embeddings [B, T, D] (plain model, no sequence hook):
+    /// returns the final-LN hidden states [B, T, D] and the pooled end-of-text features [B, D].
     public func encodeText(tokenEmbeddings: Tensor, prompts: TextPrompts,
                            observer: ForwardObserver? = nil) -> (lastHidden: Tensor, pooled: Tensor) {
-        let b = prompts.batchSize, len = tokenEmbeddings.shape[1]
+        let len = tokenEmbeddings.shape[1]
+        let sequence = TextSequence(tokens: tokenEmbeddings, attentionMask: prompts.attentionMask.map { Array($0.prefix(len)) },
+                                    poolingPositions: poolingPositions(prompts))
+        let e = encodeText(sequence, prompts: prompts, context: ForwardContext(pixels: nil, batchSize: prompts.batchSize), observer: observer)
+        return (e.lastHidden, e.pooled)
+    }
+
+    /// Runs the text transformer on a token sequence (token embeddings before positions).
+    public func encodeText(_ sequence: TextSequence, prompts: TextPrompts, context: ForwardContext,
+                           observer: ForwardObserver? = nil) -> TextEncoding {
+        let b = sequence.tokens.shape[0], len = sequence.tokens.shape[1]
+        let maxPositions = config.textConfig.maxPositionEmbeddings ?? 77
+        precondition(len <= maxPositions, "text sequence of \(len) tokens exceeds \(maxPositions) positions")
         let positions = parameters["clip.text_model.embeddings.position_embedding.weight"].slice(axis: 0, 0..<len)
-        var x = tokenEmbeddings + positions
-        let mask = Tensor(shape: [b, len], values: prompts.attentionMask.flatMap { $0.prefix(len).map(Float.init) })
-        for layer in textLayers { x = layer(x, parameters, causal: true, keyMask: mask) }
+        var x = sequence.tokens + positions
+        let mask = Tensor(shape: [b, len], values: sequence.attentionMask.flatMap { row in
+            (0..<len).map { $0 < row.count ? Float(row[$0]) : 0 }
+        })
+        var states = [x]
+        for (j, layer) in textLayers.enumerated() {
+            if j >= 1, let hooks { x = hooks.textLayerInput(x, layer: j, context: context) }
+            x = layer(x, parameters, causal: true, keyMask: mask, hooks: hooks, tower: .text, index: j)
+            states.append(x)
+        }
         let last = textFinalNorm(x, parameters)
         observer?("text.last_hidden_state", last)
-        let positionsToPool = poolingPositions(prompts).map { min($0, len - 1) }
-        let pooled = last.selectPerBatch(positionsToPool)
+        let pooled = last.selectPerBatch(sequence.poolingPositions.map { min(max($0, 0), len - 1) })
         observer?("text.pooled_output", pooled)
-        return (last, pooled)
+        let argmax = prompts.inputIDs.map { row -> Int in
+            var best = 0
+            for (i, id) in row.enumerated() where id > row[best] { best = i }
+            return best
+        }
+        return TextEncoding(hiddenStates: states, lastHidden: last, pooled: pooled, argmaxPositions: argmax)
     }
 
     /// The conditional embedding of text prompts: text_projection(pooled) [B, P].
     /// `trimPadding` drops positions after the last attended token (exact: the encoder is causal).
-    public func conditionalEmbeddings(text prompts: TextPrompts, trimPadding: Bool = true,
+    /// `pixels` are the query images, for image-conditioned prompt methods.
+    public func conditionalEmbeddings(text prompts: TextPrompts, trimPadding: Bool = true, pixels: Tensor? = nil,
                                       observer: ForwardObserver? = nil) -> Tensor {
         let length = trimPadding ? max(1, min(prompts.attendedLength, prompts.inputIDs.first?.count ?? 0))
             : (prompts.inputIDs.first?.count ?? 0)
-        let (_, pooled) = encodeText(tokenEmbeddings: textTokenEmbeddings(prompts, length: length), prompts: prompts, observer: observer)
-        let cond = textProjection(pooled, parameters)
+        let context = ForwardContext(pixels: pixels, batchSize: prompts.batchSize)
+        var sequence = TextSequence(tokens: textTokenEmbeddings(prompts, length: length),
+                                    attentionMask: prompts.attentionMask.map { Array($0.prefix(length)) },
+                                    poolingPositions: poolingPositions(prompts).map { min($0, length - 1) })
+        if let hooks { sequence = hooks.textSequence(sequence, context: context) }
+        let encoding = encodeText(sequence, prompts: prompts, context: context, observer: observer)
+        var cond = textProjection(encoding.pooled, parameters)
+        if let hooks { cond = hooks.conditional(cond, text: encoding, context: context) }
         observer?("conditional_embeddings", cond)
         return cond
     }
@@ -199,14 +231,20 @@ public final class CLIPSegModel: @unchecked Sendable {
 
     /// Runs the vision tower through `layers` encoder layers; returns hidden states 0...layers
     /// (0 = pre-LayerNorm output, i+1 = output of layer i).
-    public func encodeVision(_ pixels: Tensor, layers: Int, observer: ForwardObserver? = nil) -> [Tensor] {
-        let emb = visionEmbeddings(pixels)
+    /// `applyHooks: false` runs the plain tower even when a method is installed (CoCoOp's image
+    /// feature comes from the unprompted tower).
+    public func encodeVision(_ pixels: Tensor, layers: Int, applyHooks: Bool = true, observer: ForwardObserver? = nil) -> [Tensor] {
+        let hooks = applyHooks ? self.hooks : nil
+        let context = ForwardContext(pixels: pixels, batchSize: pixels.shape[0])
+        var emb = visionEmbeddings(pixels)
         observer?("vision.embeddings", emb)
+        if let hooks { emb = hooks.visionEmbeddings(emb, context: context) }
         var x = visionPreNorm(emb, parameters)
         var states = [x]
         observer?("vision.hidden_states.0", x)
         for i in 0..<layers {
-            x = visionLayers[i](x, parameters)
+            x = visionLayers[i](x, parameters, hooks: hooks, tower: .vision, index: i)
+            if let hooks { x = hooks.visionLayerOutput(x, layer: i, context: context) }
             states.append(x)
             observer?("vision.hidden_states.\(i + 1)", x)
         }
@@ -215,8 +253,8 @@ public final class CLIPSegModel: @unchecked Sendable {
 
     /// visual_projection(post_layernorm(CLS of the last layer)) [B, P]: the image feature used as
     /// CLIPSeg's image-prompt conditional embedding.
-    public func imageFeatures(_ pixels: Tensor, observer: ForwardObserver? = nil) -> Tensor {
-        let states = encodeVision(pixels, layers: visionLayers.count, observer: observer)
+    public func imageFeatures(_ pixels: Tensor, applyHooks: Bool = true, observer: ForwardObserver? = nil) -> Tensor {
+        let states = encodeVision(pixels, layers: visionLayers.count, applyHooks: applyHooks, observer: observer)
         return pooledImageFeatures(lastHidden: states.last!)
     }
 
@@ -283,7 +321,8 @@ public final class CLIPSegModel: @unchecked Sendable {
             observer?("vision.last_hidden_state", states.last!)
             observer?("pooled_output", pooledImageFeatures(lastHidden: states.last!))
         }
-        let activations = config.extractLayers.map { states[$0 + 1] }
+        var activations = config.extractLayers.map { states[$0 + 1] }
+        if let hooks { activations = activations.enumerated().map { hooks.visionTap($1, index: $0) } }
         for (i, a) in activations.enumerated() { observer?("decoder.activation.\(i)", a) }
         let logits = decode(activations: activations, conditional: conditional,
                             gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p, observer: observer)
@@ -293,6 +332,6 @@ public final class CLIPSegModel: @unchecked Sendable {
 
     /// Text-prompted segmentation: logits [B, H, W].
     public func callAsFunction(pixels: Tensor, text: TextPrompts, observer: ForwardObserver? = nil) -> Tensor {
-        segment(pixels: pixels, conditional: conditionalEmbeddings(text: text, observer: observer), observer: observer)
+        segment(pixels: pixels, conditional: conditionalEmbeddings(text: text, pixels: pixels, observer: observer), observer: observer)
     }
 }

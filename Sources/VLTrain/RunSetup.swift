@@ -48,11 +48,27 @@ public enum RunSetup {
 
     /// The configured tuning method, prepared on `model`; returns it and the trainable names.
     public static func tuning(_ config: VLSegConfig, model: CLIPSegModel) throws -> (TuningMethod, [String]) {
+        try tuning(config.tuning, seed: UInt64(config.seed), model: model)
+    }
+
+    /// A tuning section's options as the method registry takes them: scalars as text, lists as
+    /// comma-separated text, null as absent.
+    public static func tuningOptions(_ tuning: TuningConfig) -> TuningOptions {
         var options: TuningOptions = [:]
-        for (k, v) in config.tuning.options { options[k] = v.description }
-        let name = TuningRegistry.names.contains(config.tuning.method) ? config.tuning.method : config.tuning.family
-        let method = try TuningRegistry.make(name, options: options)
-        return (method, try method.prepare(model, seed: UInt64(config.seed)))
+        for (k, v) in tuning.options {
+            switch v {
+            case .null: continue
+            case let .list(items): options[k] = items.map(\.description).joined(separator: ",")
+            default: options[k] = v.description
+            }
+        }
+        return options
+    }
+
+    public static func tuning(_ tuning: TuningConfig, seed: UInt64, model: CLIPSegModel) throws -> (TuningMethod, [String]) {
+        let name = TuningRegistry.names.contains(tuning.method) ? tuning.method : tuning.family
+        let method = try TuningRegistry.make(name, options: tuningOptions(tuning))
+        return (method, try method.prepare(model, seed: seed))
     }
 
     /// Training and validation loaders for this rank.

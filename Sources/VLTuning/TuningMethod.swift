@@ -37,11 +37,15 @@ public typealias TuningOptions = [String: String]
 public enum TuningRegistry {
     public typealias Factory = (TuningOptions) throws -> TuningMethod
 
-    nonisolated(unsafe) private static var factories: [String: Factory] = [
+    static let baselineFactories: [String: Factory] = [
         "decoder": { _ in DecoderOnlyTuning() },
         "full": { _ in FullFineTuning() },
         "zero_shot": { _ in ZeroShot() },
     ]
+
+    /// Each family of methods contributes its factories from its own file.
+    nonisolated(unsafe) private static var factories: [String: Factory] =
+        baselineFactories.merging(adapterFactories) { $1 }.merging(promptFactories) { $1 }
 
     public static var names: [String] { factories.keys.sorted() }
 

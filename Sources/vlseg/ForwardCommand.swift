@@ -39,11 +39,27 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Output: a safetensors file (--inputs) or a mask PNG (--image).")
     var out: String
 
+    @Option(help: "With --inputs: a tuning method to run (its options as tuning.KEY=VALUE arguments).")
+    var tuning: String?
+
+    @Option(help: "With --tuning: the method's trainable tensors (safetensors, canonical names).")
+    var trainable: String?
+
+    @Flag(help: "With --inputs: also write loss and grad.<name> for every trainable tensor (IN holds target [B,H,W]).")
+    var grads = false
+
+    @Argument(help: "Tuning options: tuning.KEY=VALUE.")
+    var tuningOptions: [String] = []
+
     @Flag(help: "With --image: also write <out>.overlay.png.")
     var overlay = false
 
     func validate() throws {
         guard (inputs == nil) != (image == nil) else { throw ValidationError("give either --inputs or --image") }
+        if trainable != nil && tuning == nil { throw ValidationError("--trainable needs --tuning") }
+        if let bad = tuningOptions.first(where: { !$0.hasPrefix("tuning.") || !$0.contains("=") }) {
+            throw ValidationError("'\(bad)': only tuning.KEY=VALUE arguments are accepted")
+        }
         if image != nil && prompt == nil { throw ValidationError("--image needs --prompt") }
     }
 
@@ -69,17 +85,36 @@ struct ForwardCommand: ParsableCommand {
             let t = ids.shape[1]
             let prompts = TextPrompts(inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
                                       attentionMask: (0..<ids.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
+            var trainableNames: [String] = []
+            if let tuning {
+                trainableNames = try installTuning(tuning, on: m)
+            }
             var writer = SafeTensorsWriter()
             var seen = Set<String>()
             let observer: ForwardObserver = { name, value in
                 if seen.insert(name).inserted { writer.add(name, value) }
             }
             let start = Date()
-            try GradMode.withoutGradients {
-                let cond = m.conditionalEmbeddings(text: prompts, trimPadding: false, observer: observer)
-                _ = m.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
-                try writer.write(to: URL(fileURLWithPath: out))
+            if grads {
+                let target = try file.tensor("target")
+                let cond = m.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels, observer: observer)
+                let logits = m.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
+                guard target.count == logits.count else {
+                    throw ModelLoadError.invalidConfig(file: inputs, key: "target", reason: "shape \(target.shape) does not match logits \(logits.shape)")
+                }
+                let loss = SegmentationLoss()(logits, target: target.reshaped(logits.shape))
+                loss.backward()
+                writer.add("loss", loss.reshaped([1]))
+                for name in trainableNames {
+                    writer.add("grad.\(name)", m.parameters[name].grad ?? Tensor(zeros: m.parameters[name].shape))
+                }
+            } else {
+                GradMode.withoutGradients {
+                    let cond = m.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels, observer: observer)
+                    _ = m.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
+                }
             }
+            try writer.write(to: URL(fileURLWithPath: out))
             print("wrote \(writer.items.count) tensors to \(out) (logits \(pixels.shape[0])x\(pixels.shape[2])x\(pixels.shape[3]), \(String(format: "%.2f", Date().timeIntervalSince(start))) s)")
         }
     }
@@ -108,5 +143,31 @@ struct ForwardCommand: ParsableCommand {
             try ImageIO.writePNG(ImageIO.overlay(image: rgb, mask: mask), to: url)
         }
         print(String(format: "wrote %@ (%dx%d, %.1f%% foreground) for \"%@\"", out, rgb.width, rgb.height, 100 * mask.foregroundRatio, prompt))
+    }
+
+    /// Installs `--tuning` with its options, loads `--trainable` values, and makes every trainable
+    /// tensor a gradient leaf; returns the trainable names.
+    func installTuning(_ name: String, on m: CLIPSegModel) throws -> [String] {
+        let resolved = try ConfigLoader(configDir: nil).load(overrides: ["tuning=\(name)"] + tuningOptions)
+        let (_, names) = try RunSetup.tuning(resolved.config.tuning, seed: 0, model: m)
+        if let trainable {
+            let file = try SafeTensorsFile(path: trainable)
+            let unknown = file.names.filter { !names.contains($0) }
+            if !unknown.isEmpty {
+                throw ModelLoadError.unexpectedKeys(file: trainable, keys: unknown)
+            }
+            let missing = names.filter { !file.contains($0) }
+            if !missing.isEmpty { throw ModelLoadError.missingKeys(file: trainable, keys: missing) }
+            for n in names {
+                let t = try file.tensor(n)
+                guard t.shape == m.parameters[n].shape else {
+                    throw ModelLoadError.shapeMismatch(file: trainable, key: n, expected: m.parameters[n].shape, found: t.shape)
+                }
+                m.parameters.set(n, t)
+            }
+        }
+        for n in names { m.parameters.markTrainable(n) }
+        printError("tuning \(name): \(names.count) trainable tensors, \(names.reduce(0) { $0 + m.parameters[$1].count }.grouped) parameters")
+        return names
     }
 }
