@@ -156,4 +156,57 @@ public enum Inference {
         }
         return written
     }
+
+    /// Multi-class prediction: every image is segmented once per class prompt; writes each class's
+    /// probability map (8-bit PNG, 255 = 1.0) and the arg-max label map (class ids as gray values;
+    /// pixels whose best probability is below 0.5 get `background`) at the original resolution.
+    /// Images are split over ranks in contiguous blocks; returns the files this rank wrote.
+    public static func predictClasses(model: CLIPSegModel, samples: SampleSet, tokenizer: CLIPTokenizer, imageSize: Int,
+                                      normalization: Normalization = .imageNet, outputDirectory: URL, comm: Communicator,
+                                      background: Int = 0) throws -> Int {
+        guard let classes = samples.classes else { return 0 }
+        var seen = Set<String>()
+        let images = samples.samples.map(\.entry).filter { seen.insert($0.imageURL.path).inserted }
+        let per = (images.count + comm.size - 1) / comm.size
+        let mine = images[min(images.count, comm.rank * per)..<min(images.count, (comm.rank + 1) * per)]
+        let ids = classes.trainableIDs
+        let texts = ids.map { classes.promptTexts(for: $0).first ?? classes.info($0)!.name }
+        let encodings = tokenizer.encodeBatch(texts, padding: .longest(max: CLIPTokenizer.contextLength))
+        let prompts = TextPrompts(inputIDs: encodings.map(\.inputIDs), attentionMask: encodings.map(\.attentionMask))
+        let fm = FileManager.default
+        var written = 0
+        try GradMode.withoutGradients {
+            let cond = model.conditionalEmbeddings(text: prompts)
+            for entry in mine {
+                let rgb = try ImageIO.readImage(entry.imageURL)
+                let one = rgb.resized(width: imageSize, height: imageSize).normalizedTensor(normalization).reshaped([1, 3, imageSize, imageSize])
+                let pixels = one.expanded(to: [ids.count, 3, imageSize, imageSize])
+                let logits = model.segment(pixels: pixels, conditional: cond)
+                let full = logits.resized(to: (rgb.height, rgb.width), mode: .bilinear)
+                let n = rgb.width * rgb.height
+                var best = [Float](repeating: 0.5, count: n)
+                var label = [UInt8](repeating: UInt8(background), count: n)
+                let stem = (entry.imageName as NSString).deletingPathExtension
+                for (k, id) in ids.enumerated() {
+                    let p = full.pointer + k * n
+                    var gray = [UInt8](repeating: 0, count: n)
+                    for i in 0..<n {
+                        let prob = stableSigmoid(p[i])
+                        gray[i] = UInt8((prob * 255).rounded())
+                        if prob > best[i] { best[i] = prob; label[i] = UInt8(id) }
+                    }
+                    let name = classes.info(id)!.name.replacingOccurrences(of: "/", with: "_")
+                    let url = outputDirectory.appendingPathComponent("probabilities/\(stem)/\(id)_\(name).png")
+                    try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                    try ImageIO.writeFileBytes(try PNGCodec.encodeGray(gray, width: rgb.width, height: rgb.height), to: url)
+                    written += 1
+                }
+                let url = outputDirectory.appendingPathComponent("labels/\(stem).png")
+                try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try ImageIO.writeFileBytes(try PNGCodec.encodeGray(label, width: rgb.width, height: rgb.height), to: url)
+                written += 1
+            }
+        }
+        return written
+    }
 }

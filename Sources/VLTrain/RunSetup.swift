@@ -76,7 +76,7 @@ public enum RunSetup {
                                tokenizer: CLIPTokenizer, validationSplit: String? = "val") throws -> (train: DataLoader, val: DataLoader?) {
         let root = URL(fileURLWithPath: config.data.root)
         let seed = UInt64(config.seed)
-        let train = try DatasetIndex.load(root: root, split: "train", promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
+        let train = try samples(config, split: "train", training: true)
         var trainConfig = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: seed,
                                            promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                            onError: config.data.onError, augmentation: config.data.augmentation)
@@ -91,11 +91,27 @@ public enum RunSetup {
         return (trainLoader, val)
     }
 
+    /// The samples of a split: one per entry for binary medvlsm datasets, or one per (image, class)
+    /// when the root holds a `classes.json` (multi-class datasets; negatives only in training).
+    public static func samples(_ config: VLSegConfig, split: String, training: Bool) throws -> SampleSet {
+        let root = URL(fileURLWithPath: config.data.root)
+        if isMultiClass(config) {
+            return try MultiClassDataset.load(root: root, split: split,
+                                              config: MultiClassConfig(absentPerImage: training ? config.data.absentPerImage : 0),
+                                              onError: config.data.onError)
+        }
+        return try DatasetIndex.load(root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
+    }
+
+    public static func isMultiClass(_ config: VLSegConfig) -> Bool {
+        FileManager.default.fileExists(atPath: URL(fileURLWithPath: config.data.root).appendingPathComponent(ClassList.defaultFileName).path)
+    }
+
     /// A loader that covers `split` exactly once across ranks (no augmentation).
     public static func evaluationLoader(_ config: VLSegConfig, comm: Communicator, split: String,
                                         tokenizer: CLIPTokenizer) throws -> DataLoader {
         let root = URL(fileURLWithPath: config.data.root)
-        let samples = try DatasetIndex.load(root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
+        let samples = try Self.samples(config, split: split, training: false)
         let cfg = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: UInt64(config.seed),
                                    promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                    onError: config.data.onError, augmentation: nil)

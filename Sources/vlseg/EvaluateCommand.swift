@@ -22,7 +22,8 @@ struct InferenceOptions: ParsableArguments {
 
     /// Resolves the config, the communicator, the model with its tuning method and weights, and a
     /// loader over `split` sharded across ranks.
-    func setUp() throws -> (config: VLSegConfig, comm: Communicator, model: CLIPSegModel, data: DataLoader, weights: String) {
+    func setUp() throws -> (config: VLSegConfig, comm: Communicator, model: CLIPSegModel, data: DataLoader, weights: String,
+                            tokenizer: CLIPTokenizer) {
         let resolved = try ConfigLoader(configDir: configDir).load(overrides: overrides)
         let config = resolved.config
         let comm = Communicators.make(timeout: config.comm.timeoutS)
@@ -53,7 +54,7 @@ struct InferenceOptions: ParsableArguments {
             throw SetupError(message: "\(root.path): no split '\(split)' (available: \(available.joined(separator: ", ")))")
         }
         let data = try RunSetup.evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer)
-        return (config, comm, model, data, weights)
+        return (config, comm, model, data, weights, tokenizer)
     }
 }
 
@@ -70,7 +71,7 @@ struct EvaluateCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let (config, comm, model, data, weights) = try options.setUp()
+            let (config, comm, model, data, weights, _) = try options.setUp()
             defer { comm.finalize() }
             if comm.isRoot { printError("evaluating \(weights) on \(config.data.root) split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))") }
             let loss = SegmentationLoss(diceWeight: Float(config.trainer.loss.diceWeight), bceWeight: Float(config.trainer.loss.bceWeight))
@@ -118,15 +119,25 @@ struct PredictCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let (config, comm, model, data, weights) = try options.setUp()
+            let (config, comm, model, data, weights, tokenizer) = try options.setUp()
             defer { comm.finalize() }
             let outDir = URL(fileURLWithPath: out ?? URL(fileURLWithPath: config.run.dir).appendingPathComponent("predictions/\(options.split)").path)
             if comm.isRoot { printError("predicting with \(weights) on split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))") }
-            var written = [Double(try Inference.predict(model: model, data: data, outputDirectory: outDir, overlays: overlays) { done, total in
-                if comm.isRoot && (done == total || done % 10 == 0) { printError("  batch \(done)/\(total)") }
-            })]
+            var written: [Double]
+            if data.samples.classes != nil {
+                // Multi-class: every class prompt per image, probability maps and the arg-max label map.
+                written = [Double(try Inference.predictClasses(model: model, samples: data.samples, tokenizer: tokenizer,
+                                                               imageSize: config.model.imageSize, outputDirectory: outDir, comm: comm))]
+            } else {
+                written = [Double(try Inference.predict(model: model, data: data, outputDirectory: outDir, overlays: overlays) { done, total in
+                    if comm.isRoot && (done == total || done % 10 == 0) { printError("  batch \(done)/\(total)") }
+                })]
+            }
             comm.allReduceSum(&written, label: "prediction count")
-            if comm.isRoot { print("wrote \(Int(written[0])) files to \(outDir.path) (masks/\(overlays ? ", overlays/" : ""))") }
+            if comm.isRoot {
+                let layout = data.samples.classes != nil ? "probabilities/<image>/<id>_<class>.png, labels/" : "masks/\(overlays ? ", overlays/" : "")"
+                print("wrote \(Int(written[0])) files to \(outDir.path) (\(layout))")
+            }
         }
     }
 }

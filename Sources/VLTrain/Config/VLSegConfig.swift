@@ -103,10 +103,13 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var remainder = RemainderPolicy.wrap
         /// The synthetic dataset's shape when `name` is `demo`.
         public var demo = DemoDataSettings()
+        /// Multi-class datasets (a `classes.json` in the root): negative samples per image, a class the
+        /// image lacks with an all-background target, drawn per epoch.
+        public var absentPerImage = 0
         public init() {}
         enum CodingKeys: String, CodingKey {
             case name, root, prompt, batchSize = "batch_size", evalBatchSize = "eval_batch_size", workers, augment
-            case onError = "on_error", remainder, demo
+            case onError = "on_error", remainder, demo, absentPerImage = "absent_per_image"
         }
 
         public var isDemo: Bool { name == "demo" }
