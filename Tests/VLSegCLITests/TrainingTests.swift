@@ -114,4 +114,35 @@ final class TrainingTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0, r.output)
         XCTAssertLessThan(Date().timeIntervalSince(start), 30, r.output)
     }
+
+    /// Same global batch on another world size: the run continues, and says so.
+    func testElasticResumeFromTwoRanksToOne() throws {
+        let run = newRun()
+        XCTAssertEqual(try train(ranks: 2, overrides(run: run, batch: 2, steps: 6, extra: ["trainer.checkpoint_every=6"])).status, 0)
+        let r = try train(ranks: 1, overrides(run: run, batch: 4, steps: 9, extra: ["resume=auto"]))
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("elastic: 2 rank(s) x batch 2") && r.output.contains("global batch 4 -> 4"), r.output)
+        let inspect = try ProcessRunner.run(ProcessRunner.vlsegPath, ["checkpoint", "inspect", run.path])
+        XCTAssertEqual(inspect.status, 0, inspect.output)
+        XCTAssertTrue(inspect.output.contains("step 9") && inspect.output.contains("method decoder"), inspect.output)
+    }
+
+    /// A damaged model file ends in one line naming the file, and a non-zero exit.
+    func testCorruptModelFileIsAOneLineError() throws {
+        let model = Self.work.appendingPathComponent("corrupt-model")
+        defer { try? FileManager.default.removeItem(at: model) }
+        let make = try ProcessRunner.run(ProcessRunner.vlsegPath, ["init-model", "--preset", "tiny", "--out", model.path])
+        XCTAssertEqual(make.status, 0, make.output)
+        let weights = model.appendingPathComponent("model.safetensors")
+        let bytes = try Data(contentsOf: weights)
+        try bytes.prefix(bytes.count / 2).write(to: weights)
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["tokenize", "--model", model.path, "x"])
+        XCTAssertEqual(r.status, 0, r.output)  // the tokenizer does not need the weights
+        let inputs = Self.work.appendingPathComponent("none.safetensors").path
+        let f = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", model.path, "--inputs", inputs, "--out", "/tmp/x"])
+        XCTAssertEqual(f.status, 1, f.output)
+        let lines = f.output.split(separator: "\n").filter { !$0.isEmpty }
+        XCTAssertEqual(lines.count, 1, f.output)
+        XCTAssertTrue(f.output.contains("model.safetensors") && f.output.contains("run past the data section"), f.output)
+    }
 }
