@@ -2,6 +2,10 @@ import COpenBLAS
 
 /// Thin, explicit wrappers over OpenBLAS sgemm for row-major data.
 public enum BLAS {
+    /// Floating-point operations issued through `sgemm` (2·m·n·k each), for benchmarks that report
+    /// achieved GFLOP/s from the shapes actually run. Updated from whichever thread calls sgemm.
+    nonisolated(unsafe) public static var flopCount: Double = 0
+
     /// C[m,n] = alpha * op(A) op(B) + beta * C, row-major, with leading dimensions (row strides).
     @inlinable
     public static func sgemm(
@@ -10,6 +14,7 @@ public enum BLAS {
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
+        flopCount += 2 * Double(m) * Double(n) * Double(k)
         if k == 0 {
             if beta == 0 {
                 for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) }

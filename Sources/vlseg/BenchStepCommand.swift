@@ -1,0 +1,164 @@
+import ArgumentParser
+import Foundation
+import VLDistributed
+import VLModels
+import VLTensor
+import VLTrain
+
+/// `vlseg bench step` / `vlseg bench infer`: training-step and inference throughput on synthetic data.
+struct BenchStepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "step",
+        abstract: "Time training steps (forward, backward, all-reduce, AdamW) of a tuning method on synthetic data.",
+        discussion: "Run under mpirun for several ranks. With --json the last line is one JSON object.")
+
+    @OptionGroup var common: BenchModelOptions
+
+    @Option(help: "Tuning method (tuning=NAME), with tuning.KEY=VALUE arguments for its options.")
+    var tuning: String = "vlsm_dense_vl"
+
+    @Argument(help: "Tuning options: tuning.KEY=VALUE.")
+    var tuningOptions: [String] = []
+
+    func run() throws {
+        try reportingErrors { try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions) }
+    }
+}
+
+struct BenchInferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "infer", abstract: "Time inference (text-prompted segmentation) on synthetic data.")
+
+    @OptionGroup var common: BenchModelOptions
+
+    func run() throws {
+        try reportingErrors { try common.run(training: false, tuning: "zero_shot", tuningOptions: []) }
+    }
+}
+
+struct BenchModelOptions: ParsableArguments {
+    @Option(help: "Model architecture preset (created once in $VLSEG_CACHE/bench, memory-mapped like a real checkpoint).")
+    var preset: String = "base"
+
+    @Option(help: "A model directory instead of --preset.")
+    var model: String?
+
+    @Option(help: "Images per rank per step.")
+    var batch: Int = 4
+
+    @Option(help: "Input side in pixels.")
+    var size: Int = 352
+
+    @Option(help: "Timed steps.")
+    var steps: Int = 5
+
+    @Option(help: "Untimed warm-up steps.")
+    var warmup: Int = 1
+
+    @Option(help: "Threads per rank (default: cores / ranks on this machine).")
+    var threads: Int?
+
+    @Flag(help: "Print one JSON object as the last line.")
+    var json = false
+
+    func modelDirectory(comm: Communicator) throws -> URL {
+        if let model { return URL(fileURLWithPath: model) }
+        guard let p = CLIPSegPreset(rawValue: preset) else {
+            throw ValidationError("unknown preset '\(preset)'; choose one of \(CLIPSegPreset.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let cache = ProcessInfo.processInfo.environment["VLSEG_CACHE"].map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/vlseg")
+        let dir = cache.appendingPathComponent("bench/clipseg-\(p.rawValue)")
+        var failure: String? = nil
+        if comm.isRoot && !FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path) {
+            printError("creating the \(p.rawValue) model in \(dir.path) (once)")
+            do { try CLIPSegInitializer.write(config: p.config, seed: 0, to: dir) } catch { failure = "\(error)" }
+        }
+        struct Outcome: Codable { var error: String? }
+        if let e = comm.broadcast(comm.isRoot ? Outcome(error: failure) : nil, label: "bench model").error { throw SetupError(message: e) }
+        return dir
+    }
+
+    func run(training: Bool, tuning: String, tuningOptions: [String]) throws {
+        let comm = Communicators.make(timeout: 600)
+        defer { comm.finalize() }
+        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
+        let dir = try modelDirectory(comm: comm)
+        let m = try CLIPSegModel.load(directory: dir)
+        var names: [String] = []
+        if training {
+            let resolved = try ConfigLoader(configDir: nil).load(overrides: ["tuning=\(tuning)"] + tuningOptions)
+            names = try RunSetup.tuning(resolved.config.tuning, seed: 0, model: m).1
+        }
+        let tokenizer = try CLIPTokenizer(directory: dir)
+        let texts = ["a photo of a polyp", "left ventricle endocardium", "benign breast tumour", "a skin lesion"]
+        let encodings = tokenizer.encodeBatch((0..<batch).map { texts[$0 % texts.count] }, padding: .longest(max: 77))
+        let prompts = TextPrompts(inputIDs: encodings.map(\.inputIDs), attentionMask: encodings.map(\.attentionMask))
+        var rng = SplitMix64(seed: UInt64(17 + comm.rank))
+        let pixels = Tensor.randomNormal([batch, 3, size, size], generator: &rng)
+        let target = Tensor(shape: [batch, size, size], values: (0..<(batch * size * size)).map { i in
+            let x = i % size, y = (i / size) % size
+            return (x - size / 2) * (x - size / 2) + (y - size / 3) * (y - size / 3) < size * size / 16 ? 1 : 0
+        })
+        let arena = names.isEmpty ? nil : ParameterArena(store: m.parameters, names: names)
+        var nodes: [String: GradNode] = [:]
+        for n in names { nodes[n] = m.parameters[n].node }
+        let sync = arena.map { GradientSynchronizer(arena: $0, comm: comm, bucketBytes: 25 << 20, overlap: true, nodes: nodes) }
+        var optimizer = AdamW(weightDecay: 1e-3)
+        let loss = SegmentationLoss()
+        var forward = 0.0, backward = 0.0, wait = 0.0, optim = 0.0, total = 0.0
+        var flops = 0.0
+        func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+        for step in 0..<(warmup + steps) {
+            let timed = step >= warmup
+            comm.barrier(label: "bench step")
+            let flops0 = BLAS.flopCount
+            let t0 = now()
+            if let arena, let sync {
+                sync.beginFinalBackward()
+                let logits = m(pixels: pixels, text: prompts)
+                let l = loss(logits, target: target)
+                let t1 = now()
+                l.backward(onLeafReady: { sync.leafReady($0) })
+                let t2 = now()
+                sync.finish(microSteps: 1)
+                let t3 = now()
+                clipGradientNorm(arena, maxNorm: 0.5)
+                optimizer.update(arena, lr: 1e-4)
+                arena.zeroGradients()
+                let t4 = now()
+                if timed { forward += t1 - t0; backward += t2 - t1; wait += t3 - t2; optim += t4 - t3; total += t4 - t0 }
+            } else {
+                _ = GradMode.withoutGradients { m(pixels: pixels, text: prompts) }
+                let t1 = now()
+                if timed { forward += t1 - t0; total += t1 - t0 }
+            }
+            if timed { flops += BLAS.flopCount - flops0 }
+        }
+        let images = Double(batch * steps)
+        let perRank = images / max(total, 1e-9)
+        let gflops = flops / max(total, 1e-9) / 1e9
+        let sgemm = GEMMBenchmark.measure(GEMMBenchmark.vitShapes.last!, minSeconds: 0.5)
+        var pss = [ProcessMemory.pssMB, ProcessMemory.peakRSSMB, perRank]
+        comm.allReduceSum(&pss, label: "bench totals")
+        guard comm.isRoot else { return }
+        let what = training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference"
+        func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / max(total, 1e-9)) }
+        print("\(what): \(m.config.visionConfig.hiddenSize)-wide ViT/\(m.config.visionConfig.patchSize!), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)")
+        print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))
+        print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
+        print(String(format: "  model FLOPs per image %.1f GFLOP (sgemm-issued); achieved %.1f GFLOP/s; sgemm 1024^3 in this process %.1f GFLOP/s; ratio %.0f%%",
+                     flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
+        print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
+                     ProcessMemory.peakRSSMB, ProcessMemory.pssMB, pss[0], comm.size))
+        if json {
+            let obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": pss[2], "gflops_per_s": gflops,
+                                      "sgemm_gflops_per_s": sgemm, "peak_rss_mb": ProcessMemory.peakRSSMB, "pss_mb": ProcessMemory.pssMB,
+                                      "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
+                                      "size": size, "forward_s": forward, "backward_s": backward, "allreduce_wait_s": wait,
+                                      "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference"]
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+}
