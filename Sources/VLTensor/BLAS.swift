@@ -39,6 +39,9 @@ public enum BLAS {
         return String(cString: p)
     }
 
+    /// Sets OpenBLAS's thread count (the engine's own loops keep `ComputeThreads.count`).
+    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
+
     /// Threads OpenBLAS currently uses.
     public static var threads: Int { Int(openblas_get_num_threads()) }
 }

@@ -20,22 +20,23 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
     let out = Tensor(uninitialized: q.shape)
     let recording = Tensor.willRecord(q, k, v)
     let lse = recording ? Tensor(uninitialized: [b, heads, tq]) : nil
-    let scores = Tensor(uninitialized: [tq, tk])
-    let ps = scores.mutablePointer
     let mask = keyMask?.pointer
+    let workers = HeadParallel.workers(heads: b * heads)
+    let scratch = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
 
-    for bi in 0..<b {
-        for h in 0..<heads {
-            let qb = q.pointer + bi * tq * e + h * dh
-            let kb = k.pointer + bi * tk * e + h * dh
-            let vb = v.pointer + bi * tk * e + h * dh
-            BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
-                       a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk)
-            let lseRow = lse.map { $0.mutablePointer + (bi * heads + h) * tq }
-            applyMasksAndSoftmax(ps, rows: tq, cols: tk, causal: causal, keyMask: mask.map { $0 + bi * tk }, lse: lseRow)
-            BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
-                       a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e)
-        }
+    HeadParallel.run(b * heads, workers: workers) { pair, worker, innerParallel in
+        let bi = pair / heads, h = pair % heads
+        let ps = scratch[worker].mutablePointer
+        let qb = q.pointer + bi * tq * e + h * dh
+        let kb = k.pointer + bi * tk * e + h * dh
+        let vb = v.pointer + bi * tk * e + h * dh
+        BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
+                   a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk)
+        let lseRow = lse.map { $0.mutablePointer + (bi * heads + h) * tq }
+        applyMasksAndSoftmax(ps, rows: tq, cols: tk, causal: causal, keyMask: mask.map { $0 + bi * tk }, lse: lseRow,
+                             parallel: innerParallel)
+        BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
+                   a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e)
     }
     guard recording, let lse else { return out }
     let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
@@ -44,57 +45,64 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
     return Tensor.record(out, inputs: [q, k, v], name: "attention") { g, needs in
         let mask = savedMask?.pointer
         let gq = Tensor(zeros: q.shape), gk = Tensor(zeros: k.shape), gv = Tensor(zeros: v.shape)
-        let p = Tensor(uninitialized: [tq, tk]), dp = Tensor(uninitialized: [tq, tk])
-        let pp = p.mutablePointer, pdp = dp.mutablePointer
-        let rowDot = Tensor(uninitialized: [tq])
-        let pd = rowDot.mutablePointer
-        for bi in 0..<b {
-            for h in 0..<heads {
-                let off = h * dh
-                let qb = qs.pointer + bi * tq * e + off, kb = ks.pointer + bi * tk * e + off
-                let vb = vs.pointer + bi * tk * e + off, ob = os.pointer + bi * tq * e + off
-                let gb = g.pointer + bi * tq * e + off
-                // Recompute P = exp(S - lse).
-                BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
-                           a: qb, lda: e, b: kb, ldb: e, c: pp, ldc: tk)
-                let lrow = lse.pointer + (bi * heads + h) * tq
-                let mrow = mask.map { $0 + bi * tk }
-                parallelFor(tq, grain: max(1, 4096 / max(tk, 1))) { range in
-                    for i in range {
-                        let row = pp + i * tk, l = lrow[i]
-                        for j in 0..<tk {
-                            let hidden = (causal && j > i) || (mrow.map { $0[j] == 0 } ?? false)
-                            row[j] = hidden || l == -Float.infinity ? 0 : Foundation.exp(row[j] - l)
-                        }
+        let workers = HeadParallel.workers(heads: b * heads)
+        let scratchP = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
+        let scratchDP = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
+        let scratchDot = (0..<workers).map { _ in Tensor(uninitialized: [tq]) }
+        HeadParallel.run(b * heads, workers: workers) { pair, worker, innerParallel in
+            let bi = pair / heads, h = pair % heads
+            let pp = scratchP[worker].mutablePointer, pdp = scratchDP[worker].mutablePointer
+            let pd = scratchDot[worker].mutablePointer
+            let off = h * dh
+            let qb = qs.pointer + bi * tq * e + off, kb = ks.pointer + bi * tk * e + off
+            let vb = vs.pointer + bi * tk * e + off, ob = os.pointer + bi * tq * e + off
+            let gb = g.pointer + bi * tq * e + off
+            let rows = { (body: @escaping (Range<Int>) -> Void) in
+                if innerParallel { parallelFor(tq, grain: max(1, 4096 / max(tk, 1)), body) } else { body(0..<tq) }
+            }
+            // Recompute P = exp(S - lse), masked entries exactly 0.
+            BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
+                       a: qb, lda: e, b: kb, ldb: e, c: pp, ldc: tk)
+            let lrow = lse.pointer + (bi * heads + h) * tq
+            let mrow = mask.map { $0 + bi * tk }
+            rows { range in
+                for i in range {
+                    let row = pp + i * tk, l = lrow[i]
+                    if l == -Float.infinity {
+                        row.update(repeating: 0, count: tk)
+                        continue
                     }
+                    if causal, i + 1 < tk { (row + i + 1).update(repeating: -Float.infinity, count: tk - i - 1) }
+                    if let mrow { for j in 0..<tk where mrow[j] == 0 { row[j] = -Float.infinity } }
+                    _ = VectorMath.expShifted(row, row, tk, shift: l)
                 }
-                if needs[2] {  // dV = Pᵀ dO
-                    BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
-                               a: pp, lda: tk, b: gb, ldb: e, c: gv.mutablePointer + bi * tk * e + off, ldc: e)
+            }
+            if needs[2] {  // dV = Pᵀ dO
+                BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
+                           a: pp, lda: tk, b: gb, ldb: e, c: gv.mutablePointer + bi * tk * e + off, ldc: e)
+            }
+            guard needs[0] || needs[1] else { return }
+            // dP = dO Vᵀ ; dS = P * (dP - rowsum(dO * O)) * scale
+            BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh,
+                       a: gb, lda: e, b: vb, ldb: e, c: pdp, ldc: tk)
+            for i in 0..<tq {
+                var s: Float = 0
+                for c in 0..<dh { s += gb[i * e + c] * ob[i * e + c] }
+                pd[i] = s
+            }
+            rows { range in
+                for i in range {
+                    let prow = pp + i * tk, drow = pdp + i * tk, di = pd[i]
+                    for j in 0..<tk { drow[j] = prow[j] * (drow[j] - di) * alpha }
                 }
-                guard needs[0] || needs[1] else { continue }
-                // dP = dO Vᵀ ; dS = P * (dP - rowsum(dO * O)) * scale
-                BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: dh,
-                           a: gb, lda: e, b: vb, ldb: e, c: pdp, ldc: tk)
-                for i in 0..<tq {
-                    var s: Float = 0
-                    for c in 0..<dh { s += gb[i * e + c] * ob[i * e + c] }
-                    pd[i] = s
-                }
-                parallelFor(tq, grain: max(1, 4096 / max(tk, 1))) { range in
-                    for i in range {
-                        let prow = pp + i * tk, drow = pdp + i * tk, di = pd[i]
-                        for j in 0..<tk { drow[j] = prow[j] * (drow[j] - di) * alpha }
-                    }
-                }
-                if needs[0] {  // dQ = dS K
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
-                               a: pdp, lda: tk, b: kb, ldb: e, c: gq.mutablePointer + bi * tq * e + off, ldc: e)
-                }
-                if needs[1] {  // dK = dSᵀ Q
-                    BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
-                               a: pdp, lda: tk, b: qb, ldb: e, c: gk.mutablePointer + bi * tk * e + off, ldc: e)
-                }
+            }
+            if needs[0] {  // dQ = dS K
+                BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
+                           a: pdp, lda: tk, b: kb, ldb: e, c: gq.mutablePointer + bi * tq * e + off, ldc: e)
+            }
+            if needs[1] {  // dK = dSᵀ Q
+                BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
+                           a: pdp, lda: tk, b: qb, ldb: e, c: gk.mutablePointer + bi * tk * e + off, ldc: e)
             }
         }
         return [needs[0] ? gq : nil, needs[1] ? gk : nil, needs[2] ? gv : nil]
@@ -103,24 +111,50 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
 
 /// Masks (to -inf), then softmax in place row by row; records each row's log-sum-exp when asked.
 func applyMasksAndSoftmax(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int, causal: Bool,
-                          keyMask: UnsafePointer<Float>?, lse: UnsafeMutablePointer<Float>?) {
-    parallelFor(rows, grain: max(1, 4096 / max(cols, 1))) { range in
+                          keyMask: UnsafePointer<Float>?, lse: UnsafeMutablePointer<Float>?, parallel: Bool = true) {
+    let body: (Range<Int>) -> Void = { range in
         for i in range {
             let row = s + i * cols
             if causal, i + 1 < cols { (row + i + 1).update(repeating: -Float.infinity, count: cols - i - 1) }
             if let keyMask { for j in 0..<cols where keyMask[j] == 0 { row[j] = -Float.infinity } }
-            var m = -Float.infinity
-            for j in 0..<cols { m = max(m, row[j]) }
+            let m = VectorMath.maximum(row, cols)
             if m == -Float.infinity {
                 row.update(repeating: 0, count: cols)
                 lse?[i] = -Float.infinity
                 continue
             }
-            var sum: Float = 0
-            for j in 0..<cols { let e = Foundation.exp(row[j] - m); row[j] = e; sum += e }
-            let inv = 1 / sum
-            for j in 0..<cols { row[j] *= inv }
+            let sum = VectorMath.expShifted(row, row, cols, shift: m)
+            VectorMath.scale(row, cols, by: 1 / sum)
             lse?[i] = m + Foundation.log(sum)
+        }
+    }
+    if parallel { parallelFor(rows, grain: max(1, 4096 / max(cols, 1)), body) } else { body(0..<rows) }
+}
+
+/// Attention heads in parallel: with several threads and enough (batch x head) pairs, each thread
+/// takes whole heads and runs its small GEMMs single-threaded (OpenBLAS splits a 485x64x485 GEMM
+/// poorly); otherwise heads run one after another with threaded BLAS and parallel row loops.
+enum HeadParallel {
+    static func workers(heads: Int) -> Int {
+        let t = ComputeThreads.count
+        return t > 1 && heads >= 2 * t ? t : 1
+    }
+
+    static func run(_ count: Int, workers: Int, _ body: (_ pair: Int, _ worker: Int, _ innerParallel: Bool) -> Void) {
+        if workers <= 1 {
+            for pair in 0..<count { body(pair, 0, true) }
+            return
+        }
+        BLAS.setThreads(1)
+        defer { BLAS.setThreads(ComputeThreads.count) }
+        withoutActuallyEscaping(body) { fn in
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var pair = w
+                while pair < count {
+                    fn(pair, w, false)
+                    pair += workers
+                }
+            }
         }
     }
 }

@@ -92,7 +92,17 @@ extension Tensor {
     }
 
     public func sigmoid() -> Tensor {
-        pointwise(PointwiseFunction(name: "sigmoid", forward: stableSigmoid, derivative: { _, y in y * (1 - y) }))
+        let out = Tensor(uninitialized: shape)
+        let p = pointer, o = out.mutablePointer
+        parallelFor(count, grain: 16384) { r in VectorMath.sigmoid(p + r.lowerBound, o + r.lowerBound, r.count) }
+        guard Tensor.willRecord(self) else { return out }
+        let y = out.detached()
+        return Tensor.record(out, inputs: [self], name: "sigmoid") { g, _ in
+            let gx = Tensor(uninitialized: y.shape)
+            let go = gx.mutablePointer, pg = g.pointer, py = y.pointer
+            parallelFor(y.count, grain: 16384) { r in for i in r { go[i] = pg[i] * py[i] * (1 - py[i]) } }
+            return [gx]
+        }
     }
 
     public func tanh() -> Tensor {
@@ -101,13 +111,24 @@ extension Tensor {
 
     /// x * sigmoid(1.702 x), CLIP's activation.
     public func quickGELU() -> Tensor {
-        pointwise(PointwiseFunction(
-            name: "quick_gelu",
-            forward: { $0 * stableSigmoid(1.702 * $0) },
-            derivative: { x, _ in
-                let s = stableSigmoid(1.702 * x)
-                return s + 1.702 * x * s * (1 - s)
-            }))
+        let out = Tensor(uninitialized: shape)
+        let p = pointer, o = out.mutablePointer
+        parallelFor(count, grain: 16384) { r in VectorMath.quickGELU(p + r.lowerBound, o + r.lowerBound, r.count) }
+        guard Tensor.willRecord(self) else { return out }
+        let x = detached()
+        return Tensor.record(out, inputs: [self], name: "quick_gelu") { g, _ in
+            let gx = Tensor(uninitialized: x.shape)
+            let go = gx.mutablePointer, pg = g.pointer, px = x.pointer
+            parallelFor(x.count, grain: 16384) { r in
+                // s = sigmoid(1.702 x) into the output, then d/dx = s + 1.702 x s (1 - s).
+                VectorMath.sigmoid(px + r.lowerBound, go + r.lowerBound, r.count, a: 1.702)
+                for i in r {
+                    let s = go[i]
+                    go[i] = pg[i] * (s + 1.702 * px[i] * s * (1 - s))
+                }
+            }
+            return [gx]
+        }
     }
 
     /// The exact GELU, x * Phi(x) (PyTorch's default).

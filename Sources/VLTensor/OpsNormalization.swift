@@ -112,14 +112,11 @@ extension Tensor {
 /// Numerically stable softmax of one row; -infinity entries get probability 0.
 @inline(__always)
 func softmaxRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-    var m = -Float.infinity
-    for i in 0..<n { m = max(m, x[i]) }
+    let m = VectorMath.maximum(x, n)
     if m == -Float.infinity {
         y.update(repeating: 0, count: n)
         return
     }
-    var s: Float = 0
-    for i in 0..<n { let e = Foundation.exp(x[i] - m); y[i] = e; s += e }
-    let inv = 1 / s
-    for i in 0..<n { y[i] *= inv }
+    let s = VectorMath.expShifted(x, y, n, shift: m)
+    VectorMath.scale(y, n, by: 1 / s)
 }
