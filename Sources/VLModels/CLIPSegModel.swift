@@ -263,6 +263,41 @@ public final class CLIPSegModel: @unchecked Sendable {
         return visualProjection(visionPostNorm(cls, parameters), parameters)
     }
 
+    // MARK: - Frozen vision features
+
+    /// What the decoder reads from the vision tower: the tapped activations (before any tap hook)
+    /// and the patch grid. When no trainable tensor acts on the vision tower, these are a fixed
+    /// function of the image, which the trainer caches across epochs.
+    public struct VisionFeatures {
+        public var activations: [Tensor]
+        public var gridHeight: Int
+        public var gridWidth: Int
+        public init(activations: [Tensor], gridHeight: Int, gridWidth: Int) {
+            self.activations = activations
+            self.gridHeight = gridHeight
+            self.gridWidth = gridWidth
+        }
+    }
+
+    /// Runs the vision tower through the deepest extracted layer and returns the taps.
+    public func visionFeatures(_ pixels: Tensor, observer: ForwardObserver? = nil) -> VisionFeatures {
+        let p = config.visionConfig.patchSize!
+        let states = encodeVision(pixels, layers: config.visionLayersNeeded, observer: observer)
+        return VisionFeatures(activations: config.extractLayers.map { states[$0 + 1] },
+                              gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p)
+    }
+
+    /// Logits from vision features (tap hooks applied here) and a conditional embedding.
+    public func segment(features: VisionFeatures, conditional: Tensor, observer: ForwardObserver? = nil) -> Tensor {
+        var activations = features.activations
+        if let hooks { activations = activations.enumerated().map { hooks.visionTap($1, index: $0) } }
+        for (i, a) in activations.enumerated() { observer?("decoder.activation.\(i)", a) }
+        let logits = decode(activations: activations, conditional: conditional, gridHeight: features.gridHeight,
+                            gridWidth: features.gridWidth, observer: observer)
+        observer?("logits", logits)
+        return logits
+    }
+
     // MARK: - Decoder
 
     /// The decoder from tapped activations (shallowest first, as extracted) and conditional

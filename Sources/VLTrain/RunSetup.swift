@@ -155,10 +155,33 @@ public enum RunSetup {
         case .auto: o.resume = .auto
         case let .path(p): o.resume = .path(p)
         }
+        o.cacheBudgetBytes = Int(c.trainer.cacheMB * 1_048_576)
         o.method = c.tuning.method
         o.configYAML = resolved.yaml
         o.configHash = resolved.trainingHash
         return o
+    }
+
+    /// Whether to cache frozen vision features: `auto` when valid, `on` demands it (an error says
+    /// why it is not valid), `off` never.
+    public static func featureCache(_ config: VLSegConfig, visionFrozen: Bool) throws -> Bool {
+        let reason: String?
+        if !visionFrozen {
+            reason = "tuning '\(config.tuning.method)' trains tensors inside the vision tower"
+        } else if config.data.augmentation != nil {
+            reason = "augmentation is on (data.augment.enabled), so images change between epochs"
+        } else {
+            reason = nil
+        }
+        switch config.trainer.featureCache {
+        case "off", "false", "no": return false
+        case "auto": return reason == nil
+        case "on", "true", "yes":
+            if let reason { throw SetupError(message: "trainer.feature_cache=on is not valid here: \(reason); use auto or off") }
+            return true
+        default:
+            throw SetupError(message: "trainer.feature_cache must be auto, on or off, got '\(config.trainer.featureCache)'")
+        }
     }
 
     /// Trainable parameters grouped by name prefix (up to the first layer index), for summaries.

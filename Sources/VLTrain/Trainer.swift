@@ -40,6 +40,8 @@ public final class Trainer {
     private var resumedFrom: String?
     private var lastCheckpoint: String?
     private var lastValidation: SegmentationMetrics?
+    let trainCache: FeatureCache?
+    let valCache: FeatureCache?
 
     public init(model: CLIPSegModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
                 comm: Communicator, options: TrainingOptions) throws {
@@ -80,6 +82,23 @@ public final class Trainer {
         checkpoints = CheckpointStore(runDirectory: options.runDirectory)
         metricsLog = comm.isRoot ? MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none) : nil
         progress = comm.isRoot ? ProgressReporter(interval: options.progressInterval) : nil
+        let cacheDir = options.runDirectory.appendingPathComponent("cache")
+        trainCache = options.featureCache
+            ? FeatureCache(count: trainData.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir, name: "train-rank\(comm.rank)") : nil
+        valCache = options.featureCache && valData != nil
+            ? FeatureCache(count: valData!.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir, name: "val-rank\(comm.rank)") : nil
+    }
+
+    /// Samples served from the training feature cache so far.
+    public var trainCacheHits: Int { trainCache?.hits ?? 0 }
+
+    /// Logits of a batch, reusing cached frozen vision features when the cache is on.
+    static func logits(_ model: CLIPSegModel, _ batch: Batch, cache: FeatureCache?) throws -> Tensor {
+        let text = TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask)
+        guard let cache else { return model(pixels: batch.pixelValues, text: text) }
+        let features = try cache.features(samples: batch.sampleIndices) { model.visionFeatures(batch.pixelValues) }
+        let cond = model.conditionalEmbeddings(text: text, pixels: batch.pixelValues)
+        return model.segment(features: features, conditional: cond)
     }
 
     func say(_ line: String) {
@@ -140,6 +159,7 @@ public final class Trainer {
     public func run() throws -> TrainingSummary {
         try synchronizeStart()
         say("training '\(options.method)': \(arena.count.formatted) trainable parameters in \(arena.slots.count) tensors, \(model.parameters.parameterCount.formatted) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps")
+        if trainCache != nil { say("feature cache on: frozen vision features are computed once per image and reused in later epochs") }
         say("all-reduce per optimiser step: \(arena.bytesPerAllReduce.formatted) bytes (the trainable gradients only; the frozen model is never communicated)")
         let globalSamplesPerStep = comm.size * options.batchSize * options.accumulate
         var windowLoss = 0.0, windowBatches = 0.0, windowImages = 0.0
@@ -166,7 +186,7 @@ public final class Trainer {
                     if final { sync.beginFinalBackward() }
                     if !batch.isEmpty {
                         let t1 = DispatchTime.now().uptimeNanoseconds
-                        let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+                        let logits = try Self.logits(model, batch, cache: trainCache)
                         let loss = options.loss(logits, target: batch.masks)
                         let t2 = DispatchTime.now().uptimeNanoseconds
                         timing.forward += Double(t2 - t1) * 1e-9
@@ -242,7 +262,7 @@ public final class Trainer {
     /// broadcasts the new state. Returns whether this evaluation is the best so far.
     func evaluateAndDecide() throws -> Bool {
         guard let valData else { return false }
-        let metrics = try Evaluator.evaluate(model: model, data: valData, loss: options.loss, comm: comm)
+        let metrics = try Evaluator.evaluate(model: model, data: valData, loss: options.loss, comm: comm, cache: valCache)
         lastValidation = metrics
         struct Decision: Codable { var early: EarlyStopping; var schedule: LearningRateSchedule; var improved: Bool; var stop: Bool; var reduced: Bool }
         var decision: Decision? = nil
@@ -295,14 +315,15 @@ public final class Trainer {
 
 /// Sharded evaluation with exact reduction of sums and counts.
 public enum Evaluator {
-    public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator) throws -> SegmentationMetrics {
+    public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
+                                cache: FeatureCache? = nil) throws -> SegmentationMetrics {
         var metrics = SegmentationMetrics()
         try GradMode.withoutGradients {
             let stream = try data.batches(epoch: 0)
             defer { stream.close() }
             while let batch = try stream.next() {
                 if batch.isEmpty { continue }
-                let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+                let logits = try Trainer.logits(model, batch, cache: cache)
                 metrics.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
             }
         }

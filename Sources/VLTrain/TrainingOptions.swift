@@ -51,6 +51,11 @@ public struct TrainingOptions: Sendable {
     public var method: String = "decoder"
     public var configYAML: String = ""
     public var configHash: String = ""
+    /// Reuse frozen vision features across epochs (only valid when nothing trainable touches the
+    /// vision tower before the taps and augmentation is off; `RunSetup` decides).
+    public var featureCache: Bool = false
+    /// Above this size the feature cache lives in a memory-mapped file in the run directory.
+    public var cacheBudgetBytes: Int = 4 << 30
     /// Seconds between progress refreshes on a terminal.
     public var progressInterval: Double = 0.5
 

@@ -28,6 +28,13 @@ public protocol TuningMethod: AnyObject {
     /// Prepares the model (adds tensors, installs hooks) and returns the trainable tensor names,
     /// in a fixed order that is identical on every rank.
     func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String]
+    /// True when no trainable tensor of the method acts on the vision tower before the decoder's
+    /// taps (tap hooks excepted): the taps are then a fixed function of the image and may be cached.
+    var visionIsFrozen: Bool { get }
+}
+
+extension TuningMethod {
+    public var visionIsFrozen: Bool { false }
 }
 
 /// Options a method reads from the config (`tuning.*`), as plain values.
@@ -61,6 +68,7 @@ public enum TuningRegistry {
 /// frozen. What the papers' "end-to-end" baselines actually trained.
 public final class DecoderOnlyTuning: TuningMethod {
     public let name = "decoder"
+    public var visionIsFrozen: Bool { true }
     public init() {}
     public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { model.decoderParameterNames }
 }
@@ -75,6 +83,7 @@ public final class FullFineTuning: TuningMethod {
 /// Nothing trains: evaluate the checkpoint as published.
 public final class ZeroShot: TuningMethod {
     public let name = "zero_shot"
+    public var visionIsFrozen: Bool { true }
     public init() {}
     public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { [] }
 }

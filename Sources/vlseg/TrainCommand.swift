@@ -50,10 +50,12 @@ struct TrainCommand: ParsableCommand {
             let (train, val) = try RunSetup.loaders(config, comm: comm, batchSize: batch, tokenizer: tokenizer)
             var options = RunSetup.trainingOptions(resolved, batchSize: batch)
             options.readFaultInjection(rank: comm.rank)
+            options.featureCache = try RunSetup.featureCache(config, visionFrozen: method.visionIsFrozen)
             if dryRun {
                 if comm.isRoot { printDryRun(resolved: resolved, model: model, methodName: method.name, trainable: trainable,
                                              comm: comm, batch: batch, trainBatches: train.sampler.batchesPerEpoch,
-                                             trainSamples: train.samples.count, valSamples: val?.samples.count) }
+                                             trainSamples: train.samples.count, valSamples: val?.samples.count,
+                                             featureCache: options.featureCache) }
                 return
             }
             if comm.isRoot {
@@ -76,7 +78,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func printDryRun(resolved: ResolvedConfig, model: CLIPSegModel, methodName: String, trainable: [String],
-                     comm: Communicator, batch: Int, trainBatches: Int, trainSamples: Int, valSamples: Int?) {
+                     comm: Communicator, batch: Int, trainBatches: Int, trainSamples: Int, valSamples: Int?, featureCache: Bool) {
         let config = resolved.config
         let trainableCount = trainable.reduce(0) { $0 + model.parameters[$1].count }
         let total = model.parameters.parameterCount
@@ -93,6 +95,7 @@ struct TrainCommand: ParsableCommand {
         out.append("batch: \(batch) per rank x \(comm.size) rank(s) x accumulate \(accumulate) = global \(batch * comm.size * accumulate)")
         out.append("data: \(config.data.root): \(trainSamples) training samples, \(valSamples.map(String.init) ?? "no") validation samples")
         out.append("steps per epoch: \(trainBatches / accumulate)")
+        out.append("feature cache: \(featureCache ? "on (frozen vision features reused from the second epoch)" : "off")")
         out.append("run directory: \(config.run.dir)")
         print(out.joined(separator: "\n"))
     }

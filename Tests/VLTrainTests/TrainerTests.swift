@@ -40,7 +40,7 @@ final class TrainerTests: XCTestCase {
     }
 
     func train(steps: Int, batch: Int, accumulate: Int, run: URL, resume: ResumeMode = .none, checkpointEvery: Int = 0,
-               evalEvery: Int = 0) throws -> (Trainer, TrainingSummary) {
+               evalEvery: Int = 0, featureCache: Bool = false) throws -> (Trainer, TrainingSummary) {
         let comm = SingleProcessCommunicator()
         let model = CLIPSegInitializer.randomModel(config: CLIPSegPreset.tiny.config, seed: 1)
         let names = try DecoderOnlyTuning().prepare(model, seed: 0)
@@ -55,7 +55,8 @@ final class TrainerTests: XCTestCase {
         o.checkpointEvery = checkpointEvery
         o.evalEvery = evalEvery
         o.resume = resume
-        o.logEvery = 5
+        o.logEvery = 1
+        o.featureCache = featureCache
         o.configYAML = "seed: 0\n"
         let trainer = try Trainer(model: model, trainableNames: names, trainData: t, valData: v, comm: comm, options: o)
         return (trainer, try trainer.run())
@@ -104,5 +105,18 @@ final class TrainerTests: XCTestCase {
         let csv = try String(contentsOf: run.appendingPathComponent("metrics.csv"), encoding: .utf8)
         XCTAssertTrue(csv.hasPrefix("kind,step,epoch,loss"), csv)
         XCTAssertEqual(CheckpointStore(runDirectory: run).pointer("latest"), "step-0000008")
+    }
+
+    /// The feature cache is invisible in results: the same loss sequence and weights on and off.
+    func testFeatureCacheChangesNothing() throws {
+        let off = newRun(), on = newRun()
+        let (a, _) = try train(steps: 20, batch: 4, accumulate: 1, run: off, evalEvery: 7)
+        let (b, _) = try train(steps: 20, batch: 4, accumulate: 1, run: on, evalEvery: 7, featureCache: true)
+        XCTAssertEqual(b.arena.values.scalars, a.arena.values.scalars)
+        let la = try String(contentsOf: off.appendingPathComponent("metrics.csv"), encoding: .utf8)
+        let lb = try String(contentsOf: on.appendingPathComponent("metrics.csv"), encoding: .utf8)
+        func losses(_ csv: String) -> [String] { csv.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).prefix(4).joined(separator: ",") + ($0.split(separator: ",", omittingEmptySubsequences: false).dropFirst(6).prefix(3).joined(separator: ",")) } }
+        XCTAssertEqual(losses(lb), losses(la))
+        XCTAssertGreaterThan(b.trainCacheHits, 0)
     }
 }

@@ -188,12 +188,16 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var threads = 0
         /// Log training loss, learning rate and throughput every N steps.
         public var logEvery = 10
+        /// Reuse frozen vision features across epochs: `auto` (when valid), `on` (error when not valid), `off`.
+        public var featureCache = "auto"
+        /// Feature-cache memory budget in MiB; above it the cache is a memory-mapped file in the run directory.
+        public var cacheMB = 4096.0
         public init() {}
         enum CodingKeys: String, CodingKey {
             case maxSteps = "max_steps", maxEpochs = "max_epochs", accumulate, globalBatchSize = "global_batch_size"
             case lr, weightDecay = "weight_decay", betas, eps, clipGradNorm = "clip_grad_norm", schedule
             case earlyStopping = "early_stopping", loss, evalEvery = "eval_every", checkpointEvery = "checkpoint_every"
-            case keepLast = "keep_last", threads, logEvery = "log_every"
+            case keepLast = "keep_last", threads, logEvery = "log_every", featureCache = "feature_cache", cacheMB = "cache_mb"
         }
     }
 
