@@ -29,3 +29,23 @@ public enum ProcessMemory {
         return 0
     }
 }
+
+extension ProcessMemory {
+    /// Keeps freed activation buffers in the heap for reuse instead of returning them to the OS.
+    ///
+    /// A training step allocates and frees the same large buffers (activations, gradients) every
+    /// step. With glibc's defaults each one above the mmap threshold is a fresh mapping whose
+    /// pages fault in, zero-filled, on first touch; raising the thresholds makes step N+1 reuse
+    /// step N's memory. Call once at start-up, before any threads.
+    public static func keepFreedMemoryForReuse() {
+        #if os(Linux)
+        // glibc's mallopt (malloc.h is not part of the Glibc module): M_TRIM_THRESHOLD = -1,
+        // M_MMAP_THRESHOLD = -3.
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+        _ = mallopt(-3, 512 << 20)
+        _ = mallopt(-1, 1 << 30)
+        #endif
+    }
+}
