@@ -10,17 +10,24 @@ public enum VectorMath {
     public typealias V = SIMD8<Float>
 
     @inline(__always)
-    public static func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    public static func load(_ p: UnsafePointer<Float>) -> V { V(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]) }
 
     @inline(__always)
-    public static func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+    public static func store(_ v: V, _ p: UnsafeMutablePointer<Float>) {
+        p[0] = v[0]; p[1] = v[1]; p[2] = v[2]; p[3] = v[3]
+        p[4] = v[4]; p[5] = v[5]; p[6] = v[6]; p[7] = v[7]
+    }
 
     @inline(__always)
     public static func exp(_ x: V) -> V {
         let hi = V(repeating: 88.3762626647949), lo = V(repeating: -87.3365447505531)
-        var v = x.clamped(lowerBound: lo, upperBound: hi)
-        var fx = v * 1.44269504088896341 + 0.5
-        fx = fx.rounded(.down)
+        var v = x.replacing(with: hi, where: x .> hi).replacing(with: lo, where: x .< lo)
+        // n = round(v / ln 2) by the 1.5·2^23 trick: adding it leaves the rounded integer in the low
+        // mantissa bits, which also gives n as an integer without a float-to-int conversion.
+        let magic = V(repeating: 12582912)
+        let t = v * 1.44269504088896341 + magic
+        let fx = t - magic
+        let n = unsafeBitCast(t, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
         v = v - fx * 0.693359375
         v = v + fx * 2.12194440e-4
         let z = v * v
@@ -31,8 +38,7 @@ public enum VectorMath {
         y = y * v + 1.6666665459e-1
         y = y * v + 5.0000001201e-1
         y = y * z + v + 1
-        let n = SIMD8<Int32>(fx) &+ 127
-        let pow2n = unsafeBitCast(n &<< 23, to: V.self)
+        let pow2n = unsafeBitCast((n &+ 127) &<< 23, to: V.self)
         y = y * pow2n
         return y.replacing(with: 0, where: x .< lo)
     }
@@ -65,7 +71,8 @@ public enum VectorMath {
         var m = V(repeating: -.infinity)
         var i = 0
         while i + 8 <= n {
-            m = pointwiseMax(m, load(x + i))
+            let v = load(x + i)
+            m = m.replacing(with: v, where: v .> m)
             i += 8
         }
         var r = m.max()
