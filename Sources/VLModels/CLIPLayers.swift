@@ -19,9 +19,21 @@ struct LinearLayer {
     let inFeatures: Int
     let outFeatures: Int
     let hasBias: Bool
+    /// Parameter names, built once (the forward pass looks them up per call).
+    let weightName: String
+    let biasName: String
+
+    init(prefix: String, inFeatures: Int, outFeatures: Int, hasBias: Bool) {
+        self.prefix = prefix
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.hasBias = hasBias
+        weightName = prefix + ".weight"
+        biasName = prefix + ".bias"
+    }
 
     func callAsFunction(_ x: Tensor, _ p: ParameterStore, hooks: CLIPSegHooks? = nil) -> Tensor {
-        let y = linear(x, weight: p["\(prefix).weight"], bias: hasBias ? p["\(prefix).bias"] : nil)
+        let y = linear(x, weight: p[weightName], bias: hasBias ? p[biasName] : nil)
         if let hooks, let delta = hooks.linearDelta(x, prefix: prefix) { return y + delta }
         return y
     }
@@ -36,9 +48,19 @@ struct LayerNormLayer {
     let prefix: String
     let width: Int
     let eps: Float
+    let weightName: String
+    let biasName: String
+
+    init(prefix: String, width: Int, eps: Float) {
+        self.prefix = prefix
+        self.width = width
+        self.eps = eps
+        weightName = prefix + ".weight"
+        biasName = prefix + ".bias"
+    }
 
     func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
-        layerNorm(x, weight: p["\(prefix).weight"], bias: p["\(prefix).bias"], eps: eps)
+        layerNorm(x, weight: p[weightName], bias: p[biasName], eps: eps)
     }
 
     var parameterShapes: [(String, [Int])] { [("\(prefix).weight", [width]), ("\(prefix).bias", [width])] }

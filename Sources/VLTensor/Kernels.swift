@@ -86,6 +86,13 @@ public enum Kernels {
         let outerShape = Array(p.shape.dropLast())
         let outerA = Array(p.strides[0].dropLast()), outerB = Array(p.strides[1].dropLast())
         let rows = shapeElementCount(outerShape)
+        if rows == 1 {
+            // One long row (same shapes, or a scalar operand): split the row itself across threads.
+            parallelFor(inner, grain: 32768) { r in
+                binaryRow(o + r.lowerBound, pa + r.lowerBound * sa, sa, pb + r.lowerBound * sb, sb, r.count, op)
+            }
+            return out
+        }
         parallelFor(rows, grain: max(1, 16384 / max(inner, 1))) { range in
             for row in range {
                 var rem = row, offA = 0, offB = 0
