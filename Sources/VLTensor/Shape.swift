@@ -46,3 +46,16 @@ public func broadcastShapes(_ a: [Int], _ b: [Int]) -> [Int]? {
     }
     return out
 }
+
+extension Int {
+    /// Digits grouped by thousands (150747746 -> "150,747,746"), for parameter and byte counts.
+    public var grouped: String {
+        let digits = String(magnitude)
+        var out = ""
+        for (i, c) in digits.reversed().enumerated() {
+            if i > 0 && i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return (self < 0 ? "-" : "") + String(out.reversed())
+    }
+}

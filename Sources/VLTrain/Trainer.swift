@@ -158,9 +158,9 @@ public final class Trainer {
 
     public func run() throws -> TrainingSummary {
         try synchronizeStart()
-        say("training '\(options.method)': \(arena.count.formatted) trainable parameters in \(arena.slots.count) tensors, \(model.parameters.parameterCount.formatted) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps")
+        say("training '\(options.method)': \(arena.count.grouped) trainable parameters in \(arena.slots.count) tensors, \(model.parameters.parameterCount.grouped) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps")
         if trainCache != nil { say("feature cache on: frozen vision features are computed once per image and reused in later epochs") }
-        say("all-reduce per optimiser step: \(arena.bytesPerAllReduce.formatted) bytes (the trainable gradients only; the frozen model is never communicated)")
+        say("all-reduce per optimiser step: \(arena.bytesPerAllReduce.grouped) bytes (the trainable gradients only; the frozen model is never communicated)")
         let globalSamplesPerStep = comm.size * options.batchSize * options.accumulate
         var windowLoss = 0.0, windowBatches = 0.0, windowImages = 0.0
         var windowStart = Date()
@@ -363,17 +363,5 @@ struct StepTiming {
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / t) }
         return String(format: "%d steps in %.1f s (%.2f images/s): data %@, forward %@, backward %@, all-reduce wait %@, optimiser %@",
                       steps, total, imagesPerStep * Double(steps) / t, pct(data), pct(forward), pct(backward), pct(allReduceWait), pct(optimizer))
-    }
-}
-
-extension Int {
-    var formatted: String {
-        let digits = String(abs(self))
-        var out = ""
-        for (i, c) in digits.reversed().enumerated() {
-            if i > 0 && i % 3 == 0 { out.append(",") }
-            out.append(c)
-        }
-        return (self < 0 ? "-" : "") + String(out.reversed())
     }
 }

@@ -31,16 +31,3 @@ struct ThreadOptions: ParsableArguments {
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: LaunchPlacement.fromEnvironment().localSize))
     }
 }
-
-extension Int {
-    /// 150747746 -> "150,747,746".
-    var grouped: String {
-        let digits = String(abs(self))
-        var out = ""
-        for (i, c) in digits.reversed().enumerated() {
-            if i > 0 && i % 3 == 0 { out.append(",") }
-            out.append(c)
-        }
-        return (self < 0 ? "-" : "") + String(out.reversed())
-    }
-}
