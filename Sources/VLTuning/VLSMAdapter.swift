@@ -1,0 +1,329 @@
+import Foundation
+import VLModels
+import VLTensor
+
+// VLSM-Adapter (Dhakal et al., naamiinepal/vlsm-adapter `src/models/clipseg_adapter.py`): bottleneck
+// adapters on a frozen CLIPSeg, either on the decoder's inputs (shallow) or inside the encoder blocks
+// (dense). The math and the canonical tensor names are those of the seeds' code; every width comes
+// from the model's config.
+
+/// The VLSM-Adapter block: A(x) = x + ReLU(fc2(ReLU(fc1(x)))).
+///
+/// fc1 is [bottleneck, width] + [bottleneck], fc2 is [width, bottleneck] + [width]; there is a ReLU
+/// after the up-projection too (the branch is >= 0), no scaling and no normalisation. Its tensors are
+/// `<prefix>.fc1.weight`, `<prefix>.fc1.bias`, `<prefix>.fc2.weight`, `<prefix>.fc2.bias`.
+public struct Adapter: Sendable {
+    public let prefix: String
+    public let width: Int
+    public let bottleneck: Int
+    let w1, b1, w2, b2: String
+
+    public init(prefix: String, width: Int, bottleneck: Int) {
+        self.prefix = prefix
+        self.width = width
+        self.bottleneck = bottleneck
+        w1 = "\(prefix).fc1.weight"
+        b1 = "\(prefix).fc1.bias"
+        w2 = "\(prefix).fc2.weight"
+        b2 = "\(prefix).fc2.bias"
+    }
+
+    /// Names and shapes in the fixed order fc1.weight, fc1.bias, fc2.weight, fc2.bias.
+    public var parameterShapes: [(name: String, shape: [Int])] {
+        [(w1, [bottleneck, width]), (b1, [bottleneck]), (w2, [width, bottleneck]), (b2, [width])]
+    }
+
+    public var parameterCount: Int { 2 * width * bottleneck + bottleneck + width }
+
+    /// x [..., width] -> x + ReLU(fc2(ReLU(fc1 x))).
+    public func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
+        let h = linear(x, weight: p[w1], bias: p[b1]).relu()
+        return x + linear(h, weight: p[w2], bias: p[b2]).relu()
+    }
+}
+
+/// Deterministic initial values for a method's own tensors, keyed by (seed, name): the same on every
+/// rank and independent of the order tensors are created in.
+enum MethodInit {
+    static func generator(seed: UInt64, name: String) -> SplitMix64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        return SplitMix64(seed: seed ^ hash ^ 0x5EED_AD4A_7E75_0001)
+    }
+
+    /// U(-bound, bound).
+    static func uniform(_ shape: [Int], bound: Float, seed: UInt64, name: String) -> Tensor {
+        var g = generator(seed: seed, name: name)
+        return Tensor.randomUniform(shape, low: -bound, high: bound, generator: &g)
+    }
+
+    /// PyTorch's default nn.Linear init: weight and bias U(+-1/sqrt(fan_in)), fan_in = weight.shape[1].
+    static func linearDefault(_ shape: [Int], fanIn: Int, seed: UInt64, name: String) -> Tensor {
+        uniform(shape, bound: 1 / Float(max(fanIn, 1)).squareRoot(), seed: seed, name: name)
+    }
+}
+
+/// Reading a method's `[String: String]` options with one clear error per bad value.
+struct MethodOptionReader {
+    let method: String
+    let options: TuningOptions
+
+    init(method: String, options: TuningOptions, known: [String]) throws {
+        self.method = method
+        self.options = options
+        if let bad = options.keys.sorted().first(where: { !known.contains($0) }) {
+            throw TuningError.invalidOption(method: method, key: bad, reason: "unknown option (options: \(known.joined(separator: ", ")))")
+        }
+    }
+
+    func int(_ key: String, default value: Int, minimum: Int = 1) throws -> Int {
+        guard let text = options[key]?.trimmingCharacters(in: .whitespaces) else { return value }
+        guard let v = Int(text) else { throw TuningError.invalidOption(method: method, key: key, reason: "expected an integer, found '\(text)'") }
+        guard v >= minimum else { throw TuningError.invalidOption(method: method, key: key, reason: "must be at least \(minimum), found \(v)") }
+        return v
+    }
+
+    func double(_ key: String, default value: Double, minimum: Double = 0) throws -> Double {
+        guard let text = options[key]?.trimmingCharacters(in: .whitespaces) else { return value }
+        guard let v = Double(text), v.isFinite else { throw TuningError.invalidOption(method: method, key: key, reason: "expected a number, found '\(text)'") }
+        guard v >= minimum else { throw TuningError.invalidOption(method: method, key: key, reason: "must be at least \(minimum), found \(v)") }
+        return v
+    }
+
+    func string(_ key: String, default value: String) -> String {
+        options[key]?.trimmingCharacters(in: .whitespaces) ?? value
+    }
+
+    /// A comma-separated list (`[a, b]` brackets tolerated), each item one of `allowed`, no repeats.
+    func list(_ key: String, default value: [String], allowed: [String]) throws -> [String] {
+        guard var text = options[key] else { return value }
+        text = text.trimmingCharacters(in: .whitespaces)
+        if text.hasPrefix("[") && text.hasSuffix("]") { text = String(text.dropFirst().dropLast()) }
+        let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if items.isEmpty { throw TuningError.invalidOption(method: method, key: key, reason: "must name at least one of \(allowed.joined(separator: ", "))") }
+        for item in items where !allowed.contains(item) {
+            throw TuningError.invalidOption(method: method, key: key, reason: "'\(item)' is not one of \(allowed.joined(separator: ", "))")
+        }
+        if Set(items).count != items.count { throw TuningError.invalidOption(method: method, key: key, reason: "repeats an entry") }
+        return items
+    }
+}
+
+/// VLSM-Adapter, shallow (`vlsm_shallow`) or dense (`vlsm_dense`), with parts v (vision), l (language)
+/// and c (conditional embedding).
+///
+/// Dense: in every encoder block idx < min(max(extract_layers), L) of the vision tower (v) and of the
+/// text tower (l), x += A_attn(attn(LN1 x)); x += A_out(mlp(LN2 x)); tensors `v_attn_adapters.{idx}`,
+/// `v_out_adapters.{idx}`, `l_attn_adapters.{idx}`, `l_out_adapters.{idx}`.
+///
+/// Shallow: each tapped vision activation i goes through `vision_extract_adapters.{i}` (the residual
+/// stream is untouched); for l, the raw text hidden state after block extract_layers[i] at the argmax
+/// (end-of-text) position goes through `text_extract_adapters.{i}` and is added to the conditional
+/// embedding, which needs text hidden_size == projection_dim and enough text layers.
+///
+/// Both: c puts `cond_adapter` (width projection_dim, bottleneck `cond_bottleneck`) on the conditional
+/// embedding, before the shallow text-tap additions.
+public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
+    public enum Kind: String, Sendable { case shallow, dense }
+
+    public let name: String
+    public let kind: Kind
+    public let vision: Bool
+    public let language: Bool
+    public let conditional: Bool
+    public let bottleneck: Int
+    public let condBottleneck: Int
+
+    /// Shallow adapters act on the taps (after the frozen tower) and on the text side only, so the
+    /// vision features can be cached; dense vision adapters change the tower itself.
+    public var visionIsFrozen: Bool { kind == .shallow || !vision }
+
+    public static let defaultBottleneck: [Kind: Int] = [.shallow: 512, .dense: 64]
+    public static let defaultCondBottleneck = 256
+    static let optionKeys = ["parts", "bottleneck", "cond_bottleneck"]
+
+    private var store: ParameterStore?
+    // Dense: adapters of blocks 0..<count (later blocks are not adapted).
+    private var visionAttention: [Adapter] = [], visionMLP: [Adapter] = []
+    private var textAttention: [Adapter] = [], textMLP: [Adapter] = []
+    // Shallow.
+    private var visionTaps: [Adapter] = []
+    private var textTaps: [(layer: Int, adapter: Adapter)] = []
+    private var condAdapter: Adapter?
+
+    public init(name: String, kind: Kind, parts: String, bottleneck: Int? = nil, condBottleneck: Int? = nil) throws {
+        self.name = name
+        self.kind = kind
+        let chars = Array(parts)
+        if chars.isEmpty { throw TuningError.invalidOption(method: name, key: "parts", reason: "must name at least one part (v, l, c)") }
+        if let bad = chars.first(where: { !"vlc".contains($0) }) {
+            throw TuningError.invalidOption(method: name, key: "parts",
+                                            reason: "unknown part '\(bad)'; parts are v (vision), l (language), c (conditional embedding)")
+        }
+        if Set(chars).count != chars.count { throw TuningError.invalidOption(method: name, key: "parts", reason: "repeats a part") }
+        vision = chars.contains("v")
+        language = chars.contains("l")
+        conditional = chars.contains("c")
+        self.bottleneck = bottleneck ?? Self.defaultBottleneck[kind]!
+        self.condBottleneck = condBottleneck ?? Self.defaultCondBottleneck
+        guard self.bottleneck >= 1 else { throw TuningError.invalidOption(method: name, key: "bottleneck", reason: "must be at least 1") }
+        guard self.condBottleneck >= 1 else { throw TuningError.invalidOption(method: name, key: "cond_bottleneck", reason: "must be at least 1") }
+    }
+
+    /// From config options (`parts`, `bottleneck`, `cond_bottleneck`); `defaultParts` is the preset's.
+    public convenience init(name: String, kind: Kind, defaultParts: String, options: TuningOptions) throws {
+        let r = try MethodOptionReader(method: name, options: options, known: Self.optionKeys)
+        try self.init(name: name, kind: kind, parts: r.string("parts", default: defaultParts),
+                      bottleneck: try r.int("bottleneck", default: Self.defaultBottleneck[kind]!),
+                      condBottleneck: try r.int("cond_bottleneck", default: Self.defaultCondBottleneck))
+    }
+
+    public var parts: String { (vision ? "v" : "") + (language ? "l" : "") + (conditional ? "c" : "") }
+
+    /// Blocks of a tower that get dense adapters: idx < min(max(extract_layers), layers).
+    static func denseBlocks(_ config: CLIPSegConfig, layers: Int) -> Int {
+        min(config.extractLayers.max() ?? 0, layers)
+    }
+
+    /// The adapters this method adds to a model of `config`, in the fixed (trainable) order; throws when
+    /// the architecture cannot host a part. Needs only the config (no weights).
+    func adapters(for config: CLIPSegConfig) throws -> (visionAttention: [Adapter], visionMLP: [Adapter], textAttention: [Adapter],
+                                                        textMLP: [Adapter], visionTaps: [Adapter], textTaps: [(layer: Int, adapter: Adapter)],
+                                                        cond: Adapter?) {
+        let dv = config.visionConfig.hiddenSize, dt = config.textConfig.hiddenSize, p = config.projectionDim
+        var va: [Adapter] = [], vm: [Adapter] = [], ta: [Adapter] = [], tm: [Adapter] = [], vt: [Adapter] = []
+        var tt: [(Int, Adapter)] = []
+        switch kind {
+        case .dense:
+            if (vision || language) && Self.denseBlocks(config, layers: 1) == 0 {
+                // max(extract_layers) == 0: no block lies below the deepest tap (the seeds create 0 adapters).
+                throw TuningError.invalidOption(
+                    method: name, key: "parts",
+                    reason: "dense adapters go into the blocks below the deepest tapped layer, and extract_layers \(config.extractLayers) leaves none; use the shallow adapter or part c")
+            }
+            if vision {
+                for idx in 0..<Self.denseBlocks(config, layers: config.visionConfig.numHiddenLayers) {
+                    va.append(Adapter(prefix: "v_attn_adapters.\(idx)", width: dv, bottleneck: bottleneck))
+                    vm.append(Adapter(prefix: "v_out_adapters.\(idx)", width: dv, bottleneck: bottleneck))
+                }
+            }
+            if language {
+                for idx in 0..<Self.denseBlocks(config, layers: config.textConfig.numHiddenLayers) {
+                    ta.append(Adapter(prefix: "l_attn_adapters.\(idx)", width: dt, bottleneck: bottleneck))
+                    tm.append(Adapter(prefix: "l_out_adapters.\(idx)", width: dt, bottleneck: bottleneck))
+                }
+            }
+        case .shallow:
+            if vision {
+                vt = config.extractLayers.indices.map { Adapter(prefix: "vision_extract_adapters.\($0)", width: dv, bottleneck: bottleneck) }
+            }
+            if language {
+                guard dt == p else {
+                    throw TuningError.invalidOption(
+                        method: name, key: "parts",
+                        reason: "part l of the shallow adapter adds the raw text hidden state (text hidden_size \(dt)) to the conditional embedding (projection_dim \(p)); this model's widths differ, so only v and c are possible")
+                }
+                let lt = config.textConfig.numHiddenLayers
+                if let deepest = config.extractLayers.max(), deepest + 1 > lt {
+                    throw TuningError.invalidOption(
+                        method: name, key: "parts",
+                        reason: "part l of the shallow adapter taps the text hidden state after block \(deepest) (extract_layers \(config.extractLayers)), but the text tower has only \(lt) layers; only v and c are possible")
+                }
+                tt = config.extractLayers.enumerated().map { ($1, Adapter(prefix: "text_extract_adapters.\($0)", width: dt, bottleneck: bottleneck)) }
+            }
+        }
+        let cond = conditional ? Adapter(prefix: "cond_adapter", width: p, bottleneck: condBottleneck) : nil
+        return (va, vm, ta, tm, vt, tt, cond)
+    }
+
+    /// The adapters in the trainable order: dense per block attention then MLP adapter (vision, then
+    /// text), shallow vision taps, text taps; the conditional-embedding adapter last.
+    func orderedAdapters(for config: CLIPSegConfig) throws -> [Adapter] {
+        let a = try adapters(for: config)
+        var blocks: [Adapter] = []
+        for (x, y) in zip(a.visionAttention, a.visionMLP) { blocks += [x, y] }
+        for (x, y) in zip(a.textAttention, a.textMLP) { blocks += [x, y] }
+        blocks += a.visionTaps + a.textTaps.map(\.adapter)
+        if let c = a.cond { blocks.append(c) }
+        return blocks
+    }
+
+    /// Every tensor this method adds to a model of `config`, in the trainable order (no weights needed:
+    /// counting the base architecture costs nothing).
+    public func parameterShapes(for config: CLIPSegConfig) throws -> [(name: String, shape: [Int])] {
+        try orderedAdapters(for: config).flatMap(\.parameterShapes)
+    }
+
+    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] {
+        let a = try adapters(for: model.config)
+        var names: [String] = []
+        for adapter in try orderedAdapters(for: model.config) {
+            // PyTorch's Linear default: weight and bias U(+-1/sqrt(in)), in = the layer's input width.
+            for (name, shape) in adapter.parameterShapes {
+                let fanIn = name.contains(".fc1.") ? adapter.width : adapter.bottleneck
+                model.parameters.set(name, MethodInit.linearDefault(shape, fanIn: fanIn, seed: seed, name: name))
+                names.append(name)
+            }
+        }
+        visionAttention = a.visionAttention
+        visionMLP = a.visionMLP
+        textAttention = a.textAttention
+        textMLP = a.textMLP
+        visionTaps = a.visionTaps
+        textTaps = a.textTaps
+        condAdapter = a.cond
+        store = model.parameters
+        model.hooks = self
+        return names
+    }
+
+    // MARK: Hooks
+
+    public func attentionOutput(_ h: Tensor, tower: Tower, layer: Int) -> Tensor {
+        guard let store else { return h }
+        let list = tower == .vision ? visionAttention : textAttention
+        return layer < list.count ? list[layer](h, store) : h
+    }
+
+    public func mlpOutput(_ h: Tensor, tower: Tower, layer: Int) -> Tensor {
+        guard let store else { return h }
+        let list = tower == .vision ? visionMLP : textMLP
+        return layer < list.count ? list[layer](h, store) : h
+    }
+
+    public func visionTap(_ activation: Tensor, index: Int) -> Tensor {
+        guard let store, index < visionTaps.count else { return activation }
+        return visionTaps[index](activation, store)
+    }
+
+    public func conditional(_ cond: Tensor, text: TextEncoding, context: ForwardContext) -> Tensor {
+        guard let store else { return cond }
+        var c = cond
+        if let condAdapter { c = condAdapter(c, store) }
+        for (layer, adapter) in textTaps {
+            // The raw hidden state after block `layer` (no final LayerNorm, no projection) at the
+            // end-of-text position by argmax of the ids, as the seeds' code does whatever the config says.
+            let states = text.hiddenStates[layer + 1]
+            let last = states.shape[1] - 1
+            let eot = states.selectPerBatch(text.argmaxPositions.map { min(max($0, 0), last) })
+            c = c + adapter(eot, store)
+        }
+        return c
+    }
+}
+
+extension TuningRegistry {
+    /// VLSM-Adapter families and the papers' presets.
+    static let vlsmAdapterFactories: [String: Factory] = {
+        var f: [String: Factory] = [:]
+        for kind in [VLSMAdapterTuning.Kind.shallow, .dense] {
+            let family = "vlsm_\(kind.rawValue)"
+            f[family] = { try VLSMAdapterTuning(name: family, kind: kind, defaultParts: "v", options: $0) }
+            for parts in ["v", "vl", "vlc"] {
+                let preset = "\(family)_\(parts)"
+                f[preset] = { try VLSMAdapterTuning(name: preset, kind: kind, defaultParts: parts, options: $0) }
+            }
+        }
+        return f
+    }()
+}
