@@ -65,6 +65,11 @@ public protocol CLIPSegHooks: AnyObject {
     func visionTap(_ activation: Tensor, index: Int) -> Tensor
     /// The conditional embedding [B, P] after text_projection (text prompts only).
     func conditional(_ cond: Tensor, text: TextEncoding, context: ForwardContext) -> Tensor
+    /// Hidden states 0...`layers` of the PLAIN vision tower for these pixels when the method already
+    /// computed them in this forward pass (CoCoOp runs the unprompted tower for its image feature), so
+    /// the segmentation pass need not run the same layers again; nil runs the tower. Only a method that
+    /// leaves the vision tower unchanged may return states.
+    func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]?
 }
 
 extension CLIPSegHooks {
@@ -77,4 +82,5 @@ extension CLIPSegHooks {
     public func linearDelta(_ x: Tensor, prefix: String) -> Tensor? { nil }
     public func visionTap(_ activation: Tensor, index: Int) -> Tensor { activation }
     public func conditional(_ cond: Tensor, text: TextEncoding, context: ForwardContext) -> Tensor { cond }
+    public func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]? { nil }
 }

@@ -235,6 +235,7 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// feature comes from the unprompted tower).
     public func encodeVision(_ pixels: Tensor, layers: Int, applyHooks: Bool = true, observer: ForwardObserver? = nil) -> [Tensor] {
         let hooks = applyHooks ? self.hooks : nil
+        if observer == nil, let states = hooks?.plainVisionStates(pixels, layers: layers) { return states }
         let context = ForwardContext(pixels: pixels, batchSize: pixels.shape[0])
         var emb = visionEmbeddings(pixels)
         observer?("vision.embeddings", emb)
@@ -258,7 +259,7 @@ public final class CLIPSegModel: @unchecked Sendable {
         return pooledImageFeatures(lastHidden: states.last!)
     }
 
-    func pooledImageFeatures(lastHidden: Tensor) -> Tensor {
+    public func pooledImageFeatures(lastHidden: Tensor) -> Tensor {
         let cls = lastHidden.selectPerBatch([Int](repeating: 0, count: lastHidden.shape[0]))
         return visualProjection(visionPostNorm(cls, parameters), parameters)
     }

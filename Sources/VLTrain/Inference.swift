@@ -176,11 +176,13 @@ public enum Inference {
         let fm = FileManager.default
         var written = 0
         try GradMode.withoutGradients {
-            let cond = model.conditionalEmbeddings(text: prompts)
+            // Image-conditioned prompts (CoCoOp) make the class embeddings depend on the image.
+            let sharedCond: Tensor? = model.hooks == nil ? model.conditionalEmbeddings(text: prompts) : nil
             for entry in mine {
                 let rgb = try ImageIO.readImage(entry.imageURL)
                 let one = rgb.resized(width: imageSize, height: imageSize).normalizedTensor(normalization).reshaped([1, 3, imageSize, imageSize])
                 let pixels = one.expanded(to: [ids.count, 3, imageSize, imageSize])
+                let cond = sharedCond ?? model.conditionalEmbeddings(text: prompts, pixels: pixels)
                 let logits = model.segment(pixels: pixels, conditional: cond)
                 let full = logits.resized(to: (rgb.height, rgb.width), mode: .bilinear)
                 let n = rgb.width * rgb.height

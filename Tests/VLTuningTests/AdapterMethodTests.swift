@@ -363,7 +363,8 @@ final class AdapterMethodTests: XCTestCase {
         XCTAssertTrue(message("lora", ["towers": "audio"]).contains("towers"))
         XCTAssertTrue(message("lora", ["rank": "0"]).contains("'rank'"))
         XCTAssertTrue(message("lora", ["alpha": "-1"]).contains("'alpha'"))
-        for name in ["vlsm_shallow", "vlsm_dense", "lora"] + ["v", "vl", "vlc"].flatMap { ["vlsm_shallow_\($0)", "vlsm_dense_\($0)"] } {
+        let presets = ["v", "vl", "vlc"].flatMap { ["vlsm_shallow_\($0)", "vlsm_dense_\($0)"] }
+        for name in ["vlsm_shallow", "vlsm_dense", "lora"] + presets {
             XCTAssertTrue(TuningRegistry.names.contains(name), name)
         }
         XCTAssertEqual(try TuningRegistry.make("vlsm_dense_vl").name, "vlsm_dense_vl")

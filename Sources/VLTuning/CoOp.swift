@@ -1,0 +1,33 @@
+import VLModels
+import VLTensor
+
+/// CoOp (Zhou et al., 2022) as TuneVLSeg runs it on CLIPSeg: n learnable text context vectors right
+/// after BOS; with depth D > 1, rows 1..D-1 replace them at the input of text layers 1..D-1.
+///
+/// Tensor: `context_vectors` [D, n, Dt]. Initialisation: N(0, 0.02), or row 0 from the token embeddings
+/// of `tuning.init` (a phrase, whose token count sets n). The vision tower and decoder are unchanged.
+public final class CoOp: PromptLearner {
+    public static let methodName = "coop"
+
+    public init(depth: Int = 1, contextLength: Int = 4, initPhrase: String? = nil) {
+        super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true, vision: false)
+    }
+
+    convenience init(options: TuningOptions) throws {
+        var r = PromptOptionReader(method: Self.methodName, options: options)
+        let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
+        let phrase = r.phrase("init", default: nil)
+        try r.finish()
+        self.init(depth: depth, contextLength: n, initPhrase: phrase)
+    }
+
+    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+        [("context_vectors", [depth, n, config.textConfig.hiddenSize])]
+    }
+
+    override func initialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CLIPSegConfig) -> Tensor {
+        rng.normal(name, shape, std: 0.02)
+    }
+
+    override func textPrompt(_ d: Int, context: ForwardContext) -> Tensor { contextRow(d) }
+}

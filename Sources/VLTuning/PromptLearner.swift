@@ -1,0 +1,179 @@
+import Foundation
+import VLModels
+import VLTensor
+
+/// What every TuneVLSeg prompt method shares: a learnable context of shape (depth D, n_ctx, width)
+/// whose row 0 enters the input and whose rows 1..D-1 replace the prompt slots at the input of
+/// layers 1..D-1 (deep prompts; D = 1 is shallow), placed as `PromptPlacement` says.
+///
+/// A subclass declares its tensors (`learnerShapes`), their initial values, and the text and/or vision
+/// prompts of each depth, computed from the tensors as they are at that forward pass (the trainer may
+/// replace them by views into its arena, so they are always looked up by name, never cached). The
+/// whole CLIPSeg, decoder included, stays frozen: `prepare` returns only the learner's names.
+public class PromptLearner: TuningMethod, CLIPSegHooks {
+    public let name: String
+    /// Prompt depth D.
+    public let depth: Int
+    /// `tuning.init` phrase (text context row 0 from its token embeddings), nil for random.
+    public let initPhrase: String?
+    /// n_ctx as configured; a phrase overrides it with its token count (see `contextLength(_:)`).
+    let configuredContextLength: Int
+    /// Whether the method prompts the text tower and/or the vision tower.
+    let promptsText: Bool
+    let promptsVision: Bool
+
+    /// Set by `prepare`.
+    public private(set) var contextLength = 0
+    private(set) var parameters: ParameterStore!
+    private(set) var config: CLIPSegConfig!
+    weak var model: CLIPSegModel?
+
+    init(name: String, depth: Int, contextLength: Int, initPhrase: String?, text: Bool, vision: Bool) {
+        self.name = name
+        self.depth = depth
+        self.configuredContextLength = contextLength
+        self.initPhrase = initPhrase
+        self.promptsText = text
+        self.promptsVision = vision
+    }
+
+    /// Text-only methods leave the vision tower as it is: its taps may be cached (the trainer's feature cache).
+    public var visionIsFrozen: Bool { !promptsVision }
+
+    // MARK: Subclass interface
+
+    /// The learner's tensors in their fixed (checkpoint) order, for n prompt tokens per layer.
+    func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+        fatalError("subclass responsibility")
+    }
+
+    /// Initial value of one tensor (the context's row 0 is then overwritten by an init phrase).
+    func initialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CLIPSegConfig) -> Tensor {
+        fatalError("subclass responsibility")
+    }
+
+    /// Text prompts of depth d: [1, n, Dt] (shared) or [B, n, Dt] (per image).
+    func textPrompt(_ d: Int, context: ForwardContext) -> Tensor { fatalError("subclass responsibility") }
+
+    /// Vision prompts of depth d: [1, n, Dv] (shared) or [B, n, Dv].
+    func visionPrompt(_ d: Int, context: ForwardContext) -> Tensor { fatalError("subclass responsibility") }
+
+    // MARK: Shapes without a model
+
+    /// n_ctx for this configuration: the init phrase's token count when a phrase is given.
+    public func contextLength(_ config: CLIPSegConfig) throws -> Int {
+        guard let phrase = initPhrase, promptsText else { return configuredContextLength }
+        let ids = try PromptTokenizer.ids(of: phrase, method: name)
+        guard !ids.isEmpty else {
+            throw TuningError.invalidOption(method: name, key: "init", reason: "phrase '\(phrase)' has no tokens")
+        }
+        return ids.count
+    }
+
+    /// The learner's tensors and shapes for a configuration, without building or loading a model (the
+    /// full-size parameter counts come from here).
+    public func parameterShapes(for config: CLIPSegConfig) throws -> [(name: String, shape: [Int])] {
+        let n = try contextLength(config)
+        try validate(config, contextLength: n)
+        return try learnerShapes(config, contextLength: n)
+    }
+
+    /// Number of trainable parameters on a configuration.
+    public func parameterCount(for config: CLIPSegConfig) throws -> Int {
+        try parameterShapes(for: config).reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
+
+    func validate(_ config: CLIPSegConfig, contextLength n: Int) throws {
+        let lt = config.textConfig.numHiddenLayers, lv = config.visionConfig.numHiddenLayers
+        let maxDepth = promptsText && promptsVision ? min(lt, lv) : (promptsText ? lt : lv)
+        let towers = promptsText && promptsVision ? "the shallower tower has" : (promptsText ? "the text tower has" : "the vision tower has")
+        guard depth >= 1, depth <= maxDepth else {
+            throw TuningError.invalidOption(method: name, key: "depth", reason: "must be between 1 and \(maxDepth) (\(towers) \(maxDepth) layers), found \(depth)")
+        }
+        if promptsText {
+            let maxPositions = config.textConfig.maxPositionEmbeddings ?? 77
+            guard n + 2 <= maxPositions else {
+                throw TuningError.invalidOption(method: name, key: "n_ctx",
+                                                reason: "\(n) prompt tokens leave no room for BOS and EOS in \(maxPositions) text positions")
+            }
+        }
+        // n = 0 (no prompt tokens) is accepted: the method is then exactly the plain model, which the tests use.
+        guard n >= 0 else { throw TuningError.invalidOption(method: name, key: "n_ctx", reason: "must not be negative") }
+    }
+
+    // MARK: TuningMethod
+
+    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] {
+        let config = model.config
+        let n = try contextLength(config)
+        try validate(config, contextLength: n)
+        let shapes = try learnerShapes(config, contextLength: n)
+        let rng = LearnerInit(seed: seed)
+        var phraseRows: Tensor? = nil
+        if let phrase = initPhrase, promptsText {
+            let ids = try PromptTokenizer.ids(of: phrase, method: name)
+            let vocab = model.parameters["clip.text_model.embeddings.token_embedding.weight"]
+            if let bad = ids.first(where: { $0 >= vocab.shape[0] }) {
+                throw TuningError.invalidOption(method: name, key: "init",
+                                                reason: "token id \(bad) of '\(phrase)' is outside the model's vocabulary of \(vocab.shape[0])")
+            }
+            phraseRows = GradMode.withoutGradients { vocab.indexSelect(rows: ids) }  // [n, Dt]
+        }
+        for (tensorName, shape) in shapes {
+            var value = initialValue(tensorName, shape: shape, init: rng, config: config)
+            if tensorName == "context_vectors", let rows = phraseRows {
+                value = value.copy()
+                value.mutablePointer.update(from: rows.pointer, count: rows.count)  // row 0 = the phrase
+            }
+            model.parameters.set(tensorName, value)
+        }
+        contextLength = n
+        parameters = model.parameters
+        self.config = config
+        self.model = model
+        model.hooks = self
+        return shapes.map(\.name)
+    }
+
+    // MARK: Hooks
+
+    /// context_vectors[d] as [1, n, width] (a view).
+    func contextRow(_ d: Int) -> Tensor {
+        let ctx = parameters["context_vectors"]
+        return ctx.slice(axis: 0, d..<(d + 1))
+    }
+
+    var maxTextPositions: Int { config.textConfig.maxPositionEmbeddings ?? 77 }
+
+    public func textSequence(_ sequence: TextSequence, context: ForwardContext) -> TextSequence {
+        guard promptsText else { return sequence }
+        return PromptPlacement.insertTextContext(sequence, context: textPrompt(0, context: context), maxPositions: maxTextPositions)
+    }
+
+    public func textLayerInput(_ x: Tensor, layer: Int, context: ForwardContext) -> Tensor {
+        guard promptsText, layer >= 1, layer < depth else { return x }
+        return PromptPlacement.replaceTextContext(x, context: textPrompt(layer, context: context))
+    }
+
+    public func visionEmbeddings(_ x: Tensor, context: ForwardContext) -> Tensor {
+        guard promptsVision else { return x }
+        return PromptPlacement.appendVisionPrompts(x, prompts: visionPrompt(0, context: context))
+    }
+
+    public func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]? { nil }
+
+    public func visionLayerOutput(_ x: Tensor, layer: Int, context: ForwardContext) -> Tensor {
+        // The output of block `layer` is the input of block layer + 1: deep prompts of that depth.
+        guard promptsVision, layer + 1 < depth else { return x }
+        return PromptPlacement.replaceVisionPrompts(x, prompts: visionPrompt(layer + 1, context: context))
+    }
+}
+
+// MARK: - Small differentiable building blocks of the learners
+
+/// Linear -> ReLU -> Linear (no bias) -> LayerNorm, the CoCoOp meta-net and MaPLe coupling function.
+func projectionMLP(_ x: Tensor, _ p: ParameterStore, prefix: String, normBias: Bool, eps: Float = 1e-5) -> Tensor {
+    let h = linear(x, weight: p["\(prefix).0.weight"], bias: p["\(prefix).0.bias"]).relu()
+    let y = linear(h, weight: p["\(prefix).2.weight"])
+    return layerNorm(y, weight: p["\(prefix).3.weight"], bias: normBias ? p["\(prefix).3.bias"] : nil, eps: eps)
+}
