@@ -49,7 +49,7 @@ let package = Package(
         ),
 
         // Shared test helpers (value comparison, finite-difference gradient checks).
-        .target(name: "VLTestSupport", dependencies: ["VLTensor"], path: "Tests/VLTestSupport"),
+        .target(name: "VLTestSupport", dependencies: ["VLTensor", "VLModels"], path: "Tests/VLTestSupport"),
         .testTarget(name: "VLTensorTests", dependencies: ["VLTensor", "VLTestSupport"]),
         .testTarget(name: "VLModelsTests", dependencies: ["VLModels", "VLTestSupport"]),
         .testTarget(name: "VLTuningTests", dependencies: ["VLTuning", "VLModels", "VLTestSupport"]),

@@ -64,6 +64,12 @@ public final class FeatureCache {
 
     /// The batch's features: from the cache when every sample is cached, otherwise computed by
     /// `compute` (all samples of the batch at once) and stored.
+    ///
+    /// Computing a partial batch would be cheaper but is not bit-identical: BLAS sums in an order
+    /// that depends on the number of rows, so a sample's features from a batch of 3 can differ in
+    /// the last bit from the same sample in a batch of 4, and exact resume would no longer hold.
+    /// Each rank caches the samples of its own shards, so with several ranks a batch is fully
+    /// cached only once its rank has seen every one of its samples.
     public func features(samples: [Int], compute: () -> CLIPSegModel.VisionFeatures) throws -> CLIPSegModel.VisionFeatures {
         if base != nil, samples.allSatisfy({ filled[$0] }) {
             hits += samples.count

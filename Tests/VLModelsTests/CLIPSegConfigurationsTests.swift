@@ -9,28 +9,7 @@ import VLTestSupport
 final class CLIPSegConfigurationsTests: XCTestCase {
     /// A deliberately different architecture: simple head, FiLM at the second decoder layer,
     /// first-eos pooling, patch 8, taps [0, 2], 3 text heads.
-    static func variantConfig() -> CLIPSegConfig {
-        var c = CLIPSegPreset.tiny.config
-        c.textConfig.hiddenSize = 24
-        c.textConfig.numAttentionHeads = 3
-        c.textConfig.intermediateSize = 40
-        c.textConfig.numHiddenLayers = 2
-        c.textConfig.eosTokenId = 49407
-        c.visionConfig.hiddenSize = 20
-        c.visionConfig.numAttentionHeads = 2
-        c.visionConfig.intermediateSize = 28
-        c.visionConfig.numHiddenLayers = 4
-        c.visionConfig.patchSize = 8
-        c.visionConfig.imageSize = 32
-        c.extractLayers = [0, 2]
-        c.conditionalLayer = 1
-        c.reduceDim = 12
-        c.decoderNumAttentionHeads = 3
-        c.decoderIntermediateSize = 10
-        c.projectionDim = 10
-        c.useComplexTransposedConvolution = false
-        return c
-    }
+    static func variantConfig() -> CLIPSegConfig { TestModels.variantConfig() }
 
     func prompts(_ t: Int = 10) -> TextPrompts {
         TextPrompts(inputIDs: [[49406, 320, 1125, 49407] + Array(repeating: 49407, count: t - 4),

@@ -411,25 +411,7 @@ final class PromptMethodTests: XCTestCase {
     /// Different widths and layers, first-eos pooling, taps [0, 2], FiLM at decoder layer 1, a simple
     /// head, patch 8: every method prepares, runs, and gives every tensor a gradient.
     func testEveryMethodRunsOnAnotherArchitecture() throws {
-        var c = CLIPSegPreset.tiny.config
-        c.textConfig.hiddenSize = 24
-        c.textConfig.numAttentionHeads = 3
-        c.textConfig.intermediateSize = 40
-        c.textConfig.numHiddenLayers = 3
-        c.textConfig.eosTokenId = 49407
-        c.visionConfig.hiddenSize = 20
-        c.visionConfig.numAttentionHeads = 2
-        c.visionConfig.intermediateSize = 28
-        c.visionConfig.numHiddenLayers = 4
-        c.visionConfig.patchSize = 8
-        c.visionConfig.imageSize = 32
-        c.extractLayers = [0, 2]
-        c.conditionalLayer = 1
-        c.reduceDim = 12
-        c.decoderNumAttentionHeads = 3
-        c.decoderIntermediateSize = 10
-        c.projectionDim = 10
-        c.useComplexTransposedConvolution = false
+        let c = TestModels.variantConfig(textLayers: 3)
         let prompts = Self.prompts(["a polyp", "left ventricle's endocardium"], length: 9)
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: c, seed: 4)
