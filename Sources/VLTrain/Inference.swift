@@ -76,15 +76,7 @@ public enum Inference {
                                 originalResolution: Bool, progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
         var atModel = SegmentationMetrics(), atOriginal = SegmentationMetrics()
         var perClass: [Int: SegmentationMetrics] = [:]
-        try GradMode.withoutGradients {
-            let stream = try data.batches(epoch: 0)
-            defer { stream.close() }
-            var done = 0
-            while let batch = try stream.next() {
-                done += 1
-                progress?(done, stream.batchCount)
-                if batch.isEmpty { continue }
-                let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+        try forEachBatch(model: model, data: data, progress: progress) { batch, logits in
                 atModel.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
                 let per = logits.count / batch.count
                 for i in 0..<batch.count {
@@ -101,7 +93,6 @@ public enum Inference {
                         atOriginal.add(dice: s.dice, iou: s.iou)
                     }
                 }
-            }
         }
         var v = atModel.reductionVector + atOriginal.reductionVector
         comm.allReduceSum(&v, label: "evaluation metrics")
@@ -119,12 +110,9 @@ public enum Inference {
                                 perClass: reducedPerClass)
     }
 
-    /// Writes predicted masks (0/255 PNG at the original resolution) and optional overlays for
-    /// this rank's shard; returns the number of files written.
-    public static func predict(model: CLIPSegModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
-                               progress: ((Int, Int) -> Void)? = nil) throws -> Int {
-        let fm = FileManager.default
-        var written = 0
+    /// Runs the model over every (non-empty) batch of `data` without gradients.
+    static func forEachBatch(model: CLIPSegModel, data: DataLoader, progress: ((Int, Int) -> Void)?,
+                             _ body: (Batch, Tensor) throws -> Void) throws {
         try GradMode.withoutGradients {
             let stream = try data.batches(epoch: 0)
             defer { stream.close() }
@@ -133,7 +121,18 @@ public enum Inference {
                 done += 1
                 progress?(done, stream.batchCount)
                 if batch.isEmpty { continue }
-                let logits = model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask))
+                try body(batch, model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask)))
+            }
+        }
+    }
+
+    /// Writes predicted masks (0/255 PNG at the original resolution) and optional overlays for
+    /// this rank's shard; returns the number of files written.
+    public static func predict(model: CLIPSegModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
+                               progress: ((Int, Int) -> Void)? = nil) throws -> Int {
+        let fm = FileManager.default
+        var written = 0
+        try forEachBatch(model: model, data: data, progress: progress) { batch, logits in
                 for i in 0..<batch.count {
                     let sample = data.samples.samples[batch.sampleIndices[i]]
                     let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
@@ -152,7 +151,6 @@ public enum Inference {
                         written += 1
                     }
                 }
-            }
         }
         return written
     }
