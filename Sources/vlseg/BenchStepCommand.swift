@@ -20,8 +20,11 @@ struct BenchStepCommand: ParsableCommand {
     @Argument(help: "Tuning options: tuning.KEY=VALUE.")
     var tuningOptions: [String] = []
 
+    @Flag(help: "Serve the frozen vision features from the feature cache, as from the second epoch on (methods that leave the vision tower frozen).")
+    var cached = false
+
     func run() throws {
-        try reportingErrors { try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions) }
+        try reportingErrors { try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions, cached: cached) }
     }
 }
 
@@ -79,16 +82,22 @@ struct BenchModelOptions: ParsableArguments {
         return dir
     }
 
-    func run(training: Bool, tuning: String, tuningOptions: [String]) throws {
+    func run(training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false) throws {
         let comm = Communicators.make(timeout: 600)
         defer { comm.finalize() }
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
         let dir = try modelDirectory(comm: comm)
         let m = try CLIPSegModel.load(directory: dir)
         var names: [String] = []
+        var visionFrozen = true
         if training {
             let resolved = try ConfigLoader(configDir: nil).load(overrides: ["tuning=\(tuning)"] + tuningOptions)
-            names = try RunSetup.tuning(resolved.config.tuning, seed: 0, model: m).1
+            let (method, trainable) = try RunSetup.tuning(resolved.config.tuning, seed: 0, model: m)
+            names = trainable
+            visionFrozen = method.visionIsFrozen
+        }
+        if cached && !visionFrozen {
+            throw ValidationError("--cached: tuning '\(tuning)' trains tensors inside the vision tower, so its features cannot be cached")
         }
         let tokenizer = try CLIPTokenizer(directory: dir)
         let texts = ["a photo of a polyp", "left ventricle endocardium", "benign breast tumour", "a skin lesion"]
@@ -105,6 +114,17 @@ struct BenchModelOptions: ParsableArguments {
         for n in names { nodes[n] = m.parameters[n].node }
         let sync = arena.map { GradientSynchronizer(arena: $0, comm: comm, bucketBytes: 25 << 20, overlap: true, nodes: nodes) }
         var optimizer = AdamW(weightDecay: 1e-3)
+        // With --cached, the features are computed once here (the first epoch) and served from the
+        // cache in every timed step, exactly as the trainer does from the second epoch on.
+        let cache = cached ? FeatureCache(count: batch, budgetBytes: 8 << 30, directory: FileManager.default.temporaryDirectory,
+                                          name: "bench-rank\(comm.rank)") : nil
+        let sampleIDs = Array(0..<batch)
+        if let cache { _ = try cache.features(samples: sampleIDs) { m.visionFeatures(pixels) } }
+        func runForward() throws -> Tensor {
+            guard let cache else { return m(pixels: pixels, text: prompts) }
+            let features = try cache.features(samples: sampleIDs) { m.visionFeatures(pixels) }
+            return m.segment(features: features, conditional: m.conditionalEmbeddings(text: prompts, pixels: pixels))
+        }
         let loss = SegmentationLoss()
         var forward = 0.0, backward = 0.0, wait = 0.0, optim = 0.0, total = 0.0
         var flops = 0.0
@@ -116,7 +136,7 @@ struct BenchModelOptions: ParsableArguments {
             let t0 = now()
             if let arena, let sync {
                 sync.beginFinalBackward()
-                let logits = m(pixels: pixels, text: prompts)
+                let logits = try runForward()
                 let l = loss(logits, target: target)
                 let t1 = now()
                 l.backward(onLeafReady: { sync.leafReady($0) })
@@ -129,7 +149,7 @@ struct BenchModelOptions: ParsableArguments {
                 let t4 = now()
                 if timed { forward += t1 - t0; backward += t2 - t1; wait += t3 - t2; optim += t4 - t3; total += t4 - t0 }
             } else {
-                _ = GradMode.withoutGradients { m(pixels: pixels, text: prompts) }
+                _ = try GradMode.withoutGradients { try runForward() }
                 let t1 = now()
                 if timed { forward += t1 - t0; total += t1 - t0 }
             }
@@ -142,7 +162,8 @@ struct BenchModelOptions: ParsableArguments {
         var pss = [ProcessMemory.pssMB, ProcessMemory.peakRSSMB, perRank]
         comm.allReduceSum(&pss, label: "bench totals")
         guard comm.isRoot else { return }
-        let what = training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference"
+        let what = (training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference")
+            + (cached ? ", vision features from the feature cache" : "")
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / max(total, 1e-9)) }
         print("\(what): \(m.config.visionConfig.hiddenSize)-wide ViT/\(m.config.visionConfig.patchSize!), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)")
         print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))

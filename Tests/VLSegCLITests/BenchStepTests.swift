@@ -1,0 +1,29 @@
+import Foundation
+import XCTest
+
+/// `vlseg bench step/infer` run end to end on the tiny preset and report the JSON fields.
+final class BenchStepTests: XCTestCase {
+    func runJSON(_ args: [String]) throws -> [String: Any] {
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-bench-cache").path
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, args + ["--json"],
+                                      environment: ProcessRunner.cleanEnvironment(["VLSEG_CACHE": cache]), timeout: 300)
+        XCTAssertEqual(r.status, 0, r.output)
+        let last = r.output.split(separator: "\n").last.map(String.init) ?? ""
+        return (try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    func testStepInferAndCachedStepReportTheirFigures() throws {
+        for args in [["bench", "step", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1", "--tuning", "decoder"],
+                     ["bench", "step", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1", "--tuning", "decoder", "--cached"],
+                     ["bench", "infer", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1"]] {
+            let obj = try runJSON(args)
+            for key in ["images_per_s", "gflops_per_s", "sgemm_gflops_per_s", "peak_rss_mb", "pss_mb"] {
+                XCTAssertGreaterThan(obj[key] as? Double ?? 0, 0, "\(args.joined(separator: " ")): \(key) in \(obj)")
+            }
+        }
+        let refused = try ProcessRunner.run(ProcessRunner.vlsegPath, ["bench", "step", "--preset", "tiny", "--size", "64",
+                                                                     "--tuning", "vlsm_dense_vl", "--cached"], timeout: 120)
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.output.contains("cannot be cached"), refused.output)
+    }
+}
