@@ -73,10 +73,11 @@ public enum Inference {
 
     /// Sharded evaluation over every rank; the result is the same on every rank.
     public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
-                                originalResolution: Bool, progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
+                                originalResolution: Bool, cache: FeatureCache? = nil,
+                                progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
         var atModel = SegmentationMetrics(), atOriginal = SegmentationMetrics()
         var perClass: [Int: SegmentationMetrics] = [:]
-        try forEachBatch(model: model, data: data, progress: progress) { batch, logits in
+        try forEachBatch(model: model, data: data, cache: cache, progress: progress) { batch, logits in
                 atModel.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
                 let per = logits.count / batch.count
                 for i in 0..<batch.count {
@@ -111,7 +112,7 @@ public enum Inference {
     }
 
     /// Runs the model over every (non-empty) batch of `data` without gradients.
-    static func forEachBatch(model: CLIPSegModel, data: DataLoader, progress: ((Int, Int) -> Void)?,
+    static func forEachBatch(model: CLIPSegModel, data: DataLoader, cache: FeatureCache? = nil, progress: ((Int, Int) -> Void)?,
                              _ body: (Batch, Tensor) throws -> Void) throws {
         try GradMode.withoutGradients {
             let stream = try data.batches(epoch: 0)
@@ -121,7 +122,7 @@ public enum Inference {
                 done += 1
                 progress?(done, stream.batchCount)
                 if batch.isEmpty { continue }
-                try body(batch, model(pixels: batch.pixelValues, text: TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask)))
+                try body(batch, Trainer.logits(model, batch, cache: cache))
             }
         }
     }

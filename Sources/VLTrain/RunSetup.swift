@@ -150,11 +150,7 @@ public enum RunSetup {
         o.logEvery = c.trainer.logEvery
         o.overlap = c.comm.overlap
         o.bucketBytes = Int(c.comm.bucketMB * 1_048_576)
-        switch c.resume {
-        case .none: o.resume = .none
-        case .auto: o.resume = .auto
-        case let .path(p): o.resume = .path(p)
-        }
+        o.resume = c.resume
         o.cacheBudgetBytes = Int(c.trainer.cacheMB * 1_048_576)
         o.method = c.tuning.method
         o.configYAML = resolved.yaml

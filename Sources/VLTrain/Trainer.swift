@@ -68,10 +68,9 @@ public final class Trainer {
         } else {
             throw TrainingError.noStoppingRule
         }
-        var schedule = LearningRateSchedule(kind: options.schedule, baseLR: options.lr, warmupSteps: options.warmupSteps,
+        let schedule = LearningRateSchedule(kind: options.schedule, baseLR: options.lr, warmupSteps: options.warmupSteps,
                                             totalSteps: totalSteps, minLR: options.minLR, factor: options.plateauFactor,
                                             patience: options.plateauPatience)
-        if options.schedule != .plateau { schedule.patience = options.plateauPatience }
         state = TrainerState(optimizer: AdamW(beta1: options.beta1, beta2: options.beta2, eps: options.eps, weightDecay: options.weightDecay),
                              schedule: schedule, earlyStopping: EarlyStopping(patience: options.earlyStoppingPatience, minDelta: options.earlyStoppingMinDelta),
                              worldSize: comm.size, batchSize: options.batchSize, accumulate: options.accumulate,
@@ -313,23 +312,11 @@ public final class Trainer {
     }
 }
 
-/// Sharded evaluation with exact reduction of sums and counts.
+/// Sharded validation with exact reduction of sums and counts (at the model's resolution).
 public enum Evaluator {
     public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
                                 cache: FeatureCache? = nil) throws -> SegmentationMetrics {
-        var metrics = SegmentationMetrics()
-        try GradMode.withoutGradients {
-            let stream = try data.batches(epoch: 0)
-            defer { stream.close() }
-            while let batch = try stream.next() {
-                if batch.isEmpty { continue }
-                let logits = try Trainer.logits(model, batch, cache: cache)
-                metrics.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
-            }
-        }
-        var v = metrics.reductionVector
-        comm.allReduceSum(&v, label: "validation metrics")
-        return SegmentationMetrics(reductionVector: v)
+        try Inference.evaluate(model: model, data: data, loss: loss, comm: comm, originalResolution: false, cache: cache).modelResolution
     }
 }
 

@@ -1,22 +1,5 @@
 import Foundation
 
-/// How to continue (or not) from an earlier checkpoint.
-public enum ResumeMode: Sendable, Equatable {
-    case none
-    /// The newest complete and valid checkpoint of the run directory, if any.
-    case auto
-    /// Exactly this checkpoint directory; failing clearly if it is unusable.
-    case path(String)
-
-    public init(_ text: String) {
-        switch text {
-        case "", "none", "false", "no": self = .none
-        case "auto": self = .auto
-        default: self = .path(text)
-        }
-    }
-}
-
 /// Everything the training loop needs, as plain values (filled from the resolved config).
 public struct TrainingOptions: Sendable {
     public var runDirectory: URL
@@ -47,7 +30,7 @@ public struct TrainingOptions: Sendable {
     public var logEvery: Int = 10
     public var overlap: Bool = true
     public var bucketBytes: Int = 4 << 20
-    public var resume: ResumeMode = .none
+    public var resume: ResumeSetting = .none
     public var method: String = "decoder"
     public var configYAML: String = ""
     public var configHash: String = ""

@@ -39,7 +39,7 @@ final class TrainerTests: XCTestCase {
                                tokenizer: tokenizer, config: vcfg))
     }
 
-    func train(steps: Int, batch: Int, accumulate: Int, run: URL, resume: ResumeMode = .none, checkpointEvery: Int = 0,
+    func train(steps: Int, batch: Int, accumulate: Int, run: URL, resume: ResumeSetting = .none, checkpointEvery: Int = 0,
                evalEvery: Int = 0, featureCache: Bool = false) throws -> (Trainer, TrainingSummary) {
         let comm = SingleProcessCommunicator()
         let model = CLIPSegInitializer.randomModel(config: CLIPSegPreset.tiny.config, seed: 1)
