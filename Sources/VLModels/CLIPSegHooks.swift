@@ -70,9 +70,12 @@ public protocol CLIPSegHooks: AnyObject {
     /// the segmentation pass need not run the same layers again; nil runs the tower. Only a method that
     /// leaves the vision tower unchanged may return states.
     func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]?
+    /// True when the text conditioning depends on the query images (CoCoOp).
+    var conditionsOnImages: Bool { get }
 }
 
 extension CLIPSegHooks {
+    public var conditionsOnImages: Bool { false }
     public func textSequence(_ sequence: TextSequence, context: ForwardContext) -> TextSequence { sequence }
     public func textLayerInput(_ x: Tensor, layer: Int, context: ForwardContext) -> Tensor { x }
     public func visionEmbeddings(_ x: Tensor, context: ForwardContext) -> Tensor { x }

@@ -269,16 +269,7 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// What the decoder reads from the vision tower: the tapped activations (before any tap hook)
     /// and the patch grid. When no trainable tensor acts on the vision tower, these are a fixed
     /// function of the image, which the trainer caches across epochs.
-    public struct VisionFeatures {
-        public var activations: [Tensor]
-        public var gridHeight: Int
-        public var gridWidth: Int
-        public init(activations: [Tensor], gridHeight: Int, gridWidth: Int) {
-            self.activations = activations
-            self.gridHeight = gridHeight
-            self.gridWidth = gridWidth
-        }
-    }
+    public typealias VisionFeatures = FrozenFeatures
 
     /// Runs the vision tower through the deepest extracted layer and returns the taps.
     public func visionFeatures(_ pixels: Tensor, observer: ForwardObserver? = nil) -> VisionFeatures {

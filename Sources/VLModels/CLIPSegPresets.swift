@@ -119,14 +119,20 @@ public enum CLIPSegInitializer {
             progress?(i + 1, expected.count)
         }
         try writer.write(to: directory.appendingPathComponent("model.safetensors"))
+        try copyBundledTokenizer(to: directory)
+        return count
+    }
+
+    /// Puts the bundled CLIP tokenizer files into a model directory (replacing any there).
+    public static func copyBundledTokenizer(to directory: URL) throws {
         guard let tokenizer = bundledTokenizerDirectory else {
             throw ModelLoadError.missingFile(path: "bundled clip-tokenizer resources")
         }
+        let fm = FileManager.default
         for file in ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"] {
             let dst = directory.appendingPathComponent(file)
             try? fm.removeItem(at: dst)
             try fm.copyItem(at: tokenizer.appendingPathComponent(file), to: dst)
         }
-        return count
     }
 }

@@ -70,7 +70,7 @@ public final class FeatureCache {
     /// the last bit from the same sample in a batch of 4, and exact resume would no longer hold.
     /// Each rank caches the samples of its own shards, so with several ranks a batch is fully
     /// cached only once its rank has seen every one of its samples.
-    public func features(samples: [Int], compute: () -> CLIPSegModel.VisionFeatures) throws -> CLIPSegModel.VisionFeatures {
+    public func features(samples: [Int], compute: () -> FrozenFeatures) throws -> FrozenFeatures {
         if base != nil, samples.allSatisfy({ filled[$0] }) {
             hits += samples.count
             let b = samples.count
@@ -85,7 +85,7 @@ public final class FeatureCache {
                 activations.append(t)
                 offset += per
             }
-            return CLIPSegModel.VisionFeatures(activations: activations, gridHeight: grid.0, gridWidth: grid.1)
+            return FrozenFeatures(activations: activations, gridHeight: grid.0, gridWidth: grid.1)
         }
         let f = GradMode.withoutGradients { compute() }
         misses += samples.count

@@ -9,7 +9,7 @@ public enum Inference {
     /// Loads `trainable.safetensors` (a checkpoint directory or the file itself) into the model:
     /// every tensor must name a parameter the model (with its tuning method prepared) has.
     @discardableResult
-    public static func loadTrainable(_ path: String, into model: CLIPSegModel) throws -> Int {
+    public static func loadTrainable(_ path: String, into model: SegmentationModel) throws -> Int {
         var url = URL(fileURLWithPath: path)
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue {
@@ -72,7 +72,7 @@ public enum Inference {
     }
 
     /// Sharded evaluation over every rank; the result is the same on every rank.
-    public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
+    public static func evaluate(model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
                                 originalResolution: Bool, cache: FeatureCache? = nil,
                                 progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
         var atModel = SegmentationMetrics(), atOriginal = SegmentationMetrics()
@@ -112,7 +112,7 @@ public enum Inference {
     }
 
     /// Runs the model over every (non-empty) batch of `data` without gradients.
-    static func forEachBatch(model: CLIPSegModel, data: DataLoader, cache: FeatureCache? = nil, progress: ((Int, Int) -> Void)?,
+    static func forEachBatch(model: SegmentationModel, data: DataLoader, cache: FeatureCache? = nil, progress: ((Int, Int) -> Void)?,
                              _ body: (Batch, Tensor) throws -> Void) throws {
         try GradMode.withoutGradients {
             let stream = try data.batches(epoch: 0)
@@ -129,7 +129,7 @@ public enum Inference {
 
     /// Writes predicted masks (0/255 PNG at the original resolution) and optional overlays for
     /// this rank's shard; returns the number of files written.
-    public static func predict(model: CLIPSegModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
+    public static func predict(model: SegmentationModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
                                progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         let fm = FileManager.default
         var written = 0
@@ -160,7 +160,7 @@ public enum Inference {
     /// probability map (8-bit PNG, 255 = 1.0) and the arg-max label map (class ids as gray values;
     /// pixels whose best probability is below 0.5 get `background`) at the original resolution.
     /// Images are split over ranks in contiguous blocks; returns the files this rank wrote.
-    public static func predictClasses(model: CLIPSegModel, samples: SampleSet, tokenizer: CLIPTokenizer, imageSize: Int,
+    public static func predictClasses(model: SegmentationModel, samples: SampleSet, tokenizer: CLIPTokenizer, imageSize: Int,
                                       normalization: Normalization = .imageNet, outputDirectory: URL, comm: Communicator,
                                       background: Int = 0) throws -> Int {
         guard let classes = samples.classes else { return 0 }
@@ -176,13 +176,18 @@ public enum Inference {
         var written = 0
         try GradMode.withoutGradients {
             // Image-conditioned prompts (CoCoOp) make the class embeddings depend on the image.
-            let sharedCond: Tensor? = model.hooks == nil ? model.conditionalEmbeddings(text: prompts) : nil
+            let clipseg = model as? CLIPSegModel
+            let sharedCond: Tensor? = clipseg.flatMap { $0.textDependsOnImages ? nil : $0.conditionalEmbeddings(text: prompts) }
             for entry in mine {
                 let rgb = try ImageIO.readImage(entry.imageURL)
                 let one = rgb.resized(width: imageSize, height: imageSize).normalizedTensor(normalization).reshaped([1, 3, imageSize, imageSize])
                 let pixels = one.expanded(to: [ids.count, 3, imageSize, imageSize])
-                let cond = sharedCond ?? model.conditionalEmbeddings(text: prompts, pixels: pixels)
-                let logits = model.segment(pixels: pixels, conditional: cond)
+                let logits: Tensor
+                if let clipseg {
+                    logits = clipseg.segment(pixels: pixels, conditional: sharedCond ?? clipseg.conditionalEmbeddings(text: prompts, pixels: pixels))
+                } else {
+                    logits = model.segmentationLogits(pixels: pixels, text: prompts)
+                }
                 let full = logits.resized(to: (rgb.height, rgb.width), mode: .bilinear)
                 let n = rgb.width * rgb.height
                 var best = [Float](repeating: 0.5, count: n)

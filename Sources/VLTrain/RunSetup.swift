@@ -14,10 +14,14 @@ public enum RunSetup {
         if comm.isRoot {
             do {
                 let modelDir = URL(fileURLWithPath: config.model.path)
-                if let preset = config.model.preset.clipsegPreset,
-                   !FileManager.default.fileExists(atPath: modelDir.appendingPathComponent("model.safetensors").path) {
+                let missing = !FileManager.default.fileExists(atPath: modelDir.appendingPathComponent("model.safetensors").path)
+                if missing, let preset = config.model.preset.clipsegPreset {
                     log("creating the \(preset.rawValue) demo model in \(modelDir.path)")
                     let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir)
+                    log("  \(n) parameters")
+                } else if missing, let preset = config.model.preset.crisPreset {
+                    log("creating the \(preset.rawValue) CRIS demo model in \(modelDir.path)")
+                    let n = try CRISInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir)
                     log("  \(n) parameters")
                 }
                 let root = URL(fileURLWithPath: config.data.root)
@@ -37,8 +41,21 @@ public enum RunSetup {
         if let error = outcome.error { throw SetupError(message: error) }
     }
 
-    public static func loadModel(_ config: VLSegConfig) throws -> CLIPSegModel {
-        try CLIPSegModel.load(directory: URL(fileURLWithPath: config.model.path))
+    /// The model at `model.path`: CLIPSeg, or CRIS when its config.json says `model_type: cris`.
+    /// The configured input size must suit it.
+    public static func loadModel(_ config: VLSegConfig) throws -> SegmentationModel {
+        let model = try ModelDirectory.load(URL(fileURLWithPath: config.model.path))
+        try model.validateInputSize(config.model.imageSize)
+        return model
+    }
+
+    /// The pixel normalisation of the model at `model.path` (CRIS: its config's CLIP mean/std;
+    /// CLIPSeg: ImageNet's, as its processor uses).
+    public static func normalization(_ config: VLSegConfig) throws -> Normalization {
+        let configURL = URL(fileURLWithPath: config.model.path).appendingPathComponent("config.json")
+        guard CRISConfig.isCRIS(configAt: configURL) else { return .imageNet }
+        let cris = try CRISConfig.load(from: configURL)
+        return Normalization(mean: cris.imageMean.map(Float.init), std: cris.imageStd.map(Float.init))
     }
 
     /// The tokenizer shipped in the model directory.
@@ -47,7 +64,7 @@ public enum RunSetup {
     }
 
     /// The configured tuning method, prepared on `model`; returns it and the trainable names.
-    public static func tuning(_ config: VLSegConfig, model: CLIPSegModel) throws -> (TuningMethod, [String]) {
+    public static func tuning(_ config: VLSegConfig, model: SegmentationModel) throws -> (TuningMethod, [String]) {
         try tuning(config.tuning, seed: UInt64(config.seed), model: model)
     }
 
@@ -65,7 +82,7 @@ public enum RunSetup {
         return options
     }
 
-    public static func tuning(_ tuning: TuningConfig, seed: UInt64, model: CLIPSegModel) throws -> (TuningMethod, [String]) {
+    public static func tuning(_ tuning: TuningConfig, seed: UInt64, model: SegmentationModel) throws -> (TuningMethod, [String]) {
         let name = TuningRegistry.names.contains(tuning.method) ? tuning.method : tuning.family
         let method = try TuningRegistry.make(name, options: tuningOptions(tuning))
         return (method, try method.prepare(model, seed: seed))
@@ -80,7 +97,7 @@ public enum RunSetup {
         var trainConfig = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: seed,
                                            promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                            onError: config.data.onError, augmentation: config.data.augmentation)
-        trainConfig.normalization = .imageNet
+        trainConfig.normalization = try normalization(config)
         let trainLoader = try DataLoader(
             samples: train,
             sampler: try ShardedSampler(count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batchSize, seed: seed,
@@ -112,9 +129,10 @@ public enum RunSetup {
                                         tokenizer: CLIPTokenizer) throws -> DataLoader {
         let root = URL(fileURLWithPath: config.data.root)
         let samples = try Self.samples(config, split: split, training: false)
-        let cfg = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: UInt64(config.seed),
+        var cfg = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: UInt64(config.seed),
                                    promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                    onError: config.data.onError, augmentation: nil)
+        cfg.normalization = try normalization(config)
         return try DataLoader(samples: samples,
                               sampler: try ShardedSampler(count: samples.count, rank: comm.rank, worldSize: comm.size,
                                                           batchSize: config.data.effectiveEvalBatchSize, seed: UInt64(config.seed), mode: .evaluation),

@@ -24,7 +24,7 @@ public struct TrainingSummary: Sendable {
 /// checkpoint, early stop, learning-rate reduction, save outcome) is decided on rank 0 and
 /// broadcast, so every rank enters the same collectives in the same order.
 public final class Trainer {
-    public let model: CLIPSegModel
+    public let model: SegmentationModel
     public let arena: ParameterArena
     public let comm: Communicator
     public let options: TrainingOptions
@@ -43,7 +43,7 @@ public final class Trainer {
     let trainCache: FeatureCache?
     let valCache: FeatureCache?
 
-    public init(model: CLIPSegModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
+    public init(model: SegmentationModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
                 comm: Communicator, options: TrainingOptions) throws {
         guard !trainableNames.isEmpty else {
             throw TrainingError.nothingToTrain(method: options.method)
@@ -92,12 +92,11 @@ public final class Trainer {
     public var trainCacheHits: Int { trainCache?.hits ?? 0 }
 
     /// Logits of a batch, reusing cached frozen vision features when the cache is on.
-    static func logits(_ model: CLIPSegModel, _ batch: Batch, cache: FeatureCache?) throws -> Tensor {
+    static func logits(_ model: SegmentationModel, _ batch: Batch, cache: FeatureCache?) throws -> Tensor {
         let text = TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask)
-        guard let cache else { return model(pixels: batch.pixelValues, text: text) }
-        let features = try cache.features(samples: batch.sampleIndices) { model.visionFeatures(batch.pixelValues) }
-        let cond = model.conditionalEmbeddings(text: text, pixels: batch.pixelValues)
-        return model.segment(features: features, conditional: cond)
+        guard let cache else { return model.segmentationLogits(pixels: batch.pixelValues, text: text) }
+        let features = try cache.features(samples: batch.sampleIndices) { model.frozenFeatures(pixels: batch.pixelValues) }
+        return model.segmentationLogits(features: features, pixels: batch.pixelValues, text: text)
     }
 
     func say(_ line: String) {
@@ -314,7 +313,7 @@ public final class Trainer {
 
 /// Sharded validation with exact reduction of sums and counts (at the model's resolution).
 public enum Evaluator {
-    public static func evaluate(model: CLIPSegModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
+    public static func evaluate(model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
                                 cache: FeatureCache? = nil) throws -> SegmentationMetrics {
         try Inference.evaluate(model: model, data: data, loss: loss, comm: comm, originalResolution: false, cache: cache).modelResolution
     }

@@ -41,11 +41,46 @@ public final class CoCoOp: PromptLearner {
         let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
         let phrase = r.phrase("init", default: nil)
         let hidden = try r.int("hidden", default: 64)
+        let compat = try r.bool("cris_compat_indexing", default: false)
         try r.finish()
         self.init(depth: depth, contextLength: n, initPhrase: phrase, hidden: hidden)
+        crisCompatIndexing = compat
     }
 
-    override public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] {
+    override public var conditionsOnImages: Bool { true }
+
+    /// On CRIS the meta-nets read the mean of C5 over space (width embed_dim).
+    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+        let dt = config.clip.transformerWidth, e = config.clip.embedDim
+        var shapes: [(name: String, shape: [Int])] = [("context_vectors", [depth, n, dt])]
+        for d in 0..<depth {
+            shapes += [("meta_nets.\(d).0.weight", [hidden, e]), ("meta_nets.\(d).0.bias", [hidden]),
+                       ("meta_nets.\(d).2.weight", [dt, hidden]), ("meta_nets.\(d).3.weight", [dt])]
+        }
+        return shapes
+    }
+
+    override func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit) -> Tensor {
+        if name == "context_vectors" { return rng.normal(name, shape, std: 0.02) }
+        if name.hasSuffix(".0.weight") { return rng.kaimingNormal(name, shape) }
+        if name.hasSuffix(".0.bias") || name.hasSuffix(".2.weight") {
+            // U(±1/√in): the bias's fan-in is its weight's input width.
+            let fanIn = name.hasSuffix(".2.weight") ? shape[1] : (crisMetaInputWidth ?? shape[0])
+            return rng.linearDefault(name, shape, fanIn: fanIn)
+        }
+        return Tensor(filling: 1, shape: shape)
+    }
+
+    /// C5 width while preparing on CRIS (the first layer's fan-in, for its bias initialisation).
+    private var crisMetaInputWidth: Int?
+
+    override func prepareCRIS(_ model: CRISModel, seed: UInt64) throws -> [String] {
+        crisMetaInputWidth = model.config.clip.embedDim
+        defer { crisMetaInputWidth = nil }
+        return try super.prepareCRIS(model, seed: seed)
+    }
+
+    override public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] {
         current = nil
         featureMemo = [:]  // features of another model's tower
         return try super.prepare(model, seed: seed)

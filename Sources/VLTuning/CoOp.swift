@@ -17,8 +17,14 @@ public final class CoOp: PromptLearner {
         var r = PromptOptionReader(method: Self.methodName, options: options)
         let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
         let phrase = r.phrase("init", default: nil)
+        let compat = try r.bool("cris_compat_indexing", default: false)
         try r.finish()
         self.init(depth: depth, contextLength: n, initPhrase: phrase)
+        crisCompatIndexing = compat
+    }
+
+    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+        [("context_vectors", [depth, n, config.clip.transformerWidth])]
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {

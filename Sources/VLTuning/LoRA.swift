@@ -102,7 +102,8 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
         modules(for: config).flatMap { [($0.a, [rank, $0.inFeatures]), ($0.b, [$0.outFeatures, rank])] }
     }
 
-    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] {
+    public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] {
+        let model = try requireCLIPSeg(model, method: name)
         ordered = modules(for: model.config)
         modules = Dictionary(uniqueKeysWithValues: ordered.map { ($0.prefix, $0) })
         var names: [String] = []

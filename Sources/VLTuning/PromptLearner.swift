@@ -40,6 +40,15 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
     /// Text-only methods leave the vision tower as it is: its taps may be cached (the trainer's feature cache).
     public var visionIsFrozen: Bool { !promptsVision }
 
+    /// Image-conditioned methods (CoCoOp) override this.
+    public var conditionsOnImages: Bool { false }
+
+    /// `tuning.cris_compat_indexing`: on CRIS, TuneVLSeg's deep-prompt indexing (see `CRISTextContext`).
+    var crisCompatIndexing = false
+
+    /// The learner on CRIS's text encoder, when prepared on a CRIS model.
+    private(set) var crisContext: CRISContextLearner?
+
     // MARK: Subclass interface
 
     /// The learner's tensors in their fixed (checkpoint) order, for n prompt tokens per layer.
@@ -103,7 +112,12 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
 
     // MARK: TuningMethod
 
-    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] {
+    public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] {
+        if let cris = model as? CRISModel { return try prepareCRIS(cris, seed: seed) }
+        let model = try requireCLIPSeg(model, method: name)
+        if crisCompatIndexing {
+            throw TuningError.invalidOption(method: name, key: "cris_compat_indexing", reason: "applies to CRIS models only")
+        }
         let config = model.config
         let n = try contextLength(config)
         try validate(config, contextLength: n)
@@ -132,6 +146,58 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         self.config = config
         self.model = model
         model.hooks = self
+        return shapes.map(\.name)
+    }
+
+    // MARK: CRIS
+
+    /// The learner's tensors on CRIS (CoOp and CoCoOp override this; other methods hook into ViT towers).
+    func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+        throw TuningError.unsupportedModel(method: name, architecture: "CRIS", supported: TuningRegistry.crisMethods)
+    }
+
+    func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit) -> Tensor {
+        rng.normal(name, shape, std: 0.02)
+    }
+
+    /// Adds the context (and meta-nets) to a CRIS model and installs them in its text encoder.
+    func prepareCRIS(_ model: CRISModel, seed: UInt64) throws -> [String] {
+        let clip = model.config.clip
+        var n = configuredContextLength
+        var phraseRows: Tensor? = nil
+        if let phrase = initPhrase {
+            let ids = try PromptTokenizer.ids(of: phrase, method: name)
+            guard !ids.isEmpty else { throw TuningError.invalidOption(method: name, key: "init", reason: "phrase '\(phrase)' has no tokens") }
+            let vocab = model.parameters["backbone.token_embedding.weight"]
+            if let bad = ids.first(where: { $0 >= vocab.shape[0] }) {
+                throw TuningError.invalidOption(method: name, key: "init",
+                                                reason: "token id \(bad) of '\(phrase)' is outside the model's vocabulary of \(vocab.shape[0])")
+            }
+            n = ids.count
+            phraseRows = GradMode.withoutGradients { vocab.indexSelect(rows: ids) }
+        }
+        guard depth >= 1, depth <= clip.transformerLayers else {
+            throw TuningError.invalidOption(method: name, key: "depth",
+                                            reason: "must be between 1 and \(clip.transformerLayers) (the text encoder has \(clip.transformerLayers) blocks), found \(depth)")
+        }
+        guard n + 2 <= clip.contextLength else {
+            throw TuningError.invalidOption(method: name, key: "n_ctx", reason: "\(n) context tokens leave no room for BOS and EOS in \(clip.contextLength) positions")
+        }
+        let shapes = try crisLearnerShapes(model.config, contextLength: n)
+        let rng = LearnerInit(seed: seed)
+        for (tensorName, shape) in shapes {
+            var value = crisInitialValue(tensorName, shape: shape, init: rng)
+            if tensorName == "context_vectors", let rows = phraseRows {
+                value = value.copy()
+                value.mutablePointer.update(from: rows.pointer, count: rows.count)  // row 0 = the phrase
+            }
+            model.parameters.set(tensorName, value)
+        }
+        contextLength = n
+        let learner = CRISContextLearner(parameters: model.parameters, depth: depth, contextLength: n,
+                                         compatIndexing: crisCompatIndexing, metaNets: conditionsOnImages)
+        crisContext = learner
+        model.textContext = learner
         return shapes.map(\.name)
     }
 

@@ -143,6 +143,16 @@ struct PromptOptionReader {
         return v
     }
 
+    mutating func bool(_ key: String, default value: Bool) throws -> Bool {
+        used.insert(key)
+        guard let text = options[key]?.trimmingCharacters(in: .whitespaces).lowercased() else { return value }
+        switch text {
+        case "true", "yes", "on", "1": return true
+        case "false", "no", "off", "0": return false
+        default: throw TuningError.invalidOption(method: method, key: key, reason: "expected true or false, found '\(text)'")
+        }
+    }
+
     /// `tuning.init`: a phrase, or nil for `none` / empty / `null`.
     mutating func phrase(_ key: String, default value: String?) -> String? {
         used.insert(key)

@@ -6,6 +6,7 @@ import VLTensor
 public enum TuningError: Error, CustomStringConvertible {
     case unknownMethod(String, available: [String])
     case invalidOption(method: String, key: String, reason: String)
+    case unsupportedModel(method: String, architecture: String, supported: [String])
 
     public var description: String {
         switch self {
@@ -13,6 +14,8 @@ public enum TuningError: Error, CustomStringConvertible {
             return "unknown tuning method '\(name)'; available: \(available.joined(separator: ", "))"
         case let .invalidOption(method, key, reason):
             return "tuning '\(method)': option '\(key)': \(reason)"
+        case let .unsupportedModel(method, architecture, supported):
+            return "tuning '\(method)' is not available for \(architecture) models (\(architecture) supports: \(supported.joined(separator: ", ")))"
         }
     }
 }
@@ -27,7 +30,7 @@ public protocol TuningMethod: AnyObject {
     var name: String { get }
     /// Prepares the model (adds tensors, installs hooks) and returns the trainable tensor names,
     /// in a fixed order that is identical on every rank.
-    func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String]
+    func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String]
     /// True when no trainable tensor of the method acts on the vision tower before the decoder's
     /// taps (tap hooks excepted): the taps are then a fixed function of the image and may be cached.
     var visionIsFrozen: Bool { get }
@@ -35,6 +38,12 @@ public protocol TuningMethod: AnyObject {
 
 extension TuningMethod {
     public var visionIsFrozen: Bool { false }
+}
+
+/// The CLIPSeg a CLIPSeg-only method needs, or an error naming what the other architecture supports.
+func requireCLIPSeg(_ model: SegmentationModel, method: String) throws -> CLIPSegModel {
+    if let m = model as? CLIPSegModel { return m }
+    throw TuningError.unsupportedModel(method: method, architecture: model.architectureName, supported: TuningRegistry.crisMethods)
 }
 
 /// Options a method reads from the config (`tuning.*`), as plain values.
@@ -56,6 +65,9 @@ public enum TuningRegistry {
 
     public static var names: [String] { factories.keys.sorted() }
 
+    /// Methods that run on CRIS (the rest hook into CLIPSeg's ViT towers).
+    public static let crisMethods = ["cocoop", "coop", "decoder", "full", "zero_shot"]
+
     public static func register(_ name: String, factory: @escaping Factory) { factories[name] = factory }
 
     public static func make(_ name: String, options: TuningOptions = [:]) throws -> TuningMethod {
@@ -64,20 +76,21 @@ public enum TuningRegistry {
     }
 }
 
-/// Trains only the CLIPSeg decoder (FiLM, reduces, decoder layers, head); both CLIP towers stay
-/// frozen. What the papers' "end-to-end" baselines actually trained.
+/// Trains only the decoder side: CLIPSeg's decoder (FiLM, reduces, decoder layers, head), or CRIS's
+/// neck + decoder + projector; the CLIP encoders stay frozen. What the papers' "end-to-end"
+/// baselines actually trained.
 public final class DecoderOnlyTuning: TuningMethod {
     public let name = "decoder"
     public var visionIsFrozen: Bool { true }
     public init() {}
-    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { model.decoderParameterNames }
+    public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] { model.decoderParameterNames }
 }
 
-/// Every weight trains: the upper bound, whose all-reduce carries the whole model.
+/// Every weight trains (BN statistics stay fixed): the upper bound, whose all-reduce carries the whole model.
 public final class FullFineTuning: TuningMethod {
     public let name = "full"
     public init() {}
-    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { model.parameters.names }
+    public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] { model.learnableParameterNames }
 }
 
 /// Nothing trains: evaluate the checkpoint as published.
@@ -85,5 +98,5 @@ public final class ZeroShot: TuningMethod {
     public let name = "zero_shot"
     public var visionIsFrozen: Bool { true }
     public init() {}
-    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] { [] }
+    public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] { [] }
 }

@@ -254,7 +254,8 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
         try orderedAdapters(for: config).flatMap(\.parameterShapes)
     }
 
-    public func prepare(_ model: CLIPSegModel, seed: UInt64) throws -> [String] {
+    public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] {
+        let model = try requireCLIPSeg(model, method: name)
         let a = try adapters(for: model.config)
         var names: [String] = []
         for adapter in try orderedAdapters(for: model.config) {

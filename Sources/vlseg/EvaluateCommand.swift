@@ -22,7 +22,7 @@ struct InferenceOptions: ParsableArguments {
 
     /// Resolves the config, the communicator, the model with its tuning method and weights, and a
     /// loader over `split` sharded across ranks.
-    func setUp() throws -> (config: VLSegConfig, comm: Communicator, model: CLIPSegModel, data: DataLoader, weights: String,
+    func setUp() throws -> (config: VLSegConfig, comm: Communicator, model: SegmentationModel, data: DataLoader, weights: String,
                             tokenizer: CLIPTokenizer) {
         let resolved = try ConfigLoader(configDir: configDir).load(overrides: overrides)
         let config = resolved.config
@@ -127,7 +127,8 @@ struct PredictCommand: ParsableCommand {
             if data.samples.classes != nil {
                 // Multi-class: every class prompt per image, probability maps and the arg-max label map.
                 written = [Double(try Inference.predictClasses(model: model, samples: data.samples, tokenizer: tokenizer,
-                                                               imageSize: config.model.imageSize, outputDirectory: outDir, comm: comm))]
+                                                               imageSize: config.model.imageSize, normalization: RunSetup.normalization(config),
+                                                               outputDirectory: outDir, comm: comm))]
             } else {
                 written = [Double(try Inference.predict(model: model, data: data, outputDirectory: outDir, overlays: overlays) { done, total in
                     if comm.isRoot && (done == total || done % 10 == 0) { printError("  batch \(done)/\(total)") }

@@ -9,16 +9,18 @@ import VLTrain
 struct ForwardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forward",
-        abstract: "Run CLIPSeg once and write the logits and named intermediates.",
+        abstract: "Run a model (CLIPSeg or CRIS) once and write the logits and named intermediates.",
         discussion: """
             --inputs IN.safetensors reads pixel_values [B,3,H,W] (float32) and input_ids / attention_mask [B,T] \
-            (int64) and writes logits plus every intermediate (vision.hidden_states.i, decoder.*, ...) to --out. \
-            This debugging path runs every vision layer so that all hidden states exist.
+            (int64) and writes logits plus every intermediate to --out: for CLIPSeg vision.hidden_states.i, \
+            decoder.*, ... (this debugging path runs every vision layer so that all hidden states exist); for CRIS \
+            vis.C3, vis.C4, vis.C5, text.word_feats, text.state, neck.out, decoder.out, proj.out, logits and the \
+            other stages' outputs, under the reference fixture's names. The text is used at its given length.
             --image a.png --prompt "a polyp" --out mask.png segments one image (PNG or JPEG) and writes the \
             mask (0/255, the image's own resolution); --checkpoint adds trained tensors (trainable.safetensors).
             """)
 
-    @Option(help: "Model directory (Hugging Face CLIPSeg layout).")
+    @Option(help: "Model directory (Hugging Face CLIPSeg layout, or a CRIS directory with model_type cris).")
     var model: String
 
     @Option(help: "safetensors file with pixel_values, input_ids and attention_mask.")
@@ -33,8 +35,8 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Trained tensors to apply (a checkpoint directory or trainable.safetensors), for --image.")
     var checkpoint: String?
 
-    @Option(help: "Input side for --image (the model sees size x size).")
-    var size: Int = 352
+    @Option(help: "Input side for --image (the model sees size x size; default: CLIPSeg 352, CRIS its img_size).")
+    var size: Int?
 
     @Option(help: "Output: a safetensors file (--inputs) or a mask PNG (--image).")
     var out: String
@@ -68,8 +70,8 @@ struct ForwardCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             threadOptions.apply()
-            let m = try CLIPSegModel.load(directory: URL(fileURLWithPath: model))
-            printError("model: \(m.parameters.parameterCount.grouped) parameters")
+            let m = try ModelDirectory.load(URL(fileURLWithPath: model))
+            printError("model: \(m.architectureName), \(m.learnableParameterCount.grouped) parameters")
             if let image, let prompt {
                 try segmentImage(m, image: image, prompt: prompt)
                 return
@@ -95,10 +97,16 @@ struct ForwardCommand: ParsableCommand {
                 if seen.insert(name).inserted { writer.add(name, value) }
             }
             let start = Date()
+            // Every intermediate under its reference name; text at its given length.
+            func forward() -> Tensor {
+                if let cris = m as? CRISModel { return cris(pixels: pixels, text: prompts, trimPadding: false, observer: observer) }
+                let clipseg = m as! CLIPSegModel
+                let cond = clipseg.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels, observer: observer)
+                return clipseg.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
+            }
             if grads {
                 let target = try file.tensor("target")
-                let cond = m.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels, observer: observer)
-                let logits = m.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
+                let logits = forward()
                 guard target.count == logits.count else {
                     throw ModelLoadError.invalidConfig(file: inputs, key: "target", reason: "shape \(target.shape) does not match logits \(logits.shape)")
                 }
@@ -109,10 +117,7 @@ struct ForwardCommand: ParsableCommand {
                     writer.add("grad.\(name)", m.parameters[name].grad ?? Tensor(zeros: m.parameters[name].shape))
                 }
             } else {
-                GradMode.withoutGradients {
-                    let cond = m.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels, observer: observer)
-                    _ = m.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
-                }
+                _ = GradMode.withoutGradients { forward() }
             }
             try writer.write(to: URL(fileURLWithPath: out))
             print("wrote \(writer.items.count) tensors to \(out) (logits \(pixels.shape[0])x\(pixels.shape[2])x\(pixels.shape[3]), \(String(format: "%.2f", Date().timeIntervalSince(start))) s)")
@@ -120,7 +125,7 @@ struct ForwardCommand: ParsableCommand {
     }
 
     /// People mode: one image, one prompt, one mask at the image's resolution.
-    func segmentImage(_ m: CLIPSegModel, image: String, prompt: String) throws {
+    func segmentImage(_ m: SegmentationModel, image: String, prompt: String) throws {
         if let checkpoint {
             // Tuning methods that add tensors need `vlseg predict` with the run's config; the decoder and
             // full fine-tuning only change existing weights, which this loads directly.
@@ -129,10 +134,13 @@ struct ForwardCommand: ParsableCommand {
         }
         let tokenizer = try CLIPTokenizer(directory: URL(fileURLWithPath: model))
         let rgb = try ImageIO.readImage(URL(fileURLWithPath: image))
-        let pixels = rgb.resized(width: size, height: size).normalizedTensor(.imageNet).reshaped([1, 3, size, size])
+        let size = self.size ?? ((m as? CRISModel)?.config.imgSize ?? 352)
+        try m.validateInputSize(size)
+        let normalization = Normalization(mean: m.pixelMean.map(Float.init), std: m.pixelStd.map(Float.init))
+        let pixels = rgb.resized(width: size, height: size).normalizedTensor(normalization).reshaped([1, 3, size, size])
         let encoding: CLIPTokenizer.Encoding = tokenizer.encode(prompt, maxLength: CLIPTokenizer.contextLength)
         let logits = GradMode.withoutGradients {
-            m(pixels: pixels, text: TextPrompts(inputIDs: [encoding.inputIDs], attentionMask: [encoding.attentionMask]))
+            m.segmentationLogits(pixels: pixels, text: TextPrompts(inputIDs: [encoding.inputIDs], attentionMask: [encoding.attentionMask]))
         }
         let full = logits.resized(to: (rgb.height, rgb.width), mode: .bilinear)
         let p = full.pointer
@@ -147,7 +155,7 @@ struct ForwardCommand: ParsableCommand {
 
     /// Installs `--tuning` with its options, loads `--trainable` values, and makes every trainable
     /// tensor a gradient leaf; returns the trainable names.
-    func installTuning(_ name: String, on m: CLIPSegModel) throws -> [String] {
+    func installTuning(_ name: String, on m: SegmentationModel) throws -> [String] {
         let resolved = try ConfigLoader(configDir: nil).load(overrides: ["tuning=\(name)"] + tuningOptions)
         let (_, names) = try RunSetup.tuning(resolved.config.tuning, seed: 0, model: m)
         if let trainable {

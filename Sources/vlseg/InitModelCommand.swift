@@ -2,14 +2,14 @@ import ArgumentParser
 import Foundation
 import VLModels
 
-/// `vlseg init-model`: a randomly initialised CLIPSeg in the Hugging Face format.
+/// `vlseg init-model`: a randomly initialised CLIPSeg (Hugging Face format) or CRIS (state-dict names).
 struct InitModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init-model",
-        abstract: "Write a randomly initialised CLIPSeg model directory (config.json, model.safetensors, tokenizer).",
-        discussion: "Presets: tiny (tests), small (the demo), base (the CIDAS/clipseg-rd64-refined architecture).")
+        abstract: "Write a randomly initialised model directory (config.json, model.safetensors, tokenizer).",
+        discussion: "CLIPSeg presets: tiny (tests), small (the demo), base (the CIDAS/clipseg-rd64-refined architecture). CRIS presets: cris-tiny (tests, the CRIS demo), cris-base (CRIS with CLIP RN50, as published).")
 
-    @Option(help: "Architecture: \(CLIPSegPreset.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Architecture: \(Self.presetNames.joined(separator: ", ")).")
     var preset: String = "tiny"
 
     @Option(help: "Output directory.")
@@ -18,21 +18,28 @@ struct InitModelCommand: ParsableCommand {
     @Option(help: "Random seed.")
     var seed: UInt64 = 0
 
+    static var presetNames: [String] { CLIPSegPreset.allCases.map(\.rawValue) + CRISPreset.allCases.map(\.rawValue) }
+
     func run() throws {
         try reportingErrors {
-            guard let p = CLIPSegPreset(rawValue: preset) else {
-                throw ValidationError("unknown preset '\(preset)'; choose one of \(CLIPSegPreset.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
             let dir = URL(fileURLWithPath: out)
             var lastPercent = -1
-            let count = try CLIPSegInitializer.write(config: p.config, seed: seed, to: dir) { done, total in
+            let progress: (Int, Int) -> Void = { done, total in
                 let percent = done * 100 / total
                 if percent / 10 != lastPercent / 10 {
                     printError("init-model: \(percent)% (\(done)/\(total) tensors)")
                     lastPercent = percent
                 }
             }
-            print("wrote \(p.rawValue) CLIPSeg to \(dir.path): \(count.grouped) parameters")
+            if let p = CLIPSegPreset(rawValue: preset) {
+                let count = try CLIPSegInitializer.write(config: p.config, seed: seed, to: dir, progress: progress)
+                print("wrote \(p.rawValue) CLIPSeg to \(dir.path): \(count.grouped) parameters")
+            } else if let p = CRISPreset(rawValue: preset) {
+                let count = try CRISInitializer.write(config: p.config, seed: seed, to: dir, progress: progress)
+                print("wrote \(p.rawValue) CRIS to \(dir.path): \(count.grouped) parameters")
+            } else {
+                throw ValidationError("unknown preset '\(preset)'; choose one of \(Self.presetNames.joined(separator: ", "))")
+            }
         }
     }
 }

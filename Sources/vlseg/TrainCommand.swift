@@ -77,12 +77,12 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    func printDryRun(resolved: ResolvedConfig, model: CLIPSegModel, methodName: String, trainable: [String],
+    func printDryRun(resolved: ResolvedConfig, model: SegmentationModel, methodName: String, trainable: [String],
                      comm: Communicator, batch: Int, trainBatches: Int, trainSamples: Int, valSamples: Int?, featureCache: Bool) {
         let config = resolved.config
         let trainableCount = trainable.reduce(0) { $0 + model.parameters[$1].count }
-        let total = model.parameters.parameterCount
-        var out = ["dry run: \(config.name)", "model: \(config.model.path) (\(total.grouped) parameters)",
+        let total = model.learnableParameterCount
+        var out = ["dry run: \(config.name)", "model: \(model.architectureName) at \(config.model.path) (\(total.grouped) parameters)",
                    "tuning: \(methodName) (\(config.tuning.method))"]
         out.append("trainable parameters by group:")
         for g in RunSetup.parameterGroups(trainable, store: model.parameters) {

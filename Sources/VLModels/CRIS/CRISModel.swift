@@ -16,6 +16,12 @@ public protocol CRISTextContext: AnyObject {
     var compatIndexing: Bool { get }
     /// Context of depth `index` for a batch: [B, n, width].
     func context(index: Int, batchSize: Int, c5: Tensor) -> Tensor
+    /// True when the context depends on the image (CoCoOp).
+    var conditionsOnImages: Bool { get }
+}
+
+extension CRISTextContext {
+    public var conditionsOnImages: Bool { false }
 }
 
 /// CRIS (CLIP RN50 image encoder + CLIP text transformer + FPN neck + vision-language decoder +

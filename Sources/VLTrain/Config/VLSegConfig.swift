@@ -45,9 +45,11 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         /// A real model directory (downloaded from Hugging Face).
         case none = ""
         case tiny, small, base
+        case crisTiny = "cris-tiny", crisBase = "cris-base"
 
         /// The architecture `vlseg init-model` creates for this preset.
         public var clipsegPreset: CLIPSegPreset? { CLIPSegPreset(rawValue: rawValue) }
+        public var crisPreset: CRISPreset? { CRISPreset(rawValue: rawValue) }
     }
 
     public struct ModelSettings: Codable, Equatable, Sendable {
