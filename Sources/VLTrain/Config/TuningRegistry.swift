@@ -180,9 +180,13 @@ public final class TuningMethodRegistry: @unchecked Sendable {
         return o
     }
 
+    /// CRIS only: TuneVLSeg's deep-prompt indexing (block j+1 gets context row j) instead of the intended one.
+    static let crisCompatIndexing = TuningOption("cris_compat_indexing", .bool, default: .bool(false),
+                                                 help: "CRIS only: deep prompts as TuneVLSeg indexes them (its published numbers), not the intended rows")
+
     public static let builtinSchemas: [TuningMethodSchema] = {
         var s: [TuningMethodSchema] = [
-            TuningMethodSchema(name: "decoder", summary: "only the CLIPSeg decoder trains (both encoders frozen)"),
+            TuningMethodSchema(name: "decoder", summary: "only the decoder side trains (CLIPSeg's decoder; CRIS's neck, decoder and projector)"),
             TuningMethodSchema(name: "full", summary: "every weight trains (the upper bound; the all-reduce carries the whole model)"),
             TuningMethodSchema(name: "zero_shot", summary: "nothing trains: evaluate the pretrained model as it is"),
             TuningMethodSchema(name: "vlsm_shallow", summary: "VLSM-Adapter shallow adapters (on the decoder's taps), parts chosen by tuning.parts",
@@ -199,11 +203,12 @@ public final class TuningMethodRegistry: @unchecked Sendable {
                                    TuningOption("towers", .stringList, default: .list([.string("vision"), .string("text")]),
                                                 help: "towers whose blocks get updates", allowed: ["vision", "text"]),
                                ]),
-            TuningMethodSchema(name: "coop", summary: "CoOp: learnable text context after BOS",
-                               options: promptOptions(depth: 1, initPhrase: "none")),
-            TuningMethodSchema(name: "cocoop", summary: "CoCoOp: CoOp plus an image-conditioned meta-net per depth",
+            TuningMethodSchema(name: "coop", summary: "CoOp: learnable text context after BOS (CLIPSeg and CRIS)",
+                               options: promptOptions(depth: 1, initPhrase: "none") + [crisCompatIndexing]),
+            TuningMethodSchema(name: "cocoop", summary: "CoCoOp: CoOp plus an image-conditioned meta-net per depth (CLIPSeg and CRIS)",
                                options: promptOptions(depth: 1, initPhrase: "none") + [
                                    TuningOption("hidden", .int, default: .int(64), help: "meta-net hidden width", minimum: 1),
+                                   crisCompatIndexing,
                                ]),
             TuningMethodSchema(name: "vpt", summary: "VPT: learnable vision prompt tokens after the patch tokens",
                                options: promptOptions(depth: 1, initPhrase: nil)),
