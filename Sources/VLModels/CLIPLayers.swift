@@ -140,7 +140,7 @@ struct CLIPSegDecoderLayer {
 
     func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
         let h = norm1(x + attention(x, p), p)
-        return norm2(h + fc2(fc1(h, p).relu(), p), p)
+        return norm2(h + fc2(linearReLU(h, weight: p[fc1.weightName], bias: p[fc1.biasName]), p), p)
     }
 
     var parameterShapes: [(String, [Int])] {

@@ -72,10 +72,14 @@ public protocol CLIPSegHooks: AnyObject {
     func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]?
     /// True when the text conditioning depends on the query images (CoCoOp).
     var conditionsOnImages: Bool { get }
+    /// True when the method changes nothing inside the text tower (it may still transform the
+    /// tower's outputs in `conditional`): the tower's outputs per prompt may then be cached.
+    var textTowerIsFrozen: Bool { get }
 }
 
 extension CLIPSegHooks {
     public var conditionsOnImages: Bool { false }
+    public var textTowerIsFrozen: Bool { false }
     public func textSequence(_ sequence: TextSequence, context: ForwardContext) -> TextSequence { sequence }
     public func textLayerInput(_ x: Tensor, layer: Int, context: ForwardContext) -> Tensor { x }
     public func visionEmbeddings(_ x: Tensor, context: ForwardContext) -> Tensor { x }

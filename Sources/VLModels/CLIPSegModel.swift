@@ -31,6 +31,8 @@ public final class CLIPSegModel: @unchecked Sendable {
     public let parameters: ParameterStore
     /// The tuning method's changes to the forward pass (nil: the plain model).
     public var hooks: CLIPSegHooks?
+    /// Per-prompt text features, used while the text tower is frozen (nil: always encode).
+    public var textCache: TextFeatureCache?
 
     let textLayers: [CLIPEncoderLayer]
     let visionLayers: [CLIPEncoderLayer]
@@ -189,6 +191,9 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// `pixels` are the query images, for image-conditioned prompt methods.
     public func conditionalEmbeddings(text prompts: TextPrompts, trimPadding: Bool = true, pixels: Tensor? = nil,
                                       observer: ForwardObserver? = nil) -> Tensor {
+        if let textCache, trimPadding, observer == nil, prompts.batchSize > 0, textTowerIsFrozen {
+            return cachedConditionalEmbeddings(prompts, cache: textCache, pixels: pixels)
+        }
         let length = trimPadding ? max(1, min(prompts.attendedLength, prompts.inputIDs.first?.count ?? 0))
             : (prompts.inputIDs.first?.count ?? 0)
         let context = ForwardContext(pixels: pixels, batchSize: prompts.batchSize)

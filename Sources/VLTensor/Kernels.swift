@@ -206,6 +206,17 @@ public enum Kernels {
         shape[axis] = 1
         let out = Tensor(zeros: shape)
         let o = out.mutablePointer, p = x.pointer
+        if outer == 1 && inner > 1 {
+            // Column sums of one [n, inner] matrix (a bias gradient): threads take column blocks,
+            // each summing its columns over all rows in row order.
+            parallelFor(inner, grain: max(64, 16384 / max(n, 1))) { cols in
+                for j in 0..<n {
+                    let src = p + j * inner
+                    for i in cols { o[i] += src[i] }
+                }
+            }
+            return out
+        }
         parallelFor(outer, grain: max(1, 16384 / max(n * inner, 1))) { range in
             for a in range {
                 let dst = o + a * inner

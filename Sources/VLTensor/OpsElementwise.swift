@@ -87,8 +87,17 @@ extension Tensor {
         }
     }
 
+    /// max(x, 0); backward passes the gradient where the output is positive. Tight loops (no
+    /// per-element closure) so they vectorise: ReLU runs over the widest activations of the decoders.
     public func relu() -> Tensor {
-        pointwise(PointwiseFunction(name: "relu", forward: { max($0, 0) }, derivative: { x, _ in x > 0 ? 1 : 0 }))
+        let out = Tensor(uninitialized: shape)
+        let o = out.mutablePointer, p = pointer
+        parallelFor(count, grain: 32768) { r in
+            for i in r { o[i] = max(p[i], 0) }
+        }
+        guard Tensor.willRecord(self) else { return out }
+        let y = out.detached()
+        return Tensor.record(out, inputs: [self], name: "relu") { g, _ in [reluBackward(g, output: y)] }
     }
 
     public func sigmoid() -> Tensor {

@@ -198,6 +198,14 @@ public enum RunSetup {
         }
     }
 
+    /// Caches per-prompt text features of frozen text towers (CLIPSeg) unless `trainer.feature_cache`
+    /// is off. Text features do not depend on the images, so augmentation does not matter; the model
+    /// uses the cache only while nothing trainable acts inside its text tower.
+    public static func enableTextCache(_ config: VLSegConfig, model: SegmentationModel) {
+        guard let clipseg = model as? CLIPSegModel, !["off", "false", "no"].contains(config.trainer.featureCache) else { return }
+        clipseg.textCache = TextFeatureCache(budgetBytes: min(256 << 20, Int(config.trainer.cacheMB * 1_048_576) / 8))
+    }
+
     /// Trainable parameters grouped by name prefix (up to the first layer index), for summaries.
     public static func parameterGroups(_ names: [String], store: ParameterStore) -> [(group: String, count: Int, tensors: Int)] {
         var order: [String] = []

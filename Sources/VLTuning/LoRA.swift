@@ -30,6 +30,7 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
 
     /// Text-only LoRA leaves the vision tower frozen (its features can be cached).
     public var visionIsFrozen: Bool { !towers.contains(.vision) }
+    public var textTowerIsFrozen: Bool { !towers.contains(.text) }
 
     /// One adapted linear layer.
     public struct Module: Sendable {

@@ -43,6 +43,9 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
     /// Image-conditioned methods (CoCoOp) override this.
     public var conditionsOnImages: Bool { false }
 
+    /// Vision-only prompts (VPT) leave the text tower as it is.
+    public var textTowerIsFrozen: Bool { !promptsText }
+
     /// `tuning.cris_compat_indexing`: on CRIS, TuneVLSeg's deep-prompt indexing (see `CRISTextContext`).
     var crisCompatIndexing = false
 

@@ -137,6 +137,8 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
     /// Shallow adapters act on the taps (after the frozen tower) and on the text side only, so the
     /// vision features can be cached; dense vision adapters change the tower itself.
     public var visionIsFrozen: Bool { kind == .shallow || !vision }
+    /// Shallow text adapters read the tower's outputs; dense ones change its blocks.
+    public var textTowerIsFrozen: Bool { kind == .shallow || !language }
 
     public static let defaultBottleneck: [Kind: Int] = [.shallow: 512, .dense: 64]
     public static let defaultCondBottleneck = 256

@@ -119,7 +119,10 @@ struct BenchModelOptions: ParsableArguments {
         let cache = cached ? FeatureCache(count: batch, budgetBytes: 8 << 30, directory: FileManager.default.temporaryDirectory,
                                           name: "bench-rank\(comm.rank)") : nil
         let sampleIDs = Array(0..<batch)
-        if let cache { _ = try cache.features(samples: sampleIDs) { m.visionFeatures(pixels) } }
+        if let cache {
+            _ = try cache.features(samples: sampleIDs) { m.visionFeatures(pixels) }
+            m.textCache = TextFeatureCache()  // frozen text towers: per-prompt features from the first epoch
+        }
         func runForward() throws -> Tensor {
             guard let cache else { return m(pixels: pixels, text: prompts) }
             let features = try cache.features(samples: sampleIDs) { m.visionFeatures(pixels) }

@@ -31,6 +31,7 @@ struct InferenceOptions: ParsableArguments {
         try RunSetup.prepareInputs(config, comm: comm, log: { if comm.isRoot { printError($0) } })
         let model = try RunSetup.loadModel(config)
         _ = try RunSetup.tuning(config, model: model)
+        RunSetup.enableTextCache(config, model: model)
         let store = CheckpointStore(runDirectory: URL(fileURLWithPath: config.run.dir))
         var weights = "the base model (no checkpoint)"
         var path: String? = nil

@@ -51,6 +51,7 @@ struct TrainCommand: ParsableCommand {
             var options = RunSetup.trainingOptions(resolved, batchSize: batch)
             options.readFaultInjection(rank: comm.rank)
             options.featureCache = try RunSetup.featureCache(config, visionFrozen: method.visionIsFrozen)
+            RunSetup.enableTextCache(config, model: model)
             if dryRun {
                 if comm.isRoot { printDryRun(resolved: resolved, model: model, methodName: method.name, trainable: trainable,
                                              comm: comm, batch: batch, trainBatches: train.sampler.batchesPerEpoch,

@@ -76,6 +76,37 @@ final class LinearAlgebraTests: XCTestCase {
         Check.gradients([x, w, b], differentiate: [false, false, true]) { linear($0[0], weight: $0[1], bias: $0[2]) }
     }
 
+    /// The fused linear + ReLU equals the two ops and differentiates like them; wide enough rows that
+    /// the bias pass and the column-sum bias gradient split across threads.
+    func testLinearReLUFusedMatchesTheComposition() {
+        let x = Check.random([3, 7, 5], seed: 21), w = Check.random([9, 5], seed: 22), b = Check.random([9], seed: 23)
+        let fused = linearReLU(x, weight: w, bias: b)
+        XCTAssertEqual(fused.shape, [3, 7, 9])
+        Check.assertClose(fused, Self.refLinear(x, w, b).map { max($0, 0) }, tolerance: 1e-5)
+        // Gradients equal those of linear followed by relu (each checked against finite differences
+        // elsewhere; finite differences straddle the kink here).
+        let g0 = Check.random([3, 7, 9], seed: 28)
+        func grads(_ f: (Tensor, Tensor, Tensor) -> Tensor) -> [Tensor] {
+            let leaves = [x.copy().requiringGrad(), w.copy().requiringGrad(), b.copy().requiringGrad()]
+            (f(leaves[0], leaves[1], leaves[2]) * g0).sum().backward()
+            return leaves.map { $0.grad! }
+        }
+        let fusedGrads = grads { linearReLU($0, weight: $1, bias: $2) }
+        let composed = grads { linear($0, weight: $1, bias: $2).relu() }
+        for (a, e) in zip(fusedGrads, composed) { Check.assertClose(a, e.scalars, tolerance: 1e-5) }
+        let saved = ComputeThreads.count
+        defer { ComputeThreads.set(saved) }
+        ComputeThreads.set(2)
+        let wideX = Check.random([300, 16], seed: 24), wideW = Check.random([2000, 16], seed: 25), wideB = Check.random([2000], seed: 26)
+        let leaf = wideB.requiringGrad()
+        let g = Check.random([300, 2000], seed: 27)
+        (linearReLU(wideX, weight: wideW, bias: leaf) * g).sum().backward()
+        let y = GradMode.withoutGradients { linear(wideX, weight: wideW, bias: wideB) }
+        let yv = y.scalars, gv = g.scalars
+        let expected = (0..<2000).map { o in (0..<300).reduce(Float(0)) { $0 + (yv[$1 * 2000 + o] > 0 ? gv[$1 * 2000 + o] : 0) } }
+        Check.assertClose(leaf.grad!, expected, tolerance: 1e-4)
+    }
+
     func testLinearBiasGradientIsColumnSum() {
         let x = Check.random([2, 3, 4], seed: 9), w = Check.random([2, 4], seed: 10)
         let b = Tensor(zeros: [2]).requiringGrad()

@@ -222,7 +222,8 @@ struct CRISDecoderLayer {
         v2 = norm2(v, p)
         v = v + crossAttentionNorm(crossAttention(query: v2 + visPos, key: txt + txtPos, value: txt, p, keyMask: textMask), p)
         v2 = norm3(v, p)
-        return v + ffnOut(ffnNorm(ffnIn(v2, p).relu(), p), p)
+        let hidden = linearReLU(v2, weight: p[ffnIn.name + ".weight"], bias: p[ffnIn.name + ".bias"])
+        return v + ffnOut(ffnNorm(hidden, p), p)
     }
 
     var parameterShapes: [ParameterShape] {
