@@ -24,7 +24,9 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
 
-        .target(name: "VLTensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        // The transcendental array kernels, with an AVX2+FMA path chosen at run time.
+        .target(name: "CVectorMath", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "VLTensor", dependencies: ["COpenBLAS", "CVectorMath"], swiftSettings: numericSettings),
         .target(
             name: "VLModels", dependencies: ["VLTensor"],
             // The CLIP vocabulary ships with the tool so `init-model` and the demo need no download.

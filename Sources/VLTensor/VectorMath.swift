@@ -1,3 +1,4 @@
+import CVectorMath
 import Foundation
 
 /// Vectorised transcendental functions for the hot loops (softmax, sigmoid, GELU).
@@ -8,6 +9,11 @@ import Foundation
 /// within 2 ulp of `exp` on [-87, 88], exactly 0 below (so -infinity masks stay exact zeros).
 public enum VectorMath {
     public typealias V = SIMD8<Float>
+
+    /// The AVX2+FMA kernels of CVectorMath run on this CPU (same polynomial, 8 lanes per
+    /// instruction instead of the 4 the baseline-x86-64 Swift code gets): the array functions below
+    /// hand their work to them, and keep the portable SIMD code for other CPUs.
+    public static let wide = vlseg_vector_math_wide() != 0
 
     @inline(__always)
     public static func load(_ p: UnsafePointer<Float>) -> V { V(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]) }
@@ -46,6 +52,7 @@ public enum VectorMath {
     /// out[i] = exp(x[i] - shift), returning the sum (softmax numerators).
     @inline(__always)
     public static func expShifted(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+        if wide { return vlseg_exp_shifted(x, out, n, shift) }
         var acc = V(repeating: 0)
         var i = 0
         let s = V(repeating: shift)
@@ -88,6 +95,7 @@ public enum VectorMath {
 
     /// out[i] = 1 / (1 + exp(-a * x[i])) (a = 1: sigmoid; 1.702: quick GELU's gate).
     public static func sigmoid(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int, a: Float = 1) {
+        if wide { return vlseg_sigmoid(x, out, n, a) }
         var i = 0
         let one = V(repeating: 1)
         while i + 8 <= n {
@@ -101,6 +109,7 @@ public enum VectorMath {
 
     /// out[i] = x[i] * sigmoid(1.702 x[i]).
     public static func quickGELU(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        if wide { return vlseg_quick_gelu(x, out, n) }
         var i = 0
         let one = V(repeating: 1)
         while i + 8 <= n {

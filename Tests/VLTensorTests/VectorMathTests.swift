@@ -24,6 +24,31 @@ final class VectorMathTests: XCTestCase {
         XCTAssertEqual(Double(edge[4]), M_E, accuracy: 1e-6)
     }
 
+    /// The array kernels (the AVX2 path where the CPU has it) against libm, with -inf and the range ends.
+    func testArrayKernelsMatchLibm() {
+        var xs: [Float] = stride(from: Float(-90), to: 80, by: 0.0731).map { $0 }
+        xs += [-.infinity, -1000, 0, 1e-30, -87.3, 79.9]
+        var out = [Float](repeating: 0, count: xs.count)
+        let sum = VectorMath.expShifted(xs, &out, xs.count, shift: 0)
+        var total = 0.0, worst = 0.0
+        for (x, e) in zip(xs, out) {
+            let ref = x < -87.3365 ? 0 : Foundation.exp(Double(min(x, 88.3762626647949)))
+            if ref == 0 { XCTAssertEqual(e, 0, "exp(\(x))") } else { worst = max(worst, abs(Double(e) - ref) / ref) }
+            total += Double(e)
+        }
+        XCTAssertLessThan(worst, 3e-7)
+        XCTAssertEqual(Double(sum), total, accuracy: total * 1e-6)
+        let ys: [Float] = stride(from: Float(-40), to: 40, by: 0.0173).map { $0 }
+        var sig = [Float](repeating: 0, count: ys.count), gelu = sig
+        VectorMath.sigmoid(ys, &sig, ys.count, a: 1.702)
+        VectorMath.quickGELU(ys, &gelu, ys.count)
+        for (i, y) in ys.enumerated() {
+            let s = 1 / (1 + Foundation.exp(-1.702 * Double(y)))
+            XCTAssertEqual(Double(sig[i]), s, accuracy: 1e-6 * max(s, 1e-30) + 1e-12, "sigmoid(\(y))")
+            XCTAssertEqual(Double(gelu[i]), Double(y) * s, accuracy: 2e-6 * abs(Double(y) * s) + 1e-12, "quickGELU(\(y))")
+        }
+    }
+
     /// Head-parallel attention (several threads) equals the serial path, forward and backward.
     func testAttentionIsIndependentOfThreadCount() {
         defer { ComputeThreads.set(1) }

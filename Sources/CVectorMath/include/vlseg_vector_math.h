@@ -1,0 +1,19 @@
+#ifndef VLSEG_VECTOR_MATH_H
+#define VLSEG_VECTOR_MATH_H
+
+// Array kernels for the engine's transcendental hot loops (softmax, sigmoid, quick GELU), with an
+// AVX2+FMA path chosen at run time on CPUs that have it and a portable path elsewhere. The binary
+// itself targets baseline x86-64, so the wide path must be selected per CPU, not at compile time.
+
+#include <stddef.h>
+
+/// out[i] = exp(x[i] - shift); returns the sum of the outputs. exp of -inf (or below -87.3) is 0.
+float vlseg_exp_shifted(const float *x, float *out, ptrdiff_t n, float shift);
+/// out[i] = 1 / (1 + exp(-a x[i])).
+void vlseg_sigmoid(const float *x, float *out, ptrdiff_t n, float a);
+/// out[i] = x[i] * sigmoid(1.702 x[i]).
+void vlseg_quick_gelu(const float *x, float *out, ptrdiff_t n);
+/// 1 when the wide (AVX2+FMA) path runs on this CPU.
+int vlseg_vector_math_wide(void);
+
+#endif
