@@ -37,8 +37,8 @@ public struct Adapter: Sendable {
 
     /// x [..., width] -> x + ReLU(fc2(ReLU(fc1 x))).
     public func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
-        let h = linear(x, weight: p[w1], bias: p[b1]).relu()
-        return x + linear(h, weight: p[w2], bias: p[b2]).relu()
+        let h = linearReLU(x, weight: p[w1], bias: p[b1])
+        return x + linearReLU(h, weight: p[w2], bias: p[b2])
     }
 }
 
