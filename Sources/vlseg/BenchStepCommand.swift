@@ -109,6 +109,9 @@ struct BenchModelOptions: ParsableArguments {
             let x = i % size, y = (i / size) % size
             return (x - size / 2) * (x - size / 2) + (y - size / 3) * (y - size / 3) < size * size / 16 ? 1 : 0
         })
+        // As the trainer does at start-up: every rank proves it holds the same frozen weights (which
+        // reads every frozen page once, so those pages are resident and shared by the ranks).
+        try comm.verifySame("the frozen model weights", fingerprint: m.parameters.fingerprint(excluding: Set(names)))
         let arena = names.isEmpty ? nil : ParameterArena(store: m.parameters, names: names)
         var nodes: [String: GradNode] = [:]
         for n in names { nodes[n] = m.parameters[n].node }
@@ -161,8 +164,10 @@ struct BenchModelOptions: ParsableArguments {
         let images = Double(batch * steps)
         let perRank = images / max(total, 1e-9)
         let gflops = flops / max(total, 1e-9) / 1e9
-        let sgemm = GEMMBenchmark.measure(GEMMBenchmark.vitShapes.last!, minSeconds: 0.5)
+        // Memory of the training state, before the reference sgemm allocates its own matrices.
         var pss = [ProcessMemory.pssMB, ProcessMemory.peakRSSMB, perRank]
+        let rankPSS = pss[0], rankPeakRSS = pss[1]
+        let sgemm = GEMMBenchmark.measure(GEMMBenchmark.vitShapes.last!, minSeconds: 0.5)
         comm.allReduceSum(&pss, label: "bench totals")
         guard comm.isRoot else { return }
         let what = (training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference")
@@ -174,10 +179,10 @@ struct BenchModelOptions: ParsableArguments {
         print(String(format: "  model FLOPs per image %.1f GFLOP (sgemm-issued); achieved %.1f GFLOP/s; sgemm 1024^3 in this process %.1f GFLOP/s; ratio %.0f%%",
                      flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
         print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
-                     ProcessMemory.peakRSSMB, ProcessMemory.pssMB, pss[0], comm.size))
+                     rankPeakRSS, rankPSS, pss[0], comm.size))
         if json {
             let obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": pss[2], "gflops_per_s": gflops,
-                                      "sgemm_gflops_per_s": sgemm, "peak_rss_mb": ProcessMemory.peakRSSMB, "pss_mb": ProcessMemory.pssMB,
+                                      "sgemm_gflops_per_s": sgemm, "peak_rss_mb": rankPeakRSS, "pss_mb": rankPSS,
                                       "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
                                       "size": size, "forward_s": forward, "backward_s": backward, "allreduce_wait_s": wait,
                                       "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference"]
