@@ -46,6 +46,9 @@ vlseg_export_env() {
         core=$(vlseg_blas_coretype)
         [[ -n $core ]] && export OPENBLAS_CORETYPE=$core
     fi
+    # Idle OpenBLAS threads sleep at once instead of spinning against the engine's own threads
+    # (vlseg sets this itself when it is missing, by re-executing; exporting it saves that).
+    export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
     return 0
 }
 
@@ -76,6 +79,7 @@ vlseg_mpirun_flags() {
     local np=$1 cores flags=(--bind-to none)
     cores=$(nproc)
     [[ -n ${OPENBLAS_CORETYPE:-} ]] && flags+=(-x OPENBLAS_CORETYPE)
+    [[ -n ${OPENBLAS_THREAD_TIMEOUT:-} ]] && flags+=(-x OPENBLAS_THREAD_TIMEOUT)
     [[ $(id -u) -eq 0 ]] && flags+=(--allow-run-as-root)
     if ((np > cores)); then flags+=(--oversubscribe); fi
     if ((np >= cores)); then flags+=(--mca mpi_yield_when_idle 1); fi

@@ -113,18 +113,7 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable {
 
     /// Reads and validates a config.json.
     public static func load(from url: URL) throws -> CLIPSegConfig {
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw ModelLoadError.missingFile(path: url.path) }
-        let config: CLIPSegConfig
-        do {
-            config = try JSONDecoder().decode(CLIPSegConfig.self, from: data)
-        } catch let DecodingError.keyNotFound(key, ctx) {
-            let path = (ctx.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
-            throw ModelLoadError.invalidConfig(file: url.path, key: path, reason: "missing")
-        } catch let DecodingError.typeMismatch(_, ctx) {
-            throw ModelLoadError.invalidConfig(file: url.path, key: ctx.codingPath.map(\.stringValue).joined(separator: "."), reason: "wrong type")
-        } catch {
-            throw ModelLoadError.invalidConfig(file: url.path, key: "(file)", reason: "not a valid JSON config")
-        }
+        let config = try ModelLoadError.decodeConfig(CLIPSegConfig.self, from: url)
         try config.validate(file: url.path)
         return config
     }

@@ -105,22 +105,31 @@ public enum CLIPSegInitializer {
     public static func write(config: CLIPSegConfig, seed: UInt64, to directory: URL,
                              progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         try config.validate(file: directory.appendingPathComponent("config.json").path)
-        let fm = FileManager.default
-        try fm.createDirectory(at: directory, withIntermediateDirectories: true)
-        try config.jsonData().write(to: directory.appendingPathComponent("config.json"), options: .atomic)
-        var writer = SafeTensorsWriter()
-        writer.metadata = ["format": "pt"]
-        let expected = CLIPSegModel.expectedParameters(config)
         var count = 0
-        for (i, (name, shape)) in expected.enumerated() {
+        try writeModelDirectory(directory, config: config.jsonData(), tensors: CLIPSegModel.expectedParameters(config),
+                                progress: progress) { name, shape, writer in
             let t = initialValues(name: name, shape: shape, config: config, seed: seed)
             writer.add(name, t)
             count += t.count
-            progress?(i + 1, expected.count)
+        }
+        return count
+    }
+
+    /// A model directory: config.json, model.safetensors with the tensors `add` writes for each
+    /// expected (name, shape), in order, and the bundled tokenizer files.
+    static func writeModelDirectory(_ directory: URL, config: Data, tensors: [(name: String, shape: [Int])],
+                                    progress: ((Int, Int) -> Void)?,
+                                    add: (String, [Int], inout SafeTensorsWriter) -> Void) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try config.write(to: directory.appendingPathComponent("config.json"), options: .atomic)
+        var writer = SafeTensorsWriter()
+        writer.metadata = ["format": "pt"]
+        for (i, (name, shape)) in tensors.enumerated() {
+            add(name, shape, &writer)
+            progress?(i + 1, tensors.count)
         }
         try writer.write(to: directory.appendingPathComponent("model.safetensors"))
         try copyBundledTokenizer(to: directory)
-        return count
     }
 
     /// Puts the bundled CLIP tokenizer files into a model directory (replacing any there).

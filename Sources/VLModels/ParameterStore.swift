@@ -23,6 +23,23 @@ public enum ModelLoadError: Error, CustomStringConvertible {
     }
 }
 
+extension ModelLoadError {
+    /// Decodes a model's config.json; a missing or mistyped key is an error naming the key path.
+    static func decodeConfig<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
+        guard let data = FileManager.default.contents(atPath: url.path) else { throw ModelLoadError.missingFile(path: url.path) }
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch let DecodingError.keyNotFound(key, ctx) {
+            let path = (ctx.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
+            throw ModelLoadError.invalidConfig(file: url.path, key: path, reason: "missing")
+        } catch let DecodingError.typeMismatch(_, ctx) {
+            throw ModelLoadError.invalidConfig(file: url.path, key: ctx.codingPath.map(\.stringValue).joined(separator: "."), reason: "wrong type")
+        } catch {
+            throw ModelLoadError.invalidConfig(file: url.path, key: "(file)", reason: "not a valid JSON config")
+        }
+    }
+}
+
 /// A model's weights by their checkpoint names.
 ///
 /// Names are the checkpoint's own (Hugging Face names for CLIPSeg), so loading, saving trainable

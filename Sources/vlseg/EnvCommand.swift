@@ -18,7 +18,8 @@ struct EnvCommand: ParsableCommand {
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: placement.localSize))
         let env = ProcessInfo.processInfo.environment
         let coretypeSource: String
-        if env[BLASKernelSelection.reexecMarker] != nil {
+        let setByVLSeg = (env[BLASKernelSelection.reexecMarker] ?? "").split(separator: ",").map(String.init)
+        if setByVLSeg.contains("OPENBLAS_CORETYPE") {
             coretypeSource = "set by vlseg (OpenBLAS detected a weaker core)"
         } else if let forced = env["OPENBLAS_CORETYPE"] {
             coretypeSource = "OPENBLAS_CORETYPE=\(forced) from the environment"
@@ -29,6 +30,9 @@ struct EnvCommand: ParsableCommand {
             ("vlseg", VLSeg.version),
             ("blas", "OpenBLAS \(BLAS.configuration)"),
             ("blas core", "\(BLAS.coreName) (\(coretypeSource))"),
+            ("blas thread timeout", env[BLASKernelSelection.threadTimeoutVariable].map {
+                "\($0) (\(setByVLSeg.contains(BLASKernelSelection.threadTimeoutVariable) ? "set by vlseg: idle OpenBLAS threads sleep instead of spinning" : "from the environment"))"
+            } ?? "OpenBLAS default (idle threads spin)"),
             ("threads", "\(ComputeThreads.count) per rank (OpenBLAS \(BLAS.threads)), \(ComputeThreads.availableCores) cores available"),
             ("mpi", "\(MPILibrary.versionString) (MPI \(MPILibrary.standardVersion))"),
         ]

@@ -17,6 +17,8 @@ final class EnvCommandTests: XCTestCase {
             XCTAssertTrue(r.output.contains(key), "missing '\(key)' in:\n\(r.output)")
         }
         XCTAssertTrue(r.output.contains("Open MPI"), r.output)
+        // vlseg re-executed itself so that idle OpenBLAS threads sleep instead of spinning.
+        XCTAssertTrue(r.output.contains("blas thread timeout  4 (set by vlseg") || r.output.contains("4 (set by vlseg: idle OpenBLAS threads sleep"), r.output)
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         if cpuinfo.contains(" avx2 ") {
             XCTAssertFalse(r.output.contains("Prescott"), "slow kernels with a clean environment:\n\(r.output)")
@@ -30,7 +32,7 @@ final class EnvCommandTests: XCTestCase {
         let env = ProcessRunner.cleanEnvironment(["VLSEG_BLAS_ASSUME_DETECTED": "Prescott"])
         let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"], environment: env)
         XCTAssertEqual(r.status, 0, r.output)
-        XCTAssertTrue(r.output.contains("set by vlseg"), r.output)
+        XCTAssertTrue(r.output.contains("(set by vlseg (OpenBLAS detected a weaker core))"), r.output)
         XCTAssertFalse(r.output.contains("Prescott"), r.output)
     }
 
@@ -40,6 +42,10 @@ final class EnvCommandTests: XCTestCase {
         let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"], environment: env)
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("Haswell (OPENBLAS_CORETYPE=Haswell from the environment)"), r.output)
+        // A timeout given by the user is respected too.
+        let r2 = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"],
+                                       environment: ProcessRunner.cleanEnvironment(["OPENBLAS_THREAD_TIMEOUT": "20"]))
+        XCTAssertTrue(r2.output.contains("20 (from the environment)"), r2.output)
     }
 
     func testEnvUnderMpirunReportsEachRank() throws {

@@ -31,6 +31,18 @@ final class BLASSelectionTests: XCTestCase {
         XCTAssertNil(BLASKernelSelection.correction(detectedCore: "Prescott", cpu: ancient))
     }
 
+    /// What vlseg sets before OpenBLAS loads: a better core only when needed, the thread timeout
+    /// unless given; the user's own values are kept.
+    func testEnvironmentChanges() {
+        func names(_ env: [String: String], _ cpu: CPUFeatures, _ core: String) -> [String] {
+            BLASKernelSelection.environmentChanges(env, cpu: cpu, detectedCore: core).map { "\($0.0)=\($0.1)" }
+        }
+        XCTAssertEqual(names([:], xeon, "Prescott"), ["OPENBLAS_CORETYPE=SkylakeX", "OPENBLAS_THREAD_TIMEOUT=4"])
+        XCTAssertEqual(names([:], xeon, "SkylakeX"), ["OPENBLAS_THREAD_TIMEOUT=4"])
+        XCTAssertEqual(names(["OPENBLAS_CORETYPE": "Haswell"], xeon, "Prescott"), ["OPENBLAS_THREAD_TIMEOUT=4"])
+        XCTAssertEqual(names(["OPENBLAS_THREAD_TIMEOUT": "20"], xeon, "SkylakeX"), [])
+    }
+
     func testThisProcessRunsAKnownCore() {
         XCTAssertFalse(BLAS.coreName.isEmpty)
         XCTAssertTrue(BLAS.configuration.contains("OpenBLAS"), BLAS.configuration)

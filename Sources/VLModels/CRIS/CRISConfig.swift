@@ -154,20 +154,9 @@ public struct CRISConfig: Codable, Sendable, Equatable {
         return (object["model_type"] as? String) == "cris"
     }
 
+    /// Reads and validates a config.json.
     public static func load(from url: URL) throws -> CRISConfig {
-        guard let data = try? Data(contentsOf: url) else { throw ModelLoadError.missingFile(path: url.path) }
-        let config: CRISConfig
-        do {
-            config = try JSONDecoder().decode(CRISConfig.self, from: data)
-        } catch let DecodingError.keyNotFound(key, context) {
-            let path = (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
-            throw ModelLoadError.invalidConfig(file: url.path, key: path, reason: "missing")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw ModelLoadError.invalidConfig(file: url.path, key: context.codingPath.map(\.stringValue).joined(separator: "."),
-                                               reason: context.debugDescription)
-        } catch {
-            throw ModelLoadError.invalidConfig(file: url.path, key: "(file)", reason: "\(error)")
-        }
+        let config = try ModelLoadError.decodeConfig(CRISConfig.self, from: url)
         try config.validate(file: url.path)
         return config
     }

@@ -91,24 +91,16 @@ public enum CRISInitializer {
     public static func write(config: CRISConfig, seed: UInt64, to directory: URL,
                              progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         try config.validate(file: directory.appendingPathComponent("config.json").path)
-        let fm = FileManager.default
-        try fm.createDirectory(at: directory, withIntermediateDirectories: true)
-        try config.jsonData().write(to: directory.appendingPathComponent("config.json"), options: .atomic)
-        var writer = SafeTensorsWriter()
-        writer.metadata = ["format": "pt"]
-        let expected = CRISModel.expectedParameters(config)
         var learnable = 0
-        for (i, (name, shape)) in expected.enumerated() {
+        try CLIPSegInitializer.writeModelDirectory(directory, config: config.jsonData(), tensors: CRISModel.expectedParameters(config),
+                                                   progress: progress) { name, shape, writer in
             let t = initialValue(name: name, shape: shape, config: config, seed: seed)
             writer.add(name, t)
             if !isBatchNormBuffer(name) { learnable += t.count }
             if name.hasSuffix(".running_var") {
                 writer.add(String(name.dropLast("running_var".count)) + "num_batches_tracked", int64: [0], shape: [])
             }
-            progress?(i + 1, expected.count)
         }
-        try writer.write(to: directory.appendingPathComponent("model.safetensors"))
-        try CLIPSegInitializer.copyBundledTokenizer(to: directory)
         return learnable
     }
 }
