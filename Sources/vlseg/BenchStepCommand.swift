@@ -40,7 +40,7 @@ struct BenchInferCommand: ParsableCommand {
 }
 
 struct BenchModelOptions: ParsableArguments {
-    @Option(help: "Model architecture preset (created once in $VLSEG_CACHE/bench, memory-mapped like a real checkpoint).")
+    @Option(help: "Model architecture preset: CLIPSeg tiny|small|base or cris-tiny|cris-base (created once in $VLSEG_CACHE/bench, memory-mapped like a real checkpoint).")
     var preset: String = "base"
 
     @Option(help: "A model directory instead of --preset.")
@@ -66,16 +66,25 @@ struct BenchModelOptions: ParsableArguments {
 
     func modelDirectory(comm: Communicator) throws -> URL {
         if let model { return URL(fileURLWithPath: model) }
-        guard let p = CLIPSegPreset(rawValue: preset) else {
-            throw ValidationError("unknown preset '\(preset)'; choose one of \(CLIPSegPreset.allCases.map(\.rawValue).joined(separator: ", "))")
+        let write: (URL) throws -> Void
+        let dirName: String
+        if let p = CLIPSegPreset(rawValue: preset) {
+            dirName = "clipseg-\(p.rawValue)"
+            write = { try CLIPSegInitializer.write(config: p.config, seed: 0, to: $0) }
+        } else if let p = CRISPreset(rawValue: preset) {
+            dirName = p.rawValue
+            write = { try CRISInitializer.write(config: p.config, seed: 0, to: $0) }
+        } else {
+            let names = CLIPSegPreset.allCases.map(\.rawValue) + CRISPreset.allCases.map(\.rawValue)
+            throw ValidationError("unknown preset '\(preset)'; choose one of \(names.joined(separator: ", "))")
         }
         let cache = ProcessInfo.processInfo.environment["VLSEG_CACHE"].map { URL(fileURLWithPath: $0) }
             ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/vlseg")
-        let dir = cache.appendingPathComponent("bench/clipseg-\(p.rawValue)")
+        let dir = cache.appendingPathComponent("bench/\(dirName)")
         var failure: String? = nil
         if comm.isRoot && !FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path) {
-            printError("creating the \(p.rawValue) model in \(dir.path) (once)")
-            do { try CLIPSegInitializer.write(config: p.config, seed: 0, to: dir) } catch { failure = "\(error)" }
+            printError("creating the \(preset) model in \(dir.path) (once)")
+            do { try write(dir) } catch { failure = "\(error)" }
         }
         struct Outcome: Codable { var error: String? }
         if let e = comm.broadcast(comm.isRoot ? Outcome(error: failure) : nil, label: "bench model").error { throw SetupError(message: e) }
@@ -87,7 +96,8 @@ struct BenchModelOptions: ParsableArguments {
         defer { comm.finalize() }
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
         let dir = try modelDirectory(comm: comm)
-        let m = try CLIPSegModel.load(directory: dir)
+        let m = try ModelDirectory.load(dir)
+        try m.validateInputSize(size)
         var names: [String] = []
         var visionFrozen = true
         if training {
@@ -123,13 +133,14 @@ struct BenchModelOptions: ParsableArguments {
                                           name: "bench-rank\(comm.rank)") : nil
         let sampleIDs = Array(0..<batch)
         if let cache {
-            _ = try cache.features(samples: sampleIDs) { m.visionFeatures(pixels) }
-            m.textCache = TextFeatureCache()  // frozen text towers: per-prompt features from the first epoch
+            _ = try cache.features(samples: sampleIDs) { m.frozenFeatures(pixels: pixels) }
+            // Frozen text towers: per-prompt features from the first epoch on, as in training.
+            (m as? CLIPSegModel)?.textCache = TextFeatureCache()
         }
         func runForward() throws -> Tensor {
-            guard let cache else { return m(pixels: pixels, text: prompts) }
-            let features = try cache.features(samples: sampleIDs) { m.visionFeatures(pixels) }
-            return m.segment(features: features, conditional: m.conditionalEmbeddings(text: prompts, pixels: pixels))
+            guard let cache else { return m.segmentationLogits(pixels: pixels, text: prompts) }
+            let features = try cache.features(samples: sampleIDs) { m.frozenFeatures(pixels: pixels) }
+            return m.segmentationLogits(features: features, pixels: pixels, text: prompts)
         }
         let loss = SegmentationLoss()
         var forward = 0.0, backward = 0.0, wait = 0.0, optim = 0.0, total = 0.0
@@ -173,7 +184,15 @@ struct BenchModelOptions: ParsableArguments {
         let what = (training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference")
             + (cached ? ", vision features from the feature cache" : "")
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / max(total, 1e-9)) }
-        print("\(what): \(m.config.visionConfig.hiddenSize)-wide ViT/\(m.config.visionConfig.patchSize!), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)")
+        let architecture: String
+        if let clipseg = m as? CLIPSegModel {
+            architecture = "CLIPSeg \(clipseg.config.visionConfig.hiddenSize)-wide ViT/\(clipseg.config.visionConfig.patchSize!)"
+        } else if let cris = m as? CRISModel {
+            architecture = "CRIS, ResNet width \(cris.config.clip.visionWidth) layers \(cris.config.clip.visionLayers)"
+        } else {
+            architecture = m.architectureName
+        }
+        print("\(what): \(architecture), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)")
         print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))
         print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
         print(String(format: "  model FLOPs per image %.1f GFLOP (sgemm-issued); achieved %.1f GFLOP/s; sgemm 1024^3 in this process %.1f GFLOP/s; ratio %.0f%%",
