@@ -27,11 +27,13 @@ let package = Package(
         // The transcendental array kernels, with an AVX2+FMA path chosen at run time.
         .target(name: "CVectorMath", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "VLTensor", dependencies: ["COpenBLAS", "CVectorMath"], swiftSettings: numericSettings),
+        // No -Ounchecked here: this module parses untrusted files (safetensors, PyTorch pickles and
+        // zips, tokenizer JSON), where a missed check must trap rather than corrupt memory; its
+        // numeric work happens in VLTensor.
         .target(
             name: "VLModels", dependencies: ["VLTensor"],
             // The CLIP vocabulary ships with the tool so `init-model` and the demo need no download.
-            resources: [.copy("Resources/clip-tokenizer")],
-            swiftSettings: numericSettings
+            resources: [.copy("Resources/clip-tokenizer")]
         ),
         .target(name: "VLTuning", dependencies: ["VLTensor", "VLModels"], swiftSettings: numericSettings),
         .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),

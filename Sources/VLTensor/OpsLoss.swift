@@ -1,24 +1,56 @@
 import Foundation
 
 // The segmentation losses of the papers, fused for speed and stability. Targets are constants.
+//
+// Sums run over fixed blocks of `lossBlock` elements in parallel, each block in Double, and the
+// block sums are added in block order: the result does not depend on the number of threads.
+
+let lossBlock = 16384
+
+/// Sums `body(range)` over fixed blocks of 0..<n, in parallel, adding the block results in order.
+private func blockSums(_ n: Int, width: Int, _ body: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+    let blocks = (n + lossBlock - 1) / lossBlock
+    var partial = [Double](repeating: 0, count: blocks * width)
+    partial.withUnsafeMutableBufferPointer { buffer in
+        let base = buffer.baseAddress!
+        parallelFor(blocks, grain: 1) { range in
+            for b in range { body((b * lossBlock)..<min(n, (b + 1) * lossBlock), base + b * width) }
+        }
+    }
+    var total = [Double](repeating: 0, count: width)
+    for b in 0..<blocks { for k in 0..<width { total[k] += partial[b * width + k] } }
+    return total
+}
+
+/// sigmoid(x) for every element, in parallel (the vectorised kernel).
+private func sigmoidValues(_ x: Tensor) -> Tensor {
+    let p = Tensor(uninitialized: x.shape)
+    let px = x.pointer, pp = p.mutablePointer
+    parallelFor(x.count, grain: lossBlock) { r in VectorMath.sigmoid(px + r.lowerBound, pp + r.lowerBound, r.count) }
+    return p
+}
 
 /// Mean over all elements of max(x,0) - x t + log(1 + exp(-|x|)) (PyTorch's BCEWithLogitsLoss).
 public func binaryCrossEntropyWithLogits(_ logits: Tensor, target: Tensor) -> Tensor {
     precondition(logits.count == target.count, "BCE: logits \(logits.shape) vs target \(target.shape)")
     let n = logits.count
     let px = logits.pointer, pt = target.pointer
-    var total = 0.0
-    for i in 0..<n {
-        let x = px[i], t = pt[i]
-        total += Double(max(x, 0) - x * t + Foundation.log1p(Foundation.exp(-abs(x))))
-    }
+    let total = blockSums(n, width: 1) { range, out in
+        var s = 0.0
+        for i in range {
+            let x = px[i], t = pt[i]
+            s += Double(max(x, 0) - x * t + Foundation.log1p(Foundation.exp(-abs(x))))
+        }
+        out[0] = s
+    }[0]
     let out = Tensor(scalar: Float(total / Double(max(n, 1))))
+    guard Tensor.willRecord(logits) else { return out }
     let xs = logits.detached(), ts = target.detached()
     return Tensor.record(out, inputs: [logits], name: "bce_with_logits") { g, _ in
         let scale = g.item / Float(max(n, 1))
-        let gx = Tensor(uninitialized: xs.shape)
-        let po = gx.mutablePointer, px = xs.pointer, pt = ts.pointer
-        for i in 0..<n { po[i] = (stableSigmoid(px[i]) - pt[i]) * scale }
+        let gx = sigmoidValues(xs)
+        let po = gx.mutablePointer, pt = ts.pointer
+        parallelFor(n, grain: lossBlock) { r in for i in r { po[i] = (po[i] - pt[i]) * scale } }
         return [gx]
     }
 }
@@ -28,34 +60,43 @@ public func binaryCrossEntropyWithLogits(_ logits: Tensor, target: Tensor) -> Te
 public func softDiceLoss(_ logits: Tensor, target: Tensor, smooth: Float = 1) -> Tensor {
     precondition(logits.count == target.count && logits.rank >= 1, "Dice: logits \(logits.shape) vs target \(target.shape)")
     let b = logits.shape[0], per = logits.count / max(b, 1)
-    let px = logits.pointer, pt = target.pointer
+    let probabilities = sigmoidValues(logits)
+    let pp = probabilities.pointer, pt = target.pointer
     var inter = [Double](repeating: 0, count: b), denom = [Double](repeating: 0, count: b)
     var total = 0.0
     for bi in 0..<b {
-        var i2 = 0.0, s = 0.0
-        for j in 0..<per {
-            let p = Double(stableSigmoid(px[bi * per + j])), t = Double(pt[bi * per + j])
-            i2 += p * t
-            s += p + t
+        let base = bi * per
+        let sums = blockSums(per, width: 2) { range, out in
+            var i2 = 0.0, s = 0.0
+            for j in range {
+                let p = Double(pp[base + j]), t = Double(pt[base + j])
+                i2 += p * t
+                s += p + t
+            }
+            out[0] = i2
+            out[1] = s
         }
-        inter[bi] = i2
-        denom[bi] = s + Double(smooth)
-        total += 1 - (2 * i2 + Double(smooth)) / denom[bi]
+        inter[bi] = sums[0]
+        denom[bi] = sums[1] + Double(smooth)
+        total += 1 - (2 * sums[0] + Double(smooth)) / denom[bi]
     }
     let out = Tensor(scalar: Float(total / Double(max(b, 1))))
-    let xs = logits.detached(), ts = target.detached()
+    guard Tensor.willRecord(logits) else { return out }
+    let ts = target.detached()
     return Tensor.record(out, inputs: [logits], name: "soft_dice") { g, _ in
         let scale = Double(g.item) / Double(max(b, 1))
-        let gx = Tensor(uninitialized: xs.shape)
-        let po = gx.mutablePointer, px = xs.pointer, pt = ts.pointer
+        let gx = Tensor(uninitialized: probabilities.shape)
+        let po = gx.mutablePointer, pp = probabilities.pointer, pt = ts.pointer
         for bi in 0..<b {
             let num = 2 * inter[bi] + Double(smooth), den = denom[bi]
-            for j in 0..<per {
-                let k = bi * per + j
-                let p = Double(stableSigmoid(px[k])), t = Double(pt[k])
-                // d(1 - num/den)/dp = -(2t den - num) / den^2
-                let dp = -(2 * t * den - num) / (den * den)
-                po[k] = Float(dp * p * (1 - p) * scale)
+            // d(1 - num/den)/dp = -(2t den - num) / den^2, times dp/dx = p (1 - p).
+            let a = Float(-2 * den / (den * den) * scale), c = Float(num / (den * den) * scale)
+            let base = bi * per
+            parallelFor(per, grain: lossBlock) { r in
+                for j in r {
+                    let k = base + j, p = pp[k]
+                    po[k] = (a * pt[k] + c) * p * (1 - p)
+                }
             }
         }
         return [gx]

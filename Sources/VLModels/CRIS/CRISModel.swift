@@ -35,6 +35,19 @@ public final class CRISModel: @unchecked Sendable {
     /// CoOp/CoCoOp context (nil: the plain model).
     public var textContext: CRISTextContext?
 
+    /// Sine position tables by size (constants: computed once per shape, not per forward pass).
+    private var positionTables: [[Int]: Tensor] = [:]
+    private let positionLock = NSLock()
+
+    func positions(_ key: [Int], _ make: () -> Tensor) -> Tensor {
+        positionLock.lock()
+        defer { positionLock.unlock() }
+        if let t = positionTables[key] { return t }
+        let t = make()
+        positionTables[key] = t
+        return t
+    }
+
     let stem: [(conv: CRISConv, bn: CRISBatchNorm)]
     let stages: [[Bottleneck]]
     let poolQ, poolK, poolV, poolOut: CRISLinear
@@ -357,8 +370,8 @@ public final class CRISModel: @unchecked Sendable {
     /// The vision-language decoder: [B, d, h, w] query features attend to the words: [B, d, h, w].
     public func decode(_ fq: Tensor, text: TextFeatures, observer: ForwardObserver? = nil) -> Tensor {
         let b = fq.shape[0], d = fq.shape[1], h = fq.shape[2], w = fq.shape[3], length = text.words.shape[1]
-        let visPos = SinePositions.twoD(width: d, height: h, width: w)
-        let txtPos = SinePositions.oneD(width: d, length: length)
+        let visPos = positions([2, d, h, w]) { SinePositions.twoD(width: d, height: h, width: w) }
+        let txtPos = positions([1, d, length]) { SinePositions.oneD(width: d, length: length) }
         observer?("decoder.vis_pos", visPos.reshaped([h * w, 1, d]))
         observer?("decoder.txt_pos", txtPos.reshaped([length, 1, d]))
         var v = fq.reshaped([b, d, h * w]).transposed(1, 2)  // [B, HW, d]

@@ -29,16 +29,22 @@ public struct ZipArchiveError: Error, CustomStringConvertible, Equatable, Sendab
 
 /// The bytes a reader works on: a memory-mapped file or an in-memory copy, kept alive by `owner`.
 final class ByteSource: @unchecked Sendable {
-    let window: ByteWindow
+    private let base: UnsafeRawPointer?
+    private let length: Int
     private let owner: AnyObject?
     private let copy: UnsafeMutableRawBufferPointer?
+
+    /// All of the bytes. The window holds this source, so its memory lives as long as any window
+    /// (or slice of one) does, whatever the optimiser does with the lifetime of the reader objects.
+    var window: ByteWindow { ByteWindow(base: base, count: length, keeper: self) }
 
     /// Maps `path` read-only (tensor data is then read straight from the page cache).
     init(path: String) throws {
         let file = try MappedFile(path: path)
         owner = file
         copy = nil
-        window = ByteWindow(base: file.base.map { UnsafeRawPointer($0) }, count: file.length)
+        base = file.base.map { UnsafeRawPointer($0) }
+        length = file.length
     }
 
     /// Copies `data` (for inputs that are already in memory, and for tests).
@@ -49,7 +55,8 @@ final class ByteSource: @unchecked Sendable {
         }
         copy = buffer
         owner = nil
-        window = ByteWindow(base: UnsafeRawPointer(buffer.baseAddress!), count: data.count)
+        base = UnsafeRawPointer(buffer.baseAddress!)
+        length = data.count
     }
 
     deinit { copy?.deallocate() }
@@ -60,8 +67,16 @@ final class ByteSource: @unchecked Sendable {
 struct ByteWindow {
     let base: UnsafeRawPointer?
     let count: Int
+    /// What owns the memory (a `ByteSource`), retained by every window into it.
+    let keeper: AnyObject?
 
-    static let empty = ByteWindow(base: nil, count: 0)
+    init(base: UnsafeRawPointer?, count: Int, keeper: AnyObject?) {
+        self.base = base
+        self.count = count
+        self.keeper = keeper
+    }
+
+    static let empty = ByteWindow(base: nil, count: 0, keeper: nil)
 
     /// True when [offset, offset + length) lies inside the window (no arithmetic overflow possible).
     @inline(__always)
@@ -76,7 +91,7 @@ struct ByteWindow {
 
     /// A sub-window; the caller has checked `contains(offset, length)`.
     func slice(_ offset: Int, _ length: Int) -> ByteWindow {
-        length == 0 ? .empty : ByteWindow(base: base! + offset, count: length)
+        length == 0 ? .empty : ByteWindow(base: base! + offset, count: length, keeper: keeper)
     }
 
     /// The bytes as an array (for small records: names, version strings).
