@@ -45,8 +45,17 @@ public enum RunSetup {
     /// The configured input size must suit it.
     public static func loadModel(_ config: VLSegConfig) throws -> SegmentationModel {
         let model = try ModelDirectory.load(URL(fileURLWithPath: config.model.path))
-        try model.validateInputSize(config.model.imageSize)
+        try model.validateInputSize(try inputSize(config))
         return model
+    }
+
+    /// The input side: `model.image_size`, or when it is 0 the size the model at `model.path` was
+    /// built for (CRIS: `img_size`; CLIPSeg: the vision tower's `image_size`).
+    public static func inputSize(_ config: VLSegConfig) throws -> Int {
+        if config.model.imageSize > 0 { return config.model.imageSize }
+        let url = URL(fileURLWithPath: config.model.path).appendingPathComponent("config.json")
+        if CRISConfig.isCRIS(configAt: url) { return try CRISConfig.load(from: url).imgSize }
+        return try CLIPSegConfig.load(from: url).visionConfig.imageSize ?? 352
     }
 
     /// The pixel normalisation of the model at `model.path` (CRIS: its config's CLIP mean/std;
@@ -94,7 +103,7 @@ public enum RunSetup {
         let root = URL(fileURLWithPath: config.data.root)
         let seed = UInt64(config.seed)
         let train = try samples(config, split: "train", training: true)
-        var trainConfig = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: seed,
+        var trainConfig = DataLoaderConfig(imageSize: try inputSize(config), workers: config.data.workers, seed: seed,
                                            promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                            onError: config.data.onError, augmentation: config.data.augmentation)
         trainConfig.normalization = try normalization(config)
@@ -129,7 +138,7 @@ public enum RunSetup {
                                         tokenizer: CLIPTokenizer) throws -> DataLoader {
         let root = URL(fileURLWithPath: config.data.root)
         let samples = try Self.samples(config, split: split, training: false)
-        var cfg = DataLoaderConfig(imageSize: config.model.imageSize, workers: config.data.workers, seed: UInt64(config.seed),
+        var cfg = DataLoaderConfig(imageSize: try inputSize(config), workers: config.data.workers, seed: UInt64(config.seed),
                                    promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                    onError: config.data.onError, augmentation: nil)
         cfg.normalization = try normalization(config)

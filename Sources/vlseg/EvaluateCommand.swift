@@ -82,7 +82,7 @@ struct EvaluateCommand: ParsableCommand {
             guard comm.isRoot else { return }
             let m = result.modelResolution
             print(String(format: "split %@: %d images; loss %.4f; Dice %.4f, IoU %.4f at %dx%d", options.split, m.images, m.loss, m.dice, m.iou,
-                         config.model.imageSize, config.model.imageSize))
+                         try RunSetup.inputSize(config), try RunSetup.inputSize(config)))
             if let o = result.originalResolution {
                 print(String(format: "original resolution: Dice %.4f, IoU %.4f", o.dice, o.iou))
             }
@@ -128,7 +128,7 @@ struct PredictCommand: ParsableCommand {
             if data.samples.classes != nil {
                 // Multi-class: every class prompt per image, probability maps and the arg-max label map.
                 written = [Double(try Inference.predictClasses(model: model, samples: data.samples, tokenizer: tokenizer,
-                                                               imageSize: config.model.imageSize, normalization: RunSetup.normalization(config),
+                                                               imageSize: RunSetup.inputSize(config), normalization: RunSetup.normalization(config),
                                                                outputDirectory: outDir, comm: comm))]
             } else {
                 written = [Double(try Inference.predict(model: model, data: data, outputDirectory: outDir, overlays: overlays) { done, total in

@@ -59,8 +59,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var path = "models/clipseg-rd64-refined"
         /// When set, a missing `path` is created with `vlseg init-model --preset` (demo and tests).
         public var preset = ModelPreset.none
-        /// Input side in pixels (images and masks are resized to image_size x image_size).
-        public var imageSize = 352
+        /// Input side in pixels (images and masks are resized to image_size x image_size); 0 takes the
+        /// model's own (CLIPSeg: its vision image_size; CRIS: its img_size), see `RunSetup.inputSize`.
+        public var imageSize = 0
         public init() {}
         enum CodingKeys: String, CodingKey { case name, path, preset, imageSize = "image_size" }
     }
@@ -281,7 +282,8 @@ extension VLSegConfig {
         need(seed >= 0, "seed", "must be >= 0")
         need(!run.dir.isEmpty, "run.dir", "must not be empty")
         need(!model.path.isEmpty, "model.path", "must not be empty")
-        need(model.imageSize >= 16 && model.imageSize <= 4096, "model.image_size", "must be in 16...4096")
+        need(model.imageSize == 0 || (model.imageSize >= 16 && model.imageSize <= 4096), "model.image_size",
+             "must be 0 (the model's own) or in 16...4096")
         need(!data.root.isEmpty, "data.root", "must not be empty")
         need(data.batchSize >= 1, "data.batch_size", "must be >= 1")
         need(data.evalBatchSize >= 0, "data.eval_batch_size", "must be >= 0 (0 = data.batch_size)")
