@@ -8,6 +8,7 @@ public enum ModelLoadError: Error, CustomStringConvertible {
     case shapeMismatch(file: String, key: String, expected: [Int], found: [Int])
     case invalidConfig(file: String, key: String, reason: String)
     case missingFile(path: String)
+    case unsupportedInputSize(size: Int, reason: String)
 
     public var description: String {
         func list(_ keys: [String]) -> String {
@@ -19,6 +20,7 @@ public enum ModelLoadError: Error, CustomStringConvertible {
         case let .shapeMismatch(file, key, expected, found): return "\(file): weight '\(key)' has shape \(found), the config implies \(expected)"
         case let .invalidConfig(file, key, reason): return "\(file): '\(key)': \(reason)"
         case let .missingFile(path): return "\(path): file not found"
+        case let .unsupportedInputSize(size, reason): return "input size \(size)x\(size) (model.image_size): \(reason)"
         }
     }
 }

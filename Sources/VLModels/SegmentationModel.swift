@@ -71,7 +71,7 @@ extension CLIPSegModel: SegmentationModel {
     public func validateInputSize(_ size: Int) throws {
         let p = config.visionConfig.patchSize ?? 16
         guard size % p == 0 else {
-            throw ModelLoadError.invalidConfig(file: "model.image_size", key: "\(size)", reason: "must be a multiple of the patch size \(p)")
+            throw ModelLoadError.unsupportedInputSize(size: size, reason: "CLIPSeg needs a multiple of its patch size \(p)")
         }
     }
 
@@ -92,8 +92,8 @@ extension CRISModel: SegmentationModel {
 
     public func validateInputSize(_ size: Int) throws {
         guard size % 32 == 0 else {
-            throw ModelLoadError.invalidConfig(file: "model.image_size", key: "\(size)",
-                                               reason: "CRIS needs a multiple of 32 (its FPN joins /32 and /16 maps); it was trained at \(config.imgSize)")
+            throw ModelLoadError.unsupportedInputSize(size: size,
+                                                      reason: "CRIS needs a multiple of 32 (its FPN joins /32 and /16 maps); it was trained at \(config.imgSize)")
         }
     }
 
