@@ -111,11 +111,8 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// Loads a Hugging Face CLIPSeg directory (config.json + model.safetensors).
     public static func load(directory: URL) throws -> CLIPSegModel {
         let config = try CLIPSegConfig.load(from: directory.appendingPathComponent("config.json"))
-        let weightsURL = directory.appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw ModelLoadError.missingFile(path: weightsURL.path) }
-        let file = try SafeTensorsFile(url: weightsURL)
         // Buffers that transformers may save alongside the weights are not parameters.
-        let store = try ParameterStore.load(from: file, expected: expectedParameters(config),
+        let store = try ParameterStore.load(directory: directory, expected: expectedParameters(config),
                                             ignoring: { $0.hasSuffix("position_ids") })
         return CLIPSegModel(config: config, parameters: store)
     }

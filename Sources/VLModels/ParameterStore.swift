@@ -127,6 +127,14 @@ public final class ParameterStore: @unchecked Sendable {
         return store
     }
 
+    /// Loads a model directory's `model.safetensors` (see `load(from:expected:ignoring:)`).
+    public static func load(directory: URL, expected: [(name: String, shape: [Int])],
+                            ignoring ignorable: (String) -> Bool = { _ in false }) throws -> ParameterStore {
+        let weightsURL = directory.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw ModelLoadError.missingFile(path: weightsURL.path) }
+        return try load(from: SafeTensorsFile(url: weightsURL), expected: expected, ignoring: ignorable)
+    }
+
     /// Loads exactly the `expected` names and shapes from a safetensors file, borrowing float32
     /// data. Missing, unexpected and mis-shaped keys are reported together, by name.
     public static func load(from file: SafeTensorsFile, expected: [(name: String, shape: [Int])],

@@ -170,17 +170,11 @@ public final class CRISModel: @unchecked Sendable {
         learnableParameterNames.filter { $0.hasPrefix("neck.") || $0.hasPrefix("decoder.") || $0.hasPrefix("proj.") }
     }
 
-    /// Number of learnable parameters (the figure papers quote; BN statistics excluded).
-    public var learnableParameterCount: Int { learnableParameterNames.reduce(0) { $0 + parameters[$1].count } }
-
     /// Loads a CRIS directory (config.json + model.safetensors); `num_batches_tracked` counters in the
     /// file are ignored.
     public static func load(directory: URL) throws -> CRISModel {
         let config = try CRISConfig.load(from: directory.appendingPathComponent("config.json"))
-        let weightsURL = directory.appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw ModelLoadError.missingFile(path: weightsURL.path) }
-        let file = try SafeTensorsFile(url: weightsURL)
-        let store = try ParameterStore.load(from: file, expected: expectedParameters(config),
+        let store = try ParameterStore.load(directory: directory, expected: expectedParameters(config),
                                             ignoring: { $0.hasSuffix(".num_batches_tracked") })
         return CRISModel(config: config, parameters: store)
     }
