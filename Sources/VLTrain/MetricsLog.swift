@@ -13,7 +13,7 @@ public final class MetricsLog {
         func open(_ name: String, header: String?) -> FileHandle? {
             let url = runDirectory.appendingPathComponent(name)
             if !resuming || !fm.fileExists(atPath: url.path) {
-                fm.createFile(atPath: url.path, contents: header.map { Data(($0 + "\n").utf8) } ?? Data())
+                _ = fm.createFile(atPath: url.path, contents: header.map { Data(($0 + "\n").utf8) } ?? Data())
             }
             let h = try? FileHandle(forWritingTo: url)
             _ = try? h?.seekToEnd()

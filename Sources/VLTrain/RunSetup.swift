@@ -136,7 +136,6 @@ public enum RunSetup {
     /// A loader that covers `split` exactly once across ranks (no augmentation).
     public static func evaluationLoader(_ config: VLSegConfig, comm: Communicator, split: String,
                                         tokenizer: CLIPTokenizer) throws -> DataLoader {
-        let root = URL(fileURLWithPath: config.data.root)
         let samples = try Self.samples(config, split: split, training: false)
         var cfg = DataLoaderConfig(imageSize: try inputSize(config), workers: config.data.workers, seed: UInt64(config.seed),
                                    promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
