@@ -60,24 +60,13 @@ public final class CoCoOp: PromptLearner {
         return shapes
     }
 
-    override func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit) -> Tensor {
+    override func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CRISConfig) -> Tensor {
         if name == "context_vectors" { return rng.normal(name, shape, std: 0.02) }
         if name.hasSuffix(".0.weight") { return rng.kaimingNormal(name, shape) }
-        if name.hasSuffix(".0.bias") || name.hasSuffix(".2.weight") {
-            // U(±1/√in): the bias's fan-in is its weight's input width.
-            let fanIn = name.hasSuffix(".2.weight") ? shape[1] : (crisMetaInputWidth ?? shape[0])
-            return rng.linearDefault(name, shape, fanIn: fanIn)
-        }
+        // U(±1/√in): the first bias's fan-in is the C5 width.
+        if name.hasSuffix(".0.bias") { return rng.linearDefault(name, shape, fanIn: config.clip.embedDim) }
+        if name.hasSuffix(".2.weight") { return rng.linearDefault(name, shape, fanIn: shape[1]) }
         return Tensor(filling: 1, shape: shape)
-    }
-
-    /// C5 width while preparing on CRIS (the first layer's fan-in, for its bias initialisation).
-    private var crisMetaInputWidth: Int?
-
-    override func prepareCRIS(_ model: CRISModel, seed: UInt64) throws -> [String] {
-        crisMetaInputWidth = model.config.clip.embedDim
-        defer { crisMetaInputWidth = nil }
-        return try super.prepareCRIS(model, seed: seed)
     }
 
     override public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] {

@@ -126,30 +126,43 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         try validate(config, contextLength: n)
         let shapes = try learnerShapes(config, contextLength: n)
         let rng = LearnerInit(seed: seed)
-        var phraseRows: Tensor? = nil
-        if let phrase = initPhrase, promptsText {
-            let ids = try PromptTokenizer.ids(of: phrase, method: name)
-            let vocab = model.parameters["clip.text_model.embeddings.token_embedding.weight"]
-            if let bad = ids.first(where: { $0 >= vocab.shape[0] }) {
-                throw TuningError.invalidOption(method: name, key: "init",
-                                                reason: "token id \(bad) of '\(phrase)' is outside the model's vocabulary of \(vocab.shape[0])")
-            }
-            phraseRows = GradMode.withoutGradients { vocab.indexSelect(rows: ids) }  // [n, Dt]
-        }
-        for (tensorName, shape) in shapes {
-            var value = initialValue(tensorName, shape: shape, init: rng, config: config)
-            if tensorName == "context_vectors", let rows = phraseRows {
-                value = value.copy()
-                value.mutablePointer.update(from: rows.pointer, count: rows.count)  // row 0 = the phrase
-            }
-            model.parameters.set(tensorName, value)
-        }
+        let phraseRows = promptsText
+            ? try phraseEmbeddings(model.parameters, vocabulary: "clip.text_model.embeddings.token_embedding.weight") : nil
+        install(shapes, into: model.parameters, phraseRows: phraseRows) { initialValue($0, shape: $1, init: rng, config: config) }
         contextLength = n
         parameters = model.parameters
         self.config = config
         self.model = model
         model.hooks = self
         return shapes.map(\.name)
+    }
+
+    /// Token embeddings [n, Dt] of `tuning.init` (context row 0) from the store's `vocabulary` table,
+    /// or nil without a phrase (the table is then not read: shape-only models have none).
+    func phraseEmbeddings(_ store: ParameterStore, vocabulary: String) throws -> Tensor? {
+        guard let phrase = initPhrase else { return nil }
+        let vocab = store[vocabulary]
+        let ids = try PromptTokenizer.ids(of: phrase, method: name)
+        guard !ids.isEmpty else { throw TuningError.invalidOption(method: name, key: "init", reason: "phrase '\(phrase)' has no tokens") }
+        if let bad = ids.first(where: { $0 >= vocab.shape[0] }) {
+            throw TuningError.invalidOption(method: name, key: "init",
+                                            reason: "token id \(bad) of '\(phrase)' is outside the model's vocabulary of \(vocab.shape[0])")
+        }
+        return GradMode.withoutGradients { vocab.indexSelect(rows: ids) }
+    }
+
+    /// Adds the learner's tensors to the store: `value` for each, with context row 0 replaced by the
+    /// phrase's token embeddings when there is one.
+    func install(_ shapes: [(name: String, shape: [Int])], into store: ParameterStore, phraseRows: Tensor?,
+                 value: (String, [Int]) -> Tensor) {
+        for (tensorName, shape) in shapes {
+            var t = value(tensorName, shape)
+            if tensorName == "context_vectors", let rows = phraseRows {
+                t = t.copy()
+                t.mutablePointer.update(from: rows.pointer, count: rows.count)  // row 0 = the phrase
+            }
+            store.set(tensorName, t)
+        }
     }
 
     // MARK: CRIS
@@ -159,26 +172,15 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         throw TuningError.unsupportedModel(method: name, architecture: "CRIS", supported: TuningRegistry.crisMethods)
     }
 
-    func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit) -> Tensor {
+    func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CRISConfig) -> Tensor {
         rng.normal(name, shape, std: 0.02)
     }
 
     /// Adds the context (and meta-nets) to a CRIS model and installs them in its text encoder.
     func prepareCRIS(_ model: CRISModel, seed: UInt64) throws -> [String] {
         let clip = model.config.clip
-        var n = configuredContextLength
-        var phraseRows: Tensor? = nil
-        if let phrase = initPhrase {
-            let ids = try PromptTokenizer.ids(of: phrase, method: name)
-            guard !ids.isEmpty else { throw TuningError.invalidOption(method: name, key: "init", reason: "phrase '\(phrase)' has no tokens") }
-            let vocab = model.parameters["backbone.token_embedding.weight"]
-            if let bad = ids.first(where: { $0 >= vocab.shape[0] }) {
-                throw TuningError.invalidOption(method: name, key: "init",
-                                                reason: "token id \(bad) of '\(phrase)' is outside the model's vocabulary of \(vocab.shape[0])")
-            }
-            n = ids.count
-            phraseRows = GradMode.withoutGradients { vocab.indexSelect(rows: ids) }
-        }
+        let phraseRows = try phraseEmbeddings(model.parameters, vocabulary: "backbone.token_embedding.weight")
+        let n = phraseRows?.shape[0] ?? configuredContextLength
         guard depth >= 1, depth <= clip.transformerLayers else {
             throw TuningError.invalidOption(method: name, key: "depth",
                                             reason: "must be between 1 and \(clip.transformerLayers) (the text encoder has \(clip.transformerLayers) blocks), found \(depth)")
@@ -188,13 +190,8 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         }
         let shapes = try crisLearnerShapes(model.config, contextLength: n)
         let rng = LearnerInit(seed: seed)
-        for (tensorName, shape) in shapes {
-            var value = crisInitialValue(tensorName, shape: shape, init: rng)
-            if tensorName == "context_vectors", let rows = phraseRows {
-                value = value.copy()
-                value.mutablePointer.update(from: rows.pointer, count: rows.count)  // row 0 = the phrase
-            }
-            model.parameters.set(tensorName, value)
+        install(shapes, into: model.parameters, phraseRows: phraseRows) {
+            crisInitialValue($0, shape: $1, init: rng, config: model.config)
         }
         contextLength = n
         let learner = CRISContextLearner(parameters: model.parameters, depth: depth, contextLength: n,
