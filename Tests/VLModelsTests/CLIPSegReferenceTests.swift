@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 @testable import VLModels
 @testable import VLTensor
+import VLTestSupport
 
 /// CLIPSeg against the reference implementation's outputs on the tiny fixture checkpoint.
 final class CLIPSegReferenceTests: XCTestCase {
@@ -14,10 +15,7 @@ final class CLIPSegReferenceTests: XCTestCase {
     override func setUpWithError() throws {
         model = try CLIPSegModel.load(directory: Self.fixtureDir)
         reference = try SafeTensorsFile(url: Self.fixtureDir.appendingPathComponent("reference.safetensors"))
-        let ids = try reference.integers("input_ids"), mask = try reference.integers("attention_mask")
-        let t = ids.shape[1]
-        prompts = TextPrompts(inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
-                              attentionMask: (0..<mask.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
+        prompts = try TestModels.prompts(reference)
     }
 
     /// Absolute tolerance 1e-4, widened to 2e-6 relative for intermediates whose magnitude passes

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 @testable import VLModels
 @testable import VLTensor
+import VLTestSupport
 
 /// Context vectors held by a test: CoOp's rows as one leaf [D, n, Dt].
 final class FixedCRISContext: CRISTextContext {
@@ -30,14 +31,7 @@ final class CRISReferenceTests: XCTestCase {
     override func setUpWithError() throws {
         model = try CRISModel.load(directory: Self.fixtureDir)
         reference = try SafeTensorsFile(url: Self.fixtureDir.appendingPathComponent("reference.safetensors"))
-        prompts = try Self.prompts(reference, ids: "input_ids", mask: "attention_mask")
-    }
-
-    static func prompts(_ file: SafeTensorsFile, ids idKey: String, mask maskKey: String) throws -> TextPrompts {
-        let ids = try file.integers(idKey), mask = try file.integers(maskKey)
-        let t = ids.shape[1]
-        return TextPrompts(inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
-                           attentionMask: (0..<mask.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
+        prompts = try TestModels.prompts(reference)
     }
 
     func maxDifference(_ actual: Tensor, _ key: String) throws -> (diff: Float, scale: Float) {
@@ -119,7 +113,7 @@ final class CRISReferenceTests: XCTestCase {
 
     /// Trimming the padding (TuneVLSeg's dynamic padding) gives the same logits.
     func testDynamicPaddingMatches() throws {
-        let dyn = try Self.prompts(reference, ids: "dyn.input_ids", mask: "dyn.attention_mask")
+        let dyn = try TestModels.prompts(reference, ids: "dyn.input_ids", mask: "dyn.attention_mask")
         let logits = model(pixels: try reference.tensor("pixel_values"), text: dyn)
         try assertMatches(logits, "dyn.logits")
         try assertMatches(model(pixels: try reference.tensor("pixel_values"), text: prompts), "logits")

@@ -17,11 +17,7 @@ final class CRISTuningTests: XCTestCase {
         }
         let model = try CRISModel.load(directory: Self.fixture)
         let ref = try SafeTensorsFile(url: Self.fixture.appendingPathComponent("reference.safetensors"))
-        let ids = try ref.integers("input_ids"), mask = try ref.integers("attention_mask")
-        let t = ids.shape[1]
-        let prompts = TextPrompts(inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
-                                  attentionMask: (0..<mask.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
-        return (model, ref, prompts)
+        return (model, ref, try TestModels.prompts(ref))
     }
 
     /// The published RN50 sizes, without building weights: full = 146,849,122, decoder side = neck +
