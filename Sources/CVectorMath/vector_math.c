@@ -30,24 +30,6 @@ static inline float exp_scalar(float x) {
     return y * s.f;
 }
 
-static float exp_shifted_portable(const float *x, float *out, ptrdiff_t n, float shift) {
-    float sum = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float e = exp_scalar(x[i] - shift);
-        out[i] = e;
-        sum += e;
-    }
-    return sum;
-}
-
-static void sigmoid_portable(const float *x, float *out, ptrdiff_t n, float a) {
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + exp_scalar(-a * x[i]));
-}
-
-static void quick_gelu_portable(const float *x, float *out, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + exp_scalar(-1.702f * x[i]));
-}
-
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 #define WIDE __attribute__((target("avx2,fma")))
@@ -117,7 +99,7 @@ WIDE static void quick_gelu_wide(const float *x, float *out, ptrdiff_t n) {
     for (; i < n; i++) out[i] = x[i] / (1.0f + exp_scalar(-1.702f * x[i]));
 }
 
-static int wide_supported(void) {
+int vlseg_vector_math_wide(void) {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
@@ -125,29 +107,24 @@ static int wide_supported(void) {
     }
     return cached;
 }
-#else
-static int wide_supported(void) { return 0; }
-#endif
 
-int vlseg_vector_math_wide(void) { return wide_supported(); }
+float vlseg_exp_shifted(const float *x, float *out, ptrdiff_t n, float shift) { return exp_shifted_wide(x, out, n, shift); }
+void vlseg_sigmoid(const float *x, float *out, ptrdiff_t n, float a) { sigmoid_wide(x, out, n, a); }
+void vlseg_quick_gelu(const float *x, float *out, ptrdiff_t n) { quick_gelu_wide(x, out, n); }
+
+#else
+// Other architectures: never wide, so the Swift side never calls these; scalar bodies keep them defined.
+int vlseg_vector_math_wide(void) { return 0; }
 
 float vlseg_exp_shifted(const float *x, float *out, ptrdiff_t n, float shift) {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-    if (wide_supported()) return exp_shifted_wide(x, out, n, shift);
-#endif
-    return exp_shifted_portable(x, out, n, shift);
+    float sum = 0;
+    for (ptrdiff_t i = 0; i < n; i++) { out[i] = exp_scalar(x[i] - shift); sum += out[i]; }
+    return sum;
 }
-
 void vlseg_sigmoid(const float *x, float *out, ptrdiff_t n, float a) {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-    if (wide_supported()) { sigmoid_wide(x, out, n, a); return; }
-#endif
-    sigmoid_portable(x, out, n, a);
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + exp_scalar(-a * x[i]));
 }
-
 void vlseg_quick_gelu(const float *x, float *out, ptrdiff_t n) {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-    if (wide_supported()) { quick_gelu_wide(x, out, n); return; }
-#endif
-    quick_gelu_portable(x, out, n);
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + exp_scalar(-1.702f * x[i]));
 }
+#endif

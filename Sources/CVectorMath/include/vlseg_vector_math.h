@@ -1,9 +1,9 @@
 #ifndef VLSEG_VECTOR_MATH_H
 #define VLSEG_VECTOR_MATH_H
 
-// Array kernels for the engine's transcendental hot loops (softmax, sigmoid, quick GELU), with an
-// AVX2+FMA path chosen at run time on CPUs that have it and a portable path elsewhere. The binary
-// itself targets baseline x86-64, so the wide path must be selected per CPU, not at compile time.
+// AVX2+FMA array kernels for the engine's transcendental hot loops (softmax, sigmoid, quick GELU).
+// The binary targets baseline x86-64, so the wide path is chosen per CPU at run time: call the
+// kernels only when vlseg_vector_math_wide() returns 1 (VectorMath keeps portable code otherwise).
 
 #include <stddef.h>
 
