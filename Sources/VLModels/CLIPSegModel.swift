@@ -14,6 +14,16 @@ public struct TextPrompts: Sendable {
 
     public var batchSize: Int { inputIDs.count }
 
+    /// Per row, the first position of the largest id: CLIP's end-of-text position (49407 is the
+    /// largest id), the rule the reference codes pool with.
+    public var argmaxPositions: [Int] {
+        inputIDs.map { row in
+            var best = 0
+            for (i, id) in row.enumerated() where id > row[best] { best = i }
+            return best
+        }
+    }
+
     /// Length up to the last attended token of any row. The text encoder is causal, so the
     /// positions after it cannot change anything the pooled output depends on.
     public var attendedLength: Int {
@@ -133,14 +143,8 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// Where each row's end-of-text token sits, by the config's pooling rule.
     public func poolingPositions(_ prompts: TextPrompts) -> [Int] {
         let eos = config.textConfig.eosTokenId ?? 2
-        return prompts.inputIDs.map { row in
-            if config.poolsAtArgmax {
-                var best = 0
-                for (i, id) in row.enumerated() where id > row[best] { best = i }
-                return best
-            }
-            return row.firstIndex(of: eos) ?? (row.count - 1)
-        }
+        if config.poolsAtArgmax { return prompts.argmaxPositions }
+        return prompts.inputIDs.map { row in row.firstIndex(of: eos) ?? (row.count - 1) }
     }
 
     /// Runs the text transformer on token embeddings [B, T, D] (plain model, no sequence hook):
@@ -175,11 +179,7 @@ public final class CLIPSegModel: @unchecked Sendable {
         observer?("text.last_hidden_state", last)
         let pooled = last.selectPerBatch(sequence.poolingPositions.map { min(max($0, 0), len - 1) })
         observer?("text.pooled_output", pooled)
-        let argmax = prompts.inputIDs.map { row -> Int in
-            var best = 0
-            for (i, id) in row.enumerated() where id > row[best] { best = i }
-            return best
-        }
+        let argmax = prompts.argmaxPositions
         return TextEncoding(hiddenStates: states, lastHidden: last, pooled: pooled, argmaxPositions: argmax)
     }
 

@@ -80,9 +80,9 @@ struct EvaluateCommand: ParsableCommand {
                 if comm.isRoot && (done == total || done % 10 == 0) { printError("  batch \(done)/\(total)") }
             }
             guard comm.isRoot else { return }
-            let m = result.modelResolution
+            let m = result.modelResolution, size = try RunSetup.inputSize(config)
             print(String(format: "split %@: %d images; loss %.4f; Dice %.4f, IoU %.4f at %dx%d", options.split, m.images, m.loss, m.dice, m.iou,
-                         try RunSetup.inputSize(config), try RunSetup.inputSize(config)))
+                         size, size))
             if let o = result.originalResolution {
                 print(String(format: "original resolution: Dice %.4f, IoU %.4f", o.dice, o.iou))
             }

@@ -268,11 +268,7 @@ public final class CRISModel: @unchecked Sendable {
         let maxLength = config.clip.contextLength
         precondition(length <= maxLength, "text of \(length) tokens exceeds the context length \(maxLength)")
         observer?("text.token_embeds", tokenEmbeddings)
-        let eos = prompts.inputIDs.map { row -> Int in
-            var best = 0
-            for (i, id) in row.enumerated() where id > row[best] { best = i }
-            return best
-        }
+        let eos = prompts.argmaxPositions
         // 1 = keep: TuneVLSeg masks exactly where the attention mask is 0.
         var keep = prompts.attentionMask.map { row in (0..<length).map { $0 < row.count ? Float(row[$0]) : 0 } }
         var x = tokenEmbeddings
