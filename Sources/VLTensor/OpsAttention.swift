@@ -17,6 +17,9 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
     if let keyMask { precondition(keyMask.count == b * tk, "keyMask \(keyMask.shape) for [\(b), \(tk)]") }
     let dh = e / heads
     let alpha = scale ?? 1 / Float(dh).squareRoot()
+    if MultiHeadAttentionKernel.choice(headSize: dh) == .fused {
+        return fusedMultiHeadAttention(query: q, key: k, value: v, heads: heads, causal: causal, keyMask: keyMask, scale: alpha)
+    }
     let out = Tensor(uninitialized: q.shape)
     let recording = Tensor.willRecord(q, k, v)
     let lse = recording ? Tensor(uninitialized: [b, heads, tq]) : nil

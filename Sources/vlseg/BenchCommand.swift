@@ -6,12 +6,20 @@ import VLTensor
 /// `vlseg bench ...`: performance measurements that live in the project, not in timed tests.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure performance.", subcommands: [BenchStepCommand.self, BenchInferCommand.self, GEMMBench.self, BenchAllReduceCommand.self, BenchDataCommand.self])
+        commandName: "bench", abstract: "Measure performance.", subcommands: [BenchStepCommand.self, BenchInferCommand.self, GEMMBench.self, BenchAttentionCommand.self, BenchAllReduceCommand.self, BenchDataCommand.self])
 }
 
 struct GEMMBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gemm", abstract: "sgemm GFLOP/s for the shapes a ViT-B/16 at 352x352 runs, and 1024^3.")
+        commandName: "gemm", abstract: "sgemm GFLOP/s for the shapes a ViT-B/16 at 352x352 runs (or CLIPSeg's decoder), and 1024^3.")
+
+    enum ShapeSet: String, ExpressibleByArgument, CaseIterable {
+        case vit, decoder
+        var shapes: [GEMMBenchmark.Shape] { self == .vit ? GEMMBenchmark.vitShapes : GEMMBenchmark.decoderShapes }
+    }
+
+    @Option(help: "Which shapes: vit (one ViT-B/16 layer) or decoder (one CLIPSeg decoder layer, batch 4, forward and backward).")
+    var shapes: ShapeSet = .vit
 
     @Option(help: "Threads per rank (default: cores / ranks on this machine).")
     var threads: Int?
@@ -27,7 +35,7 @@ struct GEMMBench: ParsableCommand {
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: placement.localSize))
         print("OpenBLAS core \(BLAS.coreName), \(ComputeThreads.count) thread(s)")
         var results: [String: Double] = [:]
-        for shape in GEMMBenchmark.vitShapes {
+        for shape in shapes.shapes {
             let g = GEMMBenchmark.measure(shape, minSeconds: seconds)
             results[shape.label] = g
             print("\(shape.label.padding(toLength: 42, withPad: " ", startingAt: 0)) \(String(format: "%8.1f", g)) GFLOP/s")

@@ -1,0 +1,97 @@
+import CVectorMath
+import Foundation
+
+/// Which implementation `multiHeadAttention` runs.
+///
+/// `fused` (CVectorMath's tiled kernel: scores for a few query rows at a time, softmax and the
+/// value product while they are in cache, backward recomputing them the same way) where the CPU
+/// has it and the head size is a multiple of 8; `blas` (an sgemm per head for scores and values
+/// with a softmax pass between) otherwise. Small heads are where the two differ most: sgemm with
+/// K = 16 re-reads and zeroes its output around every product.
+public enum MultiHeadAttentionKernel: String, Sendable, CustomStringConvertible {
+    case fused, blas
+
+    /// The kernel preferred on this machine: `fused` when available, unless VLSEG_ATTENTION=blas
+    /// asks for the sgemm path (to compare the two with the same command).
+    public static let machineDefault: MultiHeadAttentionKernel = {
+        if ProcessInfo.processInfo.environment["VLSEG_ATTENTION"] == "blas" { return .blas }
+        return vlseg_attention_fused_available() != 0 ? .fused : .blas
+    }()
+
+    /// What runs from now on; tests switch it to compare both paths in one process.
+    nonisolated(unsafe) public static var current: MultiHeadAttentionKernel = machineDefault
+
+    /// The kernel used for heads of `headSize`.
+    static func choice(headSize: Int) -> MultiHeadAttentionKernel {
+        current == .fused && headSize % 8 == 0 && vlseg_attention_fused_available() != 0 ? .fused : .blas
+    }
+
+    public var description: String { self == .fused ? "fused attention kernel" : "sgemm per head" }
+}
+
+/// The fused path of `multiHeadAttention` (same arguments and results).
+func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int,
+                             causal: Bool, keyMask: Tensor?, scale alpha: Float) -> Tensor {
+    let b = q.shape[0], tq = q.shape[1], e = q.shape[2], tk = k.shape[1], dh = e / heads
+    let out = Tensor(uninitialized: q.shape)
+    let recording = Tensor.willRecord(q, k, v)
+    let lse = recording ? Tensor(uninitialized: [b, heads, tq]) : nil
+    let workFloats = Int(vlseg_attention_work_floats(tq, tk, dh))
+
+    /// The kernel's view of (batch item, head) `pair`.
+    func head(_ pair: Int, _ q: Tensor, _ k: Tensor, _ v: Tensor, _ mask: Tensor?) -> vlseg_attention_head {
+        let bi = pair / heads, off = (pair % heads) * dh
+        return vlseg_attention_head(
+            q: q.pointer + bi * tq * e + off, k: k.pointer + bi * tk * e + off, v: v.pointer + bi * tk * e + off,
+            ldq: e, ldk: e, ldv: e, tq: tq, tk: tk, dh: dh, scale: alpha, causal: causal ? 1 : 0,
+            key_mask: mask.map { $0.pointer + bi * tk })
+    }
+    /// Offset of `pair`'s first query row in an output laid out like q.
+    func queryOffset(_ pair: Int) -> Int { (pair / heads) * tq * e + (pair % heads) * dh }
+    func keyOffset(_ pair: Int) -> Int { (pair / heads) * tk * e + (pair % heads) * dh }
+
+    eachHead(b * heads, workFloats: workFloats) { pair, work in
+        var h = head(pair, q, k, v, keyMask)
+        vlseg_attention_forward(&h, out.mutablePointer + queryOffset(pair), e,
+                                lse.map { $0.mutablePointer + pair * tq }, work)
+    }
+    guard recording, let lse else { return out }
+    let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
+    let savedMask = keyMask?.detached()
+    return Tensor.record(out, inputs: [q, k, v], name: "attention") { g, needs in
+        // Every head writes its whole slice of each gradient it is asked for: no zeroing needed.
+        let gq = needs[0] ? Tensor(uninitialized: qs.shape) : nil
+        let gk = needs[1] ? Tensor(uninitialized: ks.shape) : nil
+        let gv = needs[2] ? Tensor(uninitialized: vs.shape) : nil
+        eachHead(b * heads, workFloats: workFloats) { pair, work in
+            var h = head(pair, qs, ks, vs, savedMask)
+            vlseg_attention_backward(&h, os.pointer + queryOffset(pair), e, g.pointer + queryOffset(pair), e,
+                                     lse.pointer + pair * tq,
+                                     gq.map { $0.mutablePointer + queryOffset(pair) }, e,
+                                     gk.map { $0.mutablePointer + keyOffset(pair) }, e,
+                                     gv.map { $0.mutablePointer + keyOffset(pair) }, e, work)
+        }
+        return [gq, gk, gv]
+    }
+}
+
+/// Runs `body` for every (batch item, head) pair, whole heads per thread, each thread with its own
+/// scratch of `workFloats`.
+private func eachHead(_ count: Int, workFloats: Int, _ body: (_ pair: Int, _ work: UnsafeMutablePointer<Float>) -> Void) {
+    let workers = max(1, min(ComputeThreads.count, count))
+    let scratch = Tensor(uninitialized: [workers, max(workFloats, 1)])
+    let base = scratch.mutablePointer
+    if workers == 1 {
+        for pair in 0..<count { body(pair, base) }
+        return
+    }
+    withoutActuallyEscaping(body) { fn in
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            var pair = w
+            while pair < count {
+                fn(pair, base + w * workFloats)
+                pair += workers
+            }
+        }
+    }
+}
