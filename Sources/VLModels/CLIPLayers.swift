@@ -140,7 +140,9 @@ struct CLIPSegDecoderLayer {
 
     func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
         let h = norm1(x + attention(x, p), p)
-        return norm2(h + fc2(linearReLU(h, weight: p[fc1.weightName], bias: p[fc1.biasName]), p), p)
+        let mlp = mlpReLU(h, fc1Weight: p[fc1.weightName], fc1Bias: p[fc1.biasName],
+                          fc2Weight: p[fc2.weightName], fc2Bias: p[fc2.biasName])
+        return norm2(h + mlp, p)
     }
 
     var parameterShapes: [(String, [Int])] {

@@ -22,7 +22,7 @@ public enum MultiHeadAttentionKernel: String, Sendable, CustomStringConvertible 
     nonisolated(unsafe) public static var current: MultiHeadAttentionKernel = machineDefault
 
     /// The kernel used for heads of `headSize`.
-    static func choice(headSize: Int) -> MultiHeadAttentionKernel {
+    public static func choice(headSize: Int) -> MultiHeadAttentionKernel {
         current == .fused && headSize % 8 == 0 && vlseg_attention_fused_available() != 0 ? .fused : .blas
     }
 
