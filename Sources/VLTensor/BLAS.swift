@@ -2,8 +2,9 @@ import COpenBLAS
 
 /// Thin, explicit wrappers over OpenBLAS sgemm for row-major data.
 public enum BLAS {
-    /// Floating-point operations issued through `sgemm` (2·m·n·k each), for benchmarks that report
-    /// achieved GFLOP/s from the shapes actually run. Updated from whichever thread calls sgemm.
+    /// Floating-point operations of the matrix products run (2·m·n·k each: every sgemm, and the
+    /// products inside the fused attention kernel), for benchmarks that report achieved GFLOP/s
+    /// from the shapes actually run. Updated from whichever thread issues the product.
     nonisolated(unsafe) public static var flopCount: Double = 0
 
     /// C[m,n] = alpha * op(A) op(B) + beta * C, row-major, with leading dimensions (row strides).

@@ -21,9 +21,16 @@ public enum MultiHeadAttentionKernel: String, Sendable, CustomStringConvertible 
     /// What runs from now on; tests switch it to compare both paths in one process.
     nonisolated(unsafe) public static var current: MultiHeadAttentionKernel = machineDefault
 
+    /// Largest head size the fused kernel takes. Above it sgemm's K is long enough for OpenBLAS to
+    /// run near its peak and the per-head GEMMs win (`vlseg bench attention`, batch 4, 2 threads:
+    /// 16-wide heads over 485 tokens fused 2.4 + 4.1 ms forward + backward vs 2.8 + 5.4 ms; 32-wide
+    /// 7.8 + 16.1 vs 9.9 + 17.5 ms; 64-wide (ViT-B/16) 20.1 + 52.6 vs 20.2 + 47.9 ms).
+    public static let fusedMaximumHeadSize = 32
+
     /// The kernel used for heads of `headSize`.
     public static func choice(headSize: Int) -> MultiHeadAttentionKernel {
-        current == .fused && headSize % 8 == 0 && vlseg_attention_fused_available() != 0 ? .fused : .blas
+        let fits = headSize % 8 == 0 && headSize <= fusedMaximumHeadSize
+        return current == .fused && fits && vlseg_attention_fused_available() != 0 ? .fused : .blas
     }
 
     public var description: String { self == .fused ? "fused attention kernel" : "sgemm per head" }
@@ -50,6 +57,8 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
     func queryOffset(_ pair: Int) -> Int { (pair / heads) * tq * e + (pair % heads) * dh }
     func keyOffset(_ pair: Int) -> Int { (pair / heads) * tk * e + (pair % heads) * dh }
 
+    let product = 2 * Double(tq) * Double(tk) * Double(dh) * Double(b * heads)
+    BLAS.flopCount += 2 * product  // scores and values
     eachHead(b * heads, workFloats: workFloats) { pair, work in
         var h = head(pair, q, k, v, keyMask)
         vlseg_attention_forward(&h, out.mutablePointer + queryOffset(pair), e,
@@ -63,6 +72,9 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
         let gq = needs[0] ? Tensor(uninitialized: qs.shape) : nil
         let gk = needs[1] ? Tensor(uninitialized: ks.shape) : nil
         let gv = needs[2] ? Tensor(uninitialized: vs.shape) : nil
+        // Recomputed scores, then dV, dP (for dQ or dK), dQ, dK as asked.
+        let products = 1 + (needs[2] ? 1 : 0) + (needs[0] || needs[1] ? 1 : 0) + (needs[0] ? 1 : 0) + (needs[1] ? 1 : 0)
+        BLAS.flopCount += Double(products) * product
         eachHead(b * heads, workFloats: workFloats) { pair, work in
             var h = head(pair, qs, ks, vs, savedMask)
             vlseg_attention_backward(&h, os.pointer + queryOffset(pair), e, g.pointer + queryOffset(pair), e,

@@ -195,7 +195,7 @@ struct BenchModelOptions: ParsableArguments {
         print("\(what): \(architecture), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)")
         print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))
         print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
-        print(String(format: "  model FLOPs per image %.1f GFLOP (sgemm-issued); achieved %.1f GFLOP/s; sgemm 1024^3 in this process %.1f GFLOP/s; ratio %.0f%%",
+        print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process %.1f GFLOP/s; ratio %.0f%%",
                      flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
         print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
                      rankPeakRSS, rankPSS, pss[0], comm.size))
