@@ -58,17 +58,22 @@ public enum GEMMBenchmark {
                            c: c.mutablePointer + i * shape.m * shape.n, ldc: shape.n)
             }
         }
-        run()
-        var best = Double.infinity
-        var total = 0.0, reps = 0
+        return shape.flops / bestSeconds(minSeconds: minSeconds, run) / 1e9
+    }
+
+    /// Best wall time of `body` over at least `minSeconds` of runs (and at least 3), after one
+    /// warm-up run: the least disturbed run on a shared machine.
+    public static func bestSeconds(minSeconds: Double, _ body: () -> Void) -> Double {
+        body()
+        var best = Double.infinity, total = 0.0, reps = 0
         while total < minSeconds || reps < 3 {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            run()
+            body()
             let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
             best = min(best, dt)
             total += dt
             reps += 1
         }
-        return shape.flops / best / 1e9
+        return best
     }
 }

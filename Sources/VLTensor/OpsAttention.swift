@@ -5,9 +5,10 @@ import Foundation
 /// q [B, Tq, H*dh], k and v [B, Tk, H*dh] (heads interleaved along the last axis, exactly as the
 /// projections produce them, so no permute copies are needed). `causal` hides keys after the
 /// query's position; `keyMask` [B, Tk] (1 keep, 0 hide) hides padding keys. The full attention
-/// matrix is never stored: one [Tq, Tk] scratch per head is reused, and backward recomputes the
-/// probabilities from the saved row log-sum-exps (FlashAttention-style), so memory stays linear
-/// in sequence length.
+/// matrix is never stored, and backward recomputes the probabilities from the saved row
+/// log-sum-exps (FlashAttention-style), so memory stays linear in sequence length. Small heads
+/// (see `MultiHeadAttentionKernel`) run the fused C kernel a few query rows at a time; others an
+/// sgemm per head for scores and values around one reused [Tq, Tk] scratch per thread.
 public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int,
                                causal: Bool = false, keyMask: Tensor? = nil, scale: Float? = nil) -> Tensor {
     precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention expects [B, T, E] inputs")

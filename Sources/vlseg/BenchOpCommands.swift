@@ -3,21 +3,6 @@ import Foundation
 import VLDistributed
 import VLTensor
 
-/// Best wall time of `body` over at least `seconds` (and 3 runs), after one warm-up run.
-private func bestTime(seconds: Double, _ body: () -> Void) -> Double {
-    body()
-    var best = Double.infinity, total = 0.0, reps = 0
-    while total < seconds || reps < 3 {
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        body()
-        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-        best = min(best, dt)
-        total += dt
-        reps += 1
-    }
-    return best
-}
-
 /// Forward and backward time of one op implementation, for the op benches' report.
 private struct OpTiming {
     let label: String
@@ -29,8 +14,8 @@ private struct OpTiming {
         self.label = label
         self.forwardFlops = forwardFlops
         self.backwardFlops = backwardFlops
-        self.forward = bestTime(seconds: seconds, forward)
-        backward = max(bestTime(seconds: seconds, forwardAndBackward) - self.forward, 1e-12)
+        self.forward = GEMMBenchmark.bestSeconds(minSeconds: seconds, forward)
+        backward = max(GEMMBenchmark.bestSeconds(minSeconds: seconds, forwardAndBackward) - self.forward, 1e-12)
     }
 
     func print() {
