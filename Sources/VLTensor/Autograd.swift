@@ -88,6 +88,7 @@ extension Tensor {
     public static func record(
         _ output: Tensor, inputs: [Tensor], name: String, backward: @escaping GradNode.BackwardFunction
     ) -> Tensor {
+        OpProfile.active?.forwardRecorded(name)
         guard GradMode.isEnabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
         var out = output
         out.node = GradNode(shape: output.shape, inputs: inputs.map { $0.node }, name: name, backward: backward)
@@ -143,6 +144,24 @@ extension Tensor {
             }
         }
 
+        /// Hands a node's input gradients to its inputs (summing where an input has several consumers).
+        func propagate(_ current: GradNode, _ grads: [Tensor?]) {
+            for (i, input) in current.inputs.enumerated() {
+                guard let input else { continue }
+                if i < grads.count, let gi = grads[i] {
+                    precondition(gi.count == shapeElementCount(input.shape),
+                                 "'\(current.name)' returned a gradient of \(gi.shape) for an input of \(input.shape)")
+                    let shaped = Tensor(storage: gi.storage, offset: gi.offset, shape: input.shape)
+                    if let existing = input.pendingGradient {
+                        input.pendingGradient = Kernels.sum(existing, shaped)
+                    } else {
+                        input.pendingGradient = shaped
+                    }
+                }
+                consumerDone(input)
+            }
+        }
+
         if root.isLeaf {
             root.pendingGradient = nil
             root.accumulateLeaf(rootGrad)
@@ -162,20 +181,10 @@ extension Tensor {
             }
             current.backwardFunction = nil  // frees the saved activations now
             let needs = current.inputs.map { $0 != nil }
-            let grads = fn(g, needs)
-            for (i, input) in current.inputs.enumerated() {
-                guard let input else { continue }
-                if i < grads.count, let gi = grads[i] {
-                    precondition(gi.count == shapeElementCount(input.shape),
-                                 "'\(current.name)' returned a gradient of \(gi.shape) for an input of \(input.shape)")
-                    let shaped = Tensor(storage: gi.storage, offset: gi.offset, shape: input.shape)
-                    if let existing = input.pendingGradient {
-                        input.pendingGradient = Kernels.sum(existing, shaped)
-                    } else {
-                        input.pendingGradient = shaped
-                    }
-                }
-                consumerDone(input)
+            if let profile = OpProfile.active {
+                profile.measureBackward(current.name) { propagate(current, fn(g, needs)) }
+            } else {
+                propagate(current, fn(g, needs))
             }
         }
     }

@@ -23,8 +23,13 @@ struct BenchStepCommand: ParsableCommand {
     @Flag(help: "Serve the frozen vision features from the feature cache, as from the second epoch on (methods that leave the vision tower frozen).")
     var cached = false
 
+    @Flag(help: "Also print where the timed steps' time goes, per op (forward and backward milliseconds per step).")
+    var profile = false
+
     func run() throws {
-        try reportingErrors { try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions, cached: cached) }
+        try reportingErrors {
+            try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions, cached: cached, profile: profile)
+        }
     }
 }
 
@@ -91,7 +96,7 @@ struct BenchModelOptions: ParsableArguments {
         return dir
     }
 
-    func run(training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false) throws {
+    func run(training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false, profile: Bool = false) throws {
         let comm = Communicators.make(timeout: 600)
         defer { comm.finalize() }
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
@@ -146,10 +151,16 @@ struct BenchModelOptions: ParsableArguments {
         var forward = 0.0, backward = 0.0, wait = 0.0, optim = 0.0, total = 0.0
         var flops = 0.0
         func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+        let opProfile = profile ? OpProfile() : nil
+        defer { OpProfile.active = nil }
         for step in 0..<(warmup + steps) {
             let timed = step >= warmup
             comm.barrier(label: "bench step")
             let flops0 = BLAS.flopCount
+            if timed, let opProfile {
+                OpProfile.active = opProfile
+                opProfile.startForward()
+            }
             let t0 = now()
             if let arena, let sync {
                 sync.beginFinalBackward()
@@ -199,6 +210,7 @@ struct BenchModelOptions: ParsableArguments {
                      flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
         print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
                      rankPeakRSS, rankPSS, pss[0], comm.size))
+        if let opProfile { print("time per op (rank 0):\n" + opProfile.report(steps: steps, stepSeconds: total)) }
         if json {
             let obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": pss[2], "gflops_per_s": gflops,
                                       "sgemm_gflops_per_s": sgemm, "peak_rss_mb": rankPeakRSS, "pss_mb": rankPSS,
