@@ -1,3 +1,4 @@
+import CVectorMath
 import Foundation
 
 // The segmentation losses of the papers, fused for speed and stability. Targets are constants.
@@ -36,6 +37,10 @@ public func binaryCrossEntropyWithLogits(_ logits: Tensor, target: Tensor) -> Te
     let n = logits.count
     let px = logits.pointer, pt = target.pointer
     let total = blockSums(n, width: 1) { range, out in
+        if VectorMath.wide {  // the same terms, 8 lanes at a time (libm's log1p and exp cost ~10 ns per pixel)
+            out[0] = vlseg_bce_with_logits_sum(px + range.lowerBound, pt + range.lowerBound, range.count)
+            return
+        }
         var s = 0.0
         for i in range {
             let x = px[i], t = pt[i]

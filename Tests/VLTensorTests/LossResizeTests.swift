@@ -53,6 +53,26 @@ final class LossResizeTests: XCTestCase {
         XCTAssertEqual(extreme.item, 100, accuracy: 1e-4)
     }
 
+    func testBCEWithLogitsTermsAcrossTheRange() {
+        // Groups of 8 equal logits (one vector lane each on the wide path), from -30 to 30 including
+        // the log1p branch point (exp(-|x|) = sqrt(2) - 1 at |x| = 0.8814): each group's mean must be
+        // the float-accurate term, relative to max(1, term).
+        var logits: [Float] = []
+        var x: Float = -30
+        while x <= 30 { logits.append(x); x += 0.0137 }
+        logits += [0.8813736, 0.8813735, -0.8813736, 1e-7, -1e-7, 0, 88, -88]
+        for target: Float in [0, 1, 0.3] {
+            var worst = 0.0
+            for v in logits {
+                let xs = Tensor(filling: v, shape: [8]), ts = Tensor(filling: target, shape: [8])
+                let got = Double(binaryCrossEntropyWithLogits(xs, target: ts).item)
+                let ref = Self.refBCE(xs, ts)
+                worst = max(worst, abs(got - ref) / max(1, abs(ref)))
+            }
+            XCTAssertLessThan(worst, 5e-7, "target \(target)")
+        }
+    }
+
     func testBCEWithLogitsGradient() {
         let x = Check.random([2, 3, 4], seed: 4, low: -3, high: 3)
         let t = Self.binaryTarget([2, 3, 4], seed: 5)

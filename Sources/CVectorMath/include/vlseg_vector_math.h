@@ -13,6 +13,9 @@ float vlseg_exp_shifted(const float *x, float *out, ptrdiff_t n, float shift);
 void vlseg_sigmoid(const float *x, float *out, ptrdiff_t n, float a);
 /// out[i] = x[i] * sigmoid(1.702 x[i]).
 void vlseg_quick_gelu(const float *x, float *out, ptrdiff_t n);
+/// sum over i of max(x, 0) - x t + log(1 + exp(-|x|)) (binary cross-entropy with logits), each term
+/// in float, the sum in double.
+double vlseg_bce_with_logits_sum(const float *x, const float *t, ptrdiff_t n);
 /// 1 when the wide (AVX2+FMA) path runs on this CPU.
 int vlseg_vector_math_wide(void);
 
