@@ -49,24 +49,33 @@ public final class CoCoOp: PromptLearner {
 
     override public var conditionsOnImages: Bool { true }
 
-    /// On CRIS the meta-nets read the mean of C5 over space (width embed_dim).
-    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
-        let dt = config.clip.transformerWidth, e = config.clip.embedDim
+    /// context_vectors and the meta-nets for a text tower `textWidth` wide fed with a `featureWidth`
+    /// image feature.
+    private func metaNetShapes(textWidth dt: Int, featureWidth f: Int, contextLength n: Int) -> [(name: String, shape: [Int])] {
         var shapes: [(name: String, shape: [Int])] = [("context_vectors", [depth, n, dt])]
         for d in 0..<depth {
-            shapes += [("meta_nets.\(d).0.weight", [hidden, e]), ("meta_nets.\(d).0.bias", [hidden]),
+            shapes += [("meta_nets.\(d).0.weight", [hidden, f]), ("meta_nets.\(d).0.bias", [hidden]),
                        ("meta_nets.\(d).2.weight", [dt, hidden]), ("meta_nets.\(d).3.weight", [dt])]
         }
         return shapes
     }
 
-    override func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CRISConfig) -> Tensor {
+    /// The initial value of one of `metaNetShapes`' tensors; the first bias's fan-in is the feature width.
+    private func metaNetInitialValue(_ name: String, shape: [Int], init rng: LearnerInit, featureWidth: Int) -> Tensor {
         if name == "context_vectors" { return rng.normal(name, shape, std: 0.02) }
         if name.hasSuffix(".0.weight") { return rng.kaimingNormal(name, shape) }
-        // U(±1/√in): the first bias's fan-in is the C5 width.
-        if name.hasSuffix(".0.bias") { return rng.linearDefault(name, shape, fanIn: config.clip.embedDim) }
+        if name.hasSuffix(".0.bias") { return rng.linearDefault(name, shape, fanIn: featureWidth) }
         if name.hasSuffix(".2.weight") { return rng.linearDefault(name, shape, fanIn: shape[1]) }
-        return Tensor(filling: 1, shape: shape)
+        return Tensor(filling: 1, shape: shape)  // .3.weight (LayerNorm)
+    }
+
+    /// On CRIS the meta-nets read the mean of C5 over space (width embed_dim).
+    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+        metaNetShapes(textWidth: config.clip.transformerWidth, featureWidth: config.clip.embedDim, contextLength: n)
+    }
+
+    override func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CRISConfig) -> Tensor {
+        metaNetInitialValue(name, shape: shape, init: rng, featureWidth: config.clip.embedDim)
     }
 
     override public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] {
@@ -76,21 +85,11 @@ public final class CoCoOp: PromptLearner {
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
-        let dt = config.textConfig.hiddenSize, p = config.projectionDim
-        var shapes: [(name: String, shape: [Int])] = [("context_vectors", [depth, n, dt])]
-        for d in 0..<depth {
-            shapes += [("meta_nets.\(d).0.weight", [hidden, p]), ("meta_nets.\(d).0.bias", [hidden]),
-                       ("meta_nets.\(d).2.weight", [dt, hidden]), ("meta_nets.\(d).3.weight", [dt])]
-        }
-        return shapes
+        metaNetShapes(textWidth: config.textConfig.hiddenSize, featureWidth: config.projectionDim, contextLength: n)
     }
 
     override func initialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CLIPSegConfig) -> Tensor {
-        if name == "context_vectors" { return rng.normal(name, shape, std: 0.02) }
-        if name.hasSuffix(".0.weight") { return rng.kaimingNormal(name, shape) }
-        if name.hasSuffix(".0.bias") { return rng.linearDefault(name, shape, fanIn: config.projectionDim) }
-        if name.hasSuffix(".2.weight") { return rng.linearDefault(name, shape, fanIn: shape[1]) }
-        return Tensor(filling: 1, shape: shape)  // .3.weight (LayerNorm)
+        metaNetInitialValue(name, shape: shape, init: rng, featureWidth: config.projectionDim)
     }
 
     /// f for these query images: the plain tower (no hooks), every layer, CLS -> post-LN -> projection.
