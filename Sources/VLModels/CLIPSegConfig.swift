@@ -61,7 +61,7 @@ public struct CLIPTowerConfig: Codable, Sendable, Equatable {
 }
 
 /// A Hugging Face `CLIPSegForImageSegmentation` config.json, every size the model needs.
-public struct CLIPSegConfig: Codable, Sendable, Equatable {
+public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
     public var textConfig: CLIPTowerConfig
     public var visionConfig: CLIPTowerConfig
     public var projectionDim: Int
@@ -109,13 +109,6 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable {
         decoderIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .decoderIntermediateSize) ?? 2048
         useComplexTransposedConvolution = try c.decodeIfPresent(Bool.self, forKey: .useComplexTransposedConvolution) ?? false
         logitScaleInitValue = try c.decodeIfPresent(Float.self, forKey: .logitScaleInitValue) ?? 2.6592
-    }
-
-    /// Reads and validates a config.json.
-    public static func load(from url: URL) throws -> CLIPSegConfig {
-        let config = try ModelLoadError.decodeConfig(CLIPSegConfig.self, from: url)
-        try config.validate(file: url.path)
-        return config
     }
 
     /// Checks the relations between sizes that the architecture relies on.

@@ -42,6 +42,22 @@ extension ModelLoadError {
     }
 }
 
+/// A model's config.json: decoded with errors naming the key at fault, then checked by the
+/// architecture's own rules (`validate`).
+public protocol ModelConfigFile: Decodable {
+    /// Checks the relations between sizes the architecture relies on; errors name `file` and the key.
+    func validate(file: String) throws
+}
+
+extension ModelConfigFile {
+    /// Reads and validates a config.json.
+    public static func load(from url: URL) throws -> Self {
+        let config = try ModelLoadError.decodeConfig(Self.self, from: url)
+        try config.validate(file: url.path)
+        return config
+    }
+}
+
 /// A model's weights by their checkpoint names.
 ///
 /// Names are the checkpoint's own (Hugging Face names for CLIPSeg), so loading, saving trainable

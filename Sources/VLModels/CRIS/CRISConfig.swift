@@ -63,7 +63,7 @@ public struct CRISCoOpConfig: Codable, Sendable, Equatable {
 /// Everything the architecture needs is read from here (nothing assumes RN50 sizes), and the
 /// redundant fields (`fpn_in`, `proj_in_dim`) are checked against what they must equal, so a
 /// config that does not describe a buildable network fails at load, naming the key.
-public struct CRISConfig: Codable, Sendable, Equatable {
+public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
     public var modelType: String
     public var clip: CRISCLIPConfig
     /// Channels of C3, C4, C5 entering the neck.
@@ -152,13 +152,6 @@ public struct CRISConfig: Codable, Sendable, Equatable {
         guard let data = try? Data(contentsOf: url),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
         return (object["model_type"] as? String) == "cris"
-    }
-
-    /// Reads and validates a config.json.
-    public static func load(from url: URL) throws -> CRISConfig {
-        let config = try ModelLoadError.decodeConfig(CRISConfig.self, from: url)
-        try config.validate(file: url.path)
-        return config
     }
 
     /// Checks that the sizes describe a network that can be built (divisibility, the derived fields).
