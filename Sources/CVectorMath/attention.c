@@ -36,8 +36,7 @@ static size_t backward_floats(ptrdiff_t tk, ptrdiff_t dh, ptrdiff_t tkp) {
     return (size_t)(2 * dh * tkp + tk * dh + 2 * TILE * tkp + 3 * TILE * dh + 2 * tk * dh);
 }
 
-size_t vlseg_attention_work_floats(ptrdiff_t tq, ptrdiff_t tk, ptrdiff_t dh) {
-    (void)tq;
+size_t vlseg_attention_work_floats(ptrdiff_t tk, ptrdiff_t dh) {
     ptrdiff_t tkp = round_up(tk, KB);
     size_t f = forward_floats(tk, dh, tkp), b = backward_floats(tk, dh, tkp);
     return f > b ? f : b;
@@ -227,13 +226,6 @@ KERNEL void vlseg_attention_backward(const vlseg_attention_head *h, const float 
         ptrdiff_t rows = tq - i0 < TILE ? tq - i0 : TILE;
         pack_tile(qp, h->q + i0 * h->ldq, h->ldq, rows, dh, h->scale);
         pack_tile(gp, gout + i0 * ldg, ldg, rows, dh, 1.0f);
-        float rowDot[TILE];
-        for (ptrdiff_t r = 0; r < TILE; r++) {
-            float d = 0;
-            if (r < rows)
-                for (ptrdiff_t c = 0; c < dh; c++) d += gp[r * dh + c] * out[(i0 + r) * ldo + c];
-            rowDot[r] = d;
-        }
         // P = exp(S - lse), hidden keys and rows past the end exactly 0.
         tile_times_blocks(qp, kt, dh, tkp, p);
         for (ptrdiff_t r = 0; r < TILE; r++) {
@@ -249,7 +241,9 @@ KERNEL void vlseg_attention_backward(const vlseg_attention_head *h, const float 
         tile_times_blocks(gp, vt, dh, tkp, dp);
         for (ptrdiff_t r = 0; r < TILE; r++) {
             float *prow = p + r * tkp, *drow = dp + r * tkp;
-            const float d = rowDot[r];
+            float d = 0;  // rowsum(dO * O); rows past the end have dO = 0 and P = 0
+            if (r < rows)
+                for (ptrdiff_t c = 0; c < dh; c++) d += gp[r * dh + c] * out[(i0 + r) * ldo + c];
             for (ptrdiff_t j = 0; j < tk; j++) drow[j] = prow[j] * (drow[j] - d);
         }
         if (gq) {

@@ -43,7 +43,7 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
     let out = Tensor(uninitialized: q.shape)
     let recording = Tensor.willRecord(q, k, v)
     let lse = recording ? Tensor(uninitialized: [b, heads, tq]) : nil
-    let workFloats = Int(vlseg_attention_work_floats(tq, tk, dh))
+    let workFloats = Int(vlseg_attention_work_floats(tk, dh))
 
     /// The kernel's view of (batch item, head) `pair`.
     func head(_ pair: Int, _ q: Tensor, _ k: Tensor, _ v: Tensor, _ mask: Tensor?) -> vlseg_attention_head {

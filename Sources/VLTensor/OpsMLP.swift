@@ -143,7 +143,7 @@ struct MLPBlocks {
         let out = Tensor(uninitialized: [n])
         let po = out.mutablePointer, pp = parts.pointer
         po.update(from: pp, count: n)
-        for s in 1..<max(slots, 1) {
+        for s in 1..<slots {
             let src = pp + s * n
             for i in 0..<n { po[i] += src[i] }
         }

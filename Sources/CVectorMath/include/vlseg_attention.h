@@ -22,7 +22,7 @@ typedef struct {
 } vlseg_attention_head;
 
 /// Floats of scratch one call needs (forward or backward), for one thread.
-size_t vlseg_attention_work_floats(ptrdiff_t tq, ptrdiff_t tk, ptrdiff_t dh);
+size_t vlseg_attention_work_floats(ptrdiff_t tk, ptrdiff_t dh);
 
 /// out rows (stride ldo) = attention; lse[i] = log-sum-exp of query i's scaled, masked scores
 /// (-inf when every key is hidden: that row's output is 0). lse may be NULL.
