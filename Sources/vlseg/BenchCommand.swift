@@ -33,17 +33,20 @@ struct GEMMBench: ParsableCommand {
     func run() throws {
         let placement = LaunchPlacement.fromEnvironment()
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: placement.localSize))
-        print("OpenBLAS core \(BLAS.coreName), \(ComputeThreads.count) thread(s)")
+        let peak = FMAPeak.measure(threads: ComputeThreads.count, minSeconds: seconds)
+        print("OpenBLAS core \(BLAS.coreName), \(ComputeThreads.count) thread(s); "
+              + String(format: "FMA peak %.1f GFLOP/s (%d-lane FMA loop)", peak, FMAPeak.lanes))
         var results: [String: Double] = [:]
         for shape in shapes.shapes {
             let g = GEMMBenchmark.measure(shape, minSeconds: seconds)
             results[shape.label] = g
-            print("\(shape.label.padding(toLength: 42, withPad: " ", startingAt: 0)) \(String(format: "%8.1f", g)) GFLOP/s")
+            print("\(shape.label.padding(toLength: 42, withPad: " ", startingAt: 0)) "
+                  + String(format: "%8.1f GFLOP/s %5.0f%% of peak", g, 100 * g / max(peak, 1e-9)))
         }
         if json {
             let square = results["square 1024^3"] ?? 0
             let obj: [String: Any] = ["core": BLAS.coreName, "threads": ComputeThreads.count,
-                                      "sgemm_gflops_per_s": square, "shapes": results]
+                                      "sgemm_gflops_per_s": square, "fma_peak_gflops_per_s": peak, "shapes": results]
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         }

@@ -190,6 +190,7 @@ struct BenchModelOptions: ParsableArguments {
         var pss = [ProcessMemory.pssMB, ProcessMemory.peakRSSMB, perRank]
         let rankPSS = pss[0], rankPeakRSS = pss[1]
         let sgemm = GEMMBenchmark.measure(GEMMBenchmark.vitShapes.last!, minSeconds: 0.5)
+        let peak = FMAPeak.measure(threads: ComputeThreads.count)
         comm.allReduceSum(&pss, label: "bench totals")
         guard comm.isRoot else { return }
         let what = (training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference")
@@ -208,12 +209,16 @@ struct BenchModelOptions: ParsableArguments {
         print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
         print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process %.1f GFLOP/s; ratio %.0f%%",
                      flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
+        print(String(format: "  FMA peak in this process %.1f GFLOP/s (%d thread(s), %d-lane FMA loop): sgemm reaches %.0f%% of it, %@ %.0f%% (model FLOP utilisation)",
+                     peak, ComputeThreads.count, FMAPeak.lanes, 100 * sgemm / max(peak, 1e-9), training ? "the step" : "inference",
+                     100 * gflops / max(peak, 1e-9)))
         print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
                      rankPeakRSS, rankPSS, pss[0], comm.size))
         if let opProfile { print("time per op (rank 0):\n" + opProfile.report(steps: steps, stepSeconds: total)) }
         if json {
             let obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": pss[2], "gflops_per_s": gflops,
-                                      "sgemm_gflops_per_s": sgemm, "peak_rss_mb": rankPeakRSS, "pss_mb": rankPSS,
+                                      "sgemm_gflops_per_s": sgemm, "fma_peak_gflops_per_s": peak, "mfu": gflops / max(peak, 1e-9),
+                                      "peak_rss_mb": rankPeakRSS, "pss_mb": rankPSS,
                                       "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
                                       "size": size, "forward_s": forward, "backward_s": backward, "allreduce_wait_s": wait,
                                       "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference"]

@@ -17,9 +17,11 @@ final class BenchStepTests: XCTestCase {
                      ["bench", "step", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1", "--tuning", "decoder", "--cached"],
                      ["bench", "infer", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1"]] {
             let obj = try runJSON(args)
-            for key in ["images_per_s", "gflops_per_s", "sgemm_gflops_per_s", "peak_rss_mb", "pss_mb"] {
+            for key in ["images_per_s", "gflops_per_s", "sgemm_gflops_per_s", "fma_peak_gflops_per_s", "mfu", "peak_rss_mb", "pss_mb"] {
                 XCTAssertGreaterThan(obj[key] as? Double ?? 0, 0, "\(args.joined(separator: " ")): \(key) in \(obj)")
             }
+            let gflops = obj["gflops_per_s"] as? Double ?? 0, peak = obj["fma_peak_gflops_per_s"] as? Double ?? 0
+            XCTAssertEqual(obj["mfu"] as? Double ?? 0, gflops / peak, accuracy: 1e-9, "mfu is achieved / peak")
         }
         let refused = try ProcessRunner.run(ProcessRunner.vlsegPath, ["bench", "step", "--preset", "tiny", "--size", "64",
                                                                      "--tuning", "vlsm_dense_vl", "--cached"], timeout: 120)

@@ -69,5 +69,7 @@ final class EnvCommandTests: XCTestCase {
         let obj = try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]
         let gflops = obj?["sgemm_gflops_per_s"] as? Double ?? 0
         XCTAssertGreaterThan(gflops, 1, last)
+        XCTAssertGreaterThan(obj?["fma_peak_gflops_per_s"] as? Double ?? 0, 1, last)
+        XCTAssertTrue(r.output.contains("% of peak"), r.output)
     }
 }
