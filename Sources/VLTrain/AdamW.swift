@@ -31,29 +31,73 @@ public struct AdamW: Sendable, Codable, Equatable {
         let p = arena.values.mutablePointer, g = arena.gradients.pointer
         let m = arena.firstMoment.mutablePointer, v = arena.secondMoment.mutablePointer
         parallelFor(arena.count, grain: 32768) { range in
-            for i in range {
+            // Eight lanes at a time with the scalar expression's operations in the same order, so
+            // every element gets the same bits as the scalar tail would give it.
+            var i = range.lowerBound
+            while i + 8 <= range.upperBound {
+                var pi = VectorMath.load(p + i)
+                if wd != 0 { pi *= decay }
+                let gi = VectorMath.load(g + i)
+                var mi = VectorMath.load(m + i), vi = VectorMath.load(v + i)
+                mi += (gi - mi) * (1 - b1)
+                vi = vi * b2 + (1 - b2) * gi * gi
+                let denom = vi.squareRoot() / bc2Sqrt + eps
+                pi -= stepSize * (mi / denom)
+                VectorMath.store(pi, p + i)
+                VectorMath.store(mi, m + i)
+                VectorMath.store(vi, v + i)
+                i += 8
+            }
+            while i < range.upperBound {
                 if wd != 0 { p[i] *= decay }
                 let gi = g[i]
                 m[i] += (gi - m[i]) * (1 - b1)
                 v[i] = v[i] * b2 + (1 - b2) * gi * gi
                 let denom = v[i].squareRoot() / bc2Sqrt + eps
                 p[i] -= stepSize * (m[i] / denom)
+                i += 1
             }
         }
     }
 }
 
-/// Scales gradients so their global L2 norm is at most `maxNorm` (after the all-reduce, so every
-/// rank computes the same factor). Returns the norm before clipping.
 @discardableResult
 public func clipGradientNorm(_ arena: ParameterArena, maxNorm: Float) -> Float {
-    let g = arena.gradients.mutablePointer
+    let g = arena.gradients.mutablePointer, count = arena.count
+    // Sum of squares in Double by fixed blocks (8 lanes each), the blocks then added in order: the
+    // same result for any thread count.
+    let block = 16384, blocks = (count + block - 1) / block
+    let partial = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(blocks, 1))
+    defer { partial.deallocate() }
+    let sums = partial.baseAddress!
+    parallelFor(blocks, grain: 4) { range in
+        for b in range {
+            var i = b * block
+            let end = min(count, i + block)
+            var acc = SIMD8<Double>(repeating: 0)
+            while i + 8 <= end {
+                let x = SIMD8<Double>(VectorMath.load(g + i))
+                acc += x * x
+                i += 8
+            }
+            var s = acc.sum()
+            while i < end {
+                s += Double(g[i]) * Double(g[i])
+                i += 1
+            }
+            sums[b] = s
+        }
+    }
     var total = 0.0
-    for i in 0..<arena.count { total += Double(g[i]) * Double(g[i]) }
+    for b in 0..<blocks { total += sums[b] }
     let norm = Float(total.squareRoot())
     if maxNorm > 0 {
         let coef = maxNorm / (norm + 1e-6)
-        if coef < 1 { for i in 0..<arena.count { g[i] *= coef } }
+        if coef < 1 {
+            parallelFor(count, grain: 32768) { range in
+                for i in range { g[i] *= coef }
+            }
+        }
     }
     return norm
 }

@@ -32,6 +32,58 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(opt.step, 2)
     }
 
+    /// The vectorised update gives every element exactly the bits of the scalar formula, over an
+    /// arena whose size is not a multiple of the vector width or of the parallel grain.
+    func testVectorisedUpdateIsTheScalarFormulaBitForBit() {
+        let count = 70_001
+        var rng = SplitMix64(seed: 11)
+        let values = (0..<count).map { _ in Float(rng.nextUnitFloat() * 2 - 1) }
+        let (arena, _) = makeArena(values)
+        var opt = AdamW(beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05)
+        var p = values, m = [Float](repeating: 0, count: count), v = m
+        for step in 1...3 {
+            let g = (0..<count).map { _ in Float(rng.nextUnitFloat() * 0.2 - 0.1) }
+            arena.gradients.mutablePointer.update(from: g, count: count)
+            let lr: Float = 1e-3
+            opt.update(arena, lr: lr)
+            let bc1 = 1 - pow(Double(Float(0.9)), Double(step)), bc2 = 1 - pow(Double(Float(0.999)), Double(step))
+            let stepSize = Float(Double(lr) / bc1), bc2Sqrt = Float(bc2.squareRoot()), decay = 1 - lr * Float(0.05)
+            for i in 0..<count {
+                p[i] *= decay
+                m[i] += (g[i] - m[i]) * (1 - Float(0.9))
+                v[i] = v[i] * Float(0.999) + (1 - Float(0.999)) * g[i] * g[i]
+                p[i] -= stepSize * (m[i] / (v[i].squareRoot() / bc2Sqrt + Float(1e-8)))
+            }
+            let got = arena.values.scalars
+            let firstDifference = (0..<count).first { got[$0].bitPattern != p[$0].bitPattern }
+            XCTAssertNil(firstDifference, "step \(step): element \(firstDifference ?? -1)")
+        }
+    }
+
+    /// The norm over a large arena against a Double reference, the scaling exact, and the same bits
+    /// with one thread as with several.
+    func testClippingALargeArenaIsThreadCountIndependent() {
+        let count = 100_003
+        var rng = SplitMix64(seed: 12)
+        let grads = (0..<count).map { _ in Float(rng.nextUnitFloat() * 2 - 1) }
+        let reference = grads.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        var norms: [Float] = []
+        let saved = ComputeThreads.count
+        defer { ComputeThreads.set(saved) }
+        for threads in [1, 2, 3] {
+            ComputeThreads.set(threads)
+            let (arena, _) = makeArena([Float](repeating: 0, count: count))
+            arena.gradients.mutablePointer.update(from: grads, count: count)
+            let norm = clipGradientNorm(arena, maxNorm: 1)
+            XCTAssertEqual(Double(norm), reference, accuracy: 1e-6 * reference)
+            let coef = 1 / (norm + 1e-6)
+            let scaled = arena.gradients.scalars
+            XCTAssertNil((0..<count).first { scaled[$0] != grads[$0] * coef })
+            norms.append(norm)
+        }
+        XCTAssertEqual(Set(norms.map(\.bitPattern)).count, 1, "norms \(norms)")
+    }
+
     func testZeroWeightDecayMeansNoDecay() {
         let (arena, _) = makeArena([3])
         var opt = AdamW(weightDecay: 0)
