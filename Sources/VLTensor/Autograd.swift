@@ -95,6 +95,13 @@ extension Tensor {
         return out
     }
 
+    /// An op's result when nothing records it (frozen inputs, or gradients off): the op profile
+    /// still gets its forward time, instead of the next op that records.
+    public static func unrecorded(_ output: Tensor, name: String) -> Tensor {
+        OpProfile.active?.forwardRecorded(name)
+        return output
+    }
+
     /// Whether an operation over these inputs will be recorded (so kernels can skip saving state).
     public static func willRecord(_ inputs: Tensor...) -> Bool {
         GradMode.isEnabled && inputs.contains(where: { $0.requiresGrad })

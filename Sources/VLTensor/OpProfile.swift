@@ -4,10 +4,10 @@ import Foundation
 /// by the names ops record themselves under ("linear", "attention", "mlp_relu", ...).
 ///
 /// Backward time is measured around each node's backward function, including the accumulation of
-/// the gradients it returns. Forward time is attributed when an op records itself: the time since
-/// the previous recorded op (or since `startForward`) goes to it, so work that records nothing
-/// (frozen-only ops, glue between ops) is counted with the next op that records. Only the thread
-/// that runs the step marks time; ops' own worker threads are inside their op's interval.
+/// the gradients it returns. Forward time is attributed when an op finishes, whether it records a
+/// node or not (frozen-only ops report through `Tensor.unrecorded`): the time since the previous
+/// op (or since `startForward`) goes to it, so glue between ops counts with the next op. Only the
+/// thread that runs the step marks time; ops' own worker threads are inside their op's interval.
 public final class OpProfile: @unchecked Sendable {
     /// The profile being filled, if any (one at a time, set by the bench around its timed steps).
     nonisolated(unsafe) public static var active: OpProfile?

@@ -42,7 +42,7 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
         BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
                    a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e)
     }
-    guard recording, let lse else { return out }
+    guard recording, let lse else { return Tensor.unrecorded(out, name: "attention") }
     let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
     // Keep the mask's storage alive for backward (a raw pointer alone would dangle).
     let savedMask = keyMask?.detached()

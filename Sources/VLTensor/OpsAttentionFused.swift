@@ -64,7 +64,7 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
         vlseg_attention_forward(&h, out.mutablePointer + queryOffset(pair), e,
                                 lse.map { $0.mutablePointer + pair * tq }, work)
     }
-    guard recording, let lse else { return out }
+    guard recording, let lse else { return Tensor.unrecorded(out, name: "attention") }
     let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
     let savedMask = keyMask?.detached()
     return Tensor.record(out, inputs: [q, k, v], name: "attention") { g, needs in

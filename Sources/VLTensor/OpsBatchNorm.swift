@@ -33,7 +33,7 @@ public func batchNormInference(_ x: Tensor, runningMean: Tensor, runningVar: Ten
     }
 
     let weightNeedsGrad = weight?.requiresGrad ?? false
-    guard Tensor.willRecord(x) || weightNeedsGrad || (bias?.requiresGrad ?? false) else { return out }
+    guard Tensor.willRecord(x) || weightNeedsGrad || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(out, name: "batch_norm_inference") }
     var inputs = [x]
     var weightIndex: Int? = nil, biasIndex: Int? = nil
     if let weight { weightIndex = inputs.count; inputs.append(weight) }

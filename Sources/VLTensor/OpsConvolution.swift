@@ -163,7 +163,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                    a: weight.pointer, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n)
     }
 
-    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return y }
+    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv2d") }
     let savedX = weight.requiresGrad ? x.detached() : nil
     let savedW = x.requiresGrad ? weight.detached() : nil
     let xShape = x.shape, wShape = weight.shape
@@ -244,7 +244,7 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         if let scratch { geo.col2im(scratch.pointer, accumulatingInto: yb) }
     }
 
-    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return y }
+    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv_transpose2d") }
     let savedX = weight.requiresGrad ? x.detached() : nil
     let savedW = x.requiresGrad ? weight.detached() : nil
     let xShape = x.shape, wShape = weight.shape

@@ -5,7 +5,7 @@ import Foundation
 extension Tensor {
     static func binary(_ a: Tensor, _ b: Tensor, _ op: Kernels.BinaryOp, _ name: String) -> Tensor {
         let out = Kernels.broadcastBinary(a, b, op)
-        guard willRecord(a, b) else { return out }
+        guard willRecord(a, b) else { return Tensor.unrecorded(out, name: name) }
         let aShape = a.shape, bShape = b.shape
         // Save only what the derivative needs.
         let savedA = (op == .mul || op == .div) ? a.detached() : nil
@@ -77,7 +77,7 @@ extension Tensor {
         let out = Tensor(uninitialized: shape)
         let o = out.mutablePointer, p = pointer, fw = f.forward
         parallelFor(count, grain: 8192) { r in for i in r { o[i] = fw(p[i]) } }
-        guard Tensor.willRecord(self) else { return out }
+        guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: f.name) }
         let x = detached(), y = out.detached(), d = f.derivative
         return Tensor.record(out, inputs: [self], name: f.name) { g, _ in
             let gx = Tensor(uninitialized: x.shape)
@@ -95,7 +95,7 @@ extension Tensor {
         parallelFor(count, grain: 32768) { r in
             for i in r { o[i] = max(p[i], 0) }
         }
-        guard Tensor.willRecord(self) else { return out }
+        guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: "relu") }
         let y = out.detached()
         return Tensor.record(out, inputs: [self], name: "relu") { g, _ in [reluBackward(g, output: y)] }
     }
@@ -104,7 +104,7 @@ extension Tensor {
         let out = Tensor(uninitialized: shape)
         let p = pointer, o = out.mutablePointer
         parallelFor(count, grain: 16384) { r in VectorMath.sigmoid(p + r.lowerBound, o + r.lowerBound, r.count) }
-        guard Tensor.willRecord(self) else { return out }
+        guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: "sigmoid") }
         let y = out.detached()
         return Tensor.record(out, inputs: [self], name: "sigmoid") { g, _ in
             let gx = Tensor(uninitialized: y.shape)
@@ -123,7 +123,7 @@ extension Tensor {
         let out = Tensor(uninitialized: shape)
         let p = pointer, o = out.mutablePointer
         parallelFor(count, grain: 16384) { r in VectorMath.quickGELU(p + r.lowerBound, o + r.lowerBound, r.count) }
-        guard Tensor.willRecord(self) else { return out }
+        guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: "quick_gelu") }
         let x = detached()
         return Tensor.record(out, inputs: [self], name: "quick_gelu") { g, _ in
             let gx = Tensor(uninitialized: x.shape)

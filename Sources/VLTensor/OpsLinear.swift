@@ -60,7 +60,7 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
         }
     }
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
-    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return y }
+    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: relu ? "linear_relu" : "linear") }
     let xs = x.detached(), ws = weight.detached(), xShape = x.shape, ys = y.detached()
     return Tensor.record(y, inputs: inputs, name: relu ? "linear_relu" : "linear") { gOut, needs in
         let g = relu ? reluBackward(gOut, output: ys) : gOut
@@ -109,7 +109,7 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
                        a: pa + i * strideA, lda: aCols, b: pb + i * strideB, ldb: bCols, c: pc + i * strideC, ldc: n)
         }
     }
-    guard Tensor.willRecord(a, b) else { return out }
+    guard Tensor.willRecord(a, b) else { return Tensor.unrecorded(out, name: "matmul") }
     let sa = a.detached(), sb = b.detached(), aShape = a.shape, bShape = b.shape
     return Tensor.record(out, inputs: [a, b], name: "matmul") { g, needs in
         var ga: Tensor? = nil, gb: Tensor? = nil

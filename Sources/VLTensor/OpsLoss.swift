@@ -49,7 +49,7 @@ public func binaryCrossEntropyWithLogits(_ logits: Tensor, target: Tensor) -> Te
         out[0] = s
     }[0]
     let out = Tensor(scalar: Float(total / Double(max(n, 1))))
-    guard Tensor.willRecord(logits) else { return out }
+    guard Tensor.willRecord(logits) else { return Tensor.unrecorded(out, name: "bce_with_logits") }
     let xs = logits.detached(), ts = target.detached()
     return Tensor.record(out, inputs: [logits], name: "bce_with_logits") { g, _ in
         let scale = g.item / Float(max(n, 1))
@@ -86,7 +86,7 @@ public func softDiceLoss(_ logits: Tensor, target: Tensor, smooth: Float = 1) ->
         total += 1 - (2 * sums[0] + Double(smooth)) / denom[bi]
     }
     let out = Tensor(scalar: Float(total / Double(max(b, 1))))
-    guard Tensor.willRecord(logits) else { return out }
+    guard Tensor.willRecord(logits) else { return Tensor.unrecorded(out, name: "soft_dice") }
     let ts = target.detached()
     return Tensor.record(out, inputs: [logits], name: "soft_dice") { g, _ in
         let scale = Double(g.item) / Double(max(b, 1))

@@ -38,7 +38,7 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
         BLAS.sgemm(transposeA: false, transposeB: true, m: n, n: outF, k: hidden,
                    a: h, lda: hidden, b: pw2, ldb: hidden, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
     }
-    guard recording, let saved else { return y }
+    guard recording, let saved else { return Tensor.unrecorded(y, name: "mlp_relu") }
     var inputs = [x, w1, w2]
     if let b1 { inputs.append(b1) }
     if let b2 { inputs.append(b2) }

@@ -33,7 +33,7 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
-    guard inputs.contains(where: \.requiresGrad), GradMode.isEnabled else { return out }
+    guard inputs.contains(where: \.requiresGrad), GradMode.isEnabled else { return Tensor.unrecorded(out, name: "layer_norm") }
     let xs = x.detached(), ws = weight?.detached()
     let weightIndex = weight == nil ? nil : 1, biasIndex = bias == nil ? nil : (weight == nil ? 1 : 2)
     return Tensor.record(out, inputs: inputs, name: "layer_norm") { g, needs in
@@ -91,7 +91,7 @@ extension Tensor {
         parallelFor(rows, grain: max(1, 8192 / max(d, 1))) { range in
             for r in range { softmaxRow(px + r * d, po + r * d, d) }
         }
-        guard Tensor.willRecord(self) else { return out }
+        guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: "softmax") }
         let y = out.detached()
         return Tensor.record(out, inputs: [self], name: "softmax") { g, _ in
             let gx = Tensor(uninitialized: y.shape)
