@@ -1,7 +1,7 @@
 import Foundation
 
-/// Wall time per op over training steps (`vlseg bench step --profile`): where a step's time goes,
-/// by the names ops record themselves under ("linear", "attention", "mlp_relu", ...).
+/// Wall time per op over timed passes (`vlseg bench step --profile`, `bench infer --profile`): where
+/// the time goes, by the names ops record themselves under ("linear", "attention", "mlp_relu", ...).
 ///
 /// Backward time is measured around each node's backward function, including the accumulation of
 /// the gradients it returns. Forward time is attributed when an op finishes, whether it records a

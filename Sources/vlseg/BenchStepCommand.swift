@@ -39,8 +39,11 @@ struct BenchInferCommand: ParsableCommand {
 
     @OptionGroup var common: BenchModelOptions
 
+    @Flag(help: "Also print where the timed passes' time goes, per op (milliseconds per pass).")
+    var profile = false
+
     func run() throws {
-        try reportingErrors { try common.run(training: false, tuning: "zero_shot", tuningOptions: []) }
+        try reportingErrors { try common.run(training: false, tuning: "zero_shot", tuningOptions: [], profile: profile) }
     }
 }
 

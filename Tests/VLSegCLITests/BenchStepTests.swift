@@ -12,6 +12,21 @@ final class BenchStepTests: XCTestCase {
         return (try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]) ?? [:]
     }
 
+    /// `--profile` adds the per-op table; for inference (nothing records a node) the frozen ops
+    /// still appear under their own names.
+    func testProfileTablesNameTheOps() throws {
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-bench-cache").path
+        for args in [["bench", "step", "--tuning", "decoder"], ["bench", "infer"]] {
+            let r = try ProcessRunner.run(ProcessRunner.vlsegPath, args + ["--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1", "--profile"],
+                                          environment: ProcessRunner.cleanEnvironment(["VLSEG_CACHE": cache]), timeout: 300)
+            XCTAssertEqual(r.status, 0, r.output)
+            XCTAssertTrue(r.output.contains("time per op (rank 0):"), r.output)
+            for op in ["linear", "attention", "layer_norm"] {
+                XCTAssertNotNil(r.output.range(of: "\n  \(op) ", options: []), "\(args): no row for \(op)\n\(r.output)")
+            }
+        }
+    }
+
     func testStepInferAndCachedStepReportTheirFigures() throws {
         for args in [["bench", "step", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1", "--tuning", "decoder"],
                      ["bench", "step", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1", "--tuning", "decoder", "--cached"],
