@@ -3,25 +3,10 @@ import Foundation
 
 // The segmentation losses of the papers, fused for speed and stability. Targets are constants.
 //
-// Sums run over fixed blocks of `lossBlock` elements in parallel, each block in Double, and the
+// Sums run over fixed blocks of `lossBlock` elements in parallel (`fixedBlockSums`), each block in Double, and the
 // block sums are added in block order: the result does not depend on the number of threads.
 
 let lossBlock = 16384
-
-/// Sums `body(range)` over fixed blocks of 0..<n, in parallel, adding the block results in order.
-private func blockSums(_ n: Int, width: Int, _ body: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
-    let blocks = (n + lossBlock - 1) / lossBlock
-    var partial = [Double](repeating: 0, count: blocks * width)
-    partial.withUnsafeMutableBufferPointer { buffer in
-        let base = buffer.baseAddress!
-        parallelFor(blocks, grain: 1) { range in
-            for b in range { body((b * lossBlock)..<min(n, (b + 1) * lossBlock), base + b * width) }
-        }
-    }
-    var total = [Double](repeating: 0, count: width)
-    for b in 0..<blocks { for k in 0..<width { total[k] += partial[b * width + k] } }
-    return total
-}
 
 /// sigmoid(x) for every element, in parallel (the vectorised kernel).
 private func sigmoidValues(_ x: Tensor) -> Tensor {
@@ -36,7 +21,7 @@ public func binaryCrossEntropyWithLogits(_ logits: Tensor, target: Tensor) -> Te
     precondition(logits.count == target.count, "BCE: logits \(logits.shape) vs target \(target.shape)")
     let n = logits.count
     let px = logits.pointer, pt = target.pointer
-    let total = blockSums(n, width: 1) { range, out in
+    let total = fixedBlockSums(n, block: lossBlock, width: 1) { range, out in
         if VectorMath.wide {  // the same terms, 8 lanes at a time (libm's log1p and exp cost ~10 ns per pixel)
             out[0] = vlseg_bce_with_logits_sum(px + range.lowerBound, pt + range.lowerBound, range.count)
             return
@@ -71,7 +56,7 @@ public func softDiceLoss(_ logits: Tensor, target: Tensor, smooth: Float = 1) ->
     var total = 0.0
     for bi in 0..<b {
         let base = bi * per
-        let sums = blockSums(per, width: 2) { range, out in
+        let sums = fixedBlockSums(per, block: lossBlock, width: 2) { range, out in
             var i2 = 0.0, s = 0.0
             for j in range {
                 let p = Double(pp[base + j]), t = Double(pt[base + j])

@@ -37,6 +37,24 @@ public func parallelFor(_ count: Int, grain: Int = 16384, _ body: (Range<Int>) -
     }
 }
 
+/// Sums over fixed blocks of `block` elements of 0..<n, computed in parallel: `body(range, out)`
+/// writes `width` partial sums of one block, and the blocks are added in block order, so the
+/// result is the same for any thread count (losses, gradient norms).
+public func fixedBlockSums(_ n: Int, block: Int = 16384, width: Int,
+                           _ body: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+    let blocks = (n + block - 1) / block
+    var partial = [Double](repeating: 0, count: blocks * width)
+    partial.withUnsafeMutableBufferPointer { buffer in
+        let base = buffer.baseAddress!
+        parallelFor(blocks, grain: 1) { range in
+            for b in range { body((b * block)..<min(n, (b + 1) * block), base + b * width) }
+        }
+    }
+    var total = [Double](repeating: 0, count: width)
+    for b in 0..<blocks { for k in 0..<width { total[k] += partial[b * width + k] } }
+    return total
+}
+
 extension ComputeThreads {
     /// A sensible default: the machine's cores divided among the ranks that share it.
     public static func defaultCount(for ranksOnThisMachine: Int) -> Int {

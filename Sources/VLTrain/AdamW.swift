@@ -61,35 +61,27 @@ public struct AdamW: Sendable, Codable, Equatable {
     }
 }
 
+/// Scales gradients so their global L2 norm is at most `maxNorm` (after the all-reduce, so every
+/// rank computes the same factor). Returns the norm before clipping.
 @discardableResult
 public func clipGradientNorm(_ arena: ParameterArena, maxNorm: Float) -> Float {
     let g = arena.gradients.mutablePointer, count = arena.count
-    // Sum of squares in Double by fixed blocks (8 lanes each), the blocks then added in order: the
-    // same result for any thread count.
-    let block = 16384, blocks = (count + block - 1) / block
-    let partial = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(blocks, 1))
-    defer { partial.deallocate() }
-    let sums = partial.baseAddress!
-    parallelFor(blocks, grain: 4) { range in
-        for b in range {
-            var i = b * block
-            let end = min(count, i + block)
-            var acc = SIMD8<Double>(repeating: 0)
-            while i + 8 <= end {
-                let x = SIMD8<Double>(VectorMath.load(g + i))
-                acc += x * x
-                i += 8
-            }
-            var s = acc.sum()
-            while i < end {
-                s += Double(g[i]) * Double(g[i])
-                i += 1
-            }
-            sums[b] = s
+    // Sum of squares in Double, eight lanes at a time, by fixed blocks (thread-count independent).
+    let total = fixedBlockSums(count, width: 1) { range, out in
+        var i = range.lowerBound
+        var acc = SIMD8<Double>(repeating: 0)
+        while i + 8 <= range.upperBound {
+            let x = SIMD8<Double>(VectorMath.load(g + i))
+            acc += x * x
+            i += 8
         }
-    }
-    var total = 0.0
-    for b in 0..<blocks { total += sums[b] }
+        var s = acc.sum()
+        while i < range.upperBound {
+            s += Double(g[i]) * Double(g[i])
+            i += 1
+        }
+        out[0] = s
+    }[0]
     let norm = Float(total.squareRoot())
     if maxNorm > 0 {
         let coef = maxNorm / (norm + 1e-6)
