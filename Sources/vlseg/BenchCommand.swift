@@ -47,8 +47,7 @@ struct GEMMBench: ParsableCommand {
             let square = results["square 1024^3"] ?? 0
             let obj: [String: Any] = ["core": BLAS.coreName, "threads": ComputeThreads.count,
                                       "sgemm_gflops_per_s": square, "fma_peak_gflops_per_s": peak, "shapes": results]
-            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            try printJSONLine(obj)
         }
     }
 }

@@ -79,8 +79,7 @@ struct BenchDataCommand: ParsableCommand {
             if json {
                 let obj: [String: Any] = ["images": images, "seconds": seconds, "images_per_s": rate, "workers": workers,
                                           "batch": batch, "size": size, "tokenized": tok != nil, "augment": augment]
-                let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                try printJSONLine(obj)
             }
         }
     }

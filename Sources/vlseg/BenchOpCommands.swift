@@ -30,11 +30,6 @@ private struct OpTiming {
     }
 }
 
-private func printJSON(_ obj: [String: Any]) throws {
-    let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-    print(String(decoding: data, as: UTF8.self))
-}
-
 /// `vlseg bench attention`: multi-head attention alone, both implementations in one run.
 struct BenchAttentionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -88,7 +83,7 @@ struct BenchAttentionCommand: ParsableCommand {
             timing.print()
             report[kernel.rawValue] = timing.json
         }
-        if json { try printJSON(report) }
+        if json { try printJSONLine(report) }
     }
 }
 
@@ -135,6 +130,6 @@ struct BenchMLPCommand: ParsableCommand {
             timing.print()
             report[label.hasPrefix("composed") ? "composed" : "blocked"] = timing.json
         }
-        if json { try printJSON(report) }
+        if json { try printJSONLine(report) }
     }
 }

@@ -231,8 +231,7 @@ struct BenchModelOptions: ParsableArguments {
                                       "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
                                       "size": size, "forward_s": forward, "backward_s": backward, "allreduce_wait_s": wait,
                                       "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference"]
-            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            try printJSONLine(obj)
         }
     }
 }

@@ -18,6 +18,12 @@ func reportingErrors(_ body: () throws -> Void) throws {
 }
 
 /// Prints to stderr (progress and diagnostics keep stdout clean for results).
+/// Prints `object` as one line of JSON with sorted keys (the `--json` result line of a command).
+func printJSONLine(_ object: [String: Any]) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }

@@ -97,8 +97,7 @@ struct EvaluateCommand: ParsableCommand {
             if json {
                 var obj: [String: Any] = ["split": options.split, "images": m.images, "loss": m.loss, "dice": m.dice, "iou": m.iou]
                 if let o = result.originalResolution { obj["dice_original"] = o.dice; obj["iou_original"] = o.iou }
-                let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                try printJSONLine(obj)
             }
         }
     }
