@@ -87,23 +87,11 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
     }
 }
 
-/// Runs `body` for every (batch item, head) pair, whole heads per thread, each thread with its own
-/// scratch of `workFloats`.
+/// Runs `body` for every (batch item, head) pair, whole heads per thread (`HeadParallel.run`), each
+/// thread with its own scratch of `workFloats`.
 private func eachHead(_ count: Int, workFloats: Int, _ body: (_ pair: Int, _ work: UnsafeMutablePointer<Float>) -> Void) {
     let workers = max(1, min(ComputeThreads.count, count))
     let scratch = Tensor(uninitialized: [workers, max(workFloats, 1)])
     let base = scratch.mutablePointer
-    if workers == 1 {
-        for pair in 0..<count { body(pair, base) }
-        return
-    }
-    withoutActuallyEscaping(body) { fn in
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            var pair = w
-            while pair < count {
-                fn(pair, base + w * workFloats)
-                pair += workers
-            }
-        }
-    }
+    HeadParallel.run(count, workers: workers) { pair, worker, _ in body(pair, base + worker * workFloats) }
 }
