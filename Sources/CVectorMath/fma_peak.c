@@ -1,4 +1,5 @@
 #include "vlseg_fma_peak.h"
+#include "vlseg_vector_math.h"
 
 // a * b + c contracts to one FMA instruction where the target has it.
 #pragma clang fp contract(fast)
@@ -34,11 +35,10 @@ CHAINS(v8, __attribute__((target("avx2,fma"))), loop8)
 CHAINS(v8, , loop_portable)
 
 static int has_avx512(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx512f"); }
-static int has_fma(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
 double vlseg_fma_loop(long iterations, float *checksum) {
     if (has_avx512()) return loop16(iterations, checksum);
-    if (has_fma()) return loop8(iterations, checksum);
+    if (vlseg_vector_math_wide()) return loop8(iterations, checksum);  // AVX2 and FMA
     return loop_portable(iterations, checksum);
 }
 
