@@ -1,11 +1,19 @@
 import COpenBLAS
+import Synchronization
 
 /// Thin, explicit wrappers over OpenBLAS sgemm for row-major data.
 public enum BLAS {
     /// Floating-point operations of the matrix products run (2·m·n·k each: every sgemm, and the
     /// products inside the fused attention kernel), for benchmarks that report achieved GFLOP/s
-    /// from the shapes actually run. Updated from whichever thread issues the product.
-    nonisolated(unsafe) public static var flopCount: Double = 0
+    /// from the shapes actually run. Counted atomically: several threads issue products at once
+    /// (the row-blocked MLP's blocks, attention's heads).
+    public static var flopCount: Double { Double(flops.load(ordering: .relaxed)) }
+
+    /// Adds `count` floating-point operations to `flopCount`.
+    @inlinable
+    public static func addFlops(_ count: Double) { flops.wrappingAdd(UInt64(count), ordering: .relaxed) }
+
+    @usableFromInline static let flops = Atomic<UInt64>(0)
 
     /// C[m,n] = alpha * op(A) op(B) + beta * C, row-major, with leading dimensions (row strides).
     @inlinable
@@ -15,7 +23,7 @@ public enum BLAS {
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
-        flopCount += 2 * Double(m) * Double(n) * Double(k)
+        addFlops(2 * Double(m) * Double(n) * Double(k))
         if k == 0 {
             if beta == 0 {
                 for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) }

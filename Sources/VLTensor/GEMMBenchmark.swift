@@ -41,6 +41,10 @@ public enum GEMMBenchmark {
         Shape(label: "fc1 dW (1940x2048)^T * 1940x64", m: 2048, n: 64, k: 1940, transposeA: true),
         Shape(label: "scores 16 x 485x16 * (485x16)^T", batch: 16, m: 485, n: 485, k: 16, transposeB: true),
         Shape(label: "values 16 x 485x485 * 485x16", batch: 16, m: 485, n: 16, k: 485),
+        Shape(label: "proj fwd 1940x64 * (64x64)^T", m: 1940, n: 64, k: 64, transposeB: true),
+        Shape(label: "proj dW (1940x64)^T * 1940x64", m: 64, n: 64, k: 1940, transposeA: true),
+        Shape(label: "reduce fwd 1940x768 * (64x768)^T", m: 1940, n: 64, k: 768, transposeB: true),
+        Shape(label: "reduce dW (1940x64)^T * 1940x768", m: 64, n: 768, k: 1940, transposeA: true),
         Shape(label: "square 1024^3", m: 1024, n: 1024, k: 1024),
     ]
 

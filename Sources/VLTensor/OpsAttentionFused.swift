@@ -58,7 +58,7 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
     func keyOffset(_ pair: Int) -> Int { (pair / heads) * tk * e + (pair % heads) * dh }
 
     let product = 2 * Double(tq) * Double(tk) * Double(dh) * Double(b * heads)
-    BLAS.flopCount += 2 * product  // scores and values
+    BLAS.addFlops(2 * product)  // scores and values
     eachHead(b * heads, workFloats: workFloats) { pair, work in
         var h = head(pair, q, k, v, keyMask)
         vlseg_attention_forward(&h, out.mutablePointer + queryOffset(pair), e,
@@ -74,7 +74,7 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
         let gv = needs[2] ? Tensor(uninitialized: vs.shape) : nil
         // Recomputed scores, then dV, dP (for dQ or dK), dQ, dK as asked.
         let products = 1 + (needs[2] ? 1 : 0) + (needs[0] || needs[1] ? 1 : 0) + (needs[0] ? 1 : 0) + (needs[1] ? 1 : 0)
-        BLAS.flopCount += Double(products) * product
+        BLAS.addFlops(Double(products) * product)
         eachHead(b * heads, workFloats: workFloats) { pair, work in
             var h = head(pair, qs, ks, vs, savedMask)
             vlseg_attention_backward(&h, os.pointer + queryOffset(pair), e, g.pointer + queryOffset(pair), e,

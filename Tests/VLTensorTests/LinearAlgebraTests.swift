@@ -243,3 +243,22 @@ final class LinearAlgebraTests: XCTestCase {
         Check.gradients([x]) { matmul($0[0], $0[0], transposeA: true) }
     }
 }
+
+/// The FLOP counter behind the benches' GFLOP/s: exact when several threads issue products at once.
+final class FLOPCountTests: XCTestCase {
+    func testConcurrentProductsAreAllCounted() {
+        let a = Tensor(filling: 1, shape: [3, 5]), b = Tensor(filling: 1, shape: [5, 7])
+        let c0 = Tensor(zeros: [8, 3, 7])
+        let perProduct = 2.0 * 3 * 7 * 5, calls = 4_000
+        let before = BLAS.flopCount
+        DispatchQueue.concurrentPerform(iterations: 8) { t in
+            let c = c0.mutablePointer + t * 21
+            for _ in 0..<(calls / 8) {
+                BLAS.sgemm(transposeA: false, transposeB: false, m: 3, n: 7, k: 5,
+                           a: a.pointer, lda: 5, b: b.pointer, ldb: 7, c: c, ldc: 7)
+            }
+        }
+        XCTAssertEqual(BLAS.flopCount - before, perProduct * Double(calls))
+        XCTAssertEqual(c0.scalars, [Float](repeating: 5, count: 8 * 21))
+    }
+}
