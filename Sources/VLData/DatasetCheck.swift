@@ -182,6 +182,9 @@ public enum DatasetCheck {
     private struct Decoded {
         var width = 0, height = 0
         var foreground: Double?
+        /// For a mask with no foreground: the largest value of its first channel when that is 1-127
+        /// (a 0/1 label mask, say, which the > 127 rule reads as all background).
+        var faintMaximum: Int?
         var values: [Int]?
         var error: DataError?
     }
@@ -238,6 +241,10 @@ public enum DatasetCheck {
                     d.width = m.width
                     d.height = m.height
                     d.foreground = m.foregroundRatio
+                    if m.foregroundRatio == 0, let raw = try? ImageIO.readClassIndices(entry.maskURL),
+                       let top = raw.values.max(), top > 0 {
+                        d.faintMaximum = Int(top)
+                    }
                 }
             } catch let error as ImageError {
                 d.error = DataError(imageError: error, role: "mask", entry: entry.reference)
@@ -262,6 +269,7 @@ public enum DatasetCheck {
         var classCounts: [String: Int] = [:]
         var unknownValues: [Int: Int] = [:]
         var seenPairs: [String: Int] = [:]
+        var faintMasks: [(name: String, maximum: Int)] = []
         for (i, entry) in entries.enumerated() {
             let slot = imageSlot[entry.imageURL]!
             let img = images[slot], m = masks[i]
@@ -279,6 +287,7 @@ public enum DatasetCheck {
                                                                            maskWidth: m.width, maskHeight: m.height)))
             }
             if let r = m.foreground { ratios.append(r) }
+            if let top = m.faintMaximum { faintMasks.append((entry.maskName, top)) }
             if let values = m.values, let classes {
                 for v in values {
                     if let c = classes.info(v) { classCounts[c.name, default: 0] += 1 } else { unknownValues[v, default: 0] += 1 }
@@ -314,6 +323,11 @@ public enum DatasetCheck {
                                emptyMasks: ratios.filter { $0 == 0 }.count, fullMasks: ratios.filter { $0 == 1 }.count)
             if foreground!.emptyMasks > 0 {
                 report.warnings.append("\(split): \(foreground!.emptyMasks) mask(s) with no foreground")
+            }
+            if let first = faintMasks.first {
+                report.warnings.append("\(split): \(faintMasks.count) of the empty mask(s) hold nonzero values no larger than 127 "
+                                       + "(\(first.name): up to \(first.maximum)); foreground is a first-channel value above 127, as in "
+                                       + "medvlsm's 0/255 masks, so 0/1 label masks read as empty: rescale them to 0/255")
             }
         }
         report.problems += splitProblems

@@ -309,6 +309,24 @@ final class DatasetIndexTests: XCTestCase {
         XCTAssertTrue(messages.allSatisfy { $0.contains("anns/") && $0.contains(" entry ") }, "\(messages)")
     }
 
+    func testDataCheckNamesLabelMasksThatReadAsEmpty() throws {
+        let root = DataFixture.makeDataset(splits: ["train": 4, "val": 1, "test": 1], width: 20, height: 16)
+        // train_1: a 0/1 label mask (foreground stored as 1); train_2: truly empty.
+        var labels = [UInt8](repeating: 0, count: 20 * 16)
+        for i in 40..<120 { labels[i] = 1 }
+        try Data(PNGCodec.encodeGray(labels, width: 20, height: 16)).write(to: root.appendingPathComponent("masks/train_1_mask.png"))
+        try ImageIO.writeMaskPNG(BinaryMask(width: 20, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
+
+        let report = try DatasetCheck.run(root: root)
+        XCTAssertTrue(report.ok, report.text)  // warnings only
+        XCTAssertEqual(report.splits[0].foreground?.emptyMasks, 2)
+        let faint = report.warnings.filter { $0.contains("no larger than 127") }
+        XCTAssertEqual(faint.count, 1, "\(report.warnings)")
+        XCTAssertTrue(faint[0].hasPrefix("train: 1 of the empty mask(s)"), faint[0])
+        XCTAssertTrue(faint[0].contains("train_1_mask.png: up to 1"), faint[0])
+        XCTAssertTrue(faint[0].contains("rescale them to 0/255"), faint[0])
+    }
+
     func testDataCheckOnAFolderWithoutAnnotations() throws {
         let root = DataFixture.temporaryRoot()
         let report = try DatasetCheck.run(root: root)
