@@ -15,6 +15,8 @@ public struct TrainingSummary: Sendable {
     public var stoppedEarly: Bool
     public var lastValidation: SegmentationMetrics?
     public var resumedFrom: String?
+    /// The signal that stopped the run before its end (after a checkpoint of the last step), if any.
+    public var interruptedBy: Int32?
 }
 
 /// Data-parallel training of a model's trainable tensors.
@@ -42,6 +44,8 @@ public final class Trainer {
     private var lastValidation: SegmentationMetrics?
     let trainCache: FeatureCache?
     let valCache: FeatureCache?
+    /// When set, a signal stops the run at the next step boundary with a checkpoint (`StopRequest`).
+    public var stopRequest: StopRequest?
 
     public init(model: SegmentationModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
                 comm: Communicator, options: TrainingOptions) throws {
@@ -164,17 +168,22 @@ public final class Trainer {
         var windowStart = Date()
         var timing = StepTiming()
         let runStart = Date()
+        var interruptedBy: Int32? = nil
 
-        while state.step < totalSteps && !state.stopped {
+        while state.step < totalSteps && !state.stopped && interruptedBy == nil {
             let position = state.samplesIntoEpoch / (comm.size * options.batchSize)
             let stream = try trainData.batches(from: SamplerCursor(epoch: state.epoch, position: position))
             defer { stream.close() }
             var stepsLeftInEpoch = stepsPerEpoch - state.samplesIntoEpoch / globalSamplesPerStep
-            while stepsLeftInEpoch > 0 && state.step < totalSteps && !state.stopped {
+            while stepsLeftInEpoch > 0 && state.step < totalSteps && !state.stopped && interruptedBy == nil {
                 let stepStart = DispatchTime.now().uptimeNanoseconds
                 if options.killAtStep == state.step + 1 {
                     FileHandle.standardError.write(Data("vlseg: fault injection: rank \(comm.rank) kills itself in step \(state.step + 1)\n".utf8))
                     kill(getpid(), SIGKILL)
+                }
+                if options.signalAtStep == state.step + 1 {
+                    FileHandle.standardError.write(Data("vlseg: fault injection: rank \(comm.rank) sends itself \(StopRequest.name(options.injectedSignal)) in step \(state.step + 1)\n".utf8))
+                    kill(getpid(), options.injectedSignal)
                 }
                 for micro in 0..<options.accumulate {
                     let t0 = DispatchTime.now().uptimeNanoseconds
@@ -238,6 +247,11 @@ public final class Trainer {
                 let checkpointNow = (options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0) || improved
                     || state.step >= totalSteps || state.stopped
                 if checkpointNow { try saveCheckpoint(markBest: improved) }
+                if let stopRequest, let signal = stopRequest.agreedSignal(comm), state.step < totalSteps, !state.stopped {
+                    if !checkpointNow { try saveCheckpoint(markBest: false) }
+                    interruptedBy = signal
+                    say("stopped by \(StopRequest.name(signal)) after step \(state.step) of \(totalSteps): checkpoint \(lastCheckpoint ?? "-"); resume=auto continues from it")
+                }
             }
         }
         if comm.isRoot && timing.steps > 0 {
@@ -249,7 +263,7 @@ public final class Trainer {
         return TrainingSummary(steps: state.step, epochs: state.epoch, bestDice: state.bestDice, bestStep: state.bestStep,
                                bestCheckpoint: best.map { checkpoints.directory.appendingPathComponent($0).path },
                                lastCheckpoint: lastCheckpoint, stoppedEarly: state.stopped && state.step < totalSteps,
-                               lastValidation: lastValidation, resumedFrom: resumedFrom)
+                               lastValidation: lastValidation, resumedFrom: resumedFrom, interruptedBy: interruptedBy)
     }
 
     private func elapsed(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }

@@ -48,6 +48,10 @@ public struct TrainingOptions: Sendable {
     /// Fault injection: SIGKILL rank 0 inside the checkpoint save of this step, after its files
     /// are written but before the directory is renamed into place (`VLSEG_FAULT_KILL_IN_SAVE`).
     public var killInSaveAtStep: Int? = nil
+    /// Fault injection for the stop-on-signal path: this rank sends itself `injectedSignal` at the
+    /// start of this step (`VLSEG_FAULT_SIGNAL_AT_STEP`, `VLSEG_FAULT_SIGNAL` = TERM, INT or USR1).
+    public var signalAtStep: Int? = nil
+    public var injectedSignal: Int32 = SIGTERM
 
     public init(runDirectory: URL) { self.runDirectory = runDirectory }
 
@@ -57,5 +61,11 @@ public struct TrainingOptions: Sendable {
         guard rank == faultRank else { return }
         killAtStep = environment["VLSEG_FAULT_KILL_AT_STEP"].flatMap { Int($0) }
         killInSaveAtStep = environment["VLSEG_FAULT_KILL_IN_SAVE"].flatMap { Int($0) }
+        signalAtStep = environment["VLSEG_FAULT_SIGNAL_AT_STEP"].flatMap { Int($0) }
+        switch environment["VLSEG_FAULT_SIGNAL"] {
+        case "INT": injectedSignal = SIGINT
+        case "USR1": injectedSignal = SIGUSR1
+        default: injectedSignal = SIGTERM
+        }
     }
 }

@@ -65,7 +65,18 @@ struct TrainCommand: ParsableCommand {
                 try resolved.yaml.write(to: runDir.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
             }
             let trainer = try Trainer(model: model, trainableNames: trainable, trainData: train, valData: val, comm: comm, options: options)
+            let stopRequest = StopRequest(log: { message in printError("vlseg: rank \(comm.rank): \(message)") })
+            stopRequest.install()
+            defer { stopRequest.uninstall() }
+            trainer.stopRequest = stopRequest
             let summary = try trainer.run()
+            if let signal = summary.interruptedBy {
+                if comm.isRoot {
+                    print("interrupted by \(StopRequest.name(signal)) after step \(summary.steps): last checkpoint \(summary.lastCheckpoint ?? "-")"
+                          + "; run again with resume=auto to continue")
+                }
+                throw ExitCode(128 + signal)
+            }
             if comm.isRoot {
                 var lines = ["done: \(summary.steps) steps, \(summary.epochs) epoch(s)\(summary.stoppedEarly ? " (stopped early)" : "")"]
                 if let dice = summary.bestDice, let step = summary.bestStep {

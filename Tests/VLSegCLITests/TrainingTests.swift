@@ -80,6 +80,42 @@ final class TrainingTests: XCTestCase {
     func testExactResumeAfterSIGKILLOneRank() throws { try checkExactResume(ranks: 1) }
     func testExactResumeAfterSIGKILLTwoRanks() throws { try checkExactResume(ranks: 2) }
 
+    /// A signal stops every rank after the same step with a checkpoint of it, and `resume=auto` then
+    /// ends bit-identical to an uninterrupted run.
+    func checkStopOnSignal(ranks: Int, signalRank: Int, signal: String, number: Int32) throws {
+        let batch = 4 / ranks, steps = 24
+        let straight = newRun(), stopped = newRun()
+        let s = try train(ranks: ranks, overrides(run: straight, batch: batch, steps: steps))
+        XCTAssertEqual(s.status, 0, s.output)
+        let k = try train(ranks: ranks, overrides(run: stopped, batch: batch, steps: steps),
+                          environment: ["VLSEG_FAULT_RANK": "\(signalRank)", "VLSEG_FAULT_SIGNAL_AT_STEP": "6", "VLSEG_FAULT_SIGNAL": signal])
+        XCTAssertFalse(k.timedOut, k.output)
+        if ranks == 1 { XCTAssertEqual(k.status, 128 + number, k.output) } else { XCTAssertNotEqual(k.status, 0, k.output) }
+        XCTAssertTrue(k.output.contains("rank \(signalRank): received SIG\(signal): stopping after this step"), k.output)
+        // "interrupted by SIGTERM after step N: ..." names the step; its checkpoint is the newest.
+        let marker = "interrupted by SIG\(signal) after step "
+        guard let line = k.output.split(separator: "\n").first(where: { $0.hasPrefix(marker) }),
+              let step = Int(line.dropFirst(marker.count).prefix { $0.isNumber }) else {
+            return XCTFail("no interruption line:\n\(k.output)")
+        }
+        XCTAssertTrue((6..<steps).contains(step), k.output)
+        let name = String(format: "step-%07d", step)
+        let latest = try String(contentsOf: stopped.appendingPathComponent("checkpoints/latest"), encoding: .utf8)
+        XCTAssertEqual(latest.trimmingCharacters(in: .whitespacesAndNewlines), name)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stopped.appendingPathComponent(String(format: "checkpoints/step-%07d", steps)).path))
+        let r = try train(ranks: ranks, overrides(run: stopped, batch: batch, steps: steps, extra: ["resume=auto"]))
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("resumed from") && r.output.contains(name), r.output)
+        let path = String(format: "checkpoints/step-%07d/trainable.safetensors", steps)
+        XCTAssertEqual(try Data(contentsOf: straight.appendingPathComponent(path)), try Data(contentsOf: stopped.appendingPathComponent(path)),
+                       "the run stopped by SIG\(signal) and resumed differs from the uninterrupted one")
+    }
+
+    func testSIGINTStopsWithACheckpointOneRank() throws { try checkStopOnSignal(ranks: 1, signalRank: 0, signal: "INT", number: SIGINT) }
+    func testSIGTERMOnOneRankStopsBothRanksAtTheSameStep() throws {
+        try checkStopOnSignal(ranks: 2, signalRank: 1, signal: "TERM", number: SIGTERM)
+    }
+
     func testKillDuringSaveKeepsThePreviousCheckpoint() throws {
         let run = newRun()
         let k = try train(ranks: 1, overrides(run: run, batch: 4, steps: 12, extra: ["trainer.checkpoint_every=6"]),
