@@ -9,8 +9,8 @@ import VLDistributed
 /// `--signal=USR1@SECONDS` sends ahead of a time limit) ask the trainer to finish the current
 /// optimiser step, save a checkpoint and exit with status 128 + the signal's number. Ranks agree at
 /// every step boundary (one small all-reduce), so all of them stop after the same step even when the
-/// signal reached only one. A second signal of the same kind ends the process at once, as if no
-/// handler were installed.
+/// signal reached only one. A second signal of the same kind ends the process at once (status
+/// 128 + the signal's number, no checkpoint).
 public final class StopRequest: @unchecked Sendable {
     /// The signals handled, in the order their names are reported when several arrive.
     public static let signals: [Int32] = [SIGTERM, SIGINT, SIGUSR1]
@@ -35,8 +35,10 @@ public final class StopRequest: @unchecked Sendable {
             source.setEventHandler { [weak self] in
                 guard let self else { return }
                 if self.received.bitwiseOr(1 << slot, ordering: .relaxed).oldValue & (1 << slot) != 0 {
-                    signal(sig, SIG_DFL)
-                    raise(sig)
+                    // The signal may be blocked and read from a descriptor by the dispatch source, so
+                    // restoring the default action and re-sending it would not end the process.
+                    self.log("received \(Self.name(sig)) again: stopping now, without a checkpoint")
+                    _exit(128 + sig)
                 } else {
                     self.log("received \(Self.name(sig)): stopping after this step with a checkpoint (send it again to stop at once)")
                 }
