@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
         .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor"]),
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.
-        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLModels", "VLTensor", "VLData"]),
+        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLModels", "VLTensor", "VLData", "VLTrain"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -45,7 +45,8 @@ public protocol Communicator: AnyObject {
     /// Copies `bytes` bytes from `root` into every rank's buffer.
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int, label: String)
     func barrier(label: String)
-    /// Every rank's `bytes`-long contribution, in rank order (small messages only).
+    /// Every rank's contribution, in rank order; every rank must pass the same length (small
+    /// messages only; `allGatherVariable` takes any lengths).
     func allGather(_ value: [UInt8], label: String) -> [[UInt8]]
     /// Ends every rank of the job with `code` after printing `message`.
     func abort(code: Int32, message: String) -> Never
@@ -80,6 +81,19 @@ extension Communicator {
             abort(code: 2, message: "rank \(rank): could not decode the broadcast '\(label)'")
         }
         return decoded
+    }
+
+    /// Every rank's contribution, in rank order, whatever its length: the lengths are gathered first,
+    /// then every contribution padded to the longest.
+    public func allGatherVariable(_ value: [UInt8], label: String) -> [[UInt8]] {
+        guard size > 1 else { return [value] }
+        var length = Int64(value.count)
+        let lengths = allGather(withUnsafeBytes(of: &length) { Array($0) }, label: label + " (lengths)").map { bytes in
+            bytes.withUnsafeBytes { Int($0.loadUnaligned(as: Int64.self)) }
+        }
+        let longest = lengths.max() ?? 0
+        let padded = value + [UInt8](repeating: 0, count: longest - value.count)
+        return zip(allGather(padded, label: label), lengths).map { Array($0.prefix($1)) }
     }
 
     /// Checks that every rank holds the same value of `fingerprint` (e.g. a hash of the frozen

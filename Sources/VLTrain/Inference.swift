@@ -69,21 +69,57 @@ public enum Inference {
         public var originalResolution: SegmentationMetrics?
         /// Per class id (multi-class datasets): Dice and IoU at model resolution.
         public var perClass: [Int: SegmentationMetrics]
+        /// One row per evaluated sample in sample order, when asked for (on every rank).
+        public var perImage: [ImageScore] = []
+    }
+
+    /// One sample's scores: which files and prompt, Dice and IoU at model resolution and (when
+    /// computed) at the image's own size. Finding the images a model fails on starts here.
+    public struct ImageScore: Sendable, Codable, Equatable {
+        public var sampleIndex: Int
+        public var image: String
+        public var mask: String
+        public var prompt: String
+        public var classID: Int?
+        public var dice: Double
+        public var iou: Double
+        public var diceOriginal: Double?
+        public var iouOriginal: Double?
+
+        /// The CSV header matching `csvRow`.
+        public static let csvHeader = "index,image,mask,prompt,class,dice,iou,dice_original,iou_original"
+
+        /// RFC 4180 fields: text quoted when it holds a comma, quote or line break.
+        public var csvRow: String {
+            func text(_ s: String) -> String {
+                s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" })
+                    ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+            }
+            func number(_ x: Double?) -> String { x.map { String(format: "%.6f", $0) } ?? "" }
+            return [String(sampleIndex), text(image), text(mask), text(prompt), classID.map(String.init) ?? "",
+                    number(dice), number(iou), number(diceOriginal), number(iouOriginal)].joined(separator: ",")
+        }
     }
 
     /// Sharded evaluation over every rank; the result is the same on every rank.
     public static func evaluate(model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
-                                originalResolution: Bool, cache: FeatureCache? = nil,
+                                originalResolution: Bool, cache: FeatureCache? = nil, perImage: Bool = false,
                                 progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
         var atModel = SegmentationMetrics(), atOriginal = SegmentationMetrics()
         var perClass: [Int: SegmentationMetrics] = [:]
+        var rows: [ImageScore] = []
         try forEachBatch(model: model, data: data, cache: cache, progress: progress) { batch, logits in
                 atModel.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
                 let per = logits.count / batch.count
                 for i in 0..<batch.count {
-                    if let cls = batch.classIDs[i] {
+                    var row: ImageScore? = nil
+                    if batch.classIDs[i] != nil || perImage {
                         let s = SegmentationMetrics.score(logits: logits.pointer + i * per, target: batch.masks.pointer + i * per, count: per)
-                        perClass[cls, default: SegmentationMetrics()].add(dice: s.dice, iou: s.iou)
+                        if let cls = batch.classIDs[i] { perClass[cls, default: SegmentationMetrics()].add(dice: s.dice, iou: s.iou) }
+                        if perImage {
+                            row = ImageScore(sampleIndex: batch.sampleIndices[i], image: batch.imageNames[i], mask: batch.maskNames[i],
+                                             prompt: batch.prompts[i], classID: batch.classIDs[i], dice: s.dice, iou: s.iou)
+                        }
                     }
                     if originalResolution {
                         let sample = data.samples.samples[batch.sampleIndices[i]]
@@ -92,7 +128,10 @@ public enum Inference {
                                                       size: batch.originalSizes[i])
                         let s = score(pred, truth)
                         atOriginal.add(dice: s.dice, iou: s.iou)
+                        row?.diceOriginal = s.dice
+                        row?.iouOriginal = s.iou
                     }
+                    if let row { rows.append(row) }
                 }
         }
         var v = atModel.reductionVector + atOriginal.reductionVector
@@ -106,9 +145,18 @@ public enum Inference {
             let m = SegmentationMetrics(reductionVector: Array(classVector[(5 * k)..<(5 * k + 5)]))
             if m.images > 0 { reducedPerClass[id] = m }
         }
+        var allRows: [ImageScore] = []
+        if perImage {
+            // Every rank's rows to every rank (one all-gather of their JSON), then in sample order.
+            let mine = try JSONEncoder().encode(rows)
+            for part in comm.allGatherVariable(Array(mine), label: "per-image scores") {
+                allRows += try JSONDecoder().decode([ImageScore].self, from: Data(part))
+            }
+            allRows.sort { ($0.sampleIndex, $0.classID ?? -1) < ($1.sampleIndex, $1.classID ?? -1) }
+        }
         return EvaluationResult(modelResolution: SegmentationMetrics(reductionVector: Array(v[0..<5])),
                                 originalResolution: originalResolution ? SegmentationMetrics(reductionVector: Array(v[5..<10])) : nil,
-                                perClass: reducedPerClass)
+                                perClass: reducedPerClass, perImage: allRows)
     }
 
     /// Runs the model over every (non-empty) batch of `data` without gradients.

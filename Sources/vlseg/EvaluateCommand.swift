@@ -70,13 +70,20 @@ struct EvaluateCommand: ParsableCommand {
     @Flag(help: "Print one JSON object as the last line.")
     var json = false
 
+    @Option(name: .customLong("per-image"), help: ArgumentHelp(
+        "Also write every sample's scores to this CSV file.",
+        discussion: "Columns: index, image, mask, prompt, class, dice, iou (model resolution), dice_original, iou_original."),
+        completion: .file(extensions: ["csv"]))
+    var perImage: String?
+
     func run() throws {
         try reportingErrors {
             let (config, comm, model, data, weights, _) = try options.setUp()
             defer { comm.finalize() }
             if comm.isRoot { printError("evaluating \(weights) on \(config.data.root) split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))") }
             let loss = SegmentationLoss(diceWeight: Float(config.trainer.loss.diceWeight), bceWeight: Float(config.trainer.loss.bceWeight))
-            let result = try Inference.evaluate(model: model, data: data, loss: loss, comm: comm, originalResolution: true) { done, total in
+            let result = try Inference.evaluate(model: model, data: data, loss: loss, comm: comm, originalResolution: true,
+                                                perImage: perImage != nil) { done, total in
                 if comm.isRoot && (done == total || done % 10 == 0) { printError("  batch \(done)/\(total)") }
             }
             guard comm.isRoot else { return }
@@ -93,6 +100,18 @@ struct EvaluateCommand: ParsableCommand {
                 }
                 let mean = result.perClass.values.map(\.dice).reduce(0, +) / Double(result.perClass.count)
                 print(String(format: "mean class Dice %.4f", mean))
+            }
+            if let perImage {
+                let url = URL(fileURLWithPath: perImage)
+                let lines = [Inference.ImageScore.csvHeader] + result.perImage.map(\.csvRow)
+                do {
+                    try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+                } catch {
+                    throw SetupError(message: "\(url.path): cannot write the per-image scores: \(error.localizedDescription)")
+                }
+                let worst = result.perImage.sorted { ($0.dice, $0.sampleIndex) < ($1.dice, $1.sampleIndex) }.prefix(3)
+                print("per-image scores: \(url.path) (\(result.perImage.count) rows); lowest Dice: "
+                      + worst.map { String(format: "%@ %.4f", $0.image, $0.dice) }.joined(separator: ", "))
             }
             if json {
                 var obj: [String: Any] = ["split": options.split, "images": m.images, "loss": m.loss, "dice": m.dice, "iou": m.iou]

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import VLModels
 import VLTensor
+import VLTrain
 
 /// `vlseg train` end to end, on 1 and 2 real MPI ranks: equivalence, exact resume after SIGKILL,
 /// crash during a save, and a dying rank.
@@ -114,6 +115,62 @@ final class TrainingTests: XCTestCase {
     func testSIGINTStopsWithACheckpointOneRank() throws { try checkStopOnSignal(ranks: 1, signalRank: 0, signal: "INT", number: SIGINT) }
     func testSIGTERMOnOneRankStopsBothRanksAtTheSameStep() throws {
         try checkStopOnSignal(ranks: 2, signalRank: 1, signal: "TERM", number: SIGTERM)
+    }
+
+    /// `evaluate --per-image` writes one row per test image, in sample order, whose mean Dice is the
+    /// reported one; 1 and 2 ranks write the same file.
+    func testPerImageScoresAreTheSameOnOneAndTwoRanks() throws {
+        let run = newRun()
+        XCTAssertEqual(try train(ranks: 1, overrides(run: run, batch: 4, steps: 40)).status, 0)
+        var files: [String] = []
+        for ranks in [1, 2] {
+            let csv = run.appendingPathComponent("scores-\(ranks).csv")
+            let args = ["evaluate"] + overrides(run: run, batch: 3, steps: 40) + ["--split", "test", "--per-image", csv.path]
+            let r: ProcessRunner.Result
+            if ranks == 1 {
+                r = try ProcessRunner.run(ProcessRunner.vlsegPath, args, timeout: 120)
+            } else {
+                guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
+                r = try ProcessRunner.run(mpirun, ProcessRunner.mpirunFlags + ["-np", "2", ProcessRunner.vlsegPath] + args, timeout: 120)
+            }
+            XCTAssertEqual(r.status, 0, r.output)
+            let text = try String(contentsOf: csv, encoding: .utf8)
+            let lines = text.split(separator: "\n").map(String.init)
+            XCTAssertEqual(lines.first, Inference.ImageScore.csvHeader)
+            let rows = lines.dropFirst().map(Self.csvFields)
+            // "split test: N images; loss L; Dice D, ..." names the count and the mean.
+            guard let summary = r.output.split(separator: "\n").first(where: { $0.hasPrefix("split test: ") }),
+                  let count = Int(summary.dropFirst("split test: ".count).prefix { $0.isNumber }),
+                  let diceText = summary.components(separatedBy: "Dice ").last?.prefix(while: { $0 != "," }),
+                  let dice = Double(diceText) else { return XCTFail(r.output) }
+            XCTAssertEqual(rows.count, count, text)
+            XCTAssertEqual(rows.map { Int($0[0])! }, (0..<count).map { $0 }, "rows are not in sample order")
+            XCTAssertTrue(rows.allSatisfy { $0.count == 9 && $0[1].hasSuffix(".png") && !$0[7].isEmpty }, text)
+            let mean = rows.map { Double($0[5])! }.reduce(0, +) / Double(count)
+            XCTAssertEqual(mean, dice, accuracy: 1e-4, text)
+            XCTAssertTrue(r.output.contains("per-image scores: \(csv.path) (\(count) rows); lowest Dice: "), r.output)
+            files.append(text)
+        }
+        XCTAssertEqual(files[0], files[1])
+    }
+
+    /// The fields of one RFC 4180 CSV line (quoted fields may hold commas and doubled quotes).
+    static func csvFields(_ line: String) -> [String] {
+        var fields: [String] = [], field = "", quoted = false
+        var chars = Array(line)[...]
+        while let c = chars.popFirst() {
+            if quoted {
+                if c == "\"" {
+                    if chars.first == "\"" { field.append("\""); chars.removeFirst() } else { quoted = false }
+                } else { field.append(c) }
+            } else if c == "\"" {
+                quoted = true
+            } else if c == "," {
+                fields.append(field)
+                field = ""
+            } else { field.append(c) }
+        }
+        return fields + [field]
     }
 
     func testKillDuringSaveKeepsThePreviousCheckpoint() throws {

@@ -120,3 +120,18 @@ final class TrainerTests: XCTestCase {
         XCTAssertGreaterThan(b.trainCacheHits, 0)
     }
 }
+
+/// The per-image CSV rows of `vlseg evaluate --per-image`.
+final class ImageScoreCSVTests: XCTestCase {
+    func testFieldsAreQuotedOnlyWhenNeeded() {
+        var row = Inference.ImageScore(sampleIndex: 7, image: "a.png", mask: "a_mask.png", prompt: "a polyp", classID: nil,
+                                       dice: 0.5, iou: 1.0 / 3)
+        XCTAssertEqual(row.csvRow, "7,a.png,a_mask.png,a polyp,,0.500000,0.333333,,")
+        row.prompt = "a \"small\", round polyp"
+        row.classID = 2
+        row.diceOriginal = 0.25
+        row.iouOriginal = 0.125
+        XCTAssertEqual(row.csvRow, "7,a.png,a_mask.png,\"a \"\"small\"\", round polyp\",2,0.500000,0.333333,0.250000,0.125000")
+        XCTAssertEqual(Inference.ImageScore.csvHeader.split(separator: ",").count, 9)
+    }
+}
