@@ -64,6 +64,7 @@ public final class DataLoader: @unchecked Sendable {
     private let lock = NSLock()
     private var loggedSkips = Set<Int>()
     private var skippedSamples = Set<Int>()
+    private var warnedFaintMask = false
 
     /// Writes one line to stderr, prefixed like the rest of the tool's messages.
     public static let standardErrorLog: @Sendable (String) -> Void = { line in
@@ -164,6 +165,7 @@ public final class DataLoader: @unchecked Sendable {
             } catch let error as ImageError {
                 throw DataError(imageError: error, role: "mask", entry: ref)
             }
+            if !target.values.contains(where: { $0 != 0 }) { warnIfFaint(entry) }
         case let .classPresent(id):
             let map: LabelMap
             do {
@@ -193,6 +195,25 @@ public final class DataLoader: @unchecked Sendable {
         img.normalize(config.normalization, into: pixels)
         target.writeFloats(into: mask)
         return info
+    }
+
+    /// Says once per loader when an empty mask holds nonzero values no larger than 127: a 0/1 label
+    /// mask, which the > 127 rule (medvlsm's 0/255 masks) reads as all background. Such a run would
+    /// learn to predict nothing and still score Dice 1 on every empty target.
+    private func warnIfFaint(_ entry: DatasetEntry) {
+        lock.lock()
+        let warned = warnedFaintMask
+        lock.unlock()
+        guard !warned, let raw = try? ImageIO.readClassIndices(entry.maskURL), let top = raw.values.max(), top > 0 else { return }
+        lock.lock()
+        let first = !warnedFaintMask
+        warnedFaintMask = true
+        lock.unlock()
+        if first {
+            log("warning: \(entry.reference): the mask holds values up to \(top) but none above 127, so it reads as all background "
+                + "(foreground is a first-channel value above 127, as in 0/255 masks); if the dataset's masks are 0/1 labels, "
+                + "rescale them to 0/255 (vlseg data check lists every such mask)")
+        }
     }
 
     /// Prepares one batch (used by the workers, and inline with `workers: 0`).

@@ -211,6 +211,31 @@ final class DataLoaderTests: XCTestCase {
         XCTAssertTrue(log2.lines.contains { $0.contains("entry 5") && $0.contains("no usable prompt") }, "\(log2.lines)")
     }
 
+    func testLabelMasksWithValuesBelow128AreReportedOnce() throws {
+        let root = DataFixture.makeDataset(splits: ["train": 6], width: 16, height: 16)
+        // Two 0/1 label masks and one truly empty mask: one warning, naming the first label mask read.
+        var labels = [UInt8](repeating: 0, count: 16 * 16)
+        for i in 30..<90 { labels[i] = 1 }
+        for i in [1, 4] {
+            try Data(PNGCodec.encodeGray(labels, width: 16, height: 16)).write(to: root.appendingPathComponent("masks/train_\(i)_mask.png"))
+        }
+        try ImageIO.writeMaskPNG(BinaryMask(width: 16, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
+        let log = LogCollector()
+        let l = try loader(root: root, batch: 2, workers: 2, mode: .evaluation, log: log)
+        for epoch in 0..<2 { _ = try drain(try l.batches(epoch: epoch)) }
+        let warnings = log.lines.filter { $0.contains("none above 127") }
+        XCTAssertEqual(warnings.count, 1, "\(log.lines)")
+        XCTAssertTrue(warnings[0].contains("values up to 1") && warnings[0].contains("rescale them to 0/255"), warnings[0])
+        XCTAssertTrue(warnings[0].contains("entry 1") || warnings[0].contains("entry 4"), warnings[0])
+
+        // A dataset of 0/255 masks (some empty) says nothing.
+        let clean = DataFixture.makeDataset(splits: ["train": 4], width: 16, height: 16)
+        try ImageIO.writeMaskPNG(BinaryMask(width: 16, height: 16), to: clean.appendingPathComponent("masks/train_0_mask.png"))
+        let quiet = LogCollector()
+        _ = try drain(try loader(root: clean, batch: 2, workers: 1, mode: .evaluation, log: quiet).batches(epoch: 0))
+        XCTAssertEqual(quiet.lines, [])
+    }
+
     func testStoppingEarlyLeavesNoThreads() throws {
         let root = DataFixture.makeDataset(splits: ["train": 24], width: 32, height: 32)
         for workers in [1, 3] {
