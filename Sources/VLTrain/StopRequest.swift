@@ -6,7 +6,7 @@ import VLDistributed
 ///
 /// SIGTERM (a scheduler's or Kubernetes' notice before the kill), SIGINT (Ctrl-C) and SIGUSR1
 /// (which `mpirun` forwards to every rank without ending the job, and which Slurm's
-/// `--signal=USR1@SECONDS` sends ahead of a time limit) ask the trainer to finish the current
+/// `--signal=B:USR1@SECONDS` sends ahead of a time limit) ask the trainer to finish the current
 /// optimiser step, save a checkpoint and exit with status 128 + the signal's number. Ranks agree at
 /// every step boundary (one small all-reduce), so all of them stop after the same step even when the
 /// signal reached only one. A second signal of the same kind ends the process at once (status
@@ -25,13 +25,16 @@ public final class StopRequest: @unchecked Sendable {
         self.log = log
     }
 
-    /// Starts handling the signals. The process's dispositions become "ignore" so that dispatch
-    /// sources see them; `uninstall` restores the defaults.
+    /// Starts handling the signals, and returns once the handlers are in place (a source registers
+    /// asynchronously, and a signal arriving before that would be ignored). The process's
+    /// dispositions become "ignore" so that dispatch sources see them; `uninstall` restores the defaults.
     public func install() {
         guard sources.isEmpty else { return }
+        let registered = DispatchSemaphore(value: 0)
         for (slot, sig) in Self.signals.enumerated() {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setRegistrationHandler { registered.signal() }
             source.setEventHandler { [weak self] in
                 guard let self else { return }
                 if self.received.bitwiseOr(1 << slot, ordering: .relaxed).oldValue & (1 << slot) != 0 {
@@ -46,6 +49,7 @@ public final class StopRequest: @unchecked Sendable {
             source.resume()
             sources.append(source)
         }
+        for _ in sources { _ = registered.wait(timeout: .now() + 5) }
     }
 
     public func uninstall() {

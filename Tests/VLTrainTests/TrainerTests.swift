@@ -135,3 +135,43 @@ final class ImageScoreCSVTests: XCTestCase {
         XCTAssertEqual(Inference.ImageScore.csvHeader.split(separator: ",").count, 9)
     }
 }
+
+/// Stop requests: a real signal reaches the flag through the dispatch source; the agreed signal of a
+/// single process is its own.
+final class StopRequestTests: XCTestCase {
+    func testASignalSetsTheRequestAndUninstallRestoresTheDefault() throws {
+        let lines = LockedLines()
+        let stop = StopRequest(log: { lines.append($0) })
+        XCTAssertNil(stop.localSignal)
+        stop.install()
+        kill(getpid(), SIGUSR1)
+        let deadline = Date().addingTimeInterval(5)
+        while stop.localSignal == nil && Date() < deadline { usleep(1000) }
+        XCTAssertEqual(stop.localSignal, SIGUSR1)
+        XCTAssertEqual(stop.agreedSignal(SingleProcessCommunicator()), SIGUSR1)
+        while lines.all.isEmpty && Date() < deadline { usleep(1000) }
+        XCTAssertEqual(lines.all, ["received SIGUSR1: stopping after this step with a checkpoint (send it again to stop at once)"])
+        stop.uninstall()
+        var action = sigaction()
+        sigaction(SIGUSR1, nil, &action)
+        XCTAssertEqual(unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self), unsafeBitCast(SIG_DFL, to: Int.self))
+    }
+
+    func testSeveralSignalsReportTheFirstKindInTheListOrder() {
+        let stop = StopRequest(log: { _ in })
+        stop.request(SIGUSR1)
+        XCTAssertEqual(stop.localSignal, SIGUSR1)
+        stop.request(SIGTERM)
+        XCTAssertEqual(stop.localSignal, SIGTERM)
+        stop.request(SIGHUP)  // not handled: no change
+        XCTAssertEqual(stop.localSignal, SIGTERM)
+        XCTAssertEqual(StopRequest.name(SIGINT), "SIGINT")
+    }
+}
+
+private final class LockedLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func append(_ s: String) { lock.lock(); lines.append(s); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+}
