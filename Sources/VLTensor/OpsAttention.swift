@@ -48,7 +48,8 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
     let savedMask = keyMask?.detached()
     return Tensor.record(out, inputs: [q, k, v], name: "attention") { g, needs in
         let mask = savedMask?.pointer
-        let gq = Tensor(zeros: q.shape), gk = Tensor(zeros: k.shape), gv = Tensor(zeros: v.shape)
+        // Every head writes its whole slice of each gradient asked for (sgemm with beta 0): no zeroing.
+        let gq = Tensor(uninitialized: q.shape), gk = Tensor(uninitialized: k.shape), gv = Tensor(uninitialized: v.shape)
         let workers = HeadParallel.workers(heads: b * heads)
         let scratchP = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
         let scratchDP = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
