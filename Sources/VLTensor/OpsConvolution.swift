@@ -1,11 +1,13 @@
+import Foundation
+
 // 2-D convolution and transposed convolution, lowered to GEMMs through im2col / col2im.
 //
 // Both ops share one lowering: an image [C, H, W] and a grid of kernel placements give a column
 // matrix [C*kh*kw, gridH*gridW]. A convolution gathers its input into columns and multiplies by
 // the weight; a transposed convolution multiplies first and scatters the columns back into its
 // (larger) output. Each op's backward uses the other direction of the same lowering.
-// Batch items are lowered one at a time so the column buffer stays one image large; the GEMMs
-// themselves are threaded by OpenBLAS.
+// Batch items are lowered one at a time so a column buffer stays one image large; large GEMMs are
+// threaded by OpenBLAS, small ones run one image per thread (`ConvBatchPlan`).
 
 /// How one image maps onto its column matrix: kernel placement (oy, ox) on the grid reads image
 /// pixel (oy*strideH - padH + i, ox*strideW - padW + j) for kernel tap (i, j); taps that fall in
@@ -39,10 +41,11 @@ struct ConvGeometry {
         return lo..<hi
     }
 
-    /// Writes every element of `col` (colRows x colCols) from `image` (channels x height x width).
-    func im2col(_ image: UnsafePointer<Float>, into col: UnsafeMutablePointer<Float>) {
+    /// Writes every element of `col` (colRows x colCols) from `image` (channels x height x width);
+    /// `parallel: false` when the caller already runs one image per thread.
+    func im2col(_ image: UnsafePointer<Float>, into col: UnsafeMutablePointer<Float>, parallel: Bool = true) {
         let cols = colCols, area = kernelH * kernelW, plane = height * width
-        parallelFor(colRows, grain: max(1, 16384 / max(cols, 1))) { rows in
+        let body = { (rows: Range<Int>) in
             for r in rows {
                 let c = r / area, i = (r / kernelW) % kernelH, j = r % kernelW
                 let ys = Self.inside(tap: i, stride: strideH, pad: padH, size: height, grid: gridH)
@@ -65,14 +68,15 @@ struct ConvGeometry {
                 }
             }
         }
+        if parallel { parallelFor(colRows, grain: max(1, 16384 / max(cols, 1)), body) } else { body(0..<colRows) }
     }
 
     /// Adds each column entry into the image pixel it was gathered from (the adjoint of im2col).
     /// Threads split by channel, so overlapping kernel placements never race.
-    func col2im(_ col: UnsafePointer<Float>, accumulatingInto image: UnsafeMutablePointer<Float>) {
+    func col2im(_ col: UnsafePointer<Float>, accumulatingInto image: UnsafeMutablePointer<Float>, parallel: Bool = true) {
         let cols = colCols, plane = height * width
         let perChannel = kernelH * kernelW * cols
-        parallelFor(channels, grain: max(1, 16384 / max(perChannel, 1))) { chans in
+        let body = { (chans: Range<Int>) in
             for c in chans {
                 let dstPlane = image + c * plane
                 for i in 0..<kernelH {
@@ -95,6 +99,66 @@ struct ConvGeometry {
                 }
             }
         }
+        if parallel { parallelFor(channels, grain: max(1, 16384 / max(perChannel, 1)), body) } else { body(0..<channels) }
+    }
+}
+
+/// How a convolution walks its batch. Small per-image products (CLIPSeg's decoder head: 64
+/// channels on a 22 x 22 grid, ~36 MFLOP) gain nothing from OpenBLAS's threads, so their images go
+/// to the threads instead, each with single-threaded GEMMs and its own column buffer. Weight
+/// gradients then sum by fixed slots (image b into slot b mod `slots`, in image order), a structure
+/// chosen from the shapes alone, so results do not depend on the thread count. Large products keep
+/// one slot and threaded GEMMs, image after image.
+struct ConvBatchPlan {
+    /// Per-image products up to this many FLOPs run one image per thread.
+    static let imageParallelFlops = 256.0e6
+    static let maxSlots = 4
+    let batch: Int, slots: Int, workers: Int
+
+    init(batch: Int, flopsPerImage: Double) {
+        self.batch = batch
+        slots = flopsPerImage <= Self.imageParallelFlops ? max(1, min(Self.maxSlots, batch)) : 1
+        workers = max(1, min(ComputeThreads.count, slots))
+    }
+
+    /// Whether the loops inside one image (im2col, col2im) may use the threads themselves.
+    var innerParallel: Bool { workers == 1 }
+
+    /// Runs `body(image, slot, firstInSlot, worker)` for every image: worker w takes slots w, w +
+    /// workers, ..., and each slot's images in increasing order.
+    func forEachImage(_ body: (_ image: Int, _ slot: Int, _ first: Bool, _ worker: Int) -> Void) {
+        func run(_ worker: Int) {
+            var slot = worker
+            while slot < slots {
+                var b = slot
+                while b < batch {
+                    body(b, slot, b < slots, worker)
+                    b += slots
+                }
+                slot += workers
+            }
+        }
+        if workers == 1 { run(0); return }
+        BLAS.setThreads(1)
+        defer { BLAS.setThreads(ComputeThreads.count) }
+        withoutActuallyEscaping(run) { fn in
+            DispatchQueue.concurrentPerform(iterations: workers) { fn($0) }
+        }
+    }
+
+    /// parts [slots, n] summed over the slots in slot order, as a tensor of `shape` (parts itself
+    /// when there is one slot).
+    func summedSlots(_ parts: Tensor, shape: [Int]) -> Tensor {
+        if slots == 1 { return parts.reshaped(shape) }
+        let n = parts.count / slots
+        let out = Tensor(uninitialized: shape)
+        let po = out.mutablePointer, pp = parts.pointer
+        po.update(from: pp, count: n)
+        for s in 1..<slots {
+            let src = pp + s * n
+            for i in 0..<n { po[i] += src[i] }
+        }
+        return out
     }
 }
 
@@ -148,16 +212,19 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                            gridH: outH, gridW: outW)
     let k = geo.colRows, n = geo.colCols, imageCount = geo.imageCount, outCount = outC * n
 
+    let plan = ConvBatchPlan(batch: batch, flopsPerImage: 2 * Double(outC) * Double(k) * Double(n))
     let y = Tensor(uninitialized: [batch, outC, outH, outW])
     let py = y.mutablePointer
     if let bias { fillChannelBias(py, bias: bias, batch: batch, channels: outC, plane: n) }
-    let scratch = geo.isIdentity ? nil : Tensor(uninitialized: [k, n])
-    for b in 0..<batch {
+    // One column buffer per worker.
+    let scratch = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
+    plan.forEachImage { b, _, _, worker in
         let xb = x.pointer + b * imageCount
         var cols = xb
         if let scratch {
-            geo.im2col(xb, into: scratch.mutablePointer)
-            cols = scratch.pointer
+            let buffer = scratch.mutablePointer + worker * k * n
+            geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
+            cols = UnsafePointer(buffer)
         }
         BLAS.sgemm(transposeA: false, transposeB: false, m: outC, n: n, k: k,
                    a: weight.pointer, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n)
@@ -171,33 +238,35 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     return Tensor.record(y, inputs: inputs, name: "conv2d") { g, needs in
         var gx: Tensor? = nil, gw: Tensor? = nil, gb: Tensor? = nil
         let pg = g.pointer
-        let cols = geo.isIdentity || !(needs[0] || needs[1]) ? nil : Tensor(uninitialized: [k, n])
+        let cols = geo.isIdentity || !(needs[0] || needs[1]) ? nil : Tensor(uninitialized: [plan.workers, k * n])
         if needs[0], let savedW {
-            // dX = col2im(W^T dY), one item at a time.
+            // dX = col2im(W^T dY), image by image.
             let t = Tensor(zeros: xShape)
-            for b in 0..<batch {
+            plan.forEachImage { b, _, _, worker in
                 let dst = t.mutablePointer + b * imageCount
-                let target = cols?.mutablePointer ?? dst
+                let buffer = cols.map { $0.mutablePointer + worker * k * n }
                 BLAS.sgemm(transposeA: true, transposeB: false, m: k, n: n, k: outC,
-                           a: savedW.pointer, lda: k, b: pg + b * outCount, ldb: n, c: target, ldc: n)
-                if let cols { geo.col2im(cols.pointer, accumulatingInto: dst) }
+                           a: savedW.pointer, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n)
+                if let buffer { geo.col2im(buffer, accumulatingInto: dst, parallel: plan.innerParallel) }
             }
             gx = t
         }
         if needs[1], let savedX {
-            // dW = sum_b dY_b col_b^T.
-            let t = Tensor(zeros: wShape)
-            for b in 0..<batch {
+            // dW = sum_b dY_b col_b^T, by slots.
+            let parts = Tensor(uninitialized: [plan.slots, outC * k])
+            plan.forEachImage { b, slot, first, worker in
                 let xb = savedX.pointer + b * imageCount
                 var colsP = xb
                 if let cols {
-                    geo.im2col(xb, into: cols.mutablePointer)
-                    colsP = cols.pointer
+                    let buffer = cols.mutablePointer + worker * k * n
+                    geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
+                    colsP = UnsafePointer(buffer)
                 }
                 BLAS.sgemm(transposeA: false, transposeB: true, m: outC, n: k, k: n,
-                           a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: b == 0 ? 0 : 1, c: t.mutablePointer, ldc: k)
+                           a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
+                           c: parts.mutablePointer + slot * outC * k, ldc: k)
             }
-            gw = t
+            gw = plan.summedSlots(parts, shape: wShape)
         }
         if needs.count > 2 && needs[2] { gb = channelSums(g, batch: batch, channels: outC, plane: n) }
         return [gx, gw, gb]
@@ -234,14 +303,16 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     let y = bias == nil ? Tensor(zeros: [batch, outC, outH, outW]) : Tensor(uninitialized: [batch, outC, outH, outW])
     let py = y.mutablePointer
     if let bias { fillChannelBias(py, bias: bias, batch: batch, channels: outC, plane: outH * outW) }
-    let scratch = geo.isIdentity ? nil : Tensor(uninitialized: [k, n])
-    for b in 0..<batch {
+    let plan = ConvBatchPlan(batch: batch, flopsPerImage: 2 * Double(k) * Double(n) * Double(inC))
+    let scratch = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
+    plan.forEachImage { b, _, _, worker in
         let yb = py + b * outCount
         // cols = W^T X_b, then scatter-add; the identity lowering adds straight into the output.
+        let buffer = scratch.map { $0.mutablePointer + worker * k * n }
         BLAS.sgemm(transposeA: true, transposeB: false, m: k, n: n, k: inC,
                    a: weight.pointer, lda: k, b: x.pointer + b * inCount, ldb: n,
-                   beta: scratch == nil ? 1 : 0, c: scratch?.mutablePointer ?? yb, ldc: n)
-        if let scratch { geo.col2im(scratch.pointer, accumulatingInto: yb) }
+                   beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n)
+        if let buffer { geo.col2im(buffer, accumulatingInto: yb, parallel: plan.innerParallel) }
     }
 
     guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv_transpose2d") }
@@ -255,28 +326,29 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         let wantX = needs[0] && savedW != nil, wantW = needs[1] && savedX != nil
         if wantX || wantW {
             let tx = wantX ? Tensor(uninitialized: xShape) : nil
-            let tw = wantW ? Tensor(zeros: wShape) : nil
-            let cols = geo.isIdentity ? nil : Tensor(uninitialized: [k, n])
-            for b in 0..<batch {
+            let parts = wantW ? Tensor(uninitialized: [plan.slots, inC * k]) : nil
+            let cols = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
+            plan.forEachImage { b, slot, first, worker in
                 // Both gradients read the same gathered dY_b, so it is lowered once per item.
                 let gyb = pg + b * outCount
                 var colsP = gyb
                 if let cols {
-                    geo.im2col(gyb, into: cols.mutablePointer)
-                    colsP = cols.pointer
+                    let buffer = cols.mutablePointer + worker * k * n
+                    geo.im2col(gyb, into: buffer, parallel: plan.innerParallel)
+                    colsP = UnsafePointer(buffer)
                 }
                 if let tx, let savedW {  // dX_b = W cols
                     BLAS.sgemm(transposeA: false, transposeB: false, m: inC, n: n, k: k,
                                a: savedW.pointer, lda: k, b: colsP, ldb: n, c: tx.mutablePointer + b * inCount, ldc: n)
                 }
-                if let tw, let savedX {  // dW += X_b cols^T
+                if let parts, let savedX {  // dW += X_b cols^T, by slots
                     BLAS.sgemm(transposeA: false, transposeB: true, m: inC, n: k, k: n,
                                a: savedX.pointer + b * inCount, lda: n, b: colsP, ldb: n,
-                               beta: b == 0 ? 0 : 1, c: tw.mutablePointer, ldc: k)
+                               beta: first ? 0 : 1, c: parts.mutablePointer + slot * inC * k, ldc: k)
                 }
             }
             gx = tx
-            gw = tw
+            gw = parts.map { plan.summedSlots($0, shape: wShape) }
         }
         if needs.count > 2 && needs[2] { gb = channelSums(g, batch: batch, channels: outC, plane: outH * outW) }
         return [gx, gw, gb]

@@ -340,6 +340,34 @@ final class ConvolutionTests: XCTestCase {
 
     // MARK: - Threading
 
+    /// Small convolutions run one image per thread and sum weight gradients by fixed slots: outputs
+    /// and every gradient are bit-identical for 1, 2 and 3 threads (batch 5: uneven slots).
+    func testImageParallelConvolutionsAreBitIdenticalAcrossThreadCounts() {
+        let x = Check.random([5, 6, 12, 12], seed: 410)
+        let w = Check.random([7, 6, 3, 3], seed: 411), b = Check.random([7], seed: 412)
+        let wt = Check.random([6, 3, 4, 4], seed: 413), bt = Check.random([3], seed: 414)
+        XCTAssertEqual(ConvBatchPlan(batch: 5, flopsPerImage: 2 * 7 * 54 * 144).slots, 4)
+        func run() -> [[Float]] {
+            let xs = x.requiringGrad(), ws = w.requiringGrad(), bs = b.requiringGrad()
+            let wts = wt.requiringGrad(), bts = bt.requiringGrad()
+            let y = conv2d(xs, weight: ws, bias: bs, stride: (1, 1), padding: (1, 1))
+            let z = convTranspose2d(xs, weight: wts, bias: bts, stride: (4, 4))
+            (y.square().sum() + z.square().sum()).backward()
+            return [y.scalars, z.scalars, xs.grad!.scalars, ws.grad!.scalars, bs.grad!.scalars, wts.grad!.scalars, bts.grad!.scalars]
+        }
+        let previous = ComputeThreads.count
+        defer { ComputeThreads.set(previous) }
+        ComputeThreads.set(1)
+        let reference = run()
+        for threads in [2, 3] {
+            ComputeThreads.set(threads)
+            let other = run()
+            for k in reference.indices {
+                XCTAssertEqual(other[k].map(\.bitPattern), reference[k].map(\.bitPattern), "result \(k), \(threads) threads")
+            }
+        }
+    }
+
     /// The same results whether the plane/channel loops run on one thread or are split across
     /// several (sizes chosen so every parallel loop here actually splits at two threads).
     func testResultsIndependentOfThreadCount() {
