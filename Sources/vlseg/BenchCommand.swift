@@ -6,7 +6,7 @@ import VLTensor
 /// `vlseg bench ...`: performance measurements that live in the project, not in timed tests.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure performance.", subcommands: [BenchStepCommand.self, BenchInferCommand.self, GEMMBench.self, BenchAttentionCommand.self, BenchMLPCommand.self, BenchAllReduceCommand.self, BenchDataCommand.self])
+        commandName: "bench", abstract: "Measure performance.", subcommands: [BenchStepCommand.self, BenchInferCommand.self, GEMMBench.self, BenchAttentionCommand.self, BenchMLPCommand.self, BenchLinearCommand.self, BenchAllReduceCommand.self, BenchDataCommand.self])
 }
 
 struct GEMMBench: ParsableCommand {

@@ -133,3 +133,47 @@ struct BenchMLPCommand: ParsableCommand {
         if json { try printJSONLine(report) }
     }
 }
+
+/// `vlseg bench linear`: one linear layer (optionally with ReLU), forward and backward.
+struct BenchLinearCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "linear",
+        abstract: "Time one linear layer (forward, backward) at one shape.",
+        discussion: """
+            Defaults are a CLIPSeg decoder projection (64 -> 64 over 485 tokens at batch 4). Backward computes \
+            the weight and bias gradients, and the input gradient unless --frozen-input (CLIPSeg's 768 -> 64 \
+            reductions of cached vision features: --in 768 --frozen-input). FLOPs: 2 per multiply-add of \
+            each product run.
+            """)
+
+    @Option(help: "Rows (tokens x batch).") var rows = 4 * 485
+    @Option(name: .customLong("in"), help: "Input width.") var inWidth = 64
+    @Option(name: .customLong("out"), help: "Output width.") var outWidth = 64
+    @Flag(help: "Apply ReLU (the fused linear + ReLU).") var relu = false
+    @Flag(help: "The input needs no gradient (features from a frozen model).") var frozenInput = false
+    @Option(help: "Seconds to time each of forward and forward+backward.") var seconds = 1.0
+    @Option(help: "Threads (default: cores on this machine).") var threads: Int?
+    @Flag(help: "Print one JSON object as the last line.") var json = false
+
+    func run() throws {
+        guard rows >= 1, inWidth >= 1, outWidth >= 1 else { throw ValidationError("--rows, --in, --out must be >= 1") }
+        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: LaunchPlacement.fromEnvironment().localSize))
+        var rng = SplitMix64(seed: 9)
+        let x = Tensor.randomUniform([rows, inWidth], low: -1, high: 1, generator: &rng)
+        let w = Tensor.randomUniform([outWidth, inWidth], low: -0.1, high: 0.1, generator: &rng)
+        let b = Tensor.randomUniform([outWidth], low: -0.1, high: 0.1, generator: &rng)
+        let seed = Tensor.randomUniform([rows, outWidth], low: -1, high: 1, generator: &rng)
+        let product = 2 * Double(rows) * Double(inWidth) * Double(outWidth)
+        print("linear\(relu ? " + ReLU" : "") \(rows) rows, \(inWidth) -> \(outWidth)\(frozenInput ? ", frozen input" : ""), \(ComputeThreads.count) thread(s)")
+        let op: (Tensor, Tensor, Tensor) -> Tensor = relu ? { linearReLU($0, weight: $1, bias: $2) } : { linear($0, weight: $1, bias: $2) }
+        let timing = OpTiming(
+            label: relu ? "linearReLU" : "linear", forwardFlops: product, backwardFlops: (frozenInput ? 1 : 2) * product,
+            seconds: seconds,
+            forward: { _ = op(x, w, b) },
+            forwardAndBackward: {
+                op(frozenInput ? x : x.requiringGrad(), w.requiringGrad(), b.requiringGrad()).backward(seed: seed)
+            })
+        timing.print()
+        if json { try printJSONLine(timing.json) }
+    }
+}

@@ -43,4 +43,18 @@ final class BenchStepTests: XCTestCase {
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.output.contains("cannot be cached"), refused.output)
     }
+
+    /// The op benches run at small shapes and report positive times for each implementation.
+    func testOpBenchesReportForwardAndBackwardTimes() throws {
+        let linear = try runJSON(["bench", "linear", "--rows", "64", "--in", "32", "--out", "16", "--seconds", "0.02"])
+        let frozen = try runJSON(["bench", "linear", "--rows", "64", "--in", "32", "--out", "16", "--relu", "--frozen-input", "--seconds", "0.02"])
+        for report in [linear, frozen] {
+            XCTAssertGreaterThan(report["forward_ms"] as? Double ?? 0, 0, "\(report)")
+            XCTAssertGreaterThan(report["backward_gflops_per_s"] as? Double ?? 0, 0, "\(report)")
+        }
+        let mlp = try runJSON(["bench", "mlp", "--rows", "64", "--width", "8", "--hidden", "32", "--seconds", "0.02"])
+        XCTAssertGreaterThan((mlp["blocked"] as? [String: Any])?["backward_ms"] as? Double ?? 0, 0, "\(mlp)")
+        let attention = try runJSON(["bench", "attention", "--batch", "1", "--tokens", "20", "--width", "16", "--heads", "2", "--seconds", "0.02"])
+        XCTAssertGreaterThan((attention["blas"] as? [String: Any])?["forward_ms"] as? Double ?? 0, 0, "\(attention)")
+    }
 }
