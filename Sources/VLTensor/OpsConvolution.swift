@@ -124,42 +124,14 @@ struct ConvBatchPlan {
     /// Whether the loops inside one image (im2col, col2im) may use the threads themselves.
     var innerParallel: Bool { workers == 1 }
 
-    /// Runs `body(image, slot, firstInSlot, worker)` for every image: worker w takes slots w, w +
-    /// workers, ..., and each slot's images in increasing order.
+    /// Runs `body(image, slot, firstInSlot, worker)` for every image (`SlotSchedule`).
     func forEachImage(_ body: (_ image: Int, _ slot: Int, _ first: Bool, _ worker: Int) -> Void) {
-        func run(_ worker: Int) {
-            var slot = worker
-            while slot < slots {
-                var b = slot
-                while b < batch {
-                    body(b, slot, b < slots, worker)
-                    b += slots
-                }
-                slot += workers
-            }
-        }
-        if workers == 1 { run(0); return }
-        BLAS.setThreads(1)
-        defer { BLAS.setThreads(ComputeThreads.count) }
-        withoutActuallyEscaping(run) { fn in
-            DispatchQueue.concurrentPerform(iterations: workers) { fn($0) }
-        }
+        schedule.run(body)
     }
 
-    /// parts [slots, n] summed over the slots in slot order, as a tensor of `shape` (parts itself
-    /// when there is one slot).
-    func summedSlots(_ parts: Tensor, shape: [Int]) -> Tensor {
-        if slots == 1 { return parts.reshaped(shape) }
-        let n = parts.count / slots
-        let out = Tensor(uninitialized: shape)
-        let po = out.mutablePointer, pp = parts.pointer
-        po.update(from: pp, count: n)
-        for s in 1..<slots {
-            let src = pp + s * n
-            for i in 0..<n { po[i] += src[i] }
-        }
-        return out
-    }
+    func summedSlots(_ parts: Tensor, shape: [Int]) -> Tensor { schedule.summedSlots(parts, shape: shape) }
+
+    private var schedule: SlotSchedule { SlotSchedule(count: batch, slots: slots) }
 }
 
 /// Overwrites out[b, c, :] with bias[c] for every batch item, so a GEMM can then add with beta = 1.

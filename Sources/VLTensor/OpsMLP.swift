@@ -27,7 +27,7 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
     let px = x.pointer, pw1 = w1.pointer, pw2 = w2.pointer, py = y.mutablePointer
     let pb1 = b1?.pointer, pb2 = b2?.pointer
 
-    plan.forEachBlock { block, rowRange, worker in
+    plan.forEachBlock { _, rowRange, _, _, worker in
         let n = rowRange.count, r0 = rowRange.lowerBound
         let h = saved.map { $0.mutablePointer + r0 * hidden } ?? scratch!.mutablePointer + worker * plan.rowBlock * hidden
         fillRows(h, rows: n, width: hidden, with: pb1)
@@ -58,9 +58,8 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
         let dHidden = needHidden ? Tensor(uninitialized: [plan.workers, plan.rowBlock * hidden]) : nil
         let pg = g.pointer, ph = saved.pointer, pxs = xs.pointer, pw1s = w1s.pointer, pw2s = w2s.pointer
 
-        plan.forEachBlock { block, rowRange, worker in
+        plan.forEachBlock { _, rowRange, slot, first, worker in
             let n = rowRange.count, r0 = rowRange.lowerBound
-            let slot = plan.slot(ofBlock: block), first = plan.isFirstInSlot(block)
             let gBlock = pg + r0 * outF, hBlock = ph + r0 * hidden
             if let gw2Parts {  // dW2 += dYᵀ H
                 BLAS.sgemm(transposeA: true, transposeB: false, m: outF, n: hidden, k: n,
@@ -85,10 +84,11 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
                            a: dh, lda: hidden, b: pw1s, ldb: inF, c: gx.mutablePointer + r0 * inF, ldc: inF)
             }
         }
-        var grads: [Tensor?] = [gx, gw1Parts.map { plan.sumSlots($0) }.map { $0.reshaped([hidden, inF]) },
-                                gw2Parts.map { plan.sumSlots($0) }.map { $0.reshaped([outF, hidden]) }]
-        if hasB1 { grads.append(gb1Parts.map { plan.sumSlots($0) }) }
-        if hasB2 { grads.append(gb2Parts.map { plan.sumSlots($0) }) }
+        let schedule = plan.schedule
+        var grads: [Tensor?] = [gx, gw1Parts.map { schedule.summedSlots($0, shape: [hidden, inF]) },
+                                gw2Parts.map { schedule.summedSlots($0, shape: [outF, hidden]) }]
+        if hasB1 { grads.append(gb1Parts.map { schedule.summedSlots($0, shape: [hidden]) }) }
+        if hasB2 { grads.append(gb2Parts.map { schedule.summedSlots($0, shape: [outF]) }) }
         return grads
     }
 }
@@ -112,43 +112,14 @@ struct MLPBlocks {
         workers = max(1, min(ComputeThreads.count, slots))
     }
 
-    func slot(ofBlock b: Int) -> Int { b % slots }
-    func isFirstInSlot(_ b: Int) -> Bool { b < slots }
-
-    /// Runs `body(block, rows, worker)` for every block; worker w takes slots w, w + workers, ...
-    /// and each slot's blocks in increasing order, with single-threaded BLAS when parallel.
-    func forEachBlock(_ body: (_ block: Int, _ rows: Range<Int>, _ worker: Int) -> Void) {
-        func run(_ worker: Int) {
-            var slot = worker
-            while slot < slots {
-                var b = slot
-                while b < blocks {
-                    body(b, (b * rowBlock)..<min(rows, (b + 1) * rowBlock), worker)
-                    b += slots
-                }
-                slot += workers
-            }
-        }
-        if workers == 1 { run(0); return }
-        BLAS.setThreads(1)
-        defer { BLAS.setThreads(ComputeThreads.count) }
-        withoutActuallyEscaping(run) { fn in
-            DispatchQueue.concurrentPerform(iterations: workers) { fn($0) }
+    /// Runs `body(block, rows, slot, firstInSlot, worker)` for every block (`SlotSchedule`).
+    func forEachBlock(_ body: (_ block: Int, _ rows: Range<Int>, _ slot: Int, _ first: Bool, _ worker: Int) -> Void) {
+        schedule.run { b, slot, first, worker in
+            body(b, (b * rowBlock)..<min(rows, (b + 1) * rowBlock), slot, first, worker)
         }
     }
 
-    /// Sum over the slots of `parts` [slots, n], in slot order.
-    func sumSlots(_ parts: Tensor) -> Tensor {
-        let n = parts.count / slots
-        let out = Tensor(uninitialized: [n])
-        let po = out.mutablePointer, pp = parts.pointer
-        po.update(from: pp, count: n)
-        for s in 1..<slots {
-            let src = pp + s * n
-            for i in 0..<n { po[i] += src[i] }
-        }
-        return out
-    }
+    var schedule: SlotSchedule { SlotSchedule(count: blocks, slots: slots) }
 }
 
 /// Each of `rows` rows of `width` = bias (or left alone when there is no bias: the GEMM then

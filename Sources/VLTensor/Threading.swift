@@ -61,3 +61,54 @@ extension ComputeThreads {
         max(1, availableCores / max(1, ranksOnThisMachine))
     }
 }
+
+/// Items 0..<count in a fixed number of slots (item i in slot i mod `slots`), each slot's items taken
+/// in increasing order by one thread, the slots spread over the threads with single-threaded BLAS.
+/// Per-slot partial sums (weight gradients) added in slot order then give the same bits for any
+/// thread count: the grouping depends on the work's shape, never on how many threads run it.
+struct SlotSchedule {
+    let count: Int, slots: Int, workers: Int
+
+    init(count: Int, slots: Int) {
+        self.count = count
+        self.slots = max(1, min(slots, count))
+        workers = max(1, min(ComputeThreads.count, self.slots))
+    }
+
+    /// Runs `body(item, slot, firstInSlot, worker)` for every item: worker w takes slots w,
+    /// w + workers, ...
+    func run(_ body: (_ item: Int, _ slot: Int, _ first: Bool, _ worker: Int) -> Void) {
+        func work(_ worker: Int) {
+            var slot = worker
+            while slot < slots {
+                var item = slot
+                while item < count {
+                    body(item, slot, item < slots, worker)
+                    item += slots
+                }
+                slot += workers
+            }
+        }
+        if workers == 1 { work(0); return }
+        BLAS.setThreads(1)
+        defer { BLAS.setThreads(ComputeThreads.count) }
+        withoutActuallyEscaping(work) { fn in
+            DispatchQueue.concurrentPerform(iterations: workers) { fn($0) }
+        }
+    }
+
+    /// `parts` [slots, n] summed over the slots in slot order, as a tensor of `shape` (`parts`
+    /// itself, reshaped, when there is one slot).
+    func summedSlots(_ parts: Tensor, shape: [Int]) -> Tensor {
+        if slots == 1 { return parts.reshaped(shape) }
+        let n = parts.count / slots
+        let out = Tensor(uninitialized: shape)
+        let po = out.mutablePointer, pp = parts.pointer
+        po.update(from: pp, count: n)
+        for s in 1..<slots {
+            let src = pp + s * n
+            for i in 0..<n { po[i] += src[i] }
+        }
+        return out
+    }
+}
