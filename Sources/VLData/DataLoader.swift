@@ -204,7 +204,7 @@ public final class DataLoader: @unchecked Sendable {
         lock.lock()
         let warned = warnedFaintMask
         lock.unlock()
-        guard !warned, let raw = try? ImageIO.readClassIndices(entry.maskURL), let top = raw.values.max(), top > 0 else { return }
+        guard !warned, let top = ImageIO.faintMaskMaximum(entry.maskURL) else { return }
         lock.lock()
         let first = !warnedFaintMask
         warnedFaintMask = true

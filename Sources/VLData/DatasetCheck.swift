@@ -241,10 +241,7 @@ public enum DatasetCheck {
                     d.width = m.width
                     d.height = m.height
                     d.foreground = m.foregroundRatio
-                    if m.foregroundRatio == 0, let raw = try? ImageIO.readClassIndices(entry.maskURL),
-                       let top = raw.values.max(), top > 0 {
-                        d.faintMaximum = Int(top)
-                    }
+                    if m.foregroundRatio == 0 { d.faintMaximum = ImageIO.faintMaskMaximum(entry.maskURL) }
                 }
             } catch let error as ImageError {
                 d.error = DataError(imageError: error, role: "mask", entry: entry.reference)

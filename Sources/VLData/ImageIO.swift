@@ -104,6 +104,14 @@ public enum ImageIO {
         }
     }
 
+    /// For a mask that `readMask` reads as all background: its largest first-channel value (palette
+    /// index for palette files) when that is nonzero, i.e. 1-127, as in a 0/1 label mask stored
+    /// where 0/255 is expected. nil when the file holds only zeros or cannot be read this way.
+    public static func faintMaskMaximum(_ url: URL) -> Int? {
+        guard let raw = try? readClassIndices(url), let top = raw.values.max(), top > 0 else { return nil }
+        return Int(top)
+    }
+
     /// Reads a class-index map (multi-class masks): palette indices for palette PNGs, the first
     /// channel's value otherwise. JPEG is accepted but lossy compression blurs indices at edges.
     public static func readClassIndices(_ url: URL) throws -> (width: Int, height: Int, values: [UInt8]) {
