@@ -150,16 +150,7 @@ enum HeadParallel {
             for pair in 0..<count { body(pair, 0, true) }
             return
         }
-        BLAS.setThreads(1)
-        defer { BLAS.setThreads(ComputeThreads.count) }
-        withoutActuallyEscaping(body) { fn in
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                var pair = w
-                while pair < count {
-                    fn(pair, w, false)
-                    pair += workers
-                }
-            }
-        }
+        // One pair per slot: worker w takes pairs w, w + workers, ...
+        SlotSchedule(count: count, slots: count, workers: workers).run { pair, _, _, worker in body(pair, worker, false) }
     }
 }

@@ -113,12 +113,12 @@ struct ConvBatchPlan {
     /// Per-image products up to this many FLOPs run one image per thread.
     static let imageParallelFlops = 256.0e6
     static let maxSlots = 4
-    let batch: Int, slots: Int, workers: Int
+    let schedule: SlotSchedule
+    var slots: Int { schedule.slots }
+    var workers: Int { schedule.workers }
 
     init(batch: Int, flopsPerImage: Double) {
-        self.batch = batch
-        slots = flopsPerImage <= Self.imageParallelFlops ? max(1, min(Self.maxSlots, batch)) : 1
-        workers = max(1, min(ComputeThreads.count, slots))
+        schedule = SlotSchedule(count: batch, slots: flopsPerImage <= Self.imageParallelFlops ? Self.maxSlots : 1)
     }
 
     /// Whether the loops inside one image (im2col, col2im) may use the threads themselves.
@@ -129,9 +129,13 @@ struct ConvBatchPlan {
         schedule.run(body)
     }
 
-    func summedSlots(_ parts: Tensor, shape: [Int]) -> Tensor { schedule.summedSlots(parts, shape: shape) }
+    /// Per-slot buffers for a weight gradient of `n` values; zeros for an empty batch, where no
+    /// image writes them.
+    func gradientParts(_ n: Int) -> Tensor {
+        schedule.count == 0 ? Tensor(zeros: [slots, n]) : Tensor(uninitialized: [slots, n])
+    }
 
-    private var schedule: SlotSchedule { SlotSchedule(count: batch, slots: slots) }
+    func summedSlots(_ parts: Tensor, shape: [Int]) -> Tensor { schedule.summedSlots(parts, shape: shape) }
 }
 
 /// Overwrites out[b, c, :] with bias[c] for every batch item, so a GEMM can then add with beta = 1.
@@ -225,7 +229,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         }
         if needs[1], let savedX {
             // dW = sum_b dY_b col_b^T, by slots.
-            let parts = Tensor(uninitialized: [plan.slots, outC * k])
+            let parts = plan.gradientParts(outC * k)
             plan.forEachImage { b, slot, first, worker in
                 let xb = savedX.pointer + b * imageCount
                 var colsP = xb
@@ -298,7 +302,7 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         let wantX = needs[0] && savedW != nil, wantW = needs[1] && savedX != nil
         if wantX || wantW {
             let tx = wantX ? Tensor(uninitialized: xShape) : nil
-            let parts = wantW ? Tensor(uninitialized: [plan.slots, inC * k]) : nil
+            let parts = wantW ? plan.gradientParts(inC * k) : nil
             let cols = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
             plan.forEachImage { b, slot, first, worker in
                 // Both gradients read the same gathered dY_b, so it is lowered once per item.

@@ -99,7 +99,10 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
 struct MLPBlocks {
     /// Gradient slots: the most threads one MLP uses, and the fixed summation structure.
     static let maxSlots = 4
-    let rows: Int, rowBlock: Int, blocks: Int, slots: Int, workers: Int
+    let rows: Int, rowBlock: Int, blocks: Int
+    let schedule: SlotSchedule
+    var slots: Int { schedule.slots }
+    var workers: Int { schedule.workers }
 
     init(rows: Int, hidden: Int) {
         self.rows = rows
@@ -108,8 +111,7 @@ struct MLPBlocks {
         // 2 MB 7.0 + 14.0 ms, 4 MB 7.2 + 15.0 ms; unblocked (linearReLU, linear) 7.5 + 25.0 ms.
         rowBlock = max(8, min(512, (1 << 19) / max(hidden, 1)))
         blocks = max(1, (rows + rowBlock - 1) / rowBlock)
-        slots = min(Self.maxSlots, blocks)
-        workers = max(1, min(ComputeThreads.count, slots))
+        schedule = SlotSchedule(count: blocks, slots: Self.maxSlots)
     }
 
     /// Runs `body(block, rows, slot, firstInSlot, worker)` for every block (`SlotSchedule`).
@@ -119,7 +121,6 @@ struct MLPBlocks {
         }
     }
 
-    var schedule: SlotSchedule { SlotSchedule(count: blocks, slots: slots) }
 }
 
 /// Each of `rows` rows of `width` = bias (or left alone when there is no bias: the GEMM then

@@ -69,10 +69,11 @@ extension ComputeThreads {
 struct SlotSchedule {
     let count: Int, slots: Int, workers: Int
 
-    init(count: Int, slots: Int) {
+    /// `workers` defaults to one per thread, at most one per slot.
+    init(count: Int, slots: Int, workers: Int? = nil) {
         self.count = count
         self.slots = max(1, min(slots, count))
-        workers = max(1, min(ComputeThreads.count, self.slots))
+        self.workers = max(1, min(workers ?? ComputeThreads.count, self.slots))
     }
 
     /// Runs `body(item, slot, firstInSlot, worker)` for every item: worker w takes slots w,
