@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import VLDistributed
 import VLTensor
 
 /// Forward and backward time of one op implementation, for the op benches' report.
@@ -30,6 +29,13 @@ private struct OpTiming {
     }
 }
 
+/// The options every op bench takes (`bench attention`, `mlp`, `linear`).
+struct OpBenchOptions: ParsableArguments {
+    @Option(help: "Seconds to time each of forward and forward+backward.") var seconds = 1.0
+    @OptionGroup var threadOptions: ThreadOptions
+    @Flag(help: "Print one JSON object as the last line.") var json = false
+}
+
 /// `vlseg bench attention`: multi-head attention alone, both implementations in one run.
 struct BenchAttentionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -46,15 +52,13 @@ struct BenchAttentionCommand: ParsableCommand {
     @Option(help: "Model width (heads x head size).") var width = 64
     @Option(help: "Heads.") var heads = 4
     @Flag(help: "Causal mask (as CLIP's text encoder).") var causal = false
-    @Option(help: "Seconds to time each of forward and forward+backward.") var seconds = 1.0
-    @Option(help: "Threads (default: cores on this machine).") var threads: Int?
-    @Flag(help: "Print one JSON object as the last line.") var json = false
+    @OptionGroup var options: OpBenchOptions
 
     func run() throws {
         guard batch >= 1, tokens >= 1, heads >= 1, width >= heads, width % heads == 0 else {
             throw ValidationError("--batch, --tokens, --heads must be >= 1 and --width a multiple of --heads")
         }
-        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: LaunchPlacement.fromEnvironment().localSize))
+        options.threadOptions.apply()
         var rng = SplitMix64(seed: 3)
         let shape = [batch, tokens, width]
         let q = Tensor.randomUniform(shape, low: -1, high: 1, generator: &rng)
@@ -74,7 +78,7 @@ struct BenchAttentionCommand: ParsableCommand {
                 continue
             }
             let timing = OpTiming(
-                label: "\(kernel)", forwardFlops: 2 * perProduct, backwardFlops: 5 * perProduct, seconds: seconds,
+                label: "\(kernel)", forwardFlops: 2 * perProduct, backwardFlops: 5 * perProduct, seconds: options.seconds,
                 forward: { _ = multiHeadAttention(query: q, key: k, value: v, heads: heads, causal: causal) },
                 forwardAndBackward: {
                     multiHeadAttention(query: q.requiringGrad(), key: k.requiringGrad(), value: v.requiringGrad(),
@@ -83,7 +87,7 @@ struct BenchAttentionCommand: ParsableCommand {
             timing.print()
             report[kernel.rawValue] = timing.json
         }
-        if json { try printJSONLine(report) }
+        if options.json { try printJSONLine(report) }
     }
 }
 
@@ -100,13 +104,11 @@ struct BenchMLPCommand: ParsableCommand {
     @Option(help: "Rows (tokens x batch).") var rows = 4 * 485
     @Option(help: "Input and output width.") var width = 64
     @Option(help: "Hidden width.") var hidden = 2048
-    @Option(help: "Seconds to time each of forward and forward+backward.") var seconds = 1.0
-    @Option(help: "Threads (default: cores on this machine).") var threads: Int?
-    @Flag(help: "Print one JSON object as the last line.") var json = false
+    @OptionGroup var options: OpBenchOptions
 
     func run() throws {
         guard rows >= 1, width >= 1, hidden >= 1 else { throw ValidationError("--rows, --width, --hidden must be >= 1") }
-        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: LaunchPlacement.fromEnvironment().localSize))
+        options.threadOptions.apply()
         var rng = SplitMix64(seed: 5)
         let x = Tensor.randomUniform([rows, width], low: -1, high: 1, generator: &rng)
         let w1 = Tensor.randomUniform([hidden, width], low: -0.1, high: 0.1, generator: &rng)
@@ -124,13 +126,13 @@ struct BenchMLPCommand: ParsableCommand {
         for (label, f) in variants {
             let inputs = [x, w1, w2, b1, b2]
             let timing = OpTiming(
-                label: label, forwardFlops: product, backwardFlops: 2 * product, seconds: seconds,
+                label: label, forwardFlops: product, backwardFlops: 2 * product, seconds: options.seconds,
                 forward: { _ = f(inputs) },
                 forwardAndBackward: { f(inputs.map { $0.requiringGrad() }).backward(seed: seed) })
             timing.print()
             report[label.hasPrefix("composed") ? "composed" : "blocked"] = timing.json
         }
-        if json { try printJSONLine(report) }
+        if options.json { try printJSONLine(report) }
     }
 }
 
@@ -151,13 +153,11 @@ struct BenchLinearCommand: ParsableCommand {
     @Option(name: .customLong("out"), help: "Output width.") var outWidth = 64
     @Flag(help: "Apply ReLU (the fused linear + ReLU).") var relu = false
     @Flag(help: "The input needs no gradient (features from a frozen model).") var frozenInput = false
-    @Option(help: "Seconds to time each of forward and forward+backward.") var seconds = 1.0
-    @Option(help: "Threads (default: cores on this machine).") var threads: Int?
-    @Flag(help: "Print one JSON object as the last line.") var json = false
+    @OptionGroup var options: OpBenchOptions
 
     func run() throws {
         guard rows >= 1, inWidth >= 1, outWidth >= 1 else { throw ValidationError("--rows, --in, --out must be >= 1") }
-        ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: LaunchPlacement.fromEnvironment().localSize))
+        options.threadOptions.apply()
         var rng = SplitMix64(seed: 9)
         let x = Tensor.randomUniform([rows, inWidth], low: -1, high: 1, generator: &rng)
         let w = Tensor.randomUniform([outWidth, inWidth], low: -0.1, high: 0.1, generator: &rng)
@@ -168,12 +168,12 @@ struct BenchLinearCommand: ParsableCommand {
         let op: (Tensor, Tensor, Tensor) -> Tensor = relu ? { linearReLU($0, weight: $1, bias: $2) } : { linear($0, weight: $1, bias: $2) }
         let timing = OpTiming(
             label: relu ? "linearReLU" : "linear", forwardFlops: product, backwardFlops: (frozenInput ? 1 : 2) * product,
-            seconds: seconds,
+            seconds: options.seconds,
             forward: { _ = op(x, w, b) },
             forwardAndBackward: {
                 op(frozenInput ? x : x.requiringGrad(), w.requiringGrad(), b.requiringGrad()).backward(seed: seed)
             })
         timing.print()
-        if json { try printJSONLine(timing.json) }
+        if options.json { try printJSONLine(timing.json) }
     }
 }
