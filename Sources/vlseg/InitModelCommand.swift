@@ -7,10 +7,13 @@ struct InitModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init-model",
         abstract: "Write a randomly initialised model directory (config.json, model.safetensors, tokenizer).",
-        discussion: "CLIPSeg presets: tiny (tests), small (the demo), base (the CIDAS/clipseg-rd64-refined architecture). CRIS presets: cris-tiny (tests, the CRIS demo), cris-base (CRIS with CLIP RN50, as published).")
+        discussion: "CLIPSeg presets: tiny (tests), small (the demo), base (the CIDAS/clipseg-rd64-refined architecture). CRIS presets: cris-tiny (tests, the CRIS demo), cris-base (CRIS with CLIP RN50, as published). --config takes any config.json instead (a Hugging Face CLIPSeg config, or a CRIS one with model_type \"cris\"), for trying an architecture before its weights exist.")
 
     @Option(help: "Architecture: \(Self.presetNames.joined(separator: ", ")).")
     var preset: String = "tiny"
+
+    @Option(help: "A config.json to initialise instead of a preset (CLIPSeg, or CRIS when its model_type is \"cris\").")
+    var config: String?
 
     @Option(help: "Output directory.")
     var out: String
@@ -31,7 +34,16 @@ struct InitModelCommand: ParsableCommand {
                     lastPercent = percent
                 }
             }
-            if let p = CLIPSegPreset(rawValue: preset) {
+            if let config {
+                let url = URL(fileURLWithPath: config)
+                if CRISConfig.isCRIS(configAt: url) {
+                    let count = try CRISInitializer.write(config: try CRISConfig.load(from: url), seed: seed, to: dir, progress: progress)
+                    print("wrote CRIS from \(config) to \(dir.path): \(count.grouped) parameters")
+                } else {
+                    let count = try CLIPSegInitializer.write(config: try CLIPSegConfig.load(from: url), seed: seed, to: dir, progress: progress)
+                    print("wrote CLIPSeg from \(config) to \(dir.path): \(count.grouped) parameters")
+                }
+            } else if let p = CLIPSegPreset(rawValue: preset) {
                 let count = try CLIPSegInitializer.write(config: p.config, seed: seed, to: dir, progress: progress)
                 print("wrote \(p.rawValue) CLIPSeg to \(dir.path): \(count.grouped) parameters")
             } else if let p = CRISPreset(rawValue: preset) {

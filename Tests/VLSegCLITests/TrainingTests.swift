@@ -220,6 +220,51 @@ final class TrainingTests: XCTestCase {
         XCTAssertTrue(inspect.output.contains("step 9") && inspect.output.contains("method decoder"), inspect.output)
     }
 
+    /// `init-model --config` builds any CLIPSeg config.json: here sizes no preset has (patch 8, 3-head
+    /// 36-wide vision, gelu text tower, non-argmax pooling, extract layers [1,3,4], conditional layer 2,
+    /// the simple transposed convolution), which then trains dense VLC adapters on two ranks. A config
+    /// that cannot be built is refused with its key named.
+    func testInitModelFromAConfigFileTrainsAnOddArchitecture() throws {
+        let model = Self.work.appendingPathComponent("odd-model-\(UUID().uuidString)")
+        runs.append(model)
+        try FileManager.default.createDirectory(at: Self.work, withIntermediateDirectories: true)
+        func configJSON(visionHeads: Int) -> String {
+            """
+            {"model_type": "clipseg", "projection_dim": 20, "reduce_dim": 12, "extract_layers": [1, 3, 4],
+             "conditional_layer": 2, "decoder_num_attention_heads": 3, "decoder_intermediate_size": 20,
+             "use_complex_transposed_convolution": false,
+             "text_config": {"hidden_size": 24, "intermediate_size": 40, "num_attention_heads": 3, "num_hidden_layers": 3,
+                             "hidden_act": "gelu", "vocab_size": 49408, "max_position_embeddings": 77, "eos_token_id": 49407},
+             "vision_config": {"hidden_size": 36, "intermediate_size": 60, "num_attention_heads": \(visionHeads), "num_hidden_layers": 5,
+                               "image_size": 56, "patch_size": 8}}
+            """
+        }
+        let config = Self.work.appendingPathComponent("odd-config.json")
+        try configJSON(visionHeads: 3).write(to: config, atomically: true, encoding: .utf8)
+        let make = try ProcessRunner.run(ProcessRunner.vlsegPath, ["init-model", "--config", config.path, "--out", model.path, "--seed", "4"])
+        XCTAssertEqual(make.status, 0, make.output)
+        XCTAssertTrue(make.output.contains("wrote CLIPSeg from"), make.output)
+        let written = try CLIPSegConfig.load(from: model.appendingPathComponent("config.json"))
+        XCTAssertEqual(written.visionConfig.patchSize, 8)
+        XCTAssertEqual(written.extractLayers, [1, 3, 4])
+        XCTAssertEqual(written.textConfig.hiddenAct, "gelu")
+        XCTAssertFalse(written.useComplexTransposedConvolution)
+
+        let run = newRun()
+        var args = overrides(run: run, batch: 2, steps: 4, extra: ["tuning=vlsm_dense_vlc", "trainer.checkpoint_every=4", "trainer.eval_every=0"])
+        args = args.map { $0.hasPrefix("model.path=") ? "model.path=\(model.path)" : $0.hasPrefix("model.preset=") ? "model.preset=" : $0 }
+        let r = try train(ranks: 2, args + ["model.image_size=48"])
+        XCTAssertEqual(r.status, 0, r.output)
+        let trained = try SafeTensorsFile(url: run.appendingPathComponent("checkpoints/step-0000004/trainable.safetensors"))
+        XCTAssertTrue(trained.names.contains("v_attn_adapters.3.fc1.weight") && trained.names.contains("cond_adapter.fc1.weight"), "\(trained.names.sorted())")
+        XCTAssertEqual(try trained.tensor("v_attn_adapters.0.fc1.weight").shape, [64, 36])
+
+        try configJSON(visionHeads: 5).write(to: config, atomically: true, encoding: .utf8)
+        let bad = try ProcessRunner.run(ProcessRunner.vlsegPath, ["init-model", "--config", config.path, "--out", model.path + "-bad"])
+        XCTAssertEqual(bad.status, 1, bad.output)
+        XCTAssertTrue(bad.output.contains("vision_config.num_attention_heads") && bad.output.contains("odd-config.json"), bad.output)
+    }
+
     /// A damaged model file ends in one line naming the file, and a non-zero exit.
     func testCorruptModelFileIsAOneLineError() throws {
         let model = Self.work.appendingPathComponent("corrupt-model")
