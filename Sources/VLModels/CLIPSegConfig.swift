@@ -38,23 +38,54 @@ public struct CLIPTowerConfig: Codable, Sendable, Equatable {
         self.hiddenAct = hiddenAct
     }
 
-    /// Decoding fills Hugging Face's defaults for keys a config leaves out.
+    /// Decodes a tower with every key required (no tower kind is known here); `CLIPSegConfig`
+    /// decodes its towers with Hugging Face's per-tower defaults instead.
     public init(from decoder: Decoder) throws {
+        try self.init(from: decoder, defaults: nil)
+    }
+
+    /// Hugging Face's `CLIPSegTextConfig()`: what a key left out of `text_config` means.
+    public static let textDefaults: CLIPTowerConfig = {
+        var t = CLIPTowerConfig(hiddenSize: 512, intermediateSize: 2048, numAttentionHeads: 8, numHiddenLayers: 12)
+        t.vocabSize = 49408
+        t.maxPositionEmbeddings = 77
+        t.padTokenId = 1
+        t.bosTokenId = 49406
+        t.eosTokenId = 49407
+        return t
+    }()
+
+    /// Hugging Face's `CLIPSegVisionConfig()`: what a key left out of `vision_config` means.
+    public static let visionDefaults: CLIPTowerConfig = {
+        var v = CLIPTowerConfig(hiddenSize: 768, intermediateSize: 3072, numAttentionHeads: 12, numHiddenLayers: 12)
+        v.numChannels = 3
+        v.imageSize = 224
+        v.patchSize = 32
+        return v
+    }()
+
+    /// Keys present win; a missing key takes its value from `defaults`, or is an error for the four
+    /// sizes when there are none.
+    init(from decoder: Decoder, defaults d: CLIPTowerConfig?) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
-        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
+        func size(_ key: CodingKeys, _ fallback: Int?) throws -> Int {
+            if let fallback { return try c.decodeIfPresent(Int.self, forKey: key) ?? fallback }
+            return try c.decode(Int.self, forKey: key)
+        }
+        hiddenSize = try size(.hiddenSize, d?.hiddenSize)
+        intermediateSize = try size(.intermediateSize, d?.intermediateSize)
+        numAttentionHeads = try size(.numAttentionHeads, d?.numAttentionHeads)
+        numHiddenLayers = try size(.numHiddenLayers, d?.numHiddenLayers)
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? 1e-5
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "quick_gelu"
-        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize)
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings)
-        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId)
-        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId)
-        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId)
-        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize)
-        patchSize = try c.decodeIfPresent(Int.self, forKey: .patchSize)
-        numChannels = try c.decodeIfPresent(Int.self, forKey: .numChannels)
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? d?.vocabSize
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d?.maxPositionEmbeddings
+        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId) ?? d?.eosTokenId
+        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId) ?? d?.bosTokenId
+        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? d?.padTokenId
+        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize) ?? d?.imageSize
+        patchSize = try c.decodeIfPresent(Int.self, forKey: .patchSize) ?? d?.patchSize
+        numChannels = try c.decodeIfPresent(Int.self, forKey: .numChannels) ?? d?.numChannels
     }
 
     public var headDim: Int { hiddenSize / numAttentionHeads }
@@ -82,6 +113,21 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
         case logitScaleInitValue = "logit_scale_init_value"
     }
 
+    /// Keys of configs written by early transformers versions, which override the towers' keys.
+    private enum LegacyKeys: String, CodingKey { case textConfigDict = "text_config_dict", visionConfigDict = "vision_config_dict" }
+
+    /// One tower object decoded with both kinds' defaults; the caller picks the kind it decodes.
+    private struct TowerDecoding: Decodable {
+        enum Kind { case text, vision }
+        let text: CLIPTowerConfig
+        let vision: CLIPTowerConfig
+        init(from decoder: Decoder) throws {
+            text = try CLIPTowerConfig(from: decoder, defaults: .textDefaults)
+            vision = try CLIPTowerConfig(from: decoder, defaults: .visionDefaults)
+        }
+        func config(_ kind: Kind) -> CLIPTowerConfig { kind == .text ? text : vision }
+    }
+
     public init(textConfig: CLIPTowerConfig, visionConfig: CLIPTowerConfig, projectionDim: Int, reduceDim: Int,
                 extractLayers: [Int], conditionalLayer: Int, decoderNumAttentionHeads: Int,
                 decoderIntermediateSize: Int, useComplexTransposedConvolution: Bool, logitScaleInitValue: Float = 2.6592) {
@@ -99,8 +145,19 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        textConfig = try c.decode(CLIPTowerConfig.self, forKey: .textConfig)
-        visionConfig = try c.decode(CLIPTowerConfig.self, forKey: .visionConfig)
+        // As Hugging Face reads a config: a tower's keys come from `<tower>_config_dict` when that
+        // is present (configs written by early transformers versions carry both), else from
+        // `<tower>_config`, and any key left out takes the tower class's default.
+        let legacyKeys = try decoder.container(keyedBy: LegacyKeys.self)
+        func tower(_ kind: TowerDecoding.Kind, _ main: CodingKeys, _ legacy: LegacyKeys) throws -> CLIPTowerConfig {
+            if legacyKeys.contains(legacy), try !legacyKeys.decodeNil(forKey: legacy) {
+                return try legacyKeys.decode(TowerDecoding.self, forKey: legacy).config(kind)
+            }
+            if c.contains(main), try !c.decodeNil(forKey: main) { return try c.decode(TowerDecoding.self, forKey: main).config(kind) }
+            return kind == .text ? .textDefaults : .visionDefaults
+        }
+        textConfig = try tower(.text, .textConfig, .textConfigDict)
+        visionConfig = try tower(.vision, .visionConfig, .visionConfigDict)
         projectionDim = try c.decodeIfPresent(Int.self, forKey: .projectionDim) ?? 512
         reduceDim = try c.decodeIfPresent(Int.self, forKey: .reduceDim) ?? 64
         extractLayers = try c.decodeIfPresent([Int].self, forKey: .extractLayers) ?? [3, 6, 9]

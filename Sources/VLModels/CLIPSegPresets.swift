@@ -11,6 +11,11 @@ public enum CLIPSegPreset: String, CaseIterable, Sendable {
     /// The architecture of `CIDAS/clipseg-rd64-refined` (150,747,746 parameters).
     case base
 
+    /// The input side the preset's directory declares in `preprocessor_config.json`: base, like the
+    /// published checkpoints, has 224 in its vision config but runs at 352; the others run at their
+    /// vision `image_size` and need no processor file.
+    public var processorSize: Int? { self == .base ? 352 : nil }
+
     public var config: CLIPSegConfig {
         func text(_ d: Int, _ layers: Int, _ heads: Int) -> CLIPTowerConfig {
             var t = CLIPTowerConfig(hiddenSize: d, intermediateSize: 4 * d, numAttentionHeads: heads, numHiddenLayers: layers)
@@ -102,7 +107,9 @@ public enum CLIPSegInitializer {
     /// Writes config.json, model.safetensors and the tokenizer files into `directory`.
     /// Returns the number of parameters written.
     @discardableResult
-    public static func write(config: CLIPSegConfig, seed: UInt64, to directory: URL,
+    /// `processorSize`, when given, is written as a Hugging Face `preprocessor_config.json` (resize
+    /// to that side, ImageNet statistics), as the published checkpoints ship one.
+    public static func write(config: CLIPSegConfig, seed: UInt64, to directory: URL, processorSize: Int? = nil,
                              progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         try config.validate(file: directory.appendingPathComponent("config.json").path)
         var count = 0
@@ -111,6 +118,18 @@ public enum CLIPSegInitializer {
             let t = initialValues(name: name, shape: shape, config: config, seed: seed)
             writer.add(name, t)
             count += t.count
+        }
+        let processorURL = directory.appendingPathComponent(ImagePreprocessing.processorFileName)
+        if let processorSize {
+            let processor: [String: Any] = [
+                "image_processor_type": "ViTImageProcessor", "processor_class": "CLIPSegProcessor",
+                "do_resize": true, "size": ["height": processorSize, "width": processorSize], "resample": 2,
+                "do_rescale": true, "rescale_factor": 1.0 / 255, "do_normalize": true,
+                "image_mean": ImagePreprocessing.imageNetMean, "image_std": ImagePreprocessing.imageNetStd,
+            ]
+            try JSONSerialization.data(withJSONObject: processor, options: [.prettyPrinted, .sortedKeys]).write(to: processorURL, options: .atomic)
+        } else if FileManager.default.fileExists(atPath: processorURL.path) {
+            try FileManager.default.removeItem(at: processorURL)  // a stale one would override the new config
         }
         return count
     }

@@ -24,9 +24,6 @@ public protocol SegmentationModel: AnyObject {
     var parameters: ParameterStore { get }
     /// Short architecture name for logs ("CLIPSeg", "CRIS").
     var architectureName: String { get }
-    /// Input normalisation the model was trained with (per-channel mean and std of [0, 1] pixels).
-    var pixelMean: [Double] { get }
-    var pixelStd: [Double] { get }
     /// Every learnable tensor (what full fine-tuning trains; buffers such as BN statistics excluded).
     var learnableParameterNames: [String] { get }
     /// The decoder side (what "decoder" tuning trains).
@@ -63,8 +60,6 @@ public enum ModelDirectory {
 
 extension CLIPSegModel: SegmentationModel {
     public var architectureName: String { "CLIPSeg" }
-    public var pixelMean: [Double] { [0.485, 0.456, 0.406] }
-    public var pixelStd: [Double] { [0.229, 0.224, 0.225] }
     public var learnableParameterNames: [String] { parameters.names }
     public var textDependsOnImages: Bool { hooks?.conditionsOnImages ?? false }
 
@@ -86,8 +81,6 @@ extension CLIPSegModel: SegmentationModel {
 
 extension CRISModel: SegmentationModel {
     public var architectureName: String { "CRIS" }
-    public var pixelMean: [Double] { config.imageMean }
-    public var pixelStd: [Double] { config.imageStd }
     public var textDependsOnImages: Bool { textContext?.conditionsOnImages ?? false }
 
     public func validateInputSize(_ size: Int) throws {

@@ -17,7 +17,7 @@ public enum RunSetup {
                 let missing = !FileManager.default.fileExists(atPath: modelDir.appendingPathComponent("model.safetensors").path)
                 if missing, let preset = config.model.preset.clipsegPreset {
                     log("creating the \(preset.rawValue) demo model in \(modelDir.path)")
-                    let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir)
+                    let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir, processorSize: preset.processorSize)
                     log("  \(n) parameters")
                 } else if missing, let preset = config.model.preset.crisPreset {
                     log("creating the \(preset.rawValue) CRIS demo model in \(modelDir.path)")
@@ -49,22 +49,19 @@ public enum RunSetup {
         return model
     }
 
-    /// The input side: `model.image_size`, or when it is 0 the size the model at `model.path` was
-    /// built for (CRIS: `img_size`; CLIPSeg: the vision tower's `image_size`).
+    /// The input side: `model.image_size`, or when it is 0 the size the model directory gives
+    /// (`ImagePreprocessing`: a CLIPSeg processor's `size`, 352 for the published checkpoints, else
+    /// the vision config's `image_size`; CRIS: `img_size`).
     public static func inputSize(_ config: VLSegConfig) throws -> Int {
         if config.model.imageSize > 0 { return config.model.imageSize }
-        let url = URL(fileURLWithPath: config.model.path).appendingPathComponent("config.json")
-        if CRISConfig.isCRIS(configAt: url) { return try CRISConfig.load(from: url).imgSize }
-        return try CLIPSegConfig.load(from: url).visionConfig.imageSize ?? 352
+        return try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path)).size
     }
 
     /// The pixel normalisation of the model at `model.path` (CRIS: its config's CLIP mean/std;
-    /// CLIPSeg: ImageNet's, as its processor uses).
+    /// CLIPSeg: its processor's, else ImageNet's).
     public static func normalization(_ config: VLSegConfig) throws -> Normalization {
-        let configURL = URL(fileURLWithPath: config.model.path).appendingPathComponent("config.json")
-        guard CRISConfig.isCRIS(configAt: configURL) else { return .imageNet }
-        let cris = try CRISConfig.load(from: configURL)
-        return Normalization(mean: cris.imageMean.map(Float.init), std: cris.imageStd.map(Float.init))
+        let p = try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path))
+        return Normalization(mean: p.mean.map(Float.init), std: p.std.map(Float.init))
     }
 
     /// The tokenizer shipped in the model directory.

@@ -78,7 +78,7 @@ struct BenchModelOptions: ParsableArguments {
         let dirName: String
         if let p = CLIPSegPreset(rawValue: preset) {
             dirName = "clipseg-\(p.rawValue)"
-            write = { try CLIPSegInitializer.write(config: p.config, seed: 0, to: $0) }
+            write = { try CLIPSegInitializer.write(config: p.config, seed: 0, to: $0, processorSize: p.processorSize) }
         } else if let p = CRISPreset(rawValue: preset) {
             dirName = p.rawValue
             write = { try CRISInitializer.write(config: p.config, seed: 0, to: $0) }

@@ -35,7 +35,7 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Trained tensors to apply (a checkpoint directory or trainable.safetensors), for --image.")
     var checkpoint: String?
 
-    @Option(help: "Input side for --image (the model sees size x size; default: CLIPSeg 352, CRIS its img_size).")
+    @Option(help: "Input side for --image (the model sees size x size; default: the model directory's: a CLIPSeg processor size, else its config).")
     var size: Int?
 
     @Option(help: "Output: a safetensors file (--inputs) or a mask PNG (--image).")
@@ -134,9 +134,10 @@ struct ForwardCommand: ParsableCommand {
         }
         let tokenizer = try CLIPTokenizer(directory: URL(fileURLWithPath: model))
         let rgb = try ImageIO.readImage(URL(fileURLWithPath: image))
-        let size = self.size ?? ((m as? CRISModel)?.config.imgSize ?? 352)
+        let preprocessing = try ImagePreprocessing.of(directory: URL(fileURLWithPath: model))
+        let size = self.size ?? preprocessing.size
         try m.validateInputSize(size)
-        let normalization = Normalization(mean: m.pixelMean.map(Float.init), std: m.pixelStd.map(Float.init))
+        let normalization = Normalization(mean: preprocessing.mean.map(Float.init), std: preprocessing.std.map(Float.init))
         let pixels = rgb.resized(width: size, height: size).normalizedTensor(normalization).reshaped([1, 3, size, size])
         let encoding: CLIPTokenizer.Encoding = tokenizer.encode(prompt, maxLength: CLIPTokenizer.contextLength)
         let logits = GradMode.withoutGradients {

@@ -44,7 +44,7 @@ struct InitModelCommand: ParsableCommand {
                     print("wrote CLIPSeg from \(config) to \(dir.path): \(count.grouped) parameters")
                 }
             } else if let p = CLIPSegPreset(rawValue: preset) {
-                let count = try CLIPSegInitializer.write(config: p.config, seed: seed, to: dir, progress: progress)
+                let count = try CLIPSegInitializer.write(config: p.config, seed: seed, to: dir, processorSize: p.processorSize, progress: progress)
                 print("wrote \(p.rawValue) CLIPSeg to \(dir.path): \(count.grouped) parameters")
             } else if let p = CRISPreset(rawValue: preset) {
                 let count = try CRISInitializer.write(config: p.config, seed: seed, to: dir, progress: progress)

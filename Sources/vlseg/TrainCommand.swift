@@ -95,7 +95,7 @@ struct TrainCommand: ParsableCommand {
         let trainableCount = trainable.reduce(0) { $0 + model.parameters[$1].count }
         let total = model.learnableParameterCount
         var out = ["dry run: \(config.name)", "model: \(model.architectureName) at \(config.model.path) (\(total.grouped) parameters)",
-                   "input: \((try? RunSetup.inputSize(config)).map { "\($0)x\($0)" } ?? "?") pixels, mean \(model.pixelMean), std \(model.pixelStd)",
+                   "input: \((try? RunSetup.inputSize(config)).map { "\($0)x\($0)" } ?? "?") pixels, \((try? RunSetup.normalization(config)).map { "mean \($0.mean), std \($0.std)" } ?? "?")",
                    "tuning: \(methodName) (\(config.tuning.method))"]
         out.append("trainable parameters by group:")
         for g in RunSetup.parameterGroups(trainable, store: model.parameters) {

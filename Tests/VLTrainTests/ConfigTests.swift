@@ -58,7 +58,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.run.dir, "runs/kvasir-decoder")
         XCTAssertEqual(c.run.cacheDir, "/home/tester/.cache/vlseg")
         XCTAssertEqual(c.model.path, "models/clipseg-rd64-refined")
-        XCTAssertEqual(c.model.imageSize, 0, "the model's own input size")
+        XCTAssertEqual(c.model.imageSize, 352, "the papers' input size (the checkpoint's vision config says 224)")
         XCTAssertEqual(c.model.preset, .none)
         XCTAssertEqual(c.tuning.method, "decoder")
         XCTAssertEqual(c.data.root, "data/kvasir")

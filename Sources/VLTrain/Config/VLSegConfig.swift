@@ -55,12 +55,14 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
     public struct ModelSettings: Codable, Equatable, Sendable {
         /// Short name of the model (for logs and run names).
         public var name = "clipseg_rd64_refined"
-        /// A Hugging Face CLIPSeg directory (`config.json`, `model.safetensors`, `vocab.json`, `merges.txt`).
+        /// A Hugging Face CLIPSeg directory (`config.json`, `model.safetensors`, `vocab.json`, `merges.txt`,
+        /// optionally `preprocessor_config.json`).
         public var path = "models/clipseg-rd64-refined"
         /// When set, a missing `path` is created with `vlseg init-model --preset` (demo and tests).
         public var preset = ModelPreset.none
         /// Input side in pixels (images and masks are resized to image_size x image_size); 0 takes the
-        /// model's own (CLIPSeg: its vision image_size; CRIS: its img_size), see `RunSetup.inputSize`.
+        /// model directory's (`ImagePreprocessing`: a CLIPSeg processor's size, else its vision
+        /// image_size; CRIS: its img_size), see `RunSetup.inputSize`.
         public var imageSize = 0
         public init() {}
         enum CodingKeys: String, CodingKey { case name, path, preset, imageSize = "image_size" }
