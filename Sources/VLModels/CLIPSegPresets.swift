@@ -17,20 +17,25 @@ public enum CLIPSegPreset: String, CaseIterable, Sendable {
     public var processorSize: Int? { self == .base ? 352 : nil }
 
     public var config: CLIPSegConfig {
+        // Hugging Face's tower defaults with the preset's sizes; eos_token_id 2 as in the published
+        // configs (pooling at the argmax of the ids).
+        func sized(_ defaults: CLIPTowerConfig, _ d: Int, _ layers: Int, _ heads: Int) -> CLIPTowerConfig {
+            var t = defaults
+            t.hiddenSize = d
+            t.intermediateSize = 4 * d
+            t.numAttentionHeads = heads
+            t.numHiddenLayers = layers
+            return t
+        }
         func text(_ d: Int, _ layers: Int, _ heads: Int) -> CLIPTowerConfig {
-            var t = CLIPTowerConfig(hiddenSize: d, intermediateSize: 4 * d, numAttentionHeads: heads, numHiddenLayers: layers)
-            t.vocabSize = 49408
-            t.maxPositionEmbeddings = 77
+            var t = sized(.textDefaults, d, layers, heads)
             t.eosTokenId = 2
-            t.bosTokenId = 49406
-            t.padTokenId = 1
             return t
         }
         func vision(_ d: Int, _ layers: Int, _ heads: Int, image: Int, patch: Int) -> CLIPTowerConfig {
-            var v = CLIPTowerConfig(hiddenSize: d, intermediateSize: 4 * d, numAttentionHeads: heads, numHiddenLayers: layers)
+            var v = sized(.visionDefaults, d, layers, heads)
             v.imageSize = image
             v.patchSize = patch
-            v.numChannels = 3
             return v
         }
         switch self {
