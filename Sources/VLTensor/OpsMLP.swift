@@ -24,19 +24,21 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
     // Backward needs the hidden activations: kept whole when recording, else one block per worker.
     let saved = recording ? Tensor(uninitialized: [rows, hidden]) : nil
     let scratch = recording ? nil : Tensor(uninitialized: [plan.workers, plan.rowBlock * hidden])
-    let px = x.pointer, pw1 = w1.pointer, pw2 = w2.pointer, py = y.mutablePointer
+    let px = x.pointer, py = y.mutablePointer
     let pb1 = b1?.pointer, pb2 = b2?.pointer
+    // The panel kernel takes B by rows: the weights transposed once per call.
+    let w1t = PanelGEMM.transposed(w1), w2t = PanelGEMM.transposed(w2)
 
     plan.forEachBlock { _, rowRange, _, _, worker in
         let n = rowRange.count, r0 = rowRange.lowerBound
         let h = saved.map { $0.mutablePointer + r0 * hidden } ?? scratch!.mutablePointer + worker * plan.rowBlock * hidden
         fillRows(h, rows: n, width: hidden, with: pb1)
-        BLAS.sgemm(transposeA: false, transposeB: true, m: n, n: hidden, k: inF,
-                   a: px + r0 * inF, lda: inF, b: pw1, ldb: inF, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
+        PanelGEMM.multiply(transposeA: false, m: n, n: hidden, k: inF, a: px + r0 * inF, lda: inF,
+                           b: w1t.pointer, ldb: hidden, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
         reluInPlace(h, n * hidden)
         fillRows(py + r0 * outF, rows: n, width: outF, with: pb2)
-        BLAS.sgemm(transposeA: false, transposeB: true, m: n, n: outF, k: hidden,
-                   a: h, lda: hidden, b: pw2, ldb: hidden, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
+        PanelGEMM.multiply(transposeA: false, m: n, n: outF, k: hidden, a: h, lda: hidden,
+                           b: w2t.pointer, ldb: outF, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
     }
     guard recording, let saved else { return Tensor.unrecorded(y, name: "mlp_relu") }
     var inputs = [x, w1, w2]
@@ -62,26 +64,24 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
             let n = rowRange.count, r0 = rowRange.lowerBound
             let gBlock = pg + r0 * outF, hBlock = ph + r0 * hidden
             if let gw2Parts {  // dW2 += dYᵀ H
-                BLAS.sgemm(transposeA: true, transposeB: false, m: outF, n: hidden, k: n,
-                           a: gBlock, lda: outF, b: hBlock, ldb: hidden, beta: first ? 0 : 1,
-                           c: gw2Parts.mutablePointer + slot * outF * hidden, ldc: hidden)
+                PanelGEMM.multiply(transposeA: true, m: outF, n: hidden, k: n, a: gBlock, lda: outF, b: hBlock, ldb: hidden,
+                                   beta: first ? 0 : 1, c: gw2Parts.mutablePointer + slot * outF * hidden, ldc: hidden)
             }
             if let gb2Parts { addColumnSums(gBlock, rows: n, width: outF, into: gb2Parts.mutablePointer + slot * outF) }
             guard let dHidden else { return }
             // dH = (dY W2) masked by H > 0
             let dh = dHidden.mutablePointer + worker * plan.rowBlock * hidden
-            BLAS.sgemm(transposeA: false, transposeB: false, m: n, n: hidden, k: outF,
-                       a: gBlock, lda: outF, b: pw2s, ldb: hidden, c: dh, ldc: hidden)
+            PanelGEMM.multiply(transposeA: false, m: n, n: hidden, k: outF, a: gBlock, lda: outF, b: pw2s, ldb: hidden,
+                               c: dh, ldc: hidden)
             maskByPositive(dh, hBlock, n * hidden)
             if let gb1Parts { addColumnSums(dh, rows: n, width: hidden, into: gb1Parts.mutablePointer + slot * hidden) }
             if let gw1Parts {  // dW1 += dHᵀ X
-                BLAS.sgemm(transposeA: true, transposeB: false, m: hidden, n: inF, k: n,
-                           a: dh, lda: hidden, b: pxs + r0 * inF, ldb: inF, beta: first ? 0 : 1,
-                           c: gw1Parts.mutablePointer + slot * hidden * inF, ldc: inF)
+                PanelGEMM.multiply(transposeA: true, m: hidden, n: inF, k: n, a: dh, lda: hidden, b: pxs + r0 * inF, ldb: inF,
+                                   beta: first ? 0 : 1, c: gw1Parts.mutablePointer + slot * hidden * inF, ldc: inF)
             }
             if let gx {  // dX = dH W1
-                BLAS.sgemm(transposeA: false, transposeB: false, m: n, n: inF, k: hidden,
-                           a: dh, lda: hidden, b: pw1s, ldb: inF, c: gx.mutablePointer + r0 * inF, ldc: inF)
+                PanelGEMM.multiply(transposeA: false, m: n, n: inF, k: hidden, a: dh, lda: hidden, b: pw1s, ldb: inF,
+                                   c: gx.mutablePointer + r0 * inF, ldc: inF)
             }
         }
         let schedule = plan.schedule

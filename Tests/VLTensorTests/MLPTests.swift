@@ -26,7 +26,9 @@ final class MLPTests: XCTestCase {
             let w = Check.random(rows + [16], seed: UInt64(10 * n + 7))
             let a = t.map { $0.requiringGrad() }, b = t.map { $0.requiringGrad() }
             let ya = fused(a), yb = composed(b)
-            Check.assertClose(ya, yb.scalars, tolerance: 2e-5, "rows \(rows) hidden \(hidden)")
+            // Relative to the outputs' size: sums over 2048 hidden units round differently per kernel.
+            let outScale = yb.scalars.map(abs).max() ?? 1
+            Check.assertClose(ya, yb.scalars, tolerance: 2e-5 * max(1, outScale), "rows \(rows) hidden \(hidden)")
             (ya * w).sum().backward()
             (yb * w).sum().backward()
             for (i, name) in ["x", "fc1.weight", "fc2.weight", "fc1.bias", "fc2.bias"].enumerated() {

@@ -1,0 +1,118 @@
+#include "vlseg_panel_gemm.h"
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+
+#define K512 __attribute__((target("avx512f")))
+
+// Rows of C per tile, and columns (four 16-lane vectors): 24 accumulators, 4 rows of B, one
+// broadcast of A in flight, within the 32 vector registers.
+#define MR 6
+#define NR 64
+// Depth of one running sum (see vlseg_panel_gemm).
+#define KC 256
+
+// One MR x NR tile of C (rows < MR are computed from a repeated last row and not stored).
+K512 static void tile(ptrdiff_t rows, ptrdiff_t k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+                      const float *b, ptrdiff_t ldb, const __mmask16 mask[4],
+                      float beta, float *c, ptrdiff_t ldc) {
+    const float *ar[MR];
+    for (int r = 0; r < MR; r++) ar[r] = a + (r < rows ? r : rows - 1) * rsa;
+    const __mmask16 m0 = mask[0], m1 = mask[1], m2 = mask[2], m3 = mask[3];
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+    __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+    __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    __m512 c40 = c00, c41 = c00, c42 = c00, c43 = c00;
+    __m512 c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
+    for (ptrdiff_t p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, bp), b1 = _mm512_maskz_loadu_ps(m1, bp + 16);
+        const __m512 b2 = _mm512_maskz_loadu_ps(m2, bp + 32), b3 = _mm512_maskz_loadu_ps(m3, bp + 48);
+        const ptrdiff_t o = p * csa;
+        __m512 x;
+        x = _mm512_set1_ps(a0[o]);
+        c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+        c02 = _mm512_fmadd_ps(x, b2, c02); c03 = _mm512_fmadd_ps(x, b3, c03);
+        x = _mm512_set1_ps(a1[o]);
+        c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+        c12 = _mm512_fmadd_ps(x, b2, c12); c13 = _mm512_fmadd_ps(x, b3, c13);
+        x = _mm512_set1_ps(a2[o]);
+        c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+        c22 = _mm512_fmadd_ps(x, b2, c22); c23 = _mm512_fmadd_ps(x, b3, c23);
+        x = _mm512_set1_ps(a3[o]);
+        c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+        c32 = _mm512_fmadd_ps(x, b2, c32); c33 = _mm512_fmadd_ps(x, b3, c33);
+        x = _mm512_set1_ps(a4[o]);
+        c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+        c42 = _mm512_fmadd_ps(x, b2, c42); c43 = _mm512_fmadd_ps(x, b3, c43);
+        x = _mm512_set1_ps(a5[o]);
+        c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+        c52 = _mm512_fmadd_ps(x, b2, c52); c53 = _mm512_fmadd_ps(x, b3, c53);
+    }
+    __m512 acc[MR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                         {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *cr = c + r * ldc;
+        for (int v = 0; v < 4; v++) {
+            if (!mask[v]) continue;
+            __m512 value = acc[r][v];
+            // beta 0 never reads C (it may hold anything, NaN included).
+            if (beta != 0.0f) value = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], cr + 16 * v), value);
+            _mm512_mask_storeu_ps(cr + 16 * v, mask[v], value);
+        }
+    }
+}
+
+K512 void vlseg_panel_gemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                           const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+                           const float *b, ptrdiff_t ldb,
+                           float beta, float *c, ptrdiff_t ldc) {
+    // Column panels outermost: a panel of B (k rows of NR floats) is reused by every row tile.
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += NR) {
+        const ptrdiff_t width = n - j0 < NR ? n - j0 : NR;
+        __mmask16 mask[4];
+        for (int v = 0; v < 4; v++) {
+            const ptrdiff_t lanes = width - 16 * v;
+            mask[v] = lanes >= 16 ? (__mmask16)0xFFFF : lanes > 0 ? (__mmask16)((1u << lanes) - 1) : (__mmask16)0;
+        }
+        for (ptrdiff_t i0 = 0; i0 < m; i0 += MR) {
+            const ptrdiff_t rows = m - i0 < MR ? m - i0 : MR;
+            // Sums over k in chunks of KC, each added to C: long sums round about as OpenBLAS's
+            // (which also blocks k), not like one running sum of thousands of terms.
+            ptrdiff_t p0 = 0;
+            do {
+                const ptrdiff_t depth = k - p0 < KC ? k - p0 : KC;
+                tile(rows, depth, a + i0 * rsa + p0 * csa, rsa, csa, b + p0 * ldb + j0, ldb, mask,
+                     p0 == 0 ? beta : 1.0f, c + i0 * ldc + j0, ldc);
+                p0 += depth;
+            } while (p0 < k);
+        }
+    }
+}
+
+int vlseg_panel_gemm_available(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f");
+    }
+    return cached;
+}
+
+#else
+// Other architectures: never available, so the Swift side keeps OpenBLAS; a plain body keeps the
+// symbol defined.
+void vlseg_panel_gemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+                      const float *b, ptrdiff_t ldb, float beta, float *c, ptrdiff_t ldc) {
+    for (ptrdiff_t i = 0; i < m; i++)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            float s = 0;
+            for (ptrdiff_t p = 0; p < k; p++) s += a[i * rsa + p * csa] * b[p * ldb + j];
+            c[i * ldc + j] = beta != 0.0f ? c[i * ldc + j] + s : s;
+        }
+}
+
+int vlseg_panel_gemm_available(void) { return 0; }
+#endif
