@@ -52,8 +52,16 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
             for r in range { (py + r * outF).update(from: pb, count: outF) }
         }
     }
-    BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outF, k: inF,
-               a: x.pointer, lda: inF, b: weight.pointer, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+    if PanelGEMM.suits(columns: outF) {
+        let wt = PanelGEMM.transposed(weight)
+        withExtendedLifetime(wt) {
+            PanelGEMM.parallelMultiply(transposeA: false, m: rows, n: outF, k: inF, a: x.pointer, lda: inF,
+                                       b: wt.pointer, ldb: outF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+        }
+    } else {
+        BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outF, k: inF,
+                   a: x.pointer, lda: inF, b: weight.pointer, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+    }
     if relu {
         parallelFor(rows * outF, grain: 32768) { range in
             for i in range { py[i] = max(py[i], 0) }
@@ -65,16 +73,16 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
     return Tensor.record(y, inputs: inputs, name: relu ? "linear_relu" : "linear") { gOut, needs in
         let g = relu ? reluBackward(gOut, output: ys) : gOut
         var gx: Tensor? = nil, gw: Tensor? = nil, gb: Tensor? = nil
+        // Both products take B untransposed and have inF columns.
+        let product = PanelGEMM.suits(columns: inF) ? PanelGEMM.parallelMultiply : BLAS.untransposedB
         if needs[0] {
             let t = Tensor(uninitialized: xShape)
-            BLAS.sgemm(transposeA: false, transposeB: false, m: rows, n: inF, k: outF,
-                       a: g.pointer, lda: outF, b: ws.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
+            product(false, rows, inF, outF, g.pointer, outF, ws.pointer, inF, 0, t.mutablePointer, inF)
             gx = t
         }
         if needs[1] {
             let t = Tensor(uninitialized: [outF, inF])
-            BLAS.sgemm(transposeA: true, transposeB: false, m: outF, n: inF, k: rows,
-                       a: g.pointer, lda: outF, b: xs.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
+            product(true, outF, inF, rows, g.pointer, outF, xs.pointer, inF, 0, t.mutablePointer, inF)
             gw = t
         }
         if needs.count > 2 && needs[2] {

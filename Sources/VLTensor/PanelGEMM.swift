@@ -13,6 +13,17 @@ public enum PanelGEMM {
     public static let enabled: Bool =
         vlseg_panel_gemm_available() != 0 && ProcessInfo.processInfo.environment["VLSEG_PANEL_GEMM"] != "off"
 
+    /// Products whose C has at most this many columns go through the panel kernel in `linear`
+    /// (`bench linear`, 1940 rows, alternating with VLSEG_PANEL_GEMM=off: 64 -> 64 forward 0.13 ->
+    /// 0.10 ms, 768 -> 64 forward 1.09 -> 0.92 ms); on wider ones (64 -> 768 forward, the 64 x 768
+    /// weight gradient of 768 -> 64) OpenBLAS's packed kernels were as fast or faster.
+    public static let narrowColumns = 64
+
+    /// True when a product with `columns` columns of C should use the panel kernel on this CPU.
+    /// Below one 16-lane vector most lanes would idle, and OpenBLAS computes such products (a LoRA
+    /// layer's rank-r side) as dot products along k, which round closer to the float64 result.
+    public static func suits(columns: Int) -> Bool { enabled && columns >= 16 && columns <= narrowColumns }
+
     /// C = op(A) B + beta C (beta 0 or 1), A [m, k] or, transposed, [k, m] with row stride lda;
     /// B [k, n] with row stride ldb. Same results for any split of the rows of C.
     public static func multiply(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
@@ -26,6 +37,37 @@ public enum PanelGEMM {
         if m == 0 || n == 0 { return }
         BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))
         vlseg_panel_gemm(m, n, k, a, transposeA ? 1 : lda, transposeA ? lda : 1, b, ldb, beta, c, ldc)
+    }
+
+    /// `multiply` split over the compute threads: by row tiles when C is taller than wide, else by
+    /// column panels. Every element's sum has the same order whatever the split, so results do not
+    /// depend on the thread count.
+    public static func parallelMultiply(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                                        b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
+                                        c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let threads = ComputeThreads.count
+        // Below about a million multiply-adds a hand-off costs more than it saves.
+        guard enabled, threads > 1, Double(m) * Double(n) * Double(k) >= 1e6 else {
+            multiply(transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        let rowTile = 6, columnPanel = 64
+        if m >= n {
+            let tiles = (m + rowTile - 1) / rowTile
+            parallelFor(tiles, grain: max(1, tiles / threads)) { r in
+                let lo = r.lowerBound * rowTile, hi = min(m, r.upperBound * rowTile)
+                let aRows = transposeA ? a + lo : a + lo * lda
+                multiply(transposeA: transposeA, m: hi - lo, n: n, k: k, a: aRows, lda: lda, b: b, ldb: ldb,
+                         beta: beta, c: c + lo * ldc, ldc: ldc)
+            }
+        } else {
+            let panels = (n + columnPanel - 1) / columnPanel
+            parallelFor(panels, grain: max(1, panels / threads)) { r in
+                let lo = r.lowerBound * columnPanel, hi = min(n, r.upperBound * columnPanel)
+                multiply(transposeA: transposeA, m: m, n: hi - lo, k: k, a: a, lda: lda, b: b + lo, ldb: ldb,
+                         beta: beta, c: c + lo, ldc: ldc)
+            }
+        }
     }
 
     /// w [rows, cols] as a new [cols, rows] buffer (not recorded): the B operand of `multiply` for
