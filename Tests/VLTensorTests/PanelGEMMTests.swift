@@ -84,4 +84,26 @@ final class PanelGEMMTests: XCTestCase {
         }
         XCTAssertEqual(whole.scalars, part.scalars)
     }
+
+    /// A linear layer on the panel path (40 -> 48, then 48 -> 20 for the input gradient's
+    /// columns; every product above the million multiply-adds that splits it over threads) gives
+    /// the same bits on 1, 2 and 3 threads, forward and backward.
+    func testLinearIsBitIdenticalAcrossThreadCounts() throws {
+        try XCTSkipUnless(PanelGEMM.enabled, "no AVX-512 on this CPU: PanelGEMM is OpenBLAS")
+        XCTAssertTrue(PanelGEMM.suits(columns: 48) && PanelGEMM.suits(columns: 20) && !PanelGEMM.suits(columns: 8))
+        let previous = ComputeThreads.count
+        defer { ComputeThreads.set(previous) }
+        var results: [[[Float]]] = []
+        for threads in [1, 2, 3] {
+            ComputeThreads.set(threads)
+            let x = Check.random([3, 700, 20], seed: 31).requiringGrad()
+            let w1 = Check.random([48, 20], seed: 32).requiringGrad(), b1 = Check.random([48], seed: 33).requiringGrad()
+            let w2 = Check.random([20, 48], seed: 34).requiringGrad()
+            let y = linear(linearReLU(x, weight: w1, bias: b1), weight: w2)
+            (y * Check.random([3, 700, 20], seed: 35)).sum().backward()
+            results.append([y.scalars, x.grad!.scalars, w1.grad!.scalars, b1.grad!.scalars, w2.grad!.scalars])
+        }
+        XCTAssertEqual(results[0], results[1])
+        XCTAssertEqual(results[0], results[2])
+    }
 }
