@@ -31,25 +31,15 @@ K512 static void tile(ptrdiff_t rows, ptrdiff_t k, const float *a, ptrdiff_t rsa
         const __m512 b0 = _mm512_maskz_loadu_ps(m0, bp), b1 = _mm512_maskz_loadu_ps(m1, bp + 16);
         const __m512 b2 = _mm512_maskz_loadu_ps(m2, bp + 32), b3 = _mm512_maskz_loadu_ps(m3, bp + 48);
         const ptrdiff_t o = p * csa;
-        __m512 x;
-        x = _mm512_set1_ps(a0[o]);
-        c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
-        c02 = _mm512_fmadd_ps(x, b2, c02); c03 = _mm512_fmadd_ps(x, b3, c03);
-        x = _mm512_set1_ps(a1[o]);
-        c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
-        c12 = _mm512_fmadd_ps(x, b2, c12); c13 = _mm512_fmadd_ps(x, b3, c13);
-        x = _mm512_set1_ps(a2[o]);
-        c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
-        c22 = _mm512_fmadd_ps(x, b2, c22); c23 = _mm512_fmadd_ps(x, b3, c23);
-        x = _mm512_set1_ps(a3[o]);
-        c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
-        c32 = _mm512_fmadd_ps(x, b2, c32); c33 = _mm512_fmadd_ps(x, b3, c33);
-        x = _mm512_set1_ps(a4[o]);
-        c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
-        c42 = _mm512_fmadd_ps(x, b2, c42); c43 = _mm512_fmadd_ps(x, b3, c43);
-        x = _mm512_set1_ps(a5[o]);
-        c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
-        c52 = _mm512_fmadd_ps(x, b2, c52); c53 = _mm512_fmadd_ps(x, b3, c53);
+        // Row r of the tile: one broadcast of A(i0 + r, p) times the four vectors of B's row p.
+#define PANEL_ROW(r)                                                                                   \
+        {                                                                                              \
+            const __m512 x = _mm512_set1_ps(a##r[o]);                                                  \
+            c##r##0 = _mm512_fmadd_ps(x, b0, c##r##0); c##r##1 = _mm512_fmadd_ps(x, b1, c##r##1);      \
+            c##r##2 = _mm512_fmadd_ps(x, b2, c##r##2); c##r##3 = _mm512_fmadd_ps(x, b3, c##r##3);      \
+        }
+        PANEL_ROW(0) PANEL_ROW(1) PANEL_ROW(2) PANEL_ROW(3) PANEL_ROW(4) PANEL_ROW(5)
+#undef PANEL_ROW
     }
     __m512 acc[MR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
                          {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
