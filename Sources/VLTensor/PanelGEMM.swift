@@ -1,11 +1,12 @@
 import CVectorMath
 import Foundation
 
-/// Products with B untransposed for one thread's row block, through CVectorMath's AVX-512 panel
-/// kernel where the CPU has it, else OpenBLAS.
+/// Products with B untransposed and a narrow side, through CVectorMath's AVX-512 panel kernel where
+/// the CPU has it, else OpenBLAS.
 ///
-/// The row blocks of `mlpReLU` multiply by matrices with a side of 64 (CLIPSeg's decoder MLP:
-/// 64 -> 2048 -> 64), where OpenBLAS's kernels run at 63-69 % of one core's FMA peak
+/// The row blocks of `mlpReLU` (one thread each) and the narrow linear layers multiply by matrices
+/// with a side of 64 (CLIPSeg's decoder: 64 -> 2048 -> 64 MLPs, 64-wide projections, 768 -> 64
+/// reductions), where OpenBLAS's kernels run at 63-69 % of one core's FMA peak
 /// (`vlseg bench gemm --shapes decoder --threads 1`). The panel kernel keeps a 6 x 64 tile of C in
 /// registers and reads transposed A by strides without packing. VLSEG_PANEL_GEMM=off keeps OpenBLAS
 /// (to compare the two with the same command).
@@ -19,21 +20,30 @@ public enum PanelGEMM {
     /// weight gradient of 768 -> 64) OpenBLAS's packed kernels were as fast or faster.
     public static let narrowColumns = 64
 
+    /// Fewer columns than one 16-lane vector go to OpenBLAS even in `multiply`: most lanes would
+    /// idle, and OpenBLAS computes such products (a LoRA layer's rank-r side) as dot products along
+    /// k, which round closer to the float64 result.
+    public static let minimumColumns = 16
+
     /// True when a product with `columns` columns of C should use the panel kernel on this CPU.
-    /// Below one 16-lane vector most lanes would idle, and OpenBLAS computes such products (a LoRA
-    /// layer's rank-r side) as dot products along k, which round closer to the float64 result.
-    public static func suits(columns: Int) -> Bool { enabled && columns >= 16 && columns <= narrowColumns }
+    public static func suits(columns: Int) -> Bool { enabled && columns >= minimumColumns && columns <= narrowColumns }
 
     /// C = op(A) B + beta C (beta 0 or 1), A [m, k] or, transposed, [k, m] with row stride lda;
     /// B [k, n] with row stride ldb. Same results for any split of the rows of C.
     public static func multiply(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                                 b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         precondition(beta == 0 || beta == 1, "PanelGEMM: beta must be 0 or 1")
-        guard enabled else {
+        guard enabled, n >= minimumColumns else {
             BLAS.sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                        beta: beta, c: c, ldc: ldc)
             return
         }
+        kernel(transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
+
+    /// The panel kernel itself, whatever the width (splits of one product must all run it).
+    private static func kernel(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                               b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
         BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))
         vlseg_panel_gemm(m, n, k, a, transposeA ? 1 : lda, transposeA ? lda : 1, b, ldb, beta, c, ldc)
@@ -47,7 +57,7 @@ public enum PanelGEMM {
                                         c: UnsafeMutablePointer<Float>, ldc: Int) {
         let threads = ComputeThreads.count
         // Below about a million multiply-adds a hand-off costs more than it saves.
-        guard enabled, threads > 1, Double(m) * Double(n) * Double(k) >= 1e6 else {
+        guard enabled, threads > 1, n >= minimumColumns, Double(m) * Double(n) * Double(k) >= 1e6 else {
             multiply(transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
@@ -57,15 +67,15 @@ public enum PanelGEMM {
             parallelFor(tiles, grain: max(1, tiles / threads)) { r in
                 let lo = r.lowerBound * rowTile, hi = min(m, r.upperBound * rowTile)
                 let aRows = transposeA ? a + lo : a + lo * lda
-                multiply(transposeA: transposeA, m: hi - lo, n: n, k: k, a: aRows, lda: lda, b: b, ldb: ldb,
-                         beta: beta, c: c + lo * ldc, ldc: ldc)
+                kernel(transposeA: transposeA, m: hi - lo, n: n, k: k, a: aRows, lda: lda, b: b, ldb: ldb,
+                       beta: beta, c: c + lo * ldc, ldc: ldc)
             }
         } else {
             let panels = (n + columnPanel - 1) / columnPanel
             parallelFor(panels, grain: max(1, panels / threads)) { r in
                 let lo = r.lowerBound * columnPanel, hi = min(n, r.upperBound * columnPanel)
-                multiply(transposeA: transposeA, m: m, n: hi - lo, k: k, a: a, lda: lda, b: b + lo, ldb: ldb,
-                         beta: beta, c: c + lo, ldc: ldc)
+                kernel(transposeA: transposeA, m: m, n: hi - lo, k: k, a: a, lda: lda, b: b + lo, ldb: ldb,
+                       beta: beta, c: c + lo, ldc: ldc)
             }
         }
     }
