@@ -9,8 +9,8 @@ import Foundation
 /// then in backward the fc2 input gradient, the ReLU mask and three more packings. By blocks of
 /// `rowBlock` rows all of these run on an L2-resident block; only the hidden activations that
 /// backward needs are written out once (and read once). Blocks are spread over the threads, each
-/// calling single-threaded sgemm; the weight gradients are summed in a fixed number of slots in a
-/// fixed order, so results do not depend on the thread count.
+/// calling single-threaded products (`PanelGEMM`); the weight gradients are summed in a fixed
+/// number of slots in a fixed order, so results do not depend on the thread count.
 public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2Weight w2: Tensor, fc2Bias b2: Tensor?) -> Tensor {
     let inF = w1.shape[1], hidden = w1.shape[0], outF = w2.shape[0]
     precondition(w1.rank == 2 && w2.rank == 2 && w2.shape[1] == hidden && x.shape.last == inF,
