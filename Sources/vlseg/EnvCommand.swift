@@ -33,6 +33,8 @@ struct EnvCommand: ParsableCommand {
             ("blas thread timeout", env[BLASKernelSelection.threadTimeoutVariable].map {
                 "\($0) (\(setByVLSeg.contains(BLASKernelSelection.threadTimeoutVariable) ? "set by vlseg: idle OpenBLAS threads sleep instead of spinning" : "from the environment"))"
             } ?? "OpenBLAS default (idle threads spin)"),
+            ("narrow products", PanelGEMM.enabled ? "AVX-512 panel kernel (VLSEG_PANEL_GEMM=off: OpenBLAS)"
+                : env["VLSEG_PANEL_GEMM"] == "off" ? "OpenBLAS (VLSEG_PANEL_GEMM=off)" : "OpenBLAS (no AVX-512 on this CPU)"),
             ("threads", "\(ComputeThreads.count) per rank (OpenBLAS \(BLAS.threads)), \(ComputeThreads.availableCores) cores available"),
             ("mpi", "\(MPILibrary.versionString) (MPI \(MPILibrary.standardVersion))"),
         ]

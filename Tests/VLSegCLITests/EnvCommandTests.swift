@@ -23,6 +23,11 @@ final class EnvCommandTests: XCTestCase {
         if cpuinfo.contains(" avx2 ") {
             XCTAssertFalse(r.output.contains("Prescott"), "slow kernels with a clean environment:\n\(r.output)")
         }
+        // The narrow-product kernel follows the CPU, and VLSEG_PANEL_GEMM=off is reported as such.
+        let avx512 = cpuinfo.contains(" avx512f ")
+        XCTAssertTrue(r.output.contains(avx512 ? "AVX-512 panel kernel" : "no AVX-512 on this CPU"), r.output)
+        let off = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"], environment: ProcessRunner.cleanEnvironment(["VLSEG_PANEL_GEMM": "off"]))
+        XCTAssertTrue(off.output.contains(avx512 ? "OpenBLAS (VLSEG_PANEL_GEMM=off)" : "no AVX-512 on this CPU"), off.output)
     }
 
     /// Simulates OpenBLAS misdetecting the CPU: vlseg must re-execute itself with a fitting core.
