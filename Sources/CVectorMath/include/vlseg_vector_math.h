@@ -7,6 +7,11 @@
 
 #include <stddef.h>
 
+// The module's umbrella directory is scanned when its module is first built; a build made before a
+// header was added does not see that header until an existing one changes. Headers added later are
+// therefore also included from here.
+#include "vlseg_panel_gemm.h"
+
 /// out[i] = exp(x[i] - shift); returns the sum of the outputs. exp of -inf (or below -87.3) is 0.
 float vlseg_exp_shifted(const float *x, float *out, ptrdiff_t n, float shift);
 /// out[i] = 1 / (1 + exp(-a x[i])).
