@@ -116,18 +116,6 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
     /// Keys of configs written by early transformers versions, which override the towers' keys.
     private enum LegacyKeys: String, CodingKey { case textConfigDict = "text_config_dict", visionConfigDict = "vision_config_dict" }
 
-    /// One tower object decoded with both kinds' defaults; the caller picks the kind it decodes.
-    private struct TowerDecoding: Decodable {
-        enum Kind { case text, vision }
-        let text: CLIPTowerConfig
-        let vision: CLIPTowerConfig
-        init(from decoder: Decoder) throws {
-            text = try CLIPTowerConfig(from: decoder, defaults: .textDefaults)
-            vision = try CLIPTowerConfig(from: decoder, defaults: .visionDefaults)
-        }
-        func config(_ kind: Kind) -> CLIPTowerConfig { kind == .text ? text : vision }
-    }
-
     public init(textConfig: CLIPTowerConfig, visionConfig: CLIPTowerConfig, projectionDim: Int, reduceDim: Int,
                 extractLayers: [Int], conditionalLayer: Int, decoderNumAttentionHeads: Int,
                 decoderIntermediateSize: Int, useComplexTransposedConvolution: Bool, logitScaleInitValue: Float = 2.6592) {
@@ -149,15 +137,17 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
         // is present (configs written by early transformers versions carry both), else from
         // `<tower>_config`, and any key left out takes the tower class's default.
         let legacyKeys = try decoder.container(keyedBy: LegacyKeys.self)
-        func tower(_ kind: TowerDecoding.Kind, _ main: CodingKeys, _ legacy: LegacyKeys) throws -> CLIPTowerConfig {
+        func tower(_ defaults: CLIPTowerConfig, _ main: CodingKeys, _ legacy: LegacyKeys) throws -> CLIPTowerConfig {
             if legacyKeys.contains(legacy), try !legacyKeys.decodeNil(forKey: legacy) {
-                return try legacyKeys.decode(TowerDecoding.self, forKey: legacy).config(kind)
+                return try CLIPTowerConfig(from: legacyKeys.superDecoder(forKey: legacy), defaults: defaults)
             }
-            if c.contains(main), try !c.decodeNil(forKey: main) { return try c.decode(TowerDecoding.self, forKey: main).config(kind) }
-            return kind == .text ? .textDefaults : .visionDefaults
+            if c.contains(main), try !c.decodeNil(forKey: main) {
+                return try CLIPTowerConfig(from: c.superDecoder(forKey: main), defaults: defaults)
+            }
+            return defaults
         }
-        textConfig = try tower(.text, .textConfig, .textConfigDict)
-        visionConfig = try tower(.vision, .visionConfig, .visionConfigDict)
+        textConfig = try tower(.textDefaults, .textConfig, .textConfigDict)
+        visionConfig = try tower(.visionDefaults, .visionConfig, .visionConfigDict)
         projectionDim = try c.decodeIfPresent(Int.self, forKey: .projectionDim) ?? 512
         reduceDim = try c.decodeIfPresent(Int.self, forKey: .reduceDim) ?? 64
         extractLayers = try c.decodeIfPresent([Int].self, forKey: .extractLayers) ?? [3, 6, 9]

@@ -110,10 +110,10 @@ public enum CLIPSegInitializer {
     }
 
     /// Writes config.json, model.safetensors and the tokenizer files into `directory`.
-    /// Returns the number of parameters written.
+    /// Returns the number of parameters written. `processorSize`, when given, is written as a Hugging
+    /// Face `preprocessor_config.json` (resize to that side, ImageNet statistics), as the published
+    /// checkpoints ship one.
     @discardableResult
-    /// `processorSize`, when given, is written as a Hugging Face `preprocessor_config.json` (resize
-    /// to that side, ImageNet statistics), as the published checkpoints ship one.
     public static func write(config: CLIPSegConfig, seed: UInt64, to directory: URL, processorSize: Int? = nil,
                              progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         try config.validate(file: directory.appendingPathComponent("config.json").path)

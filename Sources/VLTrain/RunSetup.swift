@@ -60,8 +60,7 @@ public enum RunSetup {
     /// The pixel normalisation of the model at `model.path` (CRIS: its config's CLIP mean/std;
     /// CLIPSeg: its processor's, else ImageNet's).
     public static func normalization(_ config: VLSegConfig) throws -> Normalization {
-        let p = try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path))
-        return Normalization(mean: p.mean.map(Float.init), std: p.std.map(Float.init))
+        Normalization(try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path)))
     }
 
     /// The tokenizer shipped in the model directory.
@@ -232,4 +231,11 @@ public struct SetupError: Error, CustomStringConvertible {
     public let message: String
     public init(message: String) { self.message = message }
     public var description: String { message }
+}
+
+extension Normalization {
+    /// A model directory's pixel statistics (`ImagePreprocessing`) as the loader's normalisation.
+    public init(_ preprocessing: ImagePreprocessing) {
+        self.init(mean: preprocessing.mean.map(Float.init), std: preprocessing.std.map(Float.init))
+    }
 }

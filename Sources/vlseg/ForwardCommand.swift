@@ -137,8 +137,7 @@ struct ForwardCommand: ParsableCommand {
         let preprocessing = try ImagePreprocessing.of(directory: URL(fileURLWithPath: model))
         let size = self.size ?? preprocessing.size
         try m.validateInputSize(size)
-        let normalization = Normalization(mean: preprocessing.mean.map(Float.init), std: preprocessing.std.map(Float.init))
-        let pixels = rgb.resized(width: size, height: size).normalizedTensor(normalization).reshaped([1, 3, size, size])
+        let pixels = rgb.resized(width: size, height: size).normalizedTensor(Normalization(preprocessing)).reshaped([1, 3, size, size])
         let encoding: CLIPTokenizer.Encoding = tokenizer.encode(prompt, maxLength: CLIPTokenizer.contextLength)
         let logits = GradMode.withoutGradients {
             m.segmentationLogits(pixels: pixels, text: TextPrompts(inputIDs: [encoding.inputIDs], attentionMask: [encoding.attentionMask]))
