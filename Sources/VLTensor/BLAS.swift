@@ -36,13 +36,6 @@ public enum BLAS {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
-    /// `sgemm` with B untransposed, in `PanelGEMM.parallelMultiply`'s argument order (the two are
-    /// interchangeable where a caller picks one per shape).
-    public static func untransposedB(_ transposeA: Bool, _ m: Int, _ n: Int, _ k: Int, _ a: UnsafePointer<Float>, _ lda: Int,
-                                     _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-    }
-
     /// The kernel core OpenBLAS selected at load time (e.g. "SkylakeX", "Haswell", "Prescott").
     public static var coreName: String {
         guard let p = openblas_get_corename() else { return "unknown" }

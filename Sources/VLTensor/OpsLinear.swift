@@ -73,16 +73,17 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
     return Tensor.record(y, inputs: inputs, name: relu ? "linear_relu" : "linear") { gOut, needs in
         let g = relu ? reluBackward(gOut, output: ys) : gOut
         var gx: Tensor? = nil, gw: Tensor? = nil, gb: Tensor? = nil
-        // Both products take B untransposed and have inF columns.
-        let product = PanelGEMM.suits(columns: inF) ? PanelGEMM.parallelMultiply : BLAS.untransposedB
+        // Both products take B untransposed, so either implementation runs them as they are.
         if needs[0] {
             let t = Tensor(uninitialized: xShape)
-            product(false, rows, inF, outF, g.pointer, outF, ws.pointer, inF, 0, t.mutablePointer, inF)
+            PanelGEMM.product(transposeA: false, m: rows, n: inF, k: outF, a: g.pointer, lda: outF, b: ws.pointer, ldb: inF,
+                              c: t.mutablePointer, ldc: inF)
             gx = t
         }
         if needs[1] {
             let t = Tensor(uninitialized: [outF, inF])
-            product(true, outF, inF, rows, g.pointer, outF, xs.pointer, inF, 0, t.mutablePointer, inF)
+            PanelGEMM.product(transposeA: true, m: outF, n: inF, k: rows, a: g.pointer, lda: outF, b: xs.pointer, ldb: inF,
+                              c: t.mutablePointer, ldc: inF)
             gw = t
         }
         if needs.count > 2 && needs[2] {

@@ -80,6 +80,18 @@ public enum PanelGEMM {
         }
     }
 
+    /// C = op(A) B (+ C) for a caller that does not pick: products with `suits(columns:)` columns
+    /// through `parallelMultiply`, the others through OpenBLAS.
+    public static func product(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                               b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if suits(columns: n) {
+            parallelMultiply(transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        } else {
+            BLAS.sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                       beta: beta, c: c, ldc: ldc)
+        }
+    }
+
     /// w [rows, cols] as a new [cols, rows] buffer (not recorded): the B operand of `multiply` for
     /// products with a weight in PyTorch's [out, in] layout.
     public static func transposed(_ w: Tensor) -> Tensor { Kernels.permute(w, [1, 0]) }
