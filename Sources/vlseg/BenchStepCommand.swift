@@ -47,6 +47,8 @@ struct BenchInferCommand: ParsableCommand {
     }
 }
 
+extension MatmulPrecision: ExpressibleByArgument {}
+
 struct BenchModelOptions: ParsableArguments {
     @Option(help: "Model architecture preset: CLIPSeg tiny|small|base or cris-tiny|cris-base (created once in $VLSEG_CACHE/bench, memory-mapped like a real checkpoint).")
     var preset: String = "base"
@@ -71,6 +73,9 @@ struct BenchModelOptions: ParsableArguments {
 
     @Flag(help: "Print one JSON object as the last line.")
     var json = false
+
+    @Option(help: "Input format of linear layers' products: fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
+    var precision: MatmulPrecision = .fp32
 
     func modelDirectory(comm: Communicator) throws -> URL {
         if let model { return URL(fileURLWithPath: model) }
@@ -103,6 +108,8 @@ struct BenchModelOptions: ParsableArguments {
         let comm = Communicators.make(timeout: 600)
         defer { comm.finalize() }
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
+        try MatmulPrecision.set(precision)
+        defer { try? MatmulPrecision.set(.fp32) }
         let dir = try modelDirectory(comm: comm)
         let m = try ModelDirectory.load(dir)
         try m.validateInputSize(size)
@@ -213,7 +220,8 @@ struct BenchModelOptions: ParsableArguments {
         } else {
             architecture = m.architectureName
         }
-        print("\(what): \(architecture), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)")
+        print("\(what): \(architecture), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)"
+              + (precision == .bf16 ? ", bf16 linear products (their peak is twice the float32 FMA peak below)" : ""))
         print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))
         print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
         print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",
@@ -230,7 +238,8 @@ struct BenchModelOptions: ParsableArguments {
                                       "peak_rss_mb": rankPeakRSS, "pss_mb": rankPSS,
                                       "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
                                       "size": size, "forward_s": forward, "backward_s": backward, "allreduce_wait_s": wait,
-                                      "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference"]
+                                      "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference",
+                                      "precision": precision.rawValue]
             try printJSONLine(obj)
         }
     }

@@ -11,6 +11,7 @@
 // header was added does not see that header until an existing one changes. Headers added later are
 // therefore also included from here.
 #include "vlseg_panel_gemm.h"
+#include "vlseg_bf16_gemm.h"
 
 /// out[i] = exp(x[i] - shift); returns the sum of the outputs. exp of -inf (or below -87.3) is 0.
 float vlseg_exp_shifted(const float *x, float *out, ptrdiff_t n, float shift);

@@ -1,0 +1,96 @@
+import CVectorMath
+import Foundation
+
+/// The number format of the inputs of the engine's large matrix products.
+///
+/// `fp32` (the default) computes every product in float32, as the reference implementation does.
+/// `bf16` rounds both inputs of linear layers' products (forward, input gradient and weight
+/// gradient) to bfloat16 and accumulates in float32 on CPUs with AVX512_BF16, like mixed-precision
+/// training elsewhere: twice the multiply-adds per instruction, so the products that dominate a
+/// step run up to twice as fast, at the cost of inputs carrying 8 significant bits. Weights,
+/// gradients, optimiser state and every other op stay float32.
+public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
+    case fp32, bf16
+
+    nonisolated(unsafe) private static var active = MatmulPrecision.fp32
+
+    /// The process-wide precision (a rank sets it once, before its first step).
+    public static var current: MatmulPrecision { active }
+
+    /// Why `bf16` cannot run here, or nil when it can.
+    public static var bf16Unavailable: String? {
+        BF16GEMM.available ? nil : "bf16 matrix products need a CPU with AVX512_BF16 (this one lacks it)"
+    }
+
+    /// Makes `precision` the process-wide setting; `bf16` on a CPU without AVX512_BF16 is refused.
+    public static func set(_ precision: MatmulPrecision) throws {
+        if precision == .bf16, let reason = bf16Unavailable { throw MatmulPrecisionError.unavailable(reason) }
+        active = precision
+    }
+}
+
+public enum MatmulPrecisionError: Error, CustomStringConvertible {
+    case unavailable(String)
+    public var description: String {
+        switch self { case let .unavailable(reason): return reason }
+    }
+}
+
+/// C = A B + beta C with bfloat16 inputs and float32 sums (CVectorMath's bf16 kernel), B packed per
+/// product and the work split over the compute threads.
+public enum BF16GEMM {
+    public static let available: Bool = vlseg_bf16_gemm_available() != 0
+
+    /// Columns per packed panel of B (the kernel's NR) and rows per register tile (MR).
+    static let panelColumns = 64, rowTile = 6
+
+    /// True when a product with `columns` columns of C runs in bf16 under the current precision:
+    /// narrower ones (a LoRA layer's rank side) stay float32, where most vector lanes would idle.
+    public static func suits(columns: Int) -> Bool {
+        MatmulPrecision.current == .bf16 && columns >= PanelGEMM.minimumColumns
+    }
+
+    /// C [m, n] (row stride ldc) = A B + beta C (beta 0 or 1) with A(i, p) = a[i * rsa + p * csa] and
+    /// B(p, j) = b[p * rsb + j * csb]. Results are the same for any thread count.
+    public static func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rsa: Int, csa: Int,
+                                b: UnsafePointer<Float>, rsb: Int, csb: Int, beta: Float = 0,
+                                c: UnsafeMutablePointer<Float>, ldc: Int) {
+        precondition(available, "BF16GEMM on a CPU without AVX512_BF16")
+        precondition(beta == 0 || beta == 1, "BF16GEMM: beta must be 0 or 1")
+        if m == 0 || n == 0 { return }
+        BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))
+        let words = vlseg_bf16_packed_words(k, n)
+        let packed = UnsafeMutableRawPointer.allocate(byteCount: max(words, 1) * 4, alignment: 64)
+            .bindMemory(to: UInt32.self, capacity: max(words, 1))
+        defer { packed.deallocate() }
+        let panels = (n + panelColumns - 1) / panelColumns
+        let pairs = (k + 1) / 2
+        let threads = ComputeThreads.count
+        let large = Double(m) * Double(n) * Double(k) >= 1e6 && threads > 1
+        parallelFor(panels, grain: large ? max(1, panels / threads) : panels) { r in
+            vlseg_bf16_pack_b(k, n, b, rsb, csb, packed, r.lowerBound, r.upperBound)
+        }
+        guard large else {
+            vlseg_bf16_gemm(m, n, k, a, rsa, csa, packed, beta, c, ldc)
+            return
+        }
+        // Split C by row tiles when it is taller than wide, else by panels; each element's sum is
+        // computed the same way either way.
+        if m >= n {
+            let tiles = (m + rowTile - 1) / rowTile
+            parallelFor(tiles, grain: max(1, tiles / threads)) { r in
+                let lo = r.lowerBound * rowTile, hi = min(m, r.upperBound * rowTile)
+                vlseg_bf16_gemm(hi - lo, n, k, a + lo * rsa, rsa, csa, packed, beta, c + lo * ldc, ldc)
+            }
+        } else {
+            parallelFor(panels, grain: max(1, panels / threads)) { r in
+                let lo = r.lowerBound * panelColumns, hi = min(n, r.upperBound * panelColumns)
+                vlseg_bf16_gemm(m, hi - lo, k, a, rsa, csa, packed + r.lowerBound * pairs * panelColumns,
+                                beta, c + lo, ldc)
+            }
+        }
+    }
+
+    /// `x` rounded to the nearest bfloat16, as the kernel rounds its inputs.
+    public static func rounded(_ x: Float) -> Float { vlseg_bf16_round(x) }
+}
