@@ -1,0 +1,165 @@
+import CVectorMath
+import XCTest
+@testable import VLTensor
+
+/// The bfloat16 kernel against float64 sums of bfloat16-rounded inputs (so a packing or indexing
+/// mistake shows at full size, not hidden inside bf16 tolerance), its rounding rule, its
+/// independence from the split of the work, and `linear` under `MatmulPrecision.bf16`.
+final class BF16GEMMTests: XCTestCase {
+    private var threads = 1
+
+    override func setUpWithError() throws {
+        try XCTSkipUnless(BF16GEMM.available, "no AVX512_BF16 on this CPU")
+        threads = ComputeThreads.count
+    }
+
+    override func tearDown() {
+        try? MatmulPrecision.set(.fp32)
+        ComputeThreads.set(threads)
+    }
+
+    /// How B is laid out in memory: rows contiguous, columns contiguous (a weight read as W^T), or
+    /// neither; each takes a different packing path.
+    enum Layout: CaseIterable { case rows, columns, strided }
+
+    func strides(_ layout: Layout, k: Int, n: Int) -> (rsb: Int, csb: Int, count: Int) {
+        switch layout {
+        case .rows: return (n + 3, 1, k * (n + 3))
+        case .columns: return (1, k + 2, n * (k + 2))
+        case .strided: return (2 * n + 1, 2, k * (2 * n + 1))
+        }
+    }
+
+    func testMatchesFloat64OfRoundedInputsOnEveryTail() {
+        var seed: UInt64 = 5
+        for layout in Layout.allCases {
+            for transposeA in [false, true] {
+                for (m, n, k) in [(1, 1, 1), (5, 17, 3), (6, 64, 64), (7, 65, 9), (13, 130, 33), (97, 70, 515), (12, 200, 2), (3, 48, 0)] {
+                    for beta: Float in [0, 1] {
+                        seed += 4
+                        let a = Check.random([m * k + 1], seed: seed).scalars
+                        let (rsb, csb, bCount) = strides(layout, k: k, n: n)
+                        let b = Check.random([max(bCount, 1)], seed: seed + 1).scalars
+                        let ldc = n + 5
+                        let c0 = beta == 0 ? [Float](repeating: .nan, count: m * ldc) : Check.random([m * ldc], seed: seed + 2).scalars
+                        var c = c0
+                        let (rsa, csa) = transposeA ? (1, m) : (k, 1)
+                        a.withUnsafeBufferPointer { pa in
+                            b.withUnsafeBufferPointer { pb in
+                                c.withUnsafeMutableBufferPointer { pc in
+                                    BF16GEMM.multiply(m: m, n: n, k: k, a: pa.baseAddress!, rsa: rsa, csa: csa, b: pb.baseAddress!,
+                                                      rsb: rsb, csb: csb, beta: beta, c: pc.baseAddress!, ldc: ldc)
+                                }
+                            }
+                        }
+                        for i in 0..<m {
+                            for j in 0..<ldc {
+                                let got = c[i * ldc + j]
+                                if j >= n {
+                                    XCTAssertTrue(got.isNaN && c0[i * ldc + j].isNaN || got == c0[i * ldc + j], "padding written at (\(i), \(j))")
+                                    continue
+                                }
+                                var sum = beta == 0 ? 0.0 : Double(c0[i * ldc + j]), scale = abs(sum)
+                                for p in 0..<k {
+                                    let term = Double(BF16GEMM.rounded(a[i * rsa + p * csa])) * Double(BF16GEMM.rounded(b[p * rsb + j * csb]))
+                                    sum += term
+                                    scale += abs(term)
+                                }
+                                XCTAssertEqual(Double(got), sum, accuracy: 4e-7 * Double(k + 1).squareRoot() * max(scale, 1e-30),
+                                               "(\(i), \(j)) m \(m) n \(n) k \(k) \(layout) transposeA \(transposeA) beta \(beta)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Round to nearest even on the 16 dropped bits, denormals to signed zero, infinities kept,
+    /// NaN kept NaN: the rule of the hardware conversion.
+    func testRoundingRule() {
+        let one = Float(1)
+        XCTAssertEqual(BF16GEMM.rounded(one + 0x1p-8), 1, "a tie rounds to the even neighbour (down)")
+        XCTAssertEqual(BF16GEMM.rounded(one + 3 * 0x1p-8), 1 + 0x1p-6, "a tie rounds to the even neighbour (up)")
+        XCTAssertEqual(BF16GEMM.rounded(one + 0x1p-8 + 0x1p-12), 1 + 0x1p-7, "above the tie rounds up")
+        XCTAssertEqual(BF16GEMM.rounded(-3.140625), -3.140625, "representable values are exact")
+        XCTAssertEqual(BF16GEMM.rounded(Float(bitPattern: 0x0000_1234)).bitPattern, 0, "a denormal becomes +0")
+        XCTAssertEqual(BF16GEMM.rounded(Float(bitPattern: 0x8000_1234)).bitPattern, 0x8000_0000, "a negative denormal becomes -0")
+        XCTAssertEqual(BF16GEMM.rounded(.infinity), .infinity)
+        XCTAssertEqual(BF16GEMM.rounded(-.greatestFiniteMagnitude), -.infinity, "beyond bfloat16's largest finite value")
+        XCTAssertTrue(BF16GEMM.rounded(.nan).isNaN)
+        XCTAssertTrue(BF16GEMM.rounded(Float(bitPattern: 0x7F80_0001)).isNaN, "a NaN whose payload is in the dropped bits stays NaN")
+    }
+
+    /// The vector packing paths (rows and columns contiguous) give the same words as the portable
+    /// rule on values that exercise it: ties, denormals, NaN, infinities.
+    func testEveryPackingPathRoundsAlike() {
+        let (k, n) = (37, 70)
+        let specials: [Float] = [1 + 0x1p-8, 1 + 3 * 0x1p-8, Float(bitPattern: 0x0000_1234), Float(bitPattern: 0x8000_0001),
+                                 .infinity, -.infinity, .nan, Float(bitPattern: 0x7F80_0001), -0.0, .greatestFiniteMagnitude]
+        let random = Check.random([k * n], seed: 9).scalars
+        let values = (0..<(k * n)).map { $0 % 7 == 0 ? specials[($0 / 7) % specials.count] : random[$0] }
+        func bits(_ x: Float) -> UInt32 { BF16GEMM.rounded(x).bitPattern >> 16 }
+        let words = vlseg_bf16_packed_words(k, n)
+        for layout in Layout.allCases {
+            let (rsb, csb, count) = strides(layout, k: k, n: n)
+            var b = [Float](repeating: 0, count: count)
+            for p in 0..<k { for j in 0..<n { b[p * rsb + j * csb] = values[p * n + j] } }
+            var packed = [UInt32](repeating: 0xDEAD_BEEF, count: words)
+            vlseg_bf16_pack_b(k, n, b, rsb, csb, &packed, 0, (n + 63) / 64)
+            let pairs = (k + 1) / 2
+            for panel in 0..<((n + 63) / 64) {
+                for p in 0..<pairs {
+                    for lane in 0..<64 {
+                        let j = panel * 64 + lane
+                        let low = j < n ? bits(values[2 * p * n + j]) : 0
+                        let high = j < n && 2 * p + 1 < k ? bits(values[(2 * p + 1) * n + j]) : 0
+                        let got = packed[(panel * pairs + p) * 64 + lane]
+                        XCTAssertEqual(got, low | high << 16, "\(layout): pair \(p), column \(j)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same bits whatever the thread count (row-tile and panel splits) and whether the kernel
+    /// runs on the whole product or on blocks of rows.
+    func testResultsDoNotDependOnTheSplit() {
+        for (m, n, k) in [(300, 70, 600), (40, 700, 300)] {
+            let a = Check.random([m, k], seed: 31), b = Check.random([k, n], seed: 32)
+            var results: [[Float]] = []
+            for threads in [1, 2, 3] {
+                ComputeThreads.set(threads)
+                let c = Tensor(uninitialized: [m, n])
+                BF16GEMM.multiply(m: m, n: n, k: k, a: a.pointer, rsa: k, csa: 1, b: b.pointer, rsb: n, csb: 1,
+                                  c: c.mutablePointer, ldc: n)
+                results.append(c.scalars)
+            }
+            XCTAssertEqual(results[0], results[1], "1 vs 2 threads, \(m)x\(n)x\(k)")
+            XCTAssertEqual(results[0], results[2], "1 vs 3 threads, \(m)x\(n)x\(k)")
+        }
+    }
+
+    /// `linear` under bf16: forward and all three gradients within bfloat16's rounding of the float32
+    /// results, and not equal to them (the bf16 path really ran).
+    func testLinearUnderBF16StaysWithinBFloat16RoundingOfFloat32() throws {
+        let x = Check.random([2, 45, 96], seed: 41), w = Check.random([80, 96], seed: 42), bias = Check.random([80], seed: 43)
+        let upstream = Check.random([2, 45, 80], seed: 44)
+        func run() -> [Tensor] {
+            let xv = x.detached().requiringGrad(), wv = w.detached().requiringGrad(), bv = bias.detached().requiringGrad()
+            let y = linear(xv, weight: wv, bias: bv)
+            (y * upstream).sum().backward()
+            return [y, xv.grad!, wv.grad!, bv.grad!]
+        }
+        let exact = run()
+        try MatmulPrecision.set(.bf16)
+        let reduced = run()
+        for (name, (e, r)) in zip(["output", "input gradient", "weight gradient", "bias gradient"], zip(exact, reduced)) {
+            let scale = e.scalars.map { abs($0) }.max()!
+            var worst: Float = 0
+            for (u, v) in zip(e.scalars, r.scalars) { worst = max(worst, abs(u - v)) }
+            XCTAssertLessThan(worst, 0.02 * scale, name)
+            if name != "bias gradient" { XCTAssertGreaterThan(worst, 0, "\(name): the bf16 kernel did not run") }
+        }
+    }
+}
