@@ -42,6 +42,7 @@ struct TrainCommand: ParsableCommand {
             defer { comm.finalize() }
             let say: (String) -> Void = { if comm.isRoot { printError($0) } }
             ComputeThreads.set(config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: comm.localSize))
+            try MatmulPrecision.set(config.trainer.precision)
             try RunSetup.prepareInputs(config, comm: comm, log: say)
             let model = try RunSetup.loadModel(config)
             let (method, trainable) = try RunSetup.tuning(config, model: model)
@@ -108,6 +109,7 @@ struct TrainCommand: ParsableCommand {
         out.append("batch: \(batch) per rank x \(comm.size) rank(s) x accumulate \(accumulate) = global \(batch * comm.size * accumulate)")
         out.append("data: \(config.data.root): \(trainSamples) training samples, \(valSamples.map(String.init) ?? "no") validation samples")
         out.append("steps per epoch: \(trainBatches / accumulate)")
+        out.append("matrix products: \(config.trainer.precision == .bf16 ? "bf16 inputs, float32 sums (trainer.precision=bf16)" : "float32")")
         out.append("feature cache: \(featureCache ? "on (frozen vision features reused from the second epoch)" : "off")")
         out.append("run directory: \(config.run.dir)")
         print(out.joined(separator: "\n"))

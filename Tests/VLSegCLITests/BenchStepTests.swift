@@ -1,4 +1,5 @@
 import Foundation
+import VLTensor
 import XCTest
 
 /// `vlseg bench step/infer` run end to end on the tiny preset and report the JSON fields.
@@ -37,6 +38,12 @@ final class BenchStepTests: XCTestCase {
             }
             let gflops = obj["gflops_per_s"] as? Double ?? 0, peak = obj["fma_peak_gflops_per_s"] as? Double ?? 0
             XCTAssertEqual(obj["mfu"] as? Double ?? 0, gflops / peak, accuracy: 1e-9, "mfu is achieved / peak")
+        }
+        if BF16GEMM.available {
+            let bf16 = try runJSON(["bench", "step", "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "1",
+                                    "--tuning", "vlsm_dense_vl", "--precision", "bf16"])
+            XCTAssertEqual(bf16["precision"] as? String, "bf16", "\(bf16)")
+            XCTAssertGreaterThan(bf16["images_per_s"] as? Double ?? 0, 0, "\(bf16)")
         }
         let refused = try ProcessRunner.run(ProcessRunner.vlsegPath, ["bench", "step", "--preset", "tiny", "--size", "64",
                                                                      "--tuning", "vlsm_dense_vl", "--cached"], timeout: 120)

@@ -60,6 +60,38 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(a.count, b.count)
     }
 
+    /// trainer.precision=bf16 trains to weights near the float32 run's (not equal: the products' inputs
+    /// are rounded), and a bf16 run repeats bit for bit, on 2 ranks as on 1.
+    func testBF16PrecisionTrainsNearFloat32AndRepeatsExactly() throws {
+        guard BF16GEMM.available else {
+            let refused = try train(ranks: 1, overrides(run: newRun(), batch: 4, steps: 2, extra: ["trainer.precision=bf16"]))
+            XCTAssertNotEqual(refused.status, 0)
+            XCTAssertTrue(refused.output.contains("AVX512_BF16"), refused.output)
+            return
+        }
+        let fp32 = newRun(), first = newRun(), second = newRun(), twoRanks = newRun()
+        let f = try train(ranks: 1, overrides(run: fp32, batch: 4, steps: 8))
+        XCTAssertEqual(f.status, 0, f.output)
+        for run in [first, second] {
+            let r = try train(ranks: 1, overrides(run: run, batch: 4, steps: 8, extra: ["trainer.precision=bf16"]))
+            XCTAssertEqual(r.status, 0, r.output)
+        }
+        let t = try train(ranks: 2, overrides(run: twoRanks, batch: 2, steps: 8, extra: ["trainer.precision=bf16"]))
+        XCTAssertEqual(t.status, 0, t.output)
+        let a = try trainable(fp32, step: 8), b = try trainable(first, step: 8), c = try trainable(second, step: 8)
+        let d = try trainable(twoRanks, step: 8)
+        XCTAssertEqual(b, c, "two bf16 runs of the same config differ")
+        func relativeDistance(_ x: [Float], _ y: [Float]) -> Double {
+            var num = 0.0, den = 0.0
+            for (u, v) in zip(x, y) { num += Double(u - v) * Double(u - v); den += Double(v) * Double(v) }
+            return (num / den).squareRoot()
+        }
+        let fromFP32 = relativeDistance(b, a)
+        XCTAssertGreaterThan(fromFP32, 0, "bf16 gave float32's exact weights: its kernel did not run")
+        XCTAssertLessThan(fromFP32, 0.02, "bf16 weights far from float32's")
+        XCTAssertLessThan(relativeDistance(d, b), 0.02, "2 ranks x 2 vs 1 rank x 4 under bf16")
+    }
+
     func checkExactResume(ranks: Int) throws {
         let batch = 4 / ranks
         let straight = newRun(), killed = newRun()

@@ -237,6 +237,10 @@ final class ConfigTests: XCTestCase {
         XCTAssertNotNil(configError { try self.load(["data.prompt=[]"]) })
         XCTAssertNotNil(configError { try self.load(["trainer.max_steps=0", "trainer.max_epochs=0"]) })
         XCTAssertNotNil(configError { try self.load(["trainer.betas=[0.9]"]) })
+        let precision = configError { try self.load(["trainer.precision=bf8"]) }
+        XCTAssertEqual(precision?.path, "trainer.precision")
+        XCTAssertEqual(precision?.suggestion, "bf16")
+        XCTAssertTrue(precision?.description.contains("fp32, bf16") ?? false, precision?.description ?? "")
     }
 
     func testUnknownKeysSuggestTheNearestValidKey() throws {
@@ -443,6 +447,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertNotEqual(a.configHash, d.configHash)
         XCTAssertEqual(a.trainingHash, d.trainingHash)
         XCTAssertNotEqual(a.trainingHash, c.trainingHash)
+        // Precision changes what a step computes: a bf16 run is a different experiment.
+        let bf16 = try load(["trainer.lr=1e-3", "seed=1", "trainer.precision=bf16"])
+        XCTAssertEqual(bf16.config.trainer.precision, .bf16)
+        XCTAssertEqual(a.config.trainer.precision, .fp32, "float32 unless asked")
+        XCTAssertNotEqual(a.trainingHash, bf16.trainingHash)
         // Equal configs from different compositions hash equal.
         let viaExperiment = try load(["experiment=kvasir/vlsm_dense_vl"])
         let viaGroups = try load(["tuning=vlsm_dense_vl", "name=kvasir-vlsm_dense_vl"])
