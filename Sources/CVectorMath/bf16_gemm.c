@@ -55,43 +55,73 @@ static inline __mmask16 lanes_mask(ptrdiff_t lanes) {
     return lanes >= 16 ? (__mmask16)0xFFFF : lanes > 0 ? (__mmask16)((1u << lanes) - 1) : (__mmask16)0;
 }
 
+// 16 pair words (lo[j], hi[j]) from two rows of 16 floats (hi NULL: zeros, for an odd k).
+KBF16 static inline __m512i pair_words(const float *lo, const float *hi, __mmask16 m) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512 l = _mm512_maskz_loadu_ps(m, lo), h = hi ? _mm512_maskz_loadu_ps(m, hi) : _mm512_setzero_ps();
+    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(h, l));
+}
+
 // Rows of B contiguous (csb == 1): two rows' 16 columns converted at once, then interleaved into
 // (row 2p, row 2p + 1) words.
 KBF16 static void pack_panel_rows(ptrdiff_t k, ptrdiff_t width, const float *b, ptrdiff_t rsb, uint32_t *dst) {
     const ptrdiff_t pairs = (k + 1) / 2;
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                                23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (ptrdiff_t p = 0; p < pairs; p++) {
-        const float *r0 = b + 2 * p * rsb;
-        const int second = 2 * p + 1 < k;
-        for (int v = 0; v < 4; v++) {
-            const __mmask16 m = lanes_mask(width - 16 * v);
-            const __m512 lo = _mm512_maskz_loadu_ps(m, r0 + 16 * v);
-            const __m512 hi = second ? _mm512_maskz_loadu_ps(m, r0 + rsb + 16 * v) : _mm512_setzero_ps();
-            const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-            _mm512_storeu_si512(dst + p * NR + 16 * v, _mm512_permutexvar_epi16(interleave, both));
-        }
+        const float *r0 = b + 2 * p * rsb, *r1 = 2 * p + 1 < k ? r0 + rsb : NULL;
+        for (int v = 0; v < 4; v++)
+            _mm512_storeu_si512(dst + p * NR + 16 * v,
+                                pair_words(r0 + 16 * v, r1 ? r1 + 16 * v : NULL, lanes_mask(width - 16 * v)));
+    }
+}
+
+// Transposes 16 x 16 32-bit words in place: r[j][q] becomes r[q][j].
+KBF16 static void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    // u[4g + e] holds, in 128-bit lane L, element 4L + e of rows 4g .. 4g + 3.
+    for (int g = 0; g < 4; g++) {
+        u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int e = 0; e < 4; e++) {
+        const __m512i v = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x88), w = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xDD);
+        const __m512i x = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x88), y = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xDD);
+        r[e] = _mm512_shuffle_i32x4(v, x, 0x88);
+        r[8 + e] = _mm512_shuffle_i32x4(v, x, 0xDD);
+        r[4 + e] = _mm512_shuffle_i32x4(w, y, 0x88);
+        r[12 + e] = _mm512_shuffle_i32x4(w, y, 0xDD);
     }
 }
 
 // Columns of B contiguous (rsb == 1, a weight [out, in] used as B = W^T): each column's 32 values
-// along k are already pairs; 16 words go to 16 consecutive pair rows of the panel.
+// along k are already 16 pairs; 16 columns' pairs are converted, transposed in registers and
+// stored as 16 contiguous pair rows of the panel.
 KBF16 static void pack_panel_columns(ptrdiff_t k, ptrdiff_t width, const float *b, ptrdiff_t csb, uint32_t *dst) {
     const ptrdiff_t pairs = (k + 1) / 2;
-    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(NR));
-    for (ptrdiff_t j = 0; j < NR; j++) {
-        if (j >= width) {
-            for (ptrdiff_t p = 0; p < pairs; p++) dst[p * NR + j] = 0;
-            continue;
-        }
-        const float *col = b + j * csb;
+    for (ptrdiff_t jg = 0; jg < NR; jg += 16) {
         ptrdiff_t p = 0;
-        for (; 2 * (p + 16) <= k; p += 16) {
-            const __m512i words = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(col + 2 * p + 16), _mm512_loadu_ps(col + 2 * p));
-            _mm512_i32scatter_epi32(dst + p * NR + j, rows, words, 4);
+        if (jg + 16 <= width) {
+            for (; 2 * (p + 16) <= k; p += 16) {
+                __m512i r[16];
+                for (int j = 0; j < 16; j++) {
+                    const float *col = b + (jg + j) * csb + 2 * p;
+                    r[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(col + 16), _mm512_loadu_ps(col));
+                }
+                transpose16(r);
+                for (int q = 0; q < 16; q++) _mm512_storeu_si512(dst + (p + q) * NR + jg, r[q]);
+            }
         }
-        for (; p < pairs; p++) dst[p * NR + j] = pair_word(col[2 * p], 2 * p + 1 < k ? col[2 * p + 1] : 0.0f);
+        for (ptrdiff_t j = jg; j < jg + 16; j++) {
+            const float *col = b + j * csb;
+            for (ptrdiff_t q = p; q < pairs; q++)
+                dst[q * NR + j] = j < width ? pair_word(col[2 * q], 2 * q + 1 < k ? col[2 * q + 1] : 0.0f) : 0;
+        }
     }
 }
 
@@ -108,28 +138,52 @@ KBF16 void vlseg_bf16_pack_b(ptrdiff_t k, ptrdiff_t n, const float *b, ptrdiff_t
     }
 }
 
+// Pairs [from, pairs) of block rows [i0, i1), one element at a time.
+static void pack_a_scalar(ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t k, ptrdiff_t p0, ptrdiff_t from, ptrdiff_t pairs,
+                          const float *a, ptrdiff_t rsa, ptrdiff_t csa, uint32_t *dst) {
+    for (ptrdiff_t i = i0; i < i1; i++)
+        for (ptrdiff_t q = from; q < pairs; q++) {
+            const ptrdiff_t p = 2 * (p0 + q);
+            dst[i * PAIRS_PER_CHUNK + q] = pair_word(a[i * rsa + p * csa], p + 1 < k ? a[i * rsa + (p + 1) * csa] : 0.0f);
+        }
+}
+
 // Rows [0, rows) of A, pairs [p0, p0 + pairs) into dst (row stride PAIRS_PER_CHUNK words).
 KBF16 static void pack_a_block(ptrdiff_t rows, ptrdiff_t k, ptrdiff_t p0, ptrdiff_t pairs, const float *a,
                                ptrdiff_t rsa, ptrdiff_t csa, uint32_t *dst) {
-    for (ptrdiff_t i = 0; i < rows; i++) {
-        uint32_t *out = dst + i * PAIRS_PER_CHUNK;
-        if (csa == 1) {
+    if (csa == 1) {
+        // Rows contiguous along k: 32 values are 16 pairs.
+        for (ptrdiff_t i = 0; i < rows; i++) {
             const float *row = a + i * rsa;
             for (ptrdiff_t q = 0; q < pairs; q += 16) {
                 const ptrdiff_t first = 2 * (p0 + q), left = k - first;
                 const __mmask16 m0 = lanes_mask(left), m1 = lanes_mask(left - 16);
                 const __m512i words = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, row + first + 16),
                                                                    _mm512_maskz_loadu_ps(m0, row + first));
-                _mm512_mask_storeu_epi32(out + q, lanes_mask(pairs - q), words);
-            }
-        } else {
-            const float *row = a + i * rsa;
-            for (ptrdiff_t q = 0; q < pairs; q++) {
-                const ptrdiff_t p = 2 * (p0 + q);
-                out[q] = pair_word(row[p * csa], p + 1 < k ? row[(p + 1) * csa] : 0.0f);
+                _mm512_mask_storeu_epi32(dst + i * PAIRS_PER_CHUNK + q, lanes_mask(pairs - q), words);
             }
         }
+        return;
     }
+    ptrdiff_t i = 0;
+    if (rsa == 1) {
+        // Transposed A (a gradient read as G^T): 16 rows by 16 pairs at a time, converted along the
+        // contiguous rows axis, then transposed in registers to the block's row-major layout.
+        for (; i + 16 <= rows; i += 16) {
+            ptrdiff_t q = 0;
+            for (; q + 16 <= pairs && 2 * (p0 + q + 16) <= k; q += 16) {
+                __m512i r[16];
+                for (int qq = 0; qq < 16; qq++) {
+                    const float *lo = a + i + 2 * (p0 + q + qq) * csa;
+                    r[qq] = pair_words(lo, lo + csa, 0xFFFF);
+                }
+                transpose16(r);
+                for (int rr = 0; rr < 16; rr++) _mm512_storeu_si512(dst + (i + rr) * PAIRS_PER_CHUNK + q, r[rr]);
+            }
+            pack_a_scalar(i, i + 16, k, p0, q, pairs, a, rsa, csa, dst);
+        }
+    }
+    pack_a_scalar(i, rows, k, p0, 0, pairs, a, rsa, csa, dst);
 }
 
 // One MR x NR tile: C (+)= A B over `pairs` pairs (rows < MR repeat the last row, not stored).

@@ -1,5 +1,6 @@
 import CVectorMath
 import Foundation
+import Synchronization
 
 /// The number format of the inputs of the engine's large matrix products.
 ///
@@ -51,21 +52,22 @@ public enum BF16GEMM {
     }
 
     /// C [m, n] (row stride ldc) = A B + beta C (beta 0 or 1) with A(i, p) = a[i * rsa + p * csa] and
-    /// B(p, j) = b[p * rsb + j * csb]. Results are the same for any thread count.
+    /// B(p, j) = b[p * rsb + j * csb]. Results are the same for any thread count. `parallel: false`
+    /// runs on the calling thread only (callers that already split work over threads).
     public static func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rsa: Int, csa: Int,
                                 b: UnsafePointer<Float>, rsb: Int, csb: Int, beta: Float = 0,
-                                c: UnsafeMutablePointer<Float>, ldc: Int) {
+                                c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true) {
         precondition(available, "BF16GEMM on a CPU without AVX512_BF16")
         precondition(beta == 0 || beta == 1, "BF16GEMM: beta must be 0 or 1")
         if m == 0 || n == 0 { return }
         BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))
         let words = vlseg_bf16_packed_words(k, n)
-        let packed = UnsafeMutableRawPointer.allocate(byteCount: max(words, 1) * 4, alignment: 64)
-            .bindMemory(to: UInt32.self, capacity: max(words, 1))
-        defer { packed.deallocate() }
+        let buffer = PackingBuffers.shared.take(words: words)
+        defer { PackingBuffers.shared.give(back: buffer) }
+        let packed = buffer.words
         let panels = (n + panelColumns - 1) / panelColumns
         let pairs = (k + 1) / 2
-        let threads = ComputeThreads.count
+        let threads = parallel ? ComputeThreads.count : 1
         let large = Double(m) * Double(n) * Double(k) >= 1e6 && threads > 1
         parallelFor(panels, grain: large ? max(1, panels / threads) : panels) { r in
             vlseg_bf16_pack_b(k, n, b, rsb, csb, packed, r.lowerBound, r.upperBound)
@@ -93,4 +95,34 @@ public enum BF16GEMM {
 
     /// `x` rounded to the nearest bfloat16, as the kernel rounds its inputs.
     public static func rounded(_ x: Float) -> Float { vlseg_bf16_round(x) }
+}
+
+/// Packed-B buffers kept across products: a step packs hundreds of weights, and fresh buffers of a
+/// few MB each, freed between activations that outlive them, fragment the heap (peak RSS of a
+/// DA-VL step rose by about 130 MB that way). One buffer per concurrent caller, grown when a larger
+/// product comes.
+final class PackingBuffers: Sendable {
+    static let shared = PackingBuffers()
+
+    struct Buffer: @unchecked Sendable {
+        let words: UnsafeMutablePointer<UInt32>
+        let capacity: Int
+    }
+
+    private let free = Mutex<[Buffer]>([])
+
+    /// A buffer of at least `words` words (64-byte aligned), the caller's until `give(back:)`.
+    func take(words: Int) -> Buffer {
+        let reusable = free.withLock { list -> Buffer? in
+            guard let i = list.indices.max(by: { list[$0].capacity < list[$1].capacity }) else { return nil }
+            return list.remove(at: i)
+        }
+        if let reusable, reusable.capacity >= words { return reusable }
+        if let reusable { reusable.words.deallocate() }
+        let capacity = max(words, 1)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: capacity * 4, alignment: 64)
+        return Buffer(words: raw.bindMemory(to: UInt32.self, capacity: capacity), capacity: capacity)
+    }
+
+    func give(back buffer: Buffer) { free.withLock { $0.append(buffer) } }
 }

@@ -140,6 +140,37 @@ final class BF16GEMMTests: XCTestCase {
         }
     }
 
+    /// Attention with 64-wide heads (the per-head product path) under bf16: output and gradients
+    /// within bfloat16's rounding of float32's, on one thread and with heads split over threads.
+    func testAttentionUnderBF16StaysWithinBFloat16RoundingOfFloat32() throws {
+        let (b, tq, tk, e, heads) = (2, 37, 45, 128, 2)
+        let q = Check.random([b, tq, e], seed: 51), k = Check.random([b, tk, e], seed: 52), v = Check.random([b, tk, e], seed: 53)
+        let upstream = Check.random([b, tq, e], seed: 54)
+        var mask = [Float](repeating: 1, count: b * tk)
+        for j in 40..<tk { mask[tk + j] = 0 }
+        let keyMask = Tensor(shape: [b, tk], values: mask)
+        func run() -> [Tensor] {
+            let qv = q.detached().requiringGrad(), kv = k.detached().requiringGrad(), vv = v.detached().requiringGrad()
+            let y = multiHeadAttention(query: qv, key: kv, value: vv, heads: heads, keyMask: keyMask, scale: 0.3)
+            (y * upstream).sum().backward()
+            return [y, qv.grad!, kv.grad!, vv.grad!]
+        }
+        for threads in [1, 2] {
+            ComputeThreads.set(threads)
+            try MatmulPrecision.set(.fp32)
+            let exact = run()
+            try MatmulPrecision.set(.bf16)
+            let reduced = run()
+            for (name, (x, r)) in zip(["output", "dQ", "dK", "dV"], zip(exact, reduced)) {
+                let scale = x.scalars.map { abs($0) }.max()!
+                var worst: Float = 0
+                for (u, w) in zip(x.scalars, r.scalars) { worst = max(worst, abs(u - w)) }
+                XCTAssertLessThan(worst, 0.03 * scale, "\(name), \(threads) thread(s)")
+                XCTAssertGreaterThan(worst, 0, "\(name): the bf16 kernel did not run")
+            }
+        }
+    }
+
     /// `linear` under bf16: forward and all three gradients within bfloat16's rounding of the float32
     /// results, and not equal to them (the bf16 path really ran).
     func testLinearUnderBF16StaysWithinBFloat16RoundingOfFloat32() throws {
