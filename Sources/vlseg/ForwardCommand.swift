@@ -67,9 +67,13 @@ struct ForwardCommand: ParsableCommand {
 
     @OptionGroup var threadOptions: ThreadOptions
 
+    @Option(help: "Input format of linear layers' products: fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
+    var precision: MatmulPrecision = .fp32
+
     func run() throws {
         try reportingErrors {
             threadOptions.apply()
+            try MatmulPrecision.set(precision)
             let m = try ModelDirectory.load(URL(fileURLWithPath: model))
             printError("model: \(m.architectureName), \(m.learnableParameterCount.grouped) parameters")
             if let image, let prompt {

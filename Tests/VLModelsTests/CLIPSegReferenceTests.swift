@@ -103,6 +103,41 @@ final class CLIPSegReferenceTests: XCTestCase {
         try assertGradient(rows, "\(prefix).grad.token_embedding_rows")
     }
 
+    /// trainer.precision=bf16 against the float32 reference: logits and loss within the bfloat16
+    /// rounding of the products' inputs, and the decoder's gradient as a whole (all its tensors as one
+    /// vector) close in direction and size. Single tensors can differ far more: in this random model
+    /// some gradients (the first decoder layer's query and key projections, FiLM) are small residues
+    /// of large cancelling sums, where rounding the inputs to 8 significant bits moves them by as
+    /// much as their own size.
+    func testBF16PrecisionStaysNearTheReference() throws {
+        try XCTSkipUnless(BF16GEMM.available, "no AVX512_BF16 on this CPU")
+        try MatmulPrecision.set(.bf16)
+        defer { try? MatmulPrecision.set(.fp32) }
+        for name in model.decoderParameterNames { model.parameters.markTrainable(name) }
+        let pixels = try reference.tensor("native.pixel_values"), target = try reference.tensor("native.target")
+        let logits = model.segment(pixels: pixels, conditional: model.conditionalEmbeddings(text: prompts))
+        let loss = binaryCrossEntropyWithLogits(logits, target: target) + softDiceLoss(logits, target: target)
+        loss.backward()
+        func relative(_ actual: Tensor, _ key: String) throws -> Float {
+            let expected = try reference.tensor(key)
+            let scale = expected.scalars.map(abs).max() ?? 1
+            return zip(actual.scalars, expected.scalars).map { abs($0 - $1) }.max()! / scale
+        }
+        let logitError = try relative(logits, "native.logits"), lossError = try relative(loss, "native.loss")
+        var difference = 0.0, norm = 0.0
+        for name in model.decoderParameterNames {
+            let got = try XCTUnwrap(model.parameters[name].grad).scalars, want = try reference.tensor("native.grad.\(name)").scalars
+            for (g, w) in zip(got, want) { difference += Double(g - w) * Double(g - w); norm += Double(w) * Double(w) }
+        }
+        let gradientError = (difference / norm).squareRoot()
+        print(String(format: "bf16 vs the float32 reference: logits %.2e of their scale, loss %.2e, decoder gradient %.2e (relative L2)",
+                     logitError, lossError, gradientError))
+        XCTAssertGreaterThan(logitError, 1e-5, "bf16 gave float32's logits: its kernel did not run")
+        XCTAssertLessThan(logitError, 0.02)
+        XCTAssertLessThan(lossError, 0.002)
+        XCTAssertLessThan(gradientError, 0.1)
+    }
+
     func testNativeLossAndGradients() throws { try checkLossAndGradients("native") }
     func testResizedLossAndGradients() throws { try checkLossAndGradients("interp") }
 
