@@ -34,6 +34,14 @@ struct OpBenchOptions: ParsableArguments {
     @Option(help: "Seconds to time each of forward and forward+backward.") var seconds = 1.0
     @OptionGroup var threadOptions: ThreadOptions
     @Flag(help: "Print one JSON object as the last line.") var json = false
+    @Option(help: "Input format of the products: fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
+    var precision: MatmulPrecision = .fp32
+
+    /// Sets the thread count and the products' precision for the timed op.
+    func apply() throws {
+        threadOptions.apply()
+        try MatmulPrecision.set(precision)
+    }
 }
 
 /// `vlseg bench attention`: multi-head attention alone, both implementations in one run.
@@ -58,7 +66,7 @@ struct BenchAttentionCommand: ParsableCommand {
         guard batch >= 1, tokens >= 1, heads >= 1, width >= heads, width % heads == 0 else {
             throw ValidationError("--batch, --tokens, --heads must be >= 1 and --width a multiple of --heads")
         }
-        options.threadOptions.apply()
+        try options.apply()
         var rng = SplitMix64(seed: 3)
         let shape = [batch, tokens, width]
         let q = Tensor.randomUniform(shape, low: -1, high: 1, generator: &rng)
@@ -108,7 +116,7 @@ struct BenchMLPCommand: ParsableCommand {
 
     func run() throws {
         guard rows >= 1, width >= 1, hidden >= 1 else { throw ValidationError("--rows, --width, --hidden must be >= 1") }
-        options.threadOptions.apply()
+        try options.apply()
         var rng = SplitMix64(seed: 5)
         let x = Tensor.randomUniform([rows, width], low: -1, high: 1, generator: &rng)
         let w1 = Tensor.randomUniform([hidden, width], low: -0.1, high: 0.1, generator: &rng)
@@ -157,14 +165,14 @@ struct BenchLinearCommand: ParsableCommand {
 
     func run() throws {
         guard rows >= 1, inWidth >= 1, outWidth >= 1 else { throw ValidationError("--rows, --in, --out must be >= 1") }
-        options.threadOptions.apply()
+        try options.apply()
         var rng = SplitMix64(seed: 9)
         let x = Tensor.randomUniform([rows, inWidth], low: -1, high: 1, generator: &rng)
         let w = Tensor.randomUniform([outWidth, inWidth], low: -0.1, high: 0.1, generator: &rng)
         let b = Tensor.randomUniform([outWidth], low: -0.1, high: 0.1, generator: &rng)
         let seed = Tensor.randomUniform([rows, outWidth], low: -1, high: 1, generator: &rng)
         let product = 2 * Double(rows) * Double(inWidth) * Double(outWidth)
-        print("linear\(relu ? " + ReLU" : "") \(rows) rows, \(inWidth) -> \(outWidth)\(frozenInput ? ", frozen input" : ""), \(ComputeThreads.count) thread(s)")
+        print("linear\(relu ? " + ReLU" : "") \(rows) rows, \(inWidth) -> \(outWidth)\(frozenInput ? ", frozen input" : ""), \(ComputeThreads.count) thread(s)\(options.precision == .bf16 ? ", bf16 products" : "")")
         let op: (Tensor, Tensor, Tensor) -> Tensor = relu ? { linearReLU($0, weight: $1, bias: $2) } : { linear($0, weight: $1, bias: $2) }
         let timing = OpTiming(
             label: relu ? "linearReLU" : "linear", forwardFlops: product, backwardFlops: (frozenInput ? 1 : 2) * product,
