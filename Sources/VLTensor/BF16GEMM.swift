@@ -93,6 +93,26 @@ public enum BF16GEMM {
         }
     }
 
+    /// C = alpha op(A) op(B) + beta C (beta 0 or 1), row-major with leading dimensions as sgemm takes
+    /// them, in the current precision: bf16 when it is active and C is at least a vector wide, else
+    /// OpenBLAS sgemm. `parallel` is false when the caller already runs such products on every thread.
+    public static func product(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+                               a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
+                               c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true) {
+        guard suits(columns: n) else {
+            BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                       a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        precondition(alpha == 1 || beta == 0, "BF16GEMM.product: alpha scales the whole of C, so beta must be 0")
+        multiply(m: m, n: n, k: k, a: a, rsa: transposeA ? 1 : lda, csa: transposeA ? lda : 1,
+                 b: b, rsb: transposeB ? 1 : ldb, csb: transposeB ? ldb : 1, beta: beta, c: c, ldc: ldc, parallel: parallel)
+        if alpha != 1 {
+            let scaleRows: (Range<Int>) -> Void = { rows in for i in rows { VectorMath.scale(c + i * ldc, n, by: alpha) } }
+            if parallel { parallelFor(m, grain: max(1, 16384 / max(n, 1)), scaleRows) } else { scaleRows(0..<m) }
+        }
+    }
+
     /// `x` rounded to the nearest bfloat16, as the kernel rounds its inputs.
     public static func rounded(_ x: Float) -> Float { vlseg_bf16_round(x) }
 }

@@ -34,12 +34,12 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
         let qb = q.pointer + bi * tq * e + h * dh
         let kb = k.pointer + bi * tk * e + h * dh
         let vb = v.pointer + bi * tk * e + h * dh
-        headProduct(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
+        BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
                     a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk, parallel: innerParallel)
         let lseRow = lse.map { $0.mutablePointer + (bi * heads + h) * tq }
         applyMasksAndSoftmax(ps, rows: tq, cols: tk, causal: causal, keyMask: mask.map { $0 + bi * tk }, lse: lseRow,
                              parallel: innerParallel)
-        headProduct(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
+        BF16GEMM.product(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
                     a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e, parallel: innerParallel)
     }
     guard recording, let lse else { return Tensor.unrecorded(out, name: "attention") }
@@ -66,7 +66,7 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
                 if innerParallel { parallelFor(tq, grain: max(1, 4096 / max(tk, 1)), body) } else { body(0..<tq) }
             }
             // Recompute P = exp(S - lse), masked entries exactly 0.
-            headProduct(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
+            BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
                         a: qb, lda: e, b: kb, ldb: e, c: pp, ldc: tk, parallel: innerParallel)
             let lrow = lse.pointer + (bi * heads + h) * tq
             let mrow = mask.map { $0 + bi * tk }
@@ -83,12 +83,12 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
                 }
             }
             if needs[2] {  // dV = Pᵀ dO
-                headProduct(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
+                BF16GEMM.product(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
                             a: pp, lda: tk, b: gb, ldb: e, c: gv.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
             }
             guard needs[0] || needs[1] else { return }
             // dP = dO Vᵀ ; dS = P * (dP - rowsum(dO * O)) * scale
-            headProduct(transposeA: false, transposeB: true, m: tq, n: tk, k: dh,
+            BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh,
                         a: gb, lda: e, b: vb, ldb: e, c: pdp, ldc: tk, parallel: innerParallel)
             for i in 0..<tq {
                 var s: Float = 0
@@ -102,33 +102,15 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
                 }
             }
             if needs[0] {  // dQ = dS K
-                headProduct(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
+                BF16GEMM.product(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
                             a: pdp, lda: tk, b: kb, ldb: e, c: gq.mutablePointer + bi * tq * e + off, ldc: e, parallel: innerParallel)
             }
             if needs[1] {  // dK = dSᵀ Q
-                headProduct(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
+                BF16GEMM.product(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
                             a: pdp, lda: tk, b: qb, ldb: e, c: gk.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
             }
         }
         return [needs[0] ? gq : nil, needs[1] ? gk : nil, needs[2] ? gv : nil]
-    }
-}
-
-/// C = alpha op(A) op(B) for one head: bf16 inputs under `MatmulPrecision.bf16` (for C at least a
-/// vector wide), else sgemm. `parallel` is false when the caller already runs heads on every thread.
-private func headProduct(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
-                         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                         c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool) {
-    guard BF16GEMM.suits(columns: n) else {
-        BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-                   a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
-        return
-    }
-    BF16GEMM.multiply(m: m, n: n, k: k, a: a, rsa: transposeA ? 1 : lda, csa: transposeA ? lda : 1,
-                      b: b, rsb: transposeB ? 1 : ldb, csb: transposeB ? ldb : 1, c: c, ldc: ldc, parallel: parallel)
-    if alpha != 1 {
-        let scaleRows: (Range<Int>) -> Void = { rows in for i in rows { VectorMath.scale(c + i * ldc, n, by: alpha) } }
-        if parallel { parallelFor(m, grain: max(1, 16384 / max(n, 1)), scaleRows) } else { scaleRows(0..<m) }
     }
 }
 

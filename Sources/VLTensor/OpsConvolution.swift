@@ -202,8 +202,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
             cols = UnsafePointer(buffer)
         }
-        BLAS.sgemm(transposeA: false, transposeB: false, m: outC, n: n, k: k,
-                   a: weight.pointer, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n)
+        BF16GEMM.product(transposeA: false, transposeB: false, m: outC, n: n, k: k,
+                   a: weight.pointer, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n, parallel: plan.innerParallel)
     }
 
     guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv2d") }
@@ -221,8 +221,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             plan.forEachImage { b, _, _, worker in
                 let dst = t.mutablePointer + b * imageCount
                 let buffer = cols.map { $0.mutablePointer + worker * k * n }
-                BLAS.sgemm(transposeA: true, transposeB: false, m: k, n: n, k: outC,
-                           a: savedW.pointer, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n)
+                BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: outC,
+                           a: savedW.pointer, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n, parallel: plan.innerParallel)
                 if let buffer { geo.col2im(buffer, accumulatingInto: dst, parallel: plan.innerParallel) }
             }
             gx = t
@@ -238,9 +238,9 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                     geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
                     colsP = UnsafePointer(buffer)
                 }
-                BLAS.sgemm(transposeA: false, transposeB: true, m: outC, n: k, k: n,
+                BF16GEMM.product(transposeA: false, transposeB: true, m: outC, n: k, k: n,
                            a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
-                           c: parts.mutablePointer + slot * outC * k, ldc: k)
+                           c: parts.mutablePointer + slot * outC * k, ldc: k, parallel: plan.innerParallel)
             }
             gw = plan.summedSlots(parts, shape: wShape)
         }
@@ -285,9 +285,9 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         let yb = py + b * outCount
         // cols = W^T X_b, then scatter-add; the identity lowering adds straight into the output.
         let buffer = scratch.map { $0.mutablePointer + worker * k * n }
-        BLAS.sgemm(transposeA: true, transposeB: false, m: k, n: n, k: inC,
+        BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: inC,
                    a: weight.pointer, lda: k, b: x.pointer + b * inCount, ldb: n,
-                   beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n)
+                   beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n, parallel: plan.innerParallel)
         if let buffer { geo.col2im(buffer, accumulatingInto: yb, parallel: plan.innerParallel) }
     }
 
@@ -314,13 +314,13 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                     colsP = UnsafePointer(buffer)
                 }
                 if let tx, let savedW {  // dX_b = W cols
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: inC, n: n, k: k,
-                               a: savedW.pointer, lda: k, b: colsP, ldb: n, c: tx.mutablePointer + b * inCount, ldc: n)
+                    BF16GEMM.product(transposeA: false, transposeB: false, m: inC, n: n, k: k,
+                               a: savedW.pointer, lda: k, b: colsP, ldb: n, c: tx.mutablePointer + b * inCount, ldc: n, parallel: plan.innerParallel)
                 }
                 if let parts, let savedX {  // dW += X_b cols^T, by slots
-                    BLAS.sgemm(transposeA: false, transposeB: true, m: inC, n: k, k: n,
+                    BF16GEMM.product(transposeA: false, transposeB: true, m: inC, n: k, k: n,
                                a: savedX.pointer + b * inCount, lda: n, b: colsP, ldb: n,
-                               beta: first ? 0 : 1, c: parts.mutablePointer + slot * inC * k, ldc: k)
+                               beta: first ? 0 : 1, c: parts.mutablePointer + slot * inC * k, ldc: k, parallel: plan.innerParallel)
                 }
             }
             gx = tx

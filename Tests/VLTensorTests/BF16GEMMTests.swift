@@ -171,6 +171,34 @@ final class BF16GEMMTests: XCTestCase {
         }
     }
 
+    /// Convolutions under bf16 (their im2col products), image-parallel and one image at a time:
+    /// outputs and gradients within bfloat16's rounding of float32's.
+    func testConvolutionsUnderBF16StayWithinBFloat16RoundingOfFloat32() throws {
+        for batch in [1, 3] {
+            let x = Check.random([batch, 24, 11, 13], seed: 61), w = Check.random([32, 24, 3, 3], seed: 62)
+            let tw = Check.random([24, 20, 2, 2], seed: 63), bias = Check.random([32], seed: 64)
+            func run() -> [Tensor] {
+                let xv = x.detached().requiringGrad(), wv = w.detached().requiringGrad(), twv = tw.detached().requiringGrad()
+                let y = conv2d(xv, weight: wv, bias: bias, stride: (1, 2), padding: (1, 1))
+                let z = convTranspose2d(xv, weight: twv, stride: (2, 2))
+                let seedY = Check.random(y.shape, seed: 65), seedZ = Check.random(z.shape, seed: 66)
+                ((y * seedY).sum() + (z * seedZ).sum()).backward()
+                return [y, z, xv.grad!, wv.grad!, twv.grad!]
+            }
+            try MatmulPrecision.set(.fp32)
+            let exact = run()
+            try MatmulPrecision.set(.bf16)
+            let reduced = run()
+            for (name, (e, r)) in zip(["conv2d", "conv_transpose2d", "dX", "conv2d dW", "conv_transpose2d dW"], zip(exact, reduced)) {
+                let scale = e.scalars.map { abs($0) }.max()!
+                var worst: Float = 0
+                for (u, v) in zip(e.scalars, r.scalars) { worst = max(worst, abs(u - v)) }
+                XCTAssertLessThan(worst, 0.02 * scale, "\(name), batch \(batch)")
+                XCTAssertGreaterThan(worst, 0, "\(name), batch \(batch): the bf16 kernel did not run")
+            }
+        }
+    }
+
     /// `linear` under bf16: forward and all three gradients within bfloat16's rounding of the float32
     /// results, and not equal to them (the bf16 path really ran).
     func testLinearUnderBF16StaysWithinBFloat16RoundingOfFloat32() throws {
