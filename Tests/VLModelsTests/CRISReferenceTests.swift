@@ -111,6 +111,22 @@ final class CRISReferenceTests: XCTestCase {
         try assertMatches(c5, "vis.C5")
     }
 
+    /// trainer.precision=bf16 (ResNet convolutions, text and decoder products with bfloat16 inputs)
+    /// against the float32 reference. Rounding errors grow steadily through the ~60 products of this
+    /// random model (0.6 % of the scale after the stem, 1.3 % after layer 1, 4 % at C5, 6-8 % in the
+    /// neck; measured stage by stage), ending at 7.5 % of the logits' scale: CRIS in bf16 is rougher
+    /// than CLIPSeg (0.6 %), which the README says.
+    func testBF16PrecisionStaysNearTheReference() throws {
+        try XCTSkipUnless(BF16GEMM.available, "no AVX512_BF16 on this CPU")
+        try MatmulPrecision.set(.bf16)
+        defer { try? MatmulPrecision.set(.fp32) }
+        let logits = model(pixels: try reference.tensor("pixel_values"), text: prompts)
+        let (worst, scale) = try maxDifference(logits, "logits")
+        print(String(format: "CRIS bf16 vs the float32 reference: logits %.2e of their scale", worst / scale))
+        XCTAssertGreaterThan(worst, 1e-5 * scale, "bf16 gave float32's logits: its kernel did not run")
+        XCTAssertLessThan(worst, 0.12 * scale)
+    }
+
     /// Trimming the padding (TuneVLSeg's dynamic padding) gives the same logits.
     func testDynamicPaddingMatches() throws {
         let dyn = try TestModels.prompts(reference, ids: "dyn.input_ids", mask: "dyn.attention_mask")
