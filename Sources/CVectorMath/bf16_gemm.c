@@ -2,11 +2,9 @@
 
 #include <string.h>
 
-// Columns per packed panel of B (four 16-lane vectors), rows of C per register tile (24
-// accumulators), depth of one sum added to C, and rows of A converted per block (48 KiB of
-// bfloat16 pairs, reused from L2 by every panel).
+// Columns per packed panel of B (four 16-lane vectors, one register tile), depth of one sum added
+// to C, and rows of A converted per block (48 KiB of bfloat16 pairs, reused from L2 by every panel).
 #define NR 64
-#define MR 6
 #define KC 256
 #define MC 96
 #define PAIRS_PER_CHUNK (KC / 2)
@@ -47,13 +45,11 @@ static void pack_panel_scalar(ptrdiff_t k, ptrdiff_t width, const float *b, ptrd
 }
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#include <immintrin.h>
+#include "register_tile.h"
 
 #define KBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-
-static inline __mmask16 lanes_mask(ptrdiff_t lanes) {
-    return lanes >= 16 ? (__mmask16)0xFFFF : lanes > 0 ? (__mmask16)((1u << lanes) - 1) : (__mmask16)0;
-}
+#define MR TILE_ROWS
+_Static_assert(NR == TILE_COLUMNS, "a packed panel is one register tile wide");
 
 // 16 pair words (lo[j], hi[j]) from two rows of 16 floats (hi NULL: zeros, for an odd k).
 KBF16 static inline __m512i pair_words(const float *lo, const float *hi, __mmask16 m) {
@@ -71,7 +67,7 @@ KBF16 static void pack_panel_rows(ptrdiff_t k, ptrdiff_t width, const float *b, 
         const float *r0 = b + 2 * p * rsb, *r1 = 2 * p + 1 < k ? r0 + rsb : NULL;
         for (int v = 0; v < 4; v++)
             _mm512_storeu_si512(dst + p * NR + 16 * v,
-                                pair_words(r0 + 16 * v, r1 ? r1 + 16 * v : NULL, lanes_mask(width - 16 * v)));
+                                pair_words(r0 + 16 * v, r1 ? r1 + 16 * v : NULL, tile_lanes_mask(width - 16 * v)));
     }
 }
 
@@ -157,10 +153,10 @@ KBF16 static void pack_a_block(ptrdiff_t rows, ptrdiff_t k, ptrdiff_t p0, ptrdif
             const float *row = a + i * rsa;
             for (ptrdiff_t q = 0; q < pairs; q += 16) {
                 const ptrdiff_t first = 2 * (p0 + q), left = k - first;
-                const __mmask16 m0 = lanes_mask(left), m1 = lanes_mask(left - 16);
+                const __mmask16 m0 = tile_lanes_mask(left), m1 = tile_lanes_mask(left - 16);
                 const __m512i words = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, row + first + 16),
                                                                    _mm512_maskz_loadu_ps(m0, row + first));
-                _mm512_mask_storeu_epi32(dst + i * PAIRS_PER_CHUNK + q, lanes_mask(pairs - q), words);
+                _mm512_mask_storeu_epi32(dst + i * PAIRS_PER_CHUNK + q, tile_lanes_mask(pairs - q), words);
             }
         }
         return;
@@ -211,17 +207,9 @@ KBF16 static void tile(ptrdiff_t rows, ptrdiff_t pairs, const uint32_t *a, const
         BF16_ROW(0) BF16_ROW(1) BF16_ROW(2) BF16_ROW(3) BF16_ROW(4) BF16_ROW(5)
 #undef BF16_ROW
     }
-    __m512 acc[MR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
-                         {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        float *cr = c + r * ldc;
-        for (int v = 0; v < 4; v++) {
-            if (!mask[v]) continue;
-            __m512 value = acc[r][v];
-            if (beta != 0.0f) value = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], cr + 16 * v), value);
-            _mm512_mask_storeu_ps(cr + 16 * v, mask[v], value);
-        }
-    }
+    __m512 acc[TILE_ROWS][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                                {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+    tile_store(acc, rows, mask, beta, c, ldc);
 }
 
 KBF16 void vlseg_bf16_gemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
@@ -242,8 +230,8 @@ KBF16 void vlseg_bf16_gemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a
             const float chunk_beta = p0 == 0 ? beta : 1.0f;
             for (ptrdiff_t panel = 0; panel < panels; panel++) {
                 const ptrdiff_t j0 = panel * NR, width = n - j0 < NR ? n - j0 : NR;
-                const __mmask16 mask[4] = {lanes_mask(width), lanes_mask(width - 16), lanes_mask(width - 32),
-                                           lanes_mask(width - 48)};
+                __mmask16 mask[4];
+                tile_masks(width, mask);
                 const uint32_t *bp = packed_b + panel * pairs * NR + p0 * NR;
                 for (ptrdiff_t t0 = 0; t0 < rows; t0 += MR)
                     tile(rows - t0 < MR ? rows - t0 : MR, depth, block + t0 * PAIRS_PER_CHUNK, bp, mask, chunk_beta,

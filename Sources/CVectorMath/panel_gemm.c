@@ -1,14 +1,14 @@
 #include "vlseg_panel_gemm.h"
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#include <immintrin.h>
+#include "register_tile.h"
 
 #define K512 __attribute__((target("avx512f")))
 
 // Rows of C per tile, and columns (four 16-lane vectors): 24 accumulators, 4 rows of B, one
 // broadcast of A in flight, within the 32 vector registers.
-#define MR 6
-#define NR 64
+#define MR TILE_ROWS
+#define NR TILE_COLUMNS
 // Depth of one running sum (see vlseg_panel_gemm).
 #define KC 256
 
@@ -41,18 +41,9 @@ K512 static void tile(ptrdiff_t rows, ptrdiff_t k, const float *a, ptrdiff_t rsa
         PANEL_ROW(0) PANEL_ROW(1) PANEL_ROW(2) PANEL_ROW(3) PANEL_ROW(4) PANEL_ROW(5)
 #undef PANEL_ROW
     }
-    __m512 acc[MR][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
-                         {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        float *cr = c + r * ldc;
-        for (int v = 0; v < 4; v++) {
-            if (!mask[v]) continue;
-            __m512 value = acc[r][v];
-            // beta 0 never reads C (it may hold anything, NaN included).
-            if (beta != 0.0f) value = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], cr + 16 * v), value);
-            _mm512_mask_storeu_ps(cr + 16 * v, mask[v], value);
-        }
-    }
+    __m512 acc[TILE_ROWS][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                                {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+    tile_store(acc, rows, mask, beta, c, ldc);
 }
 
 K512 void vlseg_panel_gemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
@@ -63,10 +54,7 @@ K512 void vlseg_panel_gemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     for (ptrdiff_t j0 = 0; j0 < n; j0 += NR) {
         const ptrdiff_t width = n - j0 < NR ? n - j0 : NR;
         __mmask16 mask[4];
-        for (int v = 0; v < 4; v++) {
-            const ptrdiff_t lanes = width - 16 * v;
-            mask[v] = lanes >= 16 ? (__mmask16)0xFFFF : lanes > 0 ? (__mmask16)((1u << lanes) - 1) : (__mmask16)0;
-        }
+        tile_masks(width, mask);
         for (ptrdiff_t i0 = 0; i0 < m; i0 += MR) {
             const ptrdiff_t rows = m - i0 < MR ? m - i0 : MR;
             // Sums over k in chunks of KC, each added to C: long sums round about as OpenBLAS's

@@ -1,0 +1,40 @@
+#ifndef VLSEG_REGISTER_TILE_H
+#define VLSEG_REGISTER_TILE_H
+
+// What the AVX-512 GEMM kernels (panel_gemm.c: float32, bf16_gemm.c: bfloat16 inputs) share: a tile of
+// C of 6 rows by four 16-lane vectors (64 columns), held in 24 registers, and its masked store.
+// Include only inside an x86-64 block.
+
+#include <immintrin.h>
+#include <stddef.h>
+
+#define TILE_ROWS 6
+#define TILE_COLUMNS 64
+
+// Lanes [0, lanes) of a 16-lane vector (none for lanes <= 0).
+__attribute__((target("avx512f"))) static inline __mmask16 tile_lanes_mask(ptrdiff_t lanes) {
+    return lanes >= 16 ? (__mmask16)0xFFFF : lanes > 0 ? (__mmask16)((1u << lanes) - 1) : (__mmask16)0;
+}
+
+// The four vector masks of a panel `width` columns wide.
+__attribute__((target("avx512f"))) static inline void tile_masks(ptrdiff_t width, __mmask16 mask[4]) {
+    for (int v = 0; v < 4; v++) mask[v] = tile_lanes_mask(width - 16 * v);
+}
+
+// Rows [0, rows) of the tile to C (row stride ldc), masked to the panel's columns; beta 1 adds to
+// C, beta 0 overwrites it without reading (it may hold anything, NaN included).
+__attribute__((target("avx512f"))) static inline void tile_store(__m512 acc[TILE_ROWS][4], ptrdiff_t rows,
+                                                                 const __mmask16 mask[4], float beta, float *c,
+                                                                 ptrdiff_t ldc) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *cr = c + r * ldc;
+        for (int v = 0; v < 4; v++) {
+            if (!mask[v]) continue;
+            __m512 value = acc[r][v];
+            if (beta != 0.0f) value = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], cr + 16 * v), value);
+            _mm512_mask_storeu_ps(cr + 16 * v, mask[v], value);
+        }
+    }
+}
+
+#endif
