@@ -188,12 +188,7 @@ KBF16 static void tile(ptrdiff_t rows, ptrdiff_t pairs, const uint32_t *a, const
     const uint32_t *a0 = a, *a1 = a + (rows > 1 ? 1 : rows - 1) * PAIRS_PER_CHUNK;
     const uint32_t *a2 = a + (rows > 2 ? 2 : rows - 1) * PAIRS_PER_CHUNK, *a3 = a + (rows > 3 ? 3 : rows - 1) * PAIRS_PER_CHUNK;
     const uint32_t *a4 = a + (rows > 4 ? 4 : rows - 1) * PAIRS_PER_CHUNK, *a5 = a + (rows > 5 ? 5 : rows - 1) * PAIRS_PER_CHUNK;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
-    __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
-    __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-    __m512 c40 = c00, c41 = c00, c42 = c00, c43 = c00;
-    __m512 c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    TILE_ZERO_ACCUMULATORS;
     for (ptrdiff_t p = 0; p < pairs; p++) {
         const uint32_t *bp = b + p * NR;
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp), b1 = (__m512bh)_mm512_loadu_si512(bp + 16);
@@ -207,8 +202,7 @@ KBF16 static void tile(ptrdiff_t rows, ptrdiff_t pairs, const uint32_t *a, const
         BF16_ROW(0) BF16_ROW(1) BF16_ROW(2) BF16_ROW(3) BF16_ROW(4) BF16_ROW(5)
 #undef BF16_ROW
     }
-    __m512 acc[TILE_ROWS][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
-                                {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+    TILE_ACCUMULATOR_ARRAY(acc);
     tile_store(acc, rows, mask, beta, c, ldc);
 }
 

@@ -19,12 +19,7 @@ K512 static void tile(ptrdiff_t rows, ptrdiff_t k, const float *a, ptrdiff_t rsa
     const float *ar[MR];
     for (int r = 0; r < MR; r++) ar[r] = a + (r < rows ? r : rows - 1) * rsa;
     const __mmask16 m0 = mask[0], m1 = mask[1], m2 = mask[2], m3 = mask[3];
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
-    __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
-    __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-    __m512 c40 = c00, c41 = c00, c42 = c00, c43 = c00;
-    __m512 c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+    TILE_ZERO_ACCUMULATORS;
     const float *a0 = ar[0], *a1 = ar[1], *a2 = ar[2], *a3 = ar[3], *a4 = ar[4], *a5 = ar[5];
     for (ptrdiff_t p = 0; p < k; p++) {
         const float *bp = b + p * ldb;
@@ -41,8 +36,7 @@ K512 static void tile(ptrdiff_t rows, ptrdiff_t k, const float *a, ptrdiff_t rsa
         PANEL_ROW(0) PANEL_ROW(1) PANEL_ROW(2) PANEL_ROW(3) PANEL_ROW(4) PANEL_ROW(5)
 #undef PANEL_ROW
     }
-    __m512 acc[TILE_ROWS][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
-                                {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+    TILE_ACCUMULATOR_ARRAY(acc);
     tile_store(acc, rows, mask, beta, c, ldc);
 }
 

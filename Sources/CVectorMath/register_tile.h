@@ -11,6 +11,19 @@
 #define TILE_ROWS 6
 #define TILE_COLUMNS 64
 
+// The tile's 24 accumulators c<row><vector>, zeroed (named, so a kernel's unrolled rows can use
+// them as registers), and, after the k loop, the same values as an array for tile_store.
+#define TILE_ZERO_ACCUMULATORS                                                                   \
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;                          \
+    __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;                                          \
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;                                          \
+    __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;                                          \
+    __m512 c40 = c00, c41 = c00, c42 = c00, c43 = c00;                                          \
+    __m512 c50 = c00, c51 = c00, c52 = c00, c53 = c00
+#define TILE_ACCUMULATOR_ARRAY(name)                                                             \
+    __m512 name[TILE_ROWS][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, \
+                                 {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}}
+
 // Lanes [0, lanes) of a 16-lane vector (none for lanes <= 0).
 __attribute__((target("avx512f"))) static inline __mmask16 tile_lanes_mask(ptrdiff_t lanes) {
     return lanes >= 16 ? (__mmask16)0xFFFF : lanes > 0 ? (__mmask16)((1u << lanes) - 1) : (__mmask16)0;
