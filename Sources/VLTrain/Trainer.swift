@@ -161,6 +161,7 @@ public final class Trainer {
     public func run() throws -> TrainingSummary {
         try synchronizeStart()
         say("training '\(options.method)': \(arena.count.grouped) trainable parameters in \(arena.slots.count) tensors, \(model.learnableParameterCount.grouped) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps")
+        if MatmulPrecision.current == .bf16 { say("precision bf16: bfloat16 inputs to the matrix products, float32 sums, weights and optimiser state") }
         if trainCache != nil { say("feature cache on: frozen vision features are computed once per image and reused in later epochs") }
         say("all-reduce per optimiser step: \(arena.bytesPerAllReduce.grouped) bytes (the trainable gradients only; the frozen model is never communicated)")
         let globalSamplesPerStep = comm.size * options.batchSize * options.accumulate

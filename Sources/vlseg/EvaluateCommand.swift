@@ -89,8 +89,8 @@ struct EvaluateCommand: ParsableCommand {
             }
             guard comm.isRoot else { return }
             let m = result.modelResolution, size = try RunSetup.inputSize(config)
-            print(String(format: "split %@: %d images; loss %.4f; Dice %.4f, IoU %.4f at %dx%d", options.split, m.images, m.loss, m.dice, m.iou,
-                         size, size))
+            print(String(format: "split %@: %d images; loss %.4f; Dice %.4f, IoU %.4f at %dx%d%@", options.split, m.images, m.loss, m.dice, m.iou,
+                         size, size, config.trainer.precision == .bf16 ? " (bf16 products)" : ""))
             if let o = result.originalResolution {
                 print(String(format: "original resolution: Dice %.4f, IoU %.4f", o.dice, o.iou))
             }

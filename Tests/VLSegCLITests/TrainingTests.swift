@@ -75,6 +75,7 @@ final class TrainingTests: XCTestCase {
         for run in [first, second] {
             let r = try train(ranks: 1, overrides(run: run, batch: 4, steps: 8, extra: ["trainer.precision=bf16"]))
             XCTAssertEqual(r.status, 0, r.output)
+            XCTAssertTrue(r.output.contains("precision bf16: bfloat16 inputs"), r.output)
         }
         let t = try train(ranks: 2, overrides(run: twoRanks, batch: 2, steps: 8, extra: ["trainer.precision=bf16"]))
         XCTAssertEqual(t.status, 0, t.output)
