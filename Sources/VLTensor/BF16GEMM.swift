@@ -20,7 +20,9 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
 
     /// Why `bf16` cannot run here, or nil when it can.
     public static var bf16Unavailable: String? {
-        BF16GEMM.available ? nil : "bf16 matrix products need a CPU with AVX512_BF16 (this one lacks it)"
+        if BF16GEMM.available { return nil }
+        if vlseg_bf16_gemm_available() != 0 { return "bf16 matrix products are switched off here (VLSEG_BF16=off)" }
+        return "bf16 matrix products need a CPU with AVX512_BF16 (this one lacks it)"
     }
 
     /// Makes `precision` the process-wide setting; `bf16` on a CPU without AVX512_BF16 is refused.
@@ -40,7 +42,10 @@ public enum MatmulPrecisionError: Error, CustomStringConvertible {
 /// C = A B + beta C with bfloat16 inputs and float32 sums (CVectorMath's bf16 kernel), B packed per
 /// product and the work split over the compute threads.
 public enum BF16GEMM {
-    public static let available: Bool = vlseg_bf16_gemm_available() != 0
+    /// The CPU has AVX512_BF16, and VLSEG_BF16=off does not hide it (to check, on such a CPU, what a
+    /// machine without it does).
+    public static let available: Bool =
+        vlseg_bf16_gemm_available() != 0 && ProcessInfo.processInfo.environment["VLSEG_BF16"] != "off"
 
     /// Columns per packed panel of B (the kernel's NR) and rows per register tile (MR).
     static let panelColumns = 64, rowTile = 6

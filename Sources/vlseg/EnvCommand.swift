@@ -36,7 +36,7 @@ struct EnvCommand: ParsableCommand {
             ("narrow products", PanelGEMM.enabled ? "AVX-512 panel kernel (VLSEG_PANEL_GEMM=off: OpenBLAS)"
                 : env["VLSEG_PANEL_GEMM"] == "off" ? "OpenBLAS (VLSEG_PANEL_GEMM=off)" : "OpenBLAS (no AVX-512 on this CPU)"),
             ("bf16 products", BF16GEMM.available ? "AVX512_BF16 kernel (used with trainer.precision=bf16 or --precision bf16)"
-                : "unavailable (no AVX512_BF16 on this CPU): trainer.precision must stay fp32"),
+                : "unavailable: \(MatmulPrecision.bf16Unavailable ?? ""); trainer.precision must stay fp32"),
             ("threads", "\(ComputeThreads.count) per rank (OpenBLAS \(BLAS.threads)), \(ComputeThreads.availableCores) cores available"),
             ("mpi", "\(MPILibrary.versionString) (MPI \(MPILibrary.standardVersion))"),
         ]
