@@ -7,9 +7,10 @@ import Synchronization
 /// `fp32` (the default) computes every product in float32, as the reference implementation does.
 /// `bf16` rounds both inputs of linear layers' products (forward, input gradient and weight
 /// gradient), of attention's per-head products and of convolutions' im2col products to bfloat16 and
-/// accumulates in float32 on CPUs with AVX512_BF16, like mixed-precision training elsewhere: twice the multiply-adds per instruction, so the products that dominate a
-/// step run up to twice as fast, at the cost of inputs carrying 8 significant bits. Weights,
-/// gradients, optimiser state and every other op stay float32.
+/// accumulates in float32 on CPUs with AVX512_BF16, like mixed-precision training elsewhere: twice
+/// the multiply-adds per instruction, so the products that dominate a step run up to twice as fast,
+/// at the cost of inputs carrying 8 significant bits. Weights, gradients, optimiser state and every
+/// other op stay float32.
 public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     case fp32, bf16
 

@@ -35,12 +35,12 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
         let kb = k.pointer + bi * tk * e + h * dh
         let vb = v.pointer + bi * tk * e + h * dh
         BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
-                    a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk, parallel: innerParallel)
+                         a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk, parallel: innerParallel)
         let lseRow = lse.map { $0.mutablePointer + (bi * heads + h) * tq }
         applyMasksAndSoftmax(ps, rows: tq, cols: tk, causal: causal, keyMask: mask.map { $0 + bi * tk }, lse: lseRow,
                              parallel: innerParallel)
         BF16GEMM.product(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
-                    a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e, parallel: innerParallel)
+                         a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e, parallel: innerParallel)
     }
     guard recording, let lse else { return Tensor.unrecorded(out, name: "attention") }
     let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
@@ -67,7 +67,7 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
             }
             // Recompute P = exp(S - lse), masked entries exactly 0.
             BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
-                        a: qb, lda: e, b: kb, ldb: e, c: pp, ldc: tk, parallel: innerParallel)
+                             a: qb, lda: e, b: kb, ldb: e, c: pp, ldc: tk, parallel: innerParallel)
             let lrow = lse.pointer + (bi * heads + h) * tq
             let mrow = mask.map { $0 + bi * tk }
             rows { range in
@@ -84,12 +84,12 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
             }
             if needs[2] {  // dV = Pᵀ dO
                 BF16GEMM.product(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
-                            a: pp, lda: tk, b: gb, ldb: e, c: gv.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
+                                 a: pp, lda: tk, b: gb, ldb: e, c: gv.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
             }
             guard needs[0] || needs[1] else { return }
             // dP = dO Vᵀ ; dS = P * (dP - rowsum(dO * O)) * scale
             BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh,
-                        a: gb, lda: e, b: vb, ldb: e, c: pdp, ldc: tk, parallel: innerParallel)
+                             a: gb, lda: e, b: vb, ldb: e, c: pdp, ldc: tk, parallel: innerParallel)
             for i in 0..<tq {
                 var s: Float = 0
                 for c in 0..<dh { s += gb[i * e + c] * ob[i * e + c] }
@@ -103,11 +103,11 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
             }
             if needs[0] {  // dQ = dS K
                 BF16GEMM.product(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
-                            a: pdp, lda: tk, b: kb, ldb: e, c: gq.mutablePointer + bi * tq * e + off, ldc: e, parallel: innerParallel)
+                                 a: pdp, lda: tk, b: kb, ldb: e, c: gq.mutablePointer + bi * tq * e + off, ldc: e, parallel: innerParallel)
             }
             if needs[1] {  // dK = dSᵀ Q
                 BF16GEMM.product(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
-                            a: pdp, lda: tk, b: qb, ldb: e, c: gk.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
+                                 a: pdp, lda: tk, b: qb, ldb: e, c: gk.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
             }
         }
         return [needs[0] ? gq : nil, needs[1] ? gk : nil, needs[2] ? gv : nil]

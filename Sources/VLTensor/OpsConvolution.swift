@@ -203,7 +203,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             cols = UnsafePointer(buffer)
         }
         BF16GEMM.product(transposeA: false, transposeB: false, m: outC, n: n, k: k,
-                   a: weight.pointer, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n, parallel: plan.innerParallel)
+                         a: weight.pointer, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n, parallel: plan.innerParallel)
     }
 
     guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv2d") }
@@ -222,7 +222,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                 let dst = t.mutablePointer + b * imageCount
                 let buffer = cols.map { $0.mutablePointer + worker * k * n }
                 BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: outC,
-                           a: savedW.pointer, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n, parallel: plan.innerParallel)
+                                 a: savedW.pointer, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n, parallel: plan.innerParallel)
                 if let buffer { geo.col2im(buffer, accumulatingInto: dst, parallel: plan.innerParallel) }
             }
             gx = t
@@ -239,8 +239,8 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                     colsP = UnsafePointer(buffer)
                 }
                 BF16GEMM.product(transposeA: false, transposeB: true, m: outC, n: k, k: n,
-                           a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
-                           c: parts.mutablePointer + slot * outC * k, ldc: k, parallel: plan.innerParallel)
+                                 a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
+                                 c: parts.mutablePointer + slot * outC * k, ldc: k, parallel: plan.innerParallel)
             }
             gw = plan.summedSlots(parts, shape: wShape)
         }
@@ -286,8 +286,8 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
         // cols = W^T X_b, then scatter-add; the identity lowering adds straight into the output.
         let buffer = scratch.map { $0.mutablePointer + worker * k * n }
         BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: inC,
-                   a: weight.pointer, lda: k, b: x.pointer + b * inCount, ldb: n,
-                   beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n, parallel: plan.innerParallel)
+                         a: weight.pointer, lda: k, b: x.pointer + b * inCount, ldb: n,
+                         beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n, parallel: plan.innerParallel)
         if let buffer { geo.col2im(buffer, accumulatingInto: yb, parallel: plan.innerParallel) }
     }
 
@@ -315,12 +315,12 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                 }
                 if let tx, let savedW {  // dX_b = W cols
                     BF16GEMM.product(transposeA: false, transposeB: false, m: inC, n: n, k: k,
-                               a: savedW.pointer, lda: k, b: colsP, ldb: n, c: tx.mutablePointer + b * inCount, ldc: n, parallel: plan.innerParallel)
+                                     a: savedW.pointer, lda: k, b: colsP, ldb: n, c: tx.mutablePointer + b * inCount, ldc: n, parallel: plan.innerParallel)
                 }
                 if let parts, let savedX {  // dW += X_b cols^T, by slots
                     BF16GEMM.product(transposeA: false, transposeB: true, m: inC, n: k, k: n,
-                               a: savedX.pointer + b * inCount, lda: n, b: colsP, ldb: n,
-                               beta: first ? 0 : 1, c: parts.mutablePointer + slot * inC * k, ldc: k, parallel: plan.innerParallel)
+                                     a: savedX.pointer + b * inCount, lda: n, b: colsP, ldb: n,
+                                     beta: first ? 0 : 1, c: parts.mutablePointer + slot * inC * k, ldc: k, parallel: plan.innerParallel)
                 }
             }
             gx = tx

@@ -53,9 +53,8 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
         }
     }
     if BF16GEMM.suits(columns: outF) {
-        // B = W^T, read through W's strides.
-        BF16GEMM.multiply(m: rows, n: outF, k: inF, a: x.pointer, rsa: inF, csa: 1, b: weight.pointer, rsb: 1, csb: inF,
-                          beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+        BF16GEMM.product(transposeA: false, transposeB: true, m: rows, n: outF, k: inF, a: x.pointer, lda: inF,
+                         b: weight.pointer, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
     } else if PanelGEMM.suits(columns: outF) {
         let wt = PanelGEMM.transposed(weight)
         withExtendedLifetime(wt) {
@@ -80,8 +79,8 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
         // Both products take B untransposed, so either implementation runs them as they are.
         if needs[0] && BF16GEMM.suits(columns: inF) {
             let t = Tensor(uninitialized: xShape)
-            BF16GEMM.multiply(m: rows, n: inF, k: outF, a: g.pointer, rsa: outF, csa: 1, b: ws.pointer, rsb: inF, csb: 1,
-                              c: t.mutablePointer, ldc: inF)
+            BF16GEMM.product(transposeA: false, transposeB: false, m: rows, n: inF, k: outF, a: g.pointer, lda: outF,
+                             b: ws.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
             gx = t
         } else if needs[0] {
             let t = Tensor(uninitialized: xShape)
@@ -90,10 +89,9 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
             gx = t
         }
         if needs[1] && BF16GEMM.suits(columns: inF) {
-            // A = g^T, read through g's strides.
             let t = Tensor(uninitialized: [outF, inF])
-            BF16GEMM.multiply(m: outF, n: inF, k: rows, a: g.pointer, rsa: 1, csa: outF, b: xs.pointer, rsb: inF, csb: 1,
-                              c: t.mutablePointer, ldc: inF)
+            BF16GEMM.product(transposeA: true, transposeB: false, m: outF, n: inF, k: rows, a: g.pointer, lda: outF,
+                             b: xs.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
             gw = t
         } else if needs[1] {
             let t = Tensor(uninitialized: [outF, inF])

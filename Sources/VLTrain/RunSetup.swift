@@ -7,6 +7,13 @@ import VLTuning
 
 /// Builds everything a run needs from a resolved config: inputs, model, tuning method, loaders.
 public enum RunSetup {
+    /// A rank's compute settings from the config: `trainer.threads` (0: the machine's cores shared by
+    /// the `ranksOnThisMachine`) and `trainer.precision` (an error when bf16 cannot run here).
+    public static func configureCompute(_ config: VLSegConfig, ranksOnThisMachine: Int) throws {
+        ComputeThreads.set(config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: ranksOnThisMachine))
+        try MatmulPrecision.set(config.trainer.precision)
+    }
+
     /// Creates the demo model and dataset when the config asks for them and they are missing.
     /// Rank 0 does the work while the others wait; every rank learns the outcome.
     public static func prepareInputs(_ config: VLSegConfig, comm: Communicator, log: (String) -> Void) throws {

@@ -34,13 +34,12 @@ struct OpBenchOptions: ParsableArguments {
     @Option(help: "Seconds to time each of forward and forward+backward.") var seconds = 1.0
     @OptionGroup var threadOptions: ThreadOptions
     @Flag(help: "Print one JSON object as the last line.") var json = false
-    @Option(help: "Input format of the products: fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
-    var precision: MatmulPrecision = .fp32
+    @OptionGroup var precisionOption: PrecisionOption
 
     /// Sets the thread count and the products' precision for the timed op.
     func apply() throws {
         threadOptions.apply()
-        try MatmulPrecision.set(precision)
+        try precisionOption.apply()
     }
 }
 
@@ -172,7 +171,7 @@ struct BenchLinearCommand: ParsableCommand {
         let b = Tensor.randomUniform([outWidth], low: -0.1, high: 0.1, generator: &rng)
         let seed = Tensor.randomUniform([rows, outWidth], low: -1, high: 1, generator: &rng)
         let product = 2 * Double(rows) * Double(inWidth) * Double(outWidth)
-        print("linear\(relu ? " + ReLU" : "") \(rows) rows, \(inWidth) -> \(outWidth)\(frozenInput ? ", frozen input" : ""), \(ComputeThreads.count) thread(s)\(options.precision == .bf16 ? ", bf16 products" : "")")
+        print("linear\(relu ? " + ReLU" : "") \(rows) rows, \(inWidth) -> \(outWidth)\(frozenInput ? ", frozen input" : ""), \(ComputeThreads.count) thread(s)\(options.precisionOption.precision == .bf16 ? ", bf16 products" : "")")
         let op: (Tensor, Tensor, Tensor) -> Tensor = relu ? { linearReLU($0, weight: $1, bias: $2) } : { linear($0, weight: $1, bias: $2) }
         let timing = OpTiming(
             label: relu ? "linearReLU" : "linear", forwardFlops: product, backwardFlops: (frozenInput ? 1 : 2) * product,

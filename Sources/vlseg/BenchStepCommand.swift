@@ -47,8 +47,6 @@ struct BenchInferCommand: ParsableCommand {
     }
 }
 
-extension MatmulPrecision: ExpressibleByArgument {}
-
 struct BenchModelOptions: ParsableArguments {
     @Option(help: "Model architecture preset: CLIPSeg tiny|small|base or cris-tiny|cris-base (created once in $VLSEG_CACHE/bench, memory-mapped like a real checkpoint).")
     var preset: String = "base"
@@ -74,8 +72,8 @@ struct BenchModelOptions: ParsableArguments {
     @Flag(help: "Print one JSON object as the last line.")
     var json = false
 
-    @Option(help: "Input format of linear layers' products: fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
-    var precision: MatmulPrecision = .fp32
+    @OptionGroup var precisionOption: PrecisionOption
+    var precision: MatmulPrecision { precisionOption.precision }
 
     func modelDirectory(comm: Communicator) throws -> URL {
         if let model { return URL(fileURLWithPath: model) }
@@ -108,7 +106,7 @@ struct BenchModelOptions: ParsableArguments {
         let comm = Communicators.make(timeout: 600)
         defer { comm.finalize() }
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
-        try MatmulPrecision.set(precision)
+        try precisionOption.apply()
         defer { try? MatmulPrecision.set(.fp32) }
         let dir = try modelDirectory(comm: comm)
         let m = try ModelDirectory.load(dir)
@@ -221,7 +219,7 @@ struct BenchModelOptions: ParsableArguments {
             architecture = m.architectureName
         }
         print("\(what): \(architecture), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)"
-              + (precision == .bf16 ? ", bf16 linear products (their peak is twice the float32 FMA peak below)" : ""))
+              + (precision == .bf16 ? ", bf16 products (their peak is twice the float32 FMA peak below)" : ""))
         print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))
         print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
         print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",

@@ -29,6 +29,17 @@ func printError(_ message: String) {
 }
 
 /// Thread options shared by commands that compute.
+extension MatmulPrecision: ExpressibleByArgument {}
+
+/// `--precision` for the commands that run a model or an op outside a config (benches, `forward`).
+struct PrecisionOption: ParsableArguments {
+    @Option(help: "Input format of the matrix products (linear layers, wide attention heads, convolutions): fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
+    var precision: MatmulPrecision = .fp32
+
+    /// Makes it the process-wide setting (an error when bf16 cannot run here).
+    func apply() throws { try MatmulPrecision.set(precision) }
+}
+
 struct ThreadOptions: ParsableArguments {
     @Option(help: "Threads per rank for OpenBLAS and the engine's loops (default: cores / ranks on this machine).")
     var threads: Int?

@@ -27,8 +27,7 @@ struct InferenceOptions: ParsableArguments {
         let resolved = try ConfigLoader(configDir: configDir).load(overrides: overrides)
         let config = resolved.config
         let comm = Communicators.make(timeout: config.comm.timeoutS)
-        ComputeThreads.set(config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: comm.localSize))
-        try MatmulPrecision.set(config.trainer.precision)
+        try RunSetup.configureCompute(config, ranksOnThisMachine: comm.localSize)
         try RunSetup.prepareInputs(config, comm: comm, log: { if comm.isRoot { printError($0) } })
         let model = try RunSetup.loadModel(config)
         _ = try RunSetup.tuning(config, model: model)

@@ -67,13 +67,12 @@ struct ForwardCommand: ParsableCommand {
 
     @OptionGroup var threadOptions: ThreadOptions
 
-    @Option(help: "Input format of linear layers' products: fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
-    var precision: MatmulPrecision = .fp32
+    @OptionGroup var precisionOption: PrecisionOption
 
     func run() throws {
         try reportingErrors {
             threadOptions.apply()
-            try MatmulPrecision.set(precision)
+            try precisionOption.apply()
             let m = try ModelDirectory.load(URL(fileURLWithPath: model))
             printError("model: \(m.architectureName), \(m.learnableParameterCount.grouped) parameters")
             if let image, let prompt {

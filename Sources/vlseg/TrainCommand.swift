@@ -41,8 +41,7 @@ struct TrainCommand: ParsableCommand {
             let comm = Communicators.make(timeout: config.comm.timeoutS)
             defer { comm.finalize() }
             let say: (String) -> Void = { if comm.isRoot { printError($0) } }
-            ComputeThreads.set(config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: comm.localSize))
-            try MatmulPrecision.set(config.trainer.precision)
+            try RunSetup.configureCompute(config, ranksOnThisMachine: comm.localSize)
             try RunSetup.prepareInputs(config, comm: comm, log: say)
             let model = try RunSetup.loadModel(config)
             let (method, trainable) = try RunSetup.tuning(config, model: model)

@@ -1,7 +1,7 @@
-import VLTensor
 import Foundation
 import VLData
 import VLModels
+import VLTensor
 
 /// The resolved configuration of a run: what `ConfigLoader` builds from `configs/` and the command line.
 ///
@@ -192,8 +192,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var keepLast = 3
         /// Compute threads per rank; 0 = the machine's cores / ranks on the machine.
         public var threads = 0
-        /// Input format of linear layers' products: `fp32`, or `bf16` (bfloat16 inputs, float32 sums,
-        /// on CPUs with AVX512_BF16: about 1.5x the steps per second of the ViT-B models, see README).
+        /// Input format of the matrix products (linear layers, wide attention heads, convolutions):
+        /// `fp32`, or `bf16` (bfloat16 inputs, float32 sums, on CPUs with AVX512_BF16: about 1.7x the
+        /// steps per second of the ViT-B models, see the README's Performance section).
         public var precision = MatmulPrecision.fp32
         /// Log training loss, learning rate and throughput every N steps.
         public var logEvery = 10
