@@ -157,6 +157,7 @@ struct BenchModelOptions: ParsableArguments {
         }
         let loss = SegmentationLoss()
         var forward = 0.0, backward = 0.0, wait = 0.0, optim = 0.0, total = 0.0
+        var stepSeconds: [Double] = []
         var flops = 0.0
         func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
         let opProfile = profile ? OpProfile() : nil
@@ -189,11 +190,14 @@ struct BenchModelOptions: ParsableArguments {
                 optimizer.update(arena, lr: 1e-4)
                 arena.zeroGradients()
                 let t4 = now()
-                if timed { forward += t1 - t0; backward += t2 - t1; wait += t3 - t2; optim += t4 - t3; total += t4 - t0 }
+                if timed {
+                    forward += t1 - t0; backward += t2 - t1; wait += t3 - t2; optim += t4 - t3; total += t4 - t0
+                    stepSeconds.append(t4 - t0)
+                }
             } else {
                 _ = try GradMode.withoutGradients { try runForward() }
                 let t1 = now()
-                if timed { forward += t1 - t0; total += t1 - t0 }
+                if timed { forward += t1 - t0; total += t1 - t0; stepSeconds.append(t1 - t0) }
             }
             if timed { flops += BLAS.flopCount - flops0 }
         }
@@ -206,6 +210,11 @@ struct BenchModelOptions: ParsableArguments {
         let after = references()
         let sgemm = max(before.0, after.0), peak = max(before.1, after.1)
         comm.allReduceSum(&pss, label: "bench totals")
+        // Every rank's compute and wait seconds, so an imbalance between ranks shows as such.
+        var perRankTimes = [Double](repeating: 0, count: 2 * comm.size)
+        perRankTimes[2 * comm.rank] = forward + backward + optim
+        perRankTimes[2 * comm.rank + 1] = wait
+        comm.allReduceSum(&perRankTimes, label: "bench per-rank times")
         guard comm.isRoot else { return }
         let what = (training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference")
             + (cached ? ", vision features from the feature cache" : "")
@@ -222,6 +231,12 @@ struct BenchModelOptions: ParsableArguments {
               + (precision == .bf16 ? ", bf16 products (their peak is twice the float32 FMA peak below)" : ""))
         print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))
         print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
+        if training && comm.size > 1 {
+            let perStep = (0..<comm.size).map { r in
+                String(format: "rank %d %.3f s + %.3f s", r, perRankTimes[2 * r] / Double(steps), perRankTimes[2 * r + 1] / Double(steps))
+            }
+            print("  per step, compute + all-reduce wait: " + perStep.joined(separator: ", "))
+        }
         print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",
                      flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
         print(String(format: "  FMA peak in this process %.1f GFLOP/s (%d thread(s), %d-lane FMA loop): sgemm reaches %.0f%% of it, %@ %.0f%% (model FLOP utilisation)",
@@ -237,7 +252,9 @@ struct BenchModelOptions: ParsableArguments {
                                       "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
                                       "size": size, "forward_s": forward, "backward_s": backward, "allreduce_wait_s": wait,
                                       "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference",
-                                      "precision": precision.rawValue]
+                                      "precision": precision.rawValue, "step_s": stepSeconds,
+                                      "rank_compute_s": (0..<comm.size).map { perRankTimes[2 * $0] },
+                                      "rank_wait_s": (0..<comm.size).map { perRankTimes[2 * $0 + 1] }]
             try printJSONLine(obj)
         }
     }

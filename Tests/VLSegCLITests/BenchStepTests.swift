@@ -51,6 +51,32 @@ final class BenchStepTests: XCTestCase {
         XCTAssertTrue(refused.output.contains("cannot be cached"), refused.output)
     }
 
+    /// Under mpirun the bench reports every rank's compute and wait, so an imbalance between ranks
+    /// can be told from slow communication; `step_s` holds rank 0's timed steps.
+    func testTwoRanksReportEachRanksComputeAndWait() throws {
+        guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-bench-cache").path
+        let r = try ProcessRunner.run(mpirun, ProcessRunner.mpirunFlags + ["-np", "2", ProcessRunner.vlsegPath, "bench", "step",
+                                      "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "3", "--tuning", "decoder", "--threads", "1", "--json"],
+                                      environment: ProcessRunner.cleanEnvironment(["VLSEG_CACHE": cache]), timeout: 300)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("per step, compute + all-reduce wait: rank 0 "), r.output)
+        XCTAssertTrue(r.output.contains(", rank 1 "), r.output)
+        let last = r.output.split(separator: "\n").last.map(String.init) ?? ""
+        let obj = (try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any]) ?? [:]
+        let compute = obj["rank_compute_s"] as? [Double] ?? [], wait = obj["rank_wait_s"] as? [Double] ?? []
+        let steps = obj["step_s"] as? [Double] ?? []
+        XCTAssertEqual(compute.count, 2, "\(obj)")
+        XCTAssertEqual(wait.count, 2, "\(obj)")
+        XCTAssertEqual(steps.count, 3, "\(obj)")
+        XCTAssertTrue(compute.allSatisfy { $0 > 0 } && wait.allSatisfy { $0 >= 0 }, "\(obj)")
+        // Rank 0's entries are the figures the summary is made of.
+        let summary = (obj["forward_s"] as? Double ?? 0) + (obj["backward_s"] as? Double ?? 0) + (obj["optimizer_s"] as? Double ?? 0)
+        XCTAssertEqual(compute.first ?? 0, summary, accuracy: 1e-9)
+        XCTAssertEqual(wait.first ?? 0, obj["allreduce_wait_s"] as? Double ?? -1, accuracy: 1e-9)
+        XCTAssertEqual(steps.reduce(0, +), summary + (wait.first ?? 0), accuracy: 1e-6)
+    }
+
     /// The op benches run at small shapes and report positive times for each implementation.
     func testOpBenchesReportForwardAndBackwardTimes() throws {
         let linear = try runJSON(["bench", "linear", "--rows", "64", "--in", "32", "--out", "16", "--seconds", "0.02"])
