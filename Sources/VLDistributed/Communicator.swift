@@ -45,6 +45,10 @@ public protocol Communicator: AnyObject {
     /// Copies `bytes` bytes from `root` into every rank's buffer.
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int, label: String)
     func barrier(label: String)
+    /// A barrier for ranks that have nothing to do until the others arrive: it sleeps between polls
+    /// (about a millisecond each), leaving the core to whatever else runs on it, where `barrier`
+    /// spins for the lowest latency.
+    func idleBarrier(label: String)
     /// Every rank's contribution, in rank order; every rank must pass the same length (small
     /// messages only; `allGatherVariable` takes any lengths).
     func allGather(_ value: [UInt8], label: String) -> [[UInt8]]
@@ -140,6 +144,7 @@ public final class SingleProcessCommunicator: Communicator {
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) -> PendingCollective { Done() }
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int, label: String) {}
     public func barrier(label: String) {}
+    public func idleBarrier(label: String) {}
     public func allGather(_ value: [UInt8], label: String) -> [[UInt8]] { [value] }
     public func abort(code: Int32, message: String) -> Never {
         FileHandle.standardError.write(Data("vlseg: \(message)\n".utf8))

@@ -54,11 +54,16 @@ public final class MPICommunicator: Communicator {
             return done
         }
 
-        func wait() {
+        func wait() { wait(sleepingMicroseconds: 0) }
+
+        /// Polls until complete; with `sleepingMicroseconds` > 0 it sleeps that long between polls
+        /// instead of spinning.
+        func wait(sleepingMicroseconds: UInt32) {
             var spins = 0
             while !test() {
                 spins += 1
-                if spins % 64 == 0 {
+                if sleepingMicroseconds > 0 { usleep(sleepingMicroseconds) }
+                if sleepingMicroseconds > 0 || spins % 64 == 0 {
                     let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
                     if elapsed > owner.timeout {
                         owner.abort(code: 4, message: "rank \(owner.rank): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s); a rank is missing, stuck or dead — aborting the job")
@@ -105,6 +110,12 @@ public final class MPICommunicator: Communicator {
         var req = vlseg_mpi_request_null()
         check(MPI_Ibarrier(vlseg_mpi_comm_world(), &req), "barrier \(label)")
         Request(req, owner: self, label: "barrier \(label)").wait()
+    }
+
+    public func idleBarrier(label: String) {
+        var req = vlseg_mpi_request_null()
+        check(MPI_Ibarrier(vlseg_mpi_comm_world(), &req), "barrier \(label)")
+        Request(req, owner: self, label: "barrier \(label)").wait(sleepingMicroseconds: 1000)
     }
 
     public func allGather(_ value: [UInt8], label: String) -> [[UInt8]] {

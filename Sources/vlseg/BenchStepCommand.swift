@@ -26,9 +26,16 @@ struct BenchStepCommand: ParsableCommand {
     @Flag(help: "Also print where the timed steps' time goes, per op (forward and backward milliseconds per step).")
     var profile = false
 
+    @Flag(help: "Under mpirun: also time rank 0 alone (the other ranks sleeping), alternating with all ranks together, and print the weak-scaling efficiency.")
+    var scaling = false
+
+    @Option(help: "With --scaling: rounds of (alone, together) phases of --steps steps each.")
+    var rounds: Int = 3
+
     func run() throws {
         try reportingErrors {
-            try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions, cached: cached, profile: profile)
+            try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions, cached: cached, profile: profile,
+                           scaling: scaling, rounds: rounds)
         }
     }
 }
@@ -102,10 +109,15 @@ struct BenchModelOptions: ParsableArguments {
         return dir
     }
 
-    func run(training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false, profile: Bool = false) throws {
+    func run(training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false, profile: Bool = false,
+             scaling: Bool = false, rounds: Int = 3) throws {
         let comm = Communicators.make(timeout: 600)
         defer { comm.finalize() }
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
+        if scaling && comm.size < 2 {
+            throw ValidationError("--scaling compares rank 0 alone with all ranks together: run it under mpirun with at least 2 ranks")
+        }
+        if scaling && rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         try precisionOption.apply()
         defer { try? MatmulPrecision.set(.fp32) }
         let dir = try modelDirectory(comm: comm)
@@ -156,26 +168,18 @@ struct BenchModelOptions: ParsableArguments {
             return m.segmentationLogits(features: features, pixels: pixels, text: prompts)
         }
         let loss = SegmentationLoss()
-        var forward = 0.0, backward = 0.0, wait = 0.0, optim = 0.0, total = 0.0
-        var stepSeconds: [Double] = []
-        var flops = 0.0
         func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
         let opProfile = profile ? OpProfile() : nil
         defer { OpProfile.active = nil }
-        // The references (sgemm, FMA peak) are measured before and after the steps and the better
-        // of the two kept: on a shared machine a neighbour can take a core for one of them, which
-        // would otherwise show as a utilisation above 100 %.
-        let references = { (GEMMBenchmark.measure(GEMMBenchmark.vitShapes.last!, minSeconds: 0.3),
-                            FMAPeak.measure(threads: ComputeThreads.count, minSeconds: 0.2)) }
-        let before = references()
-        for step in 0..<(warmup + steps) {
-            let timed = step >= warmup
-            comm.barrier(label: "bench step")
+        /// One step (training: forward, backward, gradient all-reduce through `sync`, optimiser).
+        func runStep(sync: GradientSynchronizer?, profiled: Bool) throws -> StepTimes {
             let flops0 = BLAS.flopCount
-            if timed, let opProfile {
+            if profiled, let opProfile {
                 OpProfile.active = opProfile
                 opProfile.startForward()
             }
+            defer { OpProfile.active = nil }
+            var times = StepTimes()
             let t0 = now()
             if let arena, let sync {
                 sync.beginFinalBackward()
@@ -190,19 +194,58 @@ struct BenchModelOptions: ParsableArguments {
                 optimizer.update(arena, lr: 1e-4)
                 arena.zeroGradients()
                 let t4 = now()
-                if timed {
-                    forward += t1 - t0; backward += t2 - t1; wait += t3 - t2; optim += t4 - t3; total += t4 - t0
-                    stepSeconds.append(t4 - t0)
-                }
+                times.forward = t1 - t0; times.backward = t2 - t1; times.wait = t3 - t2; times.optimizer = t4 - t3
+                times.steps = [t4 - t0]
             } else {
                 _ = try GradMode.withoutGradients { try runForward() }
-                let t1 = now()
-                if timed { forward += t1 - t0; total += t1 - t0; stepSeconds.append(t1 - t0) }
+                times.forward = now() - t0
+                times.steps = [times.forward]
             }
-            if timed { flops += BLAS.flopCount - flops0 }
+            times.flops = BLAS.flopCount - flops0
+            return times
         }
-        let images = Double(batch * steps)
+        // The references (sgemm, FMA peak) are measured before and after the steps and the better
+        // of the two kept: on a shared machine a neighbour can take a core for one of them, which
+        // would otherwise show as a utilisation above 100 %.
+        let references = { (GEMMBenchmark.measure(GEMMBenchmark.vitShapes.last!, minSeconds: 0.3),
+                            FMAPeak.measure(threads: ComputeThreads.count, minSeconds: 0.2)) }
+        let before = references()
+        var warmupSeconds = 0.0
+        for _ in 0..<warmup {
+            comm.barrier(label: "bench step")
+            warmupSeconds = max(warmupSeconds, try runStep(sync: sync, profiled: false).total)
+        }
+        // The other ranks wait out rank 0's alone phase in one collective: the watchdog must allow it.
+        if scaling { comm.timeout = max(comm.timeout, 4 * warmupSeconds * Double(steps) + 60) }
+        var together = StepTimes(), aloneAll = StepTimes()
+        var scalingRounds: [(alone: Double, together: Double)] = []
+        // --scaling: rank 0 alone (the other ranks sleep, leaving their cores idle as a one-rank job
+        // would) and all ranks together, alternating which comes first, so both are measured under
+        // the same conditions of a shared machine.
+        let soloSync = scaling ? arena.map { GradientSynchronizer(arena: $0, comm: SingleProcessCommunicator(), bucketBytes: 25 << 20,
+                                                                  overlap: true, nodes: nodes) } : nil
+        for round in 0..<(scaling ? rounds : 1) {
+            var alone = StepTimes(), inRound = StepTimes()
+            func runAlone() throws {
+                comm.barrier(label: "bench alone phase")
+                if comm.isRoot { for _ in 0..<steps { alone.add(try runStep(sync: soloSync, profiled: false)) } }
+                comm.idleBarrier(label: "bench alone phase")
+            }
+            if scaling && round % 2 == 0 { try runAlone() }
+            for _ in 0..<steps {
+                comm.barrier(label: "bench step")
+                inRound.add(try runStep(sync: sync, profiled: true))
+            }
+            if scaling && round % 2 == 1 { try runAlone() }
+            together.add(inRound)
+            aloneAll.add(alone)
+            if scaling { scalingRounds.append((Double(batch * steps) / alone.total, Double(batch * steps) / inRound.total)) }
+        }
+        let forward = together.forward, backward = together.backward, wait = together.wait, optim = together.optimizer
+        let total = together.total, flops = together.flops, stepSeconds = together.steps
+        let images = Double(batch * together.steps.count)
         let perRank = images / max(total, 1e-9)
+        let alone = Double(batch * aloneAll.steps.count) / max(aloneAll.total, 1e-9)
         let gflops = flops / max(total, 1e-9) / 1e9
         // Memory of the training state, before the reference sgemm allocates its own matrices.
         var pss = [ProcessMemory.pssMB, ProcessMemory.peakRSSMB, perRank]
@@ -233,9 +276,14 @@ struct BenchModelOptions: ParsableArguments {
         print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
         if training && comm.size > 1 {
             let perStep = (0..<comm.size).map { r in
-                String(format: "rank %d %.3f s + %.3f s", r, perRankTimes[2 * r] / Double(steps), perRankTimes[2 * r + 1] / Double(steps))
+                String(format: "rank %d %.3f s + %.3f s", r, perRankTimes[2 * r] / Double(stepSeconds.count), perRankTimes[2 * r + 1] / Double(stepSeconds.count))
             }
             print("  per step, compute + all-reduce wait: " + perStep.joined(separator: ", "))
+        }
+        if !scalingRounds.isEmpty {
+            let rounds = scalingRounds.map { String(format: "%.3f / %.3f", $0.alone, $0.together) }.joined(separator: ", ")
+            print(String(format: "  weak scaling: rank 0 alone %.3f images/s, with %d ranks %.3f images/s per rank = %.1f%% (%d alternating rounds of %d steps, alone / together: %@)",
+                         alone, comm.size, perRank, 100 * perRank / alone, scalingRounds.count, steps, rounds))
         }
         print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",
                      flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
@@ -244,9 +292,9 @@ struct BenchModelOptions: ParsableArguments {
                      100 * gflops / max(peak, 1e-9)))
         print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
                      rankPeakRSS, rankPSS, pss[0], comm.size))
-        if let opProfile { print("time per op (rank 0):\n" + opProfile.report(steps: steps, stepSeconds: total)) }
+        if let opProfile { print("time per op (rank 0):\n" + opProfile.report(steps: together.steps.count, stepSeconds: total)) }
         if json {
-            let obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": pss[2], "gflops_per_s": gflops,
+            var obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": pss[2], "gflops_per_s": gflops,
                                       "sgemm_gflops_per_s": sgemm, "fma_peak_gflops_per_s": peak, "mfu": gflops / max(peak, 1e-9),
                                       "peak_rss_mb": rankPeakRSS, "pss_mb": rankPSS,
                                       "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
@@ -255,7 +303,27 @@ struct BenchModelOptions: ParsableArguments {
                                       "precision": precision.rawValue, "step_s": stepSeconds,
                                       "rank_compute_s": (0..<comm.size).map { perRankTimes[2 * $0] },
                                       "rank_wait_s": (0..<comm.size).map { perRankTimes[2 * $0 + 1] }]
+            if !scalingRounds.isEmpty {
+                obj["alone_images_per_s"] = alone
+                obj["scaling_efficiency"] = perRank / alone
+                obj["alone_round_images_per_s"] = scalingRounds.map(\.alone)
+                obj["together_round_images_per_s"] = scalingRounds.map(\.together)
+            }
             try printJSONLine(obj)
         }
+    }
+}
+
+/// Seconds and matrix-product FLOPs of timed steps, summed.
+struct StepTimes {
+    var forward = 0.0, backward = 0.0, wait = 0.0, optimizer = 0.0, flops = 0.0
+    /// Each step's wall time, in order.
+    var steps: [Double] = []
+    var total: Double { steps.reduce(0, +) }
+
+    mutating func add(_ other: StepTimes) {
+        forward += other.forward; backward += other.backward; wait += other.wait; optimizer += other.optimizer
+        flops += other.flops
+        steps += other.steps
     }
 }

@@ -52,12 +52,14 @@ final class BenchStepTests: XCTestCase {
     }
 
     /// Under mpirun the bench reports every rank's compute and wait, so an imbalance between ranks
-    /// can be told from slow communication; `step_s` holds rank 0's timed steps.
-    func testTwoRanksReportEachRanksComputeAndWait() throws {
+    /// can be told from slow communication; `step_s` holds rank 0's timed steps. `--scaling` adds
+    /// rank 0 alone, round by round, and the efficiency made of the two.
+    func testTwoRanksReportEachRanksComputeAndWaitAndScaling() throws {
         guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-bench-cache").path
         let r = try ProcessRunner.run(mpirun, ProcessRunner.mpirunFlags + ["-np", "2", ProcessRunner.vlsegPath, "bench", "step",
-                                      "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "3", "--tuning", "decoder", "--threads", "1", "--json"],
+                                      "--preset", "tiny", "--size", "64", "--batch", "2", "--steps", "3", "--tuning", "decoder", "--threads", "1",
+                                      "--scaling", "--rounds", "2", "--json"],
                                       environment: ProcessRunner.cleanEnvironment(["VLSEG_CACHE": cache]), timeout: 300)
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("per step, compute + all-reduce wait: rank 0 "), r.output)
@@ -68,13 +70,31 @@ final class BenchStepTests: XCTestCase {
         let steps = obj["step_s"] as? [Double] ?? []
         XCTAssertEqual(compute.count, 2, "\(obj)")
         XCTAssertEqual(wait.count, 2, "\(obj)")
-        XCTAssertEqual(steps.count, 3, "\(obj)")
+        XCTAssertEqual(steps.count, 6, "two rounds of 3 steps together: \(obj)")
         XCTAssertTrue(compute.allSatisfy { $0 > 0 } && wait.allSatisfy { $0 >= 0 }, "\(obj)")
         // Rank 0's entries are the figures the summary is made of.
         let summary = (obj["forward_s"] as? Double ?? 0) + (obj["backward_s"] as? Double ?? 0) + (obj["optimizer_s"] as? Double ?? 0)
         XCTAssertEqual(compute.first ?? 0, summary, accuracy: 1e-9)
         XCTAssertEqual(wait.first ?? 0, obj["allreduce_wait_s"] as? Double ?? -1, accuracy: 1e-9)
         XCTAssertEqual(steps.reduce(0, +), summary + (wait.first ?? 0), accuracy: 1e-6)
+
+        XCTAssertTrue(r.output.contains("weak scaling: rank 0 alone "), r.output)
+        let aloneRounds = obj["alone_round_images_per_s"] as? [Double] ?? [], togetherRounds = obj["together_round_images_per_s"] as? [Double] ?? []
+        XCTAssertEqual(aloneRounds.count, 2, "\(obj)")
+        XCTAssertEqual(togetherRounds.count, 2, "\(obj)")
+        let alone = obj["alone_images_per_s"] as? Double ?? 0, perRank = obj["images_per_s"] as? Double ?? 0
+        XCTAssertGreaterThan(alone, 0, "\(obj)")
+        XCTAssertEqual(obj["scaling_efficiency"] as? Double ?? 0, perRank / alone, accuracy: 1e-9, "\(obj)")
+        // Images over time, so the whole lies between the rounds' extremes.
+        XCTAssertGreaterThanOrEqual(alone, (aloneRounds.min() ?? 0) * (1 - 1e-9), "\(obj)")
+        XCTAssertLessThanOrEqual(alone, (aloneRounds.max() ?? 0) * (1 + 1e-9), "\(obj)")
+        XCTAssertGreaterThanOrEqual(perRank, (togetherRounds.min() ?? 0) * (1 - 1e-9), "\(obj)")
+        XCTAssertLessThanOrEqual(perRank, (togetherRounds.max() ?? 0) * (1 + 1e-9), "\(obj)")
+
+        let single = try ProcessRunner.run(ProcessRunner.vlsegPath, ["bench", "step", "--preset", "tiny", "--size", "64", "--tuning", "decoder", "--scaling"],
+                                           environment: ProcessRunner.cleanEnvironment(["VLSEG_CACHE": cache]), timeout: 120)
+        XCTAssertNotEqual(single.status, 0)
+        XCTAssertTrue(single.output.contains("run it under mpirun with at least 2 ranks"), single.output)
     }
 
     /// The op benches run at small shapes and report positive times for each implementation.
