@@ -127,6 +127,7 @@ public final class Trainer {
                         throw CheckpointError.incompatible(path: loaded.url.path, reason: "it was trained with tuning '\(loaded.state.method)', this run uses '\(options.method)'")
                     }
                     try loaded.restore(into: arena)
+                    if loaded.state.configHash != options.configHash { warnAboutChangedSettings(loaded) }
                     outcome.path = loaded.url.path
                     outcome.state = loaded.state
                 }
@@ -154,6 +155,19 @@ public final class Trainer {
         } else {
             say("resumed from \(path) at step \(s.step) (epoch \(s.epoch), \(s.samplesIntoEpoch) samples into it)")
         }
+    }
+
+    /// Resuming under other training settings is allowed (a new learning rate, a longer schedule),
+    /// but the run then no longer repeats an uninterrupted one: say which settings changed.
+    private func warnAboutChangedSettings(_ loaded: LoadedCheckpoint) {
+        let name = loaded.url.lastPathComponent
+        guard let changes = try? ResolvedConfig.trainingChanges(from: loaded.configYAML, to: options.configYAML), !changes.isEmpty else {
+            say("vlseg: warning: \(name) was trained under other training settings (config hash \(loaded.state.configHash.prefix(12)), this run \(options.configHash.prefix(12)))")
+            return
+        }
+        let shown = changes.prefix(8).map { "\($0.key) \($0.old ?? "(unset)") -> \($0.new ?? "(unset)")" }
+        let more = changes.count > shown.count ? " and \(changes.count - shown.count) more" : ""
+        say("vlseg: warning: resuming \(name) under other training settings: \(shown.joined(separator: ", "))\(more)")
     }
 
     // MARK: - The loop

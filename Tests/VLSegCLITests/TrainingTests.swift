@@ -107,6 +107,7 @@ final class TrainingTests: XCTestCase {
         let r = try train(ranks: ranks, overrides(run: killed, batch: batch, steps: 12, extra: extra + ["resume=auto"]))
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("resumed from"), r.output)
+        XCTAssertFalse(r.output.contains("under other training settings"), r.output)
         let a = try Data(contentsOf: straight.appendingPathComponent("checkpoints/step-0000012/trainable.safetensors"))
         let b = try Data(contentsOf: killed.appendingPathComponent("checkpoints/step-0000012/trainable.safetensors"))
         XCTAssertEqual(a, b, "resumed run differs from the uninterrupted one (\(ranks) rank(s))")
@@ -218,6 +219,23 @@ final class TrainingTests: XCTestCase {
         let r = try train(ranks: 1, overrides(run: run, batch: 4, steps: 12, extra: ["trainer.checkpoint_every=6", "resume=auto"]))
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoints/step-0000012/trainable.safetensors").path))
+    }
+
+    /// Resuming under changed training settings works, and names what changed; a longer run
+    /// (`trainer.max_steps`) is not a change of settings.
+    func testResumeUnderOtherSettingsNamesThem() throws {
+        let run = newRun()
+        XCTAssertEqual(try train(ranks: 1, overrides(run: run, batch: 4, steps: 6, extra: ["trainer.checkpoint_every=6"])).status, 0)
+        let longer = try train(ranks: 1, overrides(run: run, batch: 4, steps: 8, extra: ["trainer.checkpoint_every=8", "resume=auto"]))
+        XCTAssertEqual(longer.status, 0, longer.output)
+        XCTAssertFalse(longer.output.contains("under other training settings"), longer.output)
+        let changed = try train(ranks: 1, overrides(run: run, batch: 4, steps: 10, extra: ["resume=auto", "trainer.lr=0.000123", "trainer.weight_decay=0.5"]))
+        XCTAssertEqual(changed.status, 0, changed.output)
+        let line = changed.output.split(separator: "\n").first { $0.contains("under other training settings") }.map(String.init) ?? ""
+        XCTAssertTrue(line.contains("resuming step-0000008"), changed.output)
+        XCTAssertTrue(line.contains("-> 0.000123"), changed.output)
+        XCTAssertTrue(line.contains("trainer.lr ") && line.contains("trainer.weight_decay "), changed.output)
+        XCTAssertFalse(line.contains("max_steps"), changed.output)
     }
 
     func testCorruptCheckpointIsRefusedByPath() throws {

@@ -529,4 +529,42 @@ final class ConfigTests: XCTestCase {
         let committedCount = repoLoader().options(of: "experiment").filter { $0.contains("/") }.count
         XCTAssertEqual(committedCount, generated, "stale generated experiments in configs/experiment")
     }
+
+    /// What a resume reports: training settings that changed, appeared or disappeared; settings that
+    /// only change how the run executes (`runtimeOnlyKeys`) are not listed.
+    func testTrainingChangesListOnlyTrainingSettings() throws {
+        let old = """
+        name: a
+        seed: 1
+        trainer:
+          lr: 0.001
+          max_steps: 10
+          schedule: {name: cosine}
+        data:
+          workers: 2
+          prompts: [p1, p2]
+        """
+        let new = """
+        name: b
+        seed: 1
+        trainer:
+          lr: 0.0005
+          max_steps: 20
+          schedule: {name: cosine, warmup: 5}
+        data:
+          workers: 4
+          prompts: [p1]
+        extra: true
+        """
+        let changes = try ResolvedConfig.trainingChanges(from: old, to: new)
+        XCTAssertEqual(changes, [
+            .init(key: "trainer.lr", old: "0.001", new: "0.0005"),
+            .init(key: "trainer.schedule.warmup", old: nil, new: "5"),
+            .init(key: "data.prompts", old: "[p1, p2]", new: "[p1]"),
+            .init(key: "extra", old: nil, new: "true"),
+        ])
+        XCTAssertEqual(try ResolvedConfig.trainingChanges(from: new, to: old).map(\.key),
+                       ["trainer.lr", "data.prompts", "trainer.schedule.warmup", "extra"])
+        XCTAssertEqual(try ResolvedConfig.trainingChanges(from: old, to: old), [])
+    }
 }

@@ -38,6 +38,30 @@ public struct ResolvedConfig: Sendable {
     /// The canonical YAML with each value's source as a trailing comment.
     public var annotatedYAML: String { ConfigYAMLWriter.write(tree, annotate: true) }
 
+    /// One setting that differs between two configurations, as canonical YAML text (nil: absent).
+    public struct Change: Equatable, Sendable {
+        public var key: String
+        public var old: String?
+        public var new: String?
+    }
+
+    /// The training settings (all but `runtimeOnlyKeys`) that differ from `old` YAML (a checkpoint's
+    /// `config.yaml`) to `new`, by dotted key in `new`'s order, then keys only `old` has.
+    public static func trainingChanges(from old: String, to new: String) throws -> [Change] {
+        func leaves(_ yaml: String, _ name: String) throws -> [(path: String, text: String)] {
+            var tree = try ConfigYAML.parse(yaml, source: .file(name))
+            for p in runtimeOnlyKeys { tree = removing(p.split(separator: ".").map(String.init), from: tree) }
+            return tree.leaves().map { ($0.path, ConfigYAMLWriter.inline($0.node)) }
+        }
+        let before = try leaves(old, "the checkpoint's config.yaml"), after = try leaves(new, "this run's configuration")
+        let oldByKey = Dictionary(before, uniquingKeysWith: { a, _ in a })
+        let newKeys = Set(after.map(\.path))
+        var changes: [Change] = []
+        for (key, text) in after where oldByKey[key] != text { changes.append(Change(key: key, old: oldByKey[key], new: text)) }
+        for (key, text) in before where !newKeys.contains(key) { changes.append(Change(key: key, old: text, new: nil)) }
+        return changes
+    }
+
     private static func removing(_ path: [String], from node: ConfigNode) -> ConfigNode {
         guard let first = path.first else { return node }
         var n = node
