@@ -6,7 +6,8 @@ import Synchronization
 ///
 /// `fp32` (the default) computes every product in float32, as the reference implementation does.
 /// `bf16` rounds both inputs of linear layers' products (forward, input gradient and weight
-/// gradient), of attention's per-head products and of convolutions' im2col products to bfloat16 and
+/// gradient), of the blocked MLP's products by its weights (forward and input gradient), of
+/// attention's per-head products and of convolutions' im2col products to bfloat16 and
 /// accumulates in float32 on CPUs with AVX512_BF16, like mixed-precision training elsewhere: twice
 /// the multiply-adds per instruction, so the products that dominate a step run up to twice as fast,
 /// at the cost of inputs carrying 8 significant bits. Weights, gradients, optimiser state and every
@@ -121,6 +122,35 @@ public enum BF16GEMM {
 
     /// `x` rounded to the nearest bfloat16, as the kernel rounds its inputs.
     public static func rounded(_ x: Float) -> Float { vlseg_bf16_round(x) }
+
+    /// B packed once for many products that share it: a weight multiplied by every row block of a
+    /// blocked op (`mlpReLU`), where packing per block would repeat the same conversion each time.
+    /// Its buffer goes back to the pool when the value is released.
+    public final class PackedB: @unchecked Sendable {
+        public let k: Int, n: Int
+        private let buffer: PackingBuffers.Buffer
+
+        /// Packs B(p, j) = b[p * rsb + j * csb], p < k, j < n.
+        public init(k: Int, n: Int, b: UnsafePointer<Float>, rsb: Int, csb: Int) {
+            precondition(available, "BF16GEMM on a CPU without AVX512_BF16")
+            self.k = k
+            self.n = n
+            buffer = PackingBuffers.shared.take(words: vlseg_bf16_packed_words(k, n))
+            vlseg_bf16_pack_b(k, n, b, rsb, csb, buffer.words, 0, (n + panelColumns - 1) / panelColumns)
+        }
+
+        deinit { PackingBuffers.shared.give(back: buffer) }
+
+        /// C [m, n] = A B + beta C (beta 0 or 1), A(i, p) = a[i * rsa + p * csa], on the calling thread.
+        /// Each element's sum is the one `multiply` computes, so splitting the rows changes nothing.
+        public func multiply(m: Int, a: UnsafePointer<Float>, rsa: Int, csa: Int, beta: Float = 0,
+                             c: UnsafeMutablePointer<Float>, ldc: Int) {
+            precondition(beta == 0 || beta == 1, "BF16GEMM: beta must be 0 or 1")
+            if m == 0 || n == 0 { return }
+            BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))
+            vlseg_bf16_gemm(m, n, k, a, rsa, csa, buffer.words, beta, c, ldc)
+        }
+    }
 }
 
 /// Packed-B buffers kept across products: a step packs hundreds of weights, and fresh buffers of a

@@ -9,7 +9,8 @@ import Foundation
 /// then in backward the fc2 input gradient, the ReLU mask and three more packings. By blocks of
 /// `rowBlock` rows all of these run on an L2-resident block; only the hidden activations that
 /// backward needs are written out once (and read once). Blocks are spread over the threads, each
-/// calling single-threaded products (`PanelGEMM`); the weight gradients are summed in a fixed
+/// calling single-threaded products (`PanelGEMM`; under bf16 precision the products by a weight go
+/// through bfloat16 panels packed once per call); the weight gradients are summed in a fixed
 /// number of slots in a fixed order, so results do not depend on the thread count.
 public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2Weight w2: Tensor, fc2Bias b2: Tensor?) -> Tensor {
     let inF = w1.shape[1], hidden = w1.shape[0], outF = w2.shape[0]
@@ -26,19 +27,18 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
     let scratch = recording ? nil : Tensor(uninitialized: [plan.workers, plan.rowBlock * hidden])
     let px = x.pointer, py = y.mutablePointer
     let pb1 = b1?.pointer, pb2 = b2?.pointer
-    // The panel kernel takes B by rows: the weights transposed once per call.
-    let w1t = PanelGEMM.transposed(w1), w2t = PanelGEMM.transposed(w2)
+    // Under bf16 precision the weights are packed once per call for every block's products; the
+    // float32 panel kernel takes B by rows, so there the weights are transposed once per call.
+    let fc1 = WeightOperand(w1, transposed: true), fc2 = WeightOperand(w2, transposed: true)
 
     plan.forEachBlock { _, rowRange, _, _, worker in
         let n = rowRange.count, r0 = rowRange.lowerBound
         let h = saved.map { $0.mutablePointer + r0 * hidden } ?? scratch!.mutablePointer + worker * plan.rowBlock * hidden
         fillRows(h, rows: n, width: hidden, with: pb1)
-        PanelGEMM.multiply(transposeA: false, m: n, n: hidden, k: inF, a: px + r0 * inF, lda: inF,
-                           b: w1t.pointer, ldb: hidden, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
+        fc1.multiply(m: n, a: px + r0 * inF, lda: inF, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
         reluInPlace(h, n * hidden)
         fillRows(py + r0 * outF, rows: n, width: outF, with: pb2)
-        PanelGEMM.multiply(transposeA: false, m: n, n: outF, k: hidden, a: h, lda: hidden,
-                           b: w2t.pointer, ldb: outF, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
+        fc2.multiply(m: n, a: h, lda: hidden, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
     }
     guard recording, let saved else { return Tensor.unrecorded(y, name: "mlp_relu") }
     var inputs = [x, w1, w2]
@@ -58,7 +58,10 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
         let gb1Parts = needB1 ? Tensor(zeros: [slots, hidden]) : nil
         let gb2Parts = needB2 ? Tensor(zeros: [slots, outF]) : nil
         let dHidden = needHidden ? Tensor(uninitialized: [plan.workers, plan.rowBlock * hidden]) : nil
-        let pg = g.pointer, ph = saved.pointer, pxs = xs.pointer, pw1s = w1s.pointer, pw2s = w2s.pointer
+        let pg = g.pointer, ph = saved.pointer, pxs = xs.pointer
+        // dH = dY W2 and dX = dH W1 take the weights as they are.
+        let fc2Back = needHidden ? WeightOperand(w2s, transposed: false) : nil
+        let fc1Back = needX ? WeightOperand(w1s, transposed: false) : nil
 
         plan.forEachBlock { _, rowRange, slot, first, worker in
             let n = rowRange.count, r0 = rowRange.lowerBound
@@ -71,17 +74,15 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
             guard let dHidden else { return }
             // dH = (dY W2) masked by H > 0
             let dh = dHidden.mutablePointer + worker * plan.rowBlock * hidden
-            PanelGEMM.multiply(transposeA: false, m: n, n: hidden, k: outF, a: gBlock, lda: outF, b: pw2s, ldb: hidden,
-                               c: dh, ldc: hidden)
+            fc2Back!.multiply(m: n, a: gBlock, lda: outF, c: dh, ldc: hidden)
             maskByPositive(dh, hBlock, n * hidden)
             if let gb1Parts { addColumnSums(dh, rows: n, width: hidden, into: gb1Parts.mutablePointer + slot * hidden) }
             if let gw1Parts {  // dW1 += dHᵀ X
                 PanelGEMM.multiply(transposeA: true, m: hidden, n: inF, k: n, a: dh, lda: hidden, b: pxs + r0 * inF, ldb: inF,
                                    beta: first ? 0 : 1, c: gw1Parts.mutablePointer + slot * hidden * inF, ldc: inF)
             }
-            if let gx {  // dX = dH W1
-                PanelGEMM.multiply(transposeA: false, m: n, n: inF, k: hidden, a: dh, lda: hidden, b: pw1s, ldb: inF,
-                                   c: gx.mutablePointer + r0 * inF, ldc: inF)
+            if let gx, let fc1Back {  // dX = dH W1
+                fc1Back.multiply(m: n, a: dh, lda: hidden, c: gx.mutablePointer + r0 * inF, ldc: inF)
             }
         }
         let schedule = plan.schedule
@@ -90,6 +91,37 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
         if hasB1 { grads.append(gb1Parts.map { schedule.summedSlots($0, shape: [hidden]) }) }
         if hasB2 { grads.append(gb2Parts.map { schedule.summedSlots($0, shape: [outF]) }) }
         return grads
+    }
+}
+
+/// A weight as the B operand of every row block's product C = A op(W): op(W) = Wᵀ (`transposed`,
+/// W [n, k] in PyTorch's [out, in] layout) or W [k, n]. Packed once into bfloat16 panels under bf16
+/// precision, else laid out [k, n] by rows for the float32 panel kernel (a transposed copy once
+/// per call when needed). The products run on the calling thread.
+private struct WeightOperand {
+    let k: Int, n: Int
+    let packed: BF16GEMM.PackedB?
+    let rows: Tensor?
+
+    init(_ w: Tensor, transposed: Bool) {
+        k = transposed ? w.shape[1] : w.shape[0]
+        n = transposed ? w.shape[0] : w.shape[1]
+        if BF16GEMM.suits(columns: n) {
+            packed = BF16GEMM.PackedB(k: k, n: n, b: w.pointer, rsb: transposed ? 1 : n, csb: transposed ? k : 1)
+            rows = nil
+        } else {
+            packed = nil
+            rows = transposed ? PanelGEMM.transposed(w) : w
+        }
+    }
+
+    /// C [m, n] = A op(W) + beta C for A [m, k] with row stride lda.
+    func multiply(m: Int, a: UnsafePointer<Float>, lda: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if let packed {
+            packed.multiply(m: m, a: a, rsa: lda, csa: 1, beta: beta, c: c, ldc: ldc)
+        } else if let rows {
+            PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: a, lda: lda, b: rows.pointer, ldb: n, beta: beta, c: c, ldc: ldc)
+        }
     }
 }
 

@@ -220,4 +220,46 @@ final class BF16GEMMTests: XCTestCase {
         assertNearFloat32(exact, reduced, names: ["output", "input gradient", "weight gradient", "bias gradient"], tolerance: 0.02,
                           "linear", unchanged: ["bias gradient"])
     }
+
+    /// `mlpReLU` under bf16 (weights packed once per call, every row block multiplied by them), over
+    /// several row blocks: output and input gradient bit-identical to `linearReLU` + `linear` under
+    /// bf16 (the same products, each element summed the same way), weight gradients (float32 products
+    /// there, bf16 in `linear`) close; the same bits for 1 and 2 threads; and different from float32.
+    func testBlockedMLPUnderBF16MatchesComposedLayersAndIgnoresThreads() throws {
+        let (inF, hidden, outF) = (40, 1100, 24)
+        let x = Check.random([2, 500, inF], seed: 71)
+        let w1 = Check.random([hidden, inF], seed: 72), b1 = Check.random([hidden], seed: 73)
+        let w2 = Check.random([outF, hidden], seed: 74), b2 = Check.random([outF], seed: 75)
+        let upstream = Check.random([2, 500, outF], seed: 76)
+        XCTAssertGreaterThan(MLPBlocks(rows: 1000, hidden: hidden).blocks, 2, "the test should span several row blocks")
+        func run(blocked: Bool) -> [Tensor] {
+            let xv = x.detached().requiringGrad(), w1v = w1.detached().requiringGrad(), b1v = b1.detached().requiringGrad()
+            let w2v = w2.detached().requiringGrad(), b2v = b2.detached().requiringGrad()
+            let y = blocked ? mlpReLU(xv, fc1Weight: w1v, fc1Bias: b1v, fc2Weight: w2v, fc2Bias: b2v)
+                : linear(linearReLU(xv, weight: w1v, bias: b1v), weight: w2v, bias: b2v)
+            (y * upstream).sum().backward()
+            return [y, xv.grad!, w1v.grad!, b1v.grad!, w2v.grad!, b2v.grad!]
+        }
+        let names = ["output", "input gradient", "fc1 weight gradient", "fc1 bias gradient", "fc2 weight gradient", "fc2 bias gradient"]
+        let exact = run(blocked: true)
+        try MatmulPrecision.set(.bf16)
+        ComputeThreads.set(1)
+        let one = run(blocked: true)
+        let composed = run(blocked: false)
+        ComputeThreads.set(2)
+        let two = run(blocked: true)
+        for (name, (a, b)) in zip(names, zip(one, two)) {
+            XCTAssertEqual(a.scalars, b.scalars, "\(name) differs between 1 and 2 threads")
+        }
+        XCTAssertEqual(one[0].scalars, composed[0].scalars, "output: blocked and composed bf16 products differ")
+        XCTAssertEqual(one[1].scalars, composed[1].scalars, "input gradient: blocked and composed bf16 products differ")
+        // The weight gradients' products are float32 in the blocked MLP and bf16 in `linear`.
+        assertNearFloat32(Array(one[2...]), Array(composed[2...]), names: Array(names[2...]), tolerance: 0.02, "mlpReLU vs linear, bf16",
+                          unchanged: ["fc1 bias gradient", "fc2 bias gradient"])
+        // Against float32 the ReLU masks differ wherever rounding moves a hidden activation across 0,
+        // each flip changing a hidden gradient by its whole size: a looser bound, and the output's.
+        assertNearFloat32([exact[0]], [one[0]], names: ["output"], tolerance: 0.02, "mlpReLU vs float32")
+        assertNearFloat32(Array(exact[1...]), Array(one[1...]), names: Array(names[1...]), tolerance: 0.15, "mlpReLU vs float32",
+                          unchanged: ["fc2 bias gradient"])
+    }
 }

@@ -192,7 +192,8 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var keepLast = 3
         /// Compute threads per rank; 0 = the machine's cores / ranks on the machine.
         public var threads = 0
-        /// Input format of the matrix products (linear layers, wide attention heads, convolutions):
+        /// Input format of the matrix products (linear layers, the decoder MLP, wide attention heads,
+        /// convolutions):
         /// `fp32`, or `bf16` (bfloat16 inputs, float32 sums, on CPUs with AVX512_BF16: about 1.7x the
         /// steps per second of the ViT-B models, see the README's Performance section).
         public var precision = MatmulPrecision.fp32
