@@ -62,13 +62,16 @@ public final class MPICommunicator: Communicator {
             var spins = 0
             while !test() {
                 spins += 1
-                if sleepingMicroseconds > 0 { usleep(sleepingMicroseconds) }
-                if sleepingMicroseconds > 0 || spins % 64 == 0 {
-                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
-                    if elapsed > owner.timeout {
-                        owner.abort(code: 4, message: "rank \(owner.rank): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s); a rank is missing, stuck or dead — aborting the job")
-                    }
+                if sleepingMicroseconds > 0 {
+                    usleep(sleepingMicroseconds)
+                } else if spins % 64 == 0 {
                     sched_yield()
+                } else {
+                    continue
+                }
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
+                if elapsed > owner.timeout {
+                    owner.abort(code: 4, message: "rank \(owner.rank): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s); a rank is missing, stuck or dead — aborting the job")
                 }
             }
         }

@@ -68,34 +68,31 @@ public enum BF16GEMM {
         precondition(beta == 0 || beta == 1, "BF16GEMM: beta must be 0 or 1")
         if m == 0 || n == 0 { return }
         BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))
-        let words = vlseg_bf16_packed_words(k, n)
-        let buffer = PackingBuffers.shared.take(words: words)
-        defer { PackingBuffers.shared.give(back: buffer) }
-        let packed = buffer.words
         let panels = (n + panelColumns - 1) / panelColumns
         let pairs = (k + 1) / 2
         let threads = parallel ? ComputeThreads.count : 1
         let large = Double(m) * Double(n) * Double(k) >= 1e6 && threads > 1
-        parallelFor(panels, grain: large ? max(1, panels / threads) : panels) { r in
-            vlseg_bf16_pack_b(k, n, b, rsb, csb, packed, r.lowerBound, r.upperBound)
-        }
-        guard large else {
-            vlseg_bf16_gemm(m, n, k, a, rsa, csa, packed, beta, c, ldc)
-            return
-        }
-        // Split C by row tiles when it is taller than wide, else by panels; each element's sum is
-        // computed the same way either way.
-        if m >= n {
-            let tiles = (m + rowTile - 1) / rowTile
-            parallelFor(tiles, grain: max(1, tiles / threads)) { r in
-                let lo = r.lowerBound * rowTile, hi = min(m, r.upperBound * rowTile)
-                vlseg_bf16_gemm(hi - lo, n, k, a + lo * rsa, rsa, csa, packed, beta, c + lo * ldc, ldc)
+        let packedB = PackedB(k: k, n: n, b: b, rsb: rsb, csb: csb, parallel: large)
+        withExtendedLifetime(packedB) {
+            let packed = packedB.words
+            guard large else {
+                vlseg_bf16_gemm(m, n, k, a, rsa, csa, packed, beta, c, ldc)
+                return
             }
-        } else {
-            parallelFor(panels, grain: max(1, panels / threads)) { r in
-                let lo = r.lowerBound * panelColumns, hi = min(n, r.upperBound * panelColumns)
-                vlseg_bf16_gemm(m, hi - lo, k, a, rsa, csa, packed + r.lowerBound * pairs * panelColumns,
-                                beta, c + lo, ldc)
+            // Split C by row tiles when it is taller than wide, else by panels; each element's sum is
+            // computed the same way either way.
+            if m >= n {
+                let tiles = (m + rowTile - 1) / rowTile
+                parallelFor(tiles, grain: max(1, tiles / threads)) { r in
+                    let lo = r.lowerBound * rowTile, hi = min(m, r.upperBound * rowTile)
+                    vlseg_bf16_gemm(hi - lo, n, k, a + lo * rsa, rsa, csa, packed, beta, c + lo * ldc, ldc)
+                }
+            } else {
+                parallelFor(panels, grain: max(1, panels / threads)) { r in
+                    let lo = r.lowerBound * panelColumns, hi = min(n, r.upperBound * panelColumns)
+                    vlseg_bf16_gemm(m, hi - lo, k, a, rsa, csa, packed + r.lowerBound * pairs * panelColumns,
+                                    beta, c + lo, ldc)
+                }
             }
         }
     }
@@ -130,14 +127,22 @@ public enum BF16GEMM {
         public let k: Int, n: Int
         private let buffer: PackingBuffers.Buffer
 
-        /// Packs B(p, j) = b[p * rsb + j * csb], p < k, j < n.
-        public init(k: Int, n: Int, b: UnsafePointer<Float>, rsb: Int, csb: Int) {
+        /// Packs B(p, j) = b[p * rsb + j * csb], p < k, j < n; `parallel` spreads the panels over the
+        /// compute threads.
+        public init(k: Int, n: Int, b: UnsafePointer<Float>, rsb: Int, csb: Int, parallel: Bool = false) {
             precondition(available, "BF16GEMM on a CPU without AVX512_BF16")
             self.k = k
             self.n = n
             buffer = PackingBuffers.shared.take(words: vlseg_bf16_packed_words(k, n))
-            vlseg_bf16_pack_b(k, n, b, rsb, csb, buffer.words, 0, (n + panelColumns - 1) / panelColumns)
+            let packed = buffer.words, panels = (n + panelColumns - 1) / panelColumns
+            let threads = parallel ? ComputeThreads.count : 1
+            parallelFor(panels, grain: max(1, panels / threads)) { r in
+                vlseg_bf16_pack_b(k, n, b, rsb, csb, packed, r.lowerBound, r.upperBound)
+            }
         }
+
+        /// The packed panels (valid while this value lives).
+        var words: UnsafeMutablePointer<UInt32> { buffer.words }
 
         deinit { PackingBuffers.shared.give(back: buffer) }
 
