@@ -52,16 +52,16 @@ let package = Package(
             swiftSettings: numericSettings
         ),
 
-        // Shared test helpers (value comparison, finite-difference gradient checks).
+        // Shared test helpers (value comparison, finite-difference gradient checks, the fixtures in Tests/Fixtures).
         .target(name: "VLTestSupport", dependencies: ["VLTensor", "VLModels"], path: "Tests/VLTestSupport"),
         .testTarget(name: "VLTensorTests", dependencies: ["VLTensor", "VLTestSupport"]),
         .testTarget(name: "VLModelsTests", dependencies: ["VLModels", "VLTestSupport"]),
         .testTarget(name: "VLTuningTests", dependencies: ["VLTuning", "VLModels", "VLTestSupport"]),
         .testTarget(name: "VLTrainTests", dependencies: ["VLTrain", "VLTuning", "VLData", "VLTestSupport"]),
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
-        .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor"]),
+        .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor", "VLTestSupport"]),
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.
-        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLModels", "VLTensor", "VLData", "VLTrain"]),
+        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLModels", "VLTensor", "VLData", "VLTrain", "VLTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -113,7 +113,9 @@ struct LoRAMergeCommand: ParsableCommand {
                 }
                 try writer.write(to: staging.appendingPathComponent("model.safetensors"))
                 for item in try fm.contentsOfDirectory(atPath: modelDir.path) where item != "model.safetensors" {
-                    let src = modelDir.appendingPathComponent(item)
+                    // Resolved: Hugging Face cache snapshots hold relative links into a blob store,
+                    // which would dangle at the new place.
+                    let src = modelDir.appendingPathComponent(item).resolvingSymlinksInPath()
                     var itemIsDir: ObjCBool = false
                     guard fm.fileExists(atPath: src.path, isDirectory: &itemIsDir), !itemIsDir.boolValue else { continue }
                     try fm.copyItem(at: src, to: staging.appendingPathComponent(item))

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import VLTestSupport
 import VLModels
 @testable import VLData
 
@@ -12,7 +13,9 @@ final class LogCollector: @unchecked Sendable {
 }
 
 final class DataLoaderTests: XCTestCase {
-    static let tokenizer: CLIPTokenizer = try! CLIPTokenizer(directory: DataFixture.tokenizerDirectory)
+    /// Loaded once (49k entries); a failure fails each test that needs it, with its message.
+    static let loadedTokenizer = Result { try CLIPTokenizer(directory: DataFixture.tokenizerDirectory) }
+    static var tokenizer: CLIPTokenizer { get throws { try loadedTokenizer.get() } }
 
     func loader(root: URL, split: String = "train", rank: Int = 0, world: Int = 1, batch: Int = 2, workers: Int = 1,
                 mode: SamplerMode = .training(.drop), onError: OnErrorPolicy = .fail, size: Int = 12,
@@ -54,7 +57,7 @@ final class DataLoaderTests: XCTestCase {
         XCTAssertEqual(batches[1].nextCursor, SamplerCursor(epoch: 1, position: 0))
         // Tokenised like HF CLIPTokenizer(padding="max_length", max_length=77).
         XCTAssertEqual(b.textLength, 77)
-        XCTAssertEqual(b.inputIDs[0], Self.tokenizer.encode("polyp 0", maxLength: 77).inputIDs)
+        XCTAssertEqual(b.inputIDs[0], try Self.tokenizer.encode("polyp 0", maxLength: 77).inputIDs)
         XCTAssertEqual(b.attentionMask[0].prefix(6), [1, 1, 1, 1, 1, 0])
         XCTAssertEqual(b.inputIDsTensor.shape, [2, 77])
         // Pixels are the resized image normalised with ImageNet statistics.
@@ -272,7 +275,7 @@ final class DataLoaderTests: XCTestCase {
         config.textPadding = .longest()
         let l = try DataLoader(samples: samples, sampler: sampler, tokenizer: Self.tokenizer, config: config)
         let b = try XCTUnwrap(try l.batches(epoch: 0).next())
-        XCTAssertEqual(b.textLength, Self.tokenizer.encode("polyp 0").count + 2)
-        XCTAssertEqual(b.inputIDs[1], Array(Self.tokenizer.encode("polyp 1", maxLength: 77).inputIDs.prefix(b.textLength)))
+        XCTAssertEqual(b.textLength, try Self.tokenizer.encode("polyp 0").count + 2)
+        XCTAssertEqual(b.inputIDs[1], Array(try Self.tokenizer.encode("polyp 1", maxLength: 77).inputIDs.prefix(b.textLength)))
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import VLTestSupport
 @testable import VLData
 
 /// Small medvlsm-layout datasets written into temporary folders (shared by the data tests of part B).
@@ -80,11 +81,8 @@ enum DataFixture {
         return root
     }
 
-    /// The CLIP vocabulary shipped with the shared fixtures.
-    static var tokenizerDirectory: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/clip-tokenizer")
-    }
+    /// The CLIP vocabulary the package ships.
+    static var tokenizerDirectory: URL { get throws { try Fixtures.bundledTokenizer() } }
 }
 
 final class DatasetIndexTests: XCTestCase {

@@ -87,7 +87,7 @@ final class MultiClassTests: XCTestCase {
         XCTAssertTrue(["a cat sitting", "the cat"].contains(b.prompts[0]), b.prompts[0])
         XCTAssertEqual(b.prompts[1], "a photo of a dog.")
         XCTAssertEqual(b.promptKeys, [nil, nil, nil])
-        XCTAssertEqual(b.inputIDs[1], DataLoaderTests.tokenizer.encode("a photo of a dog.", maxLength: 77).inputIDs)
+        XCTAssertEqual(b.inputIDs[1], try DataLoaderTests.tokenizer.encode("a photo of a dog.", maxLength: 77).inputIDs)
         let masks = b.masks.scalars
         func mask(_ j: Int) -> [Float] { Array(masks[(j * 64)..<((j + 1) * 64)]) }
         XCTAssertEqual(mask(0), (0..<64).map { ($0 / 8 < 4 && $0 % 8 < 4) ? 1 : 0 }, "cat = top-left quarter")

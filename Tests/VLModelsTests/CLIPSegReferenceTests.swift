@@ -6,7 +6,7 @@ import VLTestSupport
 
 /// CLIPSeg against the reference implementation's outputs on the tiny fixture checkpoint.
 final class CLIPSegReferenceTests: XCTestCase {
-    static let fixtureDir = SafeTensorsTests.fixtures.appendingPathComponent("clipseg-tiny")
+    static var fixtureDir: URL { get throws { try Fixtures.clipsegTiny() } }
 
     var model: CLIPSegModel!
     var reference: SafeTensorsFile!

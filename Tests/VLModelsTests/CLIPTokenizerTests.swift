@@ -1,16 +1,12 @@
 import Foundation
 import XCTest
+import VLTestSupport
 @testable import VLModels
 
 final class CLIPTokenizerTests: XCTestCase {
-    /// `<root>/../shared/fixtures/clip-tokenizer`, where `<root>` is the package root three levels above this file.
-    static let fixtureDirectory: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-        .appendingPathComponent("shared/fixtures/clip-tokenizer")
-
-    /// Loaded once: parsing 49k vocabulary entries and 49k merges is the slow part.
-    static let loaded: Result<CLIPTokenizer, Error> = Result { try CLIPTokenizer(directory: fixtureDirectory) }
+    /// The vocabulary the package ships (the same files every CLIPSeg checkpoint carries), loaded once:
+    /// parsing 49k vocabulary entries and 49k merges is the slow part.
+    static let loaded: Result<CLIPTokenizer, Error> = Result { try CLIPTokenizer(directory: Fixtures.bundledTokenizer()) }
 
     func tokenizer() throws -> CLIPTokenizer {
         try Self.loaded.get()
@@ -28,7 +24,7 @@ final class CLIPTokenizerTests: XCTestCase {
     }
 
     func fixtureCases() throws -> [FixtureCase] {
-        let data = try Data(contentsOf: Self.fixtureDirectory.appendingPathComponent("cases.json"))
+        let data = try Data(contentsOf: Fixtures.tokenizerCases())
         return try JSONDecoder().decode(FixtureFile.self, from: data).cases
     }
 

@@ -22,7 +22,7 @@ final class FixedCRISContext: CRISTextContext {
 
 /// CRIS against the reference implementation's outputs on the tiny fixture checkpoint.
 final class CRISReferenceTests: XCTestCase {
-    static let fixtureDir = SafeTensorsTests.fixtures.appendingPathComponent("cris-tiny")
+    static var fixtureDir: URL { get throws { try Fixtures.crisTiny() } }
 
     var model: CRISModel!
     var reference: SafeTensorsFile!

@@ -1,13 +1,10 @@
 import Foundation
 import XCTest
+import VLTestSupport
 @testable import VLModels
 @testable import VLTensor
 
 final class SafeTensorsTests: XCTestCase {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("shared/fixtures")
-
     var tmp: URL!
 
     override func setUpWithError() throws {
@@ -71,7 +68,7 @@ final class SafeTensorsTests: XCTestCase {
     }
 
     func testReadsTheFixtureCheckpoint() throws {
-        let f = try SafeTensorsFile(url: Self.fixtures.appendingPathComponent("clipseg-tiny/model.safetensors"))
+        let f = try SafeTensorsFile(url: Fixtures.url("clipseg-tiny/model.safetensors"))
         let w = try f.tensor("clip.vision_model.embeddings.patch_embedding.weight")
         XCTAssertEqual(w.shape, [48, 3, 16, 16])
         XCTAssertTrue(w.scalars.allSatisfy { $0.isFinite })

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import VLTestSupport
 @testable import VLModels
 import VLTensor
 
@@ -702,7 +703,7 @@ final class TorchCheckpointTests: XCTestCase {
 
     /// The CRIS fixture's weights written as a `.pth` and read back: every tensor bit-exact.
     func testCRISTinyWeightsSurviveTheRoundTripBitExactly() throws {
-        let url = SafeTensorsTests.fixtures.appendingPathComponent("cris-tiny/model.safetensors")
+        let url = try Fixtures.url("cris-tiny/model.safetensors")
         let st = try SafeTensorsFile(url: url)
         var items: [(String, PyValue)] = []
         for (i, name) in st.names.enumerated() {

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import VLTestSupport
 import VLModels
 import VLTensor
 
@@ -7,7 +8,7 @@ import VLTensor
 /// training on two ranks.
 final class CRISTrainingTests: XCTestCase {
     static let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-cli-cris-\(getpid())")
-    static let fixture = ProcessRunner.repoRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures/cris-tiny")
+    static var fixture: URL { get throws { try Fixtures.crisTiny() } }
 
     override class func tearDown() { try? FileManager.default.removeItem(at: work) }
 
@@ -31,12 +32,9 @@ final class CRISTrainingTests: XCTestCase {
 
     /// `vlseg forward` on the fixture writes the reference's names; the listed outputs agree.
     func testForwardWritesTheFixtureNames() throws {
-        guard FileManager.default.fileExists(atPath: Self.fixture.appendingPathComponent("reference.safetensors").path) else {
-            throw XCTSkip("no fixtures at \(Self.fixture.path)")
-        }
         let out = Self.work.appendingPathComponent("forward.safetensors")
         try FileManager.default.createDirectory(at: Self.work, withIntermediateDirectories: true)
-        let reference = Self.fixture.appendingPathComponent("reference.safetensors")
+        let reference = try Self.fixture.appendingPathComponent("reference.safetensors")
         let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", Self.fixture.path, "--inputs", reference.path,
                                                                 "--out", out.path], timeout: 120)
         XCTAssertEqual(r.status, 0, r.output)

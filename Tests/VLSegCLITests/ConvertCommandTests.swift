@@ -1,6 +1,7 @@
 import Foundation
 import VLModels
 import XCTest
+import VLTestSupport
 
 /// `vlseg convert` on `.pth` files written here the way `torch.save` lays them out: a model checkpoint
 /// becomes a model directory, a Lightning checkpoint becomes trainable.safetensors, and a file whose
@@ -84,10 +85,7 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
     /// The tiny CRIS fixture's state dict saved as a DDP `.pth` (every name under `module.`, BN counters
     /// as int64): it converts into a directory that loads as CRIS with bit-identical weights, and runs.
     func testConvertsAPthIntoAModelDirectory() throws {
-        let fixture = ProcessRunner.repoRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures/cris-tiny")
-        guard FileManager.default.fileExists(atPath: fixture.appendingPathComponent("model.safetensors").path) else {
-            throw XCTSkip("no fixtures at \(fixture.path)")
-        }
+        let fixture = try Fixtures.crisTiny()
         let weights = try SafeTensorsFile(url: fixture.appendingPathComponent("model.safetensors"))
         let tensors: [(String, [Int], Values)] = try weights.names.map { name in
             let e = try weights.entry(name)

@@ -1,12 +1,13 @@
 import Foundation
 import XCTest
+import VLTestSupport
 import VLModels
 import VLTensor
 
 /// `vlseg lora merge`: the merged model directory, loaded by `vlseg forward` with no tuning method, gives
 /// the un-merged LoRA logits (the fixture's reference) within 1e-4; bad inputs end in one clear line.
 final class LoRAMergeTests: XCTestCase {
-    static let tiny = MethodFixtureTests.tiny
+    static var tiny: URL { get throws { try Fixtures.clipsegTiny() } }
     let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-lora-merge-\(getpid())-\(UUID().uuidString)")
 
     override func tearDown() { try? FileManager.default.removeItem(at: work) }

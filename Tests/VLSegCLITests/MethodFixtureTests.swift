@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import VLTestSupport
 import VLModels
 import VLTensor
 
@@ -20,7 +21,7 @@ enum MethodFixtureCases {
 /// Every implemented tuning method against the reference implementation's logits, loss and
 /// gradients, through `vlseg forward --tuning NAME --trainable T --grads`.
 final class MethodFixtureTests: XCTestCase {
-    static let tiny = TrainingTests.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures/clipseg-tiny")
+    static var tiny: URL { get throws { try Fixtures.clipsegTiny() } }
 
     func inputsFile() throws -> URL {
         let ref = try SafeTensorsFile(url: Self.tiny.appendingPathComponent("reference.safetensors"))
@@ -37,7 +38,7 @@ final class MethodFixtureTests: XCTestCase {
     }
 
     func check(_ c: MethodFixtureCase, inputs: URL) throws {
-        let dir = Self.tiny.appendingPathComponent("methods/\(c.fixture)")
+        let dir = try Self.tiny.appendingPathComponent("methods/\(c.fixture)")
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-method-\(c.fixture)-\(getpid()).safetensors")
         defer { try? FileManager.default.removeItem(at: out) }
         let r = try ProcessRunner.run(ProcessRunner.vlsegPath, [

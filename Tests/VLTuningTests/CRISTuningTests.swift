@@ -8,13 +8,9 @@ import VLTestSupport
 /// Tuning CRIS: which methods run, what they train (full-size counts), CoOp/CoCoOp through the
 /// registry against the reference fixture, and finite-difference gradients of the CoCoOp meta-nets.
 final class CRISTuningTests: XCTestCase {
-    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/cris-tiny")
+    static var fixture: URL { get throws { try Fixtures.crisTiny() } }
 
     func fixtureModel() throws -> (CRISModel, SafeTensorsFile, TextPrompts) {
-        guard FileManager.default.fileExists(atPath: Self.fixture.appendingPathComponent("reference.safetensors").path) else {
-            throw XCTSkip("no fixtures at \(Self.fixture.path)")
-        }
         let model = try CRISModel.load(directory: Self.fixture)
         let ref = try SafeTensorsFile(url: Self.fixture.appendingPathComponent("reference.safetensors"))
         return (model, ref, try TestModels.prompts(ref))

@@ -265,11 +265,7 @@ final class PromptMethodTests: XCTestCase {
 
     /// Against the reference on the fixture checkpoint: CoOp's identity gives its stored plain logits.
     func testCoOpIdentityAgainstTheFixtureLogits() throws {
-        let tiny = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared/fixtures/clipseg-tiny")
-        guard FileManager.default.fileExists(atPath: tiny.appendingPathComponent("reference.safetensors").path) else {
-            throw XCTSkip("no fixtures at \(tiny.path)")
-        }
+        let tiny = try Fixtures.clipsegTiny()
         let model = try CLIPSegModel.load(directory: tiny)
         let ref = try SafeTensorsFile(url: tiny.appendingPathComponent("reference.safetensors"))
         let pixels = try ref.tensor("native.pixel_values").copy()
