@@ -19,4 +19,5 @@ static inline int vlseg_mpi_max_library_version_string(void) { return MPI_MAX_LI
 static inline int vlseg_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int vlseg_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
 static inline int vlseg_mpi_success(void) { return MPI_SUCCESS; }
+static inline int vlseg_mpi_any_source(void) { return MPI_ANY_SOURCE; }
 #endif

@@ -56,6 +56,8 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible, Loca
     case classes(file: String, entry: EntryReference?, detail: String)
     /// A configuration that cannot yield any batch (e.g. fewer samples than one global batch with drop).
     case emptyEpoch(detail: String)
+    /// A split with no usable sample: its scores would be meaningless ("Dice 0 on 0 images").
+    case emptySplit(file: String, split: String, skipped: Int)
 
     public var description: String {
         switch self {
@@ -75,6 +77,9 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible, Loca
             return (entry.map { "\($0): " } ?? "\(file): ") + detail
         case let .emptyEpoch(detail):
             return "no batches: \(detail)"
+        case let .emptySplit(file, split, skipped):
+            return "\(file): the '\(split)' split has no usable samples"
+                + (skipped > 0 ? " (all \(skipped) entries were skipped as unusable, data.on_error=skip)" : " (the list is empty)")
         }
     }
 
@@ -83,7 +88,7 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible, Loca
     /// The entry the problem belongs to, when there is one.
     public var entry: EntryReference? {
         switch self {
-        case .malformedJSON, .emptyEpoch: return nil
+        case .malformedJSON, .emptyEpoch, .emptySplit: return nil
         case let .missingFile(_, _, e), let .unreadableFile(_, _, e, _), let .classes(_, e, _): return e
         case let .malformedEntry(e, _), let .noUsablePrompt(e, _), let .sizeMismatch(e, _, _, _, _): return e
         }

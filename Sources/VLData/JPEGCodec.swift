@@ -70,6 +70,21 @@ public enum JPEGCodec {
         try decodeMask(try ImageIO.readFileBytes(url), source: url.path)
     }
 
+    /// Width and height from the file's header alone (no pixels decoded).
+    public static func headerSize(_ bytes: UnsafeRawBufferPointer, source: String) throws -> (width: Int, height: Int) {
+        guard bytes.count > 0, let base = bytes.baseAddress else { throw ImageError.corrupt(path: source, reason: "empty file") }
+        guard let handle = tjInitDecompress() else {
+            throw ImageError.unreadable(path: source, reason: "TurboJPEG: cannot create a decompressor")
+        }
+        defer { tjDestroy(handle) }
+        var width: Int32 = 0, height: Int32 = 0, subsamp: Int32 = 0, colorspace: Int32 = 0
+        guard tjDecompressHeader3(handle, base.assumingMemoryBound(to: UInt8.self), UInt(bytes.count), &width, &height, &subsamp, &colorspace) == 0 else {
+            throw ImageError.corrupt(path: source, reason: "TurboJPEG: \(errorMessage(handle))")
+        }
+        guard width > 0, height > 0 else { throw ImageError.corrupt(path: source, reason: "image has no pixels (\(width)x\(height))") }
+        return (Int(width), Int(height))
+    }
+
     /// Decoded samples: one channel for gray files, three (RGB) otherwise.
     static func decodeSamples(_ bytes: UnsafeRawBufferPointer, source: String) throws
         -> (width: Int, height: Int, channels: Int, pixels: [UInt8])

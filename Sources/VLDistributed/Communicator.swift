@@ -54,6 +54,13 @@ public protocol Communicator: AnyObject {
     func allGather(_ value: [UInt8], label: String) -> [[UInt8]]
     /// Ends every rank of the job with `code` after printing `message`.
     func abort(code: Int32, message: String) -> Never
+    /// Ends the whole job because of an error on this rank: prints it once, prefixed with the rank
+    /// and host when there are several, tells the peers (so ranks blocked in a collective leave at
+    /// once) and aborts the job with status 1. It never enters a collective: the peers may never
+    /// reach it.
+    func fail(message: String) -> Never
+    /// Bounds collective waits once the job is stopping (see `StopDeadline`).
+    var stopDeadline: StopDeadline { get }
     /// Shuts communication down cleanly (call once at the end).
     func finalize()
 }
@@ -117,12 +124,23 @@ extension Communicator {
 
 /// Chooses MPI under a launcher with more than one rank, and a plain single process otherwise.
 public enum Communicators {
+    /// The communicator `make` created for this process, kept alive until `finishCurrent`: the error
+    /// path needs it to end the job (and releasing an MPI communicator would finalize it, a collective
+    /// the peers of a failed rank never reach). Set and read on the main thread only.
+    nonisolated(unsafe) public private(set) static var current: Communicator?
+
     public static func make(timeout: Double = 300) -> Communicator {
         let placement = LaunchPlacement.fromEnvironment()
-        if placement.underLauncher && placement.size > 1 {
-            return MPICommunicator(timeout: timeout)
-        }
-        return SingleProcessCommunicator(timeout: timeout)
+        let comm: Communicator = placement.underLauncher && placement.size > 1
+            ? MPICommunicator(timeout: timeout) : SingleProcessCommunicator(timeout: timeout)
+        current = comm
+        return comm
+    }
+
+    /// Finalizes the current communicator after a clean end (every rank gets here together).
+    public static func finishCurrent() {
+        current?.finalize()
+        current = nil
     }
 }
 
@@ -146,9 +164,15 @@ public final class SingleProcessCommunicator: Communicator {
     public func barrier(label: String) {}
     public func idleBarrier(label: String) {}
     public func allGather(_ value: [UInt8], label: String) -> [[UInt8]] { [value] }
+    public let stopDeadline = StopDeadline()
     public func abort(code: Int32, message: String) -> Never {
         FileHandle.standardError.write(Data("vlseg: \(message)\n".utf8))
         exit(code)
+    }
+    public func fail(message: String) -> Never {
+        let prefix = ProcessIdentity.rankLabel.map { "\($0): " } ?? ""
+        FileHandle.standardError.write(Data("vlseg: error: \(prefix)\(message)\n".utf8))
+        exit(1)
     }
     public func finalize() {}
 }

@@ -12,7 +12,14 @@ public final class MPICommunicator: Communicator {
     public let localRank: Int
     public let localSize: Int
     public var timeout: Double
+    public let stopDeadline = StopDeadline()
     private var finalized = false
+    /// When the wait loop last looked for a failure notice from a peer.
+    fileprivate var lastNoticeCheck: UInt64 = 0
+
+    /// The tag of the one-message notices a failing rank sends its peers before aborting the job
+    /// (below 32767, the smallest tag bound MPI guarantees; no other message uses point-to-point).
+    static let failureTag: Int32 = 0x5E6F
 
     public init(timeout: Double = 300) {
         var provided: Int32 = 0
@@ -69,9 +76,14 @@ public final class MPICommunicator: Communicator {
                 } else {
                     continue
                 }
-                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
+                let now = DispatchTime.now().uptimeNanoseconds
+                owner.leaveIfAPeerFailed(now: now)
+                let elapsed = Double(now - started) * 1e-9
+                if owner.stopDeadline.hasPassed(now: now) {
+                    owner.abort(code: 1, message: "rank \(owner.rank) (\(ProcessIdentity.hostName)): the job is stopping, but collective '\(label)' still waits after \(String(format: "%.0f", elapsed)) s, longer than any step so far took (\(String(format: "%.0f", owner.stopDeadline.patienceSeconds)) s allowed): a rank died or hangs — aborting the job without a final checkpoint")
+                }
                 if elapsed > owner.timeout {
-                    owner.abort(code: 4, message: "rank \(owner.rank): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s); a rank is missing, stuck or dead — aborting the job")
+                    owner.abort(code: 4, message: "rank \(owner.rank) (\(ProcessIdentity.hostName)): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s); a rank is missing, stuck or dead — aborting the job")
                 }
             }
         }
@@ -137,8 +149,51 @@ public final class MPICommunicator: Communicator {
 
     public func abort(code: Int32, message: String) -> Never {
         FileHandle.standardError.write(Data("vlseg: \(message)\n".utf8))
+        fflush(stdout)
         MPI_Abort(vlseg_mpi_comm_world(), code)
-        exit(code)
+        _exit(code)
+    }
+
+    public func fail(message: String) -> Never {
+        FileHandle.standardError.write(Data("vlseg: error: rank \(rank) (\(ProcessIdentity.hostName)): \(message)\n".utf8))
+        fflush(stdout)
+        // A small message goes out eagerly: peers blocked in a collective see it at their next poll
+        // and leave at once, rather than when mpirun's kill reaches them.
+        let notice = Array("rank \(rank) (\(ProcessIdentity.hostName))".utf8.prefix(200))
+        var requests = [MPI_Request?](repeating: vlseg_mpi_request_null(), count: size)
+        notice.withUnsafeBytes { bytes in
+            for peer in 0..<size where peer != rank {
+                MPI_Isend(bytes.baseAddress, Int32(bytes.count), vlseg_mpi_byte(), Int32(peer), Self.failureTag,
+                          vlseg_mpi_comm_world(), &requests[peer])
+            }
+            let start = DispatchTime.now().uptimeNanoseconds
+            var all: Int32 = 0
+            while all == 0 && DispatchTime.now().uptimeNanoseconds - start < 1_000_000_000 {
+                MPI_Testall(Int32(size), &requests, &all, nil)
+                if all == 0 { usleep(1000) }
+            }
+        }
+        MPI_Abort(vlseg_mpi_comm_world(), 1)
+        _exit(1)
+    }
+
+    /// Leaves quietly (status 1) when a peer has announced its failure: its own line says why, and
+    /// mpirun is ending the job. Looks at most every 20 ms.
+    fileprivate func leaveIfAPeerFailed(now: UInt64) {
+        guard now - lastNoticeCheck > 20_000_000 else { return }
+        lastNoticeCheck = now
+        var flag: Int32 = 0
+        var status = MPI_Status()
+        MPI_Iprobe(vlseg_mpi_any_source(), Self.failureTag, vlseg_mpi_comm_world(), &flag, &status)
+        guard flag != 0 else { return }
+        var count: Int32 = 0
+        MPI_Get_count(&status, vlseg_mpi_byte(), &count)
+        var bytes = [UInt8](repeating: 0, count: Int(max(count, 0)))
+        MPI_Recv(&bytes, count, vlseg_mpi_byte(), status.MPI_SOURCE, Self.failureTag, vlseg_mpi_comm_world(), vlseg_mpi_status_ignore())
+        let who = String(decoding: bytes, as: UTF8.self)
+        FileHandle.standardError.write(Data("vlseg: rank \(rank) (\(ProcessIdentity.hostName)): stopping: \(who) failed (its error is above)\n".utf8))
+        fflush(stdout)
+        _exit(1)
     }
 
     public func finalize() {

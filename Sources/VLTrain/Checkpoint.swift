@@ -8,6 +8,7 @@ public enum CheckpointError: Error, CustomStringConvertible {
     case notFound(path: String)
     case incompatible(path: String, reason: String)
     case writeFailed(path: String, reason: String)
+    case noneValid(directory: String, problems: [String])
 
     public var description: String {
         switch self {
@@ -15,6 +16,10 @@ public enum CheckpointError: Error, CustomStringConvertible {
         case let .notFound(path): return "\(path): no such checkpoint"
         case let .incompatible(path, reason): return "\(path): checkpoint does not fit this run: \(reason)"
         case let .writeFailed(path, reason): return "\(path): could not save checkpoint: \(reason)"
+        case let .noneValid(directory, problems):
+            let shown = problems.prefix(5).joined(separator: "; ")
+            let more = problems.count > 5 ? "; and \(problems.count - 5) more" : ""
+            return "\(directory): \(problems.count) checkpoint(s), none valid: \(shown)\(more) (repair or remove them, or start over with resume=none run.overwrite=true)"
         }
     }
 }
@@ -238,10 +243,24 @@ public struct CheckpointStore {
         }
     }
 
-    /// The newest valid checkpoint; invalid ones are reported through `warn` and skipped.
-    public func newestValid(warn: (String) -> Void) -> LoadedCheckpoint? {
-        for dir in stepDirectories() {
-            do { return try Self.load(dir) } catch { warn("skipping \(error)") }
+    /// The checkpoint `resume=auto` continues from: the one `latest` names when it is valid, else the
+    /// newest valid one (each invalid one is reported through `warn`); nil when there is none at all.
+    /// Checkpoints that exist but are all invalid are an error naming them: continuing from step 0
+    /// would silently discard the run, and later saves would overwrite what could still be repaired.
+    public func resumable(warn: (String) -> Void) throws -> LoadedCheckpoint? {
+        var candidates = stepDirectories()
+        if let latest = pointer("latest"), let i = candidates.firstIndex(where: { $0.lastPathComponent == latest }) {
+            candidates.insert(candidates.remove(at: i), at: 0)
+        }
+        var problems: [String] = []
+        for dir in candidates {
+            do { return try Self.load(dir) } catch {
+                problems.append("\(error)")
+                warn("skipping \(error)")
+            }
+        }
+        guard problems.isEmpty else {
+            throw CheckpointError.noneValid(directory: directory.path, problems: problems)
         }
         return nil
     }

@@ -1,33 +1,45 @@
 import Foundation
 
+/// A metrics file that could not be opened or appended to (disk full, permissions, a vanished
+/// directory): the run stops with this, naming the file; the last checkpoint stays as it was.
+public struct MetricsLogError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public var description: String { "\(path): cannot write the metrics: \(reason)" }
+}
+
 /// `metrics.jsonl` and `metrics.csv` in the run directory (rank 0 only), appended and flushed per
 /// record so a crash loses at most the line being written.
 public final class MetricsLog {
     public static let columns = ["kind", "step", "epoch", "loss", "lr", "images_per_s", "val_loss", "val_dice", "val_iou", "grad_norm", "seconds"]
-    let jsonl: FileHandle?
-    let csv: FileHandle?
+    let jsonl: FileHandle
+    let csv: FileHandle
+    let jsonlURL: URL
+    let csvURL: URL
 
-    public init(runDirectory: URL, resuming: Bool) {
+    public init(runDirectory: URL, resuming: Bool) throws {
         let fm = FileManager.default
-        try? fm.createDirectory(at: runDirectory, withIntermediateDirectories: true)
-        func open(_ name: String, header: String?) -> FileHandle? {
+        func open(_ name: String, header: String?) throws -> (FileHandle, URL) {
             let url = runDirectory.appendingPathComponent(name)
-            if !resuming || !fm.fileExists(atPath: url.path) {
-                _ = fm.createFile(atPath: url.path, contents: header.map { Data(($0 + "\n").utf8) } ?? Data())
+            do {
+                try fm.createDirectory(at: runDirectory, withIntermediateDirectories: true)
+                if !resuming || !fm.fileExists(atPath: url.path) {
+                    try (header.map { Data(($0 + "\n").utf8) } ?? Data()).write(to: url)
+                }
+                let h = try FileHandle(forWritingTo: url)
+                try h.seekToEnd()
+                return (h, url)
+            } catch {
+                throw MetricsLogError(path: url.path, reason: Self.reason(error))
             }
-            let h = try? FileHandle(forWritingTo: url)
-            _ = try? h?.seekToEnd()
-            return h
         }
-        jsonl = open("metrics.jsonl", header: nil)
-        csv = open("metrics.csv", header: Self.columns.joined(separator: ","))
+        (jsonl, jsonlURL) = try open("metrics.jsonl", header: nil)
+        (csv, csvURL) = try open("metrics.csv", header: Self.columns.joined(separator: ","))
     }
 
     /// Appends one record; keys outside `columns` go to the JSON line only.
-    public func append(_ record: [String: Any]) {
-        if let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
-            jsonl?.write(data + Data("\n".utf8))
-        }
+    public func append(_ record: [String: Any]) throws {
+        let data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
         let row = Self.columns.map { key -> String in
             switch record[key] {
             case let d as Double: return String(format: "%.6g", d)
@@ -37,11 +49,26 @@ public final class MetricsLog {
             default: return ""
             }
         }
-        csv?.write(Data((row.joined(separator: ",") + "\n").utf8))
+        try write(data + Data("\n".utf8), to: jsonl, url: jsonlURL)
+        try write(Data((row.joined(separator: ",") + "\n").utf8), to: csv, url: csvURL)
+    }
+
+    private func write(_ data: Data, to handle: FileHandle, url: URL) throws {
+        do { try handle.write(contentsOf: data) } catch { throw MetricsLogError(path: url.path, reason: Self.reason(error)) }
+    }
+
+    /// The system's words for an I/O error ("No space left on device"), not Foundation's wrapper.
+    public static func reason(_ error: Error) -> String {
+        let ns = error as NSError
+        if let posix = ns.userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(posix.code)))
+        }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        return ns.localizedDescription
     }
 
     deinit {
-        try? jsonl?.close()
-        try? csv?.close()
+        try? jsonl.close()
+        try? csv.close()
     }
 }

@@ -17,35 +17,27 @@ public enum RunSetup {
     /// Creates the demo model and dataset when the config asks for them and they are missing.
     /// Rank 0 does the work while the others wait; every rank learns the outcome.
     public static func prepareInputs(_ config: VLSegConfig, comm: Communicator, log: (String) -> Void) throws {
-        var failure: String? = nil
-        if comm.isRoot {
-            do {
-                let modelDir = URL(fileURLWithPath: config.model.path)
-                let missing = !FileManager.default.fileExists(atPath: modelDir.appendingPathComponent("model.safetensors").path)
-                if missing, let preset = config.model.preset.clipsegPreset {
-                    log("creating the \(preset.rawValue) demo model in \(modelDir.path)")
-                    let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir, processorSize: preset.processorSize)
-                    log("  \(n) parameters")
-                } else if missing, let preset = config.model.preset.crisPreset {
-                    log("creating the \(preset.rawValue) CRIS demo model in \(modelDir.path)")
-                    let n = try CRISInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir)
-                    log("  \(n) parameters")
-                }
-                let root = URL(fileURLWithPath: config.data.root)
-                if config.data.isDemo,
-                   !FileManager.default.fileExists(atPath: root.appendingPathComponent("anns/train.json").path) {
-                    log("creating the demo dataset in \(root.path) (\(config.data.demo.count) images, \(config.data.demo.size) px)")
-                    _ = try DemoDataset.write(options: .init(count: config.data.demo.count, width: config.data.demo.size,
-                                                             height: config.data.demo.size, seed: UInt64(config.data.demo.seed)),
-                                              to: root)
-                }
-            } catch {
-                failure = "\(error)"
+        try comm.rootDecides("input preparation") {
+            let modelDir = URL(fileURLWithPath: config.model.path)
+            let missing = !FileManager.default.fileExists(atPath: modelDir.appendingPathComponent("model.safetensors").path)
+            if missing, let preset = config.model.preset.clipsegPreset {
+                log("creating the \(preset.rawValue) demo model in \(modelDir.path)")
+                let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir, processorSize: preset.processorSize)
+                log("  \(n) parameters")
+            } else if missing, let preset = config.model.preset.crisPreset {
+                log("creating the \(preset.rawValue) CRIS demo model in \(modelDir.path)")
+                let n = try CRISInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir)
+                log("  \(n) parameters")
+            }
+            let root = URL(fileURLWithPath: config.data.root)
+            if config.data.isDemo,
+               !FileManager.default.fileExists(atPath: root.appendingPathComponent("anns/train.json").path) {
+                log("creating the demo dataset in \(root.path) (\(config.data.demo.count) images, \(config.data.demo.size) px)")
+                _ = try DemoDataset.write(options: .init(count: config.data.demo.count, width: config.data.demo.size,
+                                                         height: config.data.demo.size, seed: UInt64(config.data.demo.seed)),
+                                          to: root)
             }
         }
-        struct Outcome: Codable { var error: String? }
-        let outcome = comm.broadcast(comm.isRoot ? Outcome(error: failure) : nil, label: "input preparation")
-        if let error = outcome.error { throw SetupError(message: error) }
     }
 
     /// The model at `model.path`: CLIPSeg, or CRIS when its config.json says `model_type: cris`.
@@ -101,11 +93,11 @@ public enum RunSetup {
     }
 
     /// Training and validation loaders for this rank.
-    public static func loaders(_ config: VLSegConfig, comm: Communicator, batchSize: Int,
-                               tokenizer: CLIPTokenizer, validationSplit: String? = "val") throws -> (train: DataLoader, val: DataLoader?) {
+    public static func loaders(_ config: VLSegConfig, comm: Communicator, batchSize: Int, tokenizer: CLIPTokenizer,
+                               validationSplit: String? = "val", excluding: [String: Set<Int>] = [:]) throws -> (train: DataLoader, val: DataLoader?) {
         let root = URL(fileURLWithPath: config.data.root)
         let seed = UInt64(config.seed)
-        let train = try samples(config, split: "train", training: true)
+        let train = try samples(config, split: "train", training: true, excluding: excluding["train"] ?? [])
         var trainConfig = DataLoaderConfig(imageSize: try inputSize(config), workers: config.data.workers, seed: seed,
                                            promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                            onError: config.data.onError, augmentation: config.data.augmentation)
@@ -116,20 +108,63 @@ public enum RunSetup {
                                         mode: .training(config.data.remainder)),
             tokenizer: tokenizer, config: trainConfig)
         guard let split = validationSplit, DatasetIndex.availableSplits(root: root).contains(split) else { return (trainLoader, nil) }
-        let val = try evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer)
+        let val = try evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer, excluding: excluding[split] ?? [])
         return (trainLoader, val)
     }
 
     /// The samples of a split: one per entry for binary medvlsm datasets, or one per (image, class)
     /// when the root holds a `classes.json` (multi-class datasets; negatives only in training).
-    public static func samples(_ config: VLSegConfig, split: String, training: Bool) throws -> SampleSet {
+    /// An empty split is an error naming its file, whatever the command (training, validation, test).
+    public static func samples(_ config: VLSegConfig, split: String, training: Bool, excluding: Set<Int> = []) throws -> SampleSet {
         let root = URL(fileURLWithPath: config.data.root)
+        var set: SampleSet
         if isMultiClass(config) {
-            return try MultiClassDataset.load(root: root, split: split,
-                                              config: MultiClassConfig(absentPerImage: training ? config.data.absentPerImage : 0),
-                                              onError: config.data.onError)
+            set = try MultiClassDataset.load(root: root, split: split,
+                                             config: MultiClassConfig(absentPerImage: training ? config.data.absentPerImage : 0),
+                                             onError: config.data.onError)
+        } else {
+            set = try DatasetIndex.load(root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
         }
-        return try DatasetIndex.load(root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
+        if !excluding.isEmpty {
+            set.samples = set.samples.enumerated().filter { !excluding.contains($0.offset) }.map(\.element)
+        }
+        guard set.count > 0 else {
+            throw DataError.emptySplit(file: DatasetIndex.annotationsURL(root: root, split: split).path, split: split, skipped: set.problems.count)
+        }
+        return set
+    }
+
+    /// Checks the files of every sample of `splits` before the run starts, while `meanwhile` runs
+    /// (model loading): each rank checks a 1/N share on a background thread, the ranks gather what they
+    /// found, and every rank reaches the same verdict. Bad files end the job naming them (the first 10,
+    /// then a count), or under `data.on_error: skip` are left out with one warning; the result is then
+    /// the positions to exclude per split. Returns `meanwhile`'s value.
+    public static func checkingSampleFiles<T>(_ config: VLSegConfig, comm: Communicator, splits: [(name: String, training: Bool)],
+                                              log: (String) -> Void, meanwhile: () throws -> T) throws -> (T, [String: Set<Int>]) {
+        let sets = try splits.map { ($0.name, try samples(config, split: $0.name, training: $0.training)) }
+        let done = DispatchSemaphore(value: 0)
+        let found = LockedBox<[BadSample]>([])
+        let (rank, size) = (comm.rank, comm.size)
+        DispatchQueue.global().async {
+            let bad = sets.flatMap { SampleFileCheck.check($0.1, split: $0.0, offset: rank, stride: size) }
+            found.set(bad)
+            done.signal()
+        }
+        let value = try meanwhile()
+        done.wait()
+        let encoded = Array((try? JSONEncoder().encode(found.value)) ?? Data("[]".utf8))
+        let everyRank = comm.allGatherVariable(encoded, label: "sample file check")
+        var bad = everyRank.flatMap { (try? JSONDecoder().decode([BadSample].self, from: Data($0))) ?? [] }
+        let order = Dictionary(uniqueKeysWithValues: splits.enumerated().map { ($0.element.name, $0.offset) })
+        bad.sort { (order[$0.split] ?? 0, $0.index) < (order[$1.split] ?? 0, $1.index) }
+        guard !bad.isEmpty else { return (value, [:]) }
+        let shown = bad.prefix(10).map { "  \($0.message)" }.joined(separator: "\n")
+        let more = bad.count > 10 ? "\n  ... and \(bad.count - 10) more" : ""
+        guard config.data.onError == .skip else {
+            throw AgreedFailure("\(bad.count) sample(s) of \(config.data.root) have unusable files (set data.on_error=skip to leave them out):\n\(shown)\(more)")
+        }
+        log("vlseg: warning: leaving out \(bad.count) sample(s) with unusable files (data.on_error=skip):\n\(shown)\(more)")
+        return (value, Dictionary(grouping: bad, by: \.split).mapValues { Set($0.map(\.index)) })
     }
 
     public static func isMultiClass(_ config: VLSegConfig) -> Bool {
@@ -138,8 +173,8 @@ public enum RunSetup {
 
     /// A loader that covers `split` exactly once across ranks (no augmentation).
     public static func evaluationLoader(_ config: VLSegConfig, comm: Communicator, split: String,
-                                        tokenizer: CLIPTokenizer) throws -> DataLoader {
-        let samples = try Self.samples(config, split: split, training: false)
+                                        tokenizer: CLIPTokenizer, excluding: Set<Int> = []) throws -> DataLoader {
+        let samples = try Self.samples(config, split: split, training: false, excluding: excluding)
         var cfg = DataLoaderConfig(imageSize: try inputSize(config), workers: config.data.workers, seed: UInt64(config.seed),
                                    promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                    onError: config.data.onError, augmentation: nil)
@@ -175,6 +210,7 @@ public enum RunSetup {
         o.evalEvery = c.trainer.evalEvery
         o.checkpointEvery = c.trainer.checkpointEvery
         o.keepLast = c.trainer.keepLast
+        o.stopGraceSeconds = c.trainer.stopGraceS
         o.loss = SegmentationLoss(diceWeight: Float(c.trainer.loss.diceWeight), bceWeight: Float(c.trainer.loss.bceWeight))
         o.logEvery = c.trainer.logEvery
         o.overlap = c.comm.overlap

@@ -19,9 +19,13 @@ public final class StopRequest: @unchecked Sendable {
     private let received = Atomic<Int>(0)
     private var sources: [DispatchSourceSignal] = []
     private let log: @Sendable (String) -> Void
+    /// Armed by the first signal: from then on a rank waits for a peer only about as long as a
+    /// step takes (a peer that does not come is dead or stuck).
+    private let deadline: StopDeadline?
 
     /// `log` reports each first arrival (from a dispatch queue, not from a signal handler).
-    public init(log: @escaping @Sendable (String) -> Void) {
+    public init(deadline: StopDeadline? = nil, log: @escaping @Sendable (String) -> Void) {
+        self.deadline = deadline
         self.log = log
     }
 
@@ -43,6 +47,7 @@ public final class StopRequest: @unchecked Sendable {
                     self.log("received \(Self.name(sig)) again: stopping now, without a checkpoint")
                     _exit(128 + sig)
                 } else {
+                    self.deadline?.arm()
                     self.log("received \(Self.name(sig)): stopping after this step with a checkpoint (send it again to stop at once)")
                 }
             }
@@ -63,6 +68,7 @@ public final class StopRequest: @unchecked Sendable {
     /// Marks `sig` as received, as its arrival would (tests; a watchdog could use it too).
     public func request(_ sig: Int32) {
         if let slot = Self.signals.firstIndex(of: sig) { received.bitwiseOr(1 << slot, ordering: .relaxed) }
+        deadline?.arm()
     }
 
     /// The signal this rank has received, if any.

@@ -46,6 +46,8 @@ public final class Trainer {
     let valCache: FeatureCache?
     /// When set, a signal stops the run at the next step boundary with a checkpoint (`StopRequest`).
     public var stopRequest: StopRequest?
+    /// The longest checkpoint save so far (all ranks wait for rank 0's save).
+    private var slowestSave = 0.0
 
     public init(model: SegmentationModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
                 comm: Communicator, options: TrainingOptions) throws {
@@ -83,7 +85,7 @@ public final class Trainer {
         for name in trainableNames { nodes[name] = model.parameters[name].node }
         sync = GradientSynchronizer(arena: arena, comm: comm, bucketBytes: options.bucketBytes, overlap: options.overlap, nodes: nodes)
         checkpoints = CheckpointStore(runDirectory: options.runDirectory)
-        metricsLog = comm.isRoot ? MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none) : nil
+        metricsLog = comm.isRoot ? try MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none) : nil
         progress = comm.isRoot ? ProgressReporter(interval: options.progressInterval) : nil
         let cacheDir = options.runDirectory.appendingPathComponent("cache")
         trainCache = options.featureCache
@@ -112,31 +114,22 @@ public final class Trainer {
     /// Restores a checkpoint on rank 0 (by `options.resume`), then gives every rank rank 0's
     /// trainable values, moments and state, so all ranks start from identical bits.
     func synchronizeStart() throws {
-        struct Outcome: Codable { var error: String?; var path: String?; var state: TrainerState? }
-        var outcome = Outcome()
-        if comm.isRoot {
-            do {
-                var loaded: LoadedCheckpoint? = nil
-                switch options.resume {
-                case .none: break
-                case .auto: loaded = checkpoints.newestValid { self.say("vlseg: warning: \($0)") }
-                case let .path(p): loaded = try CheckpointStore.load(URL(fileURLWithPath: p))
+        struct ResumePoint: Codable { var path: String?; var state: TrainerState? }
+        let point: ResumePoint
+        do {
+            point = try comm.rootDecides("resume decision") {
+                guard let loaded = try checkpointToResume() else { return ResumePoint() }
+                guard loaded.state.method == options.method else {
+                    throw CheckpointError.incompatible(path: loaded.url.path, reason: "it was trained with tuning '\(loaded.state.method)', this run uses '\(options.method)'")
                 }
-                if let loaded {
-                    guard loaded.state.method == options.method else {
-                        throw CheckpointError.incompatible(path: loaded.url.path, reason: "it was trained with tuning '\(loaded.state.method)', this run uses '\(options.method)'")
-                    }
-                    try loaded.restore(into: arena)
-                    if loaded.state.configHash != options.configHash { warnAboutChangedSettings(loaded) }
-                    outcome.path = loaded.url.path
-                    outcome.state = loaded.state
-                }
-            } catch {
-                outcome.error = "\(error)"
+                try loaded.restore(into: arena)
+                if loaded.state.configHash != options.configHash { warnAboutChangedSettings(loaded) }
+                return ResumePoint(path: loaded.url.path, state: loaded.state)
             }
+        } catch let failure as AgreedFailure {
+            throw AgreedFailure("cannot resume: \(failure.message)")
         }
-        outcome = comm.broadcast(comm.isRoot ? outcome : nil, label: "resume decision")
-        if let error = outcome.error { throw TrainingError.resumeFailed(error) }
+        let outcome = point
         for array in [arena.values, arena.firstMoment, arena.secondMoment] where comm.size > 1 {
             comm.broadcast(UnsafeMutableRawPointer(array.mutablePointer), bytes: arena.count * 4, root: 0, label: "initial trainable values")
         }
@@ -148,12 +141,27 @@ public final class Trainer {
         s.accumulate = state.accumulate
         s.schedule.totalSteps = state.schedule.totalSteps
         s.configHash = state.configHash
+        if restored.schedule.kind == .cosine && restored.schedule.totalSteps != s.schedule.totalSteps {
+            // The horizon follows this run's max_steps/max_epochs: say what that does to the rate.
+            say(String(format: "vlseg: warning: resuming under a new schedule horizon: the cosine decay now spans %d steps instead of %d (trainer.max_steps/max_epochs), so the learning rate of step %d is %.3g instead of %.3g",
+                       s.schedule.totalSteps, restored.schedule.totalSteps, s.step + 1,
+                       Double(s.schedule.rate(at: s.step)), Double(restored.schedule.rate(at: restored.step))))
+        }
         state = s
         resumedFrom = path
         if restored.worldSize != comm.size || oldGlobal != newGlobal {
             say("resumed from \(path) at step \(s.step) (elastic: \(restored.worldSize) rank(s) x batch \(restored.batchSize) x accumulate \(restored.accumulate) -> \(comm.size) x \(options.batchSize) x \(options.accumulate); global batch \(oldGlobal) -> \(newGlobal))")
         } else {
             say("resumed from \(path) at step \(s.step) (epoch \(s.epoch), \(s.samplesIntoEpoch) samples into it)")
+        }
+    }
+
+    /// The checkpoint this run starts from, by `options.resume` (rank 0 only).
+    private func checkpointToResume() throws -> LoadedCheckpoint? {
+        switch options.resume {
+        case .none: return nil
+        case .auto: return try checkpoints.resumable { self.say("vlseg: warning: \($0)") }
+        case let .path(p): return try CheckpointStore.load(URL(fileURLWithPath: p))
         }
     }
 
@@ -173,6 +181,7 @@ public final class Trainer {
     // MARK: - The loop
 
     public func run() throws -> TrainingSummary {
+        comm.stopDeadline.setPatience(seconds: options.stopGraceSeconds)
         try synchronizeStart()
         say("training '\(options.method)': \(arena.count.grouped) trainable parameters in \(arena.slots.count) tensors, \(model.learnableParameterCount.grouped) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps")
         if MatmulPrecision.current == .bf16 { say("precision bf16: bfloat16 inputs to the matrix products, float32 sums, weights and optimiser state") }
@@ -182,6 +191,7 @@ public final class Trainer {
         var windowLoss = 0.0, windowBatches = 0.0, windowImages = 0.0
         var windowStart = Date()
         var timing = StepTiming()
+        var slowest = SlowestPhases()
         let runStart = Date()
         var interruptedBy: Int32? = nil
 
@@ -228,7 +238,9 @@ public final class Trainer {
                 arena.zeroGradients()
                 timing.optimizer += elapsed(since: t3) - sync.lastWaitSeconds
                 timing.steps += 1
-                timing.total += elapsed(since: stepStart)
+                let stepSeconds = elapsed(since: stepStart)
+                timing.total += stepSeconds
+                slowest.step = max(slowest.step, stepSeconds)
                 state.step += 1
                 state.samplesIntoEpoch += globalSamplesPerStep
                 stepsLeftInEpoch -= 1
@@ -240,7 +252,7 @@ public final class Trainer {
                     let imagesPerSecond = seconds > 0 ? v[2] / seconds : 0
                     let meanLoss = v[1] > 0 ? v[0] / v[1] : .nan
                     if comm.isRoot {
-                        metricsLog?.append(["kind": "train", "step": state.step, "epoch": state.epoch, "loss": meanLoss, "lr": Double(lr),
+                        try metricsLog?.append(["kind": "train", "step": state.step, "epoch": state.epoch, "loss": meanLoss, "lr": Double(lr),
                                             "images_per_s": imagesPerSecond, "grad_norm": Double(gradNorm),
                                             "seconds": Date().timeIntervalSince(runStart)])
                         progress?.update(step: state.step, total: totalSteps, epoch: state.epoch, loss: meanLoss, lr: lr,
@@ -257,11 +269,15 @@ public final class Trainer {
                 let evaluateNow = options.evalEvery > 0 ? state.step % options.evalEvery == 0 : epochEnds
                 var improved = false
                 if evaluateNow, valData != nil {
+                    let t4 = DispatchTime.now().uptimeNanoseconds
                     improved = try evaluateAndDecide()
+                    slowest.validation = max(slowest.validation, elapsed(since: t4))
                 }
                 let checkpointNow = (options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0) || improved
                     || state.step >= totalSteps || state.stopped
                 if checkpointNow { try saveCheckpoint(markBest: improved) }
+                slowest.save = slowestSave
+                comm.stopDeadline.setPatience(seconds: min(options.stopGraceSeconds, slowest.patience))
                 if let stopRequest, let signal = stopRequest.agreedSignal(comm), state.step < totalSteps, !state.stopped {
                     if !checkpointNow { try saveCheckpoint(markBest: false) }
                     interruptedBy = signal
@@ -298,7 +314,7 @@ public final class Trainer {
             let (improved, stop) = early.observe(dice: metrics.dice)
             let reduced = schedule.observe(validationLoss: metrics.loss)
             decision = Decision(early: early, schedule: schedule, improved: improved, stop: stop, reduced: reduced)
-            metricsLog?.append(["kind": "val", "step": state.step, "epoch": state.epoch, "val_loss": metrics.loss,
+            try metricsLog?.append(["kind": "val", "step": state.step, "epoch": state.epoch, "val_loss": metrics.loss,
                                 "val_dice": metrics.dice, "val_iou": metrics.iou, "images": metrics.images])
             progress?.line(String(format: "step %d: validation loss %.4f, Dice %.4f, IoU %.4f on %d images%@%@%@", state.step, metrics.loss,
                                   metrics.dice, metrics.iou, metrics.images, improved ? " (best)" : "",
@@ -318,25 +334,17 @@ public final class Trainer {
 
     /// Rank 0 writes; every rank learns the outcome, so a failed save stops all ranks together.
     func saveCheckpoint(markBest: Bool) throws {
-        var outcome: String? = nil
-        var error: String? = nil
-        if comm.isRoot {
-            do {
-                let killInSave = options.killInSaveAtStep == state.step
-                let url = try checkpoints.save(arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,
-                                               keepLast: options.keepLast, beforeCommit: killInSave ? {
-                                                   FileHandle.standardError.write(Data("vlseg: fault injection: killed during the save of step \(self.state.step)\n".utf8))
-                                                   kill(getpid(), SIGKILL)
-                                               } : nil)
-                outcome = url.path
-            } catch let e {
-                error = "\(e)"
-            }
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer { slowestSave = max(slowestSave, elapsed(since: start)) }
+        lastCheckpoint = try comm.rootDecides("checkpoint outcome") { () throws -> String in
+            let killInSave = options.killInSaveAtStep == state.step
+            let url = try checkpoints.save(arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,
+                                           keepLast: options.keepLast, beforeCommit: killInSave ? {
+                                               FileHandle.standardError.write(Data("vlseg: fault injection: killed during the save of step \(self.state.step)\n".utf8))
+                                               kill(getpid(), SIGKILL)
+                                           } : nil)
+            return url.path
         }
-        struct SaveOutcome: Codable { var path: String?; var error: String? }
-        let result = comm.broadcast(comm.isRoot ? SaveOutcome(path: outcome, error: error) : nil, label: "checkpoint outcome")
-        if let error = result.error { throw TrainingError.checkpointFailed(error) }
-        lastCheckpoint = result.path
     }
 }
 
@@ -353,8 +361,6 @@ public enum TrainingError: Error, CustomStringConvertible {
     case emptyEpoch(batches: Int, accumulate: Int)
     case noStoppingRule
     case dataEnded(epoch: Int)
-    case resumeFailed(String)
-    case checkpointFailed(String)
 
     public var description: String {
         switch self {
@@ -362,10 +368,20 @@ public enum TrainingError: Error, CustomStringConvertible {
         case let .emptyEpoch(batches, accumulate): return "an epoch has \(batches) batch(es) per rank, fewer than trainer.accumulate=\(accumulate): lower data.batch_size or trainer.accumulate"
         case .noStoppingRule: return "set trainer.max_steps or trainer.max_epochs"
         case let .dataEnded(epoch): return "the data loader ran out of batches in epoch \(epoch)"
-        case let .resumeFailed(reason): return "cannot resume: \(reason)"
-        case let .checkpointFailed(reason): return reason
         }
     }
+}
+
+/// The slowest step and validation so far, and with the slowest save, how long a live rank can keep
+/// its peers waiting in a collective: once a stop is requested, a wait much longer than that means a
+/// dead or stuck peer (`StopDeadline`).
+struct SlowestPhases {
+    var step = 0.0
+    var validation = 0.0
+    var save = 0.0
+
+    /// Twice the worst step-plus-validation-plus-save, and never under 5 s (scheduling noise).
+    var patience: Double { max(5, 2 * (step + validation + save)) }
 }
 
 /// Time split of training steps (rank-local).

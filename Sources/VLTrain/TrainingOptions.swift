@@ -39,6 +39,9 @@ public struct TrainingOptions: Sendable {
     public var featureCache: Bool = false
     /// Above this size the feature cache lives in a memory-mapped file in the run directory.
     public var cacheBudgetBytes: Int = 4 << 30
+    /// The longest a stop may take (`trainer.stop_grace_s`): it caps how long a rank waits for a peer
+    /// once a stop was requested.
+    public var stopGraceSeconds: Double = 60
     /// Seconds between progress refreshes on a terminal.
     public var progressInterval: Double = 0.5
 

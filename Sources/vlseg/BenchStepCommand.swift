@@ -99,20 +99,17 @@ struct BenchModelOptions: ParsableArguments {
         let cache = ProcessInfo.processInfo.environment["VLSEG_CACHE"].map { URL(fileURLWithPath: $0) }
             ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/vlseg")
         let dir = cache.appendingPathComponent("bench/\(dirName)")
-        var failure: String? = nil
-        if comm.isRoot && !FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path) {
+        try comm.rootDecides("bench model") {
+            guard !FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path) else { return }
             printError("creating the \(preset) model in \(dir.path) (once)")
-            do { try write(dir) } catch { failure = "\(error)" }
+            try write(dir)
         }
-        struct Outcome: Codable { var error: String? }
-        if let e = comm.broadcast(comm.isRoot ? Outcome(error: failure) : nil, label: "bench model").error { throw SetupError(message: e) }
         return dir
     }
 
     func run(training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false, profile: Bool = false,
              scaling: Bool = false, rounds: Int = 3) throws {
         let comm = Communicators.make(timeout: 600)
-        defer { comm.finalize() }
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
         if scaling && comm.size < 2 {
             throw ValidationError("--scaling compares rank 0 alone with all ranks together: run it under mpirun with at least 2 ranks")

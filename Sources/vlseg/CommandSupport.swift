@@ -3,16 +3,32 @@ import Foundation
 import VLDistributed
 import VLTensor
 
-/// Runs a command body; any error becomes one line on stderr and exit status 1 (no trace).
+/// Runs a command body and ends the process the same way on any rank count.
+///
+/// - A clean end, or an agreed stop (`ExitCode`, which every rank throws at the same point):
+///   the job's communicator is finalized on every rank.
+/// - An `AgreedFailure` (rank 0's broadcast error, raised on every rank together): rank 0 prints
+///   it once; all ranks finalize and exit 1.
+/// - Any other error is this rank's own: one line naming it (with rank and host under a launcher),
+///   then the whole job ends (`Communicator.fail`: MPI_Abort, never MPI_Finalize, which the peers of a
+///   failed rank would never reach). Never a trace, never a hang.
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
+        Communicators.finishCurrent()
     } catch let exit as ExitCode {
+        Communicators.finishCurrent()
         throw exit
     } catch let error as ValidationError {
         throw error
+    } catch let agreed as AgreedFailure {
+        if Communicators.current?.isRoot ?? true { printError("vlseg: error: \(agreed.message)") }
+        Communicators.finishCurrent()
+        throw ExitCode(1)
     } catch {
-        FileHandle.standardError.write(Data("vlseg: error: \(error)\n".utf8))
+        if let comm = Communicators.current { comm.fail(message: "\(error)") }
+        let prefix = ProcessIdentity.rankLabel.map { "\($0): " } ?? ""
+        printError("vlseg: error: \(prefix)\(error)")
         throw ExitCode(1)
     }
 }

@@ -54,7 +54,9 @@ struct InferenceOptions: ParsableArguments {
         guard available.contains(split) else {
             throw SetupError(message: "\(root.path): no split '\(split)' (available: \(available.joined(separator: ", ")))")
         }
-        let data = try RunSetup.evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer)
+        let (_, excluded) = try RunSetup.checkingSampleFiles(config, comm: comm, splits: [(split, false)],
+                                                             log: { if comm.isRoot { printError($0) } }) {}
+        let data = try RunSetup.evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer, excluding: excluded[split] ?? [])
         return (config, comm, model, data, weights, tokenizer)
     }
 }
@@ -79,7 +81,6 @@ struct EvaluateCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let (config, comm, model, data, weights, _) = try options.setUp()
-            defer { comm.finalize() }
             if comm.isRoot { printError("evaluating \(weights) on \(config.data.root) split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))") }
             let loss = SegmentationLoss(diceWeight: Float(config.trainer.loss.diceWeight), bceWeight: Float(config.trainer.loss.bceWeight))
             let result = try Inference.evaluate(model: model, data: data, loss: loss, comm: comm, originalResolution: true,
@@ -139,7 +140,6 @@ struct PredictCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let (config, comm, model, data, weights, tokenizer) = try options.setUp()
-            defer { comm.finalize() }
             let outDir = URL(fileURLWithPath: out ?? URL(fileURLWithPath: config.run.dir).appendingPathComponent("predictions/\(options.split)").path)
             if comm.isRoot { printError("predicting with \(weights) on split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))") }
             var written: [Double]

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
+import VLData
 import VLDistributed
 import VLTensor
 import VLModels
 import VLTrain
+import VLTuning
 
 /// `vlseg train`: data-parallel training from the composed config.
 struct TrainCommand: ParsableCommand {
@@ -39,15 +41,21 @@ struct TrainCommand: ParsableCommand {
                 return
             }
             let comm = Communicators.make(timeout: config.comm.timeoutS)
-            defer { comm.finalize() }
             let say: (String) -> Void = { if comm.isRoot { printError($0) } }
             try RunSetup.configureCompute(config, ranksOnThisMachine: comm.localSize)
             try RunSetup.prepareInputs(config, comm: comm, log: say)
-            let model = try RunSetup.loadModel(config)
-            let (method, trainable) = try RunSetup.tuning(config, model: model)
             let batch = try config.perRankBatchSize(worldSize: comm.size)
-            let tokenizer = try RunSetup.tokenizer(config)
-            let (train, val) = try RunSetup.loaders(config, comm: comm, batchSize: batch, tokenizer: tokenizer)
+            let hasValidation = DatasetIndex.availableSplits(root: URL(fileURLWithPath: config.data.root)).contains("val")
+            // Every sample's files are checked (each rank a share) while the model loads.
+            let (loaded, excluded) = try RunSetup.checkingSampleFiles(
+                config, comm: comm, splits: [("train", true)] + (hasValidation ? [("val", false)] : []), log: say
+            ) { () throws -> (SegmentationModel, TuningMethod, [String], CLIPTokenizer) in
+                let model = try RunSetup.loadModel(config)
+                let (method, trainable) = try RunSetup.tuning(config, model: model)
+                return (model, method, trainable, try RunSetup.tokenizer(config))
+            }
+            let (model, method, trainable, tokenizer) = loaded
+            let (train, val) = try RunSetup.loaders(config, comm: comm, batchSize: batch, tokenizer: tokenizer, excluding: excluded)
             var options = RunSetup.trainingOptions(resolved, batchSize: batch)
             options.readFaultInjection(rank: comm.rank)
             options.featureCache = try RunSetup.featureCache(config, visionFrozen: method.visionIsFrozen)
@@ -59,13 +67,25 @@ struct TrainCommand: ParsableCommand {
                                              featureCache: options.featureCache) }
                 return
             }
-            if comm.isRoot {
+            // Rank 0 claims the run directory for this job before anything is written there, and a
+            // fresh run refuses to mix with an earlier one; every rank learns the outcome.
+            var runLock: RunDirectoryLock? = nil
+            try comm.rootDecides("run directory") {
                 let runDir = URL(fileURLWithPath: config.run.dir)
-                try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
-                try resolved.yaml.write(to: runDir.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
+                runLock = try RunDirectoryLock.acquire(runDir, command: CommandLine.arguments.joined(separator: " "), warn: say)
+                if config.resume == .none {
+                    let removed = try RunDirectoryState.prepareFreshRun(runDir, overwrite: config.run.overwrite)
+                    if !removed.isEmpty { say("run.overwrite=true: removed the earlier run's \(removed.joined(separator: ", ")) from \(runDir.path)") }
+                }
+                do {
+                    try resolved.yaml.write(to: runDir.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
+                } catch {
+                    throw RunDirectoryError.io(path: runDir.appendingPathComponent("config.yaml").path, reason: "cannot write: \(MetricsLog.reason(error))")
+                }
             }
+            defer { withExtendedLifetime(runLock) {} }
             let trainer = try Trainer(model: model, trainableNames: trainable, trainData: train, valData: val, comm: comm, options: options)
-            let stopRequest = StopRequest(log: { message in printError("vlseg: rank \(comm.rank): \(message)") })
+            let stopRequest = StopRequest(deadline: comm.stopDeadline, log: { message in printError("vlseg: rank \(comm.rank): \(message)") })
             stopRequest.install()
             defer { stopRequest.uninstall() }
             trainer.stopRequest = stopRequest

@@ -28,7 +28,7 @@ final class LaunchTrainTests: XCTestCase {
         let r = try ProcessRunner.script("launch/train", ["-n", "2", "--print", "--", "experiment=demo"], environment: env)
         XCTAssertEqual(r.status, 0, r.output)
         let line = r.output
-        for flag in ["--bind-to none", "--mca orte_abort_on_non_zero_status 1", "--mca odls_base_sigkill_timeout 0", "-np 2",
+        for flag in ["--bind-to none", "--mca orte_abort_on_non_zero_status 1", "--mca odls_base_sigkill_timeout 3", "-np 2",
                      "\(ProcessRunner.vlsegPath) train experiment=demo trainer.threads=\(max(1, cores / 2))"] {
             XCTAssertTrue(line.contains(flag), "missing '\(flag)' in: \(line)")
         }
@@ -42,11 +42,12 @@ final class LaunchTrainTests: XCTestCase {
         XCTAssertTrue(many.output.contains("--mca mpi_yield_when_idle 1"), many.output)
         XCTAssertTrue(many.output.contains("trainer.threads=1"), many.output)
 
-        // Threads given by the user are kept; other subcommands get no trainer override; a timeout wraps the job.
+        // Threads given by the user are kept; other subcommands get no trainer override; the script
+        // itself keeps the time (a timeout stops the job gracefully, see below).
         let given = try ProcessRunner.script("launch/train", ["-n", "2", "--timeout", "30", "--print", "--", "trainer.threads=7"], environment: env)
         XCTAssertTrue(given.output.contains("trainer.threads=7"), given.output)
         XCTAssertFalse(given.output.contains("trainer.threads=\(max(1, cores / 2)) "), given.output)
-        XCTAssertTrue(given.output.hasPrefix("timeout --signal=TERM --kill-after=10 30 mpirun"), given.output)
+        XCTAssertTrue(given.output.hasPrefix("mpirun "), given.output)
         let envCommand = try ProcessRunner.script("launch/train", ["-n", "1", "--print"],
                                                   environment: env.merging(["VLSEG_COMMAND": "bench gemm"]) { $1 })
         XCTAssertTrue(envCommand.output.contains("\(ProcessRunner.vlsegPath) bench gemm"), envCommand.output)
@@ -78,7 +79,8 @@ final class LaunchTrainTests: XCTestCase {
         XCTAssertTrue(help.output.contains("launch/train -n RANKS"), help.output)
     }
 
-    /// --timeout ends a job that runs too long, with timeout's status 124 and a message.
+    /// --timeout ends a job that runs too long, with timeout's status 124 and a message (a command other
+    /// than train has no checkpoint to write: its ranks end on the forwarded SIGUSR1).
     func testLaunchTrainTimeoutEndsTheJob() throws {
         try requireMpirun()
         let start = Date()
@@ -87,7 +89,7 @@ final class LaunchTrainTests: XCTestCase {
         let elapsed = Date().timeIntervalSince(start)
         XCTAssertFalse(r.timedOut, r.output)
         XCTAssertEqual(r.status, 124, r.output)
-        XCTAssertTrue(r.output.contains("timed out after 3s"), r.output)
+        XCTAssertTrue(r.output.contains("job stopped after its time limit of 3s"), r.output)
         XCTAssertLessThan(elapsed, 30, r.output)
     }
 

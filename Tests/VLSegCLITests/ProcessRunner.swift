@@ -93,3 +93,58 @@ final class OutputCollector: @unchecked Sendable {
     func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
     var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
 }
+
+/// A child process running in the background (its own process group), whose output can be watched
+/// while it runs: for tests that signal a job at a chosen moment, or run two jobs at once.
+final class RunningProcess {
+    let process = Process()
+    private let collected = OutputCollector()
+    let started = Date()
+
+    init(_ executable: String, _ args: [String], environment: [String: String], currentDirectory: URL? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = args
+        process.environment = environment
+        if let currentDirectory { process.currentDirectoryURL = currentDirectory }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { [collected] h in collected.append(h.availableData) }
+        try process.run()
+    }
+
+    var output: String { collected.text }
+    var pid: Int32 { process.processIdentifier }
+
+    /// Waits until the output contains `text` (true) or `timeout` passes or the process ends (false).
+    func waitFor(_ text: String, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            if !process.isRunning { return output.contains(text) }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+
+    /// Waits for the end (killing everything it started after `timeout`); status, output, and seconds since start.
+    func finish(timeout: TimeInterval) -> (result: ProcessRunner.Result, seconds: Double) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        while process.isRunning {
+            if Date() > deadline {
+                timedOut = true
+                kill(-process.processIdentifier, SIGKILL)
+                kill(process.processIdentifier, SIGKILL)
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        let seconds = Date().timeIntervalSince(started)
+        usleep(50_000)
+        return (ProcessRunner.Result(status: process.terminationStatus, output: output, timedOut: timedOut), seconds)
+    }
+}

@@ -246,9 +246,10 @@ final class TrainingTests: XCTestCase {
         let r = try train(ranks: 1, overrides(run: newRun(), batch: 4, steps: 8, extra: ["resume=\(ckpt.path)"]))
         XCTAssertEqual(r.status, 1, r.output)
         XCTAssertTrue(r.output.contains("corrupt") && r.output.contains("step-0000006"), r.output)
+        // resume=auto never restarts silently over checkpoints it cannot use: it names them and stops.
         let auto = try train(ranks: 1, overrides(run: run, batch: 4, steps: 8, extra: ["resume=auto"]))
-        XCTAssertEqual(auto.status, 0, auto.output)
-        XCTAssertTrue(auto.output.contains("skipping"), auto.output)
+        XCTAssertEqual(auto.status, 1, auto.output)
+        XCTAssertTrue(auto.output.contains("1 checkpoint(s), none valid") && auto.output.contains("step-0000006"), auto.output)
     }
 
     func testADyingRankEndsTheJob() throws {

@@ -69,16 +69,36 @@ final class CheckpointTests: XCTestCase {
         try bytes.write(to: file)
         XCTAssertThrowsError(try CheckpointStore.load(newest)) { XCTAssertTrue("\($0)".contains("corrupt"), "\($0)") }
         var warnings: [String] = []
-        let chosen = store.newestValid { warnings.append($0) }
+        let chosen = try store.resumable { warnings.append($0) }
         XCTAssertEqual(chosen?.state.step, 3)
         XCTAssertEqual(warnings.count, 1)
         // A truncated one (a crash mid-write never has a final name, but a damaged disk might).
         let t3 = store.directory.appendingPathComponent("step-0000003/optimizer.safetensors")
         try Data(try Data(contentsOf: t3).prefix(10)).write(to: t3)
-        XCTAssertNil(store.newestValid { _ in })
+        // Checkpoints exist, none valid: an error naming each, never a silent restart from step 0.
+        XCTAssertThrowsError(try store.resumable { _ in }) {
+            XCTAssertTrue("\($0)".contains("2 checkpoint(s), none valid"), "\($0)")
+            XCTAssertTrue("\($0)".contains("step-0000003") && "\($0)".contains("step-0000006"), "\($0)")
+        }
+        // No checkpoints at all: nothing to resume, not an error.
+        XCTAssertNil(try CheckpointStore(runDirectory: run.appendingPathComponent("fresh")).resumable { _ in })
         XCTAssertThrowsError(try CheckpointStore.load(store.directory.appendingPathComponent("step-0000099"))) {
             XCTAssertTrue("\($0)".contains("no such checkpoint"))
         }
+    }
+
+    /// `latest` wins over a newer-named step (e.g. one left by a run that was stopped before moving it).
+    func testResumableFollowsLatestThenNewest() throws {
+        let store = CheckpointStore(runDirectory: run)
+        let arena = makeArena(seed: 1)
+        try store.save(arena: arena, state: state(step: 3), configYAML: "", markBest: false, keepLast: 5)
+        try store.save(arena: arena, state: state(step: 6), configYAML: "", markBest: false, keepLast: 5)
+        try store.movePointer("latest", to: CheckpointStore.name(forStep: 3))
+        XCTAssertEqual(try store.resumable { _ in }?.state.step, 3)
+        try FileManager.default.removeItem(at: store.directory.appendingPathComponent("step-0000003/trainer.json"))
+        var warnings: [String] = []
+        XCTAssertEqual(try store.resumable { warnings.append($0) }?.state.step, 6)
+        XCTAssertEqual(warnings.count, 1)
     }
 
     func testPruneKeepsLastAndBest() throws {

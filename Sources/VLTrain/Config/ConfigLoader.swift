@@ -21,7 +21,7 @@ public struct ResolvedConfig: Sendable {
     /// Keys that change how a run executes but not what it computes: left out of `trainingHash`.
     public static let runtimeOnlyKeys = [
         "name", "run", "resume", "data.workers", "data.eval_batch_size", "trainer.threads", "trainer.log_every",
-        "trainer.max_steps", "trainer.max_epochs", "trainer.keep_last", "trainer.checkpoint_every", "comm",
+        "trainer.max_steps", "trainer.max_epochs", "trainer.keep_last", "trainer.checkpoint_every", "trainer.stop_grace_s", "comm",
     ]
 
     /// Hash of the settings that determine the training trajectory (everything but `runtimeOnlyKeys`):

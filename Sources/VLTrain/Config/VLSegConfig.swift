@@ -38,8 +38,11 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var dir = "runs/default"
         /// Where auto-created inputs (the demo model and data) are kept; `~` is the home directory.
         public var cacheDir = "~/.cache/vlseg"
+        /// A fresh run (`resume: none`) into a directory that holds an earlier run's checkpoints or
+        /// metrics deletes them first; without it the run refuses to start (nothing is mixed).
+        public var overwrite = false
         public init() {}
-        enum CodingKeys: String, CodingKey { case dir, cacheDir = "cache_dir" }
+        enum CodingKeys: String, CodingKey { case dir, cacheDir = "cache_dir", overwrite }
     }
 
     public enum ModelPreset: String, ConfigChoice, Sendable {
@@ -203,12 +206,17 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var featureCache = "auto"
         /// Feature-cache memory budget in MiB; above it the cache is a memory-mapped file in the run directory.
         public var cacheMB = 4096.0
+        /// Seconds a stop (SIGTERM, SIGINT, SIGUSR1) may take to finish the step and save its
+        /// checkpoint; `launch/train` sets mpirun's kill delay to it, and ranks that wait longer
+        /// for a peer after a stop request abort (the peer is dead or stuck).
+        public var stopGraceS = 60.0
         public init() {}
         enum CodingKeys: String, CodingKey {
             case maxSteps = "max_steps", maxEpochs = "max_epochs", accumulate, globalBatchSize = "global_batch_size"
             case lr, weightDecay = "weight_decay", betas, eps, clipGradNorm = "clip_grad_norm", schedule
             case earlyStopping = "early_stopping", loss, evalEvery = "eval_every", checkpointEvery = "checkpoint_every"
             case keepLast = "keep_last", threads, precision, logEvery = "log_every", featureCache = "feature_cache", cacheMB = "cache_mb"
+            case stopGraceS = "stop_grace_s"
         }
     }
 
@@ -326,6 +334,7 @@ extension VLSegConfig {
         need(trainer.keepLast >= 1, "trainer.keep_last", "must be >= 1")
         need(trainer.threads >= 0, "trainer.threads", "must be >= 0 (0 = cores / ranks on the machine)")
         need(trainer.logEvery >= 1, "trainer.log_every", "must be >= 1")
+        need(trainer.stopGraceS > 0, "trainer.stop_grace_s", "must be > 0")
         need(comm.timeoutS > 0, "comm.timeout_s", "must be > 0")
         need(comm.bucketMB > 0, "comm.bucket_mb", "must be > 0")
         return p
