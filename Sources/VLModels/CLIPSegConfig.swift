@@ -69,8 +69,8 @@ public struct CLIPTowerConfig: Codable, Sendable, Equatable {
     init(from decoder: Decoder, defaults d: CLIPTowerConfig?) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func size(_ key: CodingKeys, _ fallback: Int?) throws -> Int {
-            if let fallback { return try c.decodeIfPresent(Int.self, forKey: key) ?? fallback }
-            return try c.decode(Int.self, forKey: key)
+            if let fallback { return try c.decodeWholeNumberIfPresent(forKey: key) ?? fallback }
+            return try c.decodeWholeNumber(forKey: key)
         }
         hiddenSize = try size(.hiddenSize, d?.hiddenSize)
         intermediateSize = try size(.intermediateSize, d?.intermediateSize)
@@ -78,17 +78,26 @@ public struct CLIPTowerConfig: Codable, Sendable, Equatable {
         numHiddenLayers = try size(.numHiddenLayers, d?.numHiddenLayers)
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? 1e-5
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "quick_gelu"
-        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? d?.vocabSize
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? d?.maxPositionEmbeddings
-        eosTokenId = try c.decodeIfPresent(Int.self, forKey: .eosTokenId) ?? d?.eosTokenId
-        bosTokenId = try c.decodeIfPresent(Int.self, forKey: .bosTokenId) ?? d?.bosTokenId
-        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId) ?? d?.padTokenId
-        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize) ?? d?.imageSize
-        patchSize = try c.decodeIfPresent(Int.self, forKey: .patchSize) ?? d?.patchSize
-        numChannels = try c.decodeIfPresent(Int.self, forKey: .numChannels) ?? d?.numChannels
+        vocabSize = try c.decodeWholeNumberIfPresent(forKey: .vocabSize) ?? d?.vocabSize
+        maxPositionEmbeddings = try c.decodeWholeNumberIfPresent(forKey: .maxPositionEmbeddings) ?? d?.maxPositionEmbeddings
+        eosTokenId = try c.decodeWholeNumberIfPresent(forKey: .eosTokenId) ?? d?.eosTokenId
+        bosTokenId = try c.decodeWholeNumberIfPresent(forKey: .bosTokenId) ?? d?.bosTokenId
+        padTokenId = try c.decodeWholeNumberIfPresent(forKey: .padTokenId) ?? d?.padTokenId
+        imageSize = try c.decodeWholeNumberIfPresent(forKey: .imageSize) ?? d?.imageSize
+        patchSize = try c.decodeWholeNumberIfPresent(forKey: .patchSize) ?? d?.patchSize
+        numChannels = try c.decodeWholeNumberIfPresent(forKey: .numChannels) ?? d?.numChannels
     }
 
     public var headDim: Int { hiddenSize / numAttentionHeads }
+
+    // The optional sizes as the architecture uses them. A config read from a file always has them
+    // (a missing key takes the tower's default) and `validate` refuses one without; the fallbacks,
+    // Hugging Face's defaults, keep a config built in code without them from trapping.
+    var vocabSizeOrDefault: Int { vocabSize ?? 49408 }
+    var maxPositionEmbeddingsOrDefault: Int { maxPositionEmbeddings ?? 77 }
+    var imageSizeOrDefault: Int { imageSize ?? 224 }
+    var patchSizeOrDefault: Int { patchSize ?? 32 }
+    var numChannelsOrDefault: Int { numChannels ?? 3 }
 }
 
 /// A Hugging Face `CLIPSegForImageSegmentation` config.json, every size the model needs.
@@ -148,41 +157,65 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
         }
         textConfig = try tower(.textDefaults, .textConfig, .textConfigDict)
         visionConfig = try tower(.visionDefaults, .visionConfig, .visionConfigDict)
-        projectionDim = try c.decodeIfPresent(Int.self, forKey: .projectionDim) ?? 512
-        reduceDim = try c.decodeIfPresent(Int.self, forKey: .reduceDim) ?? 64
-        extractLayers = try c.decodeIfPresent([Int].self, forKey: .extractLayers) ?? [3, 6, 9]
-        conditionalLayer = try c.decodeIfPresent(Int.self, forKey: .conditionalLayer) ?? 0
-        decoderNumAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .decoderNumAttentionHeads) ?? 4
-        decoderIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .decoderIntermediateSize) ?? 2048
+        projectionDim = try c.decodeWholeNumberIfPresent(forKey: .projectionDim) ?? 512
+        reduceDim = try c.decodeWholeNumberIfPresent(forKey: .reduceDim) ?? 64
+        extractLayers = try c.decodeWholeNumbersIfPresent(forKey: .extractLayers) ?? [3, 6, 9]
+        conditionalLayer = try c.decodeWholeNumberIfPresent(forKey: .conditionalLayer) ?? 0
+        decoderNumAttentionHeads = try c.decodeWholeNumberIfPresent(forKey: .decoderNumAttentionHeads) ?? 4
+        decoderIntermediateSize = try c.decodeWholeNumberIfPresent(forKey: .decoderIntermediateSize) ?? 2048
         useComplexTransposedConvolution = try c.decodeIfPresent(Bool.self, forKey: .useComplexTransposedConvolution) ?? false
         logitScaleInitValue = try c.decodeIfPresent(Float.self, forKey: .logitScaleInitValue) ?? 2.6592
     }
 
-    /// Checks the relations between sizes that the architecture relies on.
+    /// Checks every size on its own, then the relations between sizes the architecture relies on;
+    /// errors name the key at fault (`text_config.hidden_size`, `extract_layers[1]`).
+    ///
+    /// Sizes are checked one by one before any relation, so `hidden_size: -48` is blamed on
+    /// hidden_size rather than on the head count it fails to divide. A config that passes can be
+    /// listed (`CLIPSegModel.expectedParameters`) without overflow; whether its weights fit in
+    /// memory is `checkParameterMemory`'s question.
     public func validate(file: String) throws {
         func bad(_ key: String, _ reason: String) -> ModelLoadError { .invalidConfig(file: file, key: key, reason: reason) }
         for (name, t) in [("text_config", textConfig), ("vision_config", visionConfig)] {
-            guard t.hiddenSize > 0, t.numAttentionHeads > 0, t.hiddenSize % t.numAttentionHeads == 0 else {
+            try ConfigCheck.positive(t.hiddenSize, "\(name).hidden_size", file: file)
+            try ConfigCheck.positive(t.intermediateSize, "\(name).intermediate_size", file: file)
+            try ConfigCheck.positive(t.numAttentionHeads, "\(name).num_attention_heads", file: file)
+            try ConfigCheck.positive(t.numHiddenLayers, "\(name).num_hidden_layers", file: file)
+            guard t.hiddenSize % t.numAttentionHeads == 0 else {
                 throw bad("\(name).num_attention_heads", "hidden_size \(t.hiddenSize) is not divisible by \(t.numAttentionHeads) heads")
             }
-            guard t.numHiddenLayers > 0, t.intermediateSize > 0 else { throw bad("\(name).num_hidden_layers", "must be positive") }
             guard ["quick_gelu", "gelu", "relu"].contains(t.hiddenAct) else { throw bad("\(name).hidden_act", "unsupported activation '\(t.hiddenAct)'") }
         }
-        guard visionConfig.patchSize ?? 0 > 0 else { throw bad("vision_config.patch_size", "missing or not positive") }
-        guard visionConfig.imageSize ?? 0 > 0 else { throw bad("vision_config.image_size", "missing or not positive") }
-        guard textConfig.vocabSize ?? 0 > 0 else { throw bad("text_config.vocab_size", "missing or not positive") }
-        guard textConfig.maxPositionEmbeddings ?? 0 > 0 else { throw bad("text_config.max_position_embeddings", "missing or not positive") }
-        guard !extractLayers.isEmpty, extractLayers.allSatisfy({ $0 >= 0 && $0 < visionConfig.numHiddenLayers }) else {
-            throw bad("extract_layers", "\(extractLayers) must name layers 0..<\(visionConfig.numHiddenLayers)")
+        try ConfigCheck.positive(textConfig.vocabSize, "text_config.vocab_size", file: file)
+        try ConfigCheck.positive(textConfig.maxPositionEmbeddings, "text_config.max_position_embeddings", file: file)
+        try ConfigCheck.positive(visionConfig.imageSize, "vision_config.image_size", file: file)
+        try ConfigCheck.positive(visionConfig.patchSize, "vision_config.patch_size", file: file)
+        if let channels = visionConfig.numChannels { try ConfigCheck.positive(channels, "vision_config.num_channels", file: file) }
+        // The position table has (image_size / patch_size)^2 + 1 rows.
+        let grid = visionConfig.imageSizeOrDefault / visionConfig.patchSizeOrDefault
+        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(grid, grid), 1), "vision_config.image_size",
+                                 "the number of patch positions, (image_size / patch_size)^2 + 1,", file: file)
+        try ConfigCheck.positive(projectionDim, "projection_dim", file: file)
+        try ConfigCheck.positive(reduceDim, "reduce_dim", file: file)
+        try ConfigCheck.positive(decoderNumAttentionHeads, "decoder_num_attention_heads", file: file)
+        try ConfigCheck.positive(decoderIntermediateSize, "decoder_intermediate_size", file: file)
+        guard !extractLayers.isEmpty else { throw bad("extract_layers", "needs at least one layer") }
+        for (i, layer) in extractLayers.enumerated() {
+            try ConfigCheck.nonNegative(layer, "extract_layers[\(i)]", file: file)
+            guard layer < visionConfig.numHiddenLayers else {
+                throw bad("extract_layers[\(i)]", "\(layer) must name one of the layers 0..<\(visionConfig.numHiddenLayers) (vision_config.num_hidden_layers)")
+            }
         }
-        guard conditionalLayer >= 0, conditionalLayer < extractLayers.count else {
+        try ConfigCheck.nonNegative(conditionalLayer, "conditional_layer", file: file)
+        guard conditionalLayer < extractLayers.count else {
             throw bad("conditional_layer", "\(conditionalLayer) must be below the number of decoder layers (\(extractLayers.count))")
         }
-        guard reduceDim > 0, decoderNumAttentionHeads > 0, reduceDim % decoderNumAttentionHeads == 0 else {
+        guard reduceDim % decoderNumAttentionHeads == 0 else {
             throw bad("decoder_num_attention_heads", "reduce_dim \(reduceDim) is not divisible by \(decoderNumAttentionHeads) heads")
         }
         if useComplexTransposedConvolution {
-            guard visionConfig.patchSize! % 4 == 0, visionConfig.patchSize! >= 4, reduceDim >= 2 else {
+            let p = visionConfig.patchSizeOrDefault
+            guard p % 4 == 0, p >= 4, reduceDim >= 2 else {
                 throw bad("use_complex_transposed_convolution", "needs patch_size divisible by 4 and reduce_dim >= 2")
             }
         }
@@ -190,14 +223,16 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
 
     /// Encodes as a Hugging Face config.json (for `vlseg init-model`).
     public func jsonData() throws -> Data {
-        var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as! [String: Any]
+        // The encoder writes an object with both towers; checked rather than force-cast all the same.
+        guard var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as? [String: Any],
+              var text = object["text_config"] as? [String: Any], var vision = object["vision_config"] as? [String: Any] else {
+            throw ModelLoadError.invalidConfig(file: "config.json", key: "(file)", reason: "could not be encoded as a JSON object")
+        }
         object["architectures"] = ["CLIPSegForImageSegmentation"]
         object["model_type"] = "clipseg"
         object["decoder_hidden_act"] = "quick_gelu"
-        var text = object["text_config"] as! [String: Any]
         text["model_type"] = "clipseg_text_model"
         object["text_config"] = text
-        var vision = object["vision_config"] as! [String: Any]
         vision["model_type"] = "clipseg_vision_model"
         object["vision_config"] = vision
         return try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])

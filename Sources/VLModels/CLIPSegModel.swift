@@ -56,33 +56,52 @@ public final class CLIPSegModel: @unchecked Sendable {
     let filmMul: LinearLayer
     let filmAdd: LinearLayer
 
-    public init(config: CLIPSegConfig, parameters: ParameterStore) {
+    public convenience init(config: CLIPSegConfig, parameters: ParameterStore) {
+        self.init(config: config, parameters: parameters, repeatedLayers: true)
+    }
+
+    /// `repeatedLayers: false` builds only the layers that occur once (a skeleton for listing the
+    /// parameters part by part, which must not build one struct per layer of an unchecked config).
+    fileprivate init(config: CLIPSegConfig, parameters: ParameterStore, repeatedLayers: Bool) {
         self.config = config
         self.parameters = parameters
         let t = config.textConfig, v = config.visionConfig
-        textLayers = (0..<t.numHiddenLayers).map { CLIPEncoderLayer(prefix: "clip.text_model.encoder.layers.\($0)", config: t) }
-        visionLayers = (0..<v.numHiddenLayers).map { CLIPEncoderLayer(prefix: "clip.vision_model.encoder.layers.\($0)", config: v) }
+        textLayers = repeatedLayers ? (0..<t.numHiddenLayers).map { Self.textLayer(config, $0) } : []
+        visionLayers = repeatedLayers ? (0..<v.numHiddenLayers).map { Self.visionLayer(config, $0) } : []
         textFinalNorm = LayerNormLayer(prefix: "clip.text_model.final_layer_norm", width: t.hiddenSize, eps: t.layerNormEps)
         visionPreNorm = LayerNormLayer(prefix: "clip.vision_model.pre_layrnorm", width: v.hiddenSize, eps: v.layerNormEps)
         visionPostNorm = LayerNormLayer(prefix: "clip.vision_model.post_layernorm", width: v.hiddenSize, eps: v.layerNormEps)
         textProjection = LinearLayer(prefix: "clip.text_projection", inFeatures: t.hiddenSize, outFeatures: config.projectionDim, hasBias: false)
         visualProjection = LinearLayer(prefix: "clip.visual_projection", inFeatures: v.hiddenSize, outFeatures: config.projectionDim, hasBias: false)
-        reduces = config.extractLayers.indices.map {
-            LinearLayer(prefix: "decoder.reduces.\($0)", inFeatures: v.hiddenSize, outFeatures: config.reduceDim, hasBias: true)
-        }
-        decoderLayers = config.extractLayers.indices.map {
-            CLIPSegDecoderLayer(prefix: "decoder.layers.\($0)", width: config.reduceDim, heads: config.decoderNumAttentionHeads,
-                                intermediate: config.decoderIntermediateSize, eps: v.layerNormEps)
-        }
+        reduces = repeatedLayers ? config.extractLayers.indices.map { Self.reduce(config, $0) } : []
+        decoderLayers = repeatedLayers ? config.extractLayers.indices.map { Self.decoderLayer(config, $0) } : []
         filmMul = LinearLayer(prefix: "decoder.film_mul", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
         filmAdd = LinearLayer(prefix: "decoder.film_add", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
+    }
+
+    // The repeated layers, built by the model and, one at a time, by the parameter listing.
+    static func textLayer(_ config: CLIPSegConfig, _ i: Int) -> CLIPEncoderLayer {
+        CLIPEncoderLayer(prefix: "clip.text_model.encoder.layers.\(i)", config: config.textConfig)
+    }
+
+    static func visionLayer(_ config: CLIPSegConfig, _ i: Int) -> CLIPEncoderLayer {
+        CLIPEncoderLayer(prefix: "clip.vision_model.encoder.layers.\(i)", config: config.visionConfig)
+    }
+
+    static func reduce(_ config: CLIPSegConfig, _ i: Int) -> LinearLayer {
+        LinearLayer(prefix: "decoder.reduces.\(i)", inFeatures: config.visionConfig.hiddenSize, outFeatures: config.reduceDim, hasBias: true)
+    }
+
+    static func decoderLayer(_ config: CLIPSegConfig, _ i: Int) -> CLIPSegDecoderLayer {
+        CLIPSegDecoderLayer(prefix: "decoder.layers.\(i)", width: config.reduceDim, heads: config.decoderNumAttentionHeads,
+                            intermediate: config.decoderIntermediateSize, eps: config.visionConfig.layerNormEps)
     }
 
     // MARK: - Parameters
 
     /// Transposed-convolution head layers: (checkpoint index, in, out, kernel, stride, padding, transposed).
     var headLayers: [(index: Int?, cin: Int, cout: Int, kernel: Int, stride: Int, padding: Int, transposed: Bool)] {
-        let r = config.reduceDim, p = config.visionConfig.patchSize!
+        let r = config.reduceDim, p = config.visionConfig.patchSizeOrDefault
         if config.useComplexTransposedConvolution {
             let k = p / 4
             return [(0, r, r, 3, 1, 1, false), (2, r, r / 2, k, k, 0, true), (4, r / 2, 1, k, k, 0, true)]
@@ -91,36 +110,21 @@ public final class CLIPSegModel: @unchecked Sendable {
     }
 
     /// Every weight the architecture has, by checkpoint name, with its shape, in a fixed order.
+    /// Call on a validated config (`CLIPSegConfig.validate`).
     public static func expectedParameters(_ config: CLIPSegConfig) -> [(name: String, shape: [Int])] {
-        let m = CLIPSegModel(config: config, parameters: ParameterStore())
-        let t = config.textConfig, v = config.visionConfig
-        var out: [(String, [Int])] = [
-            ("clip.logit_scale", []),
-            ("clip.text_model.embeddings.token_embedding.weight", [t.vocabSize!, t.hiddenSize]),
-            ("clip.text_model.embeddings.position_embedding.weight", [t.maxPositionEmbeddings!, t.hiddenSize]),
-        ]
-        out += m.textLayers.flatMap(\.parameterShapes) + m.textFinalNorm.parameterShapes
-        let grid = v.imageSize! / v.patchSize!
-        out += [
-            ("clip.vision_model.embeddings.class_embedding", [v.hiddenSize]),
-            ("clip.vision_model.embeddings.patch_embedding.weight", [v.hiddenSize, v.numChannels ?? 3, v.patchSize!, v.patchSize!]),
-            ("clip.vision_model.embeddings.position_embedding.weight", [grid * grid + 1, v.hiddenSize]),
-        ]
-        out += m.visionPreNorm.parameterShapes + m.visionLayers.flatMap(\.parameterShapes) + m.visionPostNorm.parameterShapes
-        out += m.visualProjection.parameterShapes + m.textProjection.parameterShapes
-        out += m.filmMul.parameterShapes + m.filmAdd.parameterShapes
-        out += m.reduces.flatMap(\.parameterShapes) + m.decoderLayers.flatMap(\.parameterShapes)
-        for h in m.headLayers {
-            let prefix = h.index.map { "decoder.transposed_convolution.\($0)" } ?? "decoder.transposed_convolution"
-            let wshape = h.transposed ? [h.cin, h.cout, h.kernel, h.kernel] : [h.cout, h.cin, h.kernel, h.kernel]
-            out += [("\(prefix).weight", wshape), ("\(prefix).bias", [h.cout])]
-        }
-        return out
+        config.parameterParts.flatMap { part in (0..<part.repeats).flatMap(part.shapes) }
     }
 
     /// Loads a Hugging Face CLIPSeg directory (config.json + model.safetensors).
-    public static func load(directory: URL) throws -> CLIPSegModel {
-        let config = try CLIPSegConfig.load(from: directory.appendingPathComponent("config.json"))
+    ///
+    /// The config is validated and its parameter bytes compared with `memoryLimit` (default: this
+    /// machine's memory) before anything is built from it: the weights are memory-mapped, but the
+    /// listing and the layers follow the config, and a config asking for 10^12 layers must be an
+    /// error naming the key, not an allocation failure.
+    public static func load(directory: URL, memoryLimit: UInt64 = MachineMemory.physical) throws -> CLIPSegModel {
+        let configURL = directory.appendingPathComponent("config.json")
+        let config = try CLIPSegConfig.load(from: configURL)
+        try config.checkParameterMemory(file: configURL.path, memoryLimit: memoryLimit)
         // Buffers that transformers may save alongside the weights are not parameters.
         let store = try ParameterStore.load(directory: directory, expected: expectedParameters(config),
                                             ignoring: { $0.hasSuffix("position_ids") })
@@ -162,7 +166,7 @@ public final class CLIPSegModel: @unchecked Sendable {
     public func encodeText(_ sequence: TextSequence, prompts: TextPrompts, context: ForwardContext,
                            observer: ForwardObserver? = nil) -> TextEncoding {
         let b = sequence.tokens.shape[0], len = sequence.tokens.shape[1]
-        let maxPositions = config.textConfig.maxPositionEmbeddings ?? 77
+        let maxPositions = config.textConfig.maxPositionEmbeddingsOrDefault
         precondition(len <= maxPositions, "text sequence of \(len) tokens exceeds \(maxPositions) positions")
         let positions = parameters["clip.text_model.embeddings.position_embedding.weight"].slice(axis: 0, 0..<len)
         var x = sequence.tokens + positions
@@ -209,8 +213,8 @@ public final class CLIPSegModel: @unchecked Sendable {
 
     /// Class + patch embeddings + (resized) positions, before pre-LayerNorm: [B, 1 + gh*gw, D].
     public func visionEmbeddings(_ pixels: Tensor) -> Tensor {
-        let v = config.visionConfig, p = v.patchSize!, d = v.hiddenSize
-        precondition(pixels.rank == 4 && pixels.shape[1] == (v.numChannels ?? 3), "pixel values must be [B, \(v.numChannels ?? 3), H, W], got \(pixels.shape)")
+        let v = config.visionConfig, p = v.patchSizeOrDefault, d = v.hiddenSize
+        precondition(pixels.rank == 4 && pixels.shape[1] == v.numChannelsOrDefault, "pixel values must be [B, \(v.numChannelsOrDefault), H, W], got \(pixels.shape)")
         let b = pixels.shape[0], gh = pixels.shape[2] / p, gw = pixels.shape[3] / p
         let patches = conv2d(pixels, weight: parameters["clip.vision_model.embeddings.patch_embedding.weight"], stride: (p, p))
             .reshaped([b, d, gh * gw]).transposed(1, 2)
@@ -275,7 +279,7 @@ public final class CLIPSegModel: @unchecked Sendable {
 
     /// Runs the vision tower through the deepest extracted layer and returns the taps.
     public func visionFeatures(_ pixels: Tensor, observer: ForwardObserver? = nil) -> VisionFeatures {
-        let p = config.visionConfig.patchSize!
+        let p = config.visionConfig.patchSizeOrDefault
         let states = encodeVision(pixels, layers: config.visionLayersNeeded, observer: observer)
         return VisionFeatures(activations: config.extractLayers.map { states[$0 + 1] },
                               gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p)
@@ -343,7 +347,7 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// layers through the deepest extracted one run.
     public func segment(pixels: Tensor, conditional: Tensor, allVisionLayers: Bool = false,
                         observer: ForwardObserver? = nil) -> Tensor {
-        let p = config.visionConfig.patchSize!
+        let p = config.visionConfig.patchSizeOrDefault
         let layers = allVisionLayers ? visionLayers.count : config.visionLayersNeeded
         let states = encodeVision(pixels, layers: layers, observer: observer)
         if allVisionLayers {
@@ -362,5 +366,70 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// Text-prompted segmentation: logits [B, H, W].
     public func callAsFunction(pixels: Tensor, text: TextPrompts, observer: ForwardObserver? = nil) -> Tensor {
         segment(pixels: pixels, conditional: conditionalEmbeddings(text: text, pixels: pixels, observer: observer), observer: observer)
+    }
+}
+
+extension CLIPSegConfig: ParameterCounting {
+    /// The weights part by part, in checkpoint order: each tower's layers and the decoder's are one
+    /// repeated part, so the byte count never builds one struct per layer.
+    var parameterParts: [ParameterPart] {
+        let config = self
+        let m = CLIPSegModel(config: self, parameters: ParameterStore(), repeatedLayers: false)
+        let t = textConfig, v = visionConfig, p = v.patchSizeOrDefault
+        let grid = v.imageSizeOrDefault / p
+        var head: [ParameterShape] = []
+        for h in m.headLayers {
+            let prefix = h.index.map { "decoder.transposed_convolution.\($0)" } ?? "decoder.transposed_convolution"
+            let wshape = h.transposed ? [h.cin, h.cout, h.kernel, h.kernel] : [h.cout, h.cin, h.kernel, h.kernel]
+            head += [("\(prefix).weight", wshape), ("\(prefix).bias", [h.cout])]
+        }
+        let textEmbeddings: [ParameterShape] = [
+            ("clip.logit_scale", []),
+            ("clip.text_model.embeddings.token_embedding.weight", [t.vocabSizeOrDefault, t.hiddenSize]),
+            ("clip.text_model.embeddings.position_embedding.weight", [t.maxPositionEmbeddingsOrDefault, t.hiddenSize]),
+        ]
+        let visionEmbeddings: [ParameterShape] = [
+            ("clip.vision_model.embeddings.class_embedding", [v.hiddenSize]),
+            ("clip.vision_model.embeddings.patch_embedding.weight", [v.hiddenSize, v.numChannelsOrDefault, p, p]),
+            ("clip.vision_model.embeddings.position_embedding.weight", [grid * grid + 1, v.hiddenSize]),
+        ]
+        var projections: [ParameterShape] = m.visionPostNorm.parameterShapes
+        for layer in [m.visualProjection, m.textProjection, m.filmMul, m.filmAdd] { projections += layer.parameterShapes }
+        var parts: [ParameterPart] = [.once(textEmbeddings)]
+        parts.append(ParameterPart(repeats: t.numHiddenLayers) { CLIPSegModel.textLayer(config, $0).parameterShapes })
+        parts.append(.once(m.textFinalNorm.parameterShapes))
+        parts.append(.once(visionEmbeddings + m.visionPreNorm.parameterShapes))
+        parts.append(ParameterPart(repeats: v.numHiddenLayers) { CLIPSegModel.visionLayer(config, $0).parameterShapes })
+        parts.append(.once(projections))
+        parts.append(ParameterPart(repeats: extractLayers.count) { CLIPSegModel.reduce(config, $0).parameterShapes })
+        parts.append(ParameterPart(repeats: extractLayers.count) { CLIPSegModel.decoderLayer(config, $0).parameterShapes })
+        parts.append(.once(head))
+        return parts
+    }
+
+    /// Sizes the weights grow with (not patch_size: a smaller patch means more positions).
+    static var shrinkableKeys: [(key: String, value: (CLIPSegConfig) -> String, shrink: (inout CLIPSegConfig) -> Void)] {
+        typealias Entry = (key: String, value: (CLIPSegConfig) -> String, shrink: (inout CLIPSegConfig) -> Void)
+        func size(_ key: String, _ path: WritableKeyPath<CLIPSegConfig, Int>) -> Entry {
+            (key, { "\($0[keyPath: path])" }, { $0[keyPath: path] = 1 })
+        }
+        func optional(_ key: String, _ path: WritableKeyPath<CLIPSegConfig, Int?>) -> Entry {
+            (key, { $0[keyPath: path].map { "\($0)" } ?? "(default)" }, { $0[keyPath: path] = 1 })
+        }
+        var entries: [Entry] = []
+        let towers: [(String, WritableKeyPath<CLIPSegConfig, CLIPTowerConfig>)] = [("text_config", \.textConfig), ("vision_config", \.visionConfig)]
+        for (name, tower) in towers {
+            entries += [size("\(name).hidden_size", tower.appending(path: \.hiddenSize)),
+                        size("\(name).intermediate_size", tower.appending(path: \.intermediateSize)),
+                        size("\(name).num_hidden_layers", tower.appending(path: \.numHiddenLayers))]
+        }
+        entries += [optional("text_config.vocab_size", \.textConfig.vocabSize),
+                    optional("text_config.max_position_embeddings", \.textConfig.maxPositionEmbeddings),
+                    optional("vision_config.image_size", \.visionConfig.imageSize),
+                    optional("vision_config.num_channels", \.visionConfig.numChannels),
+                    size("projection_dim", \.projectionDim), size("reduce_dim", \.reduceDim),
+                    size("decoder_intermediate_size", \.decoderIntermediateSize),
+                    ("extract_layers", { "\($0.extractLayers)" }, { $0.extractLayers = [0] })]
+        return entries
     }
 }

@@ -113,10 +113,16 @@ public enum CLIPSegInitializer {
     /// Returns the number of parameters written. `processorSize`, when given, is written as a Hugging
     /// Face `preprocessor_config.json` (resize to that side, ImageNet statistics), as the published
     /// checkpoints ship one.
+    ///
+    /// The config is validated and its parameter bytes compared with `memoryLimit` (default: this
+    /// machine's memory) before the directory is created or any weight is made.
     @discardableResult
     public static func write(config: CLIPSegConfig, seed: UInt64, to directory: URL, processorSize: Int? = nil,
+                             memoryLimit: UInt64 = MachineMemory.physical,
                              progress: ((Int, Int) -> Void)? = nil) throws -> Int {
-        try config.validate(file: directory.appendingPathComponent("config.json").path)
+        let configPath = directory.appendingPathComponent("config.json").path
+        try config.validate(file: configPath)
+        try config.checkParameterMemory(file: configPath, memoryLimit: memoryLimit)
         var count = 0
         try writeModelDirectory(directory, config: config.jsonData(), tensors: CLIPSegModel.expectedParameters(config),
                                 progress: progress) { name, shape, writer in

@@ -27,15 +27,24 @@ public enum ModelLoadError: Error, CustomStringConvertible {
 
 extension ModelLoadError {
     /// Decodes a model's config.json; a missing or mistyped key is an error naming the key path.
+    ///
+    /// Sizes are read as `Int` (`decodeWholeNumber`): a number written as a float decodes when it is
+    /// a whole number (`1e12` is 1000000000000, then judged by `validate` and the memory check); one
+    /// that is not (`4.5`) or does not fit in 64 bits (`1e30`) is refused here, naming its key.
     static func decodeConfig<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
         guard let data = FileManager.default.contents(atPath: url.path) else { throw ModelLoadError.missingFile(path: url.path) }
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, ctx) {
-            let path = (ctx.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
-            throw ModelLoadError.invalidConfig(file: url.path, key: path, reason: "missing")
-        } catch let DecodingError.typeMismatch(_, ctx) {
-            throw ModelLoadError.invalidConfig(file: url.path, key: ctx.codingPath.map(\.stringValue).joined(separator: "."), reason: "wrong type")
+            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath + [key]), reason: "missing")
+        } catch let DecodingError.typeMismatch(type, ctx) {
+            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: "wrong type (expected \(type))")
+        } catch let DecodingError.valueNotFound(type, ctx) {
+            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: "null where \(type) is expected")
+        } catch let DecodingError.dataCorrupted(ctx) where !ctx.codingPath.isEmpty {
+            // A value of the right JSON type that the field cannot hold: a size that is not a whole
+            // number, or one beyond 64 bits.
+            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: ctx.debugDescription)
         } catch {
             throw ModelLoadError.invalidConfig(file: url.path, key: "(file)", reason: "not a valid JSON config")
         }

@@ -49,12 +49,14 @@ extension SegmentationModel {
 
 /// Opens a model directory by what its config.json describes.
 public enum ModelDirectory {
-    /// CRIS when `model_type` is "cris", otherwise a Hugging Face CLIPSeg.
-    public static func load(_ directory: URL) throws -> SegmentationModel {
+    /// CRIS when `model_type` is "cris", otherwise a Hugging Face CLIPSeg. The config is checked,
+    /// and its parameters compared with `memoryLimit` (default: this machine's memory), before
+    /// anything is built from it.
+    public static func load(_ directory: URL, memoryLimit: UInt64 = MachineMemory.physical) throws -> SegmentationModel {
         let configURL = directory.appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: configURL.path) else { throw ModelLoadError.missingFile(path: configURL.path) }
-        if CRISConfig.isCRIS(configAt: configURL) { return try CRISModel.load(directory: directory) }
-        return try CLIPSegModel.load(directory: directory)
+        if CRISConfig.isCRIS(configAt: configURL) { return try CRISModel.load(directory: directory, memoryLimit: memoryLimit) }
+        return try CLIPSegModel.load(directory: directory, memoryLimit: memoryLimit)
     }
 }
 
@@ -64,7 +66,7 @@ extension CLIPSegModel: SegmentationModel {
     public var textDependsOnImages: Bool { hooks?.conditionsOnImages ?? false }
 
     public func validateInputSize(_ size: Int) throws {
-        let p = config.visionConfig.patchSize ?? 16
+        let p = config.visionConfig.patchSizeOrDefault
         guard size % p == 0 else {
             throw ModelLoadError.unsupportedInputSize(size: size, reason: "CLIPSeg needs a multiple of its patch size \(p)")
         }

@@ -36,11 +36,16 @@ struct InitModelCommand: ParsableCommand {
             }
             if let config {
                 let url = URL(fileURLWithPath: config)
+                // Checked here too, so a refusal names the file given rather than the one to write.
                 if CRISConfig.isCRIS(configAt: url) {
-                    let count = try CRISInitializer.write(config: try CRISConfig.load(from: url), seed: seed, to: dir, progress: progress)
+                    let cris = try CRISConfig.load(from: url)
+                    try cris.checkParameterMemory(file: url.path)
+                    let count = try CRISInitializer.write(config: cris, seed: seed, to: dir, progress: progress)
                     print("wrote CRIS from \(config) to \(dir.path): \(count.grouped) parameters")
                 } else {
-                    let count = try CLIPSegInitializer.write(config: try CLIPSegConfig.load(from: url), seed: seed, to: dir, progress: progress)
+                    let clipseg = try CLIPSegConfig.load(from: url)
+                    try clipseg.checkParameterMemory(file: url.path)
+                    let count = try CLIPSegInitializer.write(config: clipseg, seed: seed, to: dir, progress: progress)
                     print("wrote CLIPSeg from \(config) to \(dir.path): \(count.grouped) parameters")
                 }
             } else if let p = CLIPSegPreset(rawValue: preset) {

@@ -38,6 +38,21 @@ public struct CRISCLIPConfig: Codable, Sendable, Equatable {
         self.transformerLayers = transformerLayers
     }
 
+    /// Every key required; whole numbers read so that a bad one is named (`decodeWholeNumber`).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        embedDim = try c.decodeWholeNumber(forKey: .embedDim)
+        imageResolution = try c.decodeWholeNumber(forKey: .imageResolution)
+        visionLayers = try c.decodeWholeNumbers(forKey: .visionLayers)
+        visionWidth = try c.decodeWholeNumber(forKey: .visionWidth)
+        visionHeads = try c.decodeWholeNumber(forKey: .visionHeads)
+        contextLength = try c.decodeWholeNumber(forKey: .contextLength)
+        vocabSize = try c.decodeWholeNumber(forKey: .vocabSize)
+        transformerWidth = try c.decodeWholeNumber(forKey: .transformerWidth)
+        transformerHeads = try c.decodeWholeNumber(forKey: .transformerHeads)
+        transformerLayers = try c.decodeWholeNumber(forKey: .transformerLayers)
+    }
+
     /// Channels entering the attention pool (the last stage's output): 32 x width.
     public var poolInputWidth: Int { visionWidth * 32 }
     /// Side of the attention pool's learned position grid.
@@ -55,6 +70,14 @@ public struct CRISCoOpConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case promptDepth = "prompt_depth", numContext = "num_context"
         case contextInitializer = "context_initializer", vectorStd = "vector_std"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        promptDepth = try c.decodeWholeNumberIfPresent(forKey: .promptDepth)
+        numContext = try c.decodeWholeNumberIfPresent(forKey: .numContext)
+        contextInitializer = try c.decodeIfPresent(String.self, forKey: .contextInitializer)
+        vectorStd = try c.decodeIfPresent(Double.self, forKey: .vectorStd)
     }
 }
 
@@ -128,18 +151,18 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? "cris"
         clip = try c.decode(CRISCLIPConfig.self, forKey: .clip)
-        fpnIn = try c.decode([Int].self, forKey: .fpnIn)
-        fpnOut = try c.decode([Int].self, forKey: .fpnOut)
-        visDim = try c.decode(Int.self, forKey: .visDim)
-        wordDim = try c.decodeIfPresent(Int.self, forKey: .wordDim) ?? clip.embedDim
-        numLayers = try c.decode(Int.self, forKey: .numLayers)
-        numHead = try c.decode(Int.self, forKey: .numHead)
-        dimFFN = try c.decode(Int.self, forKey: .dimFFN)
+        fpnIn = try c.decodeWholeNumbers(forKey: .fpnIn)
+        fpnOut = try c.decodeWholeNumbers(forKey: .fpnOut)
+        visDim = try c.decodeWholeNumber(forKey: .visDim)
+        wordDim = try c.decodeWholeNumberIfPresent(forKey: .wordDim) ?? clip.embedDim
+        numLayers = try c.decodeWholeNumber(forKey: .numLayers)
+        numHead = try c.decodeWholeNumber(forKey: .numHead)
+        dimFFN = try c.decodeWholeNumber(forKey: .dimFFN)
         dropout = try c.decodeIfPresent(Double.self, forKey: .dropout) ?? 0
         returnIntermediate = try c.decodeIfPresent(Bool.self, forKey: .returnIntermediate) ?? false
-        projInDim = try c.decodeIfPresent(Int.self, forKey: .projInDim) ?? visDim / 2
-        projKernelSize = try c.decodeIfPresent(Int.self, forKey: .projKernelSize) ?? 3
-        imgSize = try c.decodeIfPresent(Int.self, forKey: .imgSize) ?? 416
+        projInDim = try c.decodeWholeNumberIfPresent(forKey: .projInDim) ?? visDim / 2
+        projKernelSize = try c.decodeWholeNumberIfPresent(forKey: .projKernelSize) ?? 3
+        imgSize = try c.decodeWholeNumberIfPresent(forKey: .imgSize) ?? 416
         coop = try c.decodeIfPresent(CRISCoOpConfig.self, forKey: .coop)
         imageMean = try c.decodeIfPresent([Double].self, forKey: .imageMean) ?? Self.clipMean
         imageStd = try c.decodeIfPresent([Double].self, forKey: .imageStd) ?? Self.clipStd
@@ -154,36 +177,69 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
         return (object["model_type"] as? String) == "cris"
     }
 
-    /// Checks that the sizes describe a network that can be built (divisibility, the derived fields).
+    /// Checks that the sizes describe a network that can be built: each size on its own first
+    /// (positive; errors name the key, `clip.transformer_width`, `fpn_out[2]`), then that the sizes
+    /// derived from them fit in 64 bits, then divisibility and the derived fields. A config that
+    /// passes can be listed (`CRISModel.expectedParameters`) without overflow; whether its weights
+    /// fit in memory is `checkParameterMemory`'s question.
     public func validate(file: String) throws {
         func fail(_ key: String, _ reason: String) -> ModelLoadError { .invalidConfig(file: file, key: key, reason: reason) }
         if modelType != "cris" { throw fail("model_type", "is '\(modelType)', expected 'cris'") }
-        if clip.visionLayers.count != 4 || clip.visionLayers.contains(where: { $0 < 1 }) {
-            throw fail("clip.vision_layers", "needs four stages of at least one block, got \(clip.visionLayers)")
-        }
+        let sizes: [(String, Int)] = [
+            ("clip.embed_dim", clip.embedDim), ("clip.image_resolution", clip.imageResolution),
+            ("clip.vision_width", clip.visionWidth), ("clip.vision_heads", clip.visionHeads),
+            ("clip.context_length", clip.contextLength), ("clip.vocab_size", clip.vocabSize),
+            ("clip.transformer_width", clip.transformerWidth), ("clip.transformer_heads", clip.transformerHeads),
+            ("clip.transformer_layers", clip.transformerLayers), ("vis_dim", visDim), ("word_dim", wordDim),
+            ("num_layers", numLayers), ("num_head", numHead), ("dim_ffn", dimFFN), ("proj_in_dim", projInDim),
+            ("proj_kernel_size", projKernelSize), ("img_size", imgSize),
+        ]
+        for (key, value) in sizes { try ConfigCheck.positive(value, key, file: file) }
+        if clip.visionLayers.count != 4 { throw fail("clip.vision_layers", "needs four stages, got \(clip.visionLayers)") }
+        for (i, blocks) in clip.visionLayers.enumerated() { try ConfigCheck.positive(blocks, "clip.vision_layers[\(i)]", file: file) }
+        if fpnIn.count != 3 { throw fail("fpn_in", "needs three widths [C3, C4, C5], got \(fpnIn)") }
+        for (i, width) in fpnIn.enumerated() { try ConfigCheck.positive(width, "fpn_in[\(i)]", file: file) }
+        if fpnOut.count != 3 { throw fail("fpn_out", "needs three widths, got \(fpnOut)") }
+        for (i, width) in fpnOut.enumerated() { try ConfigCheck.positive(width, "fpn_out[\(i)]", file: file) }
+        // Informative only, but a negative count is a broken file.
+        if let depth = coop?.promptDepth { try ConfigCheck.nonNegative(depth, "coop.prompt_depth", file: file) }
+        if let count = coop?.numContext { try ConfigCheck.nonNegative(count, "coop.num_context", file: file) }
+
+        // Sizes the layers derive from these, which must not overflow when the model is built.
+        _ = try ConfigCheck.fits(ConfigCheck.product(clip.visionWidth, 32), "clip.vision_width",
+                                 "the attention pool's width, 32 x vision_width,", file: file)
+        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(clip.positionGrid, clip.positionGrid), 1), "clip.image_resolution",
+                                 "the attention pool's positions, (image_resolution / 32)^2 + 1,", file: file)
+        _ = try ConfigCheck.fits(ConfigCheck.product(clip.transformerWidth, 4), "clip.transformer_width",
+                                 "the text MLP's width, 4 x transformer_width,", file: file)
+        _ = try ConfigCheck.fits(ConfigCheck.product(visDim, 3), "vis_dim", "the decoder's packed projection, 3 x vis_dim,", file: file)
+        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(fpnOut[1], 3), fpnOut[0], fpnOut[2], 2), "fpn_out",
+                                 "the neck's concatenated channels", file: file)
+        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(projInDim, projKernelSize, projKernelSize), 1), "proj_kernel_size",
+                                 "the projector's dynamic filter, proj_in_dim x proj_kernel_size^2 + 1,", file: file)
+
         if clip.visionWidth < 2 || clip.visionWidth % 2 != 0 { throw fail("clip.vision_width", "must be even and >= 2") }
-        if clip.visionHeads < 1 || clip.poolInputWidth % clip.visionHeads != 0 {
+        if clip.poolInputWidth % clip.visionHeads != 0 {
             throw fail("clip.vision_heads", "\(clip.visionHeads) does not divide the pool width \(clip.poolInputWidth)")
         }
         if clip.positionGrid < 1 { throw fail("clip.image_resolution", "must be at least 32") }
-        if clip.transformerHeads < 1 || clip.transformerWidth % clip.transformerHeads != 0 {
+        if clip.transformerWidth % clip.transformerHeads != 0 {
             throw fail("clip.transformer_heads", "\(clip.transformerHeads) does not divide transformer_width \(clip.transformerWidth)")
         }
         let w = clip.visionWidth
         if fpnIn != [w * 8, w * 16, clip.embedDim] {
             throw fail("fpn_in", "must be [C3, C4, C5] channels = [\(w * 8), \(w * 16), \(clip.embedDim)], got \(fpnIn)")
         }
-        if fpnOut.count != 3 || fpnOut.contains(where: { $0 < 1 }) { throw fail("fpn_out", "needs three positive widths") }
         if fpnOut[1] != visDim { throw fail("fpn_out", "fpn_out[1] (\(fpnOut[1])) must equal vis_dim (\(visDim))") }
         if wordDim != clip.embedDim { throw fail("word_dim", "must equal clip.embed_dim (\(clip.embedDim))") }
-        if numHead < 1 || visDim % numHead != 0 { throw fail("num_head", "\(numHead) does not divide vis_dim \(visDim)") }
+        if visDim % numHead != 0 { throw fail("num_head", "\(numHead) does not divide vis_dim \(visDim)") }
         if visDim % 4 != 0 { throw fail("vis_dim", "must be a multiple of 4 (2-D sine position encoding)") }
         if visDim != clip.transformerWidth {
             throw fail("vis_dim", "word features of width \(clip.transformerWidth) feed the decoder of width \(visDim): they must be equal")
         }
         if projInDim != visDim / 2 { throw fail("proj_in_dim", "must be vis_dim / 2 = \(visDim / 2)") }
-        if projKernelSize < 1 || projKernelSize % 2 == 0 { throw fail("proj_kernel_size", "must be odd") }
-        if imgSize % 32 != 0 || imgSize < 32 { throw fail("img_size", "must be a positive multiple of 32") }
+        if projKernelSize % 2 == 0 { throw fail("proj_kernel_size", "must be odd") }
+        if imgSize % 32 != 0 { throw fail("img_size", "must be a positive multiple of 32") }
         if imageMean.count != 3 || imageStd.count != 3 { throw fail("image_mean", "mean and std need three channels") }
         if returnIntermediate { throw fail("return_intermediate", "intermediate decoder outputs are not supported") }
     }
@@ -192,5 +248,30 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return try encoder.encode(self)
+    }
+}
+
+extension CRISConfig: ParameterCounting {
+    var parameterParts: [ParameterPart] { CRISModel.parameterParts(self) }
+
+    /// Sizes the weights grow with; each set to 1 only shrinks every derived size.
+    static var shrinkableKeys: [(key: String, value: (CRISConfig) -> String, shrink: (inout CRISConfig) -> Void)] {
+        typealias Entry = (key: String, value: (CRISConfig) -> String, shrink: (inout CRISConfig) -> Void)
+        func size(_ key: String, _ path: WritableKeyPath<CRISConfig, Int>) -> Entry {
+            (key, { "\($0[keyPath: path])" }, { $0[keyPath: path] = 1 })
+        }
+        var entries: [Entry] = [
+            size("clip.embed_dim", \.clip.embedDim), size("clip.image_resolution", \.clip.imageResolution),
+            size("clip.vision_width", \.clip.visionWidth), size("clip.context_length", \.clip.contextLength),
+            size("clip.vocab_size", \.clip.vocabSize), size("clip.transformer_width", \.clip.transformerWidth),
+            size("clip.transformer_layers", \.clip.transformerLayers), size("vis_dim", \.visDim), size("word_dim", \.wordDim),
+            size("num_layers", \.numLayers), size("dim_ffn", \.dimFFN), size("proj_in_dim", \.projInDim),
+            size("proj_kernel_size", \.projKernelSize),
+        ]
+        // Validated configs have four stages and three FPN widths.
+        entries += (0..<4).map { size("clip.vision_layers[\($0)]", \.clip.visionLayers[$0]) }
+        entries += (0..<3).map { size("fpn_in[\($0)]", \.fpnIn[$0]) }
+        entries += (0..<3).map { size("fpn_out[\($0)]", \.fpnOut[$0]) }
+        return entries
     }
 }

@@ -92,25 +92,22 @@ public final class CRISModel: @unchecked Sendable {
         }
     }
 
-    public init(config: CRISConfig, parameters: ParameterStore) {
+    public convenience init(config: CRISConfig, parameters: ParameterStore) {
+        self.init(config: config, parameters: parameters, repeatedLayers: true)
+    }
+
+    /// `repeatedLayers: false` builds only the layers that occur once (a skeleton for listing the
+    /// parameters part by part, which must not build one struct per block of an unchecked config).
+    fileprivate init(config: CRISConfig, parameters: ParameterStore, repeatedLayers: Bool) {
         self.config = config
         self.parameters = parameters
         let clip = config.clip, eps = config.batchNormEps, w = clip.visionWidth
         stem = [(CRISConv("backbone.visual.conv1", 3, w / 2, kernel: 3, stride: 2), CRISBatchNorm(prefix: "backbone.visual.bn1", channels: w / 2, eps: eps)),
                 (CRISConv("backbone.visual.conv2", w / 2, w / 2, kernel: 3), CRISBatchNorm(prefix: "backbone.visual.bn2", channels: w / 2, eps: eps)),
                 (CRISConv("backbone.visual.conv3", w / 2, w, kernel: 3), CRISBatchNorm(prefix: "backbone.visual.bn3", channels: w, eps: eps))]
-        var inplanes = w
-        var stages: [[Bottleneck]] = []
-        for (s, blocks) in clip.visionLayers.enumerated() {
-            let planes = w << s
-            stages.append((0..<blocks).map { j in
-                let block = Bottleneck(prefix: "backbone.visual.layer\(s + 1).\(j)", inplanes: inplanes, planes: planes,
-                                       stride: j == 0 && s > 0 ? 2 : 1, eps: eps)
-                inplanes = planes * 4
-                return block
-            })
-        }
-        self.stages = stages
+        stages = repeatedLayers ? clip.visionLayers.indices.map { s in
+            (0..<clip.visionLayers[s]).map { Self.bottleneck(config, stage: s, index: $0) }
+        } : []
         let c = clip.poolInputWidth, e = clip.embedDim
         poolQ = CRISLinear(name: "backbone.visual.attnpool.q_proj", inFeatures: c, outFeatures: c, hasBias: true)
         poolK = CRISLinear(name: "backbone.visual.attnpool.k_proj", inFeatures: c, outFeatures: c, hasBias: true)
@@ -118,16 +115,10 @@ public final class CRISModel: @unchecked Sendable {
         poolOut = CRISLinear(name: "backbone.visual.attnpool.c_proj", inFeatures: c, outFeatures: e, hasBias: true)
         poolConnect = (CRISConv("backbone.visual.attnpool.connect.0", c, e, kernel: 1),
                        CRISBatchNorm(prefix: "backbone.visual.attnpool.connect.1", channels: e, eps: eps))
-        let dt = clip.transformerWidth
-        textBlocks = (0..<clip.transformerLayers).map {
-            CLIPResidualBlock(prefix: "backbone.transformer.resblocks.\($0)", width: dt, heads: clip.transformerHeads, eps: config.layerNormEps)
-        }
-        textFinalNorm = CRISLayerNorm(name: "backbone.ln_final", width: dt, eps: config.layerNormEps)
+        textBlocks = repeatedLayers ? (0..<clip.transformerLayers).map { Self.textBlock(config, $0) } : []
+        textFinalNorm = CRISLayerNorm(name: "backbone.ln_final", width: clip.transformerWidth, eps: config.layerNormEps)
         neck = Neck(config)
-        decoderLayers = (0..<config.numLayers).map {
-            CRISDecoderLayer(prefix: "decoder.layers.\($0)", width: config.visDim, heads: config.numHead, ffn: config.dimFFN,
-                             eps: config.layerNormEps)
-        }
+        decoderLayers = repeatedLayers ? (0..<config.numLayers).map { Self.decoderLayer(config, $0) } : []
         decoderNorm = CRISLayerNorm(name: "decoder.norm", width: config.visDim, eps: config.layerNormEps)
         let d = config.visDim, inDim = config.projInDim, k = config.projKernelSize
         projVis1 = ConvBNReLU("proj.vis.1", d, d, kernel: 3, eps: eps)
@@ -138,28 +129,61 @@ public final class CRISModel: @unchecked Sendable {
 
     // MARK: - Parameters
 
+    // The repeated blocks, built by the model and, one at a time, by the parameter listing.
+
+    /// Block `j` of ResNet stage `s`: the stage's first block takes the previous stage's output
+    /// (the stem's for stage 0) through a projecting shortcut, with stride 2 after stage 0; the
+    /// others keep planes x 4 channels.
+    static func bottleneck(_ config: CRISConfig, stage s: Int, index j: Int) -> Bottleneck {
+        let w = config.clip.visionWidth, planes = w << s
+        let inplanes = j > 0 ? planes * 4 : (s == 0 ? w : (w << (s - 1)) * 4)
+        return Bottleneck(prefix: "backbone.visual.layer\(s + 1).\(j)", inplanes: inplanes, planes: planes,
+                          stride: j == 0 && s > 0 ? 2 : 1, eps: config.batchNormEps)
+    }
+
+    static func textBlock(_ config: CRISConfig, _ i: Int) -> CLIPResidualBlock {
+        CLIPResidualBlock(prefix: "backbone.transformer.resblocks.\(i)", width: config.clip.transformerWidth,
+                          heads: config.clip.transformerHeads, eps: config.layerNormEps)
+    }
+
+    static func decoderLayer(_ config: CRISConfig, _ i: Int) -> CRISDecoderLayer {
+        CRISDecoderLayer(prefix: "decoder.layers.\(i)", width: config.visDim, heads: config.numHead, ffn: config.dimFFN,
+                         eps: config.layerNormEps)
+    }
+
     /// Every float tensor of the state dict (parameters and BN statistics), in state-dict order.
-    /// `num_batches_tracked` counters are not listed: they are unused in eval mode.
+    /// `num_batches_tracked` counters are not listed: they are unused in eval mode. Call on a
+    /// validated config (`CRISConfig.validate`).
     public static func expectedParameters(_ config: CRISConfig) -> [(name: String, shape: [Int])] {
-        let m = CRISModel(config: config, parameters: ParameterStore())
+        config.parameterParts.flatMap { part in (0..<part.repeats).flatMap(part.shapes) }
+    }
+
+    /// The weights part by part, in state-dict order (see `ParameterPart`).
+    static func parameterParts(_ config: CRISConfig) -> [ParameterPart] {
+        let m = CRISModel(config: config, parameters: ParameterStore(), repeatedLayers: false)
         let clip = config.clip, c = clip.poolInputWidth, dt = clip.transformerWidth
-        var out: [ParameterShape] = [
-            ("backbone.positional_embedding", [clip.contextLength, dt]),
-            ("backbone.text_projection", [dt, clip.embedDim]),
-            ("backbone.logit_scale", []),
+        var parts: [ParameterPart] = [
+            .once([("backbone.positional_embedding", [clip.contextLength, dt]),
+                   ("backbone.text_projection", [dt, clip.embedDim]),
+                   ("backbone.logit_scale", [])]
+                  + m.stem.flatMap { $0.conv.parameterShapes + $0.bn.parameterShapes }),
         ]
-        out += m.stem.flatMap { $0.conv.parameterShapes + $0.bn.parameterShapes }
-        out += m.stages.joined().flatMap(\.parameterShapes)
-        out.append(("backbone.visual.attnpool.positional_embedding", [clip.positionGrid * clip.positionGrid + 1, c]))
-        out += [m.poolK, m.poolQ, m.poolV, m.poolOut].flatMap(\.parameterShapes)
-        out += m.poolConnect.conv.parameterShapes + m.poolConnect.bn.parameterShapes
-        out += m.textBlocks.flatMap(\.parameterShapes)
-        out.append(("backbone.token_embedding.weight", [clip.vocabSize, dt]))
-        out += m.textFinalNorm.parameterShapes
-        out += m.neck.parameterShapes
-        out += m.decoderLayers.flatMap(\.parameterShapes) + m.decoderNorm.parameterShapes
-        out += m.projVis1.parameterShapes + m.projVis3.parameterShapes + m.projVis4.parameterShapes + m.projTxt.parameterShapes
-        return out
+        // A stage's first block differs (stride, shortcut); the others are alike.
+        for (s, blocks) in clip.visionLayers.enumerated() {
+            parts.append(ParameterPart(repeats: min(blocks, 1)) { _ in bottleneck(config, stage: s, index: 0).parameterShapes })
+            parts.append(ParameterPart(repeats: max(blocks - 1, 0)) { bottleneck(config, stage: s, index: $0 + 1).parameterShapes })
+        }
+        parts += [
+            .once([("backbone.visual.attnpool.positional_embedding", [clip.positionGrid * clip.positionGrid + 1, c])]
+                  + [m.poolK, m.poolQ, m.poolV, m.poolOut].flatMap(\.parameterShapes)
+                  + m.poolConnect.conv.parameterShapes + m.poolConnect.bn.parameterShapes),
+            ParameterPart(repeats: clip.transformerLayers) { textBlock(config, $0).parameterShapes },
+            .once([("backbone.token_embedding.weight", [clip.vocabSize, dt])] + m.textFinalNorm.parameterShapes + m.neck.parameterShapes),
+            ParameterPart(repeats: config.numLayers) { decoderLayer(config, $0).parameterShapes },
+            .once(m.decoderNorm.parameterShapes + m.projVis1.parameterShapes + m.projVis3.parameterShapes
+                  + m.projVis4.parameterShapes + m.projTxt.parameterShapes),
+        ]
+        return parts
     }
 
     /// Learnable parameters (BN statistics excluded): what `full` fine-tuning trains.
@@ -172,8 +196,13 @@ public final class CRISModel: @unchecked Sendable {
 
     /// Loads a CRIS directory (config.json + model.safetensors); `num_batches_tracked` counters in the
     /// file are ignored.
-    public static func load(directory: URL) throws -> CRISModel {
-        let config = try CRISConfig.load(from: directory.appendingPathComponent("config.json"))
+    ///
+    /// The config is validated and its parameter bytes compared with `memoryLimit` (default: this
+    /// machine's memory) before anything is built from it (see `CLIPSegModel.load(directory:)`).
+    public static func load(directory: URL, memoryLimit: UInt64 = MachineMemory.physical) throws -> CRISModel {
+        let configURL = directory.appendingPathComponent("config.json")
+        let config = try CRISConfig.load(from: configURL)
+        try config.checkParameterMemory(file: configURL.path, memoryLimit: memoryLimit)
         let store = try ParameterStore.load(directory: directory, expected: expectedParameters(config),
                                             ignoring: { $0.hasSuffix(".num_batches_tracked") })
         return CRISModel(config: config, parameters: store)

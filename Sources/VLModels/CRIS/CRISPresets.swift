@@ -87,10 +87,15 @@ public enum CRISInitializer {
 
     /// Writes config.json, model.safetensors (with the BN `num_batches_tracked` counters a PyTorch
     /// state dict has) and the tokenizer files; returns the learnable parameter count.
+    /// The config is validated and its parameter bytes compared with `memoryLimit` (default: this
+    /// machine's memory) before the directory is created or any weight is made.
     @discardableResult
     public static func write(config: CRISConfig, seed: UInt64, to directory: URL,
+                             memoryLimit: UInt64 = MachineMemory.physical,
                              progress: ((Int, Int) -> Void)? = nil) throws -> Int {
-        try config.validate(file: directory.appendingPathComponent("config.json").path)
+        let configPath = directory.appendingPathComponent("config.json").path
+        try config.validate(file: configPath)
+        try config.checkParameterMemory(file: configPath, memoryLimit: memoryLimit)
         var learnable = 0
         try CLIPSegInitializer.writeModelDirectory(directory, config: config.jsonData(), tensors: CRISModel.expectedParameters(config),
                                                    progress: progress) { name, shape, writer in
