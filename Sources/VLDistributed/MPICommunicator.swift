@@ -20,6 +20,11 @@ public final class MPICommunicator: Communicator {
     /// The tag of the one-message notices a failing rank sends its peers before aborting the job
     /// (below 32767, the smallest tag bound MPI guarantees; no other message uses point-to-point).
     static let failureTag: Int32 = 0x5E6F
+    /// Tags of the watchdog's roll call: "which collective are you in?" and its answer.
+    static let rollCallTag: Int32 = 0x5E70
+    static let answerTag: Int32 = 0x5E71
+    /// The collective this rank is waiting in (answered to a peer's roll call).
+    fileprivate var waitingIn = ""
 
     public init(timeout: Double = 300) {
         var provided: Int32 = 0
@@ -77,13 +82,15 @@ public final class MPICommunicator: Communicator {
                     continue
                 }
                 let now = DispatchTime.now().uptimeNanoseconds
-                owner.leaveIfAPeerFailed(now: now)
+                owner.waitingIn = label
+                owner.servicePeers(now: now)
                 let elapsed = Double(now - started) * 1e-9
                 if owner.stopDeadline.hasPassed(now: now) {
                     owner.abort(code: 1, message: "rank \(owner.rank) (\(ProcessIdentity.hostName)): the job is stopping, but collective '\(label)' still waits after \(String(format: "%.0f", elapsed)) s, longer than any step so far took (\(String(format: "%.0f", owner.stopDeadline.patienceSeconds)) s allowed): a rank died or hangs — aborting the job without a final checkpoint")
                 }
                 if elapsed > owner.timeout {
-                    owner.abort(code: 4, message: "rank \(owner.rank) (\(ProcessIdentity.hostName)): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s); a rank is missing, stuck or dead — aborting the job")
+                    let absent = owner.rollCall()
+                    owner.abort(code: 4, message: "rank \(owner.rank) (\(ProcessIdentity.hostName)): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s): \(absent) — aborting the job")
                 }
             }
         }
@@ -177,11 +184,70 @@ public final class MPICommunicator: Communicator {
         _exit(1)
     }
 
-    /// Leaves quietly (status 1) when a peer has announced its failure: its own line says why, and
-    /// mpirun is ending the job. Looks at most every 20 ms.
-    fileprivate func leaveIfAPeerFailed(now: UInt64) {
+    /// What a waiting rank does for its peers, at most every 20 ms: leave when one announced its
+    /// failure, and answer a watchdog's roll call with the collective it waits in.
+    fileprivate func servicePeers(now: UInt64) {
         guard now - lastNoticeCheck > 20_000_000 else { return }
         lastNoticeCheck = now
+        answerRollCalls()
+        leaveIfAPeerFailed()
+    }
+
+    /// Answers every pending roll call with the label of the collective this rank waits in.
+    private func answerRollCalls() {
+        while true {
+            var flag: Int32 = 0
+            var status = MPI_Status()
+            MPI_Iprobe(vlseg_mpi_any_source(), Self.rollCallTag, vlseg_mpi_comm_world(), &flag, &status)
+            guard flag != 0 else { return }
+            var byte: UInt8 = 0
+            MPI_Recv(&byte, 1, vlseg_mpi_byte(), status.MPI_SOURCE, Self.rollCallTag, vlseg_mpi_comm_world(), vlseg_mpi_status_ignore())
+            let answer = Array(waitingIn.utf8.prefix(200))
+            // Small enough to go out eagerly: the send returns without the asker's receive.
+            answer.withUnsafeBytes { bytes in
+                _ = MPI_Send(bytes.baseAddress, Int32(bytes.count), vlseg_mpi_byte(), status.MPI_SOURCE, Self.answerTag, vlseg_mpi_comm_world())
+            }
+        }
+    }
+
+    /// For the watchdog's message: asks every peer which collective it waits in (2 s for answers).
+    /// A rank that does not answer is computing outside any collective, stuck, or dead.
+    func rollCall() -> String {
+        guard size > 1 else { return "no peer" }
+        var question: UInt8 = 1
+        var requests = [MPI_Request?](repeating: vlseg_mpi_request_null(), count: size)
+        for peer in 0..<size where peer != rank {
+            MPI_Isend(&question, 1, vlseg_mpi_byte(), Int32(peer), Self.rollCallTag, vlseg_mpi_comm_world(), &requests[peer])
+        }
+        var answers: [Int: String] = [:]
+        let start = DispatchTime.now().uptimeNanoseconds
+        while answers.count < size - 1 && DispatchTime.now().uptimeNanoseconds - start < 2_000_000_000 {
+            answerRollCalls()
+            var flag: Int32 = 0
+            var status = MPI_Status()
+            MPI_Iprobe(vlseg_mpi_any_source(), Self.answerTag, vlseg_mpi_comm_world(), &flag, &status)
+            guard flag != 0 else { usleep(1000); continue }
+            var count: Int32 = 0
+            MPI_Get_count(&status, vlseg_mpi_byte(), &count)
+            var bytes = [UInt8](repeating: 0, count: Int(max(count, 0)))
+            MPI_Recv(&bytes, count, vlseg_mpi_byte(), status.MPI_SOURCE, Self.answerTag, vlseg_mpi_comm_world(), vlseg_mpi_status_ignore())
+            answers[Int(status.MPI_SOURCE)] = String(decoding: bytes, as: UTF8.self)
+        }
+        let silent = (0..<size).filter { $0 != rank && answers[$0] == nil }
+        var parts: [String] = []
+        if !silent.isEmpty {
+            parts.append("rank(s) \(silent.map(String.init).joined(separator: ", ")) did not arrive (stuck outside any collective, or dead)")
+        }
+        let elsewhere = answers.filter { $0.value != waitingIn }.sorted { $0.key < $1.key }
+        if !elsewhere.isEmpty {
+            parts.append(elsewhere.map { "rank \($0.key) waits in '\($0.value)'" }.joined(separator: ", "))
+        }
+        return parts.isEmpty ? "every rank waits in it, yet it did not complete (a network fault?)" : parts.joined(separator: "; ")
+    }
+
+    /// Leaves quietly (status 1) when a peer has announced its failure: its own line says why, and
+    /// mpirun is ending the job.
+    private func leaveIfAPeerFailed() {
         var flag: Int32 = 0
         var status = MPI_Status()
         MPI_Iprobe(vlseg_mpi_any_source(), Self.failureTag, vlseg_mpi_comm_world(), &flag, &status)

@@ -16,7 +16,10 @@ struct TrainCommand: ParsableCommand {
             Overrides as in Hydra: group=option (tuning=vlsm_dense_vl, experiment=demo) and a.b.c=value \
             (trainer.max_steps=100). Run under mpirun (or launch/train -n N) for several ranks; alone it is \
             a single process. Rank 0 writes the run directory: config.yaml, metrics.jsonl, metrics.csv and \
-            checkpoints/ (resume=auto continues from the newest complete one).
+            checkpoints/; one job at a time holds it (RUN/.vlseg.lock). resume=auto continues from \
+            checkpoints/latest (else the newest valid checkpoint); a fresh run into a directory holding a run \
+            refuses unless run.overwrite=true. SIGTERM, SIGINT or SIGUSR1 stop after the current step with a \
+            checkpoint (exit 128 + signal).
             """)
 
     @Argument(help: "Config overrides: group=option or a.b.c=value.")
