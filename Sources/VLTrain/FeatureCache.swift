@@ -54,7 +54,13 @@ public final class FeatureCache {
             let fd = open(fileURL.path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
             guard fd >= 0 else { throw SetupError(message: "\(fileURL.path): cannot create the feature cache file") }
             defer { close(fd) }
-            guard ftruncate(fd, off_t(mappedBytes)) == 0 else { throw SetupError(message: "\(fileURL.path): cannot size the feature cache file to \(mappedBytes) bytes") }
+            // Reserved, not sparse: a store into a mapping whose page the disk cannot hold is a SIGBUS,
+            // so a full disk must be found here, as an error, rather than mid-epoch.
+            let reserved = posix_fallocate(fd, 0, off_t(mappedBytes))
+            guard reserved == 0 else {
+                unlink(fileURL.path)
+                throw SetupError(message: "\(fileURL.path): cannot reserve \(mappedBytes) bytes for the feature cache: \(String(cString: strerror(reserved))) (a larger trainer.cache_mb keeps it in memory, or trainer.feature_cache=off)")
+            }
             let p = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
             guard let p, p != MAP_FAILED else { throw SetupError(message: "\(fileURL.path): cannot map the feature cache") }
             base = p.assumingMemoryBound(to: Float.self)

@@ -418,11 +418,8 @@ final class FaultMatrixTests: XCTestCase {
         }
         // One and a half checkpoints, and a page each for config.yaml, the metrics, the lock and the pointers.
         let kilobytes = pages * 4 * 3 / 2 + 48
-        let mountPoint = newDir("tmpfs")
-        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
-        let mount = try ProcessRunner.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", mountPoint.path], timeout: 20)
-        guard mount.status == 0 else { throw XCTSkip("cannot mount a tmpfs here (\(mount.output)); needs root") }
-        defer { _ = try? ProcessRunner.run("/bin/umount", [mountPoint.path], timeout: 20) }
+        let mountPoint = try tmpfs(kilobytes: kilobytes)
+        defer { unmount(mountPoint) }
         for ranks in [1, 2] {
             let run = mountPoint.appendingPathComponent("run\(ranks)")
             let (r, seconds) = try train(ranks: ranks, Self.common(run: run, steps: 12, batch: 4 / ranks) + ["trainer.checkpoint_every=3"])
@@ -434,6 +431,32 @@ final class FaultMatrixTests: XCTestCase {
             XCTAssertEqual(CheckpointStore(runDirectory: run).pointer("latest"), "step-0000003")
             let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path).filter { $0.contains(".tmp-") }
             XCTAssertEqual(leftovers, [])
+            try FileManager.default.removeItem(at: run)
+        }
+    }
+
+    /// A small tmpfs (a disk that fills up), mounted for the test; needs root.
+    func tmpfs(kilobytes: Int) throws -> URL {
+        let mountPoint = newDir("tmpfs")
+        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
+        let mount = try ProcessRunner.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", mountPoint.path], timeout: 20)
+        guard mount.status == 0 else { throw XCTSkip("cannot mount a tmpfs here (\(mount.output)); needs root") }
+        return mountPoint
+    }
+
+    func unmount(_ mountPoint: URL) { _ = try? ProcessRunner.run("/bin/umount", [mountPoint.path], timeout: 20) }
+
+    /// A feature cache too large for memory (trainer.cache_mb) and for the disk: the file's space is
+    /// reserved up front, so the run stops with one line instead of a SIGBUS mid-epoch.
+    func testDiskFullForTheFeatureCache() throws {
+        let mountPoint = try tmpfs(kilobytes: 64)
+        defer { unmount(mountPoint) }
+        for ranks in [1, 2] {
+            let run = mountPoint.appendingPathComponent("run\(ranks)")
+            let (r, seconds) = try train(ranks: ranks, Self.common(run: run, steps: 6, batch: 4 / ranks) + ["trainer.cache_mb=0.001"])
+            assertCleanFailure(r, "cache, \(ranks) rank(s)")
+            XCTAssertTrue(r.output.contains("for the feature cache: No space left on device"), r.output)
+            XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
             try FileManager.default.removeItem(at: run)
         }
     }
