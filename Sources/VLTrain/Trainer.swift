@@ -46,6 +46,8 @@ public final class Trainer {
     let valCache: FeatureCache?
     /// When set, a signal stops the run at the next step boundary with a checkpoint (`StopRequest`).
     public var stopRequest: StopRequest?
+    /// Code that looks in at the loop's documented points (`TrainingObserver`).
+    public var observers: [TrainingObserver] = []
     /// The longest checkpoint save so far (all ranks wait for rank 0's save).
     private var slowestSave = 0.0
 
@@ -202,14 +204,7 @@ public final class Trainer {
             var stepsLeftInEpoch = stepsPerEpoch - state.samplesIntoEpoch / globalSamplesPerStep
             while stepsLeftInEpoch > 0 && state.step < totalSteps && !state.stopped && interruptedBy == nil {
                 let stepStart = DispatchTime.now().uptimeNanoseconds
-                if options.killAtStep == state.step + 1 {
-                    FileHandle.standardError.write(Data("vlseg: fault injection: rank \(comm.rank) kills itself in step \(state.step + 1)\n".utf8))
-                    kill(getpid(), SIGKILL)
-                }
-                if options.signalAtStep == state.step + 1 {
-                    FileHandle.standardError.write(Data("vlseg: fault injection: rank \(comm.rank) sends itself \(StopRequest.name(options.injectedSignal)) in step \(state.step + 1)\n".utf8))
-                    kill(getpid(), options.injectedSignal)
-                }
+                for observer in observers { observer.willStartStep(state.step + 1, rank: comm.rank) }
                 for micro in 0..<options.accumulate {
                     let t0 = DispatchTime.now().uptimeNanoseconds
                     guard let batch = try stream.next() else { throw TrainingError.dataEnded(epoch: state.epoch) }
@@ -337,12 +332,11 @@ public final class Trainer {
         let start = DispatchTime.now().uptimeNanoseconds
         defer { slowestSave = max(slowestSave, elapsed(since: start)) }
         lastCheckpoint = try comm.rootDecides("checkpoint outcome") { () throws -> String in
-            let killInSave = options.killInSaveAtStep == state.step
+            let step = state.step
             let url = try checkpoints.save(arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,
-                                           keepLast: options.keepLast, beforeCommit: killInSave ? {
-                                               FileHandle.standardError.write(Data("vlseg: fault injection: killed during the save of step \(self.state.step)\n".utf8))
-                                               kill(getpid(), SIGKILL)
-                                           } : nil)
+                                           keepLast: options.keepLast, beforeCommit: observers.isEmpty ? nil : { [observers] in
+                                               for observer in observers { observer.willCommitCheckpoint(step) }
+                                           })
             return url.path
         }
     }

@@ -45,30 +45,5 @@ public struct TrainingOptions: Sendable {
     /// Seconds between progress refreshes on a terminal.
     public var progressInterval: Double = 0.5
 
-    /// Fault injection for testing crash safety: SIGKILL this process at the start of this step
-    /// (from `VLSEG_FAULT_KILL_AT_STEP`, on the rank in `VLSEG_FAULT_RANK`, default 0).
-    public var killAtStep: Int? = nil
-    /// Fault injection: SIGKILL rank 0 inside the checkpoint save of this step, after its files
-    /// are written but before the directory is renamed into place (`VLSEG_FAULT_KILL_IN_SAVE`).
-    public var killInSaveAtStep: Int? = nil
-    /// Fault injection for the stop-on-signal path: this rank sends itself `injectedSignal` at the
-    /// start of this step (`VLSEG_FAULT_SIGNAL_AT_STEP`, `VLSEG_FAULT_SIGNAL` = TERM, INT or USR1).
-    public var signalAtStep: Int? = nil
-    public var injectedSignal: Int32 = SIGTERM
-
     public init(runDirectory: URL) { self.runDirectory = runDirectory }
-
-    /// Reads the fault-injection variables for this rank.
-    public mutating func readFaultInjection(rank: Int, environment: [String: String] = ProcessInfo.processInfo.environment) {
-        let faultRank = environment["VLSEG_FAULT_RANK"].flatMap { Int($0) } ?? 0
-        guard rank == faultRank else { return }
-        killAtStep = environment["VLSEG_FAULT_KILL_AT_STEP"].flatMap { Int($0) }
-        killInSaveAtStep = environment["VLSEG_FAULT_KILL_IN_SAVE"].flatMap { Int($0) }
-        signalAtStep = environment["VLSEG_FAULT_SIGNAL_AT_STEP"].flatMap { Int($0) }
-        switch environment["VLSEG_FAULT_SIGNAL"] {
-        case "INT": injectedSignal = SIGINT
-        case "USR1": injectedSignal = SIGUSR1
-        default: injectedSignal = SIGTERM
-        }
-    }
 }

@@ -60,7 +60,6 @@ struct TrainCommand: ParsableCommand {
             let (model, method, trainable, tokenizer) = loaded
             let (train, val) = try RunSetup.loaders(config, comm: comm, batchSize: batch, tokenizer: tokenizer, excluding: excluded)
             var options = RunSetup.trainingOptions(resolved, batchSize: batch)
-            options.readFaultInjection(rank: comm.rank)
             options.featureCache = try RunSetup.featureCache(config, visionFrozen: method.visionIsFrozen)
             RunSetup.enableTextCache(config, model: model)
             if dryRun {
@@ -92,6 +91,7 @@ struct TrainCommand: ParsableCommand {
             stopRequest.install()
             defer { stopRequest.uninstall() }
             trainer.stopRequest = stopRequest
+            if let faults = FaultInjection.fromEnvironment(rank: comm.rank) { trainer.observers.append(faults) }
             let summary = try trainer.run()
             if let signal = summary.interruptedBy {
                 if comm.isRoot {
