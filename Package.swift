@@ -63,5 +63,5 @@ let package = Package(
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.
         .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLModels", "VLTensor", "VLData", "VLTrain", "VLTestSupport"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -179,7 +179,7 @@ public enum DatasetCheck {
     }
 
     /// What one decode pass learned about a file.
-    private struct Decoded {
+    private struct Decoded: Sendable {
         var width = 0, height = 0
         var foreground: Double?
         /// For a mask with no foreground: the largest value of its first channel when that is 1-127
@@ -211,21 +211,21 @@ public enum DatasetCheck {
             imageSlot[e.imageURL] = imageOrder.count
             imageOrder.append(e.imageURL)
         }
-        var images = [Decoded](repeating: Decoded(), count: imageOrder.count)
-        var masks = [Decoded](repeating: Decoded(), count: entries.count)
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: imageOrder.count) { i in
+        let imageURLs = imageOrder
+        let decodedImages = LockedBox([Decoded](repeating: Decoded(), count: imageURLs.count))
+        let decodedMasks = LockedBox([Decoded](repeating: Decoded(), count: entries.count))
+        DispatchQueue.concurrentPerform(iterations: imageURLs.count) { i in
             var d = Decoded()
             do {
-                let img = try ImageIO.readImage(imageOrder[i])
+                let img = try ImageIO.readImage(imageURLs[i])
                 d.width = img.width
                 d.height = img.height
             } catch let error as ImageError {
                 d.error = DataError(imageError: error, role: "image", entry: nil)
             } catch {
-                d.error = .unreadableFile(path: imageOrder[i].path, role: "image", entry: nil, detail: "\(error)")
+                d.error = .unreadableFile(path: imageURLs[i].path, role: "image", entry: nil, detail: "\(error)")
             }
-            lock.lock(); images[i] = d; lock.unlock()
+            decodedImages.modify { $0[i] = d }
         }
         DispatchQueue.concurrentPerform(iterations: entries.count) { i in
             var d = Decoded()
@@ -250,8 +250,9 @@ public enum DatasetCheck {
             } catch {
                 d.error = .unreadableFile(path: entry.maskURL.path, role: "mask", entry: entry.reference, detail: "\(error)")
             }
-            lock.lock(); masks[i] = d; lock.unlock()
+            decodedMasks.modify { $0[i] = d }
         }
+        let images = decodedImages.value, masks = decodedMasks.value
 
         // Per-entry problems, in file order.
         var reportedImages = Set<Int>()

@@ -293,7 +293,6 @@ public enum MultiClassDataset {
     static func scanPresence(_ entries: [DatasetEntry], config: MultiClassConfig,
                              classes: ClassList) throws -> [Result<[Int], DataError>] {
         var results = [Result<[Int], DataError>](repeating: .success([]), count: entries.count)
-        let lock = NSLock()
         let toScan = entries.indices.filter { entries[$0].classIDs == nil }
         for i in entries.indices where entries[i].classIDs != nil {
             let ids = entries[i].classIDs!
@@ -303,6 +302,7 @@ public enum MultiClassDataset {
                 results[i] = .success(Array(Set(ids)).sorted())
             }
         }
+        let scanned = LockedBox(results)
         DispatchQueue.concurrentPerform(iterations: toScan.count) { k in
             let i = toScan[k]
             let r: Result<[Int], DataError>
@@ -314,10 +314,9 @@ public enum MultiClassDataset {
             } catch {
                 r = .failure(.unreadableFile(path: entries[i].maskURL.path, role: "mask", entry: entries[i].reference, detail: "\(error)"))
             }
-            lock.lock()
-            results[i] = r
-            lock.unlock()
+            scanned.modify { $0[i] = r }
         }
+        results = scanned.value
         return results
     }
 }

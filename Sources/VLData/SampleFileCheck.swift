@@ -20,16 +20,13 @@ public enum SampleFileCheck {
     /// ranks together cover every sample once), using the machine's cores.
     public static func check(_ set: SampleSet, split: String, offset: Int = 0, stride: Int = 1) -> [BadSample] {
         let positions = Array(Swift.stride(from: offset, to: set.count, by: max(stride, 1)))
-        var found = [BadSample?](repeating: nil, count: positions.count)
-        let lock = NSLock()
+        let found = LockedBox([BadSample?](repeating: nil, count: positions.count))
         DispatchQueue.concurrentPerform(iterations: positions.count) { i in
             let sample = set.samples[positions[i]]
             guard let problem = problem(sample) else { return }
-            lock.lock()
-            found[i] = BadSample(split: split, index: positions[i], message: problem)
-            lock.unlock()
+            found.modify { $0[i] = BadSample(split: split, index: positions[i], message: problem) }
         }
-        return found.compactMap { $0 }
+        return found.value.compactMap { $0 }
     }
 
     /// What is wrong with a sample's files, or nil.
@@ -107,4 +104,6 @@ public final class LockedBox<Value: Sendable>: @unchecked Sendable {
 
     public var value: Value { lock.lock(); defer { lock.unlock() }; return stored }
     public func set(_ value: Value) { lock.lock(); stored = value; lock.unlock() }
+    /// Changes the value in place under the lock.
+    public func modify(_ change: (inout Value) -> Void) { lock.lock(); change(&stored); lock.unlock() }
 }

@@ -156,14 +156,14 @@ public final class MPICommunicator: Communicator {
 
     public func abort(code: Int32, message: String) -> Never {
         FileHandle.standardError.write(Data("vlseg: \(message)\n".utf8))
-        fflush(stdout)
+        fflush(nil)  // every C stream (naming `stdout` is a shared global to Swift 6)
         MPI_Abort(vlseg_mpi_comm_world(), code)
         _exit(code)
     }
 
     public func fail(message: String) -> Never {
         FileHandle.standardError.write(Data("vlseg: error: rank \(rank) (\(ProcessIdentity.hostName)): \(message)\n".utf8))
-        fflush(stdout)
+        fflush(nil)  // every C stream (naming `stdout` is a shared global to Swift 6)
         // A small message goes out eagerly: peers blocked in a collective see it at their next poll
         // and leave at once, rather than when mpirun's kill reaches them.
         let notice = Array("rank \(rank) (\(ProcessIdentity.hostName))".utf8.prefix(200))
@@ -258,7 +258,7 @@ public final class MPICommunicator: Communicator {
         MPI_Recv(&bytes, count, vlseg_mpi_byte(), status.MPI_SOURCE, Self.failureTag, vlseg_mpi_comm_world(), vlseg_mpi_status_ignore())
         let who = String(decoding: bytes, as: UTF8.self)
         FileHandle.standardError.write(Data("vlseg: rank \(rank) (\(ProcessIdentity.hostName)): stopping: \(who) failed (its error is above)\n".utf8))
-        fflush(stdout)
+        fflush(nil)  // every C stream (naming `stdout` is a shared global to Swift 6)
         _exit(1)
     }
 

@@ -30,11 +30,23 @@ public func parallelFor(_ count: Int, grain: Int = 16384, _ body: (Range<Int>) -
     let chunks = min(threads, (count + grain - 1) / grain)
     let per = (count + chunks - 1) / chunks
     withoutActuallyEscaping(body) { fn in
+        let shared = ParallelBody(fn)
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
             let lo = c * per, hi = min(count, lo + per)
-            if lo < hi { fn(lo..<hi) }
+            if lo < hi { shared.call(lo..<hi) }
         }
     }
+}
+
+/// A loop body handed to the worker threads of one parallel loop, which returns only after every
+/// call has ended. Safe to share because of the loops' contract, which the compiler cannot see:
+/// each call works on its own part of the data (disjoint chunks or slots) and the body does not
+/// outlive the loop.
+@usableFromInline
+struct ParallelBody<Argument>: @unchecked Sendable {
+    @usableFromInline let body: (Argument) -> Void
+    @usableFromInline init(_ body: @escaping (Argument) -> Void) { self.body = body }
+    @inlinable func call(_ argument: Argument) { body(argument) }
 }
 
 /// Sums over fixed blocks of `block` elements of 0..<n, computed in parallel: `body(range, out)`
@@ -94,7 +106,8 @@ struct SlotSchedule {
         BLAS.setThreads(1)
         defer { BLAS.setThreads(ComputeThreads.count) }
         withoutActuallyEscaping(work) { fn in
-            DispatchQueue.concurrentPerform(iterations: workers) { fn($0) }
+            let shared = ParallelBody(fn)
+            DispatchQueue.concurrentPerform(iterations: workers) { shared.call($0) }
         }
     }
 

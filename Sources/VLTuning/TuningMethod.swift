@@ -51,7 +51,8 @@ public typealias TuningOptions = [String: String]
 
 /// Methods by name: one file per method registers a factory here.
 public enum TuningRegistry {
-    public typealias Factory = (TuningOptions) throws -> TuningMethod
+    /// Sendable: the factories are process-wide constants, read from any thread.
+    public typealias Factory = @Sendable (TuningOptions) throws -> TuningMethod
 
     static let baselineFactories: [String: Factory] = [
         "decoder": { _ in DecoderOnlyTuning() },
@@ -60,6 +61,7 @@ public enum TuningRegistry {
     ]
 
     /// Each family of methods contributes its factories from its own file.
+    /// Written only by `register`, before any run reads it (start-up, tests); never concurrently.
     nonisolated(unsafe) private static var factories: [String: Factory] =
         baselineFactories.merging(adapterFactories) { $1 }.merging(promptFactories) { $1 }
 

@@ -87,7 +87,8 @@ struct TrainCommand: ParsableCommand {
             }
             defer { withExtendedLifetime(runLock) {} }
             let trainer = try Trainer(model: model, trainableNames: trainable, trainData: train, valData: val, comm: comm, options: options)
-            let stopRequest = StopRequest(deadline: comm.stopDeadline, log: { message in printError("vlseg: rank \(comm.rank): \(message)") })
+            let rank = comm.rank
+            let stopRequest = StopRequest(deadline: comm.stopDeadline, log: { message in printError("vlseg: rank \(rank): \(message)") })
             stopRequest.install()
             defer { stopRequest.uninstall() }
             trainer.stopRequest = stopRequest

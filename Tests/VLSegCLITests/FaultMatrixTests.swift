@@ -6,8 +6,8 @@ import VLTrain
 /// The faults users meet, each on real processes (1 rank, and 2 ranks under real mpirun): what is
 /// printed, the exit status, how long it took, and that no checkpoint was lost or damaged.
 ///
-/// mpirun runs with the flags `launch/train` uses (`odls_base_sigkill_timeout 3`: a signal sent to
-/// mpirun leaves the ranks 3 s to save their step; an aborted job ends within about twice that).
+/// mpirun runs with the flags `launch/train` uses (`odls_base_sigkill_timeout 2`: a signal sent to
+/// mpirun leaves the ranks 2 s to save their step; an aborted job ends within about twice that).
 final class FaultMatrixTests: XCTestCase {
     static let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-faults-\(getpid())")
     static var data: URL { work.appendingPathComponent("data") }
@@ -60,7 +60,7 @@ final class FaultMatrixTests: XCTestCase {
     }
 
     static var mpirunFlags: [String] {
-        var flags = ["--bind-to", "none", "--mca", "orte_abort_on_non_zero_status", "1", "--mca", "odls_base_sigkill_timeout", "3"]
+        var flags = ["--bind-to", "none", "--mca", "orte_abort_on_non_zero_status", "1", "--mca", "odls_base_sigkill_timeout", "2"]
         if getuid() == 0 { flags.append("--allow-run-as-root") }
         if ProcessInfo.processInfo.activeProcessorCount < 2 { flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] }
         return flags
@@ -255,8 +255,8 @@ final class FaultMatrixTests: XCTestCase {
     func testSignalsToMpirunStopWithACheckpoint() throws {
         for (name, number) in [("SIGTERM", SIGTERM), ("SIGINT", SIGINT)] {
             let run = newDir("run")
-            // Open MPI passes a signal sent to mpirun on as SIGCONT, then SIGTERM 3 s later
-            // (odls_base_sigkill_timeout), then SIGKILL when ranks are still there up to 3 s after;
+            // Open MPI passes a signal sent to mpirun on as SIGCONT, then SIGTERM 2 s later
+            // (odls_base_sigkill_timeout), then SIGKILL when ranks are still there up to 2 s after;
             // it reads no output meanwhile, so rank 0 logs only every 20 steps here.
             let job = try start(ranks: 2, Self.common(run: run, steps: 100_000, batch: 2) + ["trainer.log_every=20"])
             waitForSteps(job)

@@ -28,7 +28,7 @@ final class LaunchTrainTests: XCTestCase {
         let r = try ProcessRunner.script("launch/train", ["-n", "2", "--print", "--", "experiment=demo"], environment: env)
         XCTAssertEqual(r.status, 0, r.output)
         let line = r.output
-        for flag in ["--bind-to none", "--mca orte_abort_on_non_zero_status 1", "--mca odls_base_sigkill_timeout 3", "-np 2",
+        for flag in ["--bind-to none", "--mca orte_abort_on_non_zero_status 1", "--mca odls_base_sigkill_timeout 2", "-np 2",
                      "\(ProcessRunner.vlsegPath) train experiment=demo trainer.threads=\(max(1, cores / 2))"] {
             XCTAssertTrue(line.contains(flag), "missing '\(flag)' in: \(line)")
         }

@@ -9,7 +9,7 @@ import VLTuning
 
 /// The training loop in one process: equivalences, resume and evaluation.
 final class TrainerTests: XCTestCase {
-    static var dataRoot: URL = {
+    static let dataRoot: URL = {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-trainer-data-\(getpid())")
         if !FileManager.default.fileExists(atPath: url.appendingPathComponent("anns/train.json").path) {
             _ = try! DemoDataset.write(options: .init(count: 40, width: 64, height: 64, seed: 3), to: url)

@@ -76,7 +76,8 @@ struct ByteWindow {
         self.keeper = keeper
     }
 
-    static let empty = ByteWindow(base: nil, count: 0, keeper: nil)
+    /// A window on nothing; made on each use (a stored static of a non-Sendable type is shared state).
+    static var empty: ByteWindow { ByteWindow(base: nil, count: 0, keeper: nil) }
 
     /// True when [offset, offset + length) lies inside the window (no arithmetic overflow possible).
     @inline(__always)
