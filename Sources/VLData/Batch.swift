@@ -20,6 +20,8 @@ public struct ImageSize: Sendable, Equatable, Hashable, Codable, CustomStringCon
 /// Under `on_error: skip` a batch may hold fewer samples than the batch size (even none): every rank still
 /// gets the same number of batches, so the trainer keeps entering its collectives in step; it must treat an
 /// empty batch as a step with zero gradient.
+// @unchecked Sendable: made by one loader worker and handed whole to the consumer; no thread writes
+// its tensors after the hand-off.
 public struct Batch: @unchecked Sendable {
     /// [B, 3, S, S], normalised.
     public var pixelValues: Tensor

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VLModels
 import VLTensor
 
@@ -54,6 +55,7 @@ public struct DataLoaderConfig: Sendable {
 ///
 /// Workers claim whole batches in order and may run at most `prefetch` batches ahead of the consumer, so
 /// memory stays bounded; the consumer receives batches strictly in sampler order.
+// @unchecked Sendable: its settings are immutable; the skipped-sample record is guarded by `lock`.
 public final class DataLoader: @unchecked Sendable {
     public let samples: SampleSet
     public let sampler: ShardedSampler
@@ -282,17 +284,13 @@ public final class DataLoader: @unchecked Sendable {
 
     // MARK: Worker bookkeeping
 
-    private static let liveLock = NSLock()
-    nonisolated(unsafe) private static var live = 0
+    private static let live = Atomic<Int>(0)
 
     /// Loader worker threads alive in this process (a test checks it drops to zero after early stops).
-    public static var liveWorkerThreads: Int {
-        liveLock.lock(); defer { liveLock.unlock() }
-        return live
-    }
+    public static var liveWorkerThreads: Int { live.load(ordering: .sequentiallyConsistent) }
 
-    static func workerStarted() { liveLock.lock(); live += 1; liveLock.unlock() }
-    static func workerEnded() { liveLock.lock(); live -= 1; liveLock.unlock() }
+    static func workerStarted() { live.add(1, ordering: .sequentiallyConsistent) }
+    static func workerEnded() { live.subtract(1, ordering: .sequentiallyConsistent) }
 }
 
 /// One epoch's (remaining) batches of a rank, in order. Call `next()` until it returns nil; `close()` (or
@@ -300,6 +298,7 @@ public final class DataLoader: @unchecked Sendable {
 ///
 /// The workers hold only the stream's shared `Core`, never the stream itself, so releasing the stream runs
 /// its `deinit` (which stops them) even while they are blocked on a full queue.
+// @unchecked Sendable: consumed by one thread; what it shares with the workers lives in `Core`.
 public final class BatchStream: @unchecked Sendable {
     public var loader: DataLoader { core.loader }
     /// The cursor of the first batch this stream yields.
@@ -338,6 +337,8 @@ public final class BatchStream: @unchecked Sendable {
     public func close() { core.close() }
 
     /// The state the consumer and the workers share, guarded by `condition`.
+    // @unchecked Sendable: the queue state shared with the workers is read and written under its
+    // condition lock only.
     final class Core: @unchecked Sendable {
         let loader: DataLoader
         let startCursor: SamplerCursor

@@ -344,6 +344,7 @@ public enum DemoDataset {
     }
 
     /// Results gathered from the worker threads.
+    // @unchecked Sendable: every access holds `lock`.
     private final class WriteState: @unchecked Sendable {
         private let lock = NSLock()
         private(set) var entries: [[String: Any]?]

@@ -126,7 +126,9 @@ extension Communicator {
 public enum Communicators {
     /// The communicator `make` created for this process, kept alive until `finishCurrent`: the error
     /// path needs it to end the job (and releasing an MPI communicator would finalize it, a collective
-    /// the peers of a failed rank never reach). Set and read on the main thread only.
+    /// the peers of a failed rank never reach).
+    // nonisolated(unsafe): set and read only by the thread that runs the command (MPI itself is
+    // initialised FUNNELED: that thread alone may call it), so no other thread ever sees it.
     nonisolated(unsafe) public private(set) static var current: Communicator?
 
     public static func make(timeout: Double = 300) -> Communicator {

@@ -36,6 +36,8 @@ public struct TextPrompts: Sendable {
 /// Every size comes from the config; weights are addressed by their checkpoint names in
 /// `parameters`. Forward passes compute only what the requested outputs need: the text-prompted
 /// path stops the vision tower at the deepest extracted layer and trims padding tokens.
+// @unchecked Sendable: configured (hooks, text cache) on one thread before use; a forward pass runs
+// on one thread at a time, its ops spreading work over workers only inside themselves.
 public final class CLIPSegModel: @unchecked Sendable {
     public let config: CLIPSegConfig
     public let parameters: ParameterStore

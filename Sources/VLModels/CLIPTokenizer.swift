@@ -379,6 +379,7 @@ public struct CLIPTokenizer: Sendable {
 
 /// A thread-safe memo of pre-token → ids. Prompts repeat the same few hundred words, so after warm-up almost
 /// every word skips BPE. The size is capped (cleared when full) so adversarial input cannot grow it unboundedly.
+// @unchecked Sendable: every access to the memo holds its lock.
 final class CLIPTokenCache: @unchecked Sendable {
     private static let capacity = 100_000
     private let lock = NSLock()

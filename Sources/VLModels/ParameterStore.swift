@@ -73,6 +73,9 @@ extension ModelConfigFile {
 /// tensors and addressing a parameter from a tuning method all use one vocabulary. Frozen weights
 /// stay borrowed from the memory-mapped file; marking a tensor trainable replaces it by a
 /// gradient-requiring leaf with its own writable storage.
+// @unchecked Sendable: changed only while a model is set up (loading, a method's `prepare`), on
+// one thread; afterwards the names and tensors are only read, and the trainable tensors' values
+// change only in the optimiser step, on the thread that runs the loop.
 public final class ParameterStore: @unchecked Sendable {
     public private(set) var tensors: [String: Tensor] = [:]
     /// Insertion order: deterministic and identical on every rank.

@@ -41,6 +41,7 @@ public enum SafeTensorsDType: String, Sendable, CaseIterable {
 }
 
 /// A read-only memory mapping of a whole file, unmapped when the last user is gone.
+// @unchecked Sendable: immutable after init; the mapping is read-only and unmapped only in deinit.
 final class MappedFile: @unchecked Sendable {
     let base: UnsafeMutableRawPointer?
     let length: Int
@@ -84,6 +85,7 @@ public struct SafeTensorsEntry: Sendable, Equatable {
 /// float32 tensors are borrowed straight from the mapping (read-only, zero copy), so frozen
 /// weights cost no private memory and are shared by every process that maps the same file.
 /// Other float types are converted to float32 on access.
+// @unchecked Sendable: immutable after the header is parsed in init; reads only.
 public final class SafeTensorsFile: @unchecked Sendable {
     public let path: String
     public let entries: [String: SafeTensorsEntry]

@@ -8,6 +8,7 @@ import VLTensor
 /// are a fixed function of its token ids, and datasets reuse a small set of prompts. Each missing
 /// prompt is encoded on its own (a batch of one), so a prompt's entry has the same bits whichever
 /// batch first asked for it: runs and resumed runs agree exactly with the cache on.
+// @unchecked Sendable: every access to the entries holds `lock`.
 public final class TextFeatureCache: @unchecked Sendable {
     struct Entry {
         /// text_projection(pooled), before any conditioning hook: [P].

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One recorded operation (or a leaf) in the reverse-mode graph.
 ///
@@ -6,6 +7,8 @@ import Foundation
 /// prefix of a network records nothing and keeps no activations alive. The backward closure
 /// holds the activations it needs; it is released as soon as it has run, so memory falls as
 /// backward proceeds.
+// @unchecked Sendable: a graph is built and run backward by the thread that runs the step; workers
+// touch only the buffers of the op they run.
 public final class GradNode: @unchecked Sendable {
     /// Backward: given dL/d(output), returns dL/d(input) for each input whose `needs` flag is set.
     public typealias BackwardFunction = (_ outputGrad: Tensor, _ needs: [Bool]) -> [Tensor?]
@@ -69,13 +72,14 @@ public final class GradNode: @unchecked Sendable {
 
 /// Turns recording off for a scope (evaluation), whatever the inputs require.
 public enum GradMode {
-    nonisolated(unsafe) static var disabledDepth = 0
+    /// Nesting depth of `withoutGradients` scopes; every op reads it, from any thread.
+    static let disabledDepth = Atomic<Int>(0)
 
-    public static var isEnabled: Bool { disabledDepth == 0 }
+    public static var isEnabled: Bool { disabledDepth.load(ordering: .relaxed) == 0 }
 
     public static func withoutGradients<R>(_ body: () throws -> R) rethrows -> R {
-        disabledDepth += 1
-        defer { disabledDepth -= 1 }
+        disabledDepth.add(1, ordering: .relaxed)
+        defer { disabledDepth.subtract(1, ordering: .relaxed) }
         return try body()
     }
 }

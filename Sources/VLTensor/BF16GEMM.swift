@@ -15,10 +15,11 @@ import Synchronization
 public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     case fp32, bf16
 
-    nonisolated(unsafe) private static var active = MatmulPrecision.fp32
+    /// 0 = fp32, 1 = bf16: read by every product from any thread, set by a command before its work.
+    private static let active = Atomic<UInt8>(0)
 
     /// The process-wide precision (a rank sets it once, before its first step).
-    public static var current: MatmulPrecision { active }
+    public static var current: MatmulPrecision { active.load(ordering: .relaxed) == 1 ? .bf16 : .fp32 }
 
     /// Why `bf16` cannot run here, or nil when it can.
     public static var bf16Unavailable: String? {
@@ -30,7 +31,7 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     /// Makes `precision` the process-wide setting; `bf16` on a CPU without AVX512_BF16 is refused.
     public static func set(_ precision: MatmulPrecision) throws {
         if precision == .bf16, let reason = bf16Unavailable { throw MatmulPrecisionError.unavailable(reason) }
-        active = precision
+        active.store(precision == .bf16 ? 1 : 0, ordering: .relaxed)
     }
 }
 
@@ -123,6 +124,7 @@ public enum BF16GEMM {
     /// B packed once for many products that share it: a weight multiplied by every row block of a
     /// blocked op (`mlpReLU`), where packing per block would repeat the same conversion each time.
     /// Its buffer goes back to the pool when the value is released.
+    // @unchecked Sendable: packed once in init, then only read by every block's workers.
     public final class PackedB: @unchecked Sendable {
         public let k: Int, n: Int
         private let buffer: PackingBuffers.Buffer
@@ -165,6 +167,8 @@ public enum BF16GEMM {
 final class PackingBuffers: Sendable {
     static let shared = PackingBuffers()
 
+    // @unchecked Sendable: a pool buffer is owned by one packing at a time (taken and returned under
+    // the pool's lock).
     struct Buffer: @unchecked Sendable {
         let words: UnsafeMutablePointer<UInt32>
         let capacity: Int

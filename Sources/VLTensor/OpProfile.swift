@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Wall time per op over timed passes (`vlseg bench step --profile`, `bench infer --profile`): where
 /// the time goes, by the names ops record themselves under ("linear", "attention", "mlp_relu", ...).
@@ -8,9 +9,14 @@ import Foundation
 /// node or not (frozen-only ops report through `Tensor.unrecorded`): the time since the previous
 /// op (or since `startForward`) goes to it, so glue between ops counts with the next op. Only the
 /// thread that runs the step marks time; ops' own worker threads are inside their op's interval.
+// @unchecked Sendable: filled only by the thread that runs the step (see above), read after it.
 public final class OpProfile: @unchecked Sendable {
     /// The profile being filled, if any (one at a time, set by the bench around its timed steps).
-    nonisolated(unsafe) public static var active: OpProfile?
+    public static var active: OpProfile? {
+        get { activeProfile.withLock { $0 } }
+        set { activeProfile.withLock { $0 = newValue } }
+    }
+    private static let activeProfile = Mutex<OpProfile?>(nil)
 
     public struct Entry: Sendable {
         public var forwardSeconds = 0.0, backwardSeconds = 0.0

@@ -1,5 +1,6 @@
 import CVectorMath
 import Foundation
+import Synchronization
 
 /// Which implementation `multiHeadAttention` runs.
 ///
@@ -18,8 +19,14 @@ public enum MultiHeadAttentionKernel: String, Sendable, CustomStringConvertible 
         return vlseg_attention_fused_available() != 0 ? .fused : .blas
     }()
 
+    /// 1 = fused, 0 = blas; an atomic because ops read it from any thread.
+    private static let selected = Atomic<UInt8>(machineDefault == .fused ? 1 : 0)
+
     /// What runs from now on; tests switch it to compare both paths in one process.
-    nonisolated(unsafe) public static var current: MultiHeadAttentionKernel = machineDefault
+    public static var current: MultiHeadAttentionKernel {
+        get { selected.load(ordering: .relaxed) == 1 ? .fused : .blas }
+        set { selected.store(newValue == .fused ? 1 : 0, ordering: .relaxed) }
+    }
 
     /// Largest head size the fused kernel takes. Above it sgemm's K is long enough for OpenBLAS to
     /// run near its peak and the per-head GEMMs win (`vlseg bench attention`, batch 4, 2 threads:

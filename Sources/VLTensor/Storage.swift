@@ -5,6 +5,8 @@ import Foundation
 /// Owned buffers are allocated and freed here. Borrowed buffers point into memory someone else
 /// owns (a memory-mapped safetensors file, an arena); `owner` keeps that memory alive as long as
 /// any tensor uses it, and `isReadOnly` guards frozen weights mapped without write permission.
+// @unchecked Sendable: raw memory under the tensor contract (see Tensor); read-only storages are
+// mapped without write permission, so a stray write traps instead of racing.
 public final class TensorStorage: @unchecked Sendable {
     public let base: UnsafeMutablePointer<Float>
     public let count: Int

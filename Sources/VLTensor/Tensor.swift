@@ -6,6 +6,9 @@ import Foundation
 /// write into an input. Views are made only where they are free (reshape, leading-axis slices);
 /// every other layout change copies. A tensor that takes part in differentiation carries a
 /// `GradNode`; tensors computed only from frozen inputs carry none, so nothing is recorded for them.
+// @unchecked Sendable: shape and node are immutable values; the storage is shared by reference, and
+// its contract is the engine's: an op writes only tensors it created (or an output its caller handed
+// it), and parallel workers inside an op write disjoint ranges.
 public struct Tensor: @unchecked Sendable {
     public let storage: TensorStorage
     public let offset: Int

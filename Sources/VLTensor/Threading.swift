@@ -1,17 +1,19 @@
 import Foundation
+import Synchronization
 import COpenBLAS
 
 /// The one threading knob of a rank: OpenBLAS threads and the engine's own parallel loops.
 public enum ComputeThreads {
-    nonisolated(unsafe) private static var current = 1
+    /// Read by every parallel loop from any thread; set by a command before its work.
+    private static let current = Atomic<Int>(1)
 
     /// Threads used per rank. Defaults to 1 until `set` is called.
-    public static var count: Int { current }
+    public static var count: Int { current.load(ordering: .relaxed) }
 
     /// Sets the thread count for OpenBLAS and for `parallelFor`.
     public static func set(_ n: Int) {
-        current = max(1, n)
-        openblas_set_num_threads(Int32(current))
+        current.store(max(1, n), ordering: .relaxed)
+        openblas_set_num_threads(Int32(max(1, n)))
     }
 
     /// Processor cores this process may run on.

@@ -11,6 +11,8 @@ import VLDistributed
 /// every step boundary (one small all-reduce), so all of them stop after the same step even when the
 /// signal reached only one. A second signal of the same kind ends the process at once (status
 /// 128 + the signal's number, no checkpoint).
+// @unchecked Sendable: what signal handlers and the loop share is atomic (`received`, the deadline);
+// the sources are installed and removed by the thread that runs the command.
 public final class StopRequest: @unchecked Sendable {
     /// The signals handled, in the order their names are reported when several arrive.
     public static let signals: [Int32] = [SIGTERM, SIGINT, SIGUSR1]

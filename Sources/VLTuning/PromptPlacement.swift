@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VLModels
 import VLTensor
 
@@ -213,19 +214,20 @@ struct LearnerInit {
 /// The CLIP vocabulary for `tuning.init` phrases: every CLIPSeg checkpoint uses the same CLIP BPE,
 /// which VLSeg bundles.
 enum PromptTokenizer {
-    nonisolated(unsafe) private static var cached: CLIPTokenizer?
-    private static let lock = NSLock()
+    /// Loaded on first use (49k entries), then shared.
+    private static let cached = Mutex<CLIPTokenizer?>(nil)
 
     static func ids(of phrase: String, method: String) throws -> [Int] {
-        lock.lock()
-        defer { lock.unlock() }
-        if cached == nil {
+        let tokenizer = try cached.withLock { slot -> CLIPTokenizer in
+            if let loaded = slot { return loaded }
             guard let dir = CLIPSegInitializer.bundledTokenizerDirectory else {
                 throw TuningError.invalidOption(method: method, key: "init", reason: "the bundled CLIP tokenizer is missing")
             }
-            cached = try CLIPTokenizer(directory: dir)
+            let loaded = try CLIPTokenizer(directory: dir)
+            slot = loaded
+            return loaded
         }
-        let ids: [Int] = cached!.encode(phrase)
+        let ids: [Int] = tokenizer.encode(phrase)
         return ids
     }
 }

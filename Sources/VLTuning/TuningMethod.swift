@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VLModels
 import VLTensor
 
@@ -60,20 +61,19 @@ public enum TuningRegistry {
         "zero_shot": { _ in ZeroShot() },
     ]
 
-    /// Each family of methods contributes its factories from its own file.
-    /// Written only by `register`, before any run reads it (start-up, tests); never concurrently.
-    nonisolated(unsafe) private static var factories: [String: Factory] =
-        baselineFactories.merging(adapterFactories) { $1 }.merging(promptFactories) { $1 }
+    /// Each family of methods contributes its factories from its own file; `register` adds more.
+    private static let factories = Mutex<[String: Factory]>(
+        baselineFactories.merging(adapterFactories) { $1 }.merging(promptFactories) { $1 })
 
-    public static var names: [String] { factories.keys.sorted() }
+    public static var names: [String] { factories.withLock { $0.keys.sorted() } }
 
     /// Methods that run on CRIS (the rest hook into CLIPSeg's ViT towers).
     public static let crisMethods = ["cocoop", "coop", "decoder", "full", "zero_shot"]
 
-    public static func register(_ name: String, factory: @escaping Factory) { factories[name] = factory }
+    public static func register(_ name: String, factory: @escaping Factory) { factories.withLock { $0[name] = factory } }
 
     public static func make(_ name: String, options: TuningOptions = [:]) throws -> TuningMethod {
-        guard let factory = factories[name] else { throw TuningError.unknownMethod(name, available: names) }
+        guard let factory = factories.withLock({ $0[name] }) else { throw TuningError.unknownMethod(name, available: names) }
         return try factory(options)
     }
 }

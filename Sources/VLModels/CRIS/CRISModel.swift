@@ -29,6 +29,7 @@ extension CRISTextContext {
 ///
 /// Weights are addressed by their PyTorch state-dict names. Batch norms always use the running
 /// statistics (the published runs keep CRIS in eval mode); dropout is off.
+// @unchecked Sendable: as CLIPSegModel: configured before use, one forward pass at a time.
 public final class CRISModel: @unchecked Sendable {
     public let config: CRISConfig
     public let parameters: ParameterStore

@@ -156,6 +156,7 @@ public struct PickleDict: Sendable {
 }
 
 /// Everything one or more pickles built: containers, storages and tensors, by index.
+// @unchecked Sendable: built by one reader on one thread, then only read.
 public final class PickleGraph: @unchecked Sendable {
     public internal(set) var tuples: [[PickleValue]] = []
     public internal(set) var lists: [[PickleValue]] = []

@@ -52,6 +52,7 @@ public enum TorchCheckpointError: Error, CustomStringConvertible {
 
 /// One tensor read from a checkpoint: float types as a contiguous float32 `Tensor`, integer and bool
 /// types as `Int` values (bool as 0/1).
+// @unchecked Sendable: holds a tensor made for it alone and integer values; nothing writes them later.
 public struct TorchTensorData: @unchecked Sendable {
     public enum Values {
         case float32(Tensor)
@@ -85,6 +86,7 @@ public struct TorchStateDict {
 }
 
 /// A PyTorch checkpoint, parsed and validated: the object tree, and the storages its tensors use.
+// @unchecked Sendable: parsed and validated in init; afterwards only read.
 public final class TorchCheckpoint: @unchecked Sendable {
     public enum Format: Equatable, Sendable {
         /// torch >= 1.6: a zip archive whose records live under `archive` (the folder name).

@@ -28,6 +28,7 @@ public struct ZipArchiveError: Error, CustomStringConvertible, Equatable, Sendab
 }
 
 /// The bytes a reader works on: a memory-mapped file or an in-memory copy, kept alive by `owner`.
+// @unchecked Sendable: immutable after init (a read-only mapping or a private copy freed in deinit).
 final class ByteSource: @unchecked Sendable {
     private let base: UnsafeRawPointer?
     private let length: Int
@@ -105,6 +106,7 @@ struct ByteWindow {
 }
 
 /// A read-only zip archive of stored (uncompressed) entries over memory-mapped bytes.
+// @unchecked Sendable: the directory is parsed in init; afterwards only read.
 public final class ZipArchive: @unchecked Sendable {
     /// One central-directory record.
     public struct Entry: Sendable, Equatable {

@@ -118,6 +118,7 @@ public struct TuningMethodSchema: Sendable {
 /// The tuning methods the config accepts, by name. The built-in schemas cover every method of the
 /// VLSM-Adapter and TuneVLSeg issues; an implementation can replace a schema (same name) or add one with
 /// `register`, before configs are loaded.
+// @unchecked Sendable: every access to `schemas` holds `lock`.
 public final class TuningMethodRegistry: @unchecked Sendable {
     private let lock = NSLock()
     private var schemas: [String: TuningMethodSchema] = [:]
