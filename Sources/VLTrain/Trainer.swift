@@ -190,7 +190,7 @@ public final class Trainer {
         if trainCache != nil { say("feature cache on: frozen vision features are computed once per image and reused in later epochs") }
         say("all-reduce per optimiser step: \(arena.bytesPerAllReduce.grouped) bytes (the trainable gradients only; the frozen model is never communicated)")
         let globalSamplesPerStep = comm.size * options.batchSize * options.accumulate
-        var windowLoss = 0.0, windowBatches = 0.0, windowImages = 0.0
+        var window = LogWindow()
         var windowStart = Date()
         var timing = StepTiming()
         var slowest = SlowestPhases()
@@ -219,9 +219,7 @@ public final class Trainer {
                         timing.forward += Double(t2 - t1) * 1e-9
                         loss.backward(onLeafReady: final ? { [sync] in sync.leafReady($0) } : nil)
                         timing.backward += elapsed(since: t2)
-                        windowLoss += Double(loss.item)
-                        windowBatches += 1
-                        windowImages += Double(batch.count)
+                        window.add(loss: Double(loss.item), images: batch.count)
                     }
                 }
                 let t3 = DispatchTime.now().uptimeNanoseconds
@@ -241,11 +239,10 @@ public final class Trainer {
                 stepsLeftInEpoch -= 1
 
                 if state.step % max(options.logEvery, 1) == 0 || state.step == totalSteps {
-                    var v = [windowLoss, windowBatches, windowImages]
-                    comm.allReduceSum(&v, label: "training loss")
+                    let all = window.summed(over: comm)
                     let seconds = Date().timeIntervalSince(windowStart)
-                    let imagesPerSecond = seconds > 0 ? v[2] / seconds : 0
-                    let meanLoss = v[1] > 0 ? v[0] / v[1] : .nan
+                    let imagesPerSecond = seconds > 0 ? all.images / seconds : 0
+                    let meanLoss = all.meanLoss
                     if comm.isRoot {
                         try metricsLog?.append(["kind": "train", "step": state.step, "epoch": state.epoch, "loss": meanLoss, "lr": Double(lr),
                                             "images_per_s": imagesPerSecond, "grad_norm": Double(gradNorm),
@@ -253,7 +250,7 @@ public final class Trainer {
                         progress?.update(step: state.step, total: totalSteps, epoch: state.epoch, loss: meanLoss, lr: lr,
                                          imagesPerSecond: imagesPerSecond, elapsed: Date().timeIntervalSince(runStart))
                     }
-                    windowLoss = 0; windowBatches = 0; windowImages = 0
+                    window = LogWindow()
                     windowStart = Date()
                 }
                 let epochEnds = stepsLeftInEpoch == 0
@@ -364,6 +361,28 @@ public enum TrainingError: Error, CustomStringConvertible {
         case let .dataEnded(epoch): return "the data loader ran out of batches in epoch \(epoch)"
         }
     }
+}
+
+/// What a rank trained on since the last log line, summed over ranks when the line is written.
+struct LogWindow {
+    var lossSum = 0.0
+    var batches = 0.0
+    var images = 0.0
+
+    mutating func add(loss: Double, images count: Int) {
+        lossSum += loss
+        batches += 1
+        images += Double(count)
+    }
+
+    /// Every rank's window added up (one small all-reduce, entered by all ranks).
+    func summed(over comm: Communicator) -> LogWindow {
+        var values = [lossSum, batches, images]
+        comm.allReduceSum(&values, label: "training loss")
+        return LogWindow(lossSum: values[0], batches: values[1], images: values[2])
+    }
+
+    var meanLoss: Double { batches > 0 ? lossSum / batches : .nan }
 }
 
 /// The slowest step and validation so far, and with the slowest save, how long a live rank can keep
