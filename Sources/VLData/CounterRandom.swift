@@ -7,6 +7,8 @@ public struct CounterRandom: RandomNumberGenerator, Sendable {
     /// What the numbers are for; each purpose gets an independent stream.
     public enum Purpose: UInt64, Sendable {
         case permutation = 1, prompt = 2, augmentation = 3, demoData = 4, classSampling = 5, initialization = 6
+        /// The generated scene (source) and shifted medical (target) domains of the demo backbone.
+        case sceneData = 7, shiftedDomainData = 8
     }
 
     private var state: UInt64

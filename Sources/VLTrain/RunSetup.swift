@@ -32,10 +32,11 @@ public enum RunSetup {
             let root = URL(fileURLWithPath: config.data.root)
             if config.data.isDemo,
                !FileManager.default.fileExists(atPath: root.appendingPathComponent("anns/train.json").path) {
-                log("creating the demo dataset in \(root.path) (\(config.data.demo.count) images, \(config.data.demo.size) px)")
-                _ = try DemoDataset.write(options: .init(count: config.data.demo.count, width: config.data.demo.size,
-                                                         height: config.data.demo.size, seed: UInt64(config.data.demo.seed)),
-                                          to: root)
+                let demo = config.data.demo
+                log("creating the \(demo.kind.rawValue) demo dataset in \(root.path) (\(demo.count) images, \(demo.size) px)")
+                let summary = try demo.kind.write(count: demo.count, size: demo.size, seed: UInt64(demo.seed),
+                                                  entriesPerImage: demo.entriesPerImage, to: root)
+                log("  \(summary.entries.map { "\($0.split) \($0.count)" }.joined(separator: ", ")) entries in \(String(format: "%.1f", summary.seconds)) s")
             }
         }
     }

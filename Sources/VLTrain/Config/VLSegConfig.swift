@@ -48,7 +48,7 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
     public enum ModelPreset: String, ConfigChoice, Sendable {
         /// A real model directory (downloaded from Hugging Face).
         case none = ""
-        case tiny, small, base
+        case tiny, small, base, scene
         case crisTiny = "cris-tiny", crisBase = "cris-base"
 
         /// The architecture `vlseg init-model` creates for this preset.
@@ -84,16 +84,22 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
     }
 
     public struct DemoDataSettings: Codable, Equatable, Sendable {
-        /// Samples of the synthetic dataset (split 70/15/15).
+        /// The generator (see `DemoDataKind`).
+        public var kind = DemoDataKind.blobs
+        /// Images of the synthetic dataset (blobs split 70/15/15, scenes 80/10/10, medical 60/15/25).
         public var count = 200
         /// Image side in pixels.
         public var size = 224
         public var seed = 0
+        /// Scenes: entries (a mask and its prompts) per image.
+        public var entriesPerImage = 2
         public init() {}
+        enum CodingKeys: String, CodingKey { case kind, count, size, seed, entriesPerImage = "entries_per_image" }
     }
 
     public struct DataSettings: Codable, Equatable, Sendable {
-        /// Dataset name; `demo` means the built-in synthetic data, created at `root` on first use.
+        /// Dataset name; `demo` (or `demo_...`) means built-in synthetic data (`demo.kind` says which),
+        /// created at `root` on first use.
         public var name = "kvasir"
         /// Dataset root in the medvlsm layout (`anns/{train,val,test}.json`, `images/`, `masks/`).
         public var root = "data/kvasir"
@@ -121,7 +127,8 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
             case onError = "on_error", remainder, demo, absentPerImage = "absent_per_image"
         }
 
-        public var isDemo: Bool { name == "demo" }
+        /// Generated data (`demo`, or `demo_<something>` for the other generators' datasets).
+        public var isDemo: Bool { name == "demo" || name.hasPrefix("demo_") }
         public var effectiveEvalBatchSize: Int { evalBatchSize > 0 ? evalBatchSize : batchSize }
         /// The loader's augmentation, or nil when off.
         public var augmentation: AugmentationConfig? {
@@ -268,6 +275,7 @@ public enum ResumeSetting: Codable, Equatable, Sendable, CustomStringConvertible
 }
 
 extension OnErrorPolicy: ConfigChoice {}
+extension DemoDataKind: ConfigChoice {}
 extension RemainderPolicy: ConfigChoice {}
 extension MatmulPrecision: ConfigChoice {}
 
@@ -308,6 +316,7 @@ extension VLSegConfig {
         need(data.demo.count >= 1, "data.demo.count", "must be >= 1")
         need(data.demo.size >= 32 && data.demo.size <= 8192, "data.demo.size", "must be in 32...8192")
         need(data.demo.seed >= 0, "data.demo.seed", "must be >= 0")
+        need(data.demo.entriesPerImage >= 1 && data.demo.entriesPerImage <= 16, "data.demo.entries_per_image", "must be in 1...16")
         need(trainer.maxSteps >= 0, "trainer.max_steps", "must be >= 0 (0 = no step limit)")
         need(trainer.maxEpochs >= 0, "trainer.max_epochs", "must be >= 0 (0 = no epoch limit)")
         need(trainer.maxSteps > 0 || trainer.maxEpochs > 0, "trainer.max_steps",
