@@ -47,9 +47,19 @@ struct ConfigShowCommand: ParsableCommand {
     @Flag(help: "Annotate each value with the file:line or override it came from.")
     var sources = false
 
+    @Option(help: "Print only this key's value (a dotted path such as model.path; a section prints as YAML), for scripts.")
+    var key: String?
+
     func run() throws {
         try reportingErrors {
             let resolved = try config.load()
+            if let key {
+                guard let text = resolved.text(at: key) else {
+                    throw SetupError(message: "config show --key: no key '\(key)' in the resolved config")
+                }
+                print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+                return
+            }
             print(sources ? resolved.annotatedYAML : resolved.yaml, terminator: "")
         }
     }

@@ -11,7 +11,7 @@ struct InferenceOptions: ParsableArguments {
     @Argument(help: "Config overrides (the same as for training the checkpoint).")
     var overrides: [String] = []
 
-    @Option(help: "Checkpoint directory or trainable.safetensors; 'best' or 'latest' of the run directory (default: best, else latest, else the base model alone).")
+    @Option(help: "Checkpoint directory or trainable.safetensors; 'best' or 'latest' of the run directory; 'none' for the base model alone (zero-shot) (default: best, else latest, else the base model alone).")
     var checkpoint: String?
 
     @Option(help: "Dataset split to use.")
@@ -36,6 +36,8 @@ struct InferenceOptions: ParsableArguments {
         var weights = "the base model (no checkpoint)"
         var path: String? = nil
         switch checkpoint {
+        case "none"?:
+            path = nil
         case "best"?, "latest"?:
             guard let name = store.pointer(checkpoint!) else { throw CheckpointError.notFound(path: store.directory.appendingPathComponent(checkpoint!).path) }
             path = store.directory.appendingPathComponent(name).path

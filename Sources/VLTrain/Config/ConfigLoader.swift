@@ -38,6 +38,15 @@ public struct ResolvedConfig: Sendable {
     /// The canonical YAML with each value's source as a trailing comment.
     public var annotatedYAML: String { ConfigYAMLWriter.write(tree, annotate: true) }
 
+    /// The resolved value at a dotted key path (`model.path`) as text: a scalar as written, `null`, or
+    /// a section as YAML; nil when the key does not exist. For scripts (`vlseg config show --key`).
+    public func text(at key: String) -> String? {
+        guard let node = tree.node(at: key.split(separator: ".").map(String.init)) else { return nil }
+        if let text = node.scalarText { return text }
+        if node.isNull { return "null" }
+        return ConfigYAMLWriter.write(node)
+    }
+
     /// One setting that differs between two configurations, as canonical YAML text (nil: absent).
     public struct Change: Equatable, Sendable {
         public var key: String
