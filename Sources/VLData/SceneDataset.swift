@@ -212,10 +212,12 @@ public enum SceneDataset {
 
     /// Every referring expression the scene supports, with the exact set of objects it denotes.
     static func references(_ objects: [Object], width: Int, height: Int) -> [Reference] {
+        // Arrays in a fixed order throughout: Set and Dictionary iteration order changes from one
+        // process to the next (seeded hashing), and the files must not.
         var refs: [Reference] = []
-        let all = Set(objects.indices)
-        func with(_ f: (Object) -> Bool) -> Set<Int> { Set(all.filter { f(objects[$0]) }) }
-        let colors = Set(objects.map(\.colorIndex)), shapes = Set(objects.map(\.shape))
+        func with(_ f: (Object) -> Bool) -> Set<Int> { Set(objects.indices.filter { f(objects[$0]) }) }
+        let colors = Set(objects.map(\.colorIndex)).sorted()
+        let shapes = Shape.allCases.filter { s in objects.contains { $0.shape == s } }
 
         for c in colors {
             let name = palette[c].name
@@ -253,7 +255,7 @@ public enum SceneDataset {
             }
             // Relations among objects of one shape: the clearly leftmost, rightmost, highest, lowest.
             if set.count >= 2 {
-                let members = set.map { ($0, objects[$0]) }
+                let members = set.sorted().map { ($0, objects[$0]) }
                 let margin = 0.08 * Double(min(width, height))
                 let directions: [(String, (Object) -> Double)] = [
                     ("on the left", { -$0.centerX }), ("on the right", { $0.centerX }),
