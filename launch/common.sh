@@ -7,6 +7,10 @@ VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev lib
 
 log() { printf '[vlseg] %s\n' "$*" >&2; }
 
+# A number from JSON on stdin (one line, or pretty-printed): the first "KEY": NUMBER. For `vlseg ... --json`
+# without needing jq.
+json_field() { sed -n "s/.*\"$1\" *: *\([-0-9.eE+]*\).*/\1/p" | head -n 1; }
+
 # Installs the Debian packages VLSeg needs. Idempotent: apt-get runs only when one is missing,
 # and then `apt-get update` runs once.
 vlseg_setup() {

@@ -10,6 +10,10 @@ public enum CLIPSegPreset: String, CaseIterable, Sendable {
     case small
     /// The architecture of `CIDAS/clipseg-rd64-refined` (150,747,746 parameters).
     case base
+    /// The demo backbone (about 3.9 million parameters, 128x128 input, ViT/16): small enough that
+    /// `experiment=demo_pretrain` trains both towers and the decoder from scratch within minutes on two
+    /// cores, large enough that its text tower learns the scene vocabulary.
+    case scene
 
     /// The input side the preset's directory declares in `preprocessor_config.json`: base, like the
     /// published checkpoints, has 224 in its vision config but runs at 352; the others run at their
@@ -47,6 +51,10 @@ public enum CLIPSegPreset: String, CaseIterable, Sendable {
             return CLIPSegConfig(textConfig: text(128, 4, 4), visionConfig: vision(192, 6, 6, image: 224, patch: 16),
                                  projectionDim: 128, reduceDim: 32, extractLayers: [1, 3, 5], conditionalLayer: 0,
                                  decoderNumAttentionHeads: 4, decoderIntermediateSize: 256, useComplexTransposedConvolution: true)
+        case .scene:
+            return CLIPSegConfig(textConfig: text(64, 3, 4), visionConfig: vision(96, 4, 4, image: 128, patch: 16),
+                                 projectionDim: 64, reduceDim: 32, extractLayers: [1, 2, 3], conditionalLayer: 0,
+                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 64, useComplexTransposedConvolution: true)
         case .base:
             return CLIPSegConfig(textConfig: text(512, 12, 8), visionConfig: vision(768, 12, 12, image: 224, patch: 16),
                                  projectionDim: 512, reduceDim: 64, extractLayers: [3, 6, 9], conditionalLayer: 0,

@@ -181,13 +181,21 @@ public enum Inference {
                                progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         let fm = FileManager.default
         var written = 0
+        // Files are named after the image; when several entries share one (referring datasets: one
+        // mask per referred object), after the mask, so no prediction overwrites another.
+        var uses: [String: Int] = [:]
+        for s in data.samples.samples { uses[s.entry.imageName, default: 0] += 1 }
         try forEachBatch(model: model, data: data, progress: progress) { batch, logits in
                 for i in 0..<batch.count {
                     let sample = data.samples.samples[batch.sampleIndices[i]]
                     let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
                                                   size: batch.originalSizes[i])
                     var stem = (sample.entry.imageName as NSString).deletingPathExtension
-                    if let cls = batch.classIDs[i] { stem += "_class\(cls)" }
+                    if let cls = batch.classIDs[i] {
+                        stem += "_class\(cls)"
+                    } else if uses[sample.entry.imageName, default: 0] > 1 {
+                        stem = (sample.entry.maskName as NSString).deletingPathExtension
+                    }
                     let maskURL = outputDirectory.appendingPathComponent("masks").appendingPathComponent(stem + ".png")
                     try fm.createDirectory(at: maskURL.deletingLastPathComponent(), withIntermediateDirectories: true)
                     try ImageIO.writeMaskPNG(pred, to: maskURL)
