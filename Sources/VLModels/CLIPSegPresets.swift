@@ -10,9 +10,10 @@ public enum CLIPSegPreset: String, CaseIterable, Sendable {
     case small
     /// The architecture of `CIDAS/clipseg-rd64-refined` (150,747,746 parameters).
     case base
-    /// The demo backbone (about 3.9 million parameters, 128x128 input, ViT/16): small enough that
+    /// The demo backbone (3,961,970 parameters, 128x128 input, ViT/16): small enough that
     /// `experiment=demo_pretrain` trains both towers and the decoder from scratch within minutes on two
-    /// cores, large enough that its text tower learns the scene vocabulary.
+    /// cores, large enough that its text tower learns the scene vocabulary. Both towers have four
+    /// blocks, so every method applies (the shallow VL adapter taps block 3 of the text tower too).
     case scene
 
     /// The input side the preset's directory declares in `preprocessor_config.json`: base, like the
@@ -52,7 +53,7 @@ public enum CLIPSegPreset: String, CaseIterable, Sendable {
                                  projectionDim: 128, reduceDim: 32, extractLayers: [1, 3, 5], conditionalLayer: 0,
                                  decoderNumAttentionHeads: 4, decoderIntermediateSize: 256, useComplexTransposedConvolution: true)
         case .scene:
-            return CLIPSegConfig(textConfig: text(64, 3, 4), visionConfig: vision(96, 4, 4, image: 128, patch: 16),
+            return CLIPSegConfig(textConfig: text(64, 4, 4), visionConfig: vision(96, 4, 4, image: 128, patch: 16),
                                  projectionDim: 64, reduceDim: 32, extractLayers: [1, 2, 3], conditionalLayer: 0,
                                  decoderNumAttentionHeads: 4, decoderIntermediateSize: 64, useComplexTransposedConvolution: true)
         case .base:
