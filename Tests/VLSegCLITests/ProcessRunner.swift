@@ -29,33 +29,8 @@ enum ProcessRunner {
     /// Runs `executable args`, killing the whole process group after `timeout` seconds.
     static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil,
                     timeout: TimeInterval = 60, currentDirectory: URL? = nil) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        if let currentDirectory { process.currentDirectoryURL = currentDirectory }
-        process.arguments = args
-        process.environment = environment ?? cleanEnvironment()
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let collected = OutputCollector()
-        pipe.fileHandleForReading.readabilityHandler = { h in collected.append(h.availableData) }
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        var timedOut = false
-        while process.isRunning {
-            if Date() > deadline {
-                timedOut = true
-                kill(-process.processIdentifier, SIGKILL)
-                process.terminate()
-                kill(process.processIdentifier, SIGKILL)
-                break
-            }
-            usleep(20_000)
-        }
-        process.waitUntilExit()
-        pipe.fileHandleForReading.readabilityHandler = nil
-        collected.append(pipe.fileHandleForReading.readDataToEndOfFile())
-        return Result(status: process.terminationStatus, output: collected.text, timedOut: timedOut)
+        try RunningProcess(executable, args, environment: environment ?? cleanEnvironment(), currentDirectory: currentDirectory)
+            .finish(timeout: timeout).result
     }
 
     /// The repository checkout this test bundle was built from.
@@ -99,6 +74,7 @@ final class OutputCollector: @unchecked Sendable {
 final class RunningProcess {
     let process = Process()
     private let collected = OutputCollector()
+    private let pipe = Pipe()
     let started = Date()
 
     init(_ executable: String, _ args: [String], environment: [String: String], currentDirectory: URL? = nil) throws {
@@ -106,7 +82,6 @@ final class RunningProcess {
         process.arguments = args
         process.environment = environment
         if let currentDirectory { process.currentDirectoryURL = currentDirectory }
-        let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
         pipe.fileHandleForReading.readabilityHandler = { [collected] h in collected.append(h.availableData) }
@@ -129,7 +104,8 @@ final class RunningProcess {
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 
-    /// Waits for the end (killing everything it started after `timeout`); status, output, and seconds since start.
+    /// Waits for the end (killing everything it started after `timeout`); status, all output, and
+    /// seconds since start.
     func finish(timeout: TimeInterval) -> (result: ProcessRunner.Result, seconds: Double) {
         let deadline = Date().addingTimeInterval(timeout)
         var timedOut = false
@@ -137,6 +113,7 @@ final class RunningProcess {
             if Date() > deadline {
                 timedOut = true
                 kill(-process.processIdentifier, SIGKILL)
+                process.terminate()
                 kill(process.processIdentifier, SIGKILL)
                 break
             }
@@ -144,7 +121,8 @@ final class RunningProcess {
         }
         process.waitUntilExit()
         let seconds = Date().timeIntervalSince(started)
-        usleep(50_000)
+        pipe.fileHandleForReading.readabilityHandler = nil
+        collected.append(pipe.fileHandleForReading.readDataToEndOfFile())
         return (ProcessRunner.Result(status: process.terminationStatus, output: output, timedOut: timedOut), seconds)
     }
 }
