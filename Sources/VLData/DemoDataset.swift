@@ -182,9 +182,9 @@ public enum DemoDataset {
                     let n = 0.65 * coarse.value(x, y) + 0.35 * fine.value(x, y) - 0.5
                     let g = grain.value(x, y) - 0.5
                     let i = 3 * (y * w + x)
-                    px[i] = clampByte(tint.0 + 70 * n + 14 * g)
-                    px[i + 1] = clampByte(tint.1 + 62 * n + 14 * g)
-                    px[i + 2] = clampByte(tint.2 + 58 * n + 14 * g)
+                    px[i] = clampToByte(tint.0 + 70 * n + 14 * g)
+                    px[i + 1] = clampToByte(tint.1 + 62 * n + 14 * g)
+                    px[i + 2] = clampToByte(tint.2 + 58 * n + 14 * g)
                 }
             }
             for (li, l) in lesions.enumerated() {
@@ -206,9 +206,9 @@ public enum DemoDataset {
                         let shade = 0.8 + 0.2 * max(0, 1 - d / max(r, 1)) + 0.25 * (fine.value(x, y) - 0.5)
                         let i = 3 * (y * w + x)
                         let lc = (rgb.0 * shade, rgb.1 * shade, rgb.2 * shade)
-                        px[i] = clampByte(Double(px[i]) * (1 - coverage) + lc.0 * coverage)
-                        px[i + 1] = clampByte(Double(px[i + 1]) * (1 - coverage) + lc.1 * coverage)
-                        px[i + 2] = clampByte(Double(px[i + 2]) * (1 - coverage) + lc.2 * coverage)
+                        px[i] = clampToByte(Double(px[i]) * (1 - coverage) + lc.0 * coverage)
+                        px[i + 1] = clampToByte(Double(px[i + 1]) * (1 - coverage) + lc.1 * coverage)
+                        px[i + 2] = clampToByte(Double(px[i + 2]) * (1 - coverage) + lc.2 * coverage)
                     }
                 }
             }
@@ -295,7 +295,7 @@ public enum DemoDataset {
         }
         let ext = options.format == .png ? "png" : "jpg"
         let count = options.count
-        let state = WriteState(count: count)
+        let state = ParallelWriteState<[String: Any]>(count: count)
         DispatchQueue.concurrentPerform(iterations: count) { i in
             if state.failed { return }
             let sample = makeSample(index: i, options: options)
@@ -312,7 +312,7 @@ public enum DemoDataset {
                     "mask_name": "\(name).png",
                     "prompts": Dictionary(uniqueKeysWithValues: sample.prompts.map { ($0.key, $0.value.jsonObject) }),
                 ]
-                state.finish(index: i, entry: entry, foreground: sample.mask.foregroundRatio, progress: progress)
+                state.finish(index: i, result: entry, foreground: sample.mask.foregroundRatio, progress: progress)
             } catch {
                 state.fail(error)
             }
@@ -320,7 +320,7 @@ public enum DemoDataset {
         if let error = state.firstError { throw error }
 
         let sizes = splitSizes(count: count, trainFraction: options.trainFraction, valFraction: options.valFraction)
-        let entries = state.entries.map { $0! }
+        let entries = state.results.map { $0! }
         let splits: [(String, ArraySlice<[String: Any]>)] = [
             ("train", entries[0..<sizes.train]),
             ("val", entries[sizes.train..<(sizes.train + sizes.val)]),
@@ -342,39 +342,7 @@ public enum DemoDataset {
                        meanForeground: state.foregroundSum / Double(count),
                        seconds: Date().timeIntervalSince(start))
     }
-
-    /// Results gathered from the worker threads.
-    // @unchecked Sendable: every access holds `lock`.
-    private final class WriteState: @unchecked Sendable {
-        private let lock = NSLock()
-        private(set) var entries: [[String: Any]?]
-        private(set) var foregroundSum = 0.0
-        private var done = 0
-        private var error: Error?
-
-        init(count: Int) { entries = Array(repeating: nil, count: count) }
-
-        var failed: Bool { lock.lock(); defer { lock.unlock() }; return error != nil }
-        var firstError: Error? { lock.lock(); defer { lock.unlock() }; return error }
-
-        /// Records a finished sample and reports progress under the lock, so counts print in order.
-        func finish(index: Int, entry: [String: Any], foreground: Double, progress: ((Int, Int) -> Void)?) {
-            lock.lock(); defer { lock.unlock() }
-            entries[index] = entry
-            foregroundSum += foreground
-            done += 1
-            progress?(done, entries.count)
-        }
-
-        func fail(_ e: Error) {
-            lock.lock(); defer { lock.unlock() }
-            if error == nil { error = e }
-        }
-    }
 }
-
-@inline(__always)
-private func clampByte(_ v: Double) -> UInt8 { UInt8(min(max(v.rounded(), 0), 255)) }
 
 /// Smooth 2-D value noise in [0, 1]: random values on a lattice, blended with smoothstep weights.
 struct ValueNoise {

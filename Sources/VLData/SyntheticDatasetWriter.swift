@@ -54,7 +54,7 @@ public enum SyntheticDatasetWriter {
                 throw DemoDataset.WriteError(description: "cannot create folder \(dir.path): \(ImageIO.reason(of: error))")
             }
         }
-        let state = State(count: count)
+        let state = ParallelWriteState<[[String: Any]]>(count: count)
         DispatchQueue.concurrentPerform(iterations: count) { i in
             if state.failed { return }
             let sample = make(i)
@@ -73,7 +73,7 @@ public enum SyntheticDatasetWriter {
                     ])
                     foreground += entry.mask.foregroundRatio
                 }
-                state.finish(index: i, entries: list, foreground: foreground, progress: progress)
+                state.finish(index: i, result: list, foreground: foreground, progress: progress)
             } catch {
                 state.fail(error)
             }
@@ -81,7 +81,7 @@ public enum SyntheticDatasetWriter {
         if let error = state.firstError { throw error }
 
         let sizes = DemoDataset.splitSizes(count: count, trainFraction: trainFraction, valFraction: valFraction)
-        let perImage = state.entries.map { $0 ?? [] }
+        let perImage = state.results.map { $0 ?? [] }
         let ranges = [("train", 0..<sizes.train), ("val", sizes.train..<(sizes.train + sizes.val)),
                       ("test", (sizes.train + sizes.val)..<count)]
         var splitCounts: [(String, Int)] = []
@@ -101,31 +101,35 @@ public enum SyntheticDatasetWriter {
         return Summary(root: root, splitCounts: splitCounts, imageCounts: ranges.map { ($0.0, $0.1.count) },
                        meanForeground: state.foregroundSum / Double(entryCount), seconds: Date().timeIntervalSince(start))
     }
+}
 
-    private final class State: @unchecked Sendable {
-        private let lock = NSLock()
-        private(set) var entries: [[[String: Any]]?]
-        private(set) var foregroundSum = 0.0
-        private var done = 0
-        private var error: Error?
+/// What the worker threads of a dataset writer gather: one result per sample, the foreground sum
+/// for the summary, progress in order, and the first error (after which workers stop early).
+// @unchecked Sendable: every access holds `lock`.
+final class ParallelWriteState<Result>: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var results: [Result?]
+    private(set) var foregroundSum = 0.0
+    private var done = 0
+    private var error: Error?
 
-        init(count: Int) { entries = Array(repeating: nil, count: count) }
+    init(count: Int) { results = Array(repeating: nil, count: count) }
 
-        var failed: Bool { lock.lock(); defer { lock.unlock() }; return error != nil }
-        var firstError: Error? { lock.lock(); defer { lock.unlock() }; return error }
+    var failed: Bool { lock.lock(); defer { lock.unlock() }; return error != nil }
+    var firstError: Error? { lock.lock(); defer { lock.unlock() }; return error }
 
-        func finish(index: Int, entries list: [[String: Any]], foreground: Double, progress: ((Int, Int) -> Void)?) {
-            lock.lock(); defer { lock.unlock() }
-            entries[index] = list
-            foregroundSum += foreground
-            done += 1
-            progress?(done, entries.count)
-        }
+    /// Records a finished sample and reports progress under the lock, so counts print in order.
+    func finish(index: Int, result: Result, foreground: Double, progress: ((Int, Int) -> Void)?) {
+        lock.lock(); defer { lock.unlock() }
+        results[index] = result
+        foregroundSum += foreground
+        done += 1
+        progress?(done, results.count)
+    }
 
-        func fail(_ e: Error) {
-            lock.lock(); defer { lock.unlock() }
-            if error == nil { error = e }
-        }
+    func fail(_ e: Error) {
+        lock.lock(); defer { lock.unlock() }
+        if error == nil { error = e }
     }
 }
 

@@ -62,37 +62,20 @@ struct ExportCommand: ParsableCommand {
                 guard a == b else { throw SetupError(message: "\(ckptURL.path): '\(name)' has shape \(a), the base model's has \(b): not this model's checkpoint") }
             }
 
-            let staging = outDir.deletingLastPathComponent().appendingPathComponent(".\(outDir.lastPathComponent).tmp-\(getpid())")
-            try? fm.removeItem(at: staging)
-            try fm.createDirectory(at: staging, withIntermediateDirectories: true)
-            do {
-                var writer = SafeTensorsWriter()
-                writer.metadata = ["format": "pt", "vlseg_exported_from": ckptURL.path, "vlseg_method": ckpt.state.method,
-                                   "vlseg_step": "\(ckpt.state.step)"]
-                var replaced = 0
-                for name in base.names {
-                    if trained.contains(name) {
-                        writer.add(name, try trained.tensor(name))
-                        replaced += 1
-                    } else {
-                        writer.add(name, try base.tensor(name))
-                    }
+            var writer = SafeTensorsWriter()
+            writer.metadata = ["format": "pt", "vlseg_exported_from": ckptURL.path, "vlseg_method": ckpt.state.method,
+                               "vlseg_step": "\(ckpt.state.step)"]
+            var replaced = 0
+            for name in base.names {
+                if trained.contains(name) {
+                    writer.add(name, try trained.tensor(name))
+                    replaced += 1
+                } else {
+                    writer.add(name, try base.tensor(name))
                 }
-                try writer.write(to: staging.appendingPathComponent("model.safetensors"))
-                for item in try fm.contentsOfDirectory(atPath: baseDir.path) where item != "model.safetensors" {
-                    // Resolved: Hugging Face cache snapshots hold relative links into a blob store.
-                    let src = baseDir.appendingPathComponent(item).resolvingSymlinksInPath()
-                    var isDir: ObjCBool = false
-                    guard fm.fileExists(atPath: src.path, isDirectory: &isDir), !isDir.boolValue else { continue }
-                    try fm.copyItem(at: src, to: staging.appendingPathComponent(item))
-                }
-                if fm.fileExists(atPath: outDir.path) { try fm.removeItem(at: outDir) }  // empty, checked above
-                try fm.moveItem(at: staging, to: outDir)
-                print("exported step \(ckpt.state.step) of \(ckptURL.path) (\(ckpt.state.method)): \(replaced) of \(base.names.count) tensors trained, into \(outDir.path)")
-            } catch {
-                try? fm.removeItem(at: staging)
-                throw error
             }
+            try ModelDirectoryOutput.write(writer, replacingWeightsOf: baseDir, into: outDir)
+            print("exported step \(ckpt.state.step) of \(ckptURL.path) (\(ckpt.state.method)): \(replaced) of \(base.names.count) tensors trained, into \(outDir.path)")
         }
     }
 

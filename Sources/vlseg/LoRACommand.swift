@@ -100,32 +100,13 @@ struct LoRAMergeCommand: ParsableCommand {
                 m.parameters.set(name, t)
             }
 
-            // Write into a temporary sibling, then move into place: a failure leaves no half-written model.
             let merged = Dictionary(uniqueKeysWithValues: lora.mergedWeights().map { ($0.name, $0.weight) })
-            let staging = outDir.deletingLastPathComponent().appendingPathComponent(".\(outDir.lastPathComponent).tmp-\(getpid())")
-            try? fm.removeItem(at: staging)
-            try fm.createDirectory(at: staging, withIntermediateDirectories: true)
-            do {
-                var writer = SafeTensorsWriter()
-                writer.metadata = ["format": "pt", "vlseg_lora_merged": "rank \(lora.rank), alpha \(lora.alpha), \(merged.count) layers"]
-                for (name, _) in CLIPSegModel.expectedParameters(m.config) {
-                    writer.add(name, merged[name] ?? m.parameters[name])
-                }
-                try writer.write(to: staging.appendingPathComponent("model.safetensors"))
-                for item in try fm.contentsOfDirectory(atPath: modelDir.path) where item != "model.safetensors" {
-                    // Resolved: Hugging Face cache snapshots hold relative links into a blob store,
-                    // which would dangle at the new place.
-                    let src = modelDir.appendingPathComponent(item).resolvingSymlinksInPath()
-                    var itemIsDir: ObjCBool = false
-                    guard fm.fileExists(atPath: src.path, isDirectory: &itemIsDir), !itemIsDir.boolValue else { continue }
-                    try fm.copyItem(at: src, to: staging.appendingPathComponent(item))
-                }
-                if fm.fileExists(atPath: outDir.path) { try fm.removeItem(at: outDir) }  // empty, checked above
-                try fm.moveItem(at: staging, to: outDir)
-            } catch {
-                try? fm.removeItem(at: staging)
-                throw error
+            var writer = SafeTensorsWriter()
+            writer.metadata = ["format": "pt", "vlseg_lora_merged": "rank \(lora.rank), alpha \(lora.alpha), \(merged.count) layers"]
+            for (name, _) in CLIPSegModel.expectedParameters(m.config) {
+                writer.add(name, merged[name] ?? m.parameters[name])
             }
+            try ModelDirectoryOutput.write(writer, replacingWeightsOf: modelDir, into: outDir)
             print("merged \(merged.count) layers (rank \(lora.rank), alpha \(ConfigValue.double(lora.alpha)), scale \(lora.scale)) into \(outDir.path)")
         }
     }
