@@ -12,11 +12,16 @@ import Synchronization
 // @unchecked Sendable: filled only by the thread that runs the step (see above), read after it.
 public final class OpProfile: @unchecked Sendable {
     /// The profile being filled, if any (one at a time, set by the bench around its timed steps).
+    /// Every op asks, so the common answer (none) costs one relaxed atomic load, not a lock.
     public static var active: OpProfile? {
-        get { activeProfile.withLock { $0 } }
-        set { activeProfile.withLock { $0 = newValue } }
+        get { profiling.load(ordering: .relaxed) ? activeProfile.withLock { $0 } : nil }
+        set {
+            activeProfile.withLock { $0 = newValue }
+            profiling.store(newValue != nil, ordering: .relaxed)
+        }
     }
     private static let activeProfile = Mutex<OpProfile?>(nil)
+    private static let profiling = Atomic<Bool>(false)
 
     public struct Entry: Sendable {
         public var forwardSeconds = 0.0, backwardSeconds = 0.0
