@@ -27,41 +27,40 @@ let package = Package(
         // The transcendental array kernels, with an AVX2+FMA path chosen at run time.
         .target(name: "CVectorMath", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "VLTensor", dependencies: ["COpenBLAS", "CVectorMath"], swiftSettings: numericSettings),
-        // No -Ounchecked here: this module parses untrusted files (safetensors, PyTorch pickles and
-        // zips, tokenizer JSON), where a missed check must trap rather than corrupt memory; its
-        // numeric work happens in VLTensor.
-        .target(
-            name: "VLModels", dependencies: ["VLTensor"],
-            // The CLIP vocabulary ships with the tool so `init-model` and the demo need no download.
-            resources: [.copy("Resources/clip-tokenizer")]
-        ),
-        .target(name: "VLTuning", dependencies: ["VLTensor", "VLModels"], swiftSettings: numericSettings),
+        // No -Ounchecked in VLTokenizer and VLModels: they parse untrusted files (tokenizer JSON,
+        // safetensors, PyTorch pickles and zips), where a missed check must trap rather than corrupt
+        // memory; their numeric work happens in VLTensor.
+        // The CLIP vocabulary ships with the tool so `init-model` and the demo need no download.
+        .target(name: "VLTokenizer", resources: [.copy("Resources/clip-tokenizer")]),
+        .target(name: "VLModels", dependencies: ["VLTensor", "VLTokenizer"]),
+        .target(name: "VLTuning", dependencies: ["VLTensor", "VLTokenizer", "VLModels"], swiftSettings: numericSettings),
         .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),
-        .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLModels"], swiftSettings: numericSettings),
+        .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLTokenizer"], swiftSettings: numericSettings),
         .target(
             name: "VLTrain",
-            dependencies: ["VLTensor", "VLModels", "VLTuning", "VLData", "VLDistributed", .product(name: "Yams", package: "Yams")],
+            dependencies: ["VLTensor", "VLTokenizer", "VLModels", "VLTuning", "VLData", "VLDistributed", .product(name: "Yams", package: "Yams")],
             swiftSettings: numericSettings
         ),
         .executableTarget(
             name: "vlseg",
             dependencies: [
-                "VLTensor", "VLModels", "VLTuning", "VLDistributed", "VLData", "VLTrain",
+                "VLTensor", "VLTokenizer", "VLModels", "VLTuning", "VLDistributed", "VLData", "VLTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numericSettings
         ),
 
         // Shared test helpers (value comparison, finite-difference gradient checks, the fixtures in Tests/Fixtures).
-        .target(name: "VLTestSupport", dependencies: ["VLTensor", "VLModels"], path: "Tests/VLTestSupport"),
+        .target(name: "VLTestSupport", dependencies: ["VLTensor", "VLTokenizer", "VLModels"], path: "Tests/VLTestSupport"),
+        .testTarget(name: "VLTokenizerTests", dependencies: ["VLTokenizer", "VLTestSupport"]),
         .testTarget(name: "VLTensorTests", dependencies: ["VLTensor", "VLTestSupport"]),
         .testTarget(name: "VLModelsTests", dependencies: ["VLModels", "VLTestSupport"]),
-        .testTarget(name: "VLTuningTests", dependencies: ["VLTuning", "VLModels", "VLTestSupport"]),
-        .testTarget(name: "VLTrainTests", dependencies: ["VLTrain", "VLTuning", "VLData", "VLTestSupport"]),
+        .testTarget(name: "VLTuningTests", dependencies: ["VLTuning", "VLModels", "VLTokenizer", "VLTestSupport"]),
+        .testTarget(name: "VLTrainTests", dependencies: ["VLTrain", "VLTuning", "VLData", "VLTokenizer", "VLTestSupport"]),
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
-        .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTensor", "VLTestSupport"]),
+        .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTokenizer", "VLTensor", "VLTestSupport"]),
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.
-        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLModels", "VLTensor", "VLData", "VLTrain", "VLTestSupport"]),
+        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLTokenizer", "VLModels", "VLTensor", "VLData", "VLTrain", "VLTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import VLModels
+import VLTokenizer
 import VLTensor
 
 /// How the loader turns samples into batches (`data.*` in the config).

@@ -1,5 +1,6 @@
 import Foundation
 import VLTensor
+import VLTokenizer
 
 /// Named CLIPSeg architectures for `vlseg init-model`: randomly initialised models in the Hugging
 /// Face format, for tests, the demo and benchmarks (no download needed).
@@ -113,11 +114,6 @@ public enum CLIPSegInitializer {
         return CLIPSegModel(config: config, parameters: store)
     }
 
-    /// The bundled CLIP tokenizer files (vocab.json, merges.txt and the tokenizer configs).
-    public static var bundledTokenizerDirectory: URL? {
-        Bundle.module.url(forResource: "clip-tokenizer", withExtension: nil)
-    }
-
     /// Writes config.json, model.safetensors and the tokenizer files into `directory`.
     /// Returns the number of parameters written. `processorSize`, when given, is written as a Hugging
     /// Face `preprocessor_config.json` (resize to that side, ImageNet statistics), as the published
@@ -168,19 +164,6 @@ public enum CLIPSegInitializer {
             progress?(i + 1, tensors.count)
         }
         try writer.write(to: directory.appendingPathComponent("model.safetensors"))
-        try copyBundledTokenizer(to: directory)
-    }
-
-    /// Puts the bundled CLIP tokenizer files into a model directory (replacing any there).
-    public static func copyBundledTokenizer(to directory: URL) throws {
-        guard let tokenizer = bundledTokenizerDirectory else {
-            throw ModelLoadError.missingFile(path: "bundled clip-tokenizer resources")
-        }
-        let fm = FileManager.default
-        for file in ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"] {
-            let dst = directory.appendingPathComponent(file)
-            try? fm.removeItem(at: dst)
-            try fm.copyItem(at: tokenizer.appendingPathComponent(file), to: dst)
-        }
+        try BundledTokenizer.copy(to: directory)
     }
 }

@@ -3,6 +3,7 @@ import VLData
 import VLDistributed
 import VLModels
 import VLTensor
+import VLTokenizer
 
 /// Evaluation and prediction with a trained checkpoint.
 public enum Inference {

@@ -3,6 +3,7 @@ import VLData
 import VLDistributed
 import VLModels
 import VLTensor
+import VLTokenizer
 import VLTuning
 
 /// Builds everything a run needs from a resolved config: inputs, model, tuning method, loaders.

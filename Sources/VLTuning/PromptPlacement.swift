@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import VLModels
 import VLTensor
+import VLTokenizer
 
 // Shared machinery of the prompt-tuning methods (TuneVLSeg): where prompt tokens go in the text and
 // vision sequences, how the learners' options are read, and how their tensors are initialised.
@@ -220,7 +221,7 @@ enum PromptTokenizer {
     static func ids(of phrase: String, method: String) throws -> [Int] {
         let tokenizer = try cached.withLock { slot -> CLIPTokenizer in
             if let loaded = slot { return loaded }
-            guard let dir = CLIPSegInitializer.bundledTokenizerDirectory else {
+            guard let dir = BundledTokenizer.directory else {
                 throw TuningError.invalidOption(method: method, key: "init", reason: "the bundled CLIP tokenizer is missing")
             }
             let loaded = try CLIPTokenizer(directory: dir)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VLData
 import VLModels
+import VLTokenizer
 
 /// `vlseg bench data`: loader throughput (decode, resize, augment, normalise, tokenise) on a dataset.
 struct BenchDataCommand: ParsableCommand {

@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import VLModels
 import VLTensor
+import VLTokenizer
 import VLTrain
+import VLTuning
 
 /// `vlseg convert`: PyTorch checkpoints (`.pth`, `.pt`, Lightning `.ckpt`) to VLSeg's safetensors.
 ///
@@ -199,7 +201,7 @@ struct ConvertCommand: ParsableCommand {
         if let configData {
             try configData.write(to: staging.appendingPathComponent("config.json"))
         }
-        try CLIPSegInitializer.copyBundledTokenizer(to: staging)
+        try BundledTokenizer.copy(to: staging)
         if configData != nil { try validateConvertedModel(at: staging) }
         print("wrote \(tensors.count) tensors (\((floats + integers).grouped) parameters: \(floats.grouped) float, \(integers.grouped) integer) to \(outDir.appendingPathComponent("model.safetensors").path)")
         if configData == nil {

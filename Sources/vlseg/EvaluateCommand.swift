@@ -4,6 +4,7 @@ import VLData
 import VLDistributed
 import VLModels
 import VLTensor
+import VLTokenizer
 import VLTrain
 
 /// Options shared by `evaluate` and `predict`: the run's config plus which weights and split.

@@ -3,6 +3,7 @@ import Foundation
 import VLData
 import VLModels
 import VLTensor
+import VLTokenizer
 import VLTrain
 
 /// `vlseg forward`: one forward pass, for debugging against reference implementations.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VLModels
+import VLTokenizer
 
 /// `vlseg tokenize`: CLIP token ids and attention masks, as the model sees them.
 struct TokenizeCommand: ParsableCommand {

@@ -4,6 +4,7 @@ import VLData
 import VLDistributed
 import VLTensor
 import VLModels
+import VLTokenizer
 import VLTrain
 import VLTuning
 

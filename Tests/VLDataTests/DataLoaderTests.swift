@@ -1,4 +1,5 @@
 import Foundation
+import VLTokenizer
 import XCTest
 import VLTestSupport
 import VLModels

@@ -1,5 +1,6 @@
 import Foundation
 import VLModels
+import VLTokenizer
 
 /// The reference fixtures the repository carries in `Tests/Fixtures` (made by the Python reference
 /// implementations; `Tests/Fixtures/README.md` says what each key is). Every test finds them here, so a
@@ -37,7 +38,7 @@ public enum Fixtures {
 extension Fixtures {
     /// The CLIP vocabulary bundled with VLModels (identical to the reference fixture's tokenizer files).
     public static func bundledTokenizer() throws -> URL {
-        guard let dir = CLIPSegInitializer.bundledTokenizerDirectory else {
+        guard let dir = BundledTokenizer.directory else {
             throw Missing(path: "VLModels' bundled clip-tokenizer resources")
         }
         return dir

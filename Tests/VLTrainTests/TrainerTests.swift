@@ -1,4 +1,5 @@
 import Foundation
+import VLTokenizer
 import XCTest
 @testable import VLData
 @testable import VLDistributed
@@ -27,7 +28,7 @@ final class TrainerTests: XCTestCase {
     }
 
     func loaders(batch: Int, comm: Communicator) throws -> (DataLoader, DataLoader) {
-        let tokenizer = try CLIPTokenizer(directory: CLIPSegInitializer.bundledTokenizerDirectory!)
+        let tokenizer = try CLIPTokenizer(directory: BundledTokenizer.requireDirectory())
         let train = try DatasetIndex.load(root: Self.dataRoot, split: "train", promptChoice: .random).sampleSet
         let val = try DatasetIndex.load(root: Self.dataRoot, split: "val", promptChoice: .key("p1")).sampleSet
         let cfg = DataLoaderConfig(imageSize: 64, workers: 1, seed: 7, promptChoice: .random, textPadding: .longest(max: 77))

@@ -67,7 +67,8 @@ final class CRISTuningTests: XCTestCase {
             // Row 0 = token embeddings of the phrase (exactly), as the reference initialised it.
             XCTAssertEqual(Array(ctx.scalars[0..<128]), Array(expected.scalars[0..<128]))
             model.parameters.set("context_vectors", expected.copy())
-            let logits = GradMode.withoutGradients { model(pixels: try! ref.tensor("pixel_values"), text: prompts) }
+            let pixels = try ref.tensor("pixel_values")
+            let logits = GradMode.withoutGradients { model(pixels: pixels, text: prompts) }
             let reference = try ref.tensor("coop.\(variant).logits")
             let worst = zip(logits.scalars, reference.scalars).map { abs($0 - $1) }.max()!
             XCTAssertLessThan(worst, 1e-4, "\(variant): max |diff| \(worst)")
@@ -87,7 +88,7 @@ final class CRISTuningTests: XCTestCase {
         XCTAssertTrue(model.textDependsOnImages)
         var g = SplitMix64(seed: 2)
         let pixels = Tensor.randomNormal([2, 3, 64, 64], generator: &g)
-        let e = PromptMethodTests.tokenizer.encodeBatch(["a polyp", "left ventricle"], padding: .longest(max: 77))
+        let e = try PromptMethodTests.loadedTokenizer.get().encodeBatch(["a polyp", "left ventricle"], padding: .longest(max: 77))
         let prompts = TextPrompts(inputIDs: e.map(\.inputIDs), attentionMask: e.map(\.attentionMask))
         let visual = GradMode.withoutGradients { model.encodeImage(pixels) }
         let tokens = GradMode.withoutGradients { model.tokenEmbeddings(prompts, length: prompts.inputIDs[0].count) }

@@ -1,4 +1,5 @@
 import Foundation
+import VLTokenizer
 import XCTest
 @testable import VLModels
 @testable import VLTensor
@@ -10,12 +11,11 @@ import VLTestSupport
 final class PromptMethodTests: XCTestCase {
     static let methods = ["coop", "cocoop", "vpt", "maple", "shared_separate", "shared_attention"]
 
-    static let tokenizer: CLIPTokenizer = {
-        try! CLIPTokenizer(directory: CLIPSegInitializer.bundledTokenizerDirectory!)
-    }()
+    /// Loaded once; a missing bundle fails the tests that need it, with the error.
+    static let loadedTokenizer = Result { try BundledTokenizer.load() }
 
-    static func prompts(_ texts: [String], length: Int = 77) -> TextPrompts {
-        let e = tokenizer.encodeBatch(texts, padding: .maxLength(length))
+    static func prompts(_ texts: [String], length: Int = 77) throws -> TextPrompts {
+        let e = try loadedTokenizer.get().encodeBatch(texts, padding: .maxLength(length))
         return TextPrompts(inputIDs: e.map(\.inputIDs), attentionMask: e.map(\.attentionMask))
     }
 
@@ -130,7 +130,7 @@ final class PromptMethodTests: XCTestCase {
         _ = try Self.method("coop", ["depth": "2", "init": "a photo of a"]).prepare(model, seed: 1)
         let ctx = model.parameters["context_vectors"]
         XCTAssertEqual(ctx.shape, [2, 4, 32])
-        let ids: [Int] = Self.tokenizer.encode("a photo of a")
+        let ids: [Int] = try Self.loadedTokenizer.get().encode("a photo of a")
         XCTAssertEqual(ids, [320, 1125, 539, 320])
         let table = model.parameters["clip.text_model.embeddings.token_embedding.weight"]
         XCTAssertEqual(Array(ctx.scalars[0..<128]), table.indexSelect(rows: ids).scalars)
@@ -175,7 +175,7 @@ final class PromptMethodTests: XCTestCase {
     func testTrimmedPaddingGivesTheSameConditionalEmbedding() throws {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config)
-        let prompts = Self.prompts(["a polyp", "left ventricle's endocardium"])
+        let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"])
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: config, seed: 2)
             _ = try Self.method(name, name == "shared_attention" ? ["depth": "2", "heads": "4"] : ["depth": "2"]).prepare(model, seed: 4)
@@ -190,7 +190,7 @@ final class PromptMethodTests: XCTestCase {
     func testCoCoOpReusesThePlainVisionStatesExactly() throws {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config)
-        let prompts = Self.prompts(["a polyp", "left ventricle's endocardium"], length: 12)
+        let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"], length: 12)
         let model = CLIPSegInitializer.randomModel(config: config, seed: 12)
         _ = try Self.method("cocoop", ["depth": "2"]).prepare(model, seed: 1)
         let reused = model(pixels: pixels, text: prompts)
@@ -219,8 +219,8 @@ final class PromptMethodTests: XCTestCase {
     func testCoOpAndCoCoOpReproduceThePlainModelOnTheFullPrompt() throws {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config)
-        let stripped = Self.prompts(["polyp", "left ventricle's endocardium"])
-        let full = Self.prompts(["a photo of a polyp", "a photo of a left ventricle's endocardium"])
+        let stripped = try Self.prompts(["polyp", "left ventricle's endocardium"])
+        let full = try Self.prompts(["a photo of a polyp", "a photo of a left ventricle's endocardium"])
         for name in ["coop", "cocoop"] {
             let model = CLIPSegInitializer.randomModel(config: config, seed: 12)
             let plain = model(pixels: pixels, text: full)
@@ -244,7 +244,7 @@ final class PromptMethodTests: XCTestCase {
     func testZeroSizeContextIsThePlainModel() throws {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config)
-        let prompts = Self.prompts(["a polyp", "left ventricle's endocardium"], length: 12)
+        let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"], length: 12)
         let model = CLIPSegInitializer.randomModel(config: config, seed: 12)
         let plain = model(pixels: pixels, text: prompts)
         for name in Self.methods {
@@ -270,7 +270,7 @@ final class PromptMethodTests: XCTestCase {
         let ref = try SafeTensorsFile(url: tiny.appendingPathComponent("reference.safetensors"))
         let pixels = try ref.tensor("native.pixel_values").copy()
         _ = try Self.method("coop", ["depth": "1", "init": "a photo of a"]).prepare(model, seed: 0)
-        let logits = model(pixels: pixels, text: Self.prompts(["polyp", "left ventricle's endocardium"]))
+        let logits = model(pixels: pixels, text: try Self.prompts(["polyp", "left ventricle's endocardium"]))
         let expected = try ref.tensor("native.logits")
         let hw = expected.count / 2
         Check.assertClose(Tensor(shape: [hw], values: Array(logits.scalars[0..<hw])), Array(expected.scalars[0..<hw]), tolerance: 1e-4)
@@ -343,7 +343,7 @@ final class PromptMethodTests: XCTestCase {
     func testGradientsMatchFiniteDifferences() throws {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config, size: 32)  // a 2x2 grid (positions resized): a faster forward
-        let prompts = Self.prompts(["a polyp", "left ventricle's endocardium"], length: 10)
+        let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"], length: 10)
         for name in Self.methods {
             let (model, _, names) = try Self.preparedModel(name)
             let originals = names.map { model.parameters[$0] }
@@ -364,7 +364,7 @@ final class PromptMethodTests: XCTestCase {
     func testEveryMethodLearnsAFixedBatch() throws {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config)
-        let prompts = Self.prompts(["a polyp", "left ventricle's endocardium"], length: 10)
+        let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"], length: 10)
         let target = Tensor(shape: [2, 64, 64], values: (0..<(2 * 64 * 64)).map { i in
             let b = i / 4096, y = (i % 4096) / 64, x = i % 64
             return (x - 20 - 12 * b) * (x - 20 - 12 * b) + (y - 30) * (y - 30) < 150 ? 1 : 0
@@ -408,7 +408,7 @@ final class PromptMethodTests: XCTestCase {
     /// head, patch 8: every method prepares, runs, and gives every tensor a gradient.
     func testEveryMethodRunsOnAnotherArchitecture() throws {
         let c = TestModels.variantConfig(textLayers: 3)
-        let prompts = Self.prompts(["a polyp", "left ventricle's endocardium"], length: 9)
+        let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"], length: 9)
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: c, seed: 4)
             let plain = GradMode.withoutGradients { model(pixels: Self.pixels(c, seed: 32), text: prompts) }

@@ -1,7 +1,7 @@
 import Foundation
-import XCTest
 import VLTestSupport
-@testable import VLModels
+import XCTest
+@testable import VLTokenizer
 
 final class CLIPTokenizerTests: XCTestCase {
     /// The vocabulary the package ships (the same files every CLIPSeg checkpoint carries), loaded once:
