@@ -171,7 +171,7 @@ public enum Inference {
                 done += 1
                 progress?(done, stream.batchCount)
                 if batch.isEmpty { continue }
-                try body(batch, Trainer.logits(model, batch, cache: cache))
+                try body(batch, TrainingStep.logits(model, batch, cache: cache))
             }
         }
     }

@@ -33,7 +33,8 @@ public final class Trainer {
     let trainData: DataLoader
     let valData: DataLoader?
     public private(set) var state: TrainerState
-    let sync: GradientSynchronizer
+    /// The step itself, shared with `vlseg bench step`.
+    let step: TrainingStep
     let checkpoints: CheckpointStore
     let metricsLog: MetricsLog?
     let progress: ProgressReporter?
@@ -85,7 +86,7 @@ public final class Trainer {
                              method: options.method, configHash: options.configHash, layoutHash: arena.layoutHash)
         var nodes: [String: GradNode] = [:]
         for name in trainableNames { nodes[name] = model.parameters[name].node }
-        sync = GradientSynchronizer(arena: arena, comm: comm, bucketBytes: options.bucketBytes, overlap: options.overlap, nodes: nodes)
+        let sync = GradientSynchronizer(arena: arena, comm: comm, bucketBytes: options.bucketBytes, overlap: options.overlap, nodes: nodes)
         checkpoints = CheckpointStore(runDirectory: options.runDirectory)
         metricsLog = comm.isRoot ? try MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none) : nil
         progress = comm.isRoot ? ProgressReporter(interval: options.progressInterval) : nil
@@ -94,18 +95,12 @@ public final class Trainer {
             ? FeatureCache(count: trainData.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir, name: "train-rank\(comm.rank)") : nil
         valCache = options.featureCache && valData != nil
             ? FeatureCache(count: valData!.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir, name: "val-rank\(comm.rank)") : nil
+        step = TrainingStep(model: model, arena: arena, sync: sync, loss: options.loss, cache: trainCache,
+                            clipGradNorm: options.clipGradNorm)
     }
 
     /// Samples served from the training feature cache so far.
     public var trainCacheHits: Int { trainCache?.hits ?? 0 }
-
-    /// Logits of a batch, reusing cached frozen vision features when the cache is on.
-    static func logits(_ model: SegmentationModel, _ batch: Batch, cache: FeatureCache?) throws -> Tensor {
-        let text = TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask)
-        guard let cache else { return model.segmentationLogits(pixels: batch.pixelValues, text: text) }
-        let features = try cache.features(samples: batch.sampleIndices) { model.frozenFeatures(pixels: batch.pixelValues) }
-        return model.segmentationLogits(features: features, pixels: batch.pixelValues, text: text)
-    }
 
     func say(_ line: String) {
         if comm.isRoot { progress?.line(line) }
@@ -203,37 +198,17 @@ public final class Trainer {
             defer { stream.close() }
             var stepsLeftInEpoch = stepsPerEpoch - state.samplesIntoEpoch / globalSamplesPerStep
             while stepsLeftInEpoch > 0 && state.step < totalSteps && !state.stopped && interruptedBy == nil {
-                let stepStart = DispatchTime.now().uptimeNanoseconds
                 for observer in observers { observer.willStartStep(state.step + 1, rank: comm.rank) }
-                for micro in 0..<options.accumulate {
-                    let t0 = DispatchTime.now().uptimeNanoseconds
-                    guard let batch = try stream.next() else { throw TrainingError.dataEnded(epoch: state.epoch) }
-                    timing.data += elapsed(since: t0)
-                    let final = micro == options.accumulate - 1
-                    if final { sync.beginFinalBackward() }
-                    if !batch.isEmpty {
-                        let t1 = DispatchTime.now().uptimeNanoseconds
-                        let logits = try Self.logits(model, batch, cache: trainCache)
-                        let loss = options.loss(logits, target: batch.masks)
-                        let t2 = DispatchTime.now().uptimeNanoseconds
-                        timing.forward += Double(t2 - t1) * 1e-9
-                        loss.backward(onLeafReady: final ? { [sync] in sync.leafReady($0) } : nil)
-                        timing.backward += elapsed(since: t2)
-                        window.add(loss: Double(loss.item), images: batch.count)
-                    }
-                }
-                let t3 = DispatchTime.now().uptimeNanoseconds
-                sync.finish(microSteps: options.accumulate)
-                timing.allReduceWait += sync.lastWaitSeconds
-                let gradNorm = clipGradientNorm(arena, maxNorm: options.clipGradNorm)
                 let lr = state.schedule.rate(at: state.step)
-                state.optimizer.update(arena, lr: lr)
-                arena.zeroGradients()
-                timing.optimizer += elapsed(since: t3) - sync.lastWaitSeconds
-                timing.steps += 1
-                let stepSeconds = elapsed(since: stepStart)
-                timing.total += stepSeconds
-                slowest.step = max(slowest.step, stepSeconds)
+                let epoch = state.epoch  // read here: the step holds `state.optimizer` while it pulls batches
+                let outcome = try step.run(accumulate: options.accumulate, optimizer: &state.optimizer, lr: lr) {
+                    guard let batch = try stream.next() else { throw TrainingError.dataEnded(epoch: epoch) }
+                    return batch
+                }
+                for micro in outcome.losses { window.add(loss: micro.loss, images: micro.images) }
+                let gradNorm = outcome.gradNorm
+                timing.add(outcome)
+                slowest.step = max(slowest.step, outcome.total)
                 state.step += 1
                 state.samplesIntoEpoch += globalSamplesPerStep
                 stepsLeftInEpoch -= 1
@@ -401,6 +376,16 @@ struct SlowestPhases {
 struct StepTiming {
     var data = 0.0, forward = 0.0, backward = 0.0, allReduceWait = 0.0, optimizer = 0.0, total = 0.0
     var steps = 0
+
+    mutating func add(_ step: TrainingStep.Outcome) {
+        data += step.data
+        forward += step.forward
+        backward += step.backward
+        allReduceWait += step.allReduceWait
+        optimizer += step.optimizer
+        total += step.total
+        steps += 1
+    }
 
     func summary(imagesPerStep: Double) -> String {
         let t = max(total, 1e-9)

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
+import VLData
 import VLDistributed
 import VLModels
 import VLTensor
+import VLTokenizer
 import VLTrain
 
 /// `vlseg bench step` / `vlseg bench infer`: training-step and inference throughput on synthetic data.
@@ -117,8 +119,37 @@ struct BenchModelOptions: ParsableArguments {
         if scaling && rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         try precisionOption.apply()
         defer { try? MatmulPrecision.set(.fp32) }
-        let dir = try modelDirectory(comm: comm)
+        let workload = try BenchWorkload.prepare(self, comm: comm, training: training, tuning: tuning, tuningOptions: tuningOptions,
+                                                 cached: cached, scaling: scaling)
+        let opProfile = profile ? OpProfile() : nil
+        defer { OpProfile.active = nil }
+        let measurement = try workload.measure(warmup: warmup, steps: steps, rounds: scaling ? rounds : 1, scaling: scaling,
+                                               profile: opProfile)
+        guard comm.isRoot else { return }
+        try BenchReport(options: self, workload: workload, measurement: measurement, tuning: tuning, opProfile: opProfile).print()
+    }
+}
+
+/// What `bench step` / `bench infer` time: the model and trainable tensors set up as the trainer sets
+/// them up, one synthetic batch, and the trainer's own `TrainingStep`.
+struct BenchWorkload {
+    let comm: Communicator
+    let model: SegmentationModel
+    let batch: Batch
+    let trainableCount: Int
+    let cached: Bool
+    /// The step with every rank (nil for inference).
+    let step: TrainingStep?
+    /// With --scaling: the same step with rank 0 alone (a one-process communicator).
+    let soloStep: TrainingStep?
+
+    var training: Bool { step != nil }
+
+    static func prepare(_ options: BenchModelOptions, comm: Communicator, training: Bool, tuning: String, tuningOptions: [String],
+                        cached: Bool, scaling: Bool) throws -> BenchWorkload {
+        let dir = try options.modelDirectory(comm: comm)
         let m = try ModelDirectory.load(dir)
+        let size = options.size, batchSize = options.batch
         try m.validateInputSize(size)
         var names: [String] = []
         var visionFrozen = true
@@ -133,178 +164,243 @@ struct BenchModelOptions: ParsableArguments {
         }
         let tokenizer = try CLIPTokenizer(directory: dir)
         let texts = ["a photo of a polyp", "left ventricle endocardium", "benign breast tumour", "a skin lesion"]
-        let encodings = tokenizer.encodeBatch((0..<batch).map { texts[$0 % texts.count] }, padding: .longest(max: 77))
-        let prompts = TextPrompts(inputIDs: encodings.map(\.inputIDs), attentionMask: encodings.map(\.attentionMask))
+        let prompts = (0..<batchSize).map { texts[$0 % texts.count] }
+        let encodings = tokenizer.encodeBatch(prompts, padding: .longest(max: 77))
         var rng = SplitMix64(seed: UInt64(17 + comm.rank))
-        let pixels = Tensor.randomNormal([batch, 3, size, size], generator: &rng)
-        let target = Tensor(shape: [batch, size, size], values: (0..<(batch * size * size)).map { i in
+        let pixels = Tensor.randomNormal([batchSize, 3, size, size], generator: &rng)
+        let target = Tensor(shape: [batchSize, size, size], values: (0..<(batchSize * size * size)).map { i in
             let x = i % size, y = (i / size) % size
             return (x - size / 2) * (x - size / 2) + (y - size / 3) * (y - size / 3) < size * size / 16 ? 1 : 0
         })
+        let batch = Batch(synthetic: pixels, masks: target, prompts: prompts, inputIDs: encodings.map(\.inputIDs),
+                          attentionMask: encodings.map(\.attentionMask))
         // As the trainer does at start-up: every rank proves it holds the same frozen weights (which
         // reads every frozen page once, so those pages are resident and shared by the ranks).
         try comm.verifySame("the frozen model weights", fingerprint: m.parameters.fingerprint(excluding: Set(names)))
-        let arena = names.isEmpty ? nil : ParameterArena(store: m.parameters, names: names)
-        var nodes: [String: GradNode] = [:]
-        for n in names { nodes[n] = m.parameters[n].node }
-        let sync = arena.map { GradientSynchronizer(arena: $0, comm: comm, bucketBytes: 25 << 20, overlap: true, nodes: nodes) }
-        var optimizer = AdamW(weightDecay: 1e-3)
         // With --cached, the features are computed once here (the first epoch) and served from the
         // cache in every timed step, exactly as the trainer does from the second epoch on.
-        let cache = cached ? FeatureCache(count: batch, budgetBytes: 8 << 30, directory: FileManager.default.temporaryDirectory,
+        let cache = cached ? FeatureCache(count: batchSize, budgetBytes: 8 << 30, directory: FileManager.default.temporaryDirectory,
                                           name: "bench-rank\(comm.rank)") : nil
-        let sampleIDs = Array(0..<batch)
         if let cache {
-            _ = try cache.features(samples: sampleIDs) { m.frozenFeatures(pixels: pixels) }
+            _ = try cache.features(samples: batch.sampleIndices) { m.frozenFeatures(pixels: pixels) }
             // Frozen text towers: per-prompt features from the first epoch on, as in training.
             (m as? CLIPSegModel)?.textCache = TextFeatureCache()
         }
-        func runForward() throws -> Tensor {
-            guard let cache else { return m.segmentationLogits(pixels: pixels, text: prompts) }
-            let features = try cache.features(samples: sampleIDs) { m.frozenFeatures(pixels: pixels) }
-            return m.segmentationLogits(features: features, pixels: pixels, text: prompts)
+        var step: TrainingStep?, soloStep: TrainingStep?
+        if !names.isEmpty {
+            let arena = ParameterArena(store: m.parameters, names: names)
+            var nodes: [String: GradNode] = [:]
+            for n in names { nodes[n] = m.parameters[n].node }
+            func makeStep(_ c: Communicator) -> TrainingStep {
+                TrainingStep(model: m, arena: arena,
+                             sync: GradientSynchronizer(arena: arena, comm: c, bucketBytes: 25 << 20, overlap: true, nodes: nodes),
+                             loss: SegmentationLoss(), cache: cache, clipGradNorm: 0.5)
+            }
+            step = makeStep(comm)
+            // --scaling: rank 0 alone, its gradients reduced over itself only.
+            soloStep = scaling ? makeStep(SingleProcessCommunicator()) : nil
         }
-        let loss = SegmentationLoss()
-        func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
-        let opProfile = profile ? OpProfile() : nil
+        return BenchWorkload(comm: comm, model: m, batch: batch, trainableCount: step?.arena.count ?? 0,
+                             cached: cached, step: step, soloStep: soloStep)
+    }
+
+    /// One training step through `step` (or one inference pass when there is none), timed.
+    func runOnce(_ step: TrainingStep?, optimizer: inout AdamW, profile: OpProfile?) throws -> StepTimes {
+        let flops0 = BLAS.flopCount
+        if let profile {
+            OpProfile.active = profile
+            profile.startForward()
+        }
         defer { OpProfile.active = nil }
-        /// One step (training: forward, backward, gradient all-reduce through `sync`, optimiser).
-        func runStep(sync: GradientSynchronizer?, profiled: Bool) throws -> StepTimes {
-            let flops0 = BLAS.flopCount
-            if profiled, let opProfile {
-                OpProfile.active = opProfile
-                opProfile.startForward()
-            }
-            defer { OpProfile.active = nil }
-            var times = StepTimes()
-            let t0 = now()
-            if let arena, let sync {
-                sync.beginFinalBackward()
-                let logits = try runForward()
-                let l = loss(logits, target: target)
-                let t1 = now()
-                l.backward(onLeafReady: { sync.leafReady($0) })
-                let t2 = now()
-                sync.finish(microSteps: 1)
-                let t3 = now()
-                clipGradientNorm(arena, maxNorm: 0.5)
-                optimizer.update(arena, lr: 1e-4)
-                arena.zeroGradients()
-                let t4 = now()
-                times.forward = t1 - t0; times.backward = t2 - t1; times.wait = t3 - t2; times.optimizer = t4 - t3
-                times.steps = [t4 - t0]
-            } else {
-                _ = try GradMode.withoutGradients { try runForward() }
-                times.forward = now() - t0
-                times.steps = [times.forward]
-            }
-            times.flops = BLAS.flopCount - flops0
-            return times
+        var times = StepTimes()
+        if let step {
+            let outcome = try step.run(accumulate: 1, optimizer: &optimizer, lr: 1e-4) { batch }
+            times.forward = outcome.forward
+            times.backward = outcome.backward
+            times.wait = outcome.allReduceWait
+            times.optimizer = outcome.optimizer
+            // The synthetic batch is handed over, not loaded: its microseconds are not the step's.
+            times.steps = [outcome.total - outcome.data]
+        } else {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try GradMode.withoutGradients { try TrainingStep.logits(model, batch, cache: nil) }
+            times.forward = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            times.steps = [times.forward]
         }
+        times.flops = BLAS.flopCount - flops0
+        return times
+    }
+
+    /// Warm-up, then `rounds` rounds of `steps` timed steps with every rank (and, with `scaling`, as
+    /// many with rank 0 alone), then the totals every rank contributes to.
+    func measure(warmup: Int, steps: Int, rounds: Int, scaling: Bool, profile: OpProfile?) throws -> BenchMeasurement {
+        var optimizer = AdamW(weightDecay: 1e-3)
+        var result = BenchMeasurement()
         // The references (sgemm, FMA peak) are measured before and after the steps and the better
         // of the two kept: on a shared machine a neighbour can take a core for one of them, which
         // would otherwise show as a utilisation above 100 %.
-        let references = { (GEMMBenchmark.measure(GEMMBenchmark.vitShapes.last!, minSeconds: 0.3),
-                            FMAPeak.measure(threads: ComputeThreads.count, minSeconds: 0.2)) }
-        let before = references()
+        let before = ComputeReference.measure()
         var warmupSeconds = 0.0
         for _ in 0..<warmup {
             comm.barrier(label: "bench step")
-            warmupSeconds = max(warmupSeconds, try runStep(sync: sync, profiled: false).total)
+            warmupSeconds = max(warmupSeconds, try runOnce(step, optimizer: &optimizer, profile: nil).total)
         }
         // The other ranks wait out rank 0's alone phase in one collective: the watchdog must allow it.
         if scaling { comm.timeout = max(comm.timeout, 4 * warmupSeconds * Double(steps) + 60) }
-        var together = StepTimes(), aloneAll = StepTimes()
-        var scalingRounds: [(alone: Double, together: Double)] = []
+        let imagesPerRound = Double(batch.count * steps)
         // --scaling: rank 0 alone (the other ranks sleep, leaving their cores idle as a one-rank job
         // would) and all ranks together, alternating which comes first, so both are measured under
         // the same conditions of a shared machine.
-        let soloSync = scaling ? arena.map { GradientSynchronizer(arena: $0, comm: SingleProcessCommunicator(), bucketBytes: 25 << 20,
-                                                                  overlap: true, nodes: nodes) } : nil
-        for round in 0..<(scaling ? rounds : 1) {
-            var alone = StepTimes(), inRound = StepTimes()
+        for round in 0..<rounds {
+            var alone = StepTimes(), together = StepTimes()
             func runAlone() throws {
                 comm.barrier(label: "bench alone phase")
-                if comm.isRoot { for _ in 0..<steps { alone.add(try runStep(sync: soloSync, profiled: false)) } }
+                if comm.isRoot { for _ in 0..<steps { alone.add(try runOnce(soloStep, optimizer: &optimizer, profile: nil)) } }
                 comm.idleBarrier(label: "bench alone phase")
             }
             if scaling && round % 2 == 0 { try runAlone() }
             for _ in 0..<steps {
                 comm.barrier(label: "bench step")
-                inRound.add(try runStep(sync: sync, profiled: true))
+                together.add(try runOnce(step, optimizer: &optimizer, profile: profile))
             }
             if scaling && round % 2 == 1 { try runAlone() }
-            together.add(inRound)
-            aloneAll.add(alone)
-            if scaling { scalingRounds.append((Double(batch * steps) / alone.total, Double(batch * steps) / inRound.total)) }
+            result.together.add(together)
+            result.alone.add(alone)
+            if scaling { result.scalingRounds.append(ScalingRound(alone: imagesPerRound / alone.total, together: imagesPerRound / together.total)) }
         }
-        let forward = together.forward, backward = together.backward, wait = together.wait, optim = together.optimizer
-        let total = together.total, flops = together.flops, stepSeconds = together.steps
-        let images = Double(batch * together.steps.count)
-        let perRank = images / max(total, 1e-9)
-        let alone = Double(batch * aloneAll.steps.count) / max(aloneAll.total, 1e-9)
-        let gflops = flops / max(total, 1e-9) / 1e9
         // Memory of the training state, before the reference sgemm allocates its own matrices.
-        var pss = [ProcessMemory.pssMB, ProcessMemory.peakRSSMB, perRank]
-        let rankPSS = pss[0], rankPeakRSS = pss[1]
-        let after = references()
-        let sgemm = max(before.0, after.0), peak = max(before.1, after.1)
-        comm.allReduceSum(&pss, label: "bench totals")
+        let rankPSS = ProcessMemory.pssMB, rankPeakRSS = ProcessMemory.peakRSSMB
+        result.reference = ComputeReference.best(before, .measure())
+        var totals = [rankPSS, result.imagesPerSecondPerRank(batch: batch.count)]
+        comm.allReduceSum(&totals, label: "bench totals")
+        result.memory = MemoryFigures(rankPSS: rankPSS, rankPeakRSS: rankPeakRSS, totalPSS: totals[0])
+        result.imagesPerSecondTotal = totals[1]
         // Every rank's compute and wait seconds, so an imbalance between ranks shows as such.
         var perRankTimes = [Double](repeating: 0, count: 2 * comm.size)
-        perRankTimes[2 * comm.rank] = forward + backward + optim
-        perRankTimes[2 * comm.rank + 1] = wait
+        let t = result.together
+        perRankTimes[2 * comm.rank] = t.forward + t.backward + t.optimizer
+        perRankTimes[2 * comm.rank + 1] = t.wait
         comm.allReduceSum(&perRankTimes, label: "bench per-rank times")
-        guard comm.isRoot else { return }
-        let what = (training ? "training step (\(tuning), \(arena?.count.grouped ?? "0") trainable)" : "inference")
-            + (cached ? ", vision features from the feature cache" : "")
+        result.ranks = (0..<comm.size).map { RankTimes(compute: perRankTimes[2 * $0], wait: perRankTimes[2 * $0 + 1]) }
+        return result
+    }
+}
+
+/// Rank 0 alone against every rank together, images/s per rank, in one round.
+struct ScalingRound {
+    var alone: Double
+    var together: Double
+}
+
+/// A rank's compute and all-reduce wait seconds over the timed steps.
+struct RankTimes {
+    var compute: Double
+    var wait: Double
+}
+
+/// Memory of the training state (MB).
+struct MemoryFigures {
+    var rankPSS = 0.0
+    var rankPeakRSS = 0.0
+    /// PSS summed over ranks: what the job costs the machine, shared pages counted once.
+    var totalPSS = 0.0
+}
+
+/// The machine's yardsticks in this process: sgemm on the ViT's largest product and the FMA peak (GFLOP/s).
+struct ComputeReference {
+    var sgemm = 0.0
+    var fmaPeak = 0.0
+
+    static func measure() -> ComputeReference {
+        ComputeReference(sgemm: GEMMBenchmark.measure(GEMMBenchmark.vitShapes[GEMMBenchmark.vitShapes.count - 1], minSeconds: 0.3),
+                         fmaPeak: FMAPeak.measure(threads: ComputeThreads.count, minSeconds: 0.2))
+    }
+
+    static func best(_ a: ComputeReference, _ b: ComputeReference) -> ComputeReference {
+        ComputeReference(sgemm: max(a.sgemm, b.sgemm), fmaPeak: max(a.fmaPeak, b.fmaPeak))
+    }
+}
+
+/// Everything a bench run measured.
+struct BenchMeasurement {
+    var together = StepTimes()
+    var alone = StepTimes()
+    var scalingRounds: [ScalingRound] = []
+    var reference = ComputeReference()
+    var memory = MemoryFigures()
+    var imagesPerSecondTotal = 0.0
+    var ranks: [RankTimes] = []
+
+    func imagesPerSecondPerRank(batch: Int) -> Double { Double(batch * together.steps.count) / max(together.total, 1e-9) }
+    func aloneImagesPerSecond(batch: Int) -> Double { Double(batch * alone.steps.count) / max(alone.total, 1e-9) }
+}
+
+/// Rank 0's printout of a bench run (and the JSON line with --json).
+struct BenchReport {
+    let options: BenchModelOptions
+    let workload: BenchWorkload
+    let measurement: BenchMeasurement
+    let tuning: String
+    let opProfile: OpProfile?
+
+    func print() throws {
+        let m = measurement, t = m.together, batch = workload.batch.count, comm = workload.comm
+        let total = t.total
+        let images = Double(batch * t.steps.count)
+        let perRank = m.imagesPerSecondPerRank(batch: batch)
+        let gflops = t.flops / max(total, 1e-9) / 1e9
+        let sgemm = m.reference.sgemm, peak = m.reference.fmaPeak
+        let training = workload.training
+        let what = (training ? "training step (\(tuning), \(workload.trainableCount.grouped) trainable)" : "inference")
+            + (workload.cached ? ", vision features from the feature cache" : "")
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / max(total, 1e-9)) }
         let architecture: String
-        if let clipseg = m as? CLIPSegModel {
-            architecture = "CLIPSeg \(clipseg.config.visionConfig.hiddenSize)-wide ViT/\(clipseg.config.visionConfig.patchSize!)"
-        } else if let cris = m as? CRISModel {
+        if let clipseg = workload.model as? CLIPSegModel {
+            architecture = "CLIPSeg \(clipseg.config.visionConfig.hiddenSize)-wide ViT/\(clipseg.config.visionConfig.patchSize.map(String.init) ?? "?")"
+        } else if let cris = workload.model as? CRISModel {
             architecture = "CRIS, ResNet width \(cris.config.clip.visionWidth) layers \(cris.config.clip.visionLayers)"
         } else {
-            architecture = m.architectureName
+            architecture = workload.model.architectureName
         }
-        print("\(what): \(architecture), \(size)x\(size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)"
-              + (precision == .bf16 ? ", bf16 products (their peak is twice the float32 FMA peak below)" : ""))
-        print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, pss[2]))
-        print("  time: data 0.0% (synthetic), forward \(pct(forward)), backward \(pct(backward)), all-reduce wait \(pct(wait)), optimiser \(pct(optim))")
+        Swift.print("\(what): \(architecture), \(options.size)x\(options.size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)"
+            + (options.precision == .bf16 ? ", bf16 products (their peak is twice the float32 FMA peak below)" : ""))
+        Swift.print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, m.imagesPerSecondTotal))
+        Swift.print("  time: data 0.0% (synthetic), forward \(pct(t.forward)), backward \(pct(t.backward)), all-reduce wait \(pct(t.wait)), optimiser \(pct(t.optimizer))")
+        let stepCount = Double(max(t.steps.count, 1))
         if training && comm.size > 1 {
-            let perStep = (0..<comm.size).map { r in
-                String(format: "rank %d %.3f s + %.3f s", r, perRankTimes[2 * r] / Double(stepSeconds.count), perRankTimes[2 * r + 1] / Double(stepSeconds.count))
+            let perStep = m.ranks.enumerated().map { r, times in
+                String(format: "rank %d %.3f s + %.3f s", r, times.compute / stepCount, times.wait / stepCount)
             }
-            print("  per step, compute + all-reduce wait: " + perStep.joined(separator: ", "))
+            Swift.print("  per step, compute + all-reduce wait: " + perStep.joined(separator: ", "))
         }
-        if !scalingRounds.isEmpty {
-            let rounds = scalingRounds.map { String(format: "%.3f / %.3f", $0.alone, $0.together) }.joined(separator: ", ")
-            print(String(format: "  weak scaling: rank 0 alone %.3f images/s, with %d ranks %.3f images/s per rank = %.1f%% (%d alternating rounds of %d steps, alone / together: %@)",
-                         alone, comm.size, perRank, 100 * perRank / alone, scalingRounds.count, steps, rounds))
+        let alone = m.aloneImagesPerSecond(batch: batch)
+        if !m.scalingRounds.isEmpty {
+            let rounds = m.scalingRounds.map { String(format: "%.3f / %.3f", $0.alone, $0.together) }.joined(separator: ", ")
+            Swift.print(String(format: "  weak scaling: rank 0 alone %.3f images/s, with %d ranks %.3f images/s per rank = %.1f%% (%d alternating rounds of %d steps, alone / together: %@)",
+                               alone, comm.size, perRank, 100 * perRank / alone, m.scalingRounds.count, options.steps, rounds))
         }
-        print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",
-                     flops / images / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
-        print(String(format: "  FMA peak in this process %.1f GFLOP/s (%d thread(s), %d-lane FMA loop): sgemm reaches %.0f%% of it, %@ %.0f%% (model FLOP utilisation)",
-                     peak, ComputeThreads.count, FMAPeak.lanes, 100 * sgemm / max(peak, 1e-9), training ? "the step" : "inference",
-                     100 * gflops / max(peak, 1e-9)))
-        print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
-                     rankPeakRSS, rankPSS, pss[0], comm.size))
-        if let opProfile { print("time per op (rank 0):\n" + opProfile.report(steps: together.steps.count, stepSeconds: total)) }
-        if json {
-            var obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": pss[2], "gflops_per_s": gflops,
+        Swift.print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",
+                           t.flops / max(images, 1) / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
+        Swift.print(String(format: "  FMA peak in this process %.1f GFLOP/s (%d thread(s), %d-lane FMA loop): sgemm reaches %.0f%% of it, %@ %.0f%% (model FLOP utilisation)",
+                           peak, ComputeThreads.count, FMAPeak.lanes, 100 * sgemm / max(peak, 1e-9), training ? "the step" : "inference",
+                           100 * gflops / max(peak, 1e-9)))
+        Swift.print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
+                           m.memory.rankPeakRSS, m.memory.rankPSS, m.memory.totalPSS, comm.size))
+        if let opProfile { Swift.print("time per op (rank 0):\n" + opProfile.report(steps: t.steps.count, stepSeconds: total)) }
+        if options.json {
+            var obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": m.imagesPerSecondTotal, "gflops_per_s": gflops,
                                       "sgemm_gflops_per_s": sgemm, "fma_peak_gflops_per_s": peak, "mfu": gflops / max(peak, 1e-9),
-                                      "peak_rss_mb": rankPeakRSS, "pss_mb": rankPSS,
-                                      "total_pss_mb": pss[0], "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
-                                      "size": size, "forward_s": forward, "backward_s": backward, "allreduce_wait_s": wait,
-                                      "optimizer_s": optim, "flops_per_image": flops / images, "tuning": training ? tuning : "inference",
-                                      "precision": precision.rawValue, "step_s": stepSeconds,
-                                      "rank_compute_s": (0..<comm.size).map { perRankTimes[2 * $0] },
-                                      "rank_wait_s": (0..<comm.size).map { perRankTimes[2 * $0 + 1] }]
-            if !scalingRounds.isEmpty {
+                                      "peak_rss_mb": m.memory.rankPeakRSS, "pss_mb": m.memory.rankPSS,
+                                      "total_pss_mb": m.memory.totalPSS, "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
+                                      "size": options.size, "forward_s": t.forward, "backward_s": t.backward, "allreduce_wait_s": t.wait,
+                                      "optimizer_s": t.optimizer, "flops_per_image": t.flops / max(images, 1), "tuning": training ? tuning : "inference",
+                                      "precision": options.precision.rawValue, "step_s": t.steps,
+                                      "rank_compute_s": m.ranks.map(\.compute), "rank_wait_s": m.ranks.map(\.wait)]
+            if !m.scalingRounds.isEmpty {
                 obj["alone_images_per_s"] = alone
                 obj["scaling_efficiency"] = perRank / alone
-                obj["alone_round_images_per_s"] = scalingRounds.map(\.alone)
-                obj["together_round_images_per_s"] = scalingRounds.map(\.together)
+                obj["alone_round_images_per_s"] = m.scalingRounds.map(\.alone)
+                obj["together_round_images_per_s"] = m.scalingRounds.map(\.together)
             }
             try printJSONLine(obj)
         }
