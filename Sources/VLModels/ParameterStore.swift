@@ -9,6 +9,9 @@ public enum ModelLoadError: Error, CustomStringConvertible {
     case invalidConfig(file: String, key: String, reason: String)
     case missingFile(path: String)
     case unsupportedInputSize(size: Int, reason: String)
+    /// A model directory without weights in any of the published forms.
+    case missingWeights(directory: String, lookedFor: [String])
+    case invalidShardIndex(file: String, reason: String)
 
     public var description: String {
         func list(_ keys: [String]) -> String {
@@ -21,6 +24,9 @@ public enum ModelLoadError: Error, CustomStringConvertible {
         case let .invalidConfig(file, key, reason): return "\(file): '\(key)': \(reason)"
         case let .missingFile(path): return "\(path): file not found"
         case let .unsupportedInputSize(size, reason): return "input size \(size)x\(size) (model.image_size): \(reason)"
+        case let .missingWeights(directory, names):
+            return "\(directory): no model weights (looked for \(names.joined(separator: ", ")))"
+        case let .invalidShardIndex(file, reason): return "\(file): invalid shard index: \(reason)"
         }
     }
 }
@@ -155,17 +161,16 @@ public final class ParameterStore: @unchecked Sendable {
         return store
     }
 
-    /// Loads a model directory's `model.safetensors` (see `load(from:expected:ignoring:)`).
+    /// Loads a model directory's weights in any published form (`ModelWeights`; see
+    /// `load(from:expected:ignoring:)`).
     public static func load(directory: URL, expected: [(name: String, shape: [Int])],
                             ignoring ignorable: (String) -> Bool = { _ in false }) throws -> ParameterStore {
-        let weightsURL = directory.appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw ModelLoadError.missingFile(path: weightsURL.path) }
-        return try load(from: SafeTensorsFile(url: weightsURL), expected: expected, ignoring: ignorable)
+        try load(from: ModelWeights.open(directory: directory), expected: expected, ignoring: ignorable)
     }
 
-    /// Loads exactly the `expected` names and shapes from a safetensors file, borrowing float32
-    /// data. Missing, unexpected and mis-shaped keys are reported together, by name.
-    public static func load(from file: SafeTensorsFile, expected: [(name: String, shape: [Int])],
+    /// Loads exactly the `expected` names and shapes, borrowing float32 data from memory-mapped
+    /// files. Missing, unexpected and mis-shaped keys are reported together, by name.
+    public static func load(from file: WeightSource, expected: [(name: String, shape: [Int])],
                             ignoring ignorable: (String) -> Bool = { _ in false }) throws -> ParameterStore {
         let expectedNames = Set(expected.map(\.name))
         let missing = expected.map(\.name).filter { !file.contains($0) }
@@ -174,9 +179,9 @@ public final class ParameterStore: @unchecked Sendable {
         if !unexpected.isEmpty { throw ModelLoadError.unexpectedKeys(file: file.path, keys: unexpected.sorted()) }
         let store = ParameterStore()
         for (name, shape) in expected {
-            let entry = try file.entry(name)
-            guard entry.shape == shape else {
-                throw ModelLoadError.shapeMismatch(file: file.path, key: name, expected: shape, found: entry.shape)
+            let found = try file.shape(of: name)
+            guard found == shape else {
+                throw ModelLoadError.shapeMismatch(file: file.path, key: name, expected: shape, found: found)
             }
             store.set(name, try file.tensor(name))
         }

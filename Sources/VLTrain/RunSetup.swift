@@ -20,7 +20,7 @@ public enum RunSetup {
     public static func prepareInputs(_ config: VLSegConfig, comm: Communicator, log: (String) -> Void) throws {
         try comm.rootDecides("input preparation") {
             let modelDir = URL(fileURLWithPath: config.model.path)
-            let missing = !FileManager.default.fileExists(atPath: modelDir.appendingPathComponent("model.safetensors").path)
+            let missing = !ModelWeights.exist(in: modelDir)
             if missing, let preset = config.model.preset.clipsegPreset {
                 log("creating the \(preset.rawValue) demo model in \(modelDir.path)")
                 let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir, processorSize: preset.processorSize)

@@ -102,7 +102,7 @@ struct BenchModelOptions: ParsableArguments {
             ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/vlseg")
         let dir = cache.appendingPathComponent("bench/\(dirName)")
         try comm.rootDecides("bench model") {
-            guard !FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path) else { return }
+            guard !ModelWeights.exist(in: dir) else { return }
             printError("creating the \(preset) model in \(dir.path) (once)")
             try write(dir)
         }

@@ -70,7 +70,8 @@ struct ConvertCommand: ParsableCommand {
                 let contents = (try? fm.contentsOfDirectory(atPath: outDir.path)) ?? ["(a file)"]
                 guard contents.isEmpty else { throw SetupError(message: "\(outDir.path): already exists and is not empty; give a new directory") }
             }
-            let configData = try config.map { try Self.readConfig(URL(fileURLWithPath: $0)) }
+            let configURL = config.map { URL(fileURLWithPath: $0).standardizedFileURL }
+            let configData = try configURL.map { try Self.readConfig($0) }
 
             var options = TorchCheckpoint.Options()
             // Lightning checkpoints name their optimizer factories in hyper_parameters (inert names);
@@ -117,14 +118,14 @@ struct ConvertCommand: ParsableCommand {
 
             try Self.staged(outDir) { staging in
                 guard trainableMode else {
-                    try Self.writeModel(sd.tensors, configData: configData, source: source, into: staging, outDir: outDir)
+                    try Self.writeModel(sd.tensors, configData: configData, configURL: configURL, source: source, into: staging, outDir: outDir)
                     return
                 }
                 let conversion = SeedCheckpointNames.convert(sd.tensors)
                 if !trainable, expect == nil, conversion.trainable.isEmpty, !conversion.base.isEmpty, conversion.unmapped.isEmpty {
                     // medvlsm's end-to-end runs: the trained tensors are CLIPSeg's own, so the result is a model.
                     print("no tuning-method tensors: the checkpoint fine-tunes CLIPSeg itself, written as a model")
-                    try Self.writeModel(conversion.base, configData: configData, source: source, into: staging, outDir: outDir)
+                    try Self.writeModel(conversion.base, configData: configData, configURL: configURL, source: source, into: staging, outDir: outDir)
                 } else {
                     try writeTrainable(sd, conversion: conversion, configData: configData, into: staging, outDir: outDir)
                 }
@@ -177,7 +178,7 @@ struct ConvertCommand: ParsableCommand {
         }
         if configData != nil, !conversion.base.isEmpty {
             // The whole CLIPSeg the checkpoint holds (trained parts included): a complete model directory.
-            try Self.writeModel(conversion.base, configData: configData, source: URL(fileURLWithPath: from), into: staging, outDir: outDir)
+            try Self.writeModel(conversion.base, configData: configData, configURL: config.map { URL(fileURLWithPath: $0) }, source: URL(fileURLWithPath: from), into: staging, outDir: outDir)
         } else if !baseLeftOut.isEmpty {
             print("\(Self.count(baseLeftOut.count, "tensor of the frozen CLIPSeg was", "tensors of the frozen CLIPSeg were")) not written (pass --config to write them as the model)")
         }
@@ -186,9 +187,31 @@ struct ConvertCommand: ParsableCommand {
         }
     }
 
-    /// model.safetensors, config.json and the tokenizer files: a complete model directory.
-    private static func writeModel(_ tensors: [(name: String, tensor: TorchTensorData)], configData: Data?, source: URL,
-                                   into staging: URL, outDir: URL) throws {
+    /// What a model directory carries besides weights and config: the image processor's settings
+    /// (without them a model runs at its vision config's size with default statistics) and the tokenizer.
+    static let companionFiles = ["preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                                 "vocab.json", "merges.txt", "tokenizer.json"]
+
+    /// Copies the companion files found beside the config or the checkpoint (the config's directory
+    /// first); the bundled CLIP tokenizer stands in when no vocabulary is found. Returns what was copied.
+    static func copyCompanions(from directories: [URL], to staging: URL) throws -> [String] {
+        let fm = FileManager.default
+        var copied: [String] = []
+        for name in companionFiles {
+            guard let source = directories.map({ $0.appendingPathComponent(name) }).first(where: { fm.fileExists(atPath: $0.path) }) else { continue }
+            try fm.copyItem(at: source.resolvingSymlinksInPath(), to: staging.appendingPathComponent(name))
+            copied.append(name)
+        }
+        if !(copied.contains("vocab.json") && copied.contains("merges.txt")) {
+            try BundledTokenizer.copy(to: staging)
+        }
+        return copied
+    }
+
+    /// model.safetensors, config.json, the image processor's settings and the tokenizer files: a
+    /// complete model directory.
+    private static func writeModel(_ tensors: [(name: String, tensor: TorchTensorData)], configData: Data?, configURL: URL?,
+                                   source: URL, into staging: URL, outDir: URL) throws {
         var writer = SafeTensorsWriter()
         writer.metadata = ["format": "pt", "vlseg_converted_from": source.lastPathComponent]
         var floats = 0, integers = 0
@@ -201,7 +224,14 @@ struct ConvertCommand: ParsableCommand {
         if let configData {
             try configData.write(to: staging.appendingPathComponent("config.json"))
         }
-        try BundledTokenizer.copy(to: staging)
+        var directories: [URL] = []
+        for dir in [configURL?.deletingLastPathComponent(), source.standardizedFileURL.deletingLastPathComponent()].compactMap({ $0 })
+        where !directories.contains(dir) { directories.append(dir) }
+        let copied = try copyCompanions(from: directories, to: staging)
+        if !copied.isEmpty { print("copied \(copied.joined(separator: ", ")) from beside the \(configURL == nil ? "checkpoint" : "config or checkpoint")") }
+        if configData != nil && !copied.contains("preprocessor_config.json") {
+            print("note: no preprocessor_config.json beside the config or checkpoint: the model will take inputs at its vision config's image_size with CLIPSeg's default statistics; copy the original's file into \(outDir.path) if it has one")
+        }
         if configData != nil { try validateConvertedModel(at: staging) }
         print("wrote \(tensors.count) tensors (\((floats + integers).grouped) parameters: \(floats.grouped) float, \(integers.grouped) integer) to \(outDir.appendingPathComponent("model.safetensors").path)")
         if configData == nil {

@@ -48,9 +48,10 @@ struct ExportCommand: ParsableCommand {
                 let config = try ConfigLoader.decode(yaml: ckpt.configYAML, source: ckptURL.appendingPathComponent(CheckpointStore.configFile).path).config
                 baseDir = URL(fileURLWithPath: config.model.path).standardizedFileURL
             }
-            let baseFile = baseDir.appendingPathComponent("model.safetensors")
-            guard fm.fileExists(atPath: baseFile.path) else { throw SetupError(message: "\(baseFile.path): base model weights not found (give --model)") }
-            let base = try SafeTensorsFile(url: baseFile)
+            guard ModelWeights.exist(in: baseDir) else {
+                throw SetupError(message: "\(baseDir.path): base model weights not found (looked for \(ModelWeights.fileNames.joined(separator: ", "))); give --model")
+            }
+            let base = try ModelWeights.open(directory: baseDir)
             let trained = ckpt.trainable
             let foreign = trained.names.filter { !base.contains($0) }
             if !foreign.isEmpty {
@@ -58,7 +59,7 @@ struct ExportCommand: ParsableCommand {
                 throw SetupError(message: "\(ckptURL.path): method '\(ckpt.state.method)' trained \(foreign.count) tensor(s) the model does not have (\(shown)...); only methods that train the model's own weights (full, decoder) export as a model directory (LoRA: vlseg lora merge)")
             }
             for name in trained.names {
-                let (a, b) = (try trained.entry(name).shape, try base.entry(name).shape)
+                let (a, b) = (try trained.entry(name).shape, try base.shape(of: name))
                 guard a == b else { throw SetupError(message: "\(ckptURL.path): '\(name)' has shape \(a), the base model's has \(b): not this model's checkpoint") }
             }
 

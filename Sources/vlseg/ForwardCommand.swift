@@ -154,7 +154,8 @@ struct ForwardCommand: ParsableCommand {
             let url = URL(fileURLWithPath: out).deletingPathExtension().appendingPathExtension("overlay.png")
             try ImageIO.writePNG(ImageIO.overlay(image: rgb, mask: mask), to: url)
         }
-        print(String(format: "wrote %@ (%dx%d, %.1f%% foreground) for \"%@\"", out, rgb.width, rgb.height, 100 * mask.foregroundRatio, prompt))
+        print(String(format: "wrote %@ (%dx%d, %.1f%% foreground; model input %dx%d) for \"%@\"", out, rgb.width, rgb.height,
+                     100 * mask.foregroundRatio, size, size, prompt))
     }
 
     /// Installs `--tuning` with its options, loads `--trainable` values, and makes every trainable

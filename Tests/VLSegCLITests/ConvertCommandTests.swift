@@ -1,7 +1,9 @@
 import Foundation
+import VLData
 import VLModels
-import XCTest
+import VLTensor
 import VLTestSupport
+import XCTest
 
 /// `vlseg convert` on `.pth` files written here the way `torch.save` lays them out: a model checkpoint
 /// becomes a model directory, a Lightning checkpoint becomes trainable.safetensors, and a file whose
@@ -80,6 +82,53 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
         let url = tmp.appendingPathComponent(name)
         try data.write(to: url)
         return url
+    }
+
+    /// A CLIPSeg published as `pytorch_model.bin` beside its config, tokenizer and a processor config
+    /// whose size differs from the vision config's: the converted directory carries the processor
+    /// config, so `forward --image` runs at the same size and gives the same mask as the original.
+    func testConvertedCLIPSegKeepsItsProcessorAndSegmentsLikeTheOriginal() throws {
+        let tiny = try Fixtures.clipsegTiny()
+        let original = tmp.appendingPathComponent("original")
+        try FileManager.default.createDirectory(at: original, withIntermediateDirectories: true)
+        for file in ["config.json", "vocab.json", "merges.txt"] {
+            try FileManager.default.copyItem(at: tiny.appendingPathComponent(file).resolvingSymlinksInPath(),
+                                             to: original.appendingPathComponent(file))
+        }
+        // 96, not the vision config's 64: a converted directory without this file would run at 64.
+        let processor = #"{"do_normalize": true, "do_resize": true, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2, "size": 96}"#
+        try Data(processor.utf8).write(to: original.appendingPathComponent("preprocessor_config.json"))
+        let weights = try SafeTensorsFile(url: tiny.appendingPathComponent("model.safetensors"))
+        let tensors: [(String, [Int], Values)] = try weights.names.map { ($0, try weights.entry($0).shape, .f32(try weights.tensor($0).scalars)) }
+        try Self.torchSave(tensors).write(to: original.appendingPathComponent("pytorch_model.bin"))
+
+        let converted = tmp.appendingPathComponent("converted")
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["convert", "--from", original.appendingPathComponent("pytorch_model.bin").path,
+                                                                "--to", converted.path, "--config", original.appendingPathComponent("config.json").path])
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("copied preprocessor_config.json, vocab.json, merges.txt"), r.output)
+        XCTAssertEqual(try Data(contentsOf: converted.appendingPathComponent("preprocessor_config.json")), Data(processor.utf8))
+        XCTAssertEqual(try ImagePreprocessing.of(directory: converted).size, 96)
+
+        // The same photo-like image through both directories: the original loads pytorch_model.bin directly.
+        var rng = SplitMix64(seed: 11)
+        var pixels = [UInt8](repeating: 0, count: 120 * 90 * 3)
+        for i in pixels.indices {
+            let ramp = (i % 360) / 2, noise = Int(rng.next() % 40)
+            pixels[i] = UInt8(ramp + noise)
+        }
+        let image = tmp.appendingPathComponent("photo.png")
+        try ImageIO.writePNG(RGBImage(width: 120, height: 90, pixels: pixels), to: image)
+        var masks: [Data] = []
+        for dir in [original, converted] {
+            let out = tmp.appendingPathComponent("\(dir.lastPathComponent)-mask.png")
+            let f = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", dir.path, "--image", image.path,
+                                                                    "--prompt", "a bright stripe", "--out", out.path])
+            XCTAssertEqual(f.status, 0, f.output)
+            XCTAssertTrue(f.output.contains("model input 96x96"), f.output)
+            masks.append(try Data(contentsOf: out))
+        }
+        XCTAssertEqual(masks[0], masks[1])
     }
 
     /// The tiny CRIS fixture's state dict saved as a DDP `.pth` (every name under `module.`, BN counters
