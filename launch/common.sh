@@ -28,6 +28,18 @@ vlseg_setup() {
     command -v swift >/dev/null || { log "swift not found on PATH (Swift 6.x toolchain required)"; return 1; }
 }
 
+# Python packages the tests use as independent references (Pillow's resize, transformers' image
+# processor, scikit-image's sample photos), pinned. Installed only for the tests: training and the
+# demo need none of them.
+VLSEG_TEST_PYTHON_PACKAGES=(pillow==11.0.0 numpy==1.26.4 transformers==4.46.3 scikit-image==0.24.0)
+
+# Installs the test references; idempotent (pip finds pinned versions already there without a download).
+vlseg_test_setup() {
+    command -v python3 >/dev/null || { log "python3 not found (the tests use it for reference values)"; return 1; }
+    log "Python test references: ${VLSEG_TEST_PYTHON_PACKAGES[*]}"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${VLSEG_TEST_PYTHON_PACKAGES[@]}"
+}
+
 # The OpenBLAS kernel core that suits this CPU. Debian's OpenBLAS 0.3.21 misdetects some recent
 # CPUs (as "Prescott") and runs sgemm several times slower; vlseg corrects itself too, but
 # exporting it here covers every process a script starts (mpirun ranks included).

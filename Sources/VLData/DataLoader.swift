@@ -23,6 +23,8 @@ public struct DataLoaderConfig: Sendable {
     public var augmentation: AugmentationConfig? = nil
     /// Per-channel mean and standard deviation of the model (ImageNet for CLIPSeg).
     public var normalization: Normalization = .imageNet
+    /// The filter of the image resize to `imageSize` (the model's processor's `resample`).
+    public var resizeFilter: ResizeFilter = .bilinear
 
     public init(imageSize: Int = 352, workers: Int = 1, prefetch: Int? = nil, seed: UInt64 = 0,
                 promptChoice: PromptChoice = .random,
@@ -188,7 +190,7 @@ public final class DataLoader: @unchecked Sendable {
         // Resize first, then augment at the model's resolution, as TuneVLSeg's pipelines do (Resize leads
         // its albumentations list): the geometric augmentations then cost the same for every image size.
         let side = config.imageSize
-        var img = image.width == side && image.height == side ? image : image.resized(width: side, height: side)
+        var img = image.width == side && image.height == side ? image : image.resized(width: side, height: side, filter: config.resizeFilter)
         target = target.width == side && target.height == side ? target : target.resizedNearest(width: side, height: side)
         if let augmentation = config.augmentation, !augmentation.isIdentity {
             var rng = CounterRandom(seed: config.seed, epoch: UInt64(epoch), index: UInt64(index), purpose: .augmentation)
@@ -261,6 +263,12 @@ public final class DataLoader: @unchecked Sendable {
         let keptIndices = kept.map { indices[$0] }
         var ids: [[Int]] = [], attention: [[Int]] = []
         if let tokenizer, !infos.isEmpty {
+            let limit: Int
+            switch config.textPadding {
+            case let .maxLength(n): limit = n
+            case let .longest(max: n): limit = n
+            }
+            TruncationNotice.check(infos.map(\.prompt), tokenizer: tokenizer, maxLength: limit, log: log)
             let encodings = tokenizer.encodeBatch(infos.map(\.prompt), padding: config.textPadding)
             ids = encodings.map(\.inputIDs)
             attention = encodings.map(\.attentionMask)

@@ -3,18 +3,30 @@ import VLTensor
 
 // MARK: - Normalisation
 
-/// Per-channel mean and standard deviation applied after scaling bytes to [0, 1].
+/// Per-channel mean and standard deviation applied after scaling bytes (by 1/255 unless the model's
+/// processor says otherwise).
 public struct Normalization: Sendable, Equatable, Codable {
     public var mean: [Float]
     public var std: [Float]
+    /// The factor applied to byte values before the mean and std (a processor's `rescale_factor`, or 1
+    /// when it does not rescale).
+    public var scale: Double = 1.0 / 255
 
-    public init(mean: [Float], std: [Float]) {
+    public init(mean: [Float], std: [Float], scale: Double = 1.0 / 255) {
         precondition(mean.count == 3 && std.count == 3 && std.allSatisfy { $0 > 0 }, "normalisation needs 3 means and 3 positive stds")
         self.mean = mean
         self.std = std
+        self.scale = scale
     }
 
-    enum CodingKeys: String, CodingKey { case mean, std }
+    enum CodingKeys: String, CodingKey { case mean, std, scale }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(mean, forKey: .mean)
+        try c.encode(std, forKey: .std)
+        try c.encode(scale, forKey: .scale)
+    }
 
     /// Decoded from a config: three means and three positive standard deviations, else an error
     /// naming the key (never a crash later in the loader).
@@ -28,7 +40,11 @@ public struct Normalization: Sendable, Equatable, Codable {
         guard std.count == 3, std.allSatisfy({ $0 > 0 }) else {
             throw DecodingError.dataCorruptedError(forKey: .std, in: c, debugDescription: "std needs 3 positive values (R, G, B)")
         }
-        self.init(mean: mean, std: std)
+        let scale = try c.decodeIfPresent(Double.self, forKey: .scale) ?? 1.0 / 255
+        guard scale > 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .scale, in: c, debugDescription: "scale must be positive")
+        }
+        self.init(mean: mean, std: std, scale: scale)
     }
 
     /// ImageNet statistics: what CLIPSeg's processor uses.
@@ -37,12 +53,17 @@ public struct Normalization: Sendable, Equatable, Codable {
     public static let clip = Normalization(mean: [0.48145466, 0.4578275, 0.40821073],
                                            std: [0.26862954, 0.26130258, 0.27577711])
 
-    /// The 3 x 256 table of normalised values, computed as PyTorch does (v / 255, then (x - mean) / std
-    /// in float32), so a byte maps to the same float in both pipelines.
+    /// The 3 x 256 table of normalised values, computed as the Python pipelines do, so a byte maps to
+    /// the same float: torchvision's v / 255 in float32 for the default scale, transformers' rescale
+    /// (v x factor in float64, stored as float32) for any other; then (x - mean) / std in float32.
     func lookupTable() -> [Float] {
         var lut = [Float](repeating: 0, count: 3 * 256)
+        let byDivision = scale == 1.0 / 255
         for c in 0..<3 {
-            for v in 0..<256 { lut[c * 256 + v] = (Float(v) / 255 - mean[c]) / std[c] }
+            for v in 0..<256 {
+                let x = byDivision ? Float(v) / 255 : Float(Double(v) * scale)
+                lut[c * 256 + v] = (x - mean[c]) / std[c]
+            }
         }
         return lut
     }

@@ -1,17 +1,43 @@
 import Foundation
 import VLTensor
 
-// MARK: - PIL-compatible bilinear resize
+// MARK: - PIL-compatible resize
 
-/// Per-axis filter weights of PIL's `Image.resize(size, BILINEAR)` (Pillow's Resample.c).
+/// The resampling filters of PIL's `Image.resize` that VLSeg implements, by their PIL codes (what a
+/// Hugging Face processor's `resample` holds).
+public enum ResizeFilter: Int, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    /// PIL's BILINEAR: a triangle, support 1.
+    case bilinear = 2
+    /// PIL's BICUBIC: Keys' cubic with a = -0.5, support 2 (negative lobes, so results are clamped).
+    case bicubic = 3
+
+    public var description: String { self == .bilinear ? "bilinear" : "bicubic" }
+
+    var support: Double { self == .bilinear ? 1 : 2 }
+
+    @inline(__always)
+    func weight(_ x: Double) -> Double {
+        let t = abs(x)
+        switch self {
+        case .bilinear:
+            return t < 1 ? 1 - t : 0
+        case .bicubic:
+            let a = -0.5
+            if t < 1 { return ((a + 2) * t - (a + 3)) * t * t + 1 }
+            if t < 2 { return (((t - 5) * t + 8) * t - 4) * a }
+            return 0
+        }
+    }
+}
+
+/// Per-axis filter weights of PIL's `Image.resize(size, filter)` (Pillow's Resample.c).
 ///
-/// PIL's bilinear is a triangle filter whose support is stretched by the downscale factor, so a
-/// shrink averages every source pixel under the output pixel (antialiasing) instead of sampling
-/// four of them as OpenCV or a naive bilinear would. Matching it keeps VLSeg's inputs identical to
-/// the Python pipelines the pretrained checkpoints and published results used. Weights are computed
-/// in Double exactly as Pillow does, then converted to Pillow's 22-bit fixed point, so results are
-/// bit-identical, not merely close.
-struct PILBilinearWeights {
+/// PIL stretches the filter's support by the downscale factor, so a shrink averages every source
+/// pixel under the output pixel (antialiasing) instead of sampling a fixed few as OpenCV or a naive
+/// bilinear would. Matching it keeps VLSeg's inputs identical to the Python pipelines the pretrained
+/// checkpoints and published results used. Weights are computed in Double exactly as Pillow does,
+/// then converted to Pillow's 22-bit fixed point, so results are bit-identical, not merely close.
+struct PILResampleWeights {
     static let precisionBits = 32 - 8 - 2
     let inSize: Int
     let outSize: Int
@@ -23,13 +49,13 @@ struct PILBilinearWeights {
     /// `ksize` fixed-point weights per output pixel (unused taps are 0).
     var weights: [Int32]
 
-    init(inSize: Int, outSize: Int) {
+    init(inSize: Int, outSize: Int, filter: ResizeFilter) {
         precondition(inSize > 0 && outSize > 0, "resize \(inSize) -> \(outSize)")
         self.inSize = inSize
         self.outSize = outSize
         let scale = Double(inSize) / Double(outSize)
         let filterScale = max(scale, 1.0)
-        let support = 1.0 * filterScale // bilinear support is 1
+        let support = filter.support * filterScale
         ksize = Int(support.rounded(.up)) * 2 + 1
         start = [Int32](repeating: 0, count: outSize)
         count = [Int32](repeating: 0, count: outSize)
@@ -47,8 +73,7 @@ struct PILBilinearWeights {
             xmax -= xmin
             var ww = 0.0
             for x in 0..<xmax {
-                let t = abs((Double(x + xmin) - center + 0.5) * ss)
-                let w = t < 1.0 ? 1.0 - t : 0.0
+                let w = filter.weight((Double(x + xmin) - center + 0.5) * ss)
                 k[x] = w
                 ww += w
             }
@@ -65,20 +90,20 @@ struct PILBilinearWeights {
 
 @inline(__always)
 private func clip8(_ v: Int32) -> UInt8 {
-    let s = v >> Int32(PILBilinearWeights.precisionBits)
+    let s = v >> Int32(PILResampleWeights.precisionBits)
     return s <= 0 ? 0 : (s >= 255 ? 255 : UInt8(truncatingIfNeeded: s))
 }
 
 extension RGBImage {
-    /// Resized with PIL's `BILINEAR` filter, antialiased when shrinking, bit-identical to Pillow:
-    /// separable, horizontal pass first, each pass rounded to 8 bits in fixed point as Pillow does.
-    /// The output is uint8 (not float), so it can be augmented and then normalised like a PIL image.
-    public func resized(width outW: Int, height outH: Int) -> RGBImage {
+    /// Resized with PIL's `filter` (bilinear unless said), antialiased when shrinking, bit-identical to
+    /// Pillow: separable, horizontal pass first, each pass rounded to 8 bits in fixed point as Pillow
+    /// does. The output is uint8 (not float), so it can be augmented and then normalised like a PIL image.
+    public func resized(width outW: Int, height outH: Int, filter: ResizeFilter = .bilinear) -> RGBImage {
         precondition(outW > 0 && outH > 0, "resize to \(outW)x\(outH)")
         precondition(width > 0 && height > 0, "resize of an empty \(width)x\(height) image")
         if outW == width && outH == height { return self }
         let needH = outW != width, needV = outH != height
-        let vw = needV ? PILBilinearWeights(inSize: height, outSize: outH) : nil
+        let vw = needV ? PILResampleWeights(inSize: height, outSize: outH, filter: filter) : nil
         // The horizontal pass only needs the source rows the vertical pass will read.
         var rowFirst = 0, rowLast = height
         if let vw {
@@ -87,7 +112,7 @@ extension RGBImage {
         }
         var horizontal: [UInt8]
         if needH {
-            let hw = PILBilinearWeights(inSize: width, outSize: outW)
+            let hw = PILResampleWeights(inSize: width, outSize: outW, filter: filter)
             let rows = rowLast - rowFirst
             horizontal = [UInt8](repeating: 0, count: outW * rows * 3)
             pixels.withUnsafeBufferPointer { srcBuf in
@@ -135,7 +160,7 @@ extension RGBImage {
                                            dst: UnsafeMutablePointer<UInt8>, outWidth: Int, ksize: Int,
                                            weights: UnsafePointer<Int32>, start: UnsafePointer<Int32>,
                                            count: UnsafePointer<Int32>, sourceRows: Int) {
-        let half = SIMD4<Int32>(repeating: Int32(1) << Int32(PILBilinearWeights.precisionBits - 1))
+        let half = SIMD4<Int32>(repeating: Int32(1) << Int32(PILResampleWeights.precisionBits - 1))
         let rowBytes = inWidth * 3
         let padded = UnsafeMutablePointer<UInt8>.allocate(capacity: rowBytes + 1)
         defer { padded.deallocate() }
@@ -169,9 +194,9 @@ extension RGBImage {
                                          dst: UnsafeMutablePointer<UInt8>, outHeight: Int, ksize: Int,
                                          weights: UnsafePointer<Int32>, start: UnsafePointer<Int32>,
                                          count: UnsafePointer<Int32>) {
-        let halfScalar = Int32(1) << Int32(PILBilinearWeights.precisionBits - 1)
+        let halfScalar = Int32(1) << Int32(PILResampleWeights.precisionBits - 1)
         let half = SIMD16<Int32>(repeating: halfScalar)
-        let shift = SIMD16<Int32>(repeating: Int32(PILBilinearWeights.precisionBits))
+        let shift = SIMD16<Int32>(repeating: Int32(PILResampleWeights.precisionBits))
         let zero = SIMD16<Int32>(repeating: 0), top = SIMD16<Int32>(repeating: 255)
         let vectorEnd = rowLength & ~15
         for yy in 0..<outHeight {

@@ -218,7 +218,8 @@ public enum Inference {
     /// pixels whose best probability is below 0.5 get `background`) at the original resolution.
     /// Images are split over ranks in contiguous blocks; returns the files this rank wrote.
     public static func predictClasses(model: SegmentationModel, samples: SampleSet, tokenizer: CLIPTokenizer, imageSize: Int,
-                                      normalization: Normalization = .imageNet, outputDirectory: URL, comm: Communicator,
+                                      normalization: Normalization = .imageNet, resizeFilter: ResizeFilter = .bilinear,
+                                      outputDirectory: URL, comm: Communicator,
                                       background: Int = 0) throws -> Int {
         guard let classes = samples.classes else { return 0 }
         var seen = Set<String>()
@@ -237,7 +238,7 @@ public enum Inference {
             let sharedCond: Tensor? = clipseg.flatMap { $0.textDependsOnImages ? nil : $0.conditionalEmbeddings(text: prompts) }
             for entry in mine {
                 let rgb = try ImageIO.readImage(entry.imageURL)
-                let one = rgb.resized(width: imageSize, height: imageSize).normalizedTensor(normalization).reshaped([1, 3, imageSize, imageSize])
+                let one = rgb.resized(width: imageSize, height: imageSize, filter: resizeFilter).normalizedTensor(normalization).reshaped([1, 3, imageSize, imageSize])
                 let pixels = one.expanded(to: [ids.count, 3, imageSize, imageSize])
                 let logits: Tensor
                 if let clipseg {

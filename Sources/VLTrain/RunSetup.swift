@@ -64,6 +64,11 @@ public enum RunSetup {
         Normalization(try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path)))
     }
 
+    /// The resize filter of the model at `model.path` (its processor's `resample`; bilinear without one).
+    public static func resizeFilter(_ config: VLSegConfig) throws -> ResizeFilter {
+        ResizeFilter(try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path)))
+    }
+
     /// The tokenizer shipped in the model directory.
     public static func tokenizer(_ config: VLSegConfig) throws -> CLIPTokenizer {
         try CLIPTokenizer(directory: URL(fileURLWithPath: config.model.path))
@@ -104,6 +109,7 @@ public enum RunSetup {
                                            promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                            onError: config.data.onError, augmentation: config.data.augmentation)
         trainConfig.normalization = try normalization(config)
+        trainConfig.resizeFilter = try resizeFilter(config)
         let trainLoader = try DataLoader(
             samples: train,
             sampler: try ShardedSampler(count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batchSize, seed: seed,
@@ -181,6 +187,7 @@ public enum RunSetup {
                                    promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
                                    onError: config.data.onError, augmentation: nil)
         cfg.normalization = try normalization(config)
+        cfg.resizeFilter = try resizeFilter(config)
         return try DataLoader(samples: samples,
                               sampler: try ShardedSampler(count: samples.count, rank: comm.rank, worldSize: comm.size,
                                                           batchSize: config.data.effectiveEvalBatchSize, seed: UInt64(config.seed), mode: .evaluation),
@@ -281,6 +288,13 @@ public struct SetupError: Error, CustomStringConvertible {
 extension Normalization {
     /// A model directory's pixel statistics (`ImagePreprocessing`) as the loader's normalisation.
     public init(_ preprocessing: ImagePreprocessing) {
-        self.init(mean: preprocessing.mean.map(Float.init), std: preprocessing.std.map(Float.init))
+        self.init(mean: preprocessing.mean.map(Float.init), std: preprocessing.std.map(Float.init), scale: preprocessing.rescaleFactor)
+    }
+}
+
+extension ResizeFilter {
+    /// A model directory's resize filter (`ImagePreprocessing` accepts only the codes VLSeg implements).
+    public init(_ preprocessing: ImagePreprocessing) {
+        self = ResizeFilter(rawValue: preprocessing.resample) ?? .bilinear
     }
 }

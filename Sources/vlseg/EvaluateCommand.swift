@@ -150,6 +150,7 @@ struct PredictCommand: ParsableCommand {
                 // Multi-class: every class prompt per image, probability maps and the arg-max label map.
                 written = [Double(try Inference.predictClasses(model: model, samples: data.samples, tokenizer: tokenizer,
                                                                imageSize: RunSetup.inputSize(config), normalization: RunSetup.normalization(config),
+                                                               resizeFilter: RunSetup.resizeFilter(config),
                                                                outputDirectory: outDir, comm: comm))]
             } else {
                 written = [Double(try Inference.predict(model: model, data: data, outputDirectory: outDir, overlays: overlays) { done, total in

@@ -141,7 +141,8 @@ struct ForwardCommand: ParsableCommand {
         let preprocessing = try ImagePreprocessing.of(directory: URL(fileURLWithPath: model))
         let size = self.size ?? preprocessing.size
         try m.validateInputSize(size)
-        let pixels = rgb.resized(width: size, height: size).normalizedTensor(Normalization(preprocessing)).reshaped([1, 3, size, size])
+        let pixels = rgb.resized(width: size, height: size, filter: ResizeFilter(preprocessing)).normalizedTensor(Normalization(preprocessing)).reshaped([1, 3, size, size])
+        TruncationNotice.check([prompt], tokenizer: tokenizer, maxLength: CLIPTokenizer.contextLength) { printError($0) }
         let encoding: CLIPTokenizer.Encoding = tokenizer.encode(prompt, maxLength: CLIPTokenizer.contextLength)
         let logits = GradMode.withoutGradients {
             m.segmentationLogits(pixels: pixels, text: TextPrompts(inputIDs: [encoding.inputIDs], attentionMask: [encoding.attentionMask]))

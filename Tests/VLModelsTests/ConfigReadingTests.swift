@@ -95,6 +95,32 @@ final class ConfigReadingTests: XCTestCase {
         }
     }
 
+    /// transformers' ViTImageProcessor rules: defaults for absent keys, and what VLSeg cannot follow
+    /// refused naming the key rather than silently run differently.
+    func testProcessorFileFollowsTransformersRules() throws {
+        let dir = try newDirectory()
+        try CLIPSegInitializer.write(config: CLIPSegPreset.tiny.config, seed: 1, to: dir)
+        try writeProcessor("{}", into: dir)
+        XCTAssertEqual(try ImagePreprocessing.of(directory: dir),
+                       ImagePreprocessing(size: 224, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], resample: 2, rescaleFactor: 1.0 / 255))
+        try writeProcessor(#"{"size": 64, "resample": 3, "do_rescale": false, "image_std": 0.25}"#, into: dir)
+        XCTAssertEqual(try ImagePreprocessing.of(directory: dir),
+                       ImagePreprocessing(size: 64, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resample: 3, rescaleFactor: 1))
+        let refused = [
+            (#"{"resample": 1}"#, "'resample': PIL filter 1 is not supported; VLSeg resizes with 2 (bilinear), 3 (bicubic)"),
+            (#"{"image_processor_type": "CLIPImageProcessor"}"#, "'image_processor_type': CLIPImageProcessor: VLSeg applies the rules of ViTImageProcessor"),
+            (#"{"do_resize": false}"#, "'do_resize': false: the processor feeds images at their own size"),
+            (#"{"rescale_factor": -1}"#, "'rescale_factor': expected a positive number"),
+            (#"{"do_normalize": "yes"}"#, "'do_normalize': expected true or false"),
+        ]
+        for (body, message) in refused {
+            try writeProcessor(body, into: dir)
+            XCTAssertThrowsError(try ImagePreprocessing.of(directory: dir), body) { error in
+                XCTAssertTrue("\(error)".contains("preprocessor_config.json: \(message)"), "\(body): \(error)")
+            }
+        }
+    }
+
     /// The base preset, like the published checkpoints, declares 352 in a processor file although
     /// its vision config says 224; writing a preset without one removes a stale file.
     func testInitialiserWritesTheProcessorSize() throws {

@@ -131,6 +131,24 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
         XCTAssertEqual(masks[0], masks[1])
     }
 
+    /// A prompt longer than the text tower's 77 tokens is cut as transformers cuts it, with one warning.
+    func testALongPromptIsCutWithOneWarning() throws {
+        let image = tmp.appendingPathComponent("plain.png")
+        try ImageIO.writePNG(RGBImage(width: 64, height: 64, pixels: [UInt8](repeating: 90, count: 64 * 64 * 3)), to: image)
+        let long = Array(repeating: "a polyp", count: 50).joined(separator: " and ")
+        let out = tmp.appendingPathComponent("mask.png")
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", try Fixtures.clipsegTiny().path, "--image", image.path,
+                                                                "--prompt", long, "--out", out.path])
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertEqual(r.output.components(separatedBy: "warning: the prompt").count - 1, 1, r.output)
+        XCTAssertTrue(r.output.contains("has 201 tokens; the text tower takes 77, so it is cut to its first 75"), r.output)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.path))
+        let short = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", try Fixtures.clipsegTiny().path, "--image", image.path,
+                                                                    "--prompt", "a polyp", "--out", out.path])
+        XCTAssertEqual(short.status, 0, short.output)
+        XCTAssertFalse(short.output.contains("warning"), short.output)
+    }
+
     /// The tiny CRIS fixture's state dict saved as a DDP `.pth` (every name under `module.`, BN counters
     /// as int64): it converts into a directory that loads as CRIS with bit-identical weights, and runs.
     func testConvertsAPthIntoAModelDirectory() throws {
