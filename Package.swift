@@ -47,8 +47,11 @@ let package = Package(
                 "VLTensor", "VLTokenizer", "VLModels", "VLTuning", "VLDistributed", "VLData", "VLTrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: numericSettings
+            swiftSettings: numericSettings,
+            plugins: ["BuildInfo"]
         ),
+        // Writes the git commit into the `vlseg` target for `--version`.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
 
         // Shared test helpers (value comparison, finite-difference gradient checks, the fixtures in Tests/Fixtures).
         .target(name: "VLTestSupport", dependencies: ["VLTensor", "VLTokenizer", "VLModels"], path: "Tests/VLTestSupport"),

@@ -27,7 +27,7 @@ struct EnvCommand: ParsableCommand {
             coretypeSource = "detected by OpenBLAS"
         }
         var lines: [(String, String)] = [
-            ("vlseg", VLSeg.version),
+            ("vlseg", VLSeg.versionLine),
             ("blas", "OpenBLAS \(BLAS.configuration)"),
             ("blas core", "\(BLAS.coreName) (\(coretypeSource))"),
             ("blas thread timeout", env[BLASKernelSelection.threadTimeoutVariable].map {

@@ -10,6 +10,17 @@ final class EnvCommandTests: XCTestCase {
         XCTAssertTrue(r.output.contains("bench"), r.output)
     }
 
+    /// `--version` names the release and the commit the binary was built from.
+    func testVersionNamesTheCommit() throws {
+        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["--version"])
+        XCTAssertEqual(r.status, 0, r.output)
+        let git = try ProcessRunner.run("/usr/bin/env", ["git", "-C", ProcessRunner.repoRoot.path, "rev-parse", "--short=12", "HEAD"])
+        guard git.status == 0 else { throw XCTSkip("not a git checkout: \(git.output)") }
+        let head = git.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        // The binary was built from HEAD, possibly with local changes ("-modified").
+        XCTAssertTrue(r.output.hasPrefix("0.1.0 (commit \(head)"), "\(r.output) vs HEAD \(head)")
+    }
+
     func testEnvReportsFastKernelsFromACleanEnvironment() throws {
         let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["env"])
         XCTAssertEqual(r.status, 0, r.output)
