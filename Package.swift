@@ -16,6 +16,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // TensorBoard's event protocol buffers; the generated code is committed (launch/protos).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // System-library shims: a module map and a header, nothing else.
@@ -38,7 +40,10 @@ let package = Package(
         .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLTokenizer"], swiftSettings: numericSettings),
         .target(
             name: "VLTrain",
-            dependencies: ["VLTensor", "VLTokenizer", "VLModels", "VLTuning", "VLData", "VLDistributed", .product(name: "Yams", package: "Yams")],
+            dependencies: [
+                "VLTensor", "VLTokenizer", "VLModels", "VLTuning", "VLData", "VLDistributed",
+                .product(name: "Yams", package: "Yams"), .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             swiftSettings: numericSettings
         ),
         .executableTarget(

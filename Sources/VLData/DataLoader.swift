@@ -220,6 +220,12 @@ public final class DataLoader: @unchecked Sendable {
         }
     }
 
+    /// The samples at `indices` as one batch, prepared on the caller's thread (as in evaluation:
+    /// epoch 0's prompts, the loader's augmentation if any).
+    public func batch(of indices: [Int]) throws -> Batch {
+        try makeBatch(indices, cursor: SamplerCursor(), next: SamplerCursor(), stream: nil)
+    }
+
     /// Prepares one batch (used by the workers, and inline with `workers: 0`).
     func makeBatch(_ indices: [Int], cursor: SamplerCursor, next: SamplerCursor, stream: BatchStream.Core?) throws -> Batch {
         let side = config.imageSize

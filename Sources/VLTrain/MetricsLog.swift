@@ -9,15 +9,18 @@ public struct MetricsLogError: Error, CustomStringConvertible {
 }
 
 /// `metrics.jsonl` and `metrics.csv` in the run directory (rank 0 only), appended and flushed per
-/// record so a crash loses at most the line being written.
+/// record so a crash loses at most the line being written; with `tensorboard`, every number of a
+/// record is also a TensorBoard scalar (`train/loss`, `val/dice`, ...) at the record's step.
 public final class MetricsLog {
     public static let columns = ["kind", "step", "epoch", "loss", "lr", "images_per_s", "val_loss", "val_dice", "val_iou", "grad_norm", "seconds"]
     let jsonl: FileHandle
     let csv: FileHandle
     let jsonlURL: URL
     let csvURL: URL
+    /// The event file, when TensorBoard output is on.
+    public let tensorboard: TensorBoardWriter?
 
-    public init(runDirectory: URL, resuming: Bool) throws {
+    public init(runDirectory: URL, resuming: Bool, tensorboard: Bool = false) throws {
         let fm = FileManager.default
         func open(_ name: String, header: String?) throws -> (FileHandle, URL) {
             let url = runDirectory.appendingPathComponent(name)
@@ -35,6 +38,28 @@ public final class MetricsLog {
         }
         (jsonl, jsonlURL) = try open("metrics.jsonl", header: nil)
         (csv, csvURL) = try open("metrics.csv", header: Self.columns.joined(separator: ","))
+        self.tensorboard = tensorboard ? try TensorBoardWriter(runDirectory: runDirectory) : nil
+    }
+
+    /// Keys that place a record rather than measure something.
+    static let positionKeys: Set<String> = ["kind", "step", "epoch", "seconds"]
+
+    /// A record's numbers as TensorBoard scalars: `<kind>/<key>`, a `val_` prefix dropped after `val/`.
+    static func scalars(of record: [String: Any]) -> [(tag: String, value: Double)] {
+        let kind = record["kind"] as? String ?? "metrics"
+        return record.keys.sorted().compactMap { key in
+            guard !positionKeys.contains(key) else { return nil }
+            let value: Double
+            switch record[key] {
+            case let d as Double: value = d
+            case let f as Float: value = Double(f)
+            case let i as Int: value = Double(i)
+            default: return nil
+            }
+            guard value.isFinite else { return nil }
+            let name = key.hasPrefix(kind + "_") ? String(key.dropFirst(kind.count + 1)) : key
+            return ("\(kind)/\(name)", value)
+        }
     }
 
     /// Appends one record; keys outside `columns` go to the JSON line only.
@@ -51,6 +76,9 @@ public final class MetricsLog {
         }
         try write(data + Data("\n".utf8), to: jsonl, url: jsonlURL)
         try write(Data((row.joined(separator: ",") + "\n").utf8), to: csv, url: csvURL)
+        if let tensorboard, let step = record["step"] as? Int {
+            try tensorboard.scalars(Self.scalars(of: record), step: step)
+        }
     }
 
     private func write(_ data: Data, to handle: FileHandle, url: URL) throws {

@@ -149,7 +149,8 @@ public enum RunDirectoryState {
     }
 
     /// Files and folders `run.overwrite=true` removes: everything an earlier run wrote, not the lock.
-    static let runState = ["checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "cache", "predictions"]
+    static let runState = ["checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "cache", "predictions",
+                           TensorBoardWriter.directoryName]
 
     /// Makes `directory` ready for a fresh run: refuses when it holds an earlier run, unless
     /// `overwrite`, which deletes that run's state first. Returns what it deleted.

@@ -199,6 +199,8 @@ public enum RunSetup {
         let c = resolved.config
         var o = TrainingOptions(runDirectory: URL(fileURLWithPath: c.run.dir))
         o.seed = UInt64(c.seed)
+        o.tensorboard = c.run.tensorboard
+        o.tensorboardImages = max(0, c.run.tensorboardImages)
         o.maxSteps = c.trainer.maxSteps
         o.maxEpochs = c.trainer.maxEpochs
         o.accumulate = max(1, c.trainer.accumulate)

@@ -51,6 +51,8 @@ public final class Trainer {
     public var observers: [TrainingObserver] = []
     /// The longest checkpoint save so far (all ranks wait for rank 0's save).
     private var slowestSave = 0.0
+    /// Set when drawing TensorBoard overlays failed once.
+    private var overlaysFailed = false
 
     public init(model: SegmentationModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
                 comm: Communicator, options: TrainingOptions) throws {
@@ -88,7 +90,8 @@ public final class Trainer {
         for name in trainableNames { nodes[name] = model.parameters[name].node }
         let sync = GradientSynchronizer(arena: arena, comm: comm, bucketBytes: options.bucketBytes, overlap: options.overlap, nodes: nodes)
         checkpoints = CheckpointStore(runDirectory: options.runDirectory)
-        metricsLog = comm.isRoot ? try MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none) : nil
+        metricsLog = comm.isRoot ? try MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none,
+                                                    tensorboard: options.tensorboard) : nil
         progress = comm.isRoot ? ProgressReporter(interval: options.progressInterval) : nil
         let cacheDir = options.runDirectory.appendingPathComponent("cache")
         trainCache = options.featureCache
@@ -296,7 +299,34 @@ public final class Trainer {
             state.bestStep = state.step
         }
         if d.stop { state.stopped = true }
+        if comm.isRoot, let writer = metricsLog?.tensorboard, options.tensorboardImages > 0, !overlaysFailed {
+            do {
+                try logOverlays(writer, data: valData)
+            } catch {
+                // Pictures for a viewer are not worth the run: say why once and stop drawing them.
+                overlaysFailed = true
+                say("warning: TensorBoard validation overlays are off for this run: \(error)")
+            }
+        }
         return d.improved
+    }
+
+    /// The first validation images with the current prediction drawn over them (at their original
+    /// size), as TensorBoard images at this step. Rank 0 alone; the others wait at the next collective.
+    func logOverlays(_ writer: TensorBoardWriter, data: DataLoader) throws {
+        let count = min(options.tensorboardImages, data.samples.count)
+        guard count > 0 else { return }
+        let batch = try data.batch(of: Array(0..<count))
+        let logits = try GradMode.withoutGradients { try TrainingStep.logits(model, batch, cache: nil) }
+        let h = logits.shape[1], w = logits.shape[2]
+        for i in 0..<batch.count {
+            let sample = data.samples.samples[batch.sampleIndices[i]]
+            let pred = Inference.originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([h, w]), size: batch.originalSizes[i])
+            let overlay = ImageIO.overlay(image: try ImageIO.readImage(sample.entry.imageURL), mask: pred)
+            let name = (sample.entry.imageName as NSString).deletingPathExtension
+            try writer.image(tag: "val/overlay/\(name)", png: Data(try PNGCodec.encode(overlay)), width: overlay.width,
+                             height: overlay.height, step: state.step)
+        }
     }
 
     /// Rank 0 writes; every rank learns the outcome, so a failed save stops all ranks together.

@@ -31,6 +31,10 @@ public struct TrainingOptions: Sendable {
     public var overlap: Bool = true
     public var bucketBytes: Int = 4 << 20
     public var resume: ResumeSetting = .none
+    /// TensorBoard event files beside the metrics files (rank 0).
+    public var tensorboard = true
+    /// Validation images drawn with their prediction into the event file at each evaluation.
+    public var tensorboardImages = 4
     public var method: String = "decoder"
     public var configYAML: String = ""
     public var configHash: String = ""

@@ -41,8 +41,14 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         /// A fresh run (`resume: none`) into a directory that holds an earlier run's checkpoints or
         /// metrics deletes them first; without it the run refuses to start (nothing is mixed).
         public var overwrite = false
+        /// Rank 0 also writes TensorBoard event files in `RUN/tensorboard/` (the metrics as scalars).
+        public var tensorboard = true
+        /// Validation images drawn with their current prediction into the event file at each evaluation.
+        public var tensorboardImages = 4
         public init() {}
-        enum CodingKeys: String, CodingKey { case dir, cacheDir = "cache_dir", overwrite }
+        enum CodingKeys: String, CodingKey {
+            case dir, cacheDir = "cache_dir", overwrite, tensorboard, tensorboardImages = "tensorboard_images"
+        }
     }
 
     public enum ModelPreset: String, ConfigChoice, Sendable {
