@@ -79,23 +79,14 @@ public enum RunSetup {
         try tuning(config.tuning, seed: UInt64(config.seed), model: model)
     }
 
-    /// A tuning section's options as the method registry takes them: scalars as text, lists as
-    /// comma-separated text, null as absent.
-    public static func tuningOptions(_ tuning: TuningConfig) -> TuningOptions {
-        var options: TuningOptions = [:]
-        for (k, v) in tuning.options {
-            switch v {
-            case .null: continue
-            case let .list(items): options[k] = items.map(\.description).joined(separator: ",")
-            default: options[k] = v.description
-            }
-        }
-        return options
+    /// The configured method, made by the registry from the section's typed options (the values the
+    /// config checked against the method's own declaration; null stands for the default).
+    public static func method(_ tuning: TuningConfig, registry: TuningMethodRegistry = .shared) throws -> TuningMethod {
+        try registry.make(tuning.method, options: tuning.options)
     }
 
     public static func tuning(_ tuning: TuningConfig, seed: UInt64, model: SegmentationModel) throws -> (TuningMethod, [String]) {
-        let name = TuningRegistry.names.contains(tuning.method) ? tuning.method : tuning.family
-        let method = try TuningRegistry.make(name, options: tuningOptions(tuning))
+        let method = try method(tuning)
         return (method, try method.prepare(model, seed: seed))
     }
 

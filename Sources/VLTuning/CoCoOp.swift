@@ -31,20 +31,22 @@ public final class CoCoOp: PromptLearner {
         let h1: UInt64, h2: UInt64, count: Int
     }
 
-    public init(depth: Int = 1, contextLength: Int = 4, initPhrase: String? = nil, hidden: Int = 64) {
+    public init(depth: Int, contextLength: Int, initPhrase: String?, hidden: Int) {
         self.hidden = hidden
         super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true, vision: false)
     }
 
-    convenience init(options: TuningOptions) throws {
-        var r = PromptOptionReader(method: Self.methodName, options: options)
-        let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
-        let phrase = r.phrase("init", default: nil)
-        let hidden = try r.int("hidden", default: 64)
-        let compat = try r.bool("cris_compat_indexing", default: false)
-        try r.finish()
-        self.init(depth: depth, contextLength: n, initPhrase: phrase, hidden: hidden)
-        crisCompatIndexing = compat
+    static let family = TuningMethodFamily(
+        name: methodName, summary: "CoCoOp: CoOp plus an image-conditioned meta-net per depth", architectures: [.clipseg, .cris],
+        options: PromptOptions.shared(initPhrase: "none") + [
+            TuningOption("hidden", .int, default: 64, help: "meta-net hidden width", minimum: 1),
+            PromptOptions.crisCompatIndexing,
+        ]
+    ) { o in
+        let method = CoCoOp(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o),
+                            hidden: try o.int("hidden"))
+        method.crisCompatIndexing = try o.bool("cris_compat_indexing")
+        return method
     }
 
     override public var conditionsOnImages: Bool { true }

@@ -9,18 +9,17 @@ import VLTensor
 public final class CoOp: PromptLearner {
     public static let methodName = "coop"
 
-    public init(depth: Int = 1, contextLength: Int = 4, initPhrase: String? = nil) {
+    public init(depth: Int, contextLength: Int, initPhrase: String?) {
         super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true, vision: false)
     }
 
-    convenience init(options: TuningOptions) throws {
-        var r = PromptOptionReader(method: Self.methodName, options: options)
-        let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
-        let phrase = r.phrase("init", default: nil)
-        let compat = try r.bool("cris_compat_indexing", default: false)
-        try r.finish()
-        self.init(depth: depth, contextLength: n, initPhrase: phrase)
-        crisCompatIndexing = compat
+    static let family = TuningMethodFamily(
+        name: methodName, summary: "CoOp: learnable text context after BOS", architectures: [.clipseg, .cris],
+        options: PromptOptions.shared(initPhrase: "none") + [PromptOptions.crisCompatIndexing]
+    ) { o in
+        let method = CoOp(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o))
+        method.crisCompatIndexing = try o.bool("cris_compat_indexing")
+        return method
     }
 
     override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {

@@ -17,16 +17,11 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
     public let targets: [String]
     public let towers: [Tower]
 
-    public static let defaultRank = 8
-    public static let defaultAlpha = 16.0
-    public static let defaultTargets = ["q_proj", "v_proj"]
-    public static let defaultTowers: [Tower] = [.vision, .text]
     /// Target name -> module path inside an encoder block.
     public static let targetModules: [(target: String, module: String)] = [
         ("q_proj", "self_attn.q_proj"), ("k_proj", "self_attn.k_proj"), ("v_proj", "self_attn.v_proj"),
         ("out_proj", "self_attn.out_proj"), ("fc1", "mlp.fc1"), ("fc2", "mlp.fc2"),
     ]
-    static let optionKeys = ["rank", "alpha", "targets", "towers"]
 
     /// Text-only LoRA leaves the vision tower frozen (its features can be cached).
     public var visionIsFrozen: Bool { !towers.contains(.vision) }
@@ -48,31 +43,41 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
     /// The update's scale alpha / r.
     public var scale: Float { Float(alpha / Double(rank)) }
 
-    public init(name: String = "lora", rank: Int = LoRATuning.defaultRank, alpha: Double = LoRATuning.defaultAlpha,
-                targets: [String] = LoRATuning.defaultTargets, towers: [Tower] = LoRATuning.defaultTowers) throws {
+    /// The bounds of the values are the options' (`family`); an unknown target is refused here too, since
+    /// `modules(for:)` looks every target up.
+    public init(name: String, rank: Int, alpha: Double, targets: [String], towers: [Tower]) throws {
         self.name = name
-        guard rank >= 1 else { throw TuningError.invalidOption(method: name, key: "rank", reason: "must be at least 1") }
-        guard alpha >= 0, alpha.isFinite else { throw TuningError.invalidOption(method: name, key: "alpha", reason: "must be a number >= 0") }
         let known = Self.targetModules.map(\.target)
         if let bad = targets.first(where: { !known.contains($0) }) {
-            throw TuningError.invalidOption(method: name, key: "targets", reason: "'\(bad)' is not one of \(known.joined(separator: ", "))")
+            throw TuningError.notAllowed(method: name, key: "targets", value: bad, allowed: known)
         }
-        guard !targets.isEmpty else { throw TuningError.invalidOption(method: name, key: "targets", reason: "must name at least one layer") }
-        guard !towers.isEmpty else { throw TuningError.invalidOption(method: name, key: "towers", reason: "must name at least one tower") }
         self.rank = rank
         self.alpha = alpha
         self.targets = targets
         self.towers = towers
     }
 
-    /// From config options: `rank`, `alpha`, `targets` and `towers` (lists comma-separated).
-    public convenience init(name: String = "lora", options: TuningOptions) throws {
-        let r = try MethodOptionReader(method: name, options: options, known: Self.optionKeys)
-        let towers = try r.list("towers", default: Self.defaultTowers.map(\.rawValue), allowed: ["vision", "text"]).map { Tower(rawValue: $0)! }
-        try self.init(name: name, rank: try r.int("rank", default: Self.defaultRank),
-                      alpha: try r.double("alpha", default: Self.defaultAlpha),
-                      targets: try r.list("targets", default: Self.defaultTargets, allowed: Self.targetModules.map(\.target)),
-                      towers: towers)
+    /// The targets and towers must each name at least one layer, once: PEFT's lists are sets.
+    static let nonEmptyUnique: @Sendable (ConfigValue) -> String? = { value in
+        guard let items = value.stringsValue else { return "expected a list of strings" }
+        if items.isEmpty { return "must name at least one" }
+        if Set(items).count != items.count { return "repeats an entry" }
+        return nil
+    }
+
+    static let family = TuningMethodFamily(
+        name: "lora", summary: "low-rank updates on chosen linear layers of the towers", architectures: [.clipseg],
+        options: [
+            TuningOption("rank", .int, default: 8, help: "rank r of the update B A", minimum: 1),
+            TuningOption("alpha", .double, default: 16.0, help: "scale alpha (the update is multiplied by alpha / rank)", minimum: 0),
+            TuningOption("targets", .stringList, default: ["q_proj", "v_proj"], help: "linear layers to adapt in each block",
+                         allowed: targetModules.map(\.target), check: nonEmptyUnique),
+            TuningOption("towers", .stringList, default: ["vision", "text"], help: "towers whose blocks get updates",
+                         allowed: [Tower.vision.rawValue, Tower.text.rawValue], check: nonEmptyUnique),
+        ]
+    ) { o in
+        try LoRATuning(name: o.method, rank: try o.int("rank"), alpha: try o.double("alpha"), targets: try o.strings("targets"),
+                       towers: try o.strings("towers").compactMap(Tower.init(rawValue:)))
     }
 
     /// The adapted layers of a model of `config`, in the trainable order: towers in the given order,
@@ -141,10 +146,4 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
             }
         }
     }
-}
-
-extension TuningRegistry {
-    static let loraFactories: [String: Factory] = [
-        "lora": { try LoRATuning(name: "lora", options: $0) },
-    ]
 }

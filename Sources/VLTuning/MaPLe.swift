@@ -11,22 +11,22 @@ import VLTensor
 /// Linear tensors U(±1/√in), LayerNorm weight 1 and bias 0.
 public final class MaPLe: PromptLearner {
     public static let methodName = "maple"
-    public static let defaultInitPhrase = "a photo of a"
     /// Coupling function hidden width h.
     public let hidden: Int
 
-    public init(depth: Int = 1, contextLength: Int = 4, initPhrase: String? = MaPLe.defaultInitPhrase, hidden: Int = 64) {
+    public init(depth: Int, contextLength: Int, initPhrase: String?, hidden: Int) {
         self.hidden = hidden
         super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true, vision: true)
     }
 
-    convenience init(options: TuningOptions) throws {
-        var r = PromptOptionReader(method: Self.methodName, options: options)
-        let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
-        let phrase = r.phrase("init", default: Self.defaultInitPhrase)
-        let hidden = try r.int("hidden", default: 64)
-        try r.finish()
-        self.init(depth: depth, contextLength: n, initPhrase: phrase, hidden: hidden)
+    /// Initialised from "a photo of a", as TuneVLSeg's configs.
+    static let family = TuningMethodFamily(
+        name: methodName, summary: "MaPLe: text prompts, and vision prompts coupled from them per depth", architectures: [.clipseg],
+        options: PromptOptions.shared(initPhrase: "a photo of a") + [
+            TuningOption("hidden", .int, default: 64, help: "coupling function hidden width", minimum: 1),
+        ]
+    ) { o in
+        MaPLe(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o), hidden: try o.int("hidden"))
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {

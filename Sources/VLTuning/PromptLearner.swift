@@ -116,7 +116,10 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
     // MARK: TuningMethod
 
     public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] {
-        if let cris = model as? CRISModel { return try prepareCRIS(cris, seed: seed) }
+        if let cris = model as? CRISModel {
+            try requireDeclaredArchitecture(cris, method: name)
+            return try prepareCRIS(cris, seed: seed)
+        }
         let model = try requireCLIPSeg(model, method: name)
         if crisCompatIndexing {
             throw TuningError.invalidOption(method: name, key: "cris_compat_indexing", reason: "applies to CRIS models only")
@@ -169,7 +172,8 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
 
     /// The learner's tensors on CRIS (CoOp and CoCoOp override this; other methods hook into ViT towers).
     func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
-        throw TuningError.unsupportedModel(method: name, architecture: "CRIS", supported: TuningRegistry.crisMethods)
+        throw TuningError.unsupportedModel(method: name, architecture: TuningArchitecture.cris.rawValue,
+                                           supported: TuningMethodRegistry.shared.names(supporting: .cris))
     }
 
     func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CRISConfig) -> Tensor {

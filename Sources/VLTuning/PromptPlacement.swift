@@ -5,7 +5,7 @@ import VLTensor
 import VLTokenizer
 
 // Shared machinery of the prompt-tuning methods (TuneVLSeg): where prompt tokens go in the text and
-// vision sequences, how the learners' options are read, and how their tensors are initialised.
+// vision sequences, the options they share, and how their tensors are initialised.
 
 // MARK: - Sequence assembly (one differentiable copy)
 
@@ -122,54 +122,32 @@ public enum PromptPlacement {
 
 // MARK: - Options
 
-/// Reads a prompt method's `tuning.*` options (plain strings) with checks that name the key.
-struct PromptOptionReader {
-    let method: String
-    let options: TuningOptions
-    private(set) var used: Set<String> = []
+/// The options every prompt method declares (each method's file lists the ones it takes), and reading
+/// the phrase of `init`.
+enum PromptOptions {
+    static let depth = TuningOption("depth", .int, default: 1, help: "prompt depth D: layers 0..D-1 get prompts (1 = shallow)", minimum: 1)
+    /// At least 1 for every method: with no prompt tokens a prompt method trains nothing (that is
+    /// `zero_shot`), and TuneVLSeg's deep vision prompts (`x[:, -n:]`) would replace the whole sequence at
+    /// n = 0. The methods' initialisers still take n = 0, which the tests use as the identity of the
+    /// placement code.
+    static let contextLength = TuningOption("n_ctx", .int, default: 4, help: "prompt (context) tokens per layer (with none a prompt method trains nothing: that is zero_shot)", minimum: 1)
+    static let crisCompatIndexing = TuningOption("cris_compat_indexing", .bool, default: false,
+                                                 help: "CRIS only: deep prompts as TuneVLSeg indexes them (its published numbers), not the intended rows")
 
-    init(method: String, options: TuningOptions) {
-        self.method = method
-        self.options = options
+    static func initPhrase(default phrase: String) -> TuningOption {
+        TuningOption("init", .string, default: .string(phrase),
+                     help: "text context initialised from this phrase's token embeddings (its token count sets n_ctx), or none for N(0, 0.02)")
     }
 
-    mutating func int(_ key: String, default value: Int, minimum: Int = 1) throws -> Int {
-        used.insert(key)
-        guard let text = options[key] else { return value }
-        guard let v = Int(text.trimmingCharacters(in: .whitespaces)) else {
-            throw TuningError.invalidOption(method: method, key: key, reason: "expected an integer, found '\(text)'")
-        }
-        guard v >= minimum else {
-            throw TuningError.invalidOption(method: method, key: key, reason: "must be at least \(minimum), found \(v)")
-        }
-        return v
+    /// depth and n_ctx, then init for the methods whose text context a phrase can initialise.
+    static func shared(initPhrase phrase: String? = nil) -> [TuningOption] {
+        [depth, contextLength] + (phrase.map { [initPhrase(default: $0)] } ?? [])
     }
 
-    mutating func bool(_ key: String, default value: Bool) throws -> Bool {
-        used.insert(key)
-        guard let text = options[key]?.trimmingCharacters(in: .whitespaces).lowercased() else { return value }
-        switch text {
-        case "true", "yes", "on", "1": return true
-        case "false", "no", "off", "0": return false
-        default: throw TuningError.invalidOption(method: method, key: key, reason: "expected true or false, found '\(text)'")
-        }
-    }
-
-    /// `tuning.init`: a phrase, or nil for `none` / empty / `null`.
-    mutating func phrase(_ key: String, default value: String?) -> String? {
-        used.insert(key)
-        guard let text = options[key] else { return value }
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if trimmed.isEmpty || ["none", "null", "random"].contains(trimmed.lowercased()) { return nil }
-        return trimmed
-    }
-
-    /// Rejects keys the method does not read (a typo must not be silently ignored).
-    func finish() throws {
-        if let unknown = options.keys.sorted().first(where: { !used.contains($0) }) {
-            throw TuningError.invalidOption(method: method, key: unknown,
-                                            reason: "not an option of \(method) (options: \(used.sorted().joined(separator: ", ")))")
-        }
+    /// `tuning.init`: the phrase, or nil for `none` (also `random` or blank) = random initialisation.
+    static func phrase(_ options: TuningOptionValues) throws -> String? {
+        let text = try options.string("init").trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty || ["none", "null", "random"].contains(text.lowercased()) ? nil : text
     }
 }
 

@@ -17,18 +17,21 @@ public final class SharedAttention: PromptLearner {
     public let heads: Int
     public let feedForward: Int
 
-    public init(depth: Int = 1, contextLength: Int = 4, heads: Int = 16, feedForward: Int = 1536) {
+    public init(depth: Int, contextLength: Int, heads: Int, feedForward: Int) {
         self.heads = heads
         self.feedForward = feedForward
         super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: true, vision: true)
     }
 
-    convenience init(options: TuningOptions) throws {
-        var r = PromptOptionReader(method: Self.methodName, options: options)
-        let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
-        let heads = try r.int("heads", default: 16), ffn = try r.int("ffn", default: 1536)
-        try r.finish()
-        self.init(depth: depth, contextLength: n, heads: heads, feedForward: ffn)
+    /// TuneVLSeg's 16 heads and 1536 feed-forward units.
+    static let family = TuningMethodFamily(
+        name: methodName, summary: "one joint text+vision prompt through a transformer layer across prompt tokens", architectures: [.clipseg],
+        options: PromptOptions.shared() + [
+            TuningOption("heads", .int, default: 16, help: "attention heads of the prompt transformer layer", minimum: 1),
+            TuningOption("ffn", .int, default: 1536, help: "feed-forward width of the prompt transformer layer", minimum: 1),
+        ]
+    ) { o in
+        SharedAttention(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), heads: try o.int("heads"), feedForward: try o.int("ffn"))
     }
 
     /// Width w = Dt + Dv of the joint prompt.

@@ -13,17 +13,18 @@ public final class SharedSeparate: PromptLearner {
     /// Width s of the shared prompt.
     public let sharedDim: Int
 
-    public init(depth: Int = 1, contextLength: Int = 4, sharedDim: Int = 64) {
+    public init(depth: Int, contextLength: Int, sharedDim: Int) {
         self.sharedDim = sharedDim
         super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: true, vision: true)
     }
 
-    convenience init(options: TuningOptions) throws {
-        var r = PromptOptionReader(method: Self.methodName, options: options)
-        let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
-        let s = try r.int("shared_dim", default: 64)
-        try r.finish()
-        self.init(depth: depth, contextLength: n, sharedDim: s)
+    static let family = TuningMethodFamily(
+        name: methodName, summary: "one shared low-dimensional prompt projected to text and vision per depth", architectures: [.clipseg],
+        options: PromptOptions.shared() + [
+            TuningOption("shared_dim", .int, default: 64, help: "width of the shared prompt", minimum: 1),
+        ]
+    ) { o in
+        SharedSeparate(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), sharedDim: try o.int("shared_dim"))
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {

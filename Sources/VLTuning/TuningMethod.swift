@@ -3,20 +3,42 @@ import Synchronization
 import VLModels
 import VLTensor
 
-/// Errors configuring a tuning method.
+/// Errors configuring a tuning method; every option error names the key at fault.
 public enum TuningError: Error, CustomStringConvertible {
     case unknownMethod(String, available: [String])
     case invalidOption(method: String, key: String, reason: String)
+    case unknownOption(method: String, key: String, options: [String])
+    case notAllowed(method: String, key: String, value: String, allowed: [String])
     case unsupportedModel(method: String, architecture: String, supported: [String])
 
     public var description: String {
         switch self {
         case let .unknownMethod(name, available):
             return "unknown tuning method '\(name)'; available: \(available.joined(separator: ", "))"
-        case let .invalidOption(method, key, reason):
-            return "tuning '\(method)': option '\(key)': \(reason)"
         case let .unsupportedModel(method, architecture, supported):
             return "tuning '\(method)' is not available for \(architecture) models (\(architecture) supports: \(supported.joined(separator: ", ")))"
+        case let .invalidOption(method, key, _), let .unknownOption(method, key, _), let .notAllowed(method, key, _, _):
+            return "tuning '\(method)': option '\(key)': \(reason)"
+        }
+    }
+
+    /// The option at fault, for the option errors.
+    public var key: String? {
+        switch self {
+        case let .invalidOption(_, key, _), let .unknownOption(_, key, _), let .notAllowed(_, key, _, _): return key
+        case .unknownMethod, .unsupportedModel: return nil
+        }
+    }
+
+    /// What is wrong, without the method and key (the config layer prefixes its own `tuning.KEY`).
+    public var reason: String {
+        switch self {
+        case let .invalidOption(_, _, reason): return reason
+        case let .unknownOption(method, _, options):
+            let known = options.isEmpty ? "it has no options" : "its options: \(options.joined(separator: ", "))"
+            return "unknown option of tuning method \(method) (\(known))"
+        case let .notAllowed(_, _, value, allowed): return "'\(value)' is not one of \(allowed.joined(separator: ", "))"
+        case .unknownMethod, .unsupportedModel: return description
         }
     }
 }
@@ -41,40 +63,74 @@ extension TuningMethod {
     public var visionIsFrozen: Bool { false }
 }
 
+/// The error for a method prepared on an architecture it does not declare; the supported list is the
+/// registry's, so it cannot drift from the declarations.
+func unsupported(_ model: SegmentationModel, method: String) -> TuningError {
+    let supported = TuningArchitecture(model).map { TuningMethodRegistry.shared.names(supporting: $0) } ?? []
+    return .unsupportedModel(method: method, architecture: model.architectureName, supported: supported)
+}
+
+/// Refuses a model whose architecture the method's declaration does not list, before any option is
+/// checked against the model (an option error would hide that the method cannot run there at all).
+func requireDeclaredArchitecture(_ model: SegmentationModel, method: String) throws {
+    let declared = TuningMethodRegistry.shared.schema(named: method)?.architectures ?? []
+    guard let architecture = TuningArchitecture(model), declared.contains(architecture) else { throw unsupported(model, method: method) }
+}
+
 /// The CLIPSeg a CLIPSeg-only method needs, or an error naming what the other architecture supports.
 func requireCLIPSeg(_ model: SegmentationModel, method: String) throws -> CLIPSegModel {
     if let m = model as? CLIPSegModel { return m }
-    throw TuningError.unsupportedModel(method: method, architecture: model.architectureName, supported: TuningRegistry.crisMethods)
+    throw unsupported(model, method: method)
 }
 
-/// Options a method reads from the config (`tuning.*`), as plain values.
-public typealias TuningOptions = [String: String]
+/// The tuning methods by name: each method's file declares its `TuningMethodFamily` (options, presets,
+/// architectures, factory) and `builtinFamilies` lists them. The config layer checks `tuning.*` against
+/// this registry, and the trainer makes its method here from the checked values.
+public final class TuningMethodRegistry: Sendable {
+    private let schemas = Mutex<[String: TuningMethodSchema]>([:])
 
-/// Methods by name: one file per method registers a factory here.
-public enum TuningRegistry {
-    /// Sendable: the factories are process-wide constants, read from any thread.
-    public typealias Factory = @Sendable (TuningOptions) throws -> TuningMethod
+    /// The registry the loader and the trainer use by default, holding the built-in methods.
+    public static let shared = TuningMethodRegistry(builtins: true)
 
-    static let baselineFactories: [String: Factory] = [
-        "decoder": { _ in DecoderOnlyTuning() },
-        "full": { _ in FullFineTuning() },
-        "zero_shot": { _ in ZeroShot() },
+    /// Every built-in family, one entry per method file.
+    static let builtinFamilies: [TuningMethodFamily] = [
+        DecoderOnlyTuning.family, FullFineTuning.family, ZeroShot.family,
+        VLSMAdapterTuning.shallowFamily, VLSMAdapterTuning.denseFamily, LoRATuning.family,
+        CoOp.family, CoCoOp.family, VPT.family, MaPLe.family, SharedSeparate.family, SharedAttention.family,
     ]
 
-    /// Each family of methods contributes its factories from its own file; `register` adds more.
-    private static let factories = Mutex<[String: Factory]>(
-        baselineFactories.merging(adapterFactories) { $1 }.merging(promptFactories) { $1 })
+    public init(builtins: Bool = true) {
+        if builtins { for family in Self.builtinFamilies { register(family) } }
+    }
 
-    public static var names: [String] { factories.withLock { $0.keys.sorted() } }
+    /// Adds a family and its presets, replacing any method of the same name.
+    public func register(_ family: TuningMethodFamily) {
+        schemas.withLock { for s in family.schemas { $0[s.name] = s } }
+    }
 
-    /// Methods that run on CRIS (the rest hook into CLIPSeg's ViT towers).
-    public static let crisMethods = ["cocoop", "coop", "decoder", "full", "zero_shot"]
+    public func schema(named name: String) -> TuningMethodSchema? { schemas.withLock { $0[name] } }
 
-    public static func register(_ name: String, factory: @escaping Factory) { factories.withLock { $0[name] = factory } }
+    /// Registered names (families and presets), sorted.
+    public var names: [String] { schemas.withLock { $0.keys.sorted() } }
 
-    public static func make(_ name: String, options: TuningOptions = [:]) throws -> TuningMethod {
-        guard let factory = factories.withLock({ $0[name] }) else { throw TuningError.unknownMethod(name, available: names) }
-        return try factory(options)
+    /// Every registered method, sorted by name.
+    public var all: [TuningMethodSchema] { schemas.withLock { $0.values.sorted { $0.name < $1.name } } }
+
+    /// The methods that run on `architecture`, sorted.
+    public func names(supporting architecture: TuningArchitecture) -> [String] {
+        all.filter { $0.architectures.contains(architecture) }.map(\.name)
+    }
+
+    /// `options` checked against the method's schema and completed with its defaults.
+    public func values(_ name: String, options: [String: ConfigValue] = [:]) throws -> TuningOptionValues {
+        guard let schema = schema(named: name) else { throw TuningError.unknownMethod(name, available: names) }
+        return try schema.values(options)
+    }
+
+    /// The method `name` made from `options` (checked, defaults filled in); not yet prepared on a model.
+    public func make(_ name: String, options: [String: ConfigValue] = [:]) throws -> TuningMethod {
+        guard let schema = schema(named: name) else { throw TuningError.unknownMethod(name, available: names) }
+        return try schema.make(try schema.values(options))
     }
 }
 
@@ -86,6 +142,10 @@ public final class DecoderOnlyTuning: TuningMethod {
     public var visionIsFrozen: Bool { true }
     public init() {}
     public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] { model.decoderParameterNames }
+
+    static let family = TuningMethodFamily(
+        name: "decoder", summary: "only the decoder side trains (CLIPSeg's decoder; CRIS's neck, decoder and projector)",
+        architectures: [.clipseg, .cris]) { _ in DecoderOnlyTuning() }
 }
 
 /// Every weight trains (BN statistics stay fixed): the upper bound, whose all-reduce carries the whole model.
@@ -93,6 +153,10 @@ public final class FullFineTuning: TuningMethod {
     public let name = "full"
     public init() {}
     public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] { model.learnableParameterNames }
+
+    static let family = TuningMethodFamily(
+        name: "full", summary: "every weight trains (the upper bound; the all-reduce carries the whole model)",
+        architectures: [.clipseg, .cris]) { _ in FullFineTuning() }
 }
 
 /// Nothing trains: evaluate the checkpoint as published.
@@ -101,4 +165,8 @@ public final class ZeroShot: TuningMethod {
     public var visionIsFrozen: Bool { true }
     public init() {}
     public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] { [] }
+
+    static let family = TuningMethodFamily(
+        name: "zero_shot", summary: "nothing trains: evaluate the pretrained model as it is",
+        architectures: [.clipseg, .cris]) { _ in ZeroShot() }
 }

@@ -63,52 +63,6 @@ enum MethodInit {
     }
 }
 
-/// Reading a method's `[String: String]` options with one clear error per bad value.
-struct MethodOptionReader {
-    let method: String
-    let options: TuningOptions
-
-    init(method: String, options: TuningOptions, known: [String]) throws {
-        self.method = method
-        self.options = options
-        if let bad = options.keys.sorted().first(where: { !known.contains($0) }) {
-            throw TuningError.invalidOption(method: method, key: bad, reason: "unknown option (options: \(known.joined(separator: ", ")))")
-        }
-    }
-
-    func int(_ key: String, default value: Int, minimum: Int = 1) throws -> Int {
-        guard let text = options[key]?.trimmingCharacters(in: .whitespaces) else { return value }
-        guard let v = Int(text) else { throw TuningError.invalidOption(method: method, key: key, reason: "expected an integer, found '\(text)'") }
-        guard v >= minimum else { throw TuningError.invalidOption(method: method, key: key, reason: "must be at least \(minimum), found \(v)") }
-        return v
-    }
-
-    func double(_ key: String, default value: Double, minimum: Double = 0) throws -> Double {
-        guard let text = options[key]?.trimmingCharacters(in: .whitespaces) else { return value }
-        guard let v = Double(text), v.isFinite else { throw TuningError.invalidOption(method: method, key: key, reason: "expected a number, found '\(text)'") }
-        guard v >= minimum else { throw TuningError.invalidOption(method: method, key: key, reason: "must be at least \(minimum), found \(v)") }
-        return v
-    }
-
-    func string(_ key: String, default value: String) -> String {
-        options[key]?.trimmingCharacters(in: .whitespaces) ?? value
-    }
-
-    /// A comma-separated list (`[a, b]` brackets tolerated), each item one of `allowed`, no repeats.
-    func list(_ key: String, default value: [String], allowed: [String]) throws -> [String] {
-        guard var text = options[key] else { return value }
-        text = text.trimmingCharacters(in: .whitespaces)
-        if text.hasPrefix("[") && text.hasSuffix("]") { text = String(text.dropFirst().dropLast()) }
-        let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        if items.isEmpty { throw TuningError.invalidOption(method: method, key: key, reason: "must name at least one of \(allowed.joined(separator: ", "))") }
-        for item in items where !allowed.contains(item) {
-            throw TuningError.invalidOption(method: method, key: key, reason: "'\(item)' is not one of \(allowed.joined(separator: ", "))")
-        }
-        if Set(items).count != items.count { throw TuningError.invalidOption(method: method, key: key, reason: "repeats an entry") }
-        return items
-    }
-}
-
 /// VLSM-Adapter, shallow (`vlsm_shallow`) or dense (`vlsm_dense`), with parts v (vision), l (language)
 /// and c (conditional embedding).
 ///
@@ -140,9 +94,6 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
     /// Shallow text adapters read the tower's outputs; dense ones change its blocks.
     public var textTowerIsFrozen: Bool { kind == .shallow || !language }
 
-    public static let defaultBottleneck: [Kind: Int] = [.shallow: 512, .dense: 64]
-    public static let defaultCondBottleneck = 256
-    static let optionKeys = ["parts", "bottleneck", "cond_bottleneck"]
 
     private var store: ParameterStore?
     // Dense: adapters of blocks 0..<count (later blocks are not adapted).
@@ -153,32 +104,55 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
     private var textTaps: [(layer: Int, adapter: Adapter)] = []
     private var condAdapter: Adapter?
 
-    public init(name: String, kind: Kind, parts: String, bottleneck: Int? = nil, condBottleneck: Int? = nil) throws {
+    public init(name: String, kind: Kind, parts: String, bottleneck: Int, condBottleneck: Int) throws {
         self.name = name
         self.kind = kind
-        let chars = Array(parts)
-        if chars.isEmpty { throw TuningError.invalidOption(method: name, key: "parts", reason: "must name at least one part (v, l, c)") }
-        if let bad = chars.first(where: { !"vlc".contains($0) }) {
-            throw TuningError.invalidOption(method: name, key: "parts",
-                                            reason: "unknown part '\(bad)'; parts are v (vision), l (language), c (conditional embedding)")
-        }
-        if Set(chars).count != chars.count { throw TuningError.invalidOption(method: name, key: "parts", reason: "repeats a part") }
-        vision = chars.contains("v")
-        language = chars.contains("l")
-        conditional = chars.contains("c")
-        self.bottleneck = bottleneck ?? Self.defaultBottleneck[kind]!
-        self.condBottleneck = condBottleneck ?? Self.defaultCondBottleneck
-        guard self.bottleneck >= 1 else { throw TuningError.invalidOption(method: name, key: "bottleneck", reason: "must be at least 1") }
-        guard self.condBottleneck >= 1 else { throw TuningError.invalidOption(method: name, key: "cond_bottleneck", reason: "must be at least 1") }
+        if let problem = Self.partsProblem(.string(parts)) { throw TuningError.invalidOption(method: name, key: "parts", reason: problem) }
+        vision = parts.contains("v")
+        language = parts.contains("l")
+        conditional = parts.contains("c")
+        self.bottleneck = bottleneck
+        self.condBottleneck = condBottleneck
     }
 
-    /// From config options (`parts`, `bottleneck`, `cond_bottleneck`); `defaultParts` is the preset's.
-    public convenience init(name: String, kind: Kind, defaultParts: String, options: TuningOptions) throws {
-        let r = try MethodOptionReader(method: name, options: options, known: Self.optionKeys)
-        try self.init(name: name, kind: kind, parts: r.string("parts", default: defaultParts),
-                      bottleneck: try r.int("bottleneck", default: Self.defaultBottleneck[kind]!),
-                      condBottleneck: try r.int("cond_bottleneck", default: Self.defaultCondBottleneck))
+    /// Why `tuning.parts` is not a set of parts, or nil: the option's check, also applied to direct callers.
+    static let partsProblem: @Sendable (ConfigValue) -> String? = { value in
+        guard let s = value.stringValue else { return "expected a string of v, l, c" }
+        let chars = Array(s)
+        if chars.isEmpty { return "must name at least one part (v, l, c)" }
+        if let bad = chars.first(where: { !"vlc".contains($0) }) {
+            return "unknown part '\(bad)'; parts are v (vision), l (language), c (conditional embedding)"
+        }
+        if Set(chars).count != chars.count { return "repeats a part" }
+        return nil
     }
+
+    /// A family (`vlsm_shallow`, `vlsm_dense`) with the papers' presets `_v`, `_vl`, `_vlc`; the method
+    /// made from a preset carries the preset's name.
+    static func family(_ kind: Kind, bottleneck: Int) -> TuningMethodFamily {
+        let family = "vlsm_\(kind.rawValue)"
+        let placement = kind == .shallow ? "shallow adapters (on the decoder's taps)" : "dense adapters (inside encoder blocks)"
+        return TuningMethodFamily(
+            name: family, summary: "VLSM-Adapter \(placement), parts chosen by tuning.parts", architectures: [.clipseg],
+            options: [
+                TuningOption("parts", .string, default: "v",
+                             help: "where adapters go: any of v (vision), l (language), c (conditional embedding), e.g. vl, vlc, vc",
+                             check: partsProblem),
+                TuningOption("bottleneck", .int, default: .int(bottleneck), help: "adapter bottleneck width", minimum: 1),
+                TuningOption("cond_bottleneck", .int, default: 256, help: "bottleneck of the conditional-embedding adapter (part c)", minimum: 1),
+            ],
+            presets: ["v", "vl", "vlc"].map { parts in
+                TuningPreset("\(family)_\(parts)", summary: "VLSM-Adapter \(kind.rawValue) adapter, parts \(parts.uppercased())",
+                             values: ["parts": .string(parts)])
+            }
+        ) { o in
+            try VLSMAdapterTuning(name: o.method, kind: kind, parts: try o.string("parts"), bottleneck: try o.int("bottleneck"),
+                                  condBottleneck: try o.int("cond_bottleneck"))
+        }
+    }
+
+    static let shallowFamily = family(.shallow, bottleneck: 512)
+    static let denseFamily = family(.dense, bottleneck: 64)
 
     public var parts: String { (vision ? "v" : "") + (language ? "l" : "") + (conditional ? "c" : "") }
 
@@ -313,20 +287,4 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
         }
         return c
     }
-}
-
-extension TuningRegistry {
-    /// VLSM-Adapter families and the papers' presets.
-    static let vlsmAdapterFactories: [String: Factory] = {
-        var f: [String: Factory] = [:]
-        for kind in [VLSMAdapterTuning.Kind.shallow, .dense] {
-            let family = "vlsm_\(kind.rawValue)"
-            f[family] = { try VLSMAdapterTuning(name: family, kind: kind, defaultParts: "v", options: $0) }
-            for parts in ["v", "vl", "vlc"] {
-                let preset = "\(family)_\(parts)"
-                f[preset] = { try VLSMAdapterTuning(name: preset, kind: kind, defaultParts: parts, options: $0) }
-            }
-        }
-        return f
-    }()
 }

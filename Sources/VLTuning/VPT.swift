@@ -12,15 +12,18 @@ import VLTensor
 public final class VPT: PromptLearner {
     public static let methodName = "vpt"
 
-    public init(depth: Int = 1, contextLength: Int = 4) {
+    public init(depth: Int, contextLength: Int) {
         super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: false, vision: true)
     }
 
-    convenience init(options: TuningOptions) throws {
-        var r = PromptOptionReader(method: Self.methodName, options: options)
-        let depth = try r.int("depth", default: 1), n = try r.int("n_ctx", default: 4, minimum: 0)
-        try r.finish()
-        self.init(depth: depth, contextLength: n)
+    /// The presets keep the family's name on the method (the dry run prints `vpt (vpt_deep)`).
+    static let family = TuningMethodFamily(
+        name: methodName, summary: "VPT: learnable vision prompt tokens after the patch tokens", architectures: [.clipseg],
+        options: PromptOptions.shared(),
+        presets: [TuningPreset("vpt_shallow", summary: "VPT with prompts at the input only (depth 1)", values: ["depth": 1]),
+                  TuningPreset("vpt_deep", summary: "VPT with deep prompts (depth 10)", values: ["depth": 10])]
+    ) { o in
+        VPT(depth: try o.int("depth"), contextLength: try o.int("n_ctx"))
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VLTrain
+import VLTuning
 
 /// Where configs come from and the overrides to apply: shared by every command that takes a config
 /// (`config show`, `config validate`, `train`, ...).
@@ -32,6 +33,8 @@ struct ConfigCommand: ParsableCommand {
             experiment=kvasir/vlsm_dense_vl) and key.path=value sets one value (trainer.max_epochs=20, \
             data.prompt=[p1,p2], resume=auto). Unknown keys and wrong types are errors naming the key, the \
             file or override it came from, and the nearest valid key.
+
+            Tuning methods (tuning=NAME; `vlseg config list` shows each one's tuning.* options): \(TuningMethodReference.names()).
             """,
         subcommands: [ConfigShowCommand.self, ConfigValidateCommand.self, ConfigListCommand.self])
 }
@@ -87,13 +90,21 @@ struct ConfigValidateCommand: ParsableCommand {
 struct ConfigListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "List the config groups with their options, and the tuning methods with their options.")
+        abstract: "List the config groups with their options, and the tuning methods with their options.",
+        discussion: "Tuning methods: \(TuningMethodReference.names()).")
 
     @Option(name: .customLong("config-dir"), help: "The configs/ directory (default: found as for show).")
     var configDir: String?
 
+    @Flag(help: "Print only the tuning methods and their options, as the Markdown tables embedded in docs/methods.md.")
+    var markdown = false
+
     func run() throws {
         try reportingErrors {
+            if markdown {
+                print(TuningMethodReference.markdown(), terminator: "")
+                return
+            }
             let loader = try ConfigLoader(configDir: configDir)
             print("configs: \(loader.configDir.path)")
             for group in loader.groups() {
@@ -111,12 +122,7 @@ struct ConfigListCommand: ParsableCommand {
                 }
             }
             print("tuning methods (tuning.method, with their tuning.* options):")
-            let registry = TuningMethodRegistry.shared
-            for name in registry.names {
-                guard let s = registry.schema(named: name) else { continue }
-                let opts = s.options.map { "\($0.name)=\($0.defaultValue)" }.joined(separator: " ")
-                print("  \(name)\(s.family != name ? " [\(s.family)]" : ""): \(s.summary)\(opts.isEmpty ? "" : "; \(opts)")")
-            }
+            for line in TuningMethodReference.listing() { print("  " + line) }
         }
     }
 }

@@ -42,7 +42,7 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Output: a safetensors file (--inputs) or a mask PNG (--image).")
     var out: String
 
-    @Option(help: "With --inputs: a tuning method to run (its options as tuning.KEY=VALUE arguments).")
+    @Option(help: ArgumentHelp("With --inputs: a tuning method to run (its options as tuning.KEY=VALUE arguments; vlseg config list shows them): \(TuningMethodReference.names()).", valueName: "name"))
     var tuning: String?
 
     @Option(help: "With --tuning: the method's trainable tensors (safetensors, canonical names).")

@@ -82,10 +82,11 @@ struct LoRAMergeCommand: ParsableCommand {
             }
             guard fm.fileExists(atPath: file.path) else { throw SetupError(message: "\(file.path): file not found") }
             let resolved = try ConfigLoader(configDir: configDir).load(overrides: ["tuning=lora"] + checkpointOptions + tuningOptions)
-            let options = RunSetup.tuningOptions(resolved.config.tuning)
+            guard let lora = try RunSetup.method(resolved.config.tuning) as? LoRATuning else {
+                throw SetupError(message: "tuning '\(resolved.config.tuning.method)' is not lora")
+            }
 
             let m = try CLIPSegModel.load(directory: modelDir)
-            let lora = try LoRATuning(name: "lora", options: options)
             let names = try lora.prepare(m, seed: 0)
             let tensors = try SafeTensorsFile(url: file)
             let unknown = tensors.names.filter { !names.contains($0) }

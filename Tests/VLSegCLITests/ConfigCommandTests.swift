@@ -45,8 +45,24 @@ final class ConfigCommandTests: XCTestCase {
     func testListShowsGroupsAndMethods() throws {
         let r = try vlseg(["config", "list"])
         XCTAssertEqual(r.status, 0, r.output)
-        for text in ["tuning:", "kvasir/: ", "vlsm_dense_vl [vlsm_dense]", "coop: ", "lora: "] {
+        for text in ["tuning:", "kvasir/: ", "vlsm_dense_vl [vlsm_dense]", "coop: ", "lora: ", "; runs on CLIPSeg, CRIS; depth=1 n_ctx=4"] {
             XCTAssertTrue(r.output.contains(text), "missing \(text):\n\(r.output)")
         }
+        // The Markdown tables, as docs/methods.md embeds them (VLTrainTests checks the embedded block).
+        let md = try vlseg(["config", "list", "--markdown"])
+        XCTAssertEqual(md.status, 0, md.output)
+        XCTAssertTrue(md.output.hasPrefix("| method | runs on |"), md.output)
+        XCTAssertTrue(md.output.contains("| `n_ctx` | integer | 4 | >= 1 |"), md.output)
+        // --help lists the methods.
+        let help = try vlseg(["config", "--help"])
+        XCTAssertTrue(help.output.contains("vlsm_dense_vl") && help.output.contains("shared_attention"), help.output)
+    }
+
+    /// n_ctx = 0 for CoOp: the config refuses it with the method's own reason (the registry refuses it alike).
+    func testValidateRefusesAPromptMethodWithoutPromptTokens() throws {
+        let r = try vlseg(["config", "validate", "tuning=coop", "tuning.n_ctx=0"])
+        XCTAssertEqual(r.status, 1, r.output)
+        XCTAssertTrue(r.output.contains("vlseg: error: override 'tuning.n_ctx=0': tuning.n_ctx: must be at least 1, found 0"), r.output)
+        XCTAssertEqual(try vlseg(["config", "validate", "tuning=coop", "tuning.n_ctx=1"]).status, 0)
     }
 }

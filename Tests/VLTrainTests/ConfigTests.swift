@@ -2,6 +2,7 @@ import Foundation
 import VLData
 import XCTest
 @testable import VLTrain
+import VLTuning
 
 /// The config system: composition of configs/ groups, overrides, typed loading, errors, printing, hashing.
 final class ConfigTests: XCTestCase {
@@ -462,10 +463,10 @@ final class ConfigTests: XCTestCase {
 
     func testCustomRegistry() throws {
         let registry = TuningMethodRegistry(builtins: false)
-        registry.register(TuningMethodSchema(name: "mine", summary: "test", options: [
+        registry.register(TuningMethodFamily(name: "mine", summary: "test", architectures: [.clipseg], options: [
             TuningOption("width", .int, default: .int(3), help: "w", minimum: 1),
             TuningOption("mode", .string, default: .string("a"), help: "m", allowed: ["a", "b"]),
-        ]))
+        ]) { _ in ZeroShot() })
         let loader = ConfigLoader(configDir: ConfigTests.configDir, registry: registry, environment: [:])
         let c = try loader.load(overrides: ["tuning.method=mine", "tuning.mode=b"]).config
         XCTAssertEqual(try c.tuning.int("width"), 3)

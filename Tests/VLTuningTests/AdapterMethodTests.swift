@@ -45,10 +45,10 @@ final class AdapterMethodTests: XCTestCase {
     }
 
     /// A random model with `method` prepared.
-    func prepared(_ name: String, _ options: TuningOptions = [:], config: CLIPSegConfig = shallowCapableConfig(),
+    func prepared(_ name: String, _ options: [String: ConfigValue] = [:], config: CLIPSegConfig = shallowCapableConfig(),
                   seed: UInt64 = 3) throws -> (CLIPSegModel, TuningMethod, [String]) {
         let model = CLIPSegInitializer.randomModel(config: config, seed: 11)
-        let method = try TuningRegistry.make(name, options: options)
+        let method = try TuningMethodRegistry.shared.make(name, options: options)
         let names = try method.prepare(model, seed: seed)
         return (model, method, names)
     }
@@ -64,9 +64,9 @@ final class AdapterMethodTests: XCTestCase {
 
     /// Trainable parameters of `name` on the base architecture, through the method's real `prepare`
     /// on a model whose store holds no checkpoint weights (the methods read only the config).
-    func baseCount(_ name: String, _ options: TuningOptions = [:]) throws -> Int {
+    func baseCount(_ name: String, _ options: [String: ConfigValue] = [:]) throws -> Int {
         let model = CLIPSegModel(config: CLIPSegPreset.base.config, parameters: ParameterStore())
-        let method = try TuningRegistry.make(name, options: options)
+        let method = try TuningMethodRegistry.shared.make(name, options: options)
         let names = try method.prepare(model, seed: 0)
         XCTAssertEqual(Set(names).count, names.count, "\(name): duplicate names")
         return names.reduce(0) { $0 + model.parameters[$1].count }
@@ -81,10 +81,10 @@ final class AdapterMethodTests: XCTestCase {
         XCTAssertEqual(try baseCount("vlsm_dense_vlc"), 3_237_376)
         // The families with tuning.parts equal the presets.
         XCTAssertEqual(try baseCount("vlsm_shallow", ["parts": "vlc"]), 4_201_984)
-        XCTAssertEqual(try baseCount("vlsm_dense", ["parts": "vl", "bottleneck": "64", "cond_bottleneck": "256"]), 2_974_464)
-        XCTAssertEqual(try baseCount("lora", ["rank": "4", "alpha": "8"]), 245_760)
+        XCTAssertEqual(try baseCount("vlsm_dense", ["parts": "vl", "bottleneck": 64, "cond_bottleneck": 256]), 2_974_464)
+        XCTAssertEqual(try baseCount("lora", ["rank": 4, "alpha": 8]), 245_760)
         // Of these, vision layers 10 and 11 never reach the text-prompted logits.
-        let lora = try LoRATuning(rank: 4, alpha: 8)
+        let lora = try XCTUnwrap(try TuningMethodRegistry.shared.make("lora", options: ["rank": 4, "alpha": 8]) as? LoRATuning)
         let unreached = lora.parameterShapes(for: CLIPSegPreset.base.config)
             .filter { $0.name.contains("vision_model.encoder.layers.10.") || $0.name.contains("vision_model.encoder.layers.11.") }
         XCTAssertEqual(unreached.reduce(0) { $0 + $1.shape.reduce(1, *) }, 24_576)
@@ -94,14 +94,14 @@ final class AdapterMethodTests: XCTestCase {
 
     func testShapesFromTheConfigMatchPrepare() throws {
         let config = CLIPSegPreset.base.config
-        let shallow = try VLSMAdapterTuning(name: "vlsm_shallow_vlc", kind: .shallow, parts: "vlc")
+        let shallow = try XCTUnwrap(try TuningMethodRegistry.shared.make("vlsm_shallow_vlc") as? VLSMAdapterTuning)
         let shapes = try shallow.parameterShapes(for: config)
         XCTAssertEqual(shapes.reduce(0) { $0 + $1.shape.reduce(1, *) }, 4_201_984)
         XCTAssertEqual(shapes.map(\.name).prefix(4), ["vision_extract_adapters.0.fc1.weight", "vision_extract_adapters.0.fc1.bias",
                                                       "vision_extract_adapters.0.fc2.weight", "vision_extract_adapters.0.fc2.bias"])
         XCTAssertTrue(shapes.contains { $0.name == "text_extract_adapters.2.fc2.weight" && $0.shape == [512, 512] })
         XCTAssertTrue(shapes.contains { $0.name == "cond_adapter.fc1.weight" && $0.shape == [256, 512] })
-        let dense = try VLSMAdapterTuning(name: "vlsm_dense_vlc", kind: .dense, parts: "vlc")
+        let dense = try XCTUnwrap(try TuningMethodRegistry.shared.make("vlsm_dense_vlc") as? VLSMAdapterTuning)
         let denseNames = try dense.parameterShapes(for: config).map(\.name)
         XCTAssertTrue(denseNames.contains("v_attn_adapters.8.fc1.weight") && !denseNames.contains("v_attn_adapters.9.fc1.weight"))
         XCTAssertTrue(denseNames.contains("l_out_adapters.8.fc2.bias") && !denseNames.contains("l_out_adapters.9.fc2.bias"))
@@ -116,7 +116,7 @@ final class AdapterMethodTests: XCTestCase {
         c.visionConfig.numHiddenLayers = 4
         c.extractLayers = [1, 2, 3]
         let model = CLIPSegModel(config: c, parameters: ParameterStore())
-        let names = try TuningRegistry.make("vlsm_dense_vlc", options: ["bottleneck": "8", "cond_bottleneck": "8"]).prepare(model, seed: 7)
+        let names = try TuningMethodRegistry.shared.make("vlsm_dense_vlc", options: ["bottleneck": 8, "cond_bottleneck": 8]).prepare(model, seed: 7)
         XCTAssertEqual(names.count, 2 * 3 * 4 * 2 + 4)
         XCTAssertEqual(Array(names.prefix(8)), ["v_attn_adapters.0.fc1.weight", "v_attn_adapters.0.fc1.bias", "v_attn_adapters.0.fc2.weight",
                                                 "v_attn_adapters.0.fc2.bias", "v_out_adapters.0.fc1.weight", "v_out_adapters.0.fc1.bias",
@@ -132,15 +132,15 @@ final class AdapterMethodTests: XCTestCase {
         XCTAssertGreaterThan(b2.map(abs).max()!, 0.5 / Float(8).squareRoot())
         // Deterministic in (seed, name); different names and seeds differ.
         let again = CLIPSegModel(config: c, parameters: ParameterStore())
-        _ = try TuningRegistry.make("vlsm_dense_vlc", options: ["bottleneck": "8", "cond_bottleneck": "8"]).prepare(again, seed: 7)
+        _ = try TuningMethodRegistry.shared.make("vlsm_dense_vlc", options: ["bottleneck": 8, "cond_bottleneck": 8]).prepare(again, seed: 7)
         XCTAssertEqual(again.parameters["v_attn_adapters.1.fc1.weight"].scalars, w1)
         XCTAssertNotEqual(model.parameters["v_out_adapters.1.fc1.weight"].scalars, w1)
         let other = CLIPSegModel(config: c, parameters: ParameterStore())
-        _ = try TuningRegistry.make("vlsm_dense_vlc", options: ["bottleneck": "8", "cond_bottleneck": "8"]).prepare(other, seed: 8)
+        _ = try TuningMethodRegistry.shared.make("vlsm_dense_vlc", options: ["bottleneck": 8, "cond_bottleneck": 8]).prepare(other, seed: 8)
         XCTAssertNotEqual(other.parameters["v_attn_adapters.1.fc1.weight"].scalars, w1)
 
         let loraModel = CLIPSegModel(config: c, parameters: ParameterStore())
-        let loraNames = try TuningRegistry.make("lora", options: ["rank": "4", "alpha": "8"]).prepare(loraModel, seed: 7)
+        let loraNames = try TuningMethodRegistry.shared.make("lora", options: ["rank": 4, "alpha": 8]).prepare(loraModel, seed: 7)
         XCTAssertEqual(loraNames.count, 28)
         XCTAssertEqual(loraNames.first, "clip.vision_model.encoder.layers.0.self_attn.q_proj.lora_A")
         XCTAssertEqual(loraNames.last, "clip.text_model.encoder.layers.2.self_attn.v_proj.lora_B")
@@ -159,9 +159,9 @@ final class AdapterMethodTests: XCTestCase {
     }
 
     func testZeroUpProjectionGivesThePlainModel() throws {
-        for (method, options) in [("vlsm_dense_vlc", ["bottleneck": "6", "cond_bottleneck": "5"]),
-                                  ("vlsm_dense", ["parts": "l", "bottleneck": "6"]),
-                                  ("vlsm_shallow", ["parts": "vc", "bottleneck": "6", "cond_bottleneck": "5"])] {
+        for (method, options) in [("vlsm_dense_vlc", ["bottleneck": 6, "cond_bottleneck": 5]),
+                                  ("vlsm_dense", ["parts": "l", "bottleneck": 6]),
+                                  ("vlsm_shallow", ["parts": "vc", "bottleneck": 6, "cond_bottleneck": 5])] as [(String, [String: ConfigValue])] {
             let (model, _, names) = try prepared(method, options)
             let pixels = Self.pixels(model.config)
             let plain = plainLogits(model, pixels: pixels)
@@ -176,7 +176,7 @@ final class AdapterMethodTests: XCTestCase {
     /// Shallow L with fc2 = 0 is not the plain model: the raw end-of-text hidden state after each tapped
     /// text block is added to the conditional embedding.
     func testShallowTextTapsAddTheRawEndOfTextState() throws {
-        let (model, _, names) = try prepared("vlsm_shallow", ["parts": "l", "bottleneck": "6"])
+        let (model, _, names) = try prepared("vlsm_shallow", ["parts": "l", "bottleneck": 6])
         zeroUpProjections(model, names)
         let prompts = Self.prompts()
         let adapted = GradMode.withoutGradients { model.conditionalEmbeddings(text: prompts) }
@@ -200,7 +200,7 @@ final class AdapterMethodTests: XCTestCase {
     }
 
     func testLoRAStartsAtThePlainModelAndMovesWithB() throws {
-        let (model, _, names) = try prepared("lora", ["rank": "3", "alpha": "6", "targets": "q_proj,k_proj,v_proj,out_proj,fc1,fc2"])
+        let (model, _, names) = try prepared("lora", ["rank": 3, "alpha": 6, "targets": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]])
         XCTAssertEqual(names.count, 2 * 6 * (4 + 4))
         let pixels = Self.pixels(model.config)
         let plain = plainLogits(model, pixels: pixels)
@@ -239,7 +239,7 @@ final class AdapterMethodTests: XCTestCase {
     }
 
     func testDenseGradientsMatchFiniteDifferences() throws {
-        let (model, _, names) = try prepared("vlsm_dense_vlc", ["bottleneck": "6", "cond_bottleneck": "5"])
+        let (model, _, names) = try prepared("vlsm_dense_vlc", ["bottleneck": 6, "cond_bottleneck": 5])
         for n in ["v_attn_adapters.0.fc1.weight", "v_out_adapters.1.fc2.weight", "l_attn_adapters.2.fc2.bias", "l_out_adapters.0.fc1.bias",
                   "cond_adapter.fc1.weight", "cond_adapter.fc2.bias"] {
             XCTAssertTrue(names.contains(n), n)
@@ -250,14 +250,14 @@ final class AdapterMethodTests: XCTestCase {
     }
 
     func testShallowGradientsMatchFiniteDifferences() throws {
-        let (model, _, _) = try prepared("vlsm_shallow_vlc", ["bottleneck": "6", "cond_bottleneck": "5"])
+        let (model, _, _) = try prepared("vlsm_shallow_vlc", ["bottleneck": 6, "cond_bottleneck": 5])
         checkGradients(model, names: ["vision_extract_adapters.0.fc1.weight", "vision_extract_adapters.2.fc2.weight",
                                       "vision_extract_adapters.1.fc1.bias", "text_extract_adapters.1.fc2.weight",
                                       "text_extract_adapters.2.fc1.weight", "cond_adapter.fc1.bias", "cond_adapter.fc2.weight"])
     }
 
     func testLoRAGradientsMatchFiniteDifferences() throws {
-        let (model, _, names) = try prepared("lora", ["rank": "3", "alpha": "6", "targets": "q_proj,v_proj,fc1,out_proj"])
+        let (model, _, names) = try prepared("lora", ["rank": 3, "alpha": 6, "targets": ["q_proj", "v_proj", "fc1", "out_proj"]])
         var g = SplitMix64(seed: 2)
         for n in names where n.hasSuffix("lora_B") { model.parameters.set(n, Tensor.randomNormal(model.parameters[n].shape, std: 0.2, generator: &g)) }
         checkGradients(model, names: ["clip.vision_model.encoder.layers.0.self_attn.q_proj.lora_A",
@@ -272,15 +272,15 @@ final class AdapterMethodTests: XCTestCase {
 
     func testEveryMethodPreparesAndRunsOnAnotherArchitecture() throws {
         let config = Self.variantConfig()
-        let cases: [(String, TuningOptions, Int)] = [
+        let cases: [(String, [String: ConfigValue], Int)] = [
             // dense: blocks < min(max [0, 2] = 2, L) in both towers; widths 20 (vision), 24 (text), 10 (projection)
-            ("vlsm_dense_v", ["bottleneck": "4"], 2 * 2 * (2 * 20 * 4 + 4 + 20)),
-            ("vlsm_dense_vlc", ["bottleneck": "4", "cond_bottleneck": "3"],
+            ("vlsm_dense_v", ["bottleneck": 4], 2 * 2 * (2 * 20 * 4 + 4 + 20)),
+            ("vlsm_dense_vlc", ["bottleneck": 4, "cond_bottleneck": 3],
              2 * 2 * (2 * 20 * 4 + 4 + 20) + 2 * 2 * (2 * 24 * 4 + 4 + 24) + (2 * 10 * 3 + 3 + 10)),
-            ("vlsm_shallow_v", ["bottleneck": "7"], 2 * (2 * 20 * 7 + 7 + 20)),
-            ("vlsm_shallow", ["parts": "vc", "bottleneck": "7", "cond_bottleneck": "3"], 2 * (2 * 20 * 7 + 7 + 20) + (2 * 10 * 3 + 3 + 10)),
-            ("vlsm_shallow", ["parts": "c", "cond_bottleneck": "3"], 2 * 10 * 3 + 3 + 10),
-            ("lora", ["rank": "2", "targets": "k_proj,fc2", "towers": "text"], 2 * (2 * 24 + 24 * 2) + 2 * (2 * 24 + 40 * 2)),
+            ("vlsm_shallow_v", ["bottleneck": 7], 2 * (2 * 20 * 7 + 7 + 20)),
+            ("vlsm_shallow", ["parts": "vc", "bottleneck": 7, "cond_bottleneck": 3], 2 * (2 * 20 * 7 + 7 + 20) + (2 * 10 * 3 + 3 + 10)),
+            ("vlsm_shallow", ["parts": "c", "cond_bottleneck": 3], 2 * 10 * 3 + 3 + 10),
+            ("lora", ["rank": 2, "targets": ["k_proj", "fc2"], "towers": ["text"]], 2 * (2 * 24 + 24 * 2) + 2 * (2 * 24 + 40 * 2)),
             ("lora", [:], 4 * 2 * (8 * 20 * 2) + 2 * 2 * (8 * 24 * 2)),
         ]
         let pixels = Self.pixels(config)
@@ -327,30 +327,30 @@ final class AdapterMethodTests: XCTestCase {
     }
 
     func testOptionErrorsNameTheOption() {
-        func message(_ name: String, _ options: TuningOptions) -> String {
+        func message(_ name: String, _ options: [String: ConfigValue]) -> String {
             do {
-                _ = try TuningRegistry.make(name, options: options)
+                _ = try TuningMethodRegistry.shared.make(name, options: options)
                 return "no error"
             } catch { return "\(error)" }
         }
         XCTAssertTrue(message("vlsm_dense", ["parts": "vx"]).contains("unknown part 'x'"))
         XCTAssertTrue(message("vlsm_dense", ["parts": ""]).contains("parts"))
-        XCTAssertTrue(message("vlsm_shallow_vl", ["bottleneck": "0"]).contains("'bottleneck'"))
+        XCTAssertTrue(message("vlsm_shallow_vl", ["bottleneck": 0]).contains("'bottleneck'"))
         XCTAssertTrue(message("vlsm_shallow_vl", ["bottleneck": "big"]).contains("expected an integer"))
-        XCTAssertTrue(message("vlsm_shallow_vl", ["rank": "4"]).contains("unknown option"))
-        XCTAssertTrue(message("lora", ["targets": "q_proj,zz"]).contains("'zz' is not one of"))
-        XCTAssertTrue(message("lora", ["towers": "audio"]).contains("towers"))
-        XCTAssertTrue(message("lora", ["rank": "0"]).contains("'rank'"))
-        XCTAssertTrue(message("lora", ["alpha": "-1"]).contains("'alpha'"))
+        XCTAssertTrue(message("vlsm_shallow_vl", ["rank": 4]).contains("unknown option"))
+        XCTAssertTrue(message("lora", ["targets": ["q_proj", "zz"]]).contains("'zz' is not one of"))
+        XCTAssertTrue(message("lora", ["towers": ["audio"]]).contains("towers"))
+        XCTAssertTrue(message("lora", ["rank": 0]).contains("'rank'"))
+        XCTAssertTrue(message("lora", ["alpha": -1]).contains("'alpha'"))
         let presets = ["v", "vl", "vlc"].flatMap { ["vlsm_shallow_\($0)", "vlsm_dense_\($0)"] }
         for name in ["vlsm_shallow", "vlsm_dense", "lora"] + presets {
-            XCTAssertTrue(TuningRegistry.names.contains(name), name)
+            XCTAssertTrue(TuningMethodRegistry.shared.names.contains(name), name)
         }
-        XCTAssertEqual(try TuningRegistry.make("vlsm_dense_vl").name, "vlsm_dense_vl")
-        XCTAssertEqual((try TuningRegistry.make("vlsm_dense_vl") as? VLSMAdapterTuning)?.parts, "vl")
-        XCTAssertEqual((try TuningRegistry.make("vlsm_shallow_vlc") as? VLSMAdapterTuning)?.bottleneck, 512)
-        XCTAssertEqual((try TuningRegistry.make("vlsm_dense_v") as? VLSMAdapterTuning)?.bottleneck, 64)
-        XCTAssertEqual((try TuningRegistry.make("lora", options: ["targets": "[q_proj, fc2]"]) as? LoRATuning)?.targets, ["q_proj", "fc2"])
+        XCTAssertEqual(try TuningMethodRegistry.shared.make("vlsm_dense_vl").name, "vlsm_dense_vl")
+        XCTAssertEqual((try TuningMethodRegistry.shared.make("vlsm_dense_vl") as? VLSMAdapterTuning)?.parts, "vl")
+        XCTAssertEqual((try TuningMethodRegistry.shared.make("vlsm_shallow_vlc") as? VLSMAdapterTuning)?.bottleneck, 512)
+        XCTAssertEqual((try TuningMethodRegistry.shared.make("vlsm_dense_v") as? VLSMAdapterTuning)?.bottleneck, 64)
+        XCTAssertEqual((try TuningMethodRegistry.shared.make("lora", options: ["targets": ["q_proj", "fc2"]]) as? LoRATuning)?.targets, ["q_proj", "fc2"])
     }
 
     // MARK: Learning
@@ -401,10 +401,10 @@ final class AdapterMethodTests: XCTestCase {
         let base = CLIPSegInitializer.randomModel(config: config, seed: 3)
         let decoderLosses = fit(base, base.decoderParameterNames, pixels: pixelsA, target: targetA, prompts: prompts, steps: 20, lr: 2e-2)
         XCTAssertLessThan(decoderLosses.last!, 0.6 * decoderLosses.first!)
-        for (name, options) in [("vlsm_dense_vlc", ["bottleneck": "16", "cond_bottleneck": "8"]), ("vlsm_shallow", ["parts": "vc", "bottleneck": "32"]),
-                                ("lora", ["rank": "4"])] as [(String, TuningOptions)] {
+        for (name, options) in [("vlsm_dense_vlc", ["bottleneck": 16, "cond_bottleneck": 8]), ("vlsm_shallow", ["parts": "vc", "bottleneck": 32]),
+                                ("lora", ["rank": 4])] as [(String, [String: ConfigValue])] {
             let model = CLIPSegModel(config: config, parameters: ParameterStore.copy(of: base.parameters))
-            let names = try TuningRegistry.make(name, options: options).prepare(model, seed: 0)
+            let names = try TuningMethodRegistry.shared.make(name, options: options).prepare(model, seed: 0)
             let losses = fit(model, names, pixels: pixelsB, target: targetB, prompts: prompts, steps: 12, lr: 2e-2)
             XCTAssertLessThan(losses.last!, 0.5 * losses.first!, "\(name): \(losses)")
             if ProcessInfo.processInfo.environment["VLSEG_TEST_VERBOSE"] != nil { print("fit \(name): \(losses)") }
@@ -415,7 +415,7 @@ final class AdapterMethodTests: XCTestCase {
 
     func testMergedWeightsGiveTheSameLogits() throws {
         for config in [Self.shallowCapableConfig(), Self.variantConfig()] {
-            let (model, method, names) = try prepared("lora", ["rank": "3", "alpha": "5", "targets": "q_proj,v_proj,out_proj,fc2"], config: config)
+            let (model, method, names) = try prepared("lora", ["rank": 3, "alpha": 5, "targets": ["q_proj", "v_proj", "out_proj", "fc2"]], config: config)
             var g = SplitMix64(seed: 4)
             for n in names where n.hasSuffix("lora_B") { model.parameters.set(n, Tensor.randomNormal(model.parameters[n].shape, std: 0.2, generator: &g)) }
             let pixels = Self.pixels(config)

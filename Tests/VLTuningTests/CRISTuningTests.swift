@@ -39,26 +39,26 @@ final class CRISTuningTests: XCTestCase {
 
     func testWhichMethodsRunOnCRIS() throws {
         let model = CRISInitializer.randomModel(config: CRISPreset.crisTiny.config, seed: 1)
-        XCTAssertEqual(try TuningRegistry.make("full").prepare(model, seed: 0).count, model.learnableParameterNames.count)
-        XCTAssertFalse(try TuningRegistry.make("full").prepare(model, seed: 0).contains { $0.hasSuffix("running_mean") })
-        let decoder = try TuningRegistry.make("decoder").prepare(model, seed: 0)
+        XCTAssertEqual(try TuningMethodRegistry.shared.make("full").prepare(model, seed: 0).count, model.learnableParameterNames.count)
+        XCTAssertFalse(try TuningMethodRegistry.shared.make("full").prepare(model, seed: 0).contains { $0.hasSuffix("running_mean") })
+        let decoder = try TuningMethodRegistry.shared.make("decoder").prepare(model, seed: 0)
         XCTAssertTrue(decoder.allSatisfy { $0.hasPrefix("neck.") || $0.hasPrefix("decoder.") || $0.hasPrefix("proj.") })
-        XCTAssertEqual(try TuningRegistry.make("zero_shot").prepare(model, seed: 0), [])
-        for name in ["vpt", "maple", "lora", "vlsm_dense", "shared_attention"] where TuningRegistry.names.contains(name) {
-            XCTAssertThrowsError(try TuningRegistry.make(name).prepare(model, seed: 0), name) { error in
+        XCTAssertEqual(try TuningMethodRegistry.shared.make("zero_shot").prepare(model, seed: 0), [])
+        for name in ["vpt", "maple", "lora", "vlsm_dense", "shared_attention"] where TuningMethodRegistry.shared.names.contains(name) {
+            XCTAssertThrowsError(try TuningMethodRegistry.shared.make(name).prepare(model, seed: 0), name) { error in
                 XCTAssertTrue("\(error)".contains("not available for CRIS"), "\(error)")
             }
         }
-        XCTAssertThrowsError(try TuningRegistry.make("coop", options: ["cris_compat_indexing": "maybe"]))
+        XCTAssertThrowsError(try TuningMethodRegistry.shared.make("coop", options: ["cris_compat_indexing": "maybe"]))
     }
 
     /// CoOp from the registry, initialised from "a photo of a" like every TuneVLSeg CRIS config, and
     /// with the fixture's deeper rows: the reference logits for both indexings.
     func testCoOpThroughTheRegistryMatchesTheReference() throws {
-        for (variant, compat) in [("intended", "false"), ("quirky", "true")] {
+        for (variant, compat) in [("intended", false), ("quirky", true)] {
             let (model, ref, prompts) = try fixtureModel()
-            let method = try TuningRegistry.make("coop", options: ["depth": "2", "n_ctx": "4", "init": "a photo of a",
-                                                                   "cris_compat_indexing": compat])
+            let method = try TuningMethodRegistry.shared.make("coop", options: ["depth": 2, "n_ctx": 4, "init": "a photo of a",
+                                                                   "cris_compat_indexing": .bool(compat)])
             let names = try method.prepare(model, seed: 3)
             XCTAssertEqual(names, ["context_vectors"])
             let expected = try ref.tensor("coop.context_vectors")
@@ -80,7 +80,7 @@ final class CRISTuningTests: XCTestCase {
     func testCoCoOpOnCRIS() throws {
         let config = CRISPreset.crisTiny.config
         let model = CRISInitializer.randomModel(config: config, seed: 5)
-        let method = try TuningRegistry.make("cocoop", options: ["depth": "2", "n_ctx": "3"])
+        let method = try TuningMethodRegistry.shared.make("cocoop", options: ["depth": 2, "n_ctx": 3])
         let names = try method.prepare(model, seed: 9)
         XCTAssertEqual(names.first, "context_vectors")
         XCTAssertEqual(model.parameters["meta_nets.0.0.weight"].shape, [64, config.clip.embedDim])

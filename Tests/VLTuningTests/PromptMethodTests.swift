@@ -26,8 +26,8 @@ final class PromptMethodTests: XCTestCase {
     }
 
     /// A method with options given as the config would give them.
-    static func method(_ name: String, _ options: [String: String] = [:]) throws -> PromptLearner {
-        let method = try TuningRegistry.make(name, options: options)
+    static func method(_ name: String, _ options: [String: ConfigValue] = [:]) throws -> PromptLearner {
+        let method = try TuningMethodRegistry.shared.make(name, options: options)
         guard let learner = method as? PromptLearner else { throw TuningError.unknownMethod(name, available: []) }
         return learner
     }
@@ -42,7 +42,7 @@ final class PromptMethodTests: XCTestCase {
                         "shared_separate": 83_456, "shared_attention": 10_503_936]
         for (name, count) in perDepth {
             for depth in [1, 10] {
-                let m = try Self.method(name, ["depth": "\(depth)"])
+                let m = try Self.method(name, ["depth": .int(depth)])
                 XCTAssertEqual(try m.parameterCount(for: base), count * depth, "\(name) depth \(depth)")
             }
         }
@@ -51,7 +51,7 @@ final class PromptMethodTests: XCTestCase {
             .reduce(0) { $0 + $1.shape.reduce(1, *) }, 66_112)
         // MaPLe's default init phrase "a photo of a" sets n_ctx = 4.
         XCTAssertEqual(try Self.method("maple").contextLength(base), 4)
-        XCTAssertEqual(try Self.method("maple", ["init": "a photo of", "n_ctx": "4"]).contextLength(base), 3)
+        XCTAssertEqual(try Self.method("maple", ["init": "a photo of", "n_ctx": 4]).contextLength(base), 3)
     }
 
     /// prepare() adds exactly the counted tensors (on a weightless model: learners with init none
@@ -60,7 +60,7 @@ final class PromptMethodTests: XCTestCase {
         let base = CLIPSegPreset.base.config
         for name in Self.methods where name != "shared_attention" {
             let model = CLIPSegModel(config: base, parameters: ParameterStore())
-            var options = ["depth": "10"]
+            var options: [String: ConfigValue] = ["depth": 10]
             if ["coop", "cocoop", "maple"].contains(name) { options["init"] = "none" }
             let m = try Self.method(name, options)
             let names = try m.prepare(model, seed: 1)
@@ -75,11 +75,11 @@ final class PromptMethodTests: XCTestCase {
 
     func testNamesFollowTheCanonicalOrder() throws {
         let tiny = CLIPSegPreset.tiny.config
-        XCTAssertEqual(try Self.method("cocoop", ["depth": "2", "hidden": "8"]).parameterShapes(for: tiny).map(\.name), [
+        XCTAssertEqual(try Self.method("cocoop", ["depth": 2, "hidden": 8]).parameterShapes(for: tiny).map(\.name), [
             "context_vectors", "meta_nets.0.0.weight", "meta_nets.0.0.bias", "meta_nets.0.2.weight", "meta_nets.0.3.weight",
             "meta_nets.1.0.weight", "meta_nets.1.0.bias", "meta_nets.1.2.weight", "meta_nets.1.3.weight",
         ])
-        let shapes = try Self.method("shared_attention", ["heads": "4", "ffn": "32"]).parameterShapes(for: tiny)
+        let shapes = try Self.method("shared_attention", ["heads": 4, "ffn": 32]).parameterShapes(for: tiny)
         XCTAssertEqual(shapes.map(\.name), ["context_vectors"] + [
             "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
             "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias",
@@ -87,9 +87,9 @@ final class PromptMethodTests: XCTestCase {
         XCTAssertEqual(shapes[0].shape, [1, 4, 32 + 48])
         XCTAssertEqual(try Self.method("maple", ["init": "none"]).parameterShapes(for: tiny).map(\.shape),
                        [[1, 4, 32], [64, 32], [64], [48, 64], [48], [48]])
-        XCTAssertEqual(try Self.method("shared_separate", ["shared_dim": "8"]).parameterShapes(for: tiny).map(\.shape),
+        XCTAssertEqual(try Self.method("shared_separate", ["shared_dim": 8]).parameterShapes(for: tiny).map(\.shape),
                        [[1, 4, 8], [32, 8], [32], [48, 8], [48]])
-        XCTAssertEqual(try Self.method("vpt", ["depth": "3"]).parameterShapes(for: tiny).map(\.shape), [[3, 4, 48]])
+        XCTAssertEqual(try Self.method("vpt", ["depth": 3]).parameterShapes(for: tiny).map(\.shape), [[3, 4, 48]])
         // Text-only methods leave the vision taps cacheable (the trainer's frozen-feature cache).
         for name in Self.methods {
             XCTAssertEqual(try Self.method(name).visionIsFrozen, ["coop", "cocoop"].contains(name), name)
@@ -98,36 +98,36 @@ final class PromptMethodTests: XCTestCase {
 
     func testOptionErrorsNameTheKey() throws {
         let tiny = CLIPSegPreset.tiny.config  // 2 text layers, 3 vision layers
-        XCTAssertThrowsError(try Self.method("coop", ["depht": "2"])) { XCTAssertTrue("\($0)".contains("depht"), "\($0)") }
+        XCTAssertThrowsError(try Self.method("coop", ["depht": 2])) { XCTAssertTrue("\($0)".contains("depht"), "\($0)") }
         XCTAssertThrowsError(try Self.method("vpt", ["depth": "x"])) { XCTAssertTrue("\($0)".contains("'depth'"), "\($0)") }
-        XCTAssertThrowsError(try Self.method("coop", ["depth": "3"]).parameterShapes(for: tiny)) {
+        XCTAssertThrowsError(try Self.method("coop", ["depth": 3]).parameterShapes(for: tiny)) {
             XCTAssertTrue("\($0)".contains("between 1 and 2"), "\($0)")
         }
-        XCTAssertNoThrow(try Self.method("vpt", ["depth": "3"]).parameterShapes(for: tiny))
-        XCTAssertThrowsError(try Self.method("maple", ["depth": "3"]).parameterShapes(for: tiny))
-        XCTAssertThrowsError(try Self.method("shared_attention", ["heads": "7"]).parameterShapes(for: tiny)) {
+        XCTAssertNoThrow(try Self.method("vpt", ["depth": 3]).parameterShapes(for: tiny))
+        XCTAssertThrowsError(try Self.method("maple", ["depth": 3]).parameterShapes(for: tiny))
+        XCTAssertThrowsError(try Self.method("shared_attention", ["heads": 7]).parameterShapes(for: tiny)) {
             XCTAssertTrue("\($0)".contains("heads") && "\($0)".contains("80"), "\($0)")
         }
-        XCTAssertThrowsError(try Self.method("coop", ["n_ctx": "76"]).parameterShapes(for: tiny)) {
+        XCTAssertThrowsError(try Self.method("coop", ["n_ctx": 76]).parameterShapes(for: tiny)) {
             XCTAssertTrue("\($0)".contains("n_ctx"), "\($0)")
         }
     }
 
     func testInitialisationIsDeterministicAndUsesThePhrase() throws {
         let tiny = CLIPSegPreset.tiny.config
-        func values(_ name: String, seed: UInt64, _ options: [String: String] = [:]) throws -> [String: [Float]] {
+        func values(_ name: String, seed: UInt64, _ options: [String: ConfigValue] = [:]) throws -> [String: [Float]] {
             let model = CLIPSegInitializer.randomModel(config: tiny, seed: 3)
             let names = try Self.method(name, options).prepare(model, seed: seed)
             return Dictionary(uniqueKeysWithValues: names.map { ($0, model.parameters[$0].scalars) })
         }
         for name in Self.methods {
-            let options = name == "shared_attention" ? ["heads": "4", "depth": "2"] : ["depth": "2"]
+            let options: [String: ConfigValue] = name == "shared_attention" ? ["heads": 4, "depth": 2] : ["depth": 2]
             XCTAssertEqual(try values(name, seed: 5, options), try values(name, seed: 5, options), name)
             XCTAssertNotEqual(try values(name, seed: 5, options)["context_vectors"], try values(name, seed: 6, options)["context_vectors"], name)
         }
         // init "a photo of a": row 0 = the phrase's token embeddings, rows 1... stay random N(0, 0.02).
         let model = CLIPSegInitializer.randomModel(config: tiny, seed: 3)
-        _ = try Self.method("coop", ["depth": "2", "init": "a photo of a"]).prepare(model, seed: 1)
+        _ = try Self.method("coop", ["depth": 2, "init": "a photo of a"]).prepare(model, seed: 1)
         let ctx = model.parameters["context_vectors"]
         XCTAssertEqual(ctx.shape, [2, 4, 32])
         let ids: [Int] = try Self.loadedTokenizer.get().encode("a photo of a")
@@ -178,7 +178,7 @@ final class PromptMethodTests: XCTestCase {
         let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"])
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: config, seed: 2)
-            _ = try Self.method(name, name == "shared_attention" ? ["depth": "2", "heads": "4"] : ["depth": "2"]).prepare(model, seed: 4)
+            _ = try Self.method(name, name == "shared_attention" ? ["depth": 2, "heads": 4] : ["depth": 2]).prepare(model, seed: 4)
             let full = model.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels)
             let trimmed = model.conditionalEmbeddings(text: prompts, trimPadding: true, pixels: pixels)
             Check.assertClose(trimmed, full.scalars, tolerance: 2e-5, name)
@@ -192,7 +192,7 @@ final class PromptMethodTests: XCTestCase {
         let pixels = Self.pixels(config)
         let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"], length: 12)
         let model = CLIPSegInitializer.randomModel(config: config, seed: 12)
-        _ = try Self.method("cocoop", ["depth": "2"]).prepare(model, seed: 1)
+        _ = try Self.method("cocoop", ["depth": 2]).prepare(model, seed: 1)
         let reused = model(pixels: pixels, text: prompts)
         // Reused once only: a second segmentation pass runs the tower.
         XCTAssertNil(model.hooks?.plainVisionStates(pixels, layers: config.visionLayersNeeded))
@@ -228,7 +228,7 @@ final class PromptMethodTests: XCTestCase {
             let seq = TextSequence(tokens: model.textTokenEmbeddings(full, length: 77), attentionMask: full.attentionMask,
                                    poolingPositions: model.poolingPositions(full))
             let states = model.encodeText(seq, prompts: full, context: ForwardContext(pixels: nil, batchSize: 2)).hiddenStates
-            let names = try Self.method(name, ["depth": "2", "init": "a photo of a"]).prepare(model, seed: 3)
+            let names = try Self.method(name, ["depth": 2, "init": "a photo of a"]).prepare(model, seed: 3)
             let ctx = model.parameters["context_vectors"].copy()
             let dt = config.textConfig.hiddenSize
             ctx.mutablePointer.advanced(by: 4 * dt).update(from: states[1].pointer + dt, count: 4 * dt)
@@ -240,7 +240,8 @@ final class PromptMethodTests: XCTestCase {
     }
 
     /// With zero prompt tokens every method is exactly the plain model (placement, masks, pooling and
-    /// the decoder's slicing add nothing).
+    /// the decoder's slicing add nothing). n = 0 is not a configuration (see the next test), so the
+    /// methods are built here through their initialisers, which take it.
     func testZeroSizeContextIsThePlainModel() throws {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config)
@@ -248,19 +249,48 @@ final class PromptMethodTests: XCTestCase {
         let model = CLIPSegInitializer.randomModel(config: config, seed: 12)
         let plain = model(pixels: pixels, text: prompts)
         for name in Self.methods {
-            var options = ["depth": "2", "n_ctx": "0"]
-            if name == "shared_attention" { options["heads"] = "4" }
+            var options: [String: ConfigValue] = ["depth": 2]
+            if name == "shared_attention" { options["heads"] = 4 }
             if ["coop", "cocoop", "maple"].contains(name) { options["init"] = "none" }
-            let m = try Self.method(name, options)
+            let m4 = try Self.method(name, options)
+            let m = try Self.withoutContext(m4)
+            XCTAssertEqual(m.name, name)
             _ = try m.prepare(model, seed: 1)
             Check.assertClose(model(pixels: pixels, text: prompts), plain.scalars, tolerance: 0, name)
             // ... and with prompts the logits do change.
-            let m4 = try Self.method(name, options.merging(["n_ctx": "4"]) { $1 })
             _ = try m4.prepare(model, seed: 1)
             let changed = zip(model(pixels: pixels, text: prompts).scalars, plain.scalars).map { abs($0 - $1) }.max() ?? 0
             XCTAssertGreaterThan(changed, 1e-6, name)
             model.hooks = nil
         }
+    }
+
+    /// The same method with n = 0 prompt tokens and no init phrase.
+    static func withoutContext(_ m: PromptLearner) throws -> PromptLearner {
+        switch m {
+        case let m as CoOp: return CoOp(depth: m.depth, contextLength: 0, initPhrase: nil)
+        case let m as CoCoOp: return CoCoOp(depth: m.depth, contextLength: 0, initPhrase: nil, hidden: m.hidden)
+        case let m as VPT: return VPT(depth: m.depth, contextLength: 0)
+        case let m as MaPLe: return MaPLe(depth: m.depth, contextLength: 0, initPhrase: nil, hidden: m.hidden)
+        case let m as SharedSeparate: return SharedSeparate(depth: m.depth, contextLength: 0, sharedDim: m.sharedDim)
+        case let m as SharedAttention: return SharedAttention(depth: m.depth, contextLength: 0, heads: m.heads, feedForward: m.feedForward)
+        default: throw TuningError.unknownMethod(m.name, available: methods)
+        }
+    }
+
+    /// n_ctx = 0 is refused as a configuration by every prompt method, with the reason the config also
+    /// gives (`vlseg config validate tuning=coop tuning.n_ctx=0`): a method with no prompt tokens trains
+    /// nothing (that is zero_shot). The smallest context, 1, is accepted.
+    func testNoPromptTokensIsNotAConfiguration() throws {
+        for name in Self.methods + ["vpt_shallow", "vpt_deep"] {
+            XCTAssertThrowsError(try TuningMethodRegistry.shared.make(name, options: ["n_ctx": 0]), name) {
+                XCTAssertEqual("\($0)", "tuning '\(name)': option 'n_ctx': must be at least 1, found 0")
+            }
+            var smallest: [String: ConfigValue] = ["n_ctx": 1]
+            if ["coop", "cocoop", "maple"].contains(name) { smallest["init"] = "none" }
+            XCTAssertEqual(try Self.method(name, smallest).contextLength(CLIPSegPreset.tiny.config), 1, name)
+        }
+        XCTAssertEqual(TuningMethodRegistry.shared.schema(named: "coop")?.option("n_ctx")?.minimum, 1)
     }
 
     /// Against the reference on the fixture checkpoint: CoOp's identity gives its stored plain logits.
@@ -269,7 +299,7 @@ final class PromptMethodTests: XCTestCase {
         let model = try CLIPSegModel.load(directory: tiny)
         let ref = try SafeTensorsFile(url: tiny.appendingPathComponent("reference.safetensors"))
         let pixels = try ref.tensor("native.pixel_values").copy()
-        _ = try Self.method("coop", ["depth": "1", "init": "a photo of a"]).prepare(model, seed: 0)
+        _ = try Self.method("coop", ["depth": 1, "init": "a photo of a"]).prepare(model, seed: 0)
         let logits = model(pixels: pixels, text: try Self.prompts(["polyp", "left ventricle's endocardium"]))
         let expected = try ref.tensor("native.logits")
         let hw = expected.count / 2
@@ -281,12 +311,12 @@ final class PromptMethodTests: XCTestCase {
     /// Options of the gradient checks: small hidden sizes, but wide enough that no meta-net/coupling
     /// unit is dead for every image (a LayerNorm of an all-zero vector is the one place where these
     /// learners are far from linear on the scale of a finite-difference step).
-    static func gradientCheckOptions(_ name: String) -> [String: String] {
+    static func gradientCheckOptions(_ name: String) -> [String: ConfigValue] {
         switch name {
-        case "cocoop", "maple": return ["depth": "2", "hidden": "16"]
-        case "shared_separate": return ["depth": "2", "shared_dim": "6"]
-        case "shared_attention": return ["depth": "2", "heads": "4", "ffn": "12"]
-        default: return ["depth": "2"]
+        case "cocoop", "maple": return ["depth": 2, "hidden": 16]
+        case "shared_separate": return ["depth": 2, "shared_dim": 6]
+        case "shared_attention": return ["depth": 2, "heads": 4, "ffn": 12]
+        default: return ["depth": 2]
         }
     }
 
@@ -412,7 +442,7 @@ final class PromptMethodTests: XCTestCase {
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: c, seed: 4)
             let plain = GradMode.withoutGradients { model(pixels: Self.pixels(c, seed: 32), text: prompts) }
-            let m = try Self.method(name, name == "shared_attention" ? ["depth": "3", "heads": "4", "ffn": "16"] : ["depth": "3"])
+            let m = try Self.method(name, name == "shared_attention" ? ["depth": 3, "heads": 4, "ffn": 16] : ["depth": 3])
             let names = try m.prepare(model, seed: 2)
             for n in names { model.parameters.markTrainable(n) }
             for size in [32, 40] {  // native grid, and resized positions

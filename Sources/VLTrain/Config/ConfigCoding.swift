@@ -1,4 +1,5 @@
 import Foundation
+import VLTuning
 
 // Codable over `ConfigNode`: the decoder converts scalars by the type the field asks for (so `1e-3`,
 // `0.001` and `1` all read as a Double), and every failure is a `ConfigError` naming the key path and
@@ -291,10 +292,7 @@ public enum ConfigNodeEncoding {
         return slot.finish(source: source)
     }
 
-    static func format(_ d: Double) -> String {
-        if d == d.rounded(), d.magnitude < 1e15 { return String(format: "%.1f", d) }
-        return "\(d)"
-    }
+    static func format(_ d: Double) -> String { ConfigValue.format(d) }
 }
 
 private struct NodeEncoder: Encoder {

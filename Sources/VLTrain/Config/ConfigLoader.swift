@@ -1,4 +1,5 @@
 import Foundation
+import VLTuning
 
 /// The outcome of resolving a configuration: the typed config, its canonical YAML, where every value came
 /// from, and a stable hash.
