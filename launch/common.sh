@@ -3,7 +3,9 @@
 
 VLSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The last two serve the tests: linting the scripts, and network namespaces for the multi-machine test.
-VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2)
+VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2 python3-pip)
+# For the tests: numpy computes the metrics independently of VLSeg (Tests/VLTrainTests/MetricsReferenceTests).
+VLSEG_PIP_PACKAGES=(numpy==2.4.6)
 
 log() { printf '[vlseg] %s\n' "$*" >&2; }
 
@@ -24,6 +26,12 @@ vlseg_setup() {
         [[ $(id -u) -ne 0 ]] && sudo=(sudo)
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # pip refuses to touch Debian's own Python unless told to (PEP 668); a pyenv or venv Python takes it plainly.
+    if ! python3 -c 'import numpy' 2>/dev/null; then
+        log "installing Python packages: ${VLSEG_PIP_PACKAGES[*]}"
+        python3 -m pip install -q "${VLSEG_PIP_PACKAGES[@]}" 2>/dev/null \
+            || python3 -m pip install -q --break-system-packages "${VLSEG_PIP_PACKAGES[@]}"
     fi
     command -v swift >/dev/null || { log "swift not found on PATH (Swift 6.x toolchain required)"; return 1; }
 }

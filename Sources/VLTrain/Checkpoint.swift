@@ -42,6 +42,8 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var configHash: String
     public var layoutHash: String
     public var stopped: Bool = false
+    /// Training time up to this checkpoint, summed over resumed segments (optional: older checkpoints lack it).
+    public var wallSeconds: Double?
     /// File name -> FNV-64 of its bytes (filled when saving).
     public var checksums: [String: String] = [:]
 

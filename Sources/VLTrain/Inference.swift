@@ -46,14 +46,43 @@ public enum Inference {
         }
     }
 
-    /// Logits [H, W] resized (bilinear) to the original size and thresholded at 0 (probability 0.5).
-    static func originalPrediction(_ logits: Tensor, size: ImageSize) -> BinaryMask {
-        let resized = logits.reshaped([1, logits.shape[0], logits.shape[1]]).resized(to: (size.height, size.width), mode: .bilinear)
-        let p = resized.pointer
-        return BinaryMask(width: size.width, height: size.height, values: (0..<(size.width * size.height)).map { p[$0] > 0 ? 1 : 0 })
+    /// Logits [H, W] brought to the original size and thresholded, the way `resize` names.
+    static func originalPrediction(_ logits: Tensor, size: ImageSize, threshold: ProbabilityThreshold = .half,
+                                   resize: MaskResize = .bilinear) -> BinaryMask {
+        let h = logits.shape[0], w = logits.shape[1], n = size.width * size.height
+        var values = [UInt8](repeating: 0, count: n)
+        switch resize {
+        case .bilinear:
+            let resized = logits.reshaped([1, h, w]).resized(to: (size.height, size.width), mode: .bilinear)
+            withExtendedLifetime(resized) {
+                let p = resized.pointer, cut = threshold.logit
+                for i in 0..<n where p[i] > cut { values[i] = 1 }
+            }
+        case .nearest:
+            // PyTorch's "nearest-exact" (torchvision NEAREST_EXACT): source index floor((i + 0.5) * in / out),
+            // computed in float as PyTorch does, clamped to the last row or column.
+            let p = logits.pointer, cut = threshold.logit
+            let sy = Float(h) / Float(size.height), sx = Float(w) / Float(size.width)
+            let columns = (0..<size.width).map { min(Int(((Float($0) + 0.5) * sx).rounded(.down)), w - 1) }
+            for y in 0..<size.height {
+                let row = min(Int(((Float(y) + 0.5) * sy).rounded(.down)), h - 1) * w
+                for x in 0..<size.width where p[row + columns[x]] > cut { values[y * size.width + x] = 1 }
+            }
+        case .bicubic:
+            // Probabilities, not logits, are interpolated (the sigmoid does not commute with it); a
+            // pixel is foreground at probability >= threshold, as TuneVLSeg's 8-bit PNG read back > 127.
+            let src = logits.pointer
+            let probabilities = Tensor(shape: [1, h, w], values: (0..<(h * w)).map { stableSigmoid(src[$0]) })
+            let resized = probabilities.resized(to: (size.height, size.width), mode: .bicubic)
+            withExtendedLifetime(resized) {
+                let p = resized.pointer, cut = Float(threshold.probability)
+                for i in 0..<n where p[i] >= cut { values[i] = 1 }
+            }
+        }
+        return BinaryMask(width: size.width, height: size.height, values: values)
     }
 
-    static func score(_ pred: BinaryMask, _ truth: BinaryMask) -> (dice: Double, iou: Double) {
+    static func counts(_ pred: BinaryMask, _ truth: BinaryMask) -> PixelCounts {
         var inter = 0, p = 0, t = 0
         for i in 0..<min(pred.values.count, truth.values.count) {
             let a = pred.values[i] != 0, b = truth.values[i] != 0
@@ -61,8 +90,7 @@ public enum Inference {
             if b { t += 1 }
             if a && b { inter += 1 }
         }
-        if p == 0 && t == 0 { return (1, 1) }
-        return (2 * Double(inter) / Double(p + t), Double(inter) / Double(p + t - inter))
+        return PixelCounts(intersection: inter, predicted: p, truth: t)
     }
 
     public struct EvaluationResult: Sendable {
@@ -105,18 +133,20 @@ public enum Inference {
     /// Sharded evaluation over every rank; the result is the same on every rank.
     public static func evaluate(model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
                                 originalResolution: Bool, cache: FeatureCache? = nil, perImage: Bool = false,
+                                threshold: ProbabilityThreshold = .half, resize: MaskResize = .bilinear,
                                 progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
         var atModel = SegmentationMetrics(), atOriginal = SegmentationMetrics()
         var perClass: [Int: SegmentationMetrics] = [:]
         var rows: [ImageScore] = []
         try forEachBatch(model: model, data: data, cache: cache, progress: progress) { batch, logits in
-                atModel.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item))
+                atModel.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item), threshold: threshold)
                 let per = logits.count / batch.count
                 for i in 0..<batch.count {
                     var row: ImageScore? = nil
                     if batch.classIDs[i] != nil || perImage {
-                        let s = SegmentationMetrics.score(logits: logits.pointer + i * per, target: batch.masks.pointer + i * per, count: per)
-                        if let cls = batch.classIDs[i] { perClass[cls, default: SegmentationMetrics()].add(dice: s.dice, iou: s.iou) }
+                        let s = SegmentationMetrics.counts(logits: logits.pointer + i * per, target: batch.masks.pointer + i * per, count: per,
+                                                           threshold: threshold)
+                        if let cls = batch.classIDs[i] { perClass[cls, default: SegmentationMetrics()].add(s) }
                         if perImage {
                             row = ImageScore(sampleIndex: batch.sampleIndices[i], image: batch.imageNames[i], mask: batch.maskNames[i],
                                              prompt: batch.prompts[i], classID: batch.classIDs[i], dice: s.dice, iou: s.iou)
@@ -126,9 +156,9 @@ public enum Inference {
                         let sample = data.samples.samples[batch.sampleIndices[i]]
                         let truth = try originalTarget(sample, batchClass: batch.classIDs[i])
                         let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
-                                                      size: batch.originalSizes[i])
-                        let s = score(pred, truth)
-                        atOriginal.add(dice: s.dice, iou: s.iou)
+                                                      size: batch.originalSizes[i], threshold: threshold, resize: resize)
+                        let s = counts(pred, truth)
+                        atOriginal.add(s)
                         row?.diceOriginal = s.dice
                         row?.iouOriginal = s.iou
                     }
@@ -139,11 +169,12 @@ public enum Inference {
         comm.allReduceSum(&v, label: "evaluation metrics")
         // Per-class sums: every rank contributes the same class-id slots.
         let classIDs = (data.samples.classes?.classes.map(\.id) ?? []).sorted()
-        var classVector = classIDs.flatMap { perClass[$0]?.reductionVector ?? [0, 0, 0, 0, 0] }
+        let width = SegmentationMetrics.reductionWidth
+        var classVector = classIDs.flatMap { perClass[$0]?.reductionVector ?? [Double](repeating: 0, count: width) }
         if !classVector.isEmpty { comm.allReduceSum(&classVector, label: "per-class metrics") }
         var reducedPerClass: [Int: SegmentationMetrics] = [:]
         for (k, id) in classIDs.enumerated() {
-            let m = SegmentationMetrics(reductionVector: Array(classVector[(5 * k)..<(5 * k + 5)]))
+            let m = SegmentationMetrics(reductionVector: Array(classVector[(width * k)..<(width * k + width)]))
             if m.images > 0 { reducedPerClass[id] = m }
         }
         var allRows: [ImageScore] = []
@@ -155,8 +186,8 @@ public enum Inference {
             }
             allRows.sort { ($0.sampleIndex, $0.classID ?? -1) < ($1.sampleIndex, $1.classID ?? -1) }
         }
-        return EvaluationResult(modelResolution: SegmentationMetrics(reductionVector: Array(v[0..<5])),
-                                originalResolution: originalResolution ? SegmentationMetrics(reductionVector: Array(v[5..<10])) : nil,
+        return EvaluationResult(modelResolution: SegmentationMetrics(reductionVector: Array(v[0..<width])),
+                                originalResolution: originalResolution ? SegmentationMetrics(reductionVector: Array(v[width..<(2 * width)])) : nil,
                                 perClass: reducedPerClass, perImage: allRows)
     }
 
@@ -179,6 +210,7 @@ public enum Inference {
     /// Writes predicted masks (0/255 PNG at the original resolution) and optional overlays for
     /// this rank's shard; returns the number of files written.
     public static func predict(model: SegmentationModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
+                               threshold: ProbabilityThreshold = .half, resize: MaskResize = .bilinear,
                                progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         let fm = FileManager.default
         var written = 0
@@ -190,7 +222,7 @@ public enum Inference {
                 for i in 0..<batch.count {
                     let sample = data.samples.samples[batch.sampleIndices[i]]
                     let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
-                                                  size: batch.originalSizes[i])
+                                                  size: batch.originalSizes[i], threshold: threshold, resize: resize)
                     var stem = (sample.entry.imageName as NSString).deletingPathExtension
                     if let cls = batch.classIDs[i] {
                         stem += "_class\(cls)"

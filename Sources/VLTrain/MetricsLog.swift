@@ -12,7 +12,10 @@ public struct MetricsLogError: Error, CustomStringConvertible {
 /// record so a crash loses at most the line being written; with `tensorboard`, every number of a
 /// record is also a TensorBoard scalar (`train/loss`, `val/dice`, ...) at the record's step.
 public final class MetricsLog {
-    public static let columns = ["kind", "step", "epoch", "loss", "lr", "images_per_s", "val_loss", "val_dice", "val_iou", "grad_norm", "seconds"]
+    /// Later columns are appended, so scripts reading the earlier ones by position keep working. `val_*`:
+    /// validation (Dice/IoU per image, `_pooled` over the split); `test_*`: the test after training.
+    public static let columns = ["kind", "step", "epoch", "loss", "lr", "images_per_s", "val_loss", "val_dice", "val_iou", "grad_norm", "seconds",
+                                 "val_dice_pooled", "val_iou_pooled", "test_dice", "test_iou", "test_dice_pooled", "test_iou_pooled"]
     let jsonl: FileHandle
     let csv: FileHandle
     let jsonlURL: URL

@@ -5,6 +5,8 @@ import VLDistributed
 public enum RunDirectoryError: Error, CustomStringConvertible {
     case inUse(directory: String, holder: String)
     case holdsEarlierRun(directory: String, contents: String)
+    case holdsSingleRun(directory: String, contents: String)
+    case holdsSeedRuns(directory: String, seeds: [String])
     case io(path: String, reason: String)
 
     public var description: String {
@@ -13,6 +15,10 @@ public enum RunDirectoryError: Error, CustomStringConvertible {
             return "\(dir) is in use by another job (\(holder)): wait for it to end or stop it, or choose another run.dir"
         case let .holdsEarlierRun(dir, contents):
             return "\(dir) already holds a run (\(contents)): resume=auto continues it, run.overwrite=true deletes it and starts over, or choose another run.dir"
+        case let .holdsSingleRun(dir, contents):
+            return "\(dir) holds a single run (\(contents)), not seed-<seed> runs: choose another run.dir for trainer.seeds, or run.overwrite=true with resume=none to delete it"
+        case let .holdsSeedRuns(dir, seeds):
+            return "\(dir) holds the runs of a trainer.seeds launch (\(seeds.joined(separator: ", "))): train with trainer.seeds to continue them, or choose another run.dir"
         case let .io(path, reason):
             return "\(path): \(reason)"
         }
@@ -137,6 +143,7 @@ public enum RunDirectoryState {
         if let first = steps.first, let last = steps.last {
             found.append(steps.count == 1 ? "checkpoint \(first)" : "\(steps.count) checkpoints, \(first) to \(last)")
         }
+        if fm.fileExists(atPath: directory.appendingPathComponent(TrainingRecord.fileName).path) { found.append(TrainingRecord.fileName) }
         for name in ["metrics.jsonl", "metrics.csv"] {
             let url = directory.appendingPathComponent(name)
             guard let size = (try? fm.attributesOfItem(atPath: url.path))?[.size] as? Int, size > 0 else { continue }
@@ -148,9 +155,17 @@ public enum RunDirectoryState {
         return found
     }
 
+    /// The `seed-<n>` subdirectories holding a run (a `trainer.seeds` launch), by name.
+    public static func seedRuns(in directory: URL) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.filter { $0.hasPrefix("seed-") && Int($0.dropFirst(5)) != nil && !earlierRun(in: directory.appendingPathComponent($0)).isEmpty }
+            .sorted { (Int($0.dropFirst(5)) ?? 0) < (Int($1.dropFirst(5)) ?? 0) }
+    }
+
     /// Files and folders `run.overwrite=true` removes: everything an earlier run wrote, not the lock.
     static let runState = ["checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "cache", "predictions",
-                           TensorBoardWriter.directoryName]
+                           TensorBoardWriter.directoryName, TrainingRecord.fileName,
+                           EvaluationReport.fileName(split: "test"), EvaluationReport.fileName(split: "val")]
 
     /// Makes `directory` ready for a fresh run: refuses when it holds an earlier run, unless
     /// `overwrite`, which deletes that run's state first. Returns what it deleted.

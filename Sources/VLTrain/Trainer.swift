@@ -17,6 +17,9 @@ public struct TrainingSummary: Sendable {
     public var resumedFrom: String?
     /// The signal that stopped the run before its end (after a checkpoint of the last step), if any.
     public var interruptedBy: Int32?
+    /// Training time summed over resumed segments, up to the last checkpoint.
+    public var wallSeconds: Double = 0
+    public var trainableParameters: Int = 0
 }
 
 /// Data-parallel training of a model's trainable tensors.
@@ -53,6 +56,8 @@ public final class Trainer {
     private var slowestSave = 0.0
     /// Set when drawing TensorBoard overlays failed once.
     private var overlaysFailed = false
+    /// Training seconds so far, earlier segments included (set when the loop starts).
+    private var segmentClock: () -> Double = { 0 }
 
     public init(model: SegmentationModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
                 comm: Communicator, options: TrainingOptions) throws {
@@ -101,6 +106,9 @@ public final class Trainer {
         step = TrainingStep(model: model, arena: arena, sync: sync, loss: options.loss, cache: trainCache,
                             clipGradNorm: options.clipGradNorm)
     }
+
+    /// Appends a record to the run's metrics files (rank 0; other ranks have none).
+    public func logRecord(_ record: [String: Any]) throws { try metricsLog?.append(record) }
 
     /// Samples served from the training feature cache so far.
     public var trainCacheHits: Int { trainCache?.hits ?? 0 }
@@ -193,6 +201,9 @@ public final class Trainer {
         var timing = StepTiming()
         var slowest = SlowestPhases()
         let runStart = Date()
+        // Time of earlier segments (a resumed run) plus this one's, recorded in each checkpoint.
+        let earlierSeconds = state.wallSeconds ?? 0
+        segmentClock = { earlierSeconds + Date().timeIntervalSince(runStart) }
         var interruptedBy: Int32? = nil
 
         while state.step < totalSteps && !state.stopped && interruptedBy == nil {
@@ -264,7 +275,8 @@ public final class Trainer {
         return TrainingSummary(steps: state.step, epochs: state.epoch, bestDice: state.bestDice, bestStep: state.bestStep,
                                bestCheckpoint: best.map { checkpoints.directory.appendingPathComponent($0).path },
                                lastCheckpoint: lastCheckpoint, stoppedEarly: state.stopped && state.step < totalSteps,
-                               lastValidation: lastValidation, resumedFrom: resumedFrom, interruptedBy: interruptedBy)
+                               lastValidation: lastValidation, resumedFrom: resumedFrom, interruptedBy: interruptedBy,
+                               wallSeconds: state.wallSeconds ?? 0, trainableParameters: arena.count)
     }
 
     private func elapsed(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
@@ -285,9 +297,10 @@ public final class Trainer {
             let reduced = schedule.observe(validationLoss: metrics.loss)
             decision = Decision(early: early, schedule: schedule, improved: improved, stop: stop, reduced: reduced)
             try metricsLog?.append(["kind": "val", "step": state.step, "epoch": state.epoch, "val_loss": metrics.loss,
-                                "val_dice": metrics.dice, "val_iou": metrics.iou, "images": metrics.images])
-            progress?.line(String(format: "step %d: validation loss %.4f, Dice %.4f, IoU %.4f on %d images%@%@%@", state.step, metrics.loss,
-                                  metrics.dice, metrics.iou, metrics.images, improved ? " (best)" : "",
+                                "val_dice": metrics.dice, "val_iou": metrics.iou, "images": metrics.images,
+                                "val_dice_pooled": metrics.dicePooled, "val_iou_pooled": metrics.iouPooled])
+            progress?.line(String(format: "step %d: validation loss %.4f, Dice %.4f, IoU %.4f (pooled %.4f, %.4f) on %d images%@%@%@", state.step,
+                                  metrics.loss, metrics.dice, metrics.iou, metrics.dicePooled, metrics.iouPooled, metrics.images, improved ? " (best)" : "",
                                   reduced ? String(format: ", lr reduced to %.3g", schedule.rate(at: state.step)) : "",
                                   stop ? ", early stop" : ""))
         }
@@ -333,6 +346,7 @@ public final class Trainer {
     func saveCheckpoint(markBest: Bool) throws {
         let start = DispatchTime.now().uptimeNanoseconds
         defer { slowestSave = max(slowestSave, elapsed(since: start)) }
+        state.wallSeconds = segmentClock()
         lastCheckpoint = try comm.rootDecides("checkpoint outcome") { () throws -> String in
             let step = state.step
             let url = try checkpoints.save(arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,

@@ -8,7 +8,8 @@ import VLTrain
 /// - `VLSEG_FAULT_KILL_IN_SAVE=N`: SIGKILL itself inside the save of step N's checkpoint, after its
 ///   files are written but before the directory is renamed into place (rank 0);
 /// - `VLSEG_FAULT_SIGNAL_AT_STEP=N` with `VLSEG_FAULT_SIGNAL=TERM|INT|USR1`: send itself that signal at
-///   the start of step N (the stop-with-a-checkpoint path).
+///   the start of step N (the stop-with-a-checkpoint path);
+/// - `VLSEG_FAULT_SEED=S`: only in the run of seed S (`trainer.seeds`).
 final class FaultInjection: TrainingObserver {
     let killAtStep: Int?
     let killInSaveAtStep: Int?
@@ -25,6 +26,11 @@ final class FaultInjection: TrainingObserver {
             signal: ["INT": SIGINT, "USR1": SIGUSR1][environment["VLSEG_FAULT_SIGNAL"] ?? ""] ?? SIGTERM)
         let active = injection.killAtStep != nil || injection.killInSaveAtStep != nil || injection.signalAtStep != nil
         return active ? injection : nil
+    }
+
+    /// With `VLSEG_FAULT_SEED=S`, faults act only in the run of seed S of a multi-seed launch.
+    static func appliesTo(seed: Int, _ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["VLSEG_FAULT_SEED"].flatMap { Int($0) }.map { $0 == seed } ?? true
     }
 
     init(killAtStep: Int?, killInSaveAtStep: Int?, signalAtStep: Int?, signal: Int32) {

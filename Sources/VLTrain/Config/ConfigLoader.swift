@@ -23,6 +23,7 @@ public struct ResolvedConfig: Sendable {
     public static let runtimeOnlyKeys = [
         "name", "run", "resume", "data.workers", "data.eval_batch_size", "trainer.threads", "trainer.log_every",
         "trainer.max_steps", "trainer.max_epochs", "trainer.keep_last", "trainer.checkpoint_every", "trainer.stop_grace_s", "comm",
+        "trainer.seeds", "trainer.test",
     ]
 
     /// Hash of the settings that determine the training trajectory (everything but `runtimeOnlyKeys`):

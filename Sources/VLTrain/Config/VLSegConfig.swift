@@ -180,6 +180,20 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         enum CodingKeys: String, CodingKey { case diceWeight = "dice_weight", bceWeight = "bce_weight" }
     }
 
+    /// The test after training (`trainer.test`) and the defaults of `vlseg evaluate` / `predict`.
+    public struct TestSettings: Codable, Equatable, Sendable {
+        /// Evaluate the best checkpoint (else the last) on the test split when training ends, writing
+        /// `<run>/eval-test.json` and a `test` record in the metrics files (what `vlseg results` reads).
+        public var atEnd = false
+        /// Foreground where the sigmoid probability exceeds this (validation during training keeps 0.5).
+        public var threshold = 0.5
+        /// How predictions reach the images' own resolution: `bilinear` (VLSeg), `nearest` (VLSM-Adapter),
+        /// `bicubic` (TuneVLSeg); see `MaskResize`.
+        public var resize = MaskResize.bilinear
+        public init() {}
+        enum CodingKeys: String, CodingKey { case atEnd = "at_end", threshold, resize }
+    }
+
     public struct TrainerSettings: Codable, Equatable, Sendable {
         /// Optimiser steps to run; 0 = no step limit (then `max_epochs` bounds the run).
         public var maxSteps = 0
@@ -223,13 +237,17 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         /// checkpoint; `launch/train` sets mpirun's kill delay to it, and ranks that wait longer
         /// for a peer after a stop request abort (the peer is dead or stuck).
         public var stopGraceS = 60.0
+        /// When not empty, `vlseg train` trains one run per seed, one after another under the same launch,
+        /// in `<run.dir>/seed-<seed>` (each with `seed` set to it); empty: one run with `seed`.
+        public var seeds: [Int] = []
+        public var test = TestSettings()
         public init() {}
         enum CodingKeys: String, CodingKey {
             case maxSteps = "max_steps", maxEpochs = "max_epochs", accumulate, globalBatchSize = "global_batch_size"
             case lr, weightDecay = "weight_decay", betas, eps, clipGradNorm = "clip_grad_norm", schedule
             case earlyStopping = "early_stopping", loss, evalEvery = "eval_every", checkpointEvery = "checkpoint_every"
             case keepLast = "keep_last", threads, precision, logEvery = "log_every", featureCache = "feature_cache", cacheMB = "cache_mb"
-            case stopGraceS = "stop_grace_s"
+            case stopGraceS = "stop_grace_s", seeds, test
         }
     }
 
@@ -350,6 +368,12 @@ extension VLSegConfig {
         need(trainer.threads >= 0, "trainer.threads", "must be >= 0 (0 = cores / ranks on the machine)")
         need(trainer.logEvery >= 1, "trainer.log_every", "must be >= 1")
         need(trainer.stopGraceS > 0, "trainer.stop_grace_s", "must be > 0")
+        need(trainer.seeds.allSatisfy { $0 >= 0 }, "trainer.seeds", "every seed must be >= 0")
+        need(Set(trainer.seeds).count == trainer.seeds.count, "trainer.seeds", "lists a seed twice")
+        if !trainer.seeds.isEmpty, case .path = resume {
+            p.append(("resume", "a checkpoint path cannot resume several seeds (trainer.seeds): use resume=auto"))
+        }
+        need(trainer.test.threshold > 0 && trainer.test.threshold < 1, "trainer.test.threshold", "must be in (0, 1) (a probability)")
         need(comm.timeoutS > 0, "comm.timeout_s", "must be > 0")
         need(comm.bucketMB > 0, "comm.bucket_mb", "must be > 0")
         return p
