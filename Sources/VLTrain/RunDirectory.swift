@@ -143,7 +143,6 @@ public enum RunDirectoryState {
         if let first = steps.first, let last = steps.last {
             found.append(steps.count == 1 ? "checkpoint \(first)" : "\(steps.count) checkpoints, \(first) to \(last)")
         }
-        if fm.fileExists(atPath: directory.appendingPathComponent(TrainingRecord.fileName).path) { found.append(TrainingRecord.fileName) }
         for name in ["metrics.jsonl", "metrics.csv"] {
             let url = directory.appendingPathComponent(name)
             guard let size = (try? fm.attributesOfItem(atPath: url.path))?[.size] as? Int, size > 0 else { continue }
