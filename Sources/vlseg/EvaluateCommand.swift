@@ -188,8 +188,12 @@ struct EvaluateCommand: ParsableCommand {
             let report = EvaluationReport(split: options.split, result: result, threshold: threshold, resize: resize, inputSize: size,
                                           checkpoint: own ?? (weights.hasPrefix("the base model") ? nil : weights))
             if own != nil {
-                let url = try report.write(runDirectory: URL(fileURLWithPath: config.run.dir))
-                printError("wrote \(url.path)")
+                // The scores are already printed; a run directory that cannot be written (another user's) only loses the file.
+                do {
+                    printError("wrote \(try report.write(runDirectory: URL(fileURLWithPath: config.run.dir)).path)")
+                } catch {
+                    printError("vlseg: warning: \(error)")
+                }
             }
             if json { print(try report.jsonLine()) }
         }
