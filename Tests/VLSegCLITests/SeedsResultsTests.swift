@@ -94,7 +94,9 @@ final class SeedsResultsTests: XCTestCase {
                 let test = try XCTUnwrap(jsonl.split(separator: "\n").compactMap {
                     try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
                 }.first { $0["kind"] as? String == "test" }, jsonl)
-                for (mine, theirs) in [("test_dice", "dice"), ("test_iou", "iou"), ("test_dice_pooled", "dice_pooled"), ("test_iou_pooled", "iou_pooled")] {
+                for (mine, theirs) in [("test_dice", "dice"), ("test_iou", "iou"), ("test_dice_pooled", "dice_pooled"), ("test_iou_pooled", "iou_pooled"),
+                                       ("test_dice_original", "dice_original"), ("test_iou_original", "iou_original"),
+                                       ("test_dice_original_pooled", "dice_original_pooled"), ("test_iou_original_pooled", "iou_original_pooled")] {
                     XCTAssertEqual(test[mine] as? Double, eval[theirs] as? Double, mine)
                 }
                 XCTAssertTrue(jsonl.contains("\"val_dice_pooled\""), jsonl)
@@ -153,7 +155,8 @@ final class SeedsResultsTests: XCTestCase {
     /// continues from its checkpoint, seed 3 runs.
     func checkSeedsResumeAfterAKill(ranks: Int) throws {
         let run = newRun()
-        let args = ["train"] + overrides(run: run, steps: 6, extra: ["trainer.seeds=[1,2,3]", "resume=auto"])
+        // A higher learning rate, so that validation at 0.5 finds some foreground by step 6.
+        let args = ["train"] + overrides(run: run, steps: 6, extra: ["trainer.seeds=[1,2,3]", "resume=auto", "trainer.lr=0.01"])
         let killed = try vlseg(ranks: ranks, args, environment: ["VLSEG_FAULT_SEED": "2", "VLSEG_FAULT_KILL_AT_STEP": "5"])
         XCTAssertNotEqual(killed.status, 0, killed.output)
         XCTAssertTrue(killed.output.contains("fault injection: rank 0 kills itself in step 5"), killed.output)
@@ -197,6 +200,22 @@ final class SeedsResultsTests: XCTestCase {
         // The seeds differ: their runs are not copies of one another.
         XCTAssertNotEqual(try Data(contentsOf: seed2.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors")),
                           try Data(contentsOf: seed3.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors")))
+        if ranks == 2 {
+            // Validation on 2 ranks reduced pixel counts: its pooled scores of the last step are the ones one
+            // rank finds for that step's checkpoint.
+            let jsonl = try String(contentsOf: seed3.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            let last = try XCTUnwrap(jsonl.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }.last { $0["kind"] as? String == "val" }, jsonl)
+            XCTAssertEqual(last["step"] as? Int, 6)
+            let one = try vlseg(["evaluate", "--run", seed3.path, "--checkpoint", "latest", "--split", "val", "--threshold", "0.5"])
+            XCTAssertEqual(one.status, 0, one.output)
+            let eval = try json(seed3.appendingPathComponent("eval-val.json"))
+            XCTAssertGreaterThan(try XCTUnwrap(last["val_dice_pooled"] as? Double), 0, "nothing predicted: the comparison proves little")
+            for (mine, theirs) in [("val_dice_pooled", "dice_pooled"), ("val_iou_pooled", "iou_pooled"), ("val_dice", "dice"), ("val_iou", "iou")] {
+                XCTAssertEqual(try XCTUnwrap(last[mine] as? Double), try XCTUnwrap(eval[theirs] as? Double), accuracy: 1e-9, mine)
+            }
+        }
         // Run once more: nothing left to do.
         let again = try vlseg(ranks: ranks, args)
         XCTAssertEqual(again.status, 0, again.output)
