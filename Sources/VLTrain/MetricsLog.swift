@@ -22,6 +22,9 @@ public final class MetricsLog {
     let csvURL: URL
     /// The event file, when TensorBoard output is on.
     public let tensorboard: TensorBoardWriter?
+    /// The csv's own columns: `columns`, or when resuming a file written with fewer, that file's header,
+    /// so its rows keep lining up with it (the JSON lines carry every key either way).
+    let csvColumns: [String]
 
     public init(runDirectory: URL, resuming: Bool, tensorboard: Bool = false) throws {
         let fm = FileManager.default
@@ -41,6 +44,8 @@ public final class MetricsLog {
         }
         (jsonl, jsonlURL) = try open("metrics.jsonl", header: nil)
         (csv, csvURL) = try open("metrics.csv", header: Self.columns.joined(separator: ","))
+        let existing = resuming ? (try? String(contentsOf: csvURL, encoding: .utf8))?.split(separator: "\n", maxSplits: 1).first : nil
+        csvColumns = existing.map { $0.split(separator: ",").map(String.init) }.flatMap { $0.isEmpty ? nil : $0 } ?? Self.columns
         self.tensorboard = tensorboard ? try TensorBoardWriter(runDirectory: runDirectory) : nil
     }
 
@@ -68,7 +73,7 @@ public final class MetricsLog {
     /// Appends one record; keys outside `columns` go to the JSON line only.
     public func append(_ record: [String: Any]) throws {
         let data = try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])
-        let row = Self.columns.map { key -> String in
+        let row = csvColumns.map { key -> String in
             switch record[key] {
             case let d as Double: return String(format: "%.6g", d)
             case let f as Float: return String(format: "%.6g", Double(f))

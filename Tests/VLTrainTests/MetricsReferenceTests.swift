@@ -181,6 +181,26 @@ final class MetricsReferenceTests: XCTestCase {
     }
 }
 
+/// metrics.csv gained columns; a run resumed from a file with the older header keeps writing its columns.
+final class MetricsLogColumnsTests: XCTestCase {
+    func testResumingAFileWithFewerColumnsKeepsItsHeader() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-metrics-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let old = "kind,step,epoch,loss,lr,images_per_s,val_loss,val_dice,val_iou,grad_norm,seconds"
+        try (old + "\ntrain,1,0,0.5,0.001,3,,,,0.2,1\n").write(to: dir.appendingPathComponent("metrics.csv"), atomically: true, encoding: .utf8)
+        let log = try MetricsLog(runDirectory: dir, resuming: true)
+        try log.append(["kind": "val", "step": 2, "val_dice": 0.25, "val_dice_pooled": 0.5])
+        let lines = try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines, [old, "train,1,0,0.5,0.001,3,,,,0.2,1", "val,2,,,,,,0.25,,,"])
+        let fresh = try MetricsLog(runDirectory: dir, resuming: false)
+        try fresh.append(["kind": "val", "step": 2, "val_dice_pooled": 0.5])
+        let header = try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8).split(separator: "\n").first
+        XCTAssertEqual(header.map(String.init), MetricsLog.columns.joined(separator: ","))
+        withExtendedLifetime((log, fresh)) {}
+    }
+}
+
 /// A small deterministic generator for test data (SplitMix64).
 private struct SplitMix {
     var state: UInt64
