@@ -3,9 +3,7 @@
 
 VLSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The last two serve the tests: linting the scripts, and network namespaces for the multi-machine test.
-VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2 python3-pip)
-# For the tests: numpy computes the metrics independently of VLSeg (Tests/VLTrainTests/MetricsReferenceTests).
-VLSEG_PIP_PACKAGES=(numpy==2.4.6)
+VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2)
 
 log() { printf '[vlseg] %s\n' "$*" >&2; }
 
@@ -27,17 +25,11 @@ vlseg_setup() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
-    # pip refuses to touch Debian's own Python unless told to (PEP 668); a pyenv or venv Python takes it plainly.
-    if ! python3 -c 'import numpy' 2>/dev/null; then
-        log "installing Python packages: ${VLSEG_PIP_PACKAGES[*]}"
-        python3 -m pip install -q "${VLSEG_PIP_PACKAGES[@]}" 2>/dev/null \
-            || python3 -m pip install -q --break-system-packages "${VLSEG_PIP_PACKAGES[@]}"
-    fi
     command -v swift >/dev/null || { log "swift not found on PATH (Swift 6.x toolchain required)"; return 1; }
 }
 
 # Python packages the tests use as independent references (Pillow's resize, transformers' image
-# processor and model directories, scikit-image's sample photos), pinned. Installed only for the tests:
+# processor and model directories, scikit-image's sample photos, numpy's computation of Dice and IoU), pinned. Installed only for the tests:
 # training and the demo need none of them. torch is its CPU build, which these machines keep as a
 # local wheel that pip's find-links (/etc/pip.conf) serves.
 VLSEG_TEST_PYTHON_PACKAGES=(pillow==11.0.0 numpy==1.26.4 transformers==4.46.3 scikit-image==0.24.0 "torch==2.13.0+cpu" tensorboard==2.18.0)

@@ -1,35 +1,19 @@
 import Foundation
 import XCTest
 import VLData
+import VLTestSupport
 @testable import VLTensor
 @testable import VLTrain
 
 /// Per-image and pooled Dice/IoU against an independent computation in numpy, on masks that include
 /// every empty case; the sharded reduction; the resize modes and the threshold.
 final class MetricsReferenceTests: XCTestCase {
-    /// Runs `script` with python3 and numpy on `input` (JSON on stdin), returning its JSON output;
-    /// skips when python3 or numpy are missing (`launch/common.sh` installs numpy).
+    /// Runs `script` (python3 with numpy, `VLTestSupport.PythonReference`) on `input`, given as JSON in
+    /// its first argument, and returns the JSON it prints.
     func numpy(_ script: String, input: Any) throws -> [String: Any] {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        guard let python = path.split(separator: ":").map({ "\($0)/python3" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw XCTSkip("python3 not on PATH")
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = ["-c", script]
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        stdin.fileHandleForWriting.write(try JSONSerialization.data(withJSONObject: input))
-        try stdin.fileHandleForWriting.close()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        if err.contains("No module named 'numpy'") { throw XCTSkip("numpy not installed (launch/common.sh installs it)") }
-        XCTAssertEqual(process.terminationStatus, 0, err)
-        return try XCTUnwrap(JSONSerialization.jsonObject(with: out) as? [String: Any], err)
+        let argument = String(decoding: try JSONSerialization.data(withJSONObject: input), as: UTF8.self)
+        let out = try PythonReference.run(script, arguments: [argument])
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], out)
     }
 
     /// Written from the definitions, not from VLSeg's code: foreground = sigmoid(logit) > p and
@@ -38,7 +22,7 @@ final class MetricsReferenceTests: XCTestCase {
     static let reference = """
         import json, sys
         import numpy as np
-        spec = json.load(sys.stdin)
+        spec = json.loads(sys.argv[1])
         p = spec["threshold"]
         dice, iou = [], []
         inter = pred_sum = truth_sum = union = 0
@@ -141,7 +125,7 @@ final class MetricsReferenceTests: XCTestCase {
         let script = """
             import json, sys
             import numpy as np
-            spec = json.load(sys.stdin)
+            spec = json.loads(sys.argv[1])
             h, w, H, W = spec["h"], spec["w"], spec["H"], spec["W"]
             x = np.asarray(spec["logits"], dtype=np.float32).reshape(h, w) > 0
             sy = np.float32(h) / np.float32(H); sx = np.float32(w) / np.float32(W)
