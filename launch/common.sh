@@ -29,9 +29,9 @@ vlseg_setup() {
 }
 
 # Python packages the tests use as independent references (Pillow's resize, transformers' image
-# processor and model directories, scikit-image's sample photos, numpy's computation of Dice and IoU), pinned. Installed only for the tests:
-# training and the demo need none of them. torch is its CPU build, which these machines keep as a
-# local wheel that pip's find-links (/etc/pip.conf) serves.
+# processor and model directories, scikit-image's sample photos, numpy's computation of Dice and IoU),
+# pinned. Installed only for the tests: training and the demo need none of them. torch is its CPU
+# build, which these machines keep as a local wheel that pip's find-links (/etc/pip.conf) serves.
 VLSEG_TEST_PYTHON_PACKAGES=(pillow==11.0.0 numpy==1.26.4 transformers==4.46.3 scikit-image==0.24.0 "torch==2.13.0+cpu" tensorboard==2.18.0)
 
 # Installs the test references; idempotent (pip finds pinned versions already there without a download).
