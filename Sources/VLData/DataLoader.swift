@@ -238,9 +238,9 @@ public final class DataLoader: @unchecked Sendable {
             do {
                 let info: SampleInfo
                 do {
-                    info = try prepare(index: index, epoch: cursor.epoch,
-                                       pixels: pixels.mutablePointer + slot * 3 * plane,
-                                       mask: masks.mutablePointer + slot * plane)
+                    info = try withTensorPointers(writing: pixels, masks) { pp, pm in
+                        try prepare(index: index, epoch: cursor.epoch, pixels: pp + slot * 3 * plane, mask: pm + slot * plane)
+                    }
                 } catch let error as DataError {
                     throw error
                 } catch {
@@ -261,9 +261,11 @@ public final class DataLoader: @unchecked Sendable {
             // Close the gaps left by skipped samples (rare: only under on_error skip).
             pixelValues = Tensor(uninitialized: [kept.count, 3, side, side])
             maskValues = Tensor(uninitialized: [kept.count, side, side])
-            for (to, from) in kept.enumerated() {
-                (pixelValues.mutablePointer + to * 3 * plane).update(from: pixels.pointer + from * 3 * plane, count: 3 * plane)
-                (maskValues.mutablePointer + to * plane).update(from: masks.pointer + from * plane, count: plane)
+            withTensorPointers(writing: pixelValues, maskValues, reading: pixels, masks) { toPixels, toMasks, fromPixels, fromMasks in
+                for (to, from) in kept.enumerated() {
+                    (toPixels + to * 3 * plane).update(from: fromPixels + from * 3 * plane, count: 3 * plane)
+                    (toMasks + to * plane).update(from: fromMasks + from * plane, count: plane)
+                }
             }
         }
         let keptIndices = kept.map { indices[$0] }

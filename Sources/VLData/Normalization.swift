@@ -91,7 +91,7 @@ extension RGBImage {
     /// The normalised image as a [3, height, width] tensor.
     public func normalizedTensor(_ n: Normalization) -> Tensor {
         let t = Tensor(uninitialized: [3, height, width])
-        normalize(n, into: t.mutablePointer)
+        t.withUnsafeMutablePointer { normalize(n, into: $0) }
         return t
     }
 }

@@ -141,13 +141,15 @@ public final class ParameterStore: @unchecked Sendable {
             for b in name.utf8 { mix(UInt64(b)) }
             for d in t.shape { mix(UInt64(d)) }
             // Word-wise: two floats per step keeps hashing a 600 MB model well under a second.
-            t.pointer.withMemoryRebound(to: UInt32.self, capacity: t.count) { p in
-                var i = 0
-                while i + 1 < t.count {
-                    mix(UInt64(p[i]) | UInt64(p[i + 1]) << 32)
-                    i += 2
+            t.withUnsafePointer { floats in
+                floats.withMemoryRebound(to: UInt32.self, capacity: t.count) { p in
+                    var i = 0
+                    while i + 1 < t.count {
+                        mix(UInt64(p[i]) | UInt64(p[i + 1]) << 32)
+                        i += 2
+                    }
+                    if i < t.count { mix(UInt64(p[i])) }
                 }
-                if i < t.count { mix(UInt64(p[i])) }
             }
             total += t.count
         }

@@ -203,13 +203,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
             return Tensor(storage: TensorStorage(borrowing: p, count: n, owner: file, readOnly: true), shape: e.shape)
         }
         let out = Tensor(uninitialized: e.shape)
-        let o = out.mutablePointer
-        switch e.dtype {
-        case .f32: for i in 0..<n { o[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-        case .f64: for i in 0..<n { o[i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
-        case .f16: for i in 0..<n { o[i] = halfToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
-        case .bf16: for i in 0..<n { o[i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
-        default: break
+        out.withUnsafeMutablePointer { o in
+            switch e.dtype {
+            case .f32: for i in 0..<n { o[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            case .f64: for i in 0..<n { o[i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+            case .f16: for i in 0..<n { o[i] = halfToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            case .bf16: for i in 0..<n { o[i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+            default: break
+            }
         }
         return out
     }
@@ -319,7 +320,7 @@ public struct SafeTensorsWriter {
         for (_, payload) in items {
             switch payload {
             case let .float32(t):
-                out.append(UnsafeBufferPointer(start: t.pointer, count: t.count))
+                t.withUnsafeBufferPointer { out.append($0) }
             case let .int64(_, v):
                 let ints = v.map { Int64($0).littleEndian }
                 ints.withUnsafeBufferPointer { out.append($0) }

@@ -51,7 +51,7 @@ public final class GradNode: @unchecked Sendable {
     /// Forgets the leaf's gradient (a bound buffer is zeroed instead).
     public func clearGradient() {
         if let bound = boundGradient {
-            bound.mutablePointer.update(repeating: 0, count: bound.count)
+            bound.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         } else {
             leafGradient = nil
         }

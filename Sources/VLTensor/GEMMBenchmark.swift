@@ -55,11 +55,13 @@ public enum GEMMBenchmark {
         let b = Tensor.randomUniform([shape.batch, shape.k * shape.n], low: -1, high: 1, generator: &rng)
         let c = Tensor(zeros: [shape.batch, shape.m, shape.n])
         func run() {
-            for i in 0..<shape.batch {
-                BLAS.sgemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
-                           a: a.pointer + i * shape.m * shape.k, lda: shape.transposeA ? shape.m : shape.k,
-                           b: b.pointer + i * shape.k * shape.n, ldb: shape.transposeB ? shape.k : shape.n,
-                           c: c.mutablePointer + i * shape.m * shape.n, ldc: shape.n)
+            withTensorPointers(writing: c, reading: a, b) { pc, pa, pb in
+                for i in 0..<shape.batch {
+                    BLAS.sgemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
+                               a: pa + i * shape.m * shape.k, lda: shape.transposeA ? shape.m : shape.k,
+                               b: pb + i * shape.k * shape.n, ldb: shape.transposeB ? shape.k : shape.n,
+                               c: pc + i * shape.m * shape.n, ldc: shape.n)
+                }
             }
         }
         return shape.flops / bestSeconds(minSeconds: minSeconds, run) / 1e9

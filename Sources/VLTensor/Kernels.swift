@@ -7,9 +7,10 @@ public enum Kernels {
     /// dst += src, element by element (same element count).
     public static func addInPlace(_ dst: Tensor, _ src: Tensor) {
         precondition(dst.count == src.count, "addInPlace of \(src.shape) into \(dst.shape)")
-        let d = dst.mutablePointer, s = src.pointer
-        parallelFor(dst.count) { r in
-            for i in r { d[i] += s[i] }
+        withTensorPointers(writing: dst, reading: src) { d, s in
+            parallelFor(dst.count) { r in
+                for i in r { d[i] += s[i] }
+            }
         }
     }
 
@@ -17,9 +18,10 @@ public enum Kernels {
     public static func sum(_ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.count == b.count)
         let out = Tensor(uninitialized: a.shape)
-        let o = out.mutablePointer, pa = a.pointer, pb = b.pointer
-        parallelFor(a.count) { r in
-            for i in r { o[i] = pa[i] + pb[i] }
+        withTensorPointers(writing: out, reading: a, b) { o, pa, pb in
+            parallelFor(a.count) { r in
+                for i in r { o[i] = pa[i] + pb[i] }
+            }
         }
         return out
     }
@@ -27,9 +29,10 @@ public enum Kernels {
     /// alpha * x.
     public static func scaled(_ x: Tensor, _ alpha: Float) -> Tensor {
         let out = Tensor(uninitialized: x.shape)
-        let o = out.mutablePointer, p = x.pointer
-        parallelFor(x.count) { r in
-            for i in r { o[i] = alpha * p[i] }
+        withTensorPointers(writing: out, reading: x) { o, p in
+            parallelFor(x.count) { r in
+                for i in r { o[i] = alpha * p[i] }
+            }
         }
         return out
     }
@@ -80,31 +83,32 @@ public enum Kernels {
         }
         let out = Tensor(uninitialized: outShape)
         let p = plan(outShape: outShape, operands: [a.shape, b.shape])
-        let o = out.mutablePointer, pa = a.pointer, pb = b.pointer
         let inner = p.shape[p.shape.count - 1]
         let sa = p.strides[0].last!, sb = p.strides[1].last!
         let outerShape = Array(p.shape.dropLast())
         let outerA = Array(p.strides[0].dropLast()), outerB = Array(p.strides[1].dropLast())
         let rows = shapeElementCount(outerShape)
-        if rows == 1 {
-            // One long row (same shapes, or a scalar operand): split the row itself across threads.
-            parallelFor(inner, grain: 32768) { r in
-                binaryRow(o + r.lowerBound, pa + r.lowerBound * sa, sa, pb + r.lowerBound * sb, sb, r.count, op)
-            }
-            return out
-        }
-        parallelFor(rows, grain: max(1, 16384 / max(inner, 1))) { range in
-            for row in range {
-                var rem = row, offA = 0, offB = 0
-                var d = outerShape.count - 1
-                while d >= 0 {
-                    let idx = rem % outerShape[d]
-                    rem /= outerShape[d]
-                    offA += idx * outerA[d]
-                    offB += idx * outerB[d]
-                    d -= 1
+        withTensorPointers(writing: out, reading: a, b) { o, pa, pb in
+            if rows == 1 {
+                // One long row (same shapes, or a scalar operand): split the row itself across threads.
+                parallelFor(inner, grain: 32768) { r in
+                    binaryRow(o + r.lowerBound, pa + r.lowerBound * sa, sa, pb + r.lowerBound * sb, sb, r.count, op)
                 }
-                binaryRow(o + row * inner, pa + offA, sa, pb + offB, sb, inner, op)
+                return
+            }
+            parallelFor(rows, grain: max(1, 16384 / max(inner, 1))) { range in
+                for row in range {
+                    var rem = row, offA = 0, offB = 0
+                    var d = outerShape.count - 1
+                    while d >= 0 {
+                        let idx = rem % outerShape[d]
+                        rem /= outerShape[d]
+                        offA += idx * outerA[d]
+                        offB += idx * outerB[d]
+                        d -= 1
+                    }
+                    binaryRow(o + row * inner, pa + offA, sa, pb + offB, sb, inner, op)
+                }
             }
         }
         return out
@@ -145,21 +149,22 @@ public enum Kernels {
         precondition(broadcastShapes(x.shape, shape) == shape, "cannot broadcast \(x.shape) to \(shape)")
         let out = Tensor(uninitialized: shape)
         let p = plan(outShape: shape, operands: [x.shape])
-        let o = out.mutablePointer, px = x.pointer
         let inner = p.shape[p.shape.count - 1], sx = p.strides[0].last!
         let outerShape = Array(p.shape.dropLast()), outerX = Array(p.strides[0].dropLast())
         let rows = shapeElementCount(outerShape)
-        parallelFor(rows, grain: max(1, 16384 / max(inner, 1))) { range in
-            for row in range {
-                var rem = row, off = 0
-                var d = outerShape.count - 1
-                while d >= 0 {
-                    off += (rem % outerShape[d]) * outerX[d]
-                    rem /= outerShape[d]
-                    d -= 1
+        withTensorPointers(writing: out, reading: x) { o, px in
+            parallelFor(rows, grain: max(1, 16384 / max(inner, 1))) { range in
+                for row in range {
+                    var rem = row, off = 0
+                    var d = outerShape.count - 1
+                    while d >= 0 {
+                        off += (rem % outerShape[d]) * outerX[d]
+                        rem /= outerShape[d]
+                        d -= 1
+                    }
+                    let dst = o + row * inner, src = px + off
+                    if sx == 1 { dst.update(from: src, count: inner) } else { dst.update(repeating: src[0], count: inner) }
                 }
-                let dst = o + row * inner, src = px + off
-                if sx == 1 { dst.update(from: src, count: inner) } else { dst.update(repeating: src[0], count: inner) }
             }
         }
         return out
@@ -171,29 +176,30 @@ public enum Kernels {
         precondition(broadcastShapes(shape, x.shape) == x.shape, "cannot reduce \(x.shape) to \(shape)")
         let out = Tensor(zeros: shape)
         let p = plan(outShape: x.shape, operands: [x.shape, shape])
-        let o = out.mutablePointer, px = x.pointer
         let inner = p.shape[p.shape.count - 1]
         let so = p.strides[1].last!
         let outerShape = Array(p.shape.dropLast())
         let outerX = Array(p.strides[0].dropLast()), outerO = Array(p.strides[1].dropLast())
         let rows = shapeElementCount(outerShape)
-        for row in 0..<rows {
-            var rem = row, offX = 0, offO = 0
-            var d = outerShape.count - 1
-            while d >= 0 {
-                let idx = rem % outerShape[d]
-                rem /= outerShape[d]
-                offX += idx * outerX[d]
-                offO += idx * outerO[d]
-                d -= 1
-            }
-            let src = px + offX, dst = o + offO
-            if so == 1 {
-                for i in 0..<inner { dst[i] += src[i] }
-            } else {
-                var s: Float = 0
-                for i in 0..<inner { s += src[i] }
-                dst[0] += s
+        withTensorPointers(writing: out, reading: x) { o, px in
+            for row in 0..<rows {
+                var rem = row, offX = 0, offO = 0
+                var d = outerShape.count - 1
+                while d >= 0 {
+                    let idx = rem % outerShape[d]
+                    rem /= outerShape[d]
+                    offX += idx * outerX[d]
+                    offO += idx * outerO[d]
+                    d -= 1
+                }
+                let src = px + offX, dst = o + offO
+                if so == 1 {
+                    for i in 0..<inner { dst[i] += src[i] }
+                } else {
+                    var s: Float = 0
+                    for i in 0..<inner { s += src[i] }
+                    dst[0] += s
+                }
             }
         }
         return out
@@ -205,30 +211,31 @@ public enum Kernels {
         var shape = x.shape
         shape[axis] = 1
         let out = Tensor(zeros: shape)
-        let o = out.mutablePointer, p = x.pointer
-        if outer == 1 && inner > 1 {
-            // Column sums of one [n, inner] matrix (a bias gradient): threads take column blocks,
-            // each summing its columns over all rows in row order.
-            parallelFor(inner, grain: max(64, 16384 / max(n, 1))) { cols in
-                for j in 0..<n {
-                    let src = p + j * inner
-                    for i in cols { o[i] += src[i] }
-                }
-            }
-            return out
-        }
-        parallelFor(outer, grain: max(1, 16384 / max(n * inner, 1))) { range in
-            for a in range {
-                let dst = o + a * inner
-                if inner == 1 {
-                    var s: Float = 0
-                    let src = p + a * n
-                    for i in 0..<n { s += src[i] }
-                    dst[0] = s
-                } else {
+        withTensorPointers(writing: out, reading: x) { o, p in
+            if outer == 1 && inner > 1 {
+                // Column sums of one [n, inner] matrix (a bias gradient): threads take column blocks,
+                // each summing its columns over all rows in row order.
+                parallelFor(inner, grain: max(64, 16384 / max(n, 1))) { cols in
                     for j in 0..<n {
-                        let src = p + (a * n + j) * inner
-                        for i in 0..<inner { dst[i] += src[i] }
+                        let src = p + j * inner
+                        for i in cols { o[i] += src[i] }
+                    }
+                }
+                return
+            }
+            parallelFor(outer, grain: max(1, 16384 / max(n * inner, 1))) { range in
+                for a in range {
+                    let dst = o + a * inner
+                    if inner == 1 {
+                        var s: Float = 0
+                        let src = p + a * n
+                        for i in 0..<n { s += src[i] }
+                        dst[0] = s
+                    } else {
+                        for j in 0..<n {
+                            let src = p + (a * n + j) * inner
+                            for i in 0..<inner { dst[i] += src[i] }
+                        }
                     }
                 }
             }
@@ -258,19 +265,20 @@ public enum Kernels {
         let inner = shape.last!, innerStride = src.last!
         let outerShape = Array(shape.dropLast()), outerSrc = Array(src.dropLast())
         let rows = shapeElementCount(outerShape)
-        let o = out.mutablePointer, p = x.pointer
-        parallelFor(rows, grain: max(1, 16384 / max(inner, 1))) { range in
-            for row in range {
-                var rem = row, off = 0
-                var d = outerShape.count - 1
-                while d >= 0 {
-                    off += (rem % outerShape[d]) * outerSrc[d]
-                    rem /= outerShape[d]
-                    d -= 1
-                }
-                let dst = o + row * inner, s = p + off
-                if innerStride == 1 { dst.update(from: s, count: inner) } else {
-                    for k in 0..<inner { dst[k] = s[k * innerStride] }
+        withTensorPointers(writing: out, reading: x) { o, p in
+            parallelFor(rows, grain: max(1, 16384 / max(inner, 1))) { range in
+                for row in range {
+                    var rem = row, off = 0
+                    var d = outerShape.count - 1
+                    while d >= 0 {
+                        off += (rem % outerShape[d]) * outerSrc[d]
+                        rem /= outerShape[d]
+                        d -= 1
+                    }
+                    let dst = o + row * inner, s = p + off
+                    if innerStride == 1 { dst.update(from: s, count: inner) } else {
+                        for k in 0..<inner { dst[k] = s[k * innerStride] }
+                    }
                 }
             }
         }

@@ -24,51 +24,59 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
     let out = Tensor(uninitialized: q.shape)
     let recording = Tensor.willRecord(q, k, v)
     let lse = recording ? Tensor(uninitialized: [b, heads, tq]) : nil
-    let mask = keyMask?.pointer
     let workers = HeadParallel.workers(heads: b * heads)
     let scratch = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
 
-    HeadParallel.run(b * heads, workers: workers) { pair, worker, innerParallel in
-        let bi = pair / heads, h = pair % heads
-        let ps = scratch[worker].mutablePointer
-        let qb = q.pointer + bi * tq * e + h * dh
-        let kb = k.pointer + bi * tk * e + h * dh
-        let vb = v.pointer + bi * tk * e + h * dh
-        BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
-                         a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk, parallel: innerParallel)
-        let lseRow = lse.map { $0.mutablePointer + (bi * heads + h) * tq }
-        applyMasksAndSoftmax(ps, rows: tq, cols: tk, causal: causal, keyMask: mask.map { $0 + bi * tk }, lse: lseRow,
-                             parallel: innerParallel)
-        BF16GEMM.product(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
-                         a: ps, lda: tk, b: vb, ldb: e, c: out.mutablePointer + bi * tq * e + h * dh, ldc: e, parallel: innerParallel)
+    withTensorPointers(writing: out, reading: q, k, v) { po, pq, pk, pv in
+        keyMask.withUnsafePointerIfPresent { mask in
+            lse.withUnsafeMutablePointerIfPresent { plse in
+                HeadParallel.run(b * heads, workers: workers) { pair, worker, innerParallel in
+                    let bi = pair / heads, h = pair % heads
+                    let qb = pq + bi * tq * e + h * dh
+                    let kb = pk + bi * tk * e + h * dh
+                    let vb = pv + bi * tk * e + h * dh
+                    scratch[worker].withUnsafeMutablePointer { ps in
+                        BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
+                                         a: qb, lda: e, b: kb, ldb: e, c: ps, ldc: tk, parallel: innerParallel)
+                        let lseRow = plse.map { $0 + (bi * heads + h) * tq }
+                        applyMasksAndSoftmax(ps, rows: tq, cols: tk, causal: causal, keyMask: mask.map { $0 + bi * tk }, lse: lseRow,
+                                             parallel: innerParallel)
+                        BF16GEMM.product(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
+                                         a: ps, lda: tk, b: vb, ldb: e, c: po + bi * tq * e + h * dh, ldc: e, parallel: innerParallel)
+                    }
+                }
+            }
+        }
     }
     guard recording, let lse else { return Tensor.unrecorded(out, name: "attention") }
     let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
-    // Keep the mask's storage alive for backward (a raw pointer alone would dangle).
+    // The backward closure holds the mask tensor itself: it reads the mask long after this
+    // function returned.
     let savedMask = keyMask?.detached()
     return Tensor.record(out, inputs: [q, k, v], name: "attention") { g, needs in
-        let mask = savedMask?.pointer
         // Every head writes its whole slice of each gradient asked for (sgemm with beta 0): no zeroing.
         let gq = Tensor(uninitialized: q.shape), gk = Tensor(uninitialized: k.shape), gv = Tensor(uninitialized: v.shape)
         let workers = HeadParallel.workers(heads: b * heads)
         let scratchP = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
         let scratchDP = (0..<workers).map { _ in Tensor(uninitialized: [tq, tk]) }
         let scratchDot = (0..<workers).map { _ in Tensor(uninitialized: [tq]) }
+        withTensorPointers(writing: gq, gk, gv, reading: qs, ks, vs, os) { pgq, pgk, pgv, pqs, pks, pvs, pos in
+        withTensorPointers(reading: g, lse) { pg, plse in
+        savedMask.withUnsafePointerIfPresent { mask in
         HeadParallel.run(b * heads, workers: workers) { pair, worker, innerParallel in
+        withTensorPointers(writing: scratchP[worker], scratchDP[worker], scratchDot[worker]) { pp, pdp, pd in
             let bi = pair / heads, h = pair % heads
-            let pp = scratchP[worker].mutablePointer, pdp = scratchDP[worker].mutablePointer
-            let pd = scratchDot[worker].mutablePointer
             let off = h * dh
-            let qb = qs.pointer + bi * tq * e + off, kb = ks.pointer + bi * tk * e + off
-            let vb = vs.pointer + bi * tk * e + off, ob = os.pointer + bi * tq * e + off
-            let gb = g.pointer + bi * tq * e + off
+            let qb = pqs + bi * tq * e + off, kb = pks + bi * tk * e + off
+            let vb = pvs + bi * tk * e + off, ob = pos + bi * tq * e + off
+            let gb = pg + bi * tq * e + off
             let rows = { (body: @escaping (Range<Int>) -> Void) in
                 if innerParallel { parallelFor(tq, grain: max(1, 4096 / max(tk, 1)), body) } else { body(0..<tq) }
             }
             // Recompute P = exp(S - lse), masked entries exactly 0.
             BF16GEMM.product(transposeA: false, transposeB: true, m: tq, n: tk, k: dh, alpha: alpha,
                              a: qb, lda: e, b: kb, ldb: e, c: pp, ldc: tk, parallel: innerParallel)
-            let lrow = lse.pointer + (bi * heads + h) * tq
+            let lrow = plse + (bi * heads + h) * tq
             let mrow = mask.map { $0 + bi * tk }
             rows { range in
                 for i in range {
@@ -84,7 +92,7 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
             }
             if needs[2] {  // dV = Pᵀ dO
                 BF16GEMM.product(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
-                                 a: pp, lda: tk, b: gb, ldb: e, c: gv.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
+                                 a: pp, lda: tk, b: gb, ldb: e, c: pgv + bi * tk * e + off, ldc: e, parallel: innerParallel)
             }
             guard needs[0] || needs[1] else { return }
             // dP = dO Vᵀ ; dS = P * (dP - rowsum(dO * O)) * scale
@@ -103,12 +111,16 @@ public func multiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, 
             }
             if needs[0] {  // dQ = dS K
                 BF16GEMM.product(transposeA: false, transposeB: false, m: tq, n: dh, k: tk,
-                                 a: pdp, lda: tk, b: kb, ldb: e, c: gq.mutablePointer + bi * tq * e + off, ldc: e, parallel: innerParallel)
+                                 a: pdp, lda: tk, b: kb, ldb: e, c: pgq + bi * tq * e + off, ldc: e, parallel: innerParallel)
             }
             if needs[1] {  // dK = dSᵀ Q
                 BF16GEMM.product(transposeA: true, transposeB: false, m: tk, n: dh, k: tq,
-                                 a: pdp, lda: tk, b: qb, ldb: e, c: gk.mutablePointer + bi * tk * e + off, ldc: e, parallel: innerParallel)
+                                 a: pdp, lda: tk, b: qb, ldb: e, c: pgk + bi * tk * e + off, ldc: e, parallel: innerParallel)
             }
+        }
+        }
+        }
+        }
         }
         return [needs[0] ? gq : nil, needs[1] ? gk : nil, needs[2] ? gv : nil]
     }

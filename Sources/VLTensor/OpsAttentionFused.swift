@@ -52,13 +52,14 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
     let lse = recording ? Tensor(uninitialized: [b, heads, tq]) : nil
     let workFloats = Int(vlseg_attention_work_floats(tk, dh))
 
-    /// The kernel's view of (batch item, head) `pair`.
-    func head(_ pair: Int, _ q: Tensor, _ k: Tensor, _ v: Tensor, _ mask: Tensor?) -> vlseg_attention_head {
+    /// The kernel's view of (batch item, head) `pair`, from the first elements of q, k, v and the mask.
+    func head(_ pair: Int, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
+              _ mask: UnsafePointer<Float>?) -> vlseg_attention_head {
         let bi = pair / heads, off = (pair % heads) * dh
         return vlseg_attention_head(
-            q: q.pointer + bi * tq * e + off, k: k.pointer + bi * tk * e + off, v: v.pointer + bi * tk * e + off,
+            q: q + bi * tq * e + off, k: k + bi * tk * e + off, v: v + bi * tk * e + off,
             ldq: e, ldk: e, ldv: e, tq: tq, tk: tk, dh: dh, scale: alpha, causal: causal ? 1 : 0,
-            key_mask: mask.map { $0.pointer + bi * tk })
+            key_mask: mask.map { $0 + bi * tk })
     }
     /// Offset of `pair`'s first query row in an output laid out like q.
     func queryOffset(_ pair: Int) -> Int { (pair / heads) * tq * e + (pair % heads) * dh }
@@ -66,10 +67,15 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
 
     let product = 2 * Double(tq) * Double(tk) * Double(dh) * Double(b * heads)
     BLAS.addFlops(2 * product)  // scores and values
-    eachHead(b * heads, workFloats: workFloats) { pair, work in
-        var h = head(pair, q, k, v, keyMask)
-        vlseg_attention_forward(&h, out.mutablePointer + queryOffset(pair), e,
-                                lse.map { $0.mutablePointer + pair * tq }, work)
+    withTensorPointers(writing: out, reading: q, k, v) { po, pq, pk, pv in
+        keyMask.withUnsafePointerIfPresent { mask in
+            lse.withUnsafeMutablePointerIfPresent { plse in
+                eachHead(b * heads, workFloats: workFloats) { pair, work in
+                    var h = head(pair, pq, pk, pv, mask)
+                    vlseg_attention_forward(&h, po + queryOffset(pair), e, plse.map { $0 + pair * tq }, work)
+                }
+            }
+        }
     }
     guard recording, let lse else { return Tensor.unrecorded(out, name: "attention") }
     let qs = q.detached(), ks = k.detached(), vs = v.detached(), os = out.detached()
@@ -82,13 +88,25 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
         // Recomputed scores, then dV, dP (for dQ or dK), dQ, dK as asked.
         let products = 1 + (needs[2] ? 1 : 0) + (needs[0] || needs[1] ? 1 : 0) + (needs[0] ? 1 : 0) + (needs[1] ? 1 : 0)
         BLAS.addFlops(Double(products) * product)
-        eachHead(b * heads, workFloats: workFloats) { pair, work in
-            var h = head(pair, qs, ks, vs, savedMask)
-            vlseg_attention_backward(&h, os.pointer + queryOffset(pair), e, g.pointer + queryOffset(pair), e,
-                                     lse.pointer + pair * tq,
-                                     gq.map { $0.mutablePointer + queryOffset(pair) }, e,
-                                     gk.map { $0.mutablePointer + keyOffset(pair) }, e,
-                                     gv.map { $0.mutablePointer + keyOffset(pair) }, e, work)
+        withTensorPointers(reading: qs, ks, vs, os) { pq, pk, pv, po in
+        withTensorPointers(reading: g, lse) { pg, plse in
+        savedMask.withUnsafePointerIfPresent { mask in
+        gq.withUnsafeMutablePointerIfPresent { pgq in
+        gk.withUnsafeMutablePointerIfPresent { pgk in
+        gv.withUnsafeMutablePointerIfPresent { pgv in
+            eachHead(b * heads, workFloats: workFloats) { pair, work in
+                var h = head(pair, pq, pk, pv, mask)
+                vlseg_attention_backward(&h, po + queryOffset(pair), e, pg + queryOffset(pair), e,
+                                         plse + pair * tq,
+                                         pgq.map { $0 + queryOffset(pair) }, e,
+                                         pgk.map { $0 + keyOffset(pair) }, e,
+                                         pgv.map { $0 + keyOffset(pair) }, e, work)
+            }
+        }
+        }
+        }
+        }
+        }
         }
         return [gq, gk, gv]
     }
@@ -99,6 +117,7 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
 private func eachHead(_ count: Int, workFloats: Int, _ body: (_ pair: Int, _ work: UnsafeMutablePointer<Float>) -> Void) {
     let workers = max(1, min(ComputeThreads.count, count))
     let scratch = Tensor(uninitialized: [workers, max(workFloats, 1)])
-    let base = scratch.mutablePointer
-    HeadParallel.run(count, workers: workers) { pair, worker, _ in body(pair, base + worker * workFloats) }
+    scratch.withUnsafeMutablePointer { base in
+        HeadParallel.run(count, workers: workers) { pair, worker, _ in body(pair, base + worker * workFloats) }
+    }
 }

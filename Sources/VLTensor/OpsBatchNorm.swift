@@ -16,19 +16,21 @@ public func batchNormInference(_ x: Tensor, runningMean: Tensor, runningVar: Ten
     if let bias { precondition(bias.count == channels, "batchNormInference: bias \(bias.shape) for \(channels) channels") }
 
     // Folded per channel once, in double so a tiny variance plus eps keeps its precision.
-    let pm = runningMean.pointer, pv = runningVar.pointer
-    let invStd: [Float] = (0..<channels).map { Float(1 / (Double(pv[$0]) + Double(eps)).squareRoot()) }
-    let mean: [Float] = (0..<channels).map { pm[$0] }
-    let scale: [Float] = (0..<channels).map { c in invStd[c] * (weight.map { $0.pointer[c] } ?? 1) }
-    let shift: [Float] = (0..<channels).map { c in (bias.map { $0.pointer[c] } ?? 0) - mean[c] * scale[c] }
+    let variance = runningVar.scalars
+    let invStd: [Float] = (0..<channels).map { Float(1 / (Double(variance[$0]) + Double(eps)).squareRoot()) }
+    let mean = runningMean.scalars
+    let weights = weight?.scalars, biases = bias?.scalars
+    let scale: [Float] = (0..<channels).map { c in invStd[c] * (weights?[c] ?? 1) }
+    let shift: [Float] = (0..<channels).map { c in (biases?[c] ?? 0) - mean[c] * scale[c] }
 
     let out = Tensor(uninitialized: x.shape)
-    let o = out.mutablePointer, p = x.pointer
-    parallelFor(batch * channels, grain: max(1, 16384 / max(inner, 1))) { range in
-        for plane in range {
-            let a = scale[plane % channels], s = shift[plane % channels]
-            let src = p + plane * inner, dst = o + plane * inner
-            for k in 0..<inner { dst[k] = src[k] * a + s }
+    withTensorPointers(writing: out, reading: x) { o, p in
+        parallelFor(batch * channels, grain: max(1, 16384 / max(inner, 1))) { range in
+            for plane in range {
+                let a = scale[plane % channels], s = shift[plane % channels]
+                let src = p + plane * inner, dst = o + plane * inner
+                for k in 0..<inner { dst[k] = src[k] * a + s }
+            }
         }
     }
 
@@ -42,15 +44,15 @@ public func batchNormInference(_ x: Tensor, runningMean: Tensor, runningVar: Ten
     let xShape = x.shape, inputCount = inputs.count
     return Tensor.record(out, inputs: inputs, name: "batch_norm_inference") { g, needs in
         var grads = [Tensor?](repeating: nil, count: inputCount)
-        let pg = g.pointer
         if needs[0] {
             let t = Tensor(uninitialized: xShape)
-            let o = t.mutablePointer
-            parallelFor(batch * channels, grain: max(1, 16384 / max(inner, 1))) { range in
-                for plane in range {
-                    let a = scale[plane % channels]
-                    let src = pg + plane * inner, dst = o + plane * inner
-                    for k in 0..<inner { dst[k] = src[k] * a }
+            withTensorPointers(writing: t, reading: g) { o, pg in
+                parallelFor(batch * channels, grain: max(1, 16384 / max(inner, 1))) { range in
+                    for plane in range {
+                        let a = scale[plane % channels]
+                        let src = pg + plane * inner, dst = o + plane * inner
+                        for k in 0..<inner { dst[k] = src[k] * a }
+                    }
                 }
             }
             grads[0] = t
@@ -58,18 +60,19 @@ public func batchNormInference(_ x: Tensor, runningMean: Tensor, runningVar: Ten
         if let wi = weightIndex, needs[wi], let savedX {
             // dweight[c] = sum g * xhat, xhat = (x - mean) * invStd.
             let t = Tensor(uninitialized: [channels])
-            let o = t.mutablePointer, px = savedX.pointer
-            parallelFor(channels, grain: max(1, 16384 / max(batch * inner, 1))) { range in
-                for c in range {
-                    let m = mean[c]
-                    var total: Float = 0
-                    for b in 0..<batch {
-                        let gs = pg + (b * channels + c) * inner, xs = px + (b * channels + c) * inner
-                        var s: Float = 0
-                        for k in 0..<inner { s += gs[k] * (xs[k] - m) }
-                        total += s
+            withTensorPointers(writing: t, reading: g, savedX) { o, pg, px in
+                parallelFor(channels, grain: max(1, 16384 / max(batch * inner, 1))) { range in
+                    for c in range {
+                        let m = mean[c]
+                        var total: Float = 0
+                        for b in 0..<batch {
+                            let gs = pg + (b * channels + c) * inner, xs = px + (b * channels + c) * inner
+                            var s: Float = 0
+                            for k in 0..<inner { s += gs[k] * (xs[k] - m) }
+                            total += s
+                        }
+                        o[c] = total * invStd[c]
                     }
-                    o[c] = total * invStd[c]
                 }
             }
             grads[wi] = t

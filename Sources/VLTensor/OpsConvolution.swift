@@ -140,26 +140,28 @@ struct ConvBatchPlan {
 
 /// Overwrites out[b, c, :] with bias[c] for every batch item, so a GEMM can then add with beta = 1.
 func fillChannelBias(_ out: UnsafeMutablePointer<Float>, bias: Tensor, batch: Int, channels: Int, plane: Int) {
-    let pb = bias.pointer
-    parallelFor(batch * channels, grain: max(1, 16384 / max(plane, 1))) { range in
-        for bc in range { (out + bc * plane).update(repeating: pb[bc % channels], count: plane) }
+    bias.withUnsafePointer { pb in
+        parallelFor(batch * channels, grain: max(1, 16384 / max(plane, 1))) { range in
+            for bc in range { (out + bc * plane).update(repeating: pb[bc % channels], count: plane) }
+        }
     }
 }
 
 /// Per-channel sums of g [batch, channels, plane] over batch and plane: a bias gradient.
 func channelSums(_ g: Tensor, batch: Int, channels: Int, plane: Int) -> Tensor {
     let out = Tensor(uninitialized: [channels])
-    let o = out.mutablePointer, pg = g.pointer
-    parallelFor(channels, grain: max(1, 16384 / max(batch * plane, 1))) { range in
-        for c in range {
-            var total: Float = 0
-            for b in 0..<batch {
-                let src = pg + (b * channels + c) * plane
-                var s: Float = 0
-                for k in 0..<plane { s += src[k] }
-                total += s
+    withTensorPointers(writing: out, reading: g) { o, pg in
+        parallelFor(channels, grain: max(1, 16384 / max(batch * plane, 1))) { range in
+            for c in range {
+                var total: Float = 0
+                for b in 0..<batch {
+                    let src = pg + (b * channels + c) * plane
+                    var s: Float = 0
+                    for k in 0..<plane { s += src[k] }
+                    total += s
+                }
+                o[c] = total
             }
-            o[c] = total
         }
     }
     return out
@@ -190,20 +192,23 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
 
     let plan = ConvBatchPlan(batch: batch, flopsPerImage: 2 * Double(outC) * Double(k) * Double(n))
     let y = Tensor(uninitialized: [batch, outC, outH, outW])
-    let py = y.mutablePointer
-    if let bias { fillChannelBias(py, bias: bias, batch: batch, channels: outC, plane: n) }
     // One column buffer per worker.
     let scratch = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
-    plan.forEachImage { b, _, _, worker in
-        let xb = x.pointer + b * imageCount
-        var cols = xb
-        if let scratch {
-            let buffer = scratch.mutablePointer + worker * k * n
-            geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
-            cols = UnsafePointer(buffer)
+    withTensorPointers(writing: y, reading: x, weight) { py, px, pw in
+        if let bias { fillChannelBias(py, bias: bias, batch: batch, channels: outC, plane: n) }
+        scratch.withUnsafeMutablePointerIfPresent { scratch in
+            plan.forEachImage { b, _, _, worker in
+                let xb = px + b * imageCount
+                var cols = xb
+                if let scratch {
+                    let buffer = scratch + worker * k * n
+                    geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
+                    cols = UnsafePointer(buffer)
+                }
+                BF16GEMM.product(transposeA: false, transposeB: false, m: outC, n: n, k: k,
+                                 a: pw, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n, parallel: plan.innerParallel)
+            }
         }
-        BF16GEMM.product(transposeA: false, transposeB: false, m: outC, n: n, k: k,
-                         a: weight.pointer, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n, parallel: plan.innerParallel)
     }
 
     guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv2d") }
@@ -213,34 +218,41 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
     return Tensor.record(y, inputs: inputs, name: "conv2d") { g, needs in
         var gx: Tensor? = nil, gw: Tensor? = nil, gb: Tensor? = nil
-        let pg = g.pointer
         let cols = geo.isIdentity || !(needs[0] || needs[1]) ? nil : Tensor(uninitialized: [plan.workers, k * n])
         if needs[0], let savedW {
             // dX = col2im(W^T dY), image by image.
             let t = Tensor(zeros: xShape)
-            plan.forEachImage { b, _, _, worker in
-                let dst = t.mutablePointer + b * imageCount
-                let buffer = cols.map { $0.mutablePointer + worker * k * n }
-                BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: outC,
-                                 a: savedW.pointer, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n, parallel: plan.innerParallel)
-                if let buffer { geo.col2im(buffer, accumulatingInto: dst, parallel: plan.innerParallel) }
+            withTensorPointers(writing: t, reading: g, savedW) { pt, pg, pw in
+                cols.withUnsafeMutablePointerIfPresent { cols in
+                    plan.forEachImage { b, _, _, worker in
+                        let dst = pt + b * imageCount
+                        let buffer = cols.map { $0 + worker * k * n }
+                        BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: outC,
+                                         a: pw, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n, parallel: plan.innerParallel)
+                        if let buffer { geo.col2im(buffer, accumulatingInto: dst, parallel: plan.innerParallel) }
+                    }
+                }
             }
             gx = t
         }
         if needs[1], let savedX {
             // dW = sum_b dY_b col_b^T, by slots.
             let parts = plan.gradientParts(outC * k)
-            plan.forEachImage { b, slot, first, worker in
-                let xb = savedX.pointer + b * imageCount
-                var colsP = xb
-                if let cols {
-                    let buffer = cols.mutablePointer + worker * k * n
-                    geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
-                    colsP = UnsafePointer(buffer)
+            withTensorPointers(writing: parts, reading: g, savedX) { pparts, pg, px in
+                cols.withUnsafeMutablePointerIfPresent { cols in
+                    plan.forEachImage { b, slot, first, worker in
+                        let xb = px + b * imageCount
+                        var colsP = xb
+                        if let cols {
+                            let buffer = cols + worker * k * n
+                            geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
+                            colsP = UnsafePointer(buffer)
+                        }
+                        BF16GEMM.product(transposeA: false, transposeB: true, m: outC, n: k, k: n,
+                                         a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
+                                         c: pparts + slot * outC * k, ldc: k, parallel: plan.innerParallel)
+                    }
                 }
-                BF16GEMM.product(transposeA: false, transposeB: true, m: outC, n: k, k: n,
-                                 a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
-                                 c: parts.mutablePointer + slot * outC * k, ldc: k, parallel: plan.innerParallel)
             }
             gw = plan.summedSlots(parts, shape: wShape)
         }
@@ -277,18 +289,21 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     let k = geo.colRows, n = geo.colCols, inCount = inC * n, outCount = geo.imageCount
 
     let y = bias == nil ? Tensor(zeros: [batch, outC, outH, outW]) : Tensor(uninitialized: [batch, outC, outH, outW])
-    let py = y.mutablePointer
-    if let bias { fillChannelBias(py, bias: bias, batch: batch, channels: outC, plane: outH * outW) }
     let plan = ConvBatchPlan(batch: batch, flopsPerImage: 2 * Double(k) * Double(n) * Double(inC))
     let scratch = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
-    plan.forEachImage { b, _, _, worker in
-        let yb = py + b * outCount
-        // cols = W^T X_b, then scatter-add; the identity lowering adds straight into the output.
-        let buffer = scratch.map { $0.mutablePointer + worker * k * n }
-        BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: inC,
-                         a: weight.pointer, lda: k, b: x.pointer + b * inCount, ldb: n,
-                         beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n, parallel: plan.innerParallel)
-        if let buffer { geo.col2im(buffer, accumulatingInto: yb, parallel: plan.innerParallel) }
+    withTensorPointers(writing: y, reading: x, weight) { py, px, pw in
+        if let bias { fillChannelBias(py, bias: bias, batch: batch, channels: outC, plane: outH * outW) }
+        scratch.withUnsafeMutablePointerIfPresent { scratch in
+            plan.forEachImage { b, _, _, worker in
+                let yb = py + b * outCount
+                // cols = W^T X_b, then scatter-add; the identity lowering adds straight into the output.
+                let buffer = scratch.map { $0 + worker * k * n }
+                BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: inC,
+                                 a: pw, lda: k, b: px + b * inCount, ldb: n,
+                                 beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n, parallel: plan.innerParallel)
+                if let buffer { geo.col2im(buffer, accumulatingInto: yb, parallel: plan.innerParallel) }
+            }
+        }
     }
 
     guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv_transpose2d") }
@@ -298,30 +313,41 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
     return Tensor.record(y, inputs: inputs, name: "conv_transpose2d") { g, needs in
         var gx: Tensor? = nil, gw: Tensor? = nil, gb: Tensor? = nil
-        let pg = g.pointer
         let wantX = needs[0] && savedW != nil, wantW = needs[1] && savedX != nil
         if wantX || wantW {
             let tx = wantX ? Tensor(uninitialized: xShape) : nil
             let parts = wantW ? plan.gradientParts(inC * k) : nil
             let cols = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
-            plan.forEachImage { b, slot, first, worker in
-                // Both gradients read the same gathered dY_b, so it is lowered once per item.
-                let gyb = pg + b * outCount
-                var colsP = gyb
-                if let cols {
-                    let buffer = cols.mutablePointer + worker * k * n
-                    geo.im2col(gyb, into: buffer, parallel: plan.innerParallel)
-                    colsP = UnsafePointer(buffer)
+            g.withUnsafePointer { pg in
+            savedW.withUnsafePointerIfPresent { pw in
+            savedX.withUnsafePointerIfPresent { px in
+            tx.withUnsafeMutablePointerIfPresent { ptx in
+            parts.withUnsafeMutablePointerIfPresent { pparts in
+            cols.withUnsafeMutablePointerIfPresent { cols in
+                plan.forEachImage { b, slot, first, worker in
+                    // Both gradients read the same gathered dY_b, so it is lowered once per item.
+                    let gyb = pg + b * outCount
+                    var colsP = gyb
+                    if let cols {
+                        let buffer = cols + worker * k * n
+                        geo.im2col(gyb, into: buffer, parallel: plan.innerParallel)
+                        colsP = UnsafePointer(buffer)
+                    }
+                    if let ptx, let pw {  // dX_b = W cols
+                        BF16GEMM.product(transposeA: false, transposeB: false, m: inC, n: n, k: k,
+                                         a: pw, lda: k, b: colsP, ldb: n, c: ptx + b * inCount, ldc: n, parallel: plan.innerParallel)
+                    }
+                    if let pparts, let px {  // dW += X_b cols^T, by slots
+                        BF16GEMM.product(transposeA: false, transposeB: true, m: inC, n: k, k: n,
+                                         a: px + b * inCount, lda: n, b: colsP, ldb: n,
+                                         beta: first ? 0 : 1, c: pparts + slot * inC * k, ldc: k, parallel: plan.innerParallel)
+                    }
                 }
-                if let tx, let savedW {  // dX_b = W cols
-                    BF16GEMM.product(transposeA: false, transposeB: false, m: inC, n: n, k: k,
-                                     a: savedW.pointer, lda: k, b: colsP, ldb: n, c: tx.mutablePointer + b * inCount, ldc: n, parallel: plan.innerParallel)
-                }
-                if let parts, let savedX {  // dW += X_b cols^T, by slots
-                    BF16GEMM.product(transposeA: false, transposeB: true, m: inC, n: k, k: n,
-                                     a: savedX.pointer + b * inCount, lda: n, b: colsP, ldb: n,
-                                     beta: first ? 0 : 1, c: parts.mutablePointer + slot * inC * k, ldc: k, parallel: plan.innerParallel)
-                }
+            }
+            }
+            }
+            }
+            }
             }
             gx = tx
             gw = parts.map { plan.summedSlots($0, shape: wShape) }

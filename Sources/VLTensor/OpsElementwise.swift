@@ -53,8 +53,9 @@ extension Tensor {
     /// self + constant.
     public func adding(_ c: Float) -> Tensor {
         let out = Tensor(uninitialized: shape)
-        let o = out.mutablePointer, p = pointer
-        parallelFor(count) { r in for i in r { o[i] = p[i] + c } }
+        withTensorPointers(writing: out, reading: self) { o, p in
+            parallelFor(count) { r in for i in r { o[i] = p[i] + c } }
+        }
         return Tensor.record(out, inputs: [self], name: "add_scalar") { g, _ in [g] }
     }
 
@@ -75,14 +76,17 @@ struct PointwiseFunction {
 extension Tensor {
     func pointwise(_ f: PointwiseFunction) -> Tensor {
         let out = Tensor(uninitialized: shape)
-        let o = out.mutablePointer, p = pointer, fw = f.forward
-        parallelFor(count, grain: 8192) { r in for i in r { o[i] = fw(p[i]) } }
+        let fw = f.forward
+        withTensorPointers(writing: out, reading: self) { o, p in
+            parallelFor(count, grain: 8192) { r in for i in r { o[i] = fw(p[i]) } }
+        }
         guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: f.name) }
         let x = detached(), y = out.detached(), d = f.derivative
         return Tensor.record(out, inputs: [self], name: f.name) { g, _ in
             let gx = Tensor(uninitialized: x.shape)
-            let go = gx.mutablePointer, pg = g.pointer, px = x.pointer, py = y.pointer
-            parallelFor(x.count, grain: 8192) { r in for i in r { go[i] = pg[i] * d(px[i], py[i]) } }
+            withTensorPointers(writing: gx, reading: g, x, y) { go, pg, px, py in
+                parallelFor(x.count, grain: 8192) { r in for i in r { go[i] = pg[i] * d(px[i], py[i]) } }
+            }
             return [gx]
         }
     }
@@ -91,9 +95,10 @@ extension Tensor {
     /// per-element closure) so they vectorise: ReLU runs over the widest activations of the decoders.
     public func relu() -> Tensor {
         let out = Tensor(uninitialized: shape)
-        let o = out.mutablePointer, p = pointer
-        parallelFor(count, grain: 32768) { r in
-            for i in r { o[i] = max(p[i], 0) }
+        withTensorPointers(writing: out, reading: self) { o, p in
+            parallelFor(count, grain: 32768) { r in
+                for i in r { o[i] = max(p[i], 0) }
+            }
         }
         guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: "relu") }
         let y = out.detached()
@@ -102,14 +107,16 @@ extension Tensor {
 
     public func sigmoid() -> Tensor {
         let out = Tensor(uninitialized: shape)
-        let p = pointer, o = out.mutablePointer
-        parallelFor(count, grain: 16384) { r in VectorMath.sigmoid(p + r.lowerBound, o + r.lowerBound, r.count) }
+        withTensorPointers(writing: out, reading: self) { o, p in
+            parallelFor(count, grain: 16384) { r in VectorMath.sigmoid(p + r.lowerBound, o + r.lowerBound, r.count) }
+        }
         guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: "sigmoid") }
         let y = out.detached()
         return Tensor.record(out, inputs: [self], name: "sigmoid") { g, _ in
             let gx = Tensor(uninitialized: y.shape)
-            let go = gx.mutablePointer, pg = g.pointer, py = y.pointer
-            parallelFor(y.count, grain: 16384) { r in for i in r { go[i] = pg[i] * py[i] * (1 - py[i]) } }
+            withTensorPointers(writing: gx, reading: g, y) { go, pg, py in
+                parallelFor(y.count, grain: 16384) { r in for i in r { go[i] = pg[i] * py[i] * (1 - py[i]) } }
+            }
             return [gx]
         }
     }
@@ -121,19 +128,21 @@ extension Tensor {
     /// x * sigmoid(1.702 x), CLIP's activation.
     public func quickGELU() -> Tensor {
         let out = Tensor(uninitialized: shape)
-        let p = pointer, o = out.mutablePointer
-        parallelFor(count, grain: 16384) { r in VectorMath.quickGELU(p + r.lowerBound, o + r.lowerBound, r.count) }
+        withTensorPointers(writing: out, reading: self) { o, p in
+            parallelFor(count, grain: 16384) { r in VectorMath.quickGELU(p + r.lowerBound, o + r.lowerBound, r.count) }
+        }
         guard Tensor.willRecord(self) else { return Tensor.unrecorded(out, name: "quick_gelu") }
         let x = detached()
         return Tensor.record(out, inputs: [self], name: "quick_gelu") { g, _ in
             let gx = Tensor(uninitialized: x.shape)
-            let go = gx.mutablePointer, pg = g.pointer, px = x.pointer
-            parallelFor(x.count, grain: 16384) { r in
-                // s = sigmoid(1.702 x) into the output, then d/dx = s + 1.702 x s (1 - s).
-                VectorMath.sigmoid(px + r.lowerBound, go + r.lowerBound, r.count, a: 1.702)
-                for i in r {
-                    let s = go[i]
-                    go[i] = pg[i] * (s + 1.702 * px[i] * s * (1 - s))
+            withTensorPointers(writing: gx, reading: g, x) { go, pg, px in
+                parallelFor(x.count, grain: 16384) { r in
+                    // s = sigmoid(1.702 x) into the output, then d/dx = s + 1.702 x s (1 - s).
+                    VectorMath.sigmoid(px + r.lowerBound, go + r.lowerBound, r.count, a: 1.702)
+                    for i in r {
+                        let s = go[i]
+                        go[i] = pg[i] * (s + 1.702 * px[i] * s * (1 - s))
+                    }
                 }
             }
             return [gx]

@@ -17,20 +17,21 @@ public func linearReLU(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tens
 /// g * (y > 0): ReLU's backward from its output.
 func reluBackward(_ g: Tensor, output y: Tensor) -> Tensor {
     let gx = Tensor(uninitialized: y.shape)
-    let go = gx.mutablePointer, pg = g.pointer, py = y.pointer
     // Branch-free (a select per 8 lanes): the sign pattern of activations is random, so a branch
     // per element mispredicts about half the time.
-    parallelFor(y.count, grain: 32768) { r in
-        var i = r.lowerBound
-        let zero = SIMD8<Float>(repeating: 0)
-        while i + 8 <= r.upperBound {
-            let keep = VectorMath.load(py + i) .> zero
-            VectorMath.store(zero.replacing(with: VectorMath.load(pg + i), where: keep), go + i)
-            i += 8
-        }
-        while i < r.upperBound {
-            go[i] = py[i] > 0 ? pg[i] : 0
-            i += 1
+    withTensorPointers(writing: gx, reading: g, y) { go, pg, py in
+        parallelFor(y.count, grain: 32768) { r in
+            var i = r.lowerBound
+            let zero = SIMD8<Float>(repeating: 0)
+            while i + 8 <= r.upperBound {
+                let keep = VectorMath.load(py + i) .> zero
+                VectorMath.store(zero.replacing(with: VectorMath.load(pg + i), where: keep), go + i)
+                i += 8
+            }
+            while i < r.upperBound {
+                go[i] = py[i] > 0 ? pg[i] : 0
+                i += 1
+            }
         }
     }
     return gx
@@ -43,31 +44,32 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
     let rows = x.count / max(inF, 1)
     let outShape = Array(x.shape.dropLast()) + [outF]
     let y = Tensor(uninitialized: outShape)
-    let py = y.mutablePointer
     // The bias is written first and the GEMM accumulates onto it (beta 1): no separate zeroing pass.
     let grain = max(1, 16384 / max(outF, 1))
-    if let bias {
-        let pb = bias.pointer
-        parallelFor(rows, grain: grain) { range in
-            for r in range { (py + r * outF).update(from: pb, count: outF) }
+    withTensorPointers(writing: y, reading: x, weight) { py, px, pw in
+        if let bias {
+            bias.withUnsafePointer { pb in
+                parallelFor(rows, grain: grain) { range in
+                    for r in range { (py + r * outF).update(from: pb, count: outF) }
+                }
+            }
         }
-    }
-    if BF16GEMM.suits(columns: outF) {
-        BF16GEMM.product(transposeA: false, transposeB: true, m: rows, n: outF, k: inF, a: x.pointer, lda: inF,
-                         b: weight.pointer, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
-    } else if PanelGEMM.suits(columns: outF) {
-        let wt = PanelGEMM.transposed(weight)
-        withExtendedLifetime(wt) {
-            PanelGEMM.parallelMultiply(transposeA: false, m: rows, n: outF, k: inF, a: x.pointer, lda: inF,
-                                       b: wt.pointer, ldb: outF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+        if BF16GEMM.suits(columns: outF) {
+            BF16GEMM.product(transposeA: false, transposeB: true, m: rows, n: outF, k: inF, a: px, lda: inF,
+                             b: pw, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+        } else if PanelGEMM.suits(columns: outF) {
+            PanelGEMM.transposed(weight).withUnsafePointer { pwt in
+                PanelGEMM.parallelMultiply(transposeA: false, m: rows, n: outF, k: inF, a: px, lda: inF,
+                                           b: pwt, ldb: outF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+            }
+        } else {
+            BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outF, k: inF,
+                       a: px, lda: inF, b: pw, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
         }
-    } else {
-        BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outF, k: inF,
-                   a: x.pointer, lda: inF, b: weight.pointer, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
-    }
-    if relu {
-        parallelFor(rows * outF, grain: 32768) { range in
-            for i in range { py[i] = max(py[i], 0) }
+        if relu {
+            parallelFor(rows * outF, grain: 32768) { range in
+                for i in range { py[i] = max(py[i], 0) }
+            }
         }
     }
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
@@ -77,26 +79,30 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
         let g = relu ? reluBackward(gOut, output: ys) : gOut
         var gx: Tensor? = nil, gw: Tensor? = nil, gb: Tensor? = nil
         // Both products take B untransposed, so either implementation runs them as they are.
-        if needs[0] && BF16GEMM.suits(columns: inF) {
+        if needs[0] {
             let t = Tensor(uninitialized: xShape)
-            BF16GEMM.product(transposeA: false, transposeB: false, m: rows, n: inF, k: outF, a: g.pointer, lda: outF,
-                             b: ws.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
-            gx = t
-        } else if needs[0] {
-            let t = Tensor(uninitialized: xShape)
-            PanelGEMM.product(transposeA: false, m: rows, n: inF, k: outF, a: g.pointer, lda: outF, b: ws.pointer, ldb: inF,
-                              c: t.mutablePointer, ldc: inF)
+            withTensorPointers(writing: t, reading: g, ws) { pt, pg, pw in
+                if BF16GEMM.suits(columns: inF) {
+                    BF16GEMM.product(transposeA: false, transposeB: false, m: rows, n: inF, k: outF, a: pg, lda: outF,
+                                     b: pw, ldb: inF, c: pt, ldc: inF)
+                } else {
+                    PanelGEMM.product(transposeA: false, m: rows, n: inF, k: outF, a: pg, lda: outF, b: pw, ldb: inF,
+                                      c: pt, ldc: inF)
+                }
+            }
             gx = t
         }
-        if needs[1] && BF16GEMM.suits(columns: inF) {
+        if needs[1] {
             let t = Tensor(uninitialized: [outF, inF])
-            BF16GEMM.product(transposeA: true, transposeB: false, m: outF, n: inF, k: rows, a: g.pointer, lda: outF,
-                             b: xs.pointer, ldb: inF, c: t.mutablePointer, ldc: inF)
-            gw = t
-        } else if needs[1] {
-            let t = Tensor(uninitialized: [outF, inF])
-            PanelGEMM.product(transposeA: true, m: outF, n: inF, k: rows, a: g.pointer, lda: outF, b: xs.pointer, ldb: inF,
-                              c: t.mutablePointer, ldc: inF)
+            withTensorPointers(writing: t, reading: g, xs) { pt, pg, px in
+                if BF16GEMM.suits(columns: inF) {
+                    BF16GEMM.product(transposeA: true, transposeB: false, m: outF, n: inF, k: rows, a: pg, lda: outF,
+                                     b: px, ldb: inF, c: pt, ldc: inF)
+                } else {
+                    PanelGEMM.product(transposeA: true, m: outF, n: inF, k: rows, a: pg, lda: outF, b: px, ldb: inF,
+                                      c: pt, ldc: inF)
+                }
+            }
             gw = t
         }
         if needs.count > 2 && needs[2] {
@@ -121,48 +127,50 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
     let batch = shapeElementCount(batchA)
     let out = Tensor(uninitialized: batchA + [m, n])
     let strideA = aRows * aCols, strideB = sharedB ? 0 : bRows * bCols, strideC = m * n
-    let pa = a.pointer, pb = b.pointer, pc = out.mutablePointer
-    if sharedB && !transposeA {
-        BLAS.sgemm(transposeA: false, transposeB: transposeB, m: batch * m, n: n, k: k,
-                   a: pa, lda: aCols, b: pb, ldb: bCols, c: pc, ldc: n)
-    } else {
-        for i in 0..<batch {
-            BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
-                       a: pa + i * strideA, lda: aCols, b: pb + i * strideB, ldb: bCols, c: pc + i * strideC, ldc: n)
+    withTensorPointers(writing: out, reading: a, b) { pc, pa, pb in
+        if sharedB && !transposeA {
+            BLAS.sgemm(transposeA: false, transposeB: transposeB, m: batch * m, n: n, k: k,
+                       a: pa, lda: aCols, b: pb, ldb: bCols, c: pc, ldc: n)
+        } else {
+            for i in 0..<batch {
+                BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                           a: pa + i * strideA, lda: aCols, b: pb + i * strideB, ldb: bCols, c: pc + i * strideC, ldc: n)
+            }
         }
     }
     guard Tensor.willRecord(a, b) else { return Tensor.unrecorded(out, name: "matmul") }
     let sa = a.detached(), sb = b.detached(), aShape = a.shape, bShape = b.shape
     return Tensor.record(out, inputs: [a, b], name: "matmul") { g, needs in
         var ga: Tensor? = nil, gb: Tensor? = nil
-        let pg = g.pointer
         if needs[0] {
             let t = Tensor(uninitialized: aShape)
-            let pt = t.mutablePointer
-            for i in 0..<batch {
-                if !transposeA {  // dA = G op(B)^T : [M,N] x [N,K]
-                    BLAS.sgemm(transposeA: false, transposeB: !transposeB, m: m, n: k, k: n,
-                               a: pg + i * strideC, lda: n, b: sb.pointer + i * strideB, ldb: bCols, c: pt + i * strideA, ldc: aCols)
-                } else {  // dA = op(B) G^T : [K,N] x [N,M]
-                    BLAS.sgemm(transposeA: transposeB, transposeB: true, m: k, n: m, k: n,
-                               a: sb.pointer + i * strideB, lda: bCols, b: pg + i * strideC, ldb: n, c: pt + i * strideA, ldc: aCols)
+            withTensorPointers(writing: t, reading: g, sb) { pt, pg, psb in
+                for i in 0..<batch {
+                    if !transposeA {  // dA = G op(B)^T : [M,N] x [N,K]
+                        BLAS.sgemm(transposeA: false, transposeB: !transposeB, m: m, n: k, k: n,
+                                   a: pg + i * strideC, lda: n, b: psb + i * strideB, ldb: bCols, c: pt + i * strideA, ldc: aCols)
+                    } else {  // dA = op(B) G^T : [K,N] x [N,M]
+                        BLAS.sgemm(transposeA: transposeB, transposeB: true, m: k, n: m, k: n,
+                                   a: psb + i * strideB, lda: bCols, b: pg + i * strideC, ldb: n, c: pt + i * strideA, ldc: aCols)
+                    }
                 }
             }
             ga = t
         }
         if needs[1] {
             let t = Tensor(zeros: bShape)
-            let pt = t.mutablePointer
-            for i in 0..<batch {
-                let beta: Float = sharedB && i > 0 ? 1 : 0
-                if !transposeB {  // dB = op(A)^T G : [K,M] x [M,N]
-                    BLAS.sgemm(transposeA: !transposeA, transposeB: false, m: k, n: n, k: m,
-                               a: sa.pointer + i * strideA, lda: aCols, b: pg + i * strideC, ldb: n,
-                               beta: beta, c: pt + i * strideB, ldc: bCols)
-                } else {  // dB = G^T op(A) : [N,M] x [M,K]
-                    BLAS.sgemm(transposeA: true, transposeB: transposeA, m: n, n: k, k: m,
-                               a: pg + i * strideC, lda: n, b: sa.pointer + i * strideA, ldb: aCols,
-                               beta: beta, c: pt + i * strideB, ldc: bCols)
+            withTensorPointers(writing: t, reading: g, sa) { pt, pg, psa in
+                for i in 0..<batch {
+                    let beta: Float = sharedB && i > 0 ? 1 : 0
+                    if !transposeB {  // dB = op(A)^T G : [K,M] x [M,N]
+                        BLAS.sgemm(transposeA: !transposeA, transposeB: false, m: k, n: n, k: m,
+                                   a: psa + i * strideA, lda: aCols, b: pg + i * strideC, ldb: n,
+                                   beta: beta, c: pt + i * strideB, ldc: bCols)
+                    } else {  // dB = G^T op(A) : [N,M] x [M,K]
+                        BLAS.sgemm(transposeA: true, transposeB: transposeA, m: n, n: k, k: m,
+                                   a: pg + i * strideC, lda: n, b: psa + i * strideA, ldb: aCols,
+                                   beta: beta, c: pt + i * strideB, ldc: bCols)
+                    }
                 }
             }
             gb = t

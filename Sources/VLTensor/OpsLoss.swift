@@ -11,8 +11,9 @@ let lossBlock = 16384
 /// sigmoid(x) for every element, in parallel (the vectorised kernel).
 private func sigmoidValues(_ x: Tensor) -> Tensor {
     let p = Tensor(uninitialized: x.shape)
-    let px = x.pointer, pp = p.mutablePointer
-    parallelFor(x.count, grain: lossBlock) { r in VectorMath.sigmoid(px + r.lowerBound, pp + r.lowerBound, r.count) }
+    withTensorPointers(writing: p, reading: x) { pp, px in
+        parallelFor(x.count, grain: lossBlock) { r in VectorMath.sigmoid(px + r.lowerBound, pp + r.lowerBound, r.count) }
+    }
     return p
 }
 
@@ -20,27 +21,29 @@ private func sigmoidValues(_ x: Tensor) -> Tensor {
 public func binaryCrossEntropyWithLogits(_ logits: Tensor, target: Tensor) -> Tensor {
     precondition(logits.count == target.count, "BCE: logits \(logits.shape) vs target \(target.shape)")
     let n = logits.count
-    let px = logits.pointer, pt = target.pointer
-    let total = fixedBlockSums(n, block: lossBlock, width: 1) { range, out in
-        if VectorMath.wide {  // the same terms, 8 lanes at a time (libm's log1p and exp cost ~10 ns per pixel)
-            out[0] = vlseg_bce_with_logits_sum(px + range.lowerBound, pt + range.lowerBound, range.count)
-            return
-        }
-        var s = 0.0
-        for i in range {
-            let x = px[i], t = pt[i]
-            s += Double(max(x, 0) - x * t + Foundation.log1p(Foundation.exp(-abs(x))))
-        }
-        out[0] = s
-    }[0]
+    let total = withTensorPointers(reading: logits, target) { px, pt in
+        fixedBlockSums(n, block: lossBlock, width: 1) { range, out in
+            if VectorMath.wide {  // the same terms, 8 lanes at a time (libm's log1p and exp cost ~10 ns per pixel)
+                out[0] = vlseg_bce_with_logits_sum(px + range.lowerBound, pt + range.lowerBound, range.count)
+                return
+            }
+            var s = 0.0
+            for i in range {
+                let x = px[i], t = pt[i]
+                s += Double(max(x, 0) - x * t + Foundation.log1p(Foundation.exp(-abs(x))))
+            }
+            out[0] = s
+        }[0]
+    }
     let out = Tensor(scalar: Float(total / Double(max(n, 1))))
     guard Tensor.willRecord(logits) else { return Tensor.unrecorded(out, name: "bce_with_logits") }
     let xs = logits.detached(), ts = target.detached()
     return Tensor.record(out, inputs: [logits], name: "bce_with_logits") { g, _ in
         let scale = g.item / Float(max(n, 1))
         let gx = sigmoidValues(xs)
-        let po = gx.mutablePointer, pt = ts.pointer
-        parallelFor(n, grain: lossBlock) { r in for i in r { po[i] = (po[i] - pt[i]) * scale } }
+        withTensorPointers(writing: gx, reading: ts) { po, pt in
+            parallelFor(n, grain: lossBlock) { r in for i in r { po[i] = (po[i] - pt[i]) * scale } }
+        }
         return [gx]
     }
 }
@@ -51,20 +54,21 @@ public func softDiceLoss(_ logits: Tensor, target: Tensor, smooth: Float = 1) ->
     precondition(logits.count == target.count && logits.rank >= 1, "Dice: logits \(logits.shape) vs target \(target.shape)")
     let b = logits.shape[0], per = logits.count / max(b, 1)
     let probabilities = sigmoidValues(logits)
-    let pp = probabilities.pointer, pt = target.pointer
     var inter = [Double](repeating: 0, count: b), denom = [Double](repeating: 0, count: b)
     var total = 0.0
     for bi in 0..<b {
         let base = bi * per
-        let sums = fixedBlockSums(per, block: lossBlock, width: 2) { range, out in
-            var i2 = 0.0, s = 0.0
-            for j in range {
-                let p = Double(pp[base + j]), t = Double(pt[base + j])
-                i2 += p * t
-                s += p + t
+        let sums = withTensorPointers(reading: probabilities, target) { pp, pt in
+            fixedBlockSums(per, block: lossBlock, width: 2) { range, out in
+                var i2 = 0.0, s = 0.0
+                for j in range {
+                    let p = Double(pp[base + j]), t = Double(pt[base + j])
+                    i2 += p * t
+                    s += p + t
+                }
+                out[0] = i2
+                out[1] = s
             }
-            out[0] = i2
-            out[1] = s
         }
         inter[bi] = sums[0]
         denom[bi] = sums[1] + Double(smooth)
@@ -76,16 +80,17 @@ public func softDiceLoss(_ logits: Tensor, target: Tensor, smooth: Float = 1) ->
     return Tensor.record(out, inputs: [logits], name: "soft_dice") { g, _ in
         let scale = Double(g.item) / Double(max(b, 1))
         let gx = Tensor(uninitialized: probabilities.shape)
-        let po = gx.mutablePointer, pp = probabilities.pointer, pt = ts.pointer
-        for bi in 0..<b {
-            let num = 2 * inter[bi] + Double(smooth), den = denom[bi]
-            // d(1 - num/den)/dp = -(2t den - num) / den^2, times dp/dx = p (1 - p).
-            let a = Float(-2 * den / (den * den) * scale), c = Float(num / (den * den) * scale)
-            let base = bi * per
-            parallelFor(per, grain: lossBlock) { r in
-                for j in r {
-                    let k = base + j, p = pp[k]
-                    po[k] = (a * pt[k] + c) * p * (1 - p)
+        withTensorPointers(writing: gx, reading: probabilities, ts) { po, pp, pt in
+            for bi in 0..<b {
+                let num = 2 * inter[bi] + Double(smooth), den = denom[bi]
+                // d(1 - num/den)/dp = -(2t den - num) / den^2, times dp/dx = p (1 - p).
+                let a = Float(-2 * den / (den * den) * scale), c = Float(num / (den * den) * scale)
+                let base = bi * per
+                parallelFor(per, grain: lossBlock) { r in
+                    for j in r {
+                        let k = base + j, p = pp[k]
+                        po[k] = (a * pt[k] + c) * p * (1 - p)
+                    }
                 }
             }
         }

@@ -25,20 +25,28 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
     // Backward needs the hidden activations: kept whole when recording, else one block per worker.
     let saved = recording ? Tensor(uninitialized: [rows, hidden]) : nil
     let scratch = recording ? nil : Tensor(uninitialized: [plan.workers, plan.rowBlock * hidden])
-    let px = x.pointer, py = y.mutablePointer
-    let pb1 = b1?.pointer, pb2 = b2?.pointer
     // Under bf16 precision the weights are packed once per call for every block's products; the
     // float32 panel kernel takes B by rows, so there the weights are transposed once per call.
     let fc1 = WeightOperand(w1, transposed: true), fc2 = WeightOperand(w2, transposed: true)
 
-    plan.forEachBlock { _, rowRange, _, _, worker in
-        let n = rowRange.count, r0 = rowRange.lowerBound
-        let h = saved.map { $0.mutablePointer + r0 * hidden } ?? scratch!.mutablePointer + worker * plan.rowBlock * hidden
-        fillRows(h, rows: n, width: hidden, with: pb1)
-        fc1.multiply(m: n, a: px + r0 * inF, lda: inF, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
-        reluInPlace(h, n * hidden)
-        fillRows(py + r0 * outF, rows: n, width: outF, with: pb2)
-        fc2.multiply(m: n, a: h, lda: hidden, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
+    withTensorPointers(writing: y, reading: x) { py, px in
+    b1.withUnsafePointerIfPresent { pb1 in
+    b2.withUnsafePointerIfPresent { pb2 in
+    (saved ?? scratch).withUnsafeMutablePointerIfPresent { hidden0 in
+        // Each block's hidden activations: its rows of `saved`, or the worker's block of `scratch`.
+        guard let hidden0 else { return }
+        plan.forEachBlock { _, rowRange, _, _, worker in
+            let n = rowRange.count, r0 = rowRange.lowerBound
+            let h = hidden0 + (saved != nil ? r0 : worker * plan.rowBlock) * hidden
+            fillRows(h, rows: n, width: hidden, with: pb1)
+            fc1.multiply(m: n, a: px + r0 * inF, lda: inF, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
+            reluInPlace(h, n * hidden)
+            fillRows(py + r0 * outF, rows: n, width: outF, with: pb2)
+            fc2.multiply(m: n, a: h, lda: hidden, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
+        }
+    }
+    }
+    }
     }
     guard recording, let saved else { return Tensor.unrecorded(y, name: "mlp_relu") }
     var inputs = [x, w1, w2]
@@ -58,32 +66,45 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
         let gb1Parts = needB1 ? Tensor(zeros: [slots, hidden]) : nil
         let gb2Parts = needB2 ? Tensor(zeros: [slots, outF]) : nil
         let dHidden = needHidden ? Tensor(uninitialized: [plan.workers, plan.rowBlock * hidden]) : nil
-        let pg = g.pointer, ph = saved.pointer, pxs = xs.pointer
         // dH = dY W2 and dX = dH W1 take the weights as they are.
         let fc2Back = needHidden ? WeightOperand(w2s, transposed: false) : nil
         let fc1Back = needX ? WeightOperand(w1s, transposed: false) : nil
 
-        plan.forEachBlock { _, rowRange, slot, first, worker in
-            let n = rowRange.count, r0 = rowRange.lowerBound
-            let gBlock = pg + r0 * outF, hBlock = ph + r0 * hidden
-            if let gw2Parts {  // dW2 += dYᵀ H
-                PanelGEMM.multiply(transposeA: true, m: outF, n: hidden, k: n, a: gBlock, lda: outF, b: hBlock, ldb: hidden,
-                                   beta: first ? 0 : 1, c: gw2Parts.mutablePointer + slot * outF * hidden, ldc: hidden)
+        withTensorPointers(reading: g, saved, xs) { pg, ph, pxs in
+        gw1Parts.withUnsafeMutablePointerIfPresent { pgw1 in
+        gw2Parts.withUnsafeMutablePointerIfPresent { pgw2 in
+        gb1Parts.withUnsafeMutablePointerIfPresent { pgb1 in
+        gb2Parts.withUnsafeMutablePointerIfPresent { pgb2 in
+        dHidden.withUnsafeMutablePointerIfPresent { pdh in
+        gx.withUnsafeMutablePointerIfPresent { pgx in
+            plan.forEachBlock { _, rowRange, slot, first, worker in
+                let n = rowRange.count, r0 = rowRange.lowerBound
+                let gBlock = pg + r0 * outF, hBlock = ph + r0 * hidden
+                if let pgw2 {  // dW2 += dYᵀ H
+                    PanelGEMM.multiply(transposeA: true, m: outF, n: hidden, k: n, a: gBlock, lda: outF, b: hBlock, ldb: hidden,
+                                       beta: first ? 0 : 1, c: pgw2 + slot * outF * hidden, ldc: hidden)
+                }
+                if let pgb2 { addColumnSums(gBlock, rows: n, width: outF, into: pgb2 + slot * outF) }
+                guard let pdh else { return }
+                // dH = (dY W2) masked by H > 0
+                let dh = pdh + worker * plan.rowBlock * hidden
+                fc2Back!.multiply(m: n, a: gBlock, lda: outF, c: dh, ldc: hidden)
+                maskByPositive(dh, hBlock, n * hidden)
+                if let pgb1 { addColumnSums(dh, rows: n, width: hidden, into: pgb1 + slot * hidden) }
+                if let pgw1 {  // dW1 += dHᵀ X
+                    PanelGEMM.multiply(transposeA: true, m: hidden, n: inF, k: n, a: dh, lda: hidden, b: pxs + r0 * inF, ldb: inF,
+                                       beta: first ? 0 : 1, c: pgw1 + slot * hidden * inF, ldc: inF)
+                }
+                if let pgx, let fc1Back {  // dX = dH W1
+                    fc1Back.multiply(m: n, a: dh, lda: hidden, c: pgx + r0 * inF, ldc: inF)
+                }
             }
-            if let gb2Parts { addColumnSums(gBlock, rows: n, width: outF, into: gb2Parts.mutablePointer + slot * outF) }
-            guard let dHidden else { return }
-            // dH = (dY W2) masked by H > 0
-            let dh = dHidden.mutablePointer + worker * plan.rowBlock * hidden
-            fc2Back!.multiply(m: n, a: gBlock, lda: outF, c: dh, ldc: hidden)
-            maskByPositive(dh, hBlock, n * hidden)
-            if let gb1Parts { addColumnSums(dh, rows: n, width: hidden, into: gb1Parts.mutablePointer + slot * hidden) }
-            if let gw1Parts {  // dW1 += dHᵀ X
-                PanelGEMM.multiply(transposeA: true, m: hidden, n: inF, k: n, a: dh, lda: hidden, b: pxs + r0 * inF, ldb: inF,
-                                   beta: first ? 0 : 1, c: gw1Parts.mutablePointer + slot * hidden * inF, ldc: inF)
-            }
-            if let gx, let fc1Back {  // dX = dH W1
-                fc1Back.multiply(m: n, a: dh, lda: hidden, c: gx.mutablePointer + r0 * inF, ldc: inF)
-            }
+        }
+        }
+        }
+        }
+        }
+        }
         }
         let schedule = plan.schedule
         var grads: [Tensor?] = [gx, gw1Parts.map { schedule.summedSlots($0, shape: [hidden, inF]) },
@@ -107,7 +128,8 @@ private struct WeightOperand {
         k = transposed ? w.shape[1] : w.shape[0]
         n = transposed ? w.shape[0] : w.shape[1]
         if BF16GEMM.suits(columns: n) {
-            packed = BF16GEMM.PackedB(k: k, n: n, b: w.pointer, rsb: transposed ? 1 : n, csb: transposed ? k : 1)
+            let (k, n) = (k, n)
+            packed = w.withUnsafePointer { BF16GEMM.PackedB(k: k, n: n, b: $0, rsb: transposed ? 1 : n, csb: transposed ? k : 1) }
             rows = nil
         } else {
             packed = nil
@@ -120,7 +142,9 @@ private struct WeightOperand {
         if let packed {
             packed.multiply(m: m, a: a, rsa: lda, csa: 1, beta: beta, c: c, ldc: ldc)
         } else if let rows {
-            PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: a, lda: lda, b: rows.pointer, ldb: n, beta: beta, c: c, ldc: ldc)
+            rows.withUnsafePointer { b in
+                PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, beta: beta, c: c, ldc: ldc)
+            }
         }
     }
 }

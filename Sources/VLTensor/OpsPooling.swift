@@ -26,20 +26,21 @@ public func avgPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
     let scale = 1 / Float(kh * kw)
     let inPlane = h * w, outPlane = outH * outW
     let out = Tensor(uninitialized: Array(x.shape.dropLast(2)) + [outH, outW])
-    let o = out.mutablePointer, p = x.pointer
-    parallelFor(planes, grain: max(1, 16384 / max(outPlane * kh * kw, 1))) { range in
-        for plane in range {
-            let src = p + plane * inPlane, dst = o + plane * outPlane
-            for oy in 0..<outH {
-                let y0 = oy * sh - ph, yLo = max(0, y0), yHi = min(h, y0 + kh)
-                for ox in 0..<outW {
-                    let x0 = ox * sw - pw, xLo = max(0, x0), xHi = min(w, x0 + kw)
-                    var s: Float = 0
-                    for iy in yLo..<max(yLo, yHi) {
-                        let row = src + iy * w
-                        for ix in xLo..<max(xLo, xHi) { s += row[ix] }
+    withTensorPointers(writing: out, reading: x) { o, p in
+        parallelFor(planes, grain: max(1, 16384 / max(outPlane * kh * kw, 1))) { range in
+            for plane in range {
+                let src = p + plane * inPlane, dst = o + plane * outPlane
+                for oy in 0..<outH {
+                    let y0 = oy * sh - ph, yLo = max(0, y0), yHi = min(h, y0 + kh)
+                    for ox in 0..<outW {
+                        let x0 = ox * sw - pw, xLo = max(0, x0), xHi = min(w, x0 + kw)
+                        var s: Float = 0
+                        for iy in yLo..<max(yLo, yHi) {
+                            let row = src + iy * w
+                            for ix in xLo..<max(xLo, xHi) { s += row[ix] }
+                        }
+                        dst[oy * outW + ox] = s * scale
                     }
-                    dst[oy * outW + ox] = s * scale
                 }
             }
         }
@@ -47,18 +48,19 @@ public func avgPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil
     let inShape = x.shape
     return Tensor.record(out, inputs: [x], name: "avg_pool2d") { g, _ in
         let gx = Tensor(zeros: inShape)
-        let o = gx.mutablePointer, pg = g.pointer
-        parallelFor(planes, grain: max(1, 16384 / max(outPlane * kh * kw, 1))) { range in
-            for plane in range {
-                let src = pg + plane * outPlane, dst = o + plane * inPlane
-                for oy in 0..<outH {
-                    let y0 = oy * sh - ph, yLo = max(0, y0), yHi = min(h, y0 + kh)
-                    for ox in 0..<outW {
-                        let x0 = ox * sw - pw, xLo = max(0, x0), xHi = min(w, x0 + kw)
-                        let v = src[oy * outW + ox] * scale
-                        for iy in yLo..<max(yLo, yHi) {
-                            let row = dst + iy * w
-                            for ix in xLo..<max(xLo, xHi) { row[ix] += v }
+        withTensorPointers(writing: gx, reading: g) { o, pg in
+            parallelFor(planes, grain: max(1, 16384 / max(outPlane * kh * kw, 1))) { range in
+                for plane in range {
+                    let src = pg + plane * outPlane, dst = o + plane * inPlane
+                    for oy in 0..<outH {
+                        let y0 = oy * sh - ph, yLo = max(0, y0), yHi = min(h, y0 + kh)
+                        for ox in 0..<outW {
+                            let x0 = ox * sw - pw, xLo = max(0, x0), xHi = min(w, x0 + kw)
+                            let v = src[oy * outW + ox] * scale
+                            for iy in yLo..<max(yLo, yHi) {
+                                let row = dst + iy * w
+                                for ix in xLo..<max(xLo, xHi) { row[ix] += v }
+                            }
                         }
                     }
                 }
@@ -83,18 +85,19 @@ public func adaptiveAvgPool2d(_ x: Tensor, outputSize: (Int, Int)) -> Tensor {
     let inPlane = h * w, outPlane = outH * outW
     let work = max(1, (h + outH) * (w + outW))  // rough per-plane cost: bins overlap by at most one pixel
     let out = Tensor(uninitialized: Array(x.shape.dropLast(2)) + [outH, outW])
-    let o = out.mutablePointer, p = x.pointer
-    parallelFor(planes, grain: max(1, 16384 / work)) { range in
-        for plane in range {
-            let src = p + plane * inPlane, dst = o + plane * outPlane
-            for (oy, ys) in rowBins.enumerated() {
-                for (ox, xs) in colBins.enumerated() {
-                    var s: Float = 0
-                    for iy in ys {
-                        let row = src + iy * w
-                        for ix in xs { s += row[ix] }
+    withTensorPointers(writing: out, reading: x) { o, p in
+        parallelFor(planes, grain: max(1, 16384 / work)) { range in
+            for plane in range {
+                let src = p + plane * inPlane, dst = o + plane * outPlane
+                for (oy, ys) in rowBins.enumerated() {
+                    for (ox, xs) in colBins.enumerated() {
+                        var s: Float = 0
+                        for iy in ys {
+                            let row = src + iy * w
+                            for ix in xs { s += row[ix] }
+                        }
+                        dst[oy * outW + ox] = s / Float(ys.count * xs.count)
                     }
-                    dst[oy * outW + ox] = s / Float(ys.count * xs.count)
                 }
             }
         }
@@ -102,16 +105,17 @@ public func adaptiveAvgPool2d(_ x: Tensor, outputSize: (Int, Int)) -> Tensor {
     let inShape = x.shape
     return Tensor.record(out, inputs: [x], name: "adaptive_avg_pool2d") { g, _ in
         let gx = Tensor(zeros: inShape)
-        let o = gx.mutablePointer, pg = g.pointer
-        parallelFor(planes, grain: max(1, 16384 / work)) { range in
-            for plane in range {
-                let src = pg + plane * outPlane, dst = o + plane * inPlane
-                for (oy, ys) in rowBins.enumerated() {
-                    for (ox, xs) in colBins.enumerated() {
-                        let v = src[oy * outW + ox] / Float(ys.count * xs.count)
-                        for iy in ys {
-                            let row = dst + iy * w
-                            for ix in xs { row[ix] += v }
+        withTensorPointers(writing: gx, reading: g) { o, pg in
+            parallelFor(planes, grain: max(1, 16384 / work)) { range in
+                for plane in range {
+                    let src = pg + plane * outPlane, dst = o + plane * inPlane
+                    for (oy, ys) in rowBins.enumerated() {
+                        for (ox, xs) in colBins.enumerated() {
+                            let v = src[oy * outW + ox] / Float(ys.count * xs.count)
+                            for iy in ys {
+                                let row = dst + iy * w
+                                for ix in xs { row[ix] += v }
+                            }
                         }
                     }
                 }

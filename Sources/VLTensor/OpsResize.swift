@@ -54,25 +54,33 @@ extension Tensor {
         let mx = Tensor(shape: [wo, w], values: interpolationMatrix(inSize: w, outSize: wo, mode: mode, alignCorners: alignCorners).map(Float.init))
         // Columns: T[n*h, wo] = X[n*h, w] Mxᵀ ; rows: Y_n[ho, wo] = My[ho, h] T_n[h, wo].
         let tmp = Tensor(uninitialized: [n, h, wo])
-        BLAS.sgemm(transposeA: false, transposeB: true, m: n * h, n: wo, k: w,
-                   a: pointer, lda: w, b: mx.pointer, ldb: w, c: tmp.mutablePointer, ldc: wo)
+        withTensorPointers(writing: tmp, reading: self, mx) { pt, px, pmx in
+            BLAS.sgemm(transposeA: false, transposeB: true, m: n * h, n: wo, k: w,
+                       a: px, lda: w, b: pmx, ldb: w, c: pt, ldc: wo)
+        }
         let out = Tensor(uninitialized: Array(shape.dropLast(2)) + [ho, wo])
-        for i in 0..<n {
-            BLAS.sgemm(transposeA: false, transposeB: false, m: ho, n: wo, k: h,
-                       a: my.pointer, lda: h, b: tmp.pointer + i * h * wo, ldb: wo,
-                       c: out.mutablePointer + i * ho * wo, ldc: wo)
+        withTensorPointers(writing: out, reading: my, tmp) { po, pmy, pt in
+            for i in 0..<n {
+                BLAS.sgemm(transposeA: false, transposeB: false, m: ho, n: wo, k: h,
+                           a: pmy, lda: h, b: pt + i * h * wo, ldb: wo,
+                           c: po + i * ho * wo, ldc: wo)
+            }
         }
         let inShape = shape
         return Tensor.record(out, inputs: [self], name: "resize") { g, _ in
             let gt = Tensor(uninitialized: [n, h, wo])
-            for i in 0..<n {  // dT_n = Myᵀ dY_n
-                BLAS.sgemm(transposeA: true, transposeB: false, m: h, n: wo, k: ho,
-                           a: my.pointer, lda: h, b: g.pointer + i * ho * wo, ldb: wo,
-                           c: gt.mutablePointer + i * h * wo, ldc: wo)
+            withTensorPointers(writing: gt, reading: my, g) { pgt, pmy, pg in
+                for i in 0..<n {  // dT_n = Myᵀ dY_n
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: h, n: wo, k: ho,
+                               a: pmy, lda: h, b: pg + i * ho * wo, ldb: wo,
+                               c: pgt + i * h * wo, ldc: wo)
+                }
             }
             let gx = Tensor(uninitialized: inShape)  // dX = dT Mx
-            BLAS.sgemm(transposeA: false, transposeB: false, m: n * h, n: w, k: wo,
-                       a: gt.pointer, lda: wo, b: mx.pointer, ldb: w, c: gx.mutablePointer, ldc: w)
+            withTensorPointers(writing: gx, reading: gt, mx) { pgx, pgt, pmx in
+                BLAS.sgemm(transposeA: false, transposeB: false, m: n * h, n: w, k: wo,
+                           a: pgt, lda: wo, b: pmx, ldb: w, c: pgx, ldc: w)
+            }
             return [gx]
         }
     }

@@ -51,19 +51,21 @@ extension Tensor {
             out = Tensor(storage: storage, offset: offset + range.lowerBound * inner, shape: outShape)
         } else {
             out = Tensor(uninitialized: outShape)
-            let o = out.mutablePointer, p = pointer
-            let chunk = range.count * inner
-            for a in 0..<outer {
-                (o + a * chunk).update(from: p + (a * n + range.lowerBound) * inner, count: chunk)
+            withTensorPointers(writing: out, reading: self) { o, p in
+                let chunk = range.count * inner
+                for a in 0..<outer {
+                    (o + a * chunk).update(from: p + (a * n + range.lowerBound) * inner, count: chunk)
+                }
             }
         }
         let inShape = shape
         return Tensor.record(out, inputs: [self], name: "slice") { g, _ in
             let gx = Tensor(zeros: inShape)
-            let o = gx.mutablePointer, pg = g.pointer
-            let chunk = range.count * inner
-            for a in 0..<outer {
-                (o + (a * n + range.lowerBound) * inner).update(from: pg + a * chunk, count: chunk)
+            withTensorPointers(writing: gx, reading: g) { o, pg in
+                let chunk = range.count * inner
+                for a in 0..<outer {
+                    (o + (a * n + range.lowerBound) * inner).update(from: pg + a * chunk, count: chunk)
+                }
             }
             return [gx]
         }
@@ -75,18 +77,20 @@ extension Tensor {
         precondition(rank >= 1)
         let rowSize = count / max(shape[0], 1)
         let out = Tensor(uninitialized: [indices.count] + shape.dropFirst())
-        let o = out.mutablePointer, p = pointer
-        for (i, r) in indices.enumerated() {
-            precondition(r >= 0 && r < shape[0], "index \(r) out of range 0..<\(shape[0])")
-            (o + i * rowSize).update(from: p + r * rowSize, count: rowSize)
+        withTensorPointers(writing: out, reading: self) { o, p in
+            for (i, r) in indices.enumerated() {
+                precondition(r >= 0 && r < shape[0], "index \(r) out of range 0..<\(shape[0])")
+                (o + i * rowSize).update(from: p + r * rowSize, count: rowSize)
+            }
         }
         let inShape = shape
         return Tensor.record(out, inputs: [self], name: "index_select") { g, _ in
             let gx = Tensor(zeros: inShape)
-            let o = gx.mutablePointer, pg = g.pointer
-            for (i, r) in indices.enumerated() {
-                let dst = o + r * rowSize, src = pg + i * rowSize
-                for k in 0..<rowSize { dst[k] += src[k] }
+            withTensorPointers(writing: gx, reading: g) { o, pg in
+                for (i, r) in indices.enumerated() {
+                    let dst = o + r * rowSize, src = pg + i * rowSize
+                    for k in 0..<rowSize { dst[k] += src[k] }
+                }
             }
             return [gx]
         }
@@ -98,16 +102,18 @@ extension Tensor {
         precondition(rank >= 2 && indices.count == shape[0], "selectPerBatch needs one index per batch item")
         let b = shape[0], t = shape[1], inner = count / max(b * t, 1)
         let out = Tensor(uninitialized: [b] + shape.dropFirst(2))
-        let o = out.mutablePointer, p = pointer
-        for i in 0..<b {
-            precondition(indices[i] >= 0 && indices[i] < t, "position \(indices[i]) out of range 0..<\(t)")
-            (o + i * inner).update(from: p + (i * t + indices[i]) * inner, count: inner)
+        withTensorPointers(writing: out, reading: self) { o, p in
+            for i in 0..<b {
+                precondition(indices[i] >= 0 && indices[i] < t, "position \(indices[i]) out of range 0..<\(t)")
+                (o + i * inner).update(from: p + (i * t + indices[i]) * inner, count: inner)
+            }
         }
         let inShape = shape
         return Tensor.record(out, inputs: [self], name: "select_per_batch") { g, _ in
             let gx = Tensor(zeros: inShape)
-            let o = gx.mutablePointer, pg = g.pointer
-            for i in 0..<b { (o + (i * t + indices[i]) * inner).update(from: pg + i * inner, count: inner) }
+            withTensorPointers(writing: gx, reading: g) { o, pg in
+                for i in 0..<b { (o + (i * t + indices[i]) * inner).update(from: pg + i * inner, count: inner) }
+            }
             return [gx]
         }
     }
@@ -126,23 +132,25 @@ public func concat(_ parts: [Tensor], axis: Int) -> Tensor {
     outShape[ax] = parts.reduce(0) { $0 + $1.shape[ax] }
     let (outer, total, inner) = splitAround(outShape, axis: ax)
     let out = Tensor(uninitialized: outShape)
-    let o = out.mutablePointer
     var start = 0
     var starts: [Int] = []
     for p in parts {
         starts.append(start)
-        let len = p.shape[ax] * inner, src = p.pointer
-        for a in 0..<outer { (o + a * total * inner + start * inner).update(from: src + a * len, count: len) }
+        let len = p.shape[ax] * inner
+        withTensorPointers(writing: out, reading: p) { o, src in
+            for a in 0..<outer { (o + a * total * inner + start * inner).update(from: src + a * len, count: len) }
+        }
         start += p.shape[ax]
     }
     let lengths = parts.map { $0.shape[ax] }, shapes = parts.map(\.shape)
     return Tensor.record(out, inputs: parts, name: "concat") { g, needs in
-        let pg = g.pointer
-        return (0..<parts.count).map { i in
+        (0..<parts.count).map { i in
             guard needs[i] else { return nil }
             let gi = Tensor(uninitialized: shapes[i])
-            let len = lengths[i] * inner, dst = gi.mutablePointer
-            for a in 0..<outer { (dst + a * len).update(from: pg + a * total * inner + starts[i] * inner, count: len) }
+            let len = lengths[i] * inner
+            withTensorPointers(writing: gi, reading: g) { dst, pg in
+                for a in 0..<outer { (dst + a * len).update(from: pg + a * total * inner + starts[i] * inner, count: len) }
+            }
             return gi
         }
     }

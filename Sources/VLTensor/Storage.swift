@@ -8,7 +8,10 @@ import Foundation
 // @unchecked Sendable: raw memory under the tensor contract (see Tensor); read-only storages are
 // mapped without write permission, so a stray write traps instead of racing.
 public final class TensorStorage: @unchecked Sendable {
-    public let base: UnsafeMutablePointer<Float>
+    /// Reached only through the scoped accessors in TensorAccess.swift, which keep this storage
+    /// alive while the pointer is in use: a pointer read from a storage the optimiser has already
+    /// released (the last use of a temporary tensor) would point into freed memory.
+    @usableFromInline let base: UnsafeMutablePointer<Float>
     public let count: Int
     public let isReadOnly: Bool
     private let owner: AnyObject?

@@ -39,14 +39,12 @@ public struct Tensor: @unchecked Sendable {
     public init(shape: [Int], values: [Float]) {
         precondition(values.count == shapeElementCount(shape), "\(values.count) values for shape \(shape)")
         self.init(uninitialized: shape)
-        values.withUnsafeBufferPointer { src in
-            if let b = src.baseAddress { storage.base.update(from: b, count: values.count) }
-        }
+        withUnsafeMutableBufferPointer { dst in _ = dst.update(fromContentsOf: values) }
     }
 
     public init(filling value: Float, shape: [Int]) {
         self.init(uninitialized: shape)
-        storage.base.update(repeating: value, count: count)
+        withUnsafeMutableBufferPointer { $0.update(repeating: value) }
     }
 
     /// A rank-0 tensor.
@@ -57,26 +55,13 @@ public struct Tensor: @unchecked Sendable {
     public var requiresGrad: Bool { node != nil }
     public var isReadOnly: Bool { storage.isReadOnly }
 
-    /// Read access to the elements.
-    @inlinable
-    public var pointer: UnsafePointer<Float> { UnsafePointer(storage.base + offset) }
-
-    /// Write access to the elements; only for tensors this code just created (never inputs).
-    @inlinable
-    public var mutablePointer: UnsafeMutablePointer<Float> {
-        precondition(!storage.isReadOnly, "attempt to write into read-only (memory-mapped) tensor storage")
-        return storage.base + offset
-    }
-
-    public var buffer: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: pointer, count: count) }
-
     /// A copy of the elements.
-    public var scalars: [Float] { Array(buffer) }
+    public var scalars: [Float] { withUnsafeBufferPointer { Array($0) } }
 
     /// The single element of a one-element tensor.
     public var item: Float {
         precondition(count == 1, "item of a tensor with \(count) elements")
-        return pointer[0]
+        return withUnsafePointer { $0[0] }
     }
 
     public func dim(_ axis: Int) -> Int { shape[normalizedAxis(axis, rank: rank)] }
@@ -87,7 +72,7 @@ public struct Tensor: @unchecked Sendable {
     /// A new tensor with the same values in fresh, writable, owned storage (no graph).
     public func copy() -> Tensor {
         let out = Tensor(uninitialized: shape)
-        out.mutablePointer.update(from: pointer, count: count)
+        withTensorPointers(writing: out, reading: self) { o, p in o.update(from: p, count: count) }
         return out
     }
 
@@ -104,7 +89,7 @@ public struct Tensor: @unchecked Sendable {
 
 extension Tensor: CustomStringConvertible {
     public var description: String {
-        let preview = buffer.prefix(8).map { String(format: "%.5g", $0) }.joined(separator: ", ")
+        let preview = withUnsafeBufferPointer { $0.prefix(8).map { String(format: "%.5g", $0) }.joined(separator: ", ") }
         return "Tensor(\(shape)\(requiresGrad ? ", grad" : "")) [\(preview)\(count > 8 ? ", ..." : "")]"
     }
 }
@@ -135,16 +120,18 @@ extension Tensor {
     /// Normal(mean, std) values from a seeded generator.
     public static func randomNormal(_ shape: [Int], mean: Float = 0, std: Float = 1, generator: inout SplitMix64) -> Tensor {
         let t = Tensor(uninitialized: shape)
-        let p = t.mutablePointer
-        for i in 0..<t.count { p[i] = mean + std * Float(generator.nextNormal()) }
+        t.withUnsafeMutableBufferPointer { p in
+            for i in p.indices { p[i] = mean + std * Float(generator.nextNormal()) }
+        }
         return t
     }
 
     /// Uniform values in [low, high) from a seeded generator.
     public static func randomUniform(_ shape: [Int], low: Float, high: Float, generator: inout SplitMix64) -> Tensor {
         let t = Tensor(uninitialized: shape)
-        let p = t.mutablePointer
-        for i in 0..<t.count { p[i] = low + (high - low) * Float(generator.nextUnitFloat()) }
+        t.withUnsafeMutableBufferPointer { p in
+            for i in p.indices { p[i] = low + (high - low) * Float(generator.nextUnitFloat()) }
+        }
         return t
     }
 }

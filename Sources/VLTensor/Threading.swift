@@ -119,11 +119,12 @@ struct SlotSchedule {
         if slots == 1 { return parts.reshaped(shape) }
         let n = parts.count / slots
         let out = Tensor(uninitialized: shape)
-        let po = out.mutablePointer, pp = parts.pointer
-        po.update(from: pp, count: n)
-        for s in 1..<slots {
-            let src = pp + s * n
-            for i in 0..<n { po[i] += src[i] }
+        withTensorPointers(writing: out, reading: parts) { po, pp in
+            po.update(from: pp, count: n)
+            for s in 1..<slots {
+                let src = pp + s * n
+                for i in 0..<n { po[i] += src[i] }
+            }
         }
         return out
     }

@@ -28,34 +28,34 @@ public struct AdamW: Sendable, Codable, Equatable {
         let bc2Sqrt = Float(bc2.squareRoot())
         let decay = 1 - lr * weightDecay
         let b1 = beta1, b2 = beta2, eps = self.eps, wd = weightDecay
-        let p = arena.values.mutablePointer, g = arena.gradients.pointer
-        let m = arena.firstMoment.mutablePointer, v = arena.secondMoment.mutablePointer
-        parallelFor(arena.count, grain: 32768) { range in
-            // Eight lanes at a time with the scalar expression's operations in the same order, so
-            // every element gets the same bits as the scalar tail would give it.
-            var i = range.lowerBound
-            while i + 8 <= range.upperBound {
-                var pi = VectorMath.load(p + i)
-                if wd != 0 { pi *= decay }
-                let gi = VectorMath.load(g + i)
-                var mi = VectorMath.load(m + i), vi = VectorMath.load(v + i)
-                mi += (gi - mi) * (1 - b1)
-                vi = vi * b2 + (1 - b2) * gi * gi
-                let denom = vi.squareRoot() / bc2Sqrt + eps
-                pi -= stepSize * (mi / denom)
-                VectorMath.store(pi, p + i)
-                VectorMath.store(mi, m + i)
-                VectorMath.store(vi, v + i)
-                i += 8
-            }
-            while i < range.upperBound {
-                if wd != 0 { p[i] *= decay }
-                let gi = g[i]
-                m[i] += (gi - m[i]) * (1 - b1)
-                v[i] = v[i] * b2 + (1 - b2) * gi * gi
-                let denom = v[i].squareRoot() / bc2Sqrt + eps
-                p[i] -= stepSize * (m[i] / denom)
-                i += 1
+        withTensorPointers(writing: arena.values, arena.firstMoment, arena.secondMoment, reading: arena.gradients) { p, m, v, g in
+            parallelFor(arena.count, grain: 32768) { range in
+                // Eight lanes at a time with the scalar expression's operations in the same order, so
+                // every element gets the same bits as the scalar tail would give it.
+                var i = range.lowerBound
+                while i + 8 <= range.upperBound {
+                    var pi = VectorMath.load(p + i)
+                    if wd != 0 { pi *= decay }
+                    let gi = VectorMath.load(g + i)
+                    var mi = VectorMath.load(m + i), vi = VectorMath.load(v + i)
+                    mi += (gi - mi) * (1 - b1)
+                    vi = vi * b2 + (1 - b2) * gi * gi
+                    let denom = vi.squareRoot() / bc2Sqrt + eps
+                    pi -= stepSize * (mi / denom)
+                    VectorMath.store(pi, p + i)
+                    VectorMath.store(mi, m + i)
+                    VectorMath.store(vi, v + i)
+                    i += 8
+                }
+                while i < range.upperBound {
+                    if wd != 0 { p[i] *= decay }
+                    let gi = g[i]
+                    m[i] += (gi - m[i]) * (1 - b1)
+                    v[i] = v[i] * b2 + (1 - b2) * gi * gi
+                    let denom = v[i].squareRoot() / bc2Sqrt + eps
+                    p[i] -= stepSize * (m[i] / denom)
+                    i += 1
+                }
             }
         }
     }
@@ -65,31 +65,33 @@ public struct AdamW: Sendable, Codable, Equatable {
 /// rank computes the same factor). Returns the norm before clipping.
 @discardableResult
 public func clipGradientNorm(_ arena: ParameterArena, maxNorm: Float) -> Float {
-    let g = arena.gradients.mutablePointer, count = arena.count
-    // Sum of squares in Double, eight lanes at a time, by fixed blocks (thread-count independent).
-    let total = fixedBlockSums(count, width: 1) { range, out in
-        var i = range.lowerBound
-        var acc = SIMD8<Double>(repeating: 0)
-        while i + 8 <= range.upperBound {
-            let x = SIMD8<Double>(VectorMath.load(g + i))
-            acc += x * x
-            i += 8
-        }
-        var s = acc.sum()
-        while i < range.upperBound {
-            s += Double(g[i]) * Double(g[i])
-            i += 1
-        }
-        out[0] = s
-    }[0]
-    let norm = Float(total.squareRoot())
-    if maxNorm > 0 {
-        let coef = maxNorm / (norm + 1e-6)
-        if coef < 1 {
-            parallelFor(count, grain: 32768) { range in
-                for i in range { g[i] *= coef }
+    let count = arena.count
+    return arena.gradients.withUnsafeMutablePointer { g in
+        // Sum of squares in Double, eight lanes at a time, by fixed blocks (thread-count independent).
+        let total = fixedBlockSums(count, width: 1) { range, out in
+            var i = range.lowerBound
+            var acc = SIMD8<Double>(repeating: 0)
+            while i + 8 <= range.upperBound {
+                let x = SIMD8<Double>(VectorMath.load(g + i))
+                acc += x * x
+                i += 8
+            }
+            var s = acc.sum()
+            while i < range.upperBound {
+                s += Double(g[i]) * Double(g[i])
+                i += 1
+            }
+            out[0] = s
+        }[0]
+        let norm = Float(total.squareRoot())
+        if maxNorm > 0 {
+            let coef = maxNorm / (norm + 1e-6)
+            if coef < 1 {
+                parallelFor(count, grain: 32768) { range in
+                    for i in range { g[i] *= coef }
+                }
             }
         }
+        return norm
     }
-    return norm
 }

@@ -287,7 +287,7 @@ public struct LoadedCheckpoint {
                 guard t.shape == slot.shape else {
                     throw CheckpointError.incompatible(path: url.path, reason: "'\(key)' has shape \(t.shape), this run expects \(slot.shape)")
                 }
-                (dst.mutablePointer + slot.offset).update(from: t.pointer, count: slot.count)
+                withTensorPointers(writing: dst, reading: t) { ($0 + slot.offset).update(from: $1, count: slot.count) }
             }
             try copy(trainable, slot.name, arena.values)
             try copy(optimizer, "exp_avg.\(slot.name)", arena.firstMoment)

@@ -77,7 +77,7 @@ public final class FeatureCache {
     /// Each rank caches the samples of its own shards, so with several ranks a batch is fully
     /// cached only once its rank has seen every one of its samples.
     public func features(samples: [Int], compute: () -> FrozenFeatures) throws -> FrozenFeatures {
-        if base != nil, samples.allSatisfy({ filled[$0] }) {
+        if let base, samples.allSatisfy({ filled[$0] }) {
             hits += samples.count
             let b = samples.count
             var activations: [Tensor] = []
@@ -85,8 +85,10 @@ public final class FeatureCache {
             for shape in shapes {
                 let per = shape.reduce(1, *)
                 let t = Tensor(uninitialized: [b] + shape)
-                for (i, s) in samples.enumerated() {
-                    (t.mutablePointer + i * per).update(from: base! + s * slotFloats + offset, count: per)
+                t.withUnsafeMutablePointer { pt in
+                    for (i, s) in samples.enumerated() {
+                        (pt + i * per).update(from: base + s * slotFloats + offset, count: per)
+                    }
                 }
                 activations.append(t)
                 offset += per
@@ -102,11 +104,14 @@ public final class FeatureCache {
         guard f.activations.map({ Array($0.shape.dropFirst()) }) == shapes else {
             throw SetupError(message: "feature cache: feature shapes changed between batches (different image sizes?)")
         }
+        guard let base else { throw SetupError(message: "feature cache: no memory for the features") }
         var offset = 0
         for a in f.activations {
             let per = a.count / samples.count
-            for (i, s) in samples.enumerated() {
-                (base! + s * slotFloats + offset).update(from: a.pointer + i * per, count: per)
+            a.withUnsafePointer { pa in
+                for (i, s) in samples.enumerated() {
+                    (base + s * slotFloats + offset).update(from: pa + i * per, count: per)
+                }
             }
             offset += per
         }

@@ -54,28 +54,29 @@ public enum Inference {
         switch resize {
         case .bilinear:
             let resized = logits.reshaped([1, h, w]).resized(to: (size.height, size.width), mode: .bilinear)
-            withExtendedLifetime(resized) {
-                let p = resized.pointer, cut = threshold.logit
+            let cut = threshold.logit
+            resized.withUnsafeBufferPointer { p in
                 for i in 0..<n where p[i] > cut { values[i] = 1 }
             }
         case .nearest:
             // PyTorch's "nearest-exact" (torchvision NEAREST_EXACT): source index floor((i + 0.5) * in / out),
             // computed in float as PyTorch does, clamped to the last row or column.
-            let p = logits.pointer, cut = threshold.logit
+            let cut = threshold.logit
             let sy = Float(h) / Float(size.height), sx = Float(w) / Float(size.width)
             let columns = (0..<size.width).map { min(Int(((Float($0) + 0.5) * sx).rounded(.down)), w - 1) }
-            for y in 0..<size.height {
-                let row = min(Int(((Float(y) + 0.5) * sy).rounded(.down)), h - 1) * w
-                for x in 0..<size.width where p[row + columns[x]] > cut { values[y * size.width + x] = 1 }
+            logits.withUnsafeBufferPointer { p in
+                for y in 0..<size.height {
+                    let row = min(Int(((Float(y) + 0.5) * sy).rounded(.down)), h - 1) * w
+                    for x in 0..<size.width where p[row + columns[x]] > cut { values[y * size.width + x] = 1 }
+                }
             }
         case .bicubic:
             // Probabilities, not logits, are interpolated (the sigmoid does not commute with it); a
             // pixel is foreground at probability >= threshold, as TuneVLSeg's 8-bit PNG read back > 127.
-            let src = logits.pointer
-            let probabilities = Tensor(shape: [1, h, w], values: (0..<(h * w)).map { stableSigmoid(src[$0]) })
-            let resized = probabilities.resized(to: (size.height, size.width), mode: .bicubic)
-            withExtendedLifetime(resized) {
-                let p = resized.pointer, cut = Float(threshold.probability)
+            let sigmoid = logits.withUnsafeBufferPointer { src in (0..<(h * w)).map { stableSigmoid(src[$0]) } }
+            let resized = Tensor(shape: [1, h, w], values: sigmoid).resized(to: (size.height, size.width), mode: .bicubic)
+            let cut = Float(threshold.probability)
+            resized.withUnsafeBufferPointer { p in
                 for i in 0..<n where p[i] >= cut { values[i] = 1 }
             }
         }
@@ -144,8 +145,9 @@ public enum Inference {
                 for i in 0..<batch.count {
                     var row: ImageScore? = nil
                     if batch.classIDs[i] != nil || perImage {
-                        let s = SegmentationMetrics.counts(logits: logits.pointer + i * per, target: batch.masks.pointer + i * per, count: per,
-                                                           threshold: threshold)
+                        let s = withTensorPointers(reading: logits, batch.masks) { pl, pt in
+                            SegmentationMetrics.counts(logits: pl + i * per, target: pt + i * per, count: per, threshold: threshold)
+                        }
                         if let cls = batch.classIDs[i] { perClass[cls, default: SegmentationMetrics()].add(s) }
                         if perImage {
                             row = ImageScore(sampleIndex: batch.sampleIndices[i], image: batch.imageNames[i], mask: batch.maskNames[i],
@@ -284,12 +286,14 @@ public enum Inference {
                 var label = [UInt8](repeating: UInt8(background), count: n)
                 let stem = (entry.imageName as NSString).deletingPathExtension
                 for (k, id) in ids.enumerated() {
-                    let p = full.pointer + k * n
                     var gray = [UInt8](repeating: 0, count: n)
-                    for i in 0..<n {
-                        let prob = stableSigmoid(p[i])
-                        gray[i] = UInt8((prob * 255).rounded())
-                        if prob > best[i] { best[i] = prob; label[i] = UInt8(id) }
+                    full.withUnsafePointer { start in
+                        let p = start + k * n
+                        for i in 0..<n {
+                            let prob = stableSigmoid(p[i])
+                            gray[i] = UInt8((prob * 255).rounded())
+                            if prob > best[i] { best[i] = prob; label[i] = UInt8(id) }
+                        }
                     }
                     let name = classes.info(id)!.name.replacingOccurrences(of: "/", with: "_")
                     let url = outputDirectory.appendingPathComponent("probabilities/\(stem)/\(id)_\(name).png")

@@ -44,7 +44,7 @@ public final class ParameterArena {
         slotIndex = Dictionary(uniqueKeysWithValues: slots.enumerated().map { ($1.name, $0) })
         for slot in slots {
             let source = store[slot.name]
-            (values.mutablePointer + slot.offset).update(from: source.pointer, count: slot.count)
+            withTensorPointers(writing: values, reading: source) { ($0 + slot.offset).update(from: $1, count: slot.count) }
             let view = Tensor(storage: values.storage, offset: slot.offset, shape: slot.shape).requiringGrad(name: slot.name)
             view.node!.bindGradient(to: Tensor(storage: gradients.storage, offset: slot.offset, shape: slot.shape))
             store.setTrainable(slot.name, view)
@@ -59,7 +59,7 @@ public final class ParameterArena {
     }
 
     public func zeroGradients() {
-        gradients.mutablePointer.update(repeating: 0, count: count)
+        gradients.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
     }
 
     /// Names and shapes, hashed: equal on every rank that built the same trainable layout.

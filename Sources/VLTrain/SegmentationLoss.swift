@@ -124,8 +124,10 @@ public struct SegmentationMetrics: Sendable, Equatable, Codable {
     public mutating func add(logits: Tensor, target: Tensor, loss: Double?, threshold: ProbabilityThreshold = .half) {
         precondition(logits.count == target.count && logits.rank >= 1)
         let b = logits.shape[0], per = logits.count / max(b, 1)
-        for i in 0..<b {
-            add(Self.counts(logits: logits.pointer + i * per, target: target.pointer + i * per, count: per, threshold: threshold))
+        withTensorPointers(reading: logits, target) { pl, pt in
+            for i in 0..<b {
+                add(Self.counts(logits: pl + i * per, target: pt + i * per, count: per, threshold: threshold))
+            }
         }
         if let loss {
             lossSum += loss * Double(b)

@@ -139,7 +139,9 @@ public final class Trainer {
         }
         let outcome = point
         for array in [arena.values, arena.firstMoment, arena.secondMoment] where comm.size > 1 {
-            comm.broadcast(UnsafeMutableRawPointer(array.mutablePointer), bytes: arena.count * 4, root: 0, label: "initial trainable values")
+            array.withUnsafeMutablePointer {
+                comm.broadcast(UnsafeMutableRawPointer($0), bytes: arena.count * 4, root: 0, label: "initial trainable values")
+            }
         }
         guard let restored = outcome.state, let path = outcome.path else { return }
         let oldGlobal = restored.globalBatch, newGlobal = state.globalBatch

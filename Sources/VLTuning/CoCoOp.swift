@@ -105,14 +105,16 @@ public final class CoCoOp: PromptLearner {
         guard let model else { preconditionFailure("CoCoOp used after its model was released") }
         let b = pixels.shape[0], perImage = pixels.count / max(b, 1), p = config.projectionDim
         let memoise = !pixels.requiresGrad && b > 0
-        let keys = memoise ? (0..<b).map { Self.key(pixels.pointer + $0 * perImage, count: perImage) } : []
+        let keys = memoise ? pixels.withUnsafePointer { pp in (0..<b).map { Self.key(pp + $0 * perImage, count: perImage) } } : []
         let missing = memoise ? (0..<b).filter { featureMemo[keys[$0]] == nil } : Array(0..<b)
         if memoise, missing.count < b {
             // Some (or all) images seen before: run the tower only on the others.
             if !missing.isEmpty {
                 let subset = Tensor(uninitialized: [missing.count] + pixels.shape.dropFirst())
-                for (j, i) in missing.enumerated() {
-                    (subset.mutablePointer + j * perImage).update(from: pixels.pointer + i * perImage, count: perImage)
+                withTensorPointers(writing: subset, reading: pixels) { ps, pp in
+                    for (j, i) in missing.enumerated() {
+                        (ps + j * perImage).update(from: pp + i * perImage, count: perImage)
+                    }
                 }
                 let states = model.encodeVision(subset, layers: config.visionConfig.numHiddenLayers, applyHooks: false)
                 remember(model.pooledImageFeatures(lastHidden: states.last!), keys: missing.map { keys[$0] })
@@ -133,7 +135,7 @@ public final class CoCoOp: PromptLearner {
     private func remember(_ feature: Tensor, keys: [ImageKey]) {
         let p = feature.shape[1]
         for (i, key) in keys.enumerated() where featureMemo.count < Self.featureMemoCapacity {
-            featureMemo[key] = Array(UnsafeBufferPointer(start: feature.pointer + i * p, count: p))
+            featureMemo[key] = feature.withUnsafePointer { Array(UnsafeBufferPointer(start: $0 + i * p, count: p)) }
         }
     }
 

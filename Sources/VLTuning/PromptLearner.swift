@@ -162,7 +162,7 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
             var t = value(tensorName, shape)
             if tensorName == "context_vectors", let rows = phraseRows {
                 t = t.copy()
-                t.mutablePointer.update(from: rows.pointer, count: rows.count)  // row 0 = the phrase
+                withTensorPointers(writing: t, reading: rows) { $0.update(from: $1, count: rows.count) }  // row 0 = the phrase
             }
             store.set(tensorName, t)
         }

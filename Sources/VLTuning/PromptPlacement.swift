@@ -34,32 +34,35 @@ func assembleSequence(_ sources: [Tensor], _ pieces: [SequencePiece], batch: Int
     }
     let total = pieces.reduce(0) { $0 + $1.count }
     let out = Tensor(uninitialized: [batch, total, d])
-    let po = out.mutablePointer
-    for b in 0..<batch {
-        var t = 0
-        for p in pieces where p.count > 0 {
-            let s = sources[p.source]
-            let sb = s.shape[0] == 1 ? 0 : b
-            (po + (b * total + t) * d).update(from: s.pointer + (sb * s.shape[1] + p.start) * d, count: p.count * d)
-            t += p.count
+    out.withUnsafeMutablePointer { po in
+        for b in 0..<batch {
+            var t = 0
+            for p in pieces where p.count > 0 {
+                let s = sources[p.source]
+                let sb = s.shape[0] == 1 ? 0 : b
+                s.withUnsafePointer { ps in
+                    (po + (b * total + t) * d).update(from: ps + (sb * s.shape[1] + p.start) * d, count: p.count * d)
+                }
+                t += p.count
+            }
         }
     }
     let shapes = sources.map(\.shape)
     return Tensor.record(out, inputs: sources, name: "assemble_sequence") { g, needs in
-        let pg = g.pointer
-        return shapes.indices.map { i -> Tensor? in
+        shapes.indices.map { i -> Tensor? in
             guard needs[i] else { return nil }
             let shape = shapes[i]
             let gi = Tensor(zeros: shape)
-            let dst = gi.mutablePointer
-            for b in 0..<batch {
-                var t = 0
-                for p in pieces {
-                    defer { t += p.count }
-                    guard p.source == i, p.count > 0 else { continue }
-                    let sb = shape[0] == 1 ? 0 : b
-                    let o = dst + (sb * shape[1] + p.start) * d, src = pg + (b * total + t) * d
-                    for k in 0..<(p.count * d) { o[k] += src[k] }
+            withTensorPointers(writing: gi, reading: g) { dst, pg in
+                for b in 0..<batch {
+                    var t = 0
+                    for p in pieces {
+                        defer { t += p.count }
+                        guard p.source == i, p.count > 0 else { continue }
+                        let sb = shape[0] == 1 ? 0 : b
+                        let o = dst + (sb * shape[1] + p.start) * d, src = pg + (b * total + t) * d
+                        for k in 0..<(p.count * d) { o[k] += src[k] }
+                    }
                 }
             }
             return gi

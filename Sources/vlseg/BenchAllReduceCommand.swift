@@ -29,37 +29,38 @@ struct BenchAllReduceCommand: ParsableCommand {
         defer { comm.finalize() }
         let count = max(1, Int(mb * 1_048_576 / 4))
         let buffer = Tensor(uninitialized: [count])
-        let p = buffer.mutablePointer
-        func fill() { for i in 0..<count { p[i] = Float(comm.rank + 1) + Float(i % 7) } }
-        if let holdRank, holdRank == comm.rank {
-            printError("rank \(comm.rank): holding out of the all-reduce (fault injection)")
-            sleep(UInt32(timeout * 4 + 30))
-        }
-        fill()
-        comm.allReduceSum(p, count: count, label: "warm-up")
-        // Expected: sum over ranks r of (r + 1 + i % 7).
-        let n = Float(comm.size)
-        var wrong = 0
-        for i in 0..<count where p[i] != n * (n + 1) / 2 + n * Float(i % 7) { wrong += 1 }
-        var times: [Double] = []
-        for _ in 0..<iterations {
-            fill()
-            comm.barrier(label: "bench")
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            comm.allReduceSum(p, count: count, label: "bench")
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-6)
-        }
-        var worstWrong = [Double(wrong)]
-        comm.allReduceSum(&worstWrong, label: "verify")
-        times.sort()
-        let median = times.isEmpty ? 0 : times[times.count / 2]
-        if comm.isRoot {
-            let status = worstWrong[0] == 0 ? "verified" : "WRONG (\(Int(worstWrong[0])) elements)"
-            print("all-reduce \(String(format: "%.1f", mb)) MB over \(comm.size) rank(s): median \(String(format: "%.2f", median)) ms, min \(String(format: "%.2f", times.first ?? 0)) ms; result \(status)")
-            if json {
-                print("{\"ranks\": \(comm.size), \"mb\": \(mb), \"median_ms\": \(median), \"verified\": \(worstWrong[0] == 0)}")
+        try buffer.withUnsafeMutablePointer { p in
+            func fill() { for i in 0..<count { p[i] = Float(comm.rank + 1) + Float(i % 7) } }
+            if let holdRank, holdRank == comm.rank {
+                printError("rank \(comm.rank): holding out of the all-reduce (fault injection)")
+                sleep(UInt32(timeout * 4 + 30))
             }
+            fill()
+            comm.allReduceSum(p, count: count, label: "warm-up")
+            // Expected: sum over ranks r of (r + 1 + i % 7).
+            let n = Float(comm.size)
+            var wrong = 0
+            for i in 0..<count where p[i] != n * (n + 1) / 2 + n * Float(i % 7) { wrong += 1 }
+            var times: [Double] = []
+            for _ in 0..<iterations {
+                fill()
+                comm.barrier(label: "bench")
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                comm.allReduceSum(p, count: count, label: "bench")
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-6)
+            }
+            var worstWrong = [Double(wrong)]
+            comm.allReduceSum(&worstWrong, label: "verify")
+            times.sort()
+            let median = times.isEmpty ? 0 : times[times.count / 2]
+            if comm.isRoot {
+                let status = worstWrong[0] == 0 ? "verified" : "WRONG (\(Int(worstWrong[0])) elements)"
+                print("all-reduce \(String(format: "%.1f", mb)) MB over \(comm.size) rank(s): median \(String(format: "%.2f", median)) ms, min \(String(format: "%.2f", times.first ?? 0)) ms; result \(status)")
+                if json {
+                    print("{\"ranks\": \(comm.size), \"mb\": \(mb), \"median_ms\": \(median), \"verified\": \(worstWrong[0] == 0)}")
+                }
+            }
+            if worstWrong[0] != 0 { throw ExitCode(1) }
         }
-        if worstWrong[0] != 0 { throw ExitCode(1) }
     }
 }

@@ -148,8 +148,8 @@ struct ForwardCommand: ParsableCommand {
             m.segmentationLogits(pixels: pixels, text: TextPrompts(inputIDs: [encoding.inputIDs], attentionMask: [encoding.attentionMask]))
         }
         let full = logits.resized(to: (rgb.height, rgb.width), mode: .bilinear)
-        let p = full.pointer
-        let mask = BinaryMask(width: rgb.width, height: rgb.height, values: (0..<(rgb.width * rgb.height)).map { p[$0] > 0 ? 1 : 0 })
+        let values = full.withUnsafePointer { p in (0..<(rgb.width * rgb.height)).map { p[$0] > 0 ? UInt8(1) : 0 } }
+        let mask = BinaryMask(width: rgb.width, height: rgb.height, values: values)
         try ImageIO.writeMaskPNG(mask, to: URL(fileURLWithPath: out))
         if overlay {
             let url = URL(fileURLWithPath: out).deletingPathExtension().appendingPathExtension("overlay.png")

@@ -173,8 +173,10 @@ final class TransformTests: XCTestCase {
     func testNormalizeIntoBatchSlot() {
         let a = Self.pattern(width: 4, height: 3), b = Self.pattern(width: 4, height: 3).flippedHorizontally()
         let batch = Tensor(zeros: [2, 3, 3, 4])
-        a.normalize(.imageNet, into: batch.mutablePointer)
-        b.normalize(.imageNet, into: batch.mutablePointer + 36)
+        batch.withUnsafeMutablePointer { p in
+            a.normalize(.imageNet, into: p)
+            b.normalize(.imageNet, into: p + 36)
+        }
         XCTAssertEqual(Array(batch.scalars[0..<36]), a.normalizedTensor(.imageNet).scalars)
         XCTAssertEqual(Array(batch.scalars[36..<72]), b.normalizedTensor(.imageNet).scalars)
 

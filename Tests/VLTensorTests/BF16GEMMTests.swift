@@ -145,8 +145,9 @@ final class BF16GEMMTests: XCTestCase {
             for threads in [1, 2, 3] {
                 ComputeThreads.set(threads)
                 let c = Tensor(uninitialized: [m, n])
-                BF16GEMM.multiply(m: m, n: n, k: k, a: a.pointer, rsa: k, csa: 1, b: b.pointer, rsb: n, csb: 1,
-                                  c: c.mutablePointer, ldc: n)
+                withTensorPointers(writing: c, reading: a, b) { pc, pa, pb in
+                    BF16GEMM.multiply(m: m, n: n, k: k, a: pa, rsa: k, csa: 1, b: pb, rsb: n, csb: 1, c: pc, ldc: n)
+                }
                 results.append(c.scalars)
             }
             XCTAssertEqual(results[0], results[1], "1 vs 2 threads, \(m)x\(n)x\(k)")

@@ -252,10 +252,11 @@ final class FLOPCountTests: XCTestCase {
         let perProduct = 2.0 * 3 * 7 * 5, calls = 4_000
         let before = BLAS.flopCount
         DispatchQueue.concurrentPerform(iterations: 8) { t in
-            let c = c0.mutablePointer + t * 21
-            for _ in 0..<(calls / 8) {
-                BLAS.sgemm(transposeA: false, transposeB: false, m: 3, n: 7, k: 5,
-                           a: a.pointer, lda: 5, b: b.pointer, ldb: 7, c: c, ldc: 7)
+            withTensorPointers(writing: c0, reading: a, b) { pc, pa, pb in
+                for _ in 0..<(calls / 8) {
+                    BLAS.sgemm(transposeA: false, transposeB: false, m: 3, n: 7, k: 5,
+                               a: pa, lda: 5, b: pb, ldb: 7, c: pc + t * 21, ldc: 7)
+                }
             }
         }
         XCTAssertEqual(BLAS.flopCount - before, perProduct * Double(calls))

@@ -11,12 +11,14 @@ final class PanelGEMMTests: XCTestCase {
         let c = Tensor(shape: [m, n + 5], values: beta == 0 ? Array(repeating: .nan, count: m * (n + 5))
                                                             : Check.random([m, n + 5], seed: seed + 2).scalars)
         let lda = transposeA ? m : k
-        if panel {
-            PanelGEMM.multiply(transposeA: transposeA, m: m, n: n, k: k, a: a.pointer, lda: lda, b: b.pointer, ldb: n + 3,
-                               beta: beta, c: c.mutablePointer, ldc: n + 5)
-        } else {
-            BLAS.sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a.pointer, lda: lda, b: b.pointer,
-                       ldb: n + 3, beta: beta, c: c.mutablePointer, ldc: n + 5)
+        withTensorPointers(writing: c, reading: a, b) { pc, pa, pb in
+            if panel {
+                PanelGEMM.multiply(transposeA: transposeA, m: m, n: n, k: k, a: pa, lda: lda, b: pb, ldb: n + 3,
+                                   beta: beta, c: pc, ldc: n + 5)
+            } else {
+                BLAS.sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: pa, lda: lda, b: pb,
+                           ldb: n + 3, beta: beta, c: pc, ldc: n + 5)
+            }
         }
         // Only the m x n block; the padding columns must be untouched (NaN or the initial values).
         return c.scalars
@@ -56,8 +58,10 @@ final class PanelGEMMTests: XCTestCase {
         let pa = a.scalars, pb = b.scalars
         var panelError = 0.0, blasError = 0.0
         let viaPanel = Tensor(uninitialized: [m, n]), viaBLAS = Tensor(uninitialized: [m, n])
-        PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: viaPanel.mutablePointer, ldc: n)
-        BLAS.sgemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: viaBLAS.mutablePointer, ldc: n)
+        withTensorPointers(writing: viaPanel, viaBLAS, reading: a, b) { panelC, blasC, pa, pb in
+            PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: pa, lda: k, b: pb, ldb: n, c: panelC, ldc: n)
+            BLAS.sgemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: pa, lda: k, b: pb, ldb: n, c: blasC, ldc: n)
+        }
         for i in 0..<m {
             for j in 0..<n {
                 var exact = 0.0
@@ -77,10 +81,12 @@ final class PanelGEMMTests: XCTestCase {
         let (m, n, k) = (20, 150, 70)
         let a = Check.random([m, k], seed: 7), b = Check.random([k, n], seed: 8)
         let whole = Tensor(uninitialized: [m, n]), part = Tensor(uninitialized: [m, n])
-        PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: whole.mutablePointer, ldc: n)
-        for (rows, cols) in [(0..<7, 0..<33), (7..<20, 0..<33), (0..<20, 33..<150)] {
-            PanelGEMM.multiply(transposeA: false, m: rows.count, n: cols.count, k: k, a: a.pointer + rows.lowerBound * k, lda: k,
-                               b: b.pointer + cols.lowerBound, ldb: n, c: part.mutablePointer + rows.lowerBound * n + cols.lowerBound, ldc: n)
+        withTensorPointers(writing: whole, part, reading: a, b) { pw, pp, pa, pb in
+            PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: pa, lda: k, b: pb, ldb: n, c: pw, ldc: n)
+            for (rows, cols) in [(0..<7, 0..<33), (7..<20, 0..<33), (0..<20, 33..<150)] {
+                PanelGEMM.multiply(transposeA: false, m: rows.count, n: cols.count, k: k, a: pa + rows.lowerBound * k, lda: k,
+                                   b: pb + cols.lowerBound, ldb: n, c: pp + rows.lowerBound * n + cols.lowerBound, ldc: n)
+            }
         }
         XCTAssertEqual(whole.scalars, part.scalars)
     }

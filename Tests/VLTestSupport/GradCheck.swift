@@ -59,10 +59,10 @@ public enum Check {
             var worst = 0.0, scale = 0.0
             for j in probe {
                 let plus = inputs.map { $0.copy() }, minus = inputs.map { $0.copy() }
-                plus[i].mutablePointer[j] += eps
-                minus[i].mutablePointer[j] -= eps
+                plus[i].withUnsafeMutableBufferPointer { $0[j] += eps }
+                minus[i].withUnsafeMutableBufferPointer { $0[j] -= eps }
                 let numeric = (lossValue(plus) - lossValue(minus)) / (2 * Double(eps))
-                worst = max(worst, abs(numeric - Double(analytic.pointer[j])))
+                worst = max(worst, abs(numeric - Double(analytic.withUnsafeBufferPointer { $0[j] })))
                 scale = max(scale, abs(numeric))
             }
             let rel = worst / max(scale, 1e-6)

@@ -18,9 +18,11 @@ final class CheckpointTests: XCTestCase {
         store.set("decoder.w", Tensor(shape: [2, 3], values: (0..<6).map { Float($0) + seed }))
         store.set("decoder.b", Tensor(shape: [3], values: [seed, -seed, 0.5]))
         let arena = ParameterArena(store: store, names: ["decoder.w", "decoder.b"])
-        for i in 0..<arena.count {
-            arena.firstMoment.mutablePointer[i] = Float(i) * 0.1 + seed
-            arena.secondMoment.mutablePointer[i] = Float(i) * 0.01
+        withTensorPointers(writing: arena.firstMoment, arena.secondMoment) { m, v in
+            for i in 0..<arena.count {
+                m[i] = Float(i) * 0.1 + seed
+                v[i] = Float(i) * 0.01
+            }
         }
         return arena
     }

@@ -18,7 +18,7 @@ final class OptimizerTests: XCTestCase {
         var p: [Double] = [1, -2, 0.5], m = [0.0, 0, 0], v = [0.0, 0, 0]
         let lr = 0.01
         for (t, g) in grads.enumerated() {
-            arena.gradients.mutablePointer.update(from: g, count: 3)
+            arena.gradients.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: g) }
             opt.update(arena, lr: Float(lr))
             for i in 0..<3 {
                 p[i] *= 1 - lr * 0.1
@@ -28,7 +28,8 @@ final class OptimizerTests: XCTestCase {
                 p[i] -= lr / bc1 * m[i] / (v[i].squareRoot() / bc2.squareRoot() + 1e-8)
             }
         }
-        for i in 0..<3 { XCTAssertEqual(Double(arena.values.pointer[i]), p[i], accuracy: 1e-6) }
+        let values = arena.values.scalars
+        for i in 0..<3 { XCTAssertEqual(Double(values[i]), p[i], accuracy: 1e-6) }
         XCTAssertEqual(opt.step, 2)
     }
 
@@ -43,7 +44,7 @@ final class OptimizerTests: XCTestCase {
         var p = values, m = [Float](repeating: 0, count: count), v = m
         for step in 1...3 {
             let g = (0..<count).map { _ in Float(rng.nextUnitFloat() * 0.2 - 0.1) }
-            arena.gradients.mutablePointer.update(from: g, count: count)
+            arena.gradients.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: g) }
             let lr: Float = 1e-3
             opt.update(arena, lr: lr)
             let bc1 = 1 - pow(Double(Float(0.9)), Double(step)), bc2 = 1 - pow(Double(Float(0.999)), Double(step))
@@ -73,7 +74,7 @@ final class OptimizerTests: XCTestCase {
         for threads in [1, 2, 3] {
             ComputeThreads.set(threads)
             let (arena, _) = makeArena([Float](repeating: 0, count: count))
-            arena.gradients.mutablePointer.update(from: grads, count: count)
+            arena.gradients.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: grads) }
             let norm = clipGradientNorm(arena, maxNorm: 1)
             XCTAssertEqual(Double(norm), reference, accuracy: 1e-6 * reference)
             let coef = 1 / (norm + 1e-6)
@@ -88,7 +89,7 @@ final class OptimizerTests: XCTestCase {
         let (arena, _) = makeArena([3])
         var opt = AdamW(weightDecay: 0)
         opt.update(arena, lr: 0.1)  // zero gradient: nothing may change
-        XCTAssertEqual(arena.values.pointer[0], 3)
+        XCTAssertEqual(arena.values.scalars[0], 3)
     }
 
     func testArenaBindsModelTensorsAndGradients() {
@@ -104,14 +105,14 @@ final class OptimizerTests: XCTestCase {
         linear(x, weight: store["w"], bias: store["b"]).sum().backward()
         XCTAssertEqual(arena.gradients.scalars, [1, 1, 1, 1, 1, 1])
         // Updating the arena updates the model.
-        arena.values.mutablePointer[0] = 10
+        arena.values.withUnsafeMutableBufferPointer { $0[0] = 10 }
         XCTAssertEqual(store["w"].scalars[0], 10)
         XCTAssertEqual(ParameterArena(store: ParameterStore.copy(of: store), names: ["w", "b"]).layoutHash, arena.layoutHash)
     }
 
     func testClipping() {
         let (arena, _) = makeArena([0, 0])
-        arena.gradients.mutablePointer.update(from: [3, 4], count: 2)
+        arena.gradients.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: [3, 4]) }
         XCTAssertEqual(clipGradientNorm(arena, maxNorm: 1), 5, accuracy: 1e-6)
         XCTAssertEqual(arena.gradients.scalars[0], 0.6, accuracy: 1e-5)
         XCTAssertEqual(arena.gradients.scalars[1], 0.8, accuracy: 1e-5)

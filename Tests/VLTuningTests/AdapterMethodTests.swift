@@ -371,11 +371,12 @@ final class AdapterMethodTests: XCTestCase {
             for (i, n) in names.enumerated() {
                 let p = model.parameters[n]
                 guard let grad = p.grad else { continue }
-                let pp = p.mutablePointer, gp = grad.pointer, mp = m[i].mutablePointer, vp = v[i].mutablePointer
-                for j in 0..<p.count {
-                    mp[j] = 0.9 * mp[j] + 0.1 * gp[j]
-                    vp[j] = 0.999 * vp[j] + 0.001 * gp[j] * gp[j]
-                    pp[j] -= lr * (mp[j] / c1) / ((vp[j] / c2).squareRoot() + 1e-8)
+                withTensorPointers(writing: p, m[i], v[i], reading: grad) { pp, mp, vp, gp in
+                    for j in 0..<p.count {
+                        mp[j] = 0.9 * mp[j] + 0.1 * gp[j]
+                        vp[j] = 0.999 * vp[j] + 0.001 * gp[j] * gp[j]
+                        pp[j] -= lr * (mp[j] / c1) / ((vp[j] / c2).squareRoot() + 1e-8)
+                    }
                 }
             }
         }

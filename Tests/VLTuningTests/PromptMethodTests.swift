@@ -231,7 +231,7 @@ final class PromptMethodTests: XCTestCase {
             let names = try Self.method(name, ["depth": 2, "init": "a photo of a"]).prepare(model, seed: 3)
             let ctx = model.parameters["context_vectors"].copy()
             let dt = config.textConfig.hiddenSize
-            ctx.mutablePointer.advanced(by: 4 * dt).update(from: states[1].pointer + dt, count: 4 * dt)
+            withTensorPointers(writing: ctx, reading: states[1]) { ($0 + 4 * dt).update(from: $1 + dt, count: 4 * dt) }
             model.parameters.set("context_vectors", ctx)
             for n in names where n.hasSuffix(".2.weight") { model.parameters.set(n, Tensor(zeros: model.parameters[n].shape)) }
             let prompted = model(pixels: pixels, text: stripped)
@@ -412,12 +412,14 @@ final class PromptMethodTests: XCTestCase {
                 losses.append(loss.item)
                 loss.backward()
                 for (k, n) in names.enumerated() {  // Adam, lr 0.02
-                    let t = model.parameters[n], g = t.grad!.scalars, p = t.mutablePointer
-                    for i in 0..<t.count {
-                        m1[k][i] = 0.9 * m1[k][i] + 0.1 * g[i]
-                        m2[k][i] = 0.999 * m2[k][i] + 0.001 * g[i] * g[i]
-                        let mh = m1[k][i] / (1 - pow(0.9, Float(step))), vh = m2[k][i] / (1 - pow(0.999, Float(step)))
-                        p[i] -= 0.02 * mh / (vh.squareRoot() + 1e-8)
+                    let t = model.parameters[n], g = t.grad!.scalars
+                    t.withUnsafeMutablePointer { p in
+                        for i in 0..<t.count {
+                            m1[k][i] = 0.9 * m1[k][i] + 0.1 * g[i]
+                            m2[k][i] = 0.999 * m2[k][i] + 0.001 * g[i] * g[i]
+                            let mh = m1[k][i] / (1 - pow(0.9, Float(step))), vh = m2[k][i] / (1 - pow(0.999, Float(step)))
+                            p[i] -= 0.02 * mh / (vh.squareRoot() + 1e-8)
+                        }
                     }
                 }
             }
