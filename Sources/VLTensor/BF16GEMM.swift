@@ -74,8 +74,7 @@ public enum BF16GEMM {
         let threads = parallel ? ComputeThreads.count : 1
         let large = Double(m) * Double(n) * Double(k) >= 1e6 && threads > 1
         let packedB = PackedB(k: k, n: n, b: b, rsb: rsb, csb: csb, parallel: large)
-        withExtendedLifetime(packedB) {
-            let packed = packedB.words
+        packedB.withPackedWords { packed in
             guard large else {
                 vlseg_bf16_gemm(m, n, k, a, rsa, csa, packed, beta, c, ldc)
                 return
@@ -143,8 +142,11 @@ public enum BF16GEMM {
             }
         }
 
-        /// The packed panels (valid while this value lives).
-        var words: UnsafeMutablePointer<UInt32> { buffer.words }
+        /// The packed panels for the duration of `body`: the buffer goes back to the pool (and may be
+        /// reused by another packing) as soon as this value is released.
+        func withPackedWords<R>(_ body: (UnsafeMutablePointer<UInt32>) -> R) -> R {
+            withExtendedLifetime(self) { body(buffer.words) }
+        }
 
         deinit { PackingBuffers.shared.give(back: buffer) }
 

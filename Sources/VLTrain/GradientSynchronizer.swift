@@ -77,8 +77,13 @@ public final class GradientSynchronizer {
     private func start(_ b: Int) {
         guard requests[b] == nil else { return }
         let range = buckets[b].range
-        requests[b] = comm.startAllReduceSum(arena.gradients.mutablePointer + range.lowerBound, count: range.count,
-                                             label: "gradients bucket \(b)")
+        // The one pointer that outlives its scope: MPI writes the sums into the bucket until the
+        // request completes. The gradients stay allocated meanwhile because this synchronizer holds
+        // the arena (whose tensors own them) as well as the request, and `finish` waits for every
+        // request before the step reads the gradients.
+        requests[b] = arena.gradients.withUnsafeMutablePointer { g in
+            comm.startAllReduceSum(g + range.lowerBound, count: range.count, label: "gradients bucket \(b)")
+        }
     }
 
     /// Completes every bucket's all-reduce and turns sums into averages over `ranks x microSteps`.
@@ -92,8 +97,9 @@ public final class GradientSynchronizer {
         communicating = false
         let scale = 1 / Float(comm.size * max(microSteps, 1))
         if scale != 1 {
-            let g = arena.gradients.mutablePointer
-            parallelFor(arena.count, grain: 65536) { range in for i in range { g[i] *= scale } }
+            arena.gradients.withUnsafeMutablePointer { g in
+                parallelFor(arena.count, grain: 65536) { range in for i in range { g[i] *= scale } }
+            }
         }
     }
 }

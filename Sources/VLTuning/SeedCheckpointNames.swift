@@ -91,7 +91,9 @@ public enum SeedCheckpointNames {
         guard a.shape == b.shape else { return false }
         switch (a.values, b.values) {
         case let (.float32(x), .float32(y)):
-            return zip(x.buffer, y.buffer).allSatisfy { $0.bitPattern == $1.bitPattern }
+            return x.withUnsafeBufferPointer { xb in
+                y.withUnsafeBufferPointer { yb in zip(xb, yb).allSatisfy { $0.bitPattern == $1.bitPattern } }
+            }
         case let (.integers(x), .integers(y)): return x == y
         default: return false
         }

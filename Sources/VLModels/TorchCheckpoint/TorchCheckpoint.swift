@@ -432,24 +432,29 @@ public final class TorchCheckpoint: @unchecked Sendable {
                 throw bad("a view of \(count) elements over a storage of \(available) (stride 0 or overlapping strides) exceeds the expansion limit of \(options.expansionBudget) elements")
             }
         }
-        let src = window.base! + viewStart
         let runs = Self.runs(shape: ref.shape, stride: ref.stride, offset: ref.offset)
-        if dtype.isFloatingPoint {
-            let out = Tensor(uninitialized: ref.shape)
-            let o = out.mutablePointer
-            for run in runs.list { Self.convertFloats(src, dtype, run, into: o) }
-            runs.odometer { run in Self.convertFloats(src, dtype, run, into: o) }
-            return TorchTensorData(dtype: dtype, shape: ref.shape, values: .float32(out))
+        return try window.withUnsafeBytes { bytes in
+            // Not empty: the view has elements and lies inside the window (checked above).
+            guard let start = bytes.baseAddress else { throw bad("its storage '\(s.key)' has no data") }
+            let src = start + viewStart
+            if dtype.isFloatingPoint {
+                let out = Tensor(uninitialized: ref.shape)
+                out.withUnsafeMutablePointer { o in
+                    for run in runs.list { Self.convertFloats(src, dtype, run, into: o) }
+                    runs.odometer { run in Self.convertFloats(src, dtype, run, into: o) }
+                }
+                return TorchTensorData(dtype: dtype, shape: ref.shape, values: .float32(out))
+            }
+            var values = [Int](repeating: 0, count: count)
+            var failure: String?
+            values.withUnsafeMutableBufferPointer { buffer in
+                guard let o = buffer.baseAddress else { return }
+                for run in runs.list { if let f = Self.convertIntegers(src, dtype, run, into: o) { failure = f } }
+                runs.odometer { run in if let f = Self.convertIntegers(src, dtype, run, into: o) { failure = f } }
+            }
+            if let failure { throw bad(failure) }
+            return TorchTensorData(dtype: dtype, shape: ref.shape, values: .integers(values))
         }
-        var values = [Int](repeating: 0, count: count)
-        var failure: String?
-        values.withUnsafeMutableBufferPointer { buffer in
-            let o = buffer.baseAddress!
-            for run in runs.list { if let f = Self.convertIntegers(src, dtype, run, into: o) { failure = f } }
-            runs.odometer { run in if let f = Self.convertIntegers(src, dtype, run, into: o) { failure = f } }
-        }
-        if let failure { throw bad(failure) }
-        return TorchTensorData(dtype: dtype, shape: ref.shape, values: .integers(values))
     }
 
     /// A stretch of elements: `count` outputs from `out`, read from storage element `source`

@@ -66,7 +66,9 @@ final class ByteSource: @unchecked Sendable {
 /// A bounds-aware view of raw bytes. Reads are unchecked for speed, so every caller first asks
 /// `contains(_:_:)` (overflow-safe) and throws when the range is not there.
 struct ByteWindow {
-    let base: UnsafeRawPointer?
+    /// Read through the methods below or `withUnsafeBytes`, never kept: the window may be the
+    /// last holder of `keeper`, and the optimiser may release it right after this is read.
+    private let base: UnsafeRawPointer?
     let count: Int
     /// What owns the memory (a `ByteSource`), retained by every window into it.
     let keeper: AnyObject?
@@ -103,6 +105,11 @@ struct ByteWindow {
     }
 
     var data: Data { count == 0 ? Data() : Data(bytes: base!, count: count) }
+
+    /// The bytes (nil for an empty window) for the duration of `body`, with their owner held.
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(keeper) { try body(UnsafeRawBufferPointer(start: base, count: count)) }
+    }
 }
 
 /// A read-only zip archive of stored (uncompressed) entries over memory-mapped bytes.
@@ -340,8 +347,7 @@ enum CRC32 {
     }()
 
     static func checksum(_ w: ByteWindow) -> UInt32 {
-        guard w.count > 0, let base = w.base else { return 0 }
-        return checksum(UnsafeRawBufferPointer(start: base, count: w.count))
+        w.withUnsafeBytes { checksum($0) }
     }
 
     static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
