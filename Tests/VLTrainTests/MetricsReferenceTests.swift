@@ -68,8 +68,9 @@ final class MetricsReferenceTests: XCTestCase {
         for (k, image) in images.enumerated() {
             all.add(logits: image.logits, target: image.target, loss: nil, threshold: threshold)
             shards[k % 2].add(logits: image.logits, target: image.target, loss: nil, threshold: threshold)
-            each.append(SegmentationMetrics.counts(logits: image.logits.pointer, target: image.target.pointer, count: image.logits.count,
-                                                   threshold: threshold))
+            each.append(withTensorPointers(reading: image.logits, image.target) { pl, pt in
+                SegmentationMetrics.counts(logits: pl, target: pt, count: image.logits.count, threshold: threshold)
+            })
         }
         let ref = try numpy(Self.reference, input: [
             "threshold": p,
