@@ -3,7 +3,7 @@ import PackageDescription
 
 // Release builds of the numeric modules drop bounds checks on the hot unsafe-pointer loops.
 let numericSettings: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))
 ]
 
 let package = Package(
@@ -35,9 +35,11 @@ let package = Package(
         // The CLIP vocabulary ships with the tool so `init-model` and the demo need no download.
         .target(name: "VLTokenizer", resources: [.copy("Resources/clip-tokenizer")]),
         .target(name: "VLModels", dependencies: ["VLTensor", "VLTokenizer"]),
-        .target(name: "VLTuning", dependencies: ["VLTensor", "VLTokenizer", "VLModels"], swiftSettings: numericSettings),
+        .target(
+            name: "VLTuning", dependencies: ["VLTensor", "VLTokenizer", "VLModels"], swiftSettings: numericSettings),
         .target(name: "VLDistributed", dependencies: ["CMPI"], swiftSettings: numericSettings),
-        .target(name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLTokenizer"], swiftSettings: numericSettings),
+        .target(
+            name: "VLData", dependencies: ["CPNG", "CJPEG", "VLTensor", "VLTokenizer"], swiftSettings: numericSettings),
         .target(
             name: "VLTrain",
             dependencies: [
@@ -59,16 +61,21 @@ let package = Package(
         .plugin(name: "BuildInfo", capability: .buildTool()),
 
         // Shared test helpers (value comparison, finite-difference gradient checks, the fixtures in Tests/Fixtures).
-        .target(name: "VLTestSupport", dependencies: ["VLTensor", "VLTokenizer", "VLModels"], path: "Tests/VLTestSupport"),
+        .target(
+            name: "VLTestSupport", dependencies: ["VLTensor", "VLTokenizer", "VLModels"], path: "Tests/VLTestSupport"),
         .testTarget(name: "VLTokenizerTests", dependencies: ["VLTokenizer", "VLTestSupport"]),
         .testTarget(name: "VLTensorTests", dependencies: ["VLTensor", "VLTestSupport"]),
         .testTarget(name: "VLModelsTests", dependencies: ["VLModels", "VLTestSupport"]),
         .testTarget(name: "VLTuningTests", dependencies: ["VLTuning", "VLModels", "VLTokenizer", "VLTestSupport"]),
-        .testTarget(name: "VLTrainTests", dependencies: ["VLTrain", "VLTuning", "VLData", "VLTokenizer", "VLTestSupport"]),
+        .testTarget(
+            name: "VLTrainTests", dependencies: ["VLTrain", "VLTuning", "VLData", "VLTokenizer", "VLTestSupport"]),
         .testTarget(name: "VLDistributedTests", dependencies: ["VLDistributed"]),
-        .testTarget(name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTokenizer", "VLTensor", "VLTestSupport"]),
+        .testTarget(
+            name: "VLDataTests", dependencies: ["VLData", "VLModels", "VLTokenizer", "VLTensor", "VLTestSupport"]),
         // Runs the built `vlseg` as a child process (and under mpirun); needs the executable built.
-        .testTarget(name: "VLSegCLITests", dependencies: ["vlseg", "VLTokenizer", "VLModels", "VLTensor", "VLData", "VLTrain", "VLTestSupport"]),
+        .testTarget(
+            name: "VLSegCLITests",
+            dependencies: ["vlseg", "VLTokenizer", "VLModels", "VLTensor", "VLData", "VLTrain", "VLTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

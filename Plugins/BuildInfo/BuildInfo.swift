@@ -20,9 +20,12 @@ struct BuildInfo: BuildToolPlugin {
             let buildCommit = \\"$commit\\""
             if [ ! -f "$2" ] || [ "$(cat "$2")" != "$text" ]; then printf '%s\\n' "$text" > "$2"; fi
             """
-        return [.prebuildCommand(displayName: "Recording the git commit",
-                                 executable: URL(fileURLWithPath: "/bin/sh"),
-                                 arguments: ["-c", script, "buildinfo", root, output.path],
-                                 outputFilesDirectory: context.pluginWorkDirectoryURL)]
+        return [
+            .prebuildCommand(
+                displayName: "Recording the git commit",
+                executable: URL(fileURLWithPath: "/bin/sh"),
+                arguments: ["-c", script, "buildinfo", root, output.path],
+                outputFilesDirectory: context.pluginWorkDirectoryURL)
+        ]
     }
 }

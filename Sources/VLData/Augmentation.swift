@@ -10,10 +10,13 @@ import VLTensor
 /// `.augmentation`), so a sample is augmented the same way whatever rank or thread handles it. Every
 /// step draws the same number of values whether or not it fires, so turning one augmentation on or
 /// off does not change the draws of the others.
-public func augment(image: RGBImage, mask: BinaryMask, config: AugmentationConfig,
-                    rng: inout CounterRandom) -> (RGBImage, BinaryMask) {
-    precondition(image.width == mask.width && image.height == mask.height,
-                 "augment: image \(image.width)x\(image.height) and mask \(mask.width)x\(mask.height) differ")
+public func augment(
+    image: RGBImage, mask: BinaryMask, config: AugmentationConfig,
+    rng: inout CounterRandom
+) -> (RGBImage, BinaryMask) {
+    precondition(
+        image.width == mask.width && image.height == mask.height,
+        "augment: image \(image.width)x\(image.height) and mask \(mask.width)x\(mask.height) differ")
     var img = image, msk = mask
     let w = image.width, h = image.height
 
@@ -45,7 +48,8 @@ public func augment(image: RGBImage, mask: BinaryMask, config: AugmentationConfi
     let scale = rng.uniform(a.scale[0], a.scale[1])
     let shear = rng.uniform(-a.shear, a.shear)
     if affineFires {
-        let m = AffineSampler(width: w, height: h, degrees: angle, translate: (tx, ty), scale: scale, shearDegrees: shear)
+        let m = AffineSampler(
+            width: w, height: h, degrees: angle, translate: (tx, ty), scale: scale, shearDegrees: shear)
         img = img.warped(m, border: a.border)
         msk = msk.warped(m, border: a.border)
     }

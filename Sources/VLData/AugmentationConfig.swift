@@ -23,8 +23,10 @@ public struct AugmentationConfig: Codable, Sendable, Equatable {
         /// How pixels pulled in from outside the image are filled.
         public var border: BorderMode = .replicate
 
-        public init(p: Double = 0, degrees: Double = 0, translate: Double = 0, scale: [Double] = [1, 1],
-                    shear: Double = 0, border: BorderMode = .replicate) {
+        public init(
+            p: Double = 0, degrees: Double = 0, translate: Double = 0, scale: [Double] = [1, 1],
+            shear: Double = 0, border: BorderMode = .replicate
+        ) {
             self.p = p; self.degrees = degrees; self.translate = translate; self.scale = scale
             self.shear = shear; self.border = border
         }
@@ -32,7 +34,8 @@ public struct AugmentationConfig: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey, CaseIterable { case p, degrees, translate, scale, shear, border }
 
         public init(from decoder: Decoder) throws {
-            try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue), section: "augmentation.affine")
+            try rejectUnknownKeys(
+                decoder, known: CodingKeys.allCases.map(\.stringValue), section: "augmentation.affine")
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init()
             p = try c.decodeIfPresent(Double.self, forKey: .p) ?? p
@@ -44,8 +47,9 @@ public struct AugmentationConfig: Codable, Sendable, Equatable {
             try check(probability: p, key: .p, in: c)
             try check(degrees >= 0 && degrees <= 180, "degrees must be in 0...180", key: .degrees, in: c)
             try check(translate >= 0 && translate < 1, "translate must be in [0, 1)", key: .translate, in: c)
-            try check(scale.count == 2 && scale[0] > 0 && scale[0] <= scale[1],
-                      "scale must be [low, high] with 0 < low <= high", key: .scale, in: c)
+            try check(
+                scale.count == 2 && scale[0] > 0 && scale[0] <= scale[1],
+                "scale must be [low, high] with 0 < low <= high", key: .scale, in: c)
             try check(shear >= 0 && shear < 90, "shear must be in [0, 90) degrees", key: .shear, in: c)
         }
     }
@@ -61,7 +65,8 @@ public struct AugmentationConfig: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey, CaseIterable { case p, minScale = "min_scale" }
 
         public init(from decoder: Decoder) throws {
-            try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue), section: "augmentation.foreground_crop")
+            try rejectUnknownKeys(
+                decoder, known: CodingKeys.allCases.map(\.stringValue), section: "augmentation.foreground_crop")
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init()
             p = try c.decodeIfPresent(Double.self, forKey: .p) ?? p
@@ -81,7 +86,8 @@ public struct AugmentationConfig: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey, CaseIterable { case p, limit }
 
         public init(from decoder: Decoder) throws {
-            try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.stringValue), section: "augmentation jitter")
+            try rejectUnknownKeys(
+                decoder, known: CodingKeys.allCases.map(\.stringValue), section: "augmentation jitter")
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init()
             p = try c.decodeIfPresent(Double.self, forKey: .p) ?? p
@@ -102,8 +108,10 @@ public struct AugmentationConfig: Codable, Sendable, Equatable {
     /// Probability of a vertical flip.
     public var verticalFlip: Double = 0
 
-    public init(affine: Affine = Affine(), foregroundCrop: ForegroundCrop = ForegroundCrop(), brightness: Jitter = Jitter(),
-                contrast: Jitter = Jitter(), horizontalFlip: Double = 0, verticalFlip: Double = 0) {
+    public init(
+        affine: Affine = Affine(), foregroundCrop: ForegroundCrop = ForegroundCrop(), brightness: Jitter = Jitter(),
+        contrast: Jitter = Jitter(), horizontalFlip: Double = 0, verticalFlip: Double = 0
+    ) {
         self.affine = affine; self.foregroundCrop = foregroundCrop; self.brightness = brightness
         self.contrast = contrast; self.horizontalFlip = horizontalFlip; self.verticalFlip = verticalFlip
     }
@@ -159,7 +167,8 @@ private func rejectUnknownKeys(_ decoder: Decoder, known: [String], section: Str
     for key in c.allKeys where !known.contains(key.stringValue) {
         throw DecodingError.dataCorruptedError(
             forKey: key, in: c,
-            debugDescription: "unknown key '\(key.stringValue)' in \(section) (known: \(known.joined(separator: ", ")))")
+            debugDescription: "unknown key '\(key.stringValue)' in \(section) (known: \(known.joined(separator: ", ")))"
+        )
     }
 }
 

@@ -51,9 +51,11 @@ public struct Batch: @unchecked Sendable {
     /// Where the stream stands after this batch: what a checkpoint taken after stepping on it stores.
     public var nextCursor: SamplerCursor
 
-    public init(pixelValues: Tensor, masks: Tensor, inputIDs: [[Int]], attentionMask: [[Int]], sampleIndices: [Int],
-                entries: [EntryReference], imageNames: [String], maskNames: [String], originalSizes: [ImageSize],
-                prompts: [String], promptKeys: [String?], classIDs: [Int?], cursor: SamplerCursor, nextCursor: SamplerCursor) {
+    public init(
+        pixelValues: Tensor, masks: Tensor, inputIDs: [[Int]], attentionMask: [[Int]], sampleIndices: [Int],
+        entries: [EntryReference], imageNames: [String], maskNames: [String], originalSizes: [ImageSize],
+        prompts: [String], promptKeys: [String?], classIDs: [Int?], cursor: SamplerCursor, nextCursor: SamplerCursor
+    ) {
         self.pixelValues = pixelValues
         self.masks = masks
         self.inputIDs = inputIDs
@@ -71,14 +73,18 @@ public struct Batch: @unchecked Sendable {
     }
 
     /// A batch that comes from no file (benchmarks, tests): samples named by position, prompts as given.
-    public init(synthetic pixelValues: Tensor, masks: Tensor, prompts: [String], inputIDs: [[Int]], attentionMask: [[Int]]) {
+    public init(
+        synthetic pixelValues: Tensor, masks: Tensor, prompts: [String], inputIDs: [[Int]], attentionMask: [[Int]]
+    ) {
         let n = pixelValues.shape.first ?? 0
-        let size = ImageSize(width: pixelValues.shape.last ?? 0, height: pixelValues.shape.count > 2 ? pixelValues.shape[2] : 0)
-        self.init(pixelValues: pixelValues, masks: masks, inputIDs: inputIDs, attentionMask: attentionMask,
-                  sampleIndices: Array(0..<n), entries: [], imageNames: (0..<n).map { "synthetic-\($0)" },
-                  maskNames: (0..<n).map { "synthetic-\($0)" }, originalSizes: Array(repeating: size, count: n),
-                  prompts: prompts, promptKeys: Array(repeating: nil, count: n), classIDs: Array(repeating: nil, count: n),
-                  cursor: SamplerCursor(), nextCursor: SamplerCursor())
+        let size = ImageSize(
+            width: pixelValues.shape.last ?? 0, height: pixelValues.shape.count > 2 ? pixelValues.shape[2] : 0)
+        self.init(
+            pixelValues: pixelValues, masks: masks, inputIDs: inputIDs, attentionMask: attentionMask,
+            sampleIndices: Array(0..<n), entries: [], imageNames: (0..<n).map { "synthetic-\($0)" },
+            maskNames: (0..<n).map { "synthetic-\($0)" }, originalSizes: Array(repeating: size, count: n),
+            prompts: prompts, promptKeys: Array(repeating: nil, count: n), classIDs: Array(repeating: nil, count: n),
+            cursor: SamplerCursor(), nextCursor: SamplerCursor())
     }
 
     /// Number of samples (may be below the configured batch size, see above).

@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
-import VLTokenizer
 import VLTensor
+import VLTokenizer
 
 /// How the loader turns samples into batches (`data.*` in the config).
 public struct DataLoaderConfig: Sendable {
@@ -26,11 +26,13 @@ public struct DataLoaderConfig: Sendable {
     /// The filter of the image resize to `imageSize` (the model's processor's `resample`).
     public var resizeFilter: ResizeFilter = .bilinear
 
-    public init(imageSize: Int = 352, workers: Int = 1, prefetch: Int? = nil, seed: UInt64 = 0,
-                promptChoice: PromptChoice = .random,
-                textPadding: CLIPTokenizer.Padding = .maxLength(CLIPTokenizer.contextLength),
-                onError: OnErrorPolicy = .fail, augmentation: AugmentationConfig? = nil,
-                normalization: Normalization = .imageNet) {
+    public init(
+        imageSize: Int = 352, workers: Int = 1, prefetch: Int? = nil, seed: UInt64 = 0,
+        promptChoice: PromptChoice = .random,
+        textPadding: CLIPTokenizer.Padding = .maxLength(CLIPTokenizer.contextLength),
+        onError: OnErrorPolicy = .fail, augmentation: AugmentationConfig? = nil,
+        normalization: Normalization = .imageNet
+    ) {
         self.imageSize = imageSize
         self.workers = workers
         self.prefetch = prefetch
@@ -78,16 +80,25 @@ public final class DataLoader: @unchecked Sendable {
     /// - Parameters:
     ///   - tokenizer: nil leaves `inputIDs`/`attentionMask` empty (tools that only need pixels).
     ///   - log: where skipped entries and the skip summary go (stderr by default).
-    public init(samples: SampleSet, sampler: ShardedSampler, tokenizer: CLIPTokenizer?,
-                config: DataLoaderConfig = DataLoaderConfig(),
-                log: @escaping @Sendable (String) -> Void = DataLoader.standardErrorLog) throws {
+    public init(
+        samples: SampleSet, sampler: ShardedSampler, tokenizer: CLIPTokenizer?,
+        config: DataLoaderConfig = DataLoaderConfig(),
+        log: @escaping @Sendable (String) -> Void = DataLoader.standardErrorLog
+    ) throws {
         guard sampler.count == samples.count else {
             throw SamplerError(detail: "sampler made for \(sampler.count) samples, the dataset has \(samples.count)")
         }
-        guard config.imageSize >= 1 else { throw DataError.emptyEpoch(detail: "image size must be positive, got \(config.imageSize)") }
-        guard config.workers >= 0 else { throw DataError.emptyEpoch(detail: "workers must be >= 0, got \(config.workers)") }
+        guard config.imageSize >= 1 else {
+            throw DataError.emptyEpoch(detail: "image size must be positive, got \(config.imageSize)")
+        }
+        guard config.workers >= 0 else {
+            throw DataError.emptyEpoch(detail: "workers must be >= 0, got \(config.workers)")
+        }
         if case .training = sampler.mode, sampler.batchesPerEpoch == 0 {
-            throw DataError.emptyEpoch(detail: "\(samples.count) samples do not fill one global batch of \(sampler.batchSize) x \(sampler.worldSize) ranks with remainder policy drop; lower the batch size or use wrap")
+            throw DataError.emptyEpoch(
+                detail:
+                    "\(samples.count) samples do not fill one global batch of \(sampler.batchSize) x \(sampler.worldSize) ranks with remainder policy drop; lower the batch size or use wrap"
+            )
         }
         self.samples = samples
         self.sampler = sampler
@@ -127,7 +138,9 @@ public final class DataLoader: @unchecked Sendable {
     }
 
     /// Prepares sample `index` of `epoch` into `pixels` (3*S*S floats, CHW) and `mask` (S*S floats).
-    func prepare(index: Int, epoch: Int, pixels: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>) throws -> SampleInfo {
+    func prepare(index: Int, epoch: Int, pixels: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>) throws
+        -> SampleInfo
+    {
         let sample = samples.samples[index]
         let entry = sample.entry
         let ref = entry.reference
@@ -136,21 +149,26 @@ public final class DataLoader: @unchecked Sendable {
         var info = SampleInfo(originalSize: ImageSize(width: 0, height: 0), prompt: "", promptKey: nil, classID: nil)
         switch sample.target {
         case .binary:
-            let choice = try config.promptChoice.choose(from: entry.prompts, seed: config.seed, epoch: epoch, index: index, entry: ref)
+            let choice = try config.promptChoice.choose(
+                from: entry.prompts, seed: config.seed, epoch: epoch, index: index, entry: ref)
             info.prompt = choice.text
             info.promptKey = choice.key
         case let .classPresent(id):
             info.classID = id
         case let .classAbsent(candidates):
             guard !candidates.isEmpty else {
-                throw DataError.classes(file: samples.classes?.file ?? "", entry: ref, detail: "no absent class to draw")
+                throw DataError.classes(
+                    file: samples.classes?.file ?? "", entry: ref, detail: "no absent class to draw")
             }
-            var rng = CounterRandom(seed: config.seed, epoch: UInt64(epoch), index: UInt64(index), purpose: .classSampling)
+            var rng = CounterRandom(
+                seed: config.seed, epoch: UInt64(epoch), index: UInt64(index), purpose: .classSampling)
             info.classID = candidates[rng.drawIndex(below: candidates.count)]
         }
         if let id = info.classID {
             guard let classes = samples.classes, classes.info(id) != nil else {
-                throw DataError.classes(file: samples.classes?.file ?? ClassList.defaultFileName, entry: ref, detail: "class id \(id) is not in the class list")
+                throw DataError.classes(
+                    file: samples.classes?.file ?? ClassList.defaultFileName, entry: ref,
+                    detail: "class id \(id) is not in the class list")
             }
             info.prompt = classes.choosePrompt(classID: id, seed: config.seed, epoch: epoch, index: index)
         }
@@ -182,18 +200,23 @@ public final class DataLoader: @unchecked Sendable {
             target = BinaryMask(width: image.width, height: image.height)
         }
         guard target.width == image.width, target.height == image.height else {
-            throw DataError.sizeMismatch(ref, imageWidth: image.width, imageHeight: image.height,
-                                         maskWidth: target.width, maskHeight: target.height)
+            throw DataError.sizeMismatch(
+                ref, imageWidth: image.width, imageHeight: image.height,
+                maskWidth: target.width, maskHeight: target.height)
         }
         info.originalSize = ImageSize(width: image.width, height: image.height)
 
         // Resize first, then augment at the model's resolution, as TuneVLSeg's pipelines do (Resize leads
         // its albumentations list): the geometric augmentations then cost the same for every image size.
         let side = config.imageSize
-        var img = image.width == side && image.height == side ? image : image.resized(width: side, height: side, filter: config.resizeFilter)
-        target = target.width == side && target.height == side ? target : target.resizedNearest(width: side, height: side)
+        var img =
+            image.width == side && image.height == side
+            ? image : image.resized(width: side, height: side, filter: config.resizeFilter)
+        target =
+            target.width == side && target.height == side ? target : target.resizedNearest(width: side, height: side)
         if let augmentation = config.augmentation, !augmentation.isIdentity {
-            var rng = CounterRandom(seed: config.seed, epoch: UInt64(epoch), index: UInt64(index), purpose: .augmentation)
+            var rng = CounterRandom(
+                seed: config.seed, epoch: UInt64(epoch), index: UInt64(index), purpose: .augmentation)
             (img, target) = augment(image: img, mask: target, config: augmentation, rng: &rng)
         }
         img.normalize(config.normalization, into: pixels)
@@ -214,9 +237,10 @@ public final class DataLoader: @unchecked Sendable {
         warnedFaintMask = true
         lock.unlock()
         if first {
-            log("warning: \(entry.reference): the mask holds values up to \(top) but none above 127, so it reads as all background "
-                + "(foreground is a first-channel value above 127, as in 0/255 masks); if the dataset's masks are 0/1 labels, "
-                + "rescale them to 0/255 (vlseg data check lists every such mask)")
+            log(
+                "warning: \(entry.reference): the mask holds values up to \(top) but none above 127, so it reads as all background "
+                    + "(foreground is a first-channel value above 127, as in 0/255 masks); if the dataset's masks are 0/1 labels, "
+                    + "rescale them to 0/255 (vlseg data check lists every such mask)")
         }
     }
 
@@ -227,7 +251,9 @@ public final class DataLoader: @unchecked Sendable {
     }
 
     /// Prepares one batch (used by the workers, and inline with `workers: 0`).
-    func makeBatch(_ indices: [Int], cursor: SamplerCursor, next: SamplerCursor, stream: BatchStream.Core?) throws -> Batch {
+    func makeBatch(_ indices: [Int], cursor: SamplerCursor, next: SamplerCursor, stream: BatchStream.Core?) throws
+        -> Batch
+    {
         let side = config.imageSize
         let plane = side * side
         let pixels = Tensor(uninitialized: [indices.count, 3, side, side])
@@ -239,13 +265,15 @@ public final class DataLoader: @unchecked Sendable {
                 let info: SampleInfo
                 do {
                     info = try withTensorPointers(writing: pixels, masks) { pp, pm in
-                        try prepare(index: index, epoch: cursor.epoch, pixels: pp + slot * 3 * plane, mask: pm + slot * plane)
+                        try prepare(
+                            index: index, epoch: cursor.epoch, pixels: pp + slot * 3 * plane, mask: pm + slot * plane)
                     }
                 } catch let error as DataError {
                     throw error
                 } catch {
                     let entry = samples.samples[index].entry
-                    throw DataError.unreadableFile(path: entry.imageURL.path, role: "image", entry: entry.reference, detail: "\(error)")
+                    throw DataError.unreadableFile(
+                        path: entry.imageURL.path, role: "image", entry: entry.reference, detail: "\(error)")
                 }
                 kept.append(slot)
                 infos.append(info)
@@ -261,7 +289,8 @@ public final class DataLoader: @unchecked Sendable {
             // Close the gaps left by skipped samples (rare: only under on_error skip).
             pixelValues = Tensor(uninitialized: [kept.count, 3, side, side])
             maskValues = Tensor(uninitialized: [kept.count, side, side])
-            withTensorPointers(writing: pixelValues, maskValues, reading: pixels, masks) { toPixels, toMasks, fromPixels, fromMasks in
+            withTensorPointers(writing: pixelValues, maskValues, reading: pixels, masks) {
+                toPixels, toMasks, fromPixels, fromMasks in
                 for (to, from) in kept.enumerated() {
                     (toPixels + to * 3 * plane).update(from: fromPixels + from * 3 * plane, count: 3 * plane)
                     (toMasks + to * plane).update(from: fromMasks + from * plane, count: plane)
@@ -282,12 +311,13 @@ public final class DataLoader: @unchecked Sendable {
             attention = encodings.map(\.attentionMask)
         }
         let entries = keptIndices.map { samples.samples[$0].entry }
-        return Batch(pixelValues: pixelValues, masks: maskValues, inputIDs: ids, attentionMask: attention,
-                     sampleIndices: keptIndices, entries: entries.map(\.reference),
-                     imageNames: entries.map(\.imageName), maskNames: entries.map(\.maskName),
-                     originalSizes: infos.map(\.originalSize), prompts: infos.map(\.prompt),
-                     promptKeys: infos.map(\.promptKey), classIDs: infos.map(\.classID),
-                     cursor: cursor, nextCursor: next)
+        return Batch(
+            pixelValues: pixelValues, masks: maskValues, inputIDs: ids, attentionMask: attention,
+            sampleIndices: keptIndices, entries: entries.map(\.reference),
+            imageNames: entries.map(\.imageName), maskNames: entries.map(\.maskName),
+            originalSizes: infos.map(\.originalSize), prompts: infos.map(\.prompt),
+            promptKeys: infos.map(\.promptKey), classIDs: infos.map(\.classID),
+            cursor: cursor, nextCursor: next)
     }
 
     private func recordSkip(index: Int, error: DataError) {
@@ -392,7 +422,9 @@ public final class BatchStream: @unchecked Sendable {
 
         private func build(_ k: Int) -> Result<Batch, Error> {
             let cursor = SamplerCursor(epoch: startCursor.epoch, position: startCursor.position + k)
-            return Result { try loader.makeBatch(batches[k], cursor: cursor, next: loader.sampler.advanced(cursor), stream: self) }
+            return Result {
+                try loader.makeBatch(batches[k], cursor: cursor, next: loader.sampler.advanced(cursor), stream: self)
+            }
         }
 
         func workerLoop() {
@@ -467,7 +499,9 @@ public final class BatchStream: @unchecked Sendable {
             close()
             let n = skippedCount
             if n > 0 {
-                loader.log("skipped \(n) sample(s) in epoch \(startCursor.epoch) of this rank (on_error: skip); \(loader.skippedCount) distinct so far")
+                loader.log(
+                    "skipped \(n) sample(s) in epoch \(startCursor.epoch) of this rank (on_error: skip); \(loader.skippedCount) distinct so far"
+                )
             }
         }
     }

@@ -7,7 +7,10 @@ public struct DatasetCheckOptions: Sendable {
     public var layout: DatasetLayout
     public var multiClass: MultiClassConfig
 
-    public init(splits: [String]? = nil, layout: DatasetLayout = DatasetLayout(), multiClass: MultiClassConfig = MultiClassConfig()) {
+    public init(
+        splits: [String]? = nil, layout: DatasetLayout = DatasetLayout(),
+        multiClass: MultiClassConfig = MultiClassConfig()
+    ) {
         self.splits = splits
         self.layout = layout
         self.multiClass = multiClass
@@ -100,15 +103,19 @@ public struct DatasetCheckReport: Sendable, Codable, Equatable {
         for s in splits {
             lines.append("split \(s.split): \(s.entries) entries, \(s.images) images (\(s.file))")
             if let z = s.sizes {
-                let range = z.minWidth == z.maxWidth && z.minHeight == z.maxHeight
+                let range =
+                    z.minWidth == z.maxWidth && z.minHeight == z.maxHeight
                     ? "all \(z.mostCommon)"
                     : "width \(z.minWidth)-\(z.maxWidth), height \(z.minHeight)-\(z.maxHeight), most common \(z.mostCommon) (\(z.mostCommonCount)), \(z.distinctSizes) distinct"
                 lines.append("  image sizes: \(range)")
             }
             if let f = s.foreground {
-                lines.append(String(format: "  foreground: mean %.1f%%, min %.1f%%, max %.1f%%", f.mean * 100, f.min * 100, f.max * 100)
-                             + (f.emptyMasks > 0 ? ", \(f.emptyMasks) empty mask(s)" : "")
-                             + (f.fullMasks > 0 ? ", \(f.fullMasks) all-foreground mask(s)" : ""))
+                lines.append(
+                    String(
+                        format: "  foreground: mean %.1f%%, min %.1f%%, max %.1f%%", f.mean * 100, f.min * 100,
+                        f.max * 100)
+                        + (f.emptyMasks > 0 ? ", \(f.emptyMasks) empty mask(s)" : "")
+                        + (f.fullMasks > 0 ? ", \(f.fullMasks) all-foreground mask(s)" : ""))
             }
             if !s.promptKeys.isEmpty {
                 let keys = s.promptKeys.keys.sorted(by: PromptSet.naturalOrder).map { "\($0) (\(s.promptKeys[$0]!))" }
@@ -136,7 +143,8 @@ public enum DatasetCheck {
         public var errorDescription: String? { description }
     }
 
-    public static func run(root: URL, options: DatasetCheckOptions = DatasetCheckOptions()) throws -> DatasetCheckReport {
+    public static func run(root: URL, options: DatasetCheckOptions = DatasetCheckOptions()) throws -> DatasetCheckReport
+    {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root.path, isDirectory: &isDir), isDir.boolValue else {
             throw RootError(path: root.path)
@@ -149,7 +157,9 @@ public enum DatasetCheck {
             do {
                 classes = try ClassList.load(root.appendingPathComponent(options.multiClass.classFile))
             } catch {
-                report.problems.append(problem(split: "-", file: root.appendingPathComponent(options.multiClass.classFile).path, error: error))
+                report.problems.append(
+                    problem(
+                        split: "-", file: root.appendingPathComponent(options.multiClass.classFile).path, error: error))
             }
         }
 
@@ -158,11 +168,15 @@ public enum DatasetCheck {
         if options.splits == nil {
             if !found.contains(where: DatasetIndex.standardSplits.contains) {
                 let dir = root.appendingPathComponent(options.layout.annotationsDirectory).path
-                report.problems.append(.init(split: "-", file: dir, entryIndex: nil, imageName: nil, maskName: nil,
-                                             message: "no annotation files: expected \(dir)/{train,val,test}.json"))
+                report.problems.append(
+                    .init(
+                        split: "-", file: dir, entryIndex: nil, imageName: nil, maskName: nil,
+                        message: "no annotation files: expected \(dir)/{train,val,test}.json"))
             } else {
                 for s in DatasetIndex.standardSplits where !found.contains(s) {
-                    report.warnings.append("no \(s) split (\(DatasetIndex.annotationsURL(root: root, split: s, layout: options.layout).path))")
+                    report.warnings.append(
+                        "no \(s) split (\(DatasetIndex.annotationsURL(root: root, split: s, layout: options.layout).path))"
+                    )
                 }
             }
         }
@@ -174,8 +188,9 @@ public enum DatasetCheck {
 
     static func problem(split: String, file: String, error: Error) -> DatasetCheckReport.Problem {
         let entry = (error as? DataError)?.entry
-        return .init(split: split, file: entry?.file ?? file, entryIndex: entry?.index, imageName: entry?.imageName,
-                     maskName: entry?.maskName, message: "\(error)")
+        return .init(
+            split: split, file: entry?.file ?? file, entryIndex: entry?.index, imageName: entry?.imageName,
+            maskName: entry?.maskName, message: "\(error)")
     }
 
     /// What one decode pass learned about a file.
@@ -189,16 +204,21 @@ public enum DatasetCheck {
         var error: DataError?
     }
 
-    static func check(split: String, root: URL, options: DatasetCheckOptions, multi: Bool, classes: ClassList?,
-                      report: inout DatasetCheckReport) {
+    static func check(
+        split: String, root: URL, options: DatasetCheckOptions, multi: Bool, classes: ClassList?,
+        report: inout DatasetCheckReport
+    ) {
         let annFile = DatasetIndex.annotationsURL(root: root, split: split, layout: options.layout).path
         let index: DatasetIndex
         do {
-            index = try DatasetIndex.load(root: root, split: split, layout: options.layout, requirePrompts: !multi, onError: .skip)
+            index = try DatasetIndex.load(
+                root: root, split: split, layout: options.layout, requirePrompts: !multi, onError: .skip)
         } catch {
             report.problems.append(problem(split: split, file: annFile, error: error))
-            report.splits.append(.init(split: split, file: annFile, entries: 0, images: 0, sizes: nil, foreground: nil,
-                                       promptKeys: [:], classes: nil, problems: 1))
+            report.splits.append(
+                .init(
+                    split: split, file: annFile, entries: 0, images: 0, sizes: nil, foreground: nil,
+                    promptKeys: [:], classes: nil, problems: 1))
             return
         }
         var splitProblems = index.problems.map { problem(split: split, file: annFile, error: $0) }
@@ -248,7 +268,8 @@ public enum DatasetCheck {
             } catch let error as DataError {
                 d.error = error.attaching(entry.reference)
             } catch {
-                d.error = .unreadableFile(path: entry.maskURL.path, role: "mask", entry: entry.reference, detail: "\(error)")
+                d.error = .unreadableFile(
+                    path: entry.maskURL.path, role: "mask", entry: entry.reference, detail: "\(error)")
             }
             decodedMasks.modify { $0[i] = d }
         }
@@ -280,15 +301,22 @@ public enum DatasetCheck {
                 splitProblems.append(problem(split: split, file: annFile, error: error))
             }
             if img.error == nil, m.error == nil, img.width != m.width || img.height != m.height {
-                splitProblems.append(problem(split: split, file: annFile,
-                                             error: DataError.sizeMismatch(entry.reference, imageWidth: img.width, imageHeight: img.height,
-                                                                           maskWidth: m.width, maskHeight: m.height)))
+                splitProblems.append(
+                    problem(
+                        split: split, file: annFile,
+                        error: DataError.sizeMismatch(
+                            entry.reference, imageWidth: img.width, imageHeight: img.height,
+                            maskWidth: m.width, maskHeight: m.height)))
             }
             if let r = m.foreground { ratios.append(r) }
             if let top = m.faintMaximum { faintMasks.append((entry.maskName, top)) }
             if let values = m.values, let classes {
                 for v in values {
-                    if let c = classes.info(v) { classCounts[c.name, default: 0] += 1 } else { unknownValues[v, default: 0] += 1 }
+                    if let c = classes.info(v) {
+                        classCounts[c.name, default: 0] += 1
+                    } else {
+                        unknownValues[v, default: 0] += 1
+                    }
                 }
             }
             let pair = "\(entry.imageName)\u{0}\(entry.maskName)"
@@ -312,25 +340,30 @@ public enum DatasetCheck {
 
         var sizes: DatasetCheckReport.SizeStats?
         if let best = sizeCounts.max(by: { $0.value < $1.value || ($0.value == $1.value && $0.key > $1.key) }) {
-            sizes = .init(minWidth: widths.min()!, maxWidth: widths.max()!, minHeight: heights.min()!, maxHeight: heights.max()!,
-                          mostCommon: best.key, mostCommonCount: best.value, distinctSizes: sizeCounts.count)
+            sizes = .init(
+                minWidth: widths.min()!, maxWidth: widths.max()!, minHeight: heights.min()!, maxHeight: heights.max()!,
+                mostCommon: best.key, mostCommonCount: best.value, distinctSizes: sizeCounts.count)
         }
         var foreground: DatasetCheckReport.ForegroundStats?
         if !ratios.isEmpty {
-            foreground = .init(mean: ratios.reduce(0, +) / Double(ratios.count), min: ratios.min()!, max: ratios.max()!,
-                               emptyMasks: ratios.filter { $0 == 0 }.count, fullMasks: ratios.filter { $0 == 1 }.count)
+            foreground = .init(
+                mean: ratios.reduce(0, +) / Double(ratios.count), min: ratios.min()!, max: ratios.max()!,
+                emptyMasks: ratios.filter { $0 == 0 }.count, fullMasks: ratios.filter { $0 == 1 }.count)
             if foreground!.emptyMasks > 0 {
                 report.warnings.append("\(split): \(foreground!.emptyMasks) mask(s) with no foreground")
             }
             if let first = faintMasks.first {
-                report.warnings.append("\(split): \(faintMasks.count) of the empty mask(s) hold nonzero values no larger than 127 "
-                                       + "(\(first.name): up to \(first.maximum)); foreground is a first-channel value above 127, as in "
-                                       + "medvlsm's 0/255 masks, so 0/1 label masks read as empty: rescale them to 0/255")
+                report.warnings.append(
+                    "\(split): \(faintMasks.count) of the empty mask(s) hold nonzero values no larger than 127 "
+                        + "(\(first.name): up to \(first.maximum)); foreground is a first-channel value above 127, as in "
+                        + "medvlsm's 0/255 masks, so 0/1 label masks read as empty: rescale them to 0/255")
             }
         }
         report.problems += splitProblems
-        report.splits.append(.init(split: split, file: annFile, entries: entries.count + index.problems.count,
-                                   images: imageOrder.count, sizes: sizes, foreground: foreground, promptKeys: promptKeys,
-                                   classes: multi ? classCounts : nil, problems: splitProblems.count))
+        report.splits.append(
+            .init(
+                split: split, file: annFile, entries: entries.count + index.problems.count,
+                images: imageOrder.count, sizes: sizes, foreground: foreground, promptKeys: promptKeys,
+                classes: multi ? classCounts : nil, problems: splitProblems.count))
     }
 }

@@ -79,7 +79,8 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible, Loca
             return "no batches: \(detail)"
         case let .emptySplit(file, split, skipped):
             return "\(file): the '\(split)' split has no usable samples"
-                + (skipped > 0 ? " (all \(skipped) entries were skipped as unusable, data.on_error=skip)" : " (the list is empty)")
+                + (skipped > 0
+                    ? " (all \(skipped) entries were skipped as unusable, data.on_error=skip)" : " (the list is empty)")
         }
     }
 
@@ -153,8 +154,10 @@ public struct DatasetEntry: Sendable, Equatable {
     /// Class ids present in the mask, when the entry lists them (`"classes": [..]`, multi-class datasets).
     public var classIDs: [Int]?
 
-    public init(reference: EntryReference, imageName: String, maskName: String, imageURL: URL, maskURL: URL,
-                prompts: PromptSet, classIDs: [Int]? = nil) {
+    public init(
+        reference: EntryReference, imageName: String, maskName: String, imageURL: URL, maskURL: URL,
+        prompts: PromptSet, classIDs: [Int]? = nil
+    ) {
         self.reference = reference
         self.imageName = imageName
         self.maskName = maskName
@@ -214,7 +217,9 @@ public struct DatasetLayout: Sendable, Equatable, Codable {
     public var imagesDirectory = "images"
     public var masksDirectory = "masks"
 
-    public init(annotationsDirectory: String = "anns", imagesDirectory: String = "images", masksDirectory: String = "masks") {
+    public init(
+        annotationsDirectory: String = "anns", imagesDirectory: String = "images", masksDirectory: String = "masks"
+    ) {
         self.annotationsDirectory = annotationsDirectory
         self.imagesDirectory = imagesDirectory
         self.masksDirectory = masksDirectory
@@ -265,9 +270,11 @@ public struct DatasetIndex: Sendable {
     ///   - requirePrompts: multi-class datasets take prompts from the class list and pass false.
     ///   - onError: `.fail` throws at the first bad entry; `.skip` leaves it out and records it in `problems`.
     /// Malformed JSON and a missing annotation file always throw: there is nothing to skip to.
-    public static func load(root: URL, split: String, layout: DatasetLayout = DatasetLayout(),
-                            promptChoice: PromptChoice? = nil, requirePrompts: Bool = true,
-                            onError: OnErrorPolicy = .fail) throws -> DatasetIndex {
+    public static func load(
+        root: URL, split: String, layout: DatasetLayout = DatasetLayout(),
+        promptChoice: PromptChoice? = nil, requirePrompts: Bool = true,
+        onError: OnErrorPolicy = .fail
+    ) throws -> DatasetIndex {
         let annURL = annotationsURL(root: root, split: split, layout: layout)
         let file = annURL.path
         guard FileManager.default.fileExists(atPath: file) else {
@@ -277,7 +284,8 @@ public struct DatasetIndex: Sendable {
         do {
             data = try Data(contentsOf: annURL)
         } catch {
-            throw DataError.unreadableFile(path: file, role: "annotations", entry: nil, detail: error.localizedDescription)
+            throw DataError.unreadableFile(
+                path: file, role: "annotations", entry: nil, detail: error.localizedDescription)
         }
         let parsed: Any
         do {
@@ -286,7 +294,8 @@ public struct DatasetIndex: Sendable {
             throw DataError.malformedJSON(file: file, detail: jsonErrorDetail(error, data: data))
         }
         guard let list = parsed as? [Any] else {
-            throw DataError.malformedJSON(file: file, detail: "expected a list of entries at the top level, found \(jsonTypeName(parsed))")
+            throw DataError.malformedJSON(
+                file: file, detail: "expected a list of entries at the top level, found \(jsonTypeName(parsed))")
         }
 
         let resolver = FileResolver(root: root, split: split, layout: layout)
@@ -307,7 +316,8 @@ public struct DatasetIndex: Sendable {
                 problems.append(error)
             }
         }
-        return DatasetIndex(root: root, split: split, layout: layout, annotationsURL: annURL, entries: entries, problems: problems)
+        return DatasetIndex(
+            root: root, split: split, layout: layout, annotationsURL: annURL, entries: entries, problems: problems)
     }
 
     /// Binary samples, one per entry, in file order.
@@ -327,10 +337,13 @@ public struct DatasetIndex: Sendable {
         ref.imageName = img
         ref.maskName = mask
         guard let img, !img.isEmpty else {
-            throw DataError.malformedEntry(ref, detail: object["img_name"] == nil ? "no \"img_name\"" : "\"img_name\" must be a non-empty string")
+            throw DataError.malformedEntry(
+                ref, detail: object["img_name"] == nil ? "no \"img_name\"" : "\"img_name\" must be a non-empty string")
         }
         guard let mask, !mask.isEmpty else {
-            throw DataError.malformedEntry(ref, detail: object["mask_name"] == nil ? "no \"mask_name\"" : "\"mask_name\" must be a non-empty string")
+            throw DataError.malformedEntry(
+                ref,
+                detail: object["mask_name"] == nil ? "no \"mask_name\"" : "\"mask_name\" must be a non-empty string")
         }
         for name in [img, mask] where name.hasPrefix("/") || name.split(separator: "/").contains("..") {
             throw DataError.malformedEntry(ref, detail: "\"\(name)\" must be a relative path inside the dataset root")
@@ -349,21 +362,32 @@ public struct DatasetIndex: Sendable {
                     var texts: [String] = []
                     for item in list {
                         guard let s = item as? String else {
-                            throw DataError.malformedEntry(ref, detail: "prompt \"\(key)\" must be a string or a list of strings, found a list holding \(jsonTypeName(item))")
+                            throw DataError.malformedEntry(
+                                ref,
+                                detail:
+                                    "prompt \"\(key)\" must be a string or a list of strings, found a list holding \(jsonTypeName(item))"
+                            )
                         }
                         texts.append(s)
                     }
                     values[key] = texts
                 default:
-                    throw DataError.malformedEntry(ref, detail: "prompt \"\(key)\" must be a string or a list of strings, found \(jsonTypeName(value))")
+                    throw DataError.malformedEntry(
+                        ref,
+                        detail: "prompt \"\(key)\" must be a string or a list of strings, found \(jsonTypeName(value))")
                 }
             }
         default:
-            throw DataError.malformedEntry(ref, detail: "\"prompts\" must be an object like {\"p1\": \"...\"}, found \(jsonTypeName(object["prompts"]!))")
+            throw DataError.malformedEntry(
+                ref,
+                detail:
+                    "\"prompts\" must be an object like {\"p1\": \"...\"}, found \(jsonTypeName(object["prompts"]!))")
         }
         let prompts = PromptSet(values)
         if requirePrompts && prompts.isEmpty {
-            let detail = values.isEmpty ? "the entry has no \"prompts\"" : "every prompt (\(prompts.keys.joined(separator: ", "))) is empty"
+            let detail =
+                values.isEmpty
+                ? "the entry has no \"prompts\"" : "every prompt (\(prompts.keys.joined(separator: ", "))) is empty"
             throw DataError.noUsablePrompt(ref, detail: detail)
         }
 
@@ -377,8 +401,9 @@ public struct DatasetIndex: Sendable {
             classIDs = ids
         }
         let placeholder = URL(fileURLWithPath: "/")
-        return DatasetEntry(reference: ref, imageName: img, maskName: mask, imageURL: placeholder, maskURL: placeholder,
-                            prompts: prompts, classIDs: classIDs)
+        return DatasetEntry(
+            reference: ref, imageName: img, maskName: mask, imageURL: placeholder, maskURL: placeholder,
+            prompts: prompts, classIDs: classIDs)
     }
 
     /// The parser's own message, with the line and column when it gives a character offset (Foundation
@@ -389,11 +414,13 @@ public struct DatasetIndex: Sendable {
         if let debug = ns.userInfo["NSDebugDescription"] as? String, !debug.isEmpty {
             message = debug
         } else if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError,
-                  let debug = underlying.userInfo["NSDebugDescription"] as? String {
+            let debug = underlying.userInfo["NSDebugDescription"] as? String
+        {
             message = debug
         }
         guard let data, let range = message.range(of: "character "),
-              let offset = Int(message[range.upperBound...].prefix { $0.isNumber }), offset <= data.count else {
+            let offset = Int(message[range.upperBound...].prefix { $0.isNumber }), offset <= data.count
+        else {
             return message
         }
         var line = 1, column = 1

@@ -29,9 +29,11 @@ public enum DemoDataset {
         public var trainFraction: Double
         public var valFraction: Double
 
-        public init(count: Int = 200, width: Int = 352, height: Int = 352, seed: UInt64 = 0,
-                    format: FileFormat = .png, jpegQuality: Int = 90,
-                    trainFraction: Double = 0.7, valFraction: Double = 0.15) {
+        public init(
+            count: Int = 200, width: Int = 352, height: Int = 352, seed: UInt64 = 0,
+            format: FileFormat = .png, jpegQuality: Int = 90,
+            trainFraction: Double = 0.7, valFraction: Double = 0.15
+        ) {
             self.count = count; self.width = width; self.height = height; self.seed = seed
             self.format = format; self.jpegQuality = jpegQuality
             self.trainFraction = trainFraction; self.valFraction = valFraction
@@ -121,7 +123,9 @@ public enum DemoDataset {
     /// Generates sample `index` (pure: depends only on the index and the options).
     public static func makeSample(index: Int, options: Options) -> Sample {
         let w = options.width, h = options.height
-        precondition(w >= Options.minimumSide && h >= Options.minimumSide, "demo images need at least \(Options.minimumSide) pixels a side")
+        precondition(
+            w >= Options.minimumSide && h >= Options.minimumSide,
+            "demo images need at least \(Options.minimumSide) pixels a side")
         var rng = CounterRandom(seed: options.seed, epoch: 0, index: UInt64(index), purpose: .demoData)
         let short = min(w, h)
 
@@ -142,8 +146,11 @@ public enum DemoDataset {
         var lesions: [Lesion] = []
         for n in 0..<wanted {
             let sizeClass = rng.unit()
-            var radius = Double(short) * (sizeClass < 0.34 ? rng.uniform(0.07, 0.10)
-                : (sizeClass < 0.67 ? rng.uniform(0.10, 0.14) : rng.uniform(0.14, 0.19)))
+            var radius =
+                Double(short)
+                * (sizeClass < 0.34
+                    ? rng.uniform(0.07, 0.10)
+                    : (sizeClass < 0.67 ? rng.uniform(0.10, 0.14) : rng.uniform(0.14, 0.19)))
             let a2 = rng.uniform(0, 0.3), phi2 = rng.uniform(0, 2 * .pi)
             let a3 = rng.bernoulli(0.4) ? rng.uniform(0.08, 0.16) : rng.uniform(0, 0.06)
             let phi3 = rng.uniform(0, 2 * .pi)
@@ -151,8 +158,9 @@ public enum DemoDataset {
             // Up to 6 rounds of 60 tries, shrinking the lesion after each round that found no room.
             for _ in 0..<6 where placed == nil {
                 for _ in 0..<60 {
-                    let candidate = Lesion(centerX: 0, centerY: 0, radius: radius, a2: a2, phi2: phi2, a3: a3,
-                                           phi3: phi3, colorIndex: colors[n])
+                    let candidate = Lesion(
+                        centerX: 0, centerY: 0, radius: radius, a2: a2, phi2: phi2, a3: a3,
+                        phi3: phi3, colorIndex: colors[n])
                     let margin = candidate.extent + 2
                     let cx = rng.uniform(margin, max(margin + 1e-9, Double(w) - margin))
                     let cy = rng.uniform(margin, max(margin + 1e-9, Double(h) - margin))
@@ -215,13 +223,15 @@ public enum DemoDataset {
         }
         let image = RGBImage(width: w, height: h, pixels: pixels)
         let mask = BinaryMask(width: w, height: h, values: maskValues)
-        return Sample(image: image, mask: mask, lesions: lesions, target: target,
-                      prompts: prompts(lesions: lesions, target: target, width: w, height: h))
+        return Sample(
+            image: image, mask: mask, lesions: lesions, target: target,
+            prompts: prompts(lesions: lesions, target: target, width: w, height: h))
     }
 
     /// p0 (empty, as in medvlsm) to p9, each naming the target's colour, adding size, shape,
     /// position, the lesion count and the other colours as the key grows. p2 and p8 are lists.
-    static func prompts(lesions: [Lesion], target: Int, width: Int, height: Int) -> [(key: String, value: PromptValue)] {
+    static func prompts(lesions: [Lesion], target: Int, width: Int, height: Int) -> [(key: String, value: PromptValue)]
+    {
         let t = lesions[target]
         let color = t.colorName
         let size = t.sizeWord(shortSide: min(width, height))
@@ -229,7 +239,9 @@ public enum DemoDataset {
         let position = t.positionWords(width: width, height: height)
         let countWord = ["zero", "one", "two", "three", "four", "five"][min(lesions.count, 5)]
         let others = lesions.enumerated().filter { $0.offset != target }.map(\.element.colorName)
-        let othersText = others.count == 1 ? others[0]
+        let othersText =
+            others.count == 1
+            ? others[0]
             : others.dropLast().joined(separator: ", ") + " and " + others.last!
         let otherNoun = others.count == 1 ? "the other is" : "the others are"
         return [
@@ -241,9 +253,19 @@ public enum DemoDataset {
             ("p5", .text("a \(size) \(color) lesion at the \(position)")),
             ("p6", .text("a \(size) \(shape) \(color) lesion in the \(position) of the image")),
             ("p7", .text("a \(size) \(color) lesion at the \(position), one of \(countWord) lesions")),
-            ("p8", .list(["a \(size) \(shape) \(color) lesion at the \(position) among \(countWord) lesions",
-                          "the \(color) one of \(countWord) lesions, \(size) and \(shape), at the \(position)"])),
-            ("p9", .text("a \(size) \(shape) \(color) lesion at the \(position) of the image; there are \(countWord) lesions and \(otherNoun) \(othersText)")),
+            (
+                "p8",
+                .list([
+                    "a \(size) \(shape) \(color) lesion at the \(position) among \(countWord) lesions",
+                    "the \(color) one of \(countWord) lesions, \(size) and \(shape), at the \(position)",
+                ])
+            ),
+            (
+                "p9",
+                .text(
+                    "a \(size) \(shape) \(color) lesion at the \(position) of the image; there are \(countWord) lesions and \(otherNoun) \(othersText)"
+                )
+            ),
         ]
     }
 
@@ -268,7 +290,9 @@ public enum DemoDataset {
 
     /// How many samples go to train, val and test: the fractions rounded, with at least one sample
     /// in val and test whenever there are three or more.
-    public static func splitSizes(count: Int, trainFraction: Double, valFraction: Double) -> (train: Int, val: Int, test: Int) {
+    public static func splitSizes(count: Int, trainFraction: Double, valFraction: Double) -> (
+        train: Int, val: Int, test: Int
+    ) {
         var val = Int((Double(count) * valFraction).rounded())
         var train = Int((Double(count) * trainFraction).rounded())
         if count >= 3 { val = max(val, 1) }
@@ -282,7 +306,9 @@ public enum DemoDataset {
     /// files of the same names are replaced). Samples are made in parallel; the output does not
     /// depend on the thread count. `progress` is called with (done, total) after each sample.
     @discardableResult
-    public static func write(options: Options, to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil) throws -> Summary {
+    public static func write(options: Options, to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil) throws
+        -> Summary
+    {
         precondition(options.count > 0, "demo dataset needs at least one sample")
         let start = Date()
         let fm = FileManager.default
@@ -330,17 +356,19 @@ public enum DemoDataset {
             let url = anns.appendingPathComponent("\(split).json")
             let data: Data
             do {
-                data = try JSONSerialization.data(withJSONObject: Array(list),
-                                                  options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+                data = try JSONSerialization.data(
+                    withJSONObject: Array(list),
+                    options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             } catch {
                 throw WriteError(description: "cannot encode \(url.path): \(error)")
             }
             try ImageIO.writeFileBytes(Array(data) + [0x0A], to: url)
         }
-        return Summary(root: root, splitCounts: splits.map { ($0.0, $0.1.count) }, width: options.width,
-                       height: options.height, format: options.format,
-                       meanForeground: state.foregroundSum / Double(count),
-                       seconds: Date().timeIntervalSince(start))
+        return Summary(
+            root: root, splitCounts: splits.map { ($0.0, $0.1.count) }, width: options.width,
+            height: options.height, format: options.format,
+            meanForeground: state.foregroundSum / Double(count),
+            seconds: Date().timeIntervalSince(start))
     }
 }
 

@@ -26,7 +26,8 @@ private func flipV(_ src: [UInt8], width: Int, height: Int, bpp: Int) -> [UInt8]
     src.withUnsafeBufferPointer { s in
         out.withUnsafeMutableBufferPointer { d in
             for y in 0..<height {
-                (d.baseAddress! + (height - 1 - y) * rowBytes).update(from: s.baseAddress! + y * rowBytes, count: rowBytes)
+                (d.baseAddress! + (height - 1 - y) * rowBytes).update(
+                    from: s.baseAddress! + y * rowBytes, count: rowBytes)
             }
         }
     }
@@ -38,7 +39,8 @@ private func crop(_ src: [UInt8], width: Int, bpp: Int, x: Int, y: Int, w: Int, 
     src.withUnsafeBufferPointer { s in
         out.withUnsafeMutableBufferPointer { d in
             for r in 0..<h {
-                (d.baseAddress! + r * w * bpp).update(from: s.baseAddress! + ((y + r) * width + x) * bpp, count: w * bpp)
+                (d.baseAddress! + r * w * bpp).update(
+                    from: s.baseAddress! + ((y + r) * width + x) * bpp, count: w * bpp)
             }
         }
     }
@@ -96,7 +98,7 @@ struct AffineSampler {
     /// Forward transform: rotate by `degrees` (counter-clockwise on screen), shear x by `shearDegrees`,
     /// scale by `scale`, about the centre, then translate by (tx, ty) pixels.
     init(width: Int, height: Int, degrees: Double, translate: (Double, Double), scale: Double, shearDegrees: Double) {
-        let th = -degrees * .pi / 180 // y points down: negate so positive angles turn counter-clockwise
+        let th = -degrees * .pi / 180  // y points down: negate so positive angles turn counter-clockwise
         let sh = tan(shearDegrees * .pi / 180)
         // M = R * Sh * S
         let c = cos(th), s = sin(th)

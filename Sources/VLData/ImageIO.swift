@@ -1,8 +1,9 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Why an image could not be read or written. Each case names the file and prints as one line, so
@@ -23,7 +24,7 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
     public var path: String {
         switch self {
         case .missingFile(let p), .unreadable(let p, _), .corrupt(let p, _), .unsupportedFormat(let p, _),
-             .writeFailed(let p, _):
+            .writeFailed(let p, _):
             return p
         }
     }
@@ -141,9 +142,12 @@ public enum ImageIO {
 
     /// The image with `color` blended over the mask's foreground at opacity `alpha` (0...1). A mask of
     /// another size (a prediction at model resolution) is first resized to the image by nearest neighbour.
-    public static func overlay(image: RGBImage, mask: BinaryMask, color: (UInt8, UInt8, UInt8) = (255, 0, 0),
-                               alpha: Double = 0.5) -> RGBImage {
-        let m = (mask.width == image.width && mask.height == image.height)
+    public static func overlay(
+        image: RGBImage, mask: BinaryMask, color: (UInt8, UInt8, UInt8) = (255, 0, 0),
+        alpha: Double = 0.5
+    ) -> RGBImage {
+        let m =
+            (mask.width == image.width && mask.height == image.height)
             ? mask : mask.resizedNearest(width: image.width, height: image.height)
         let a = min(max(alpha, 0), 1)
         // Fixed-point blend: out = (v * (256 - a8) + c * a8 + 128) >> 8.
@@ -175,7 +179,8 @@ public enum ImageIO {
         }
         // A file shorter than a signature that starts like one was cut off.
         if bytes.count < PNGCodec.signature.count,
-           zip(bytes, PNGCodec.signature).allSatisfy({ $0 == $1 }) || (bytes.count < 3 && bytes.first == 0xFF) {
+            zip(bytes, PNGCodec.signature).allSatisfy({ $0 == $1 }) || (bytes.count < 3 && bytes.first == 0xFF)
+        {
             throw ImageError.corrupt(path: path, reason: "file ends after \(bytes.count) bytes")
         }
         let head = bytes.prefix(8).map { String(format: "%02x", $0) }.joined(separator: " ")
@@ -193,7 +198,9 @@ public enum ImageIO {
         }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ImageError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard fstat(fd, &st) == 0 else {
+            throw ImageError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
         if (st.st_mode & S_IFMT) == S_IFDIR { throw ImageError.unreadable(path: path, reason: "is a directory") }
         let size = Int(st.st_size)
         var data = Data(count: size)

@@ -5,15 +5,18 @@ public struct RGBImage: Sendable, Equatable {
     public var pixels: [UInt8]
 
     public init(width: Int, height: Int, pixels: [UInt8]) {
-        precondition(width >= 0 && height >= 0 && pixels.count == width * height * 3, "RGB image \(width)x\(height) with \(pixels.count) bytes")
+        precondition(
+            width >= 0 && height >= 0 && pixels.count == width * height * 3,
+            "RGB image \(width)x\(height) with \(pixels.count) bytes")
         self.width = width
         self.height = height
         self.pixels = pixels
     }
 
     public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8) = (0, 0, 0)) {
-        self.init(width: width, height: height,
-                  pixels: [UInt8]((0..<(width * height)).flatMap { _ in [fill.0, fill.1, fill.2] }))
+        self.init(
+            width: width, height: height,
+            pixels: [UInt8]((0..<(width * height)).flatMap { _ in [fill.0, fill.1, fill.2] }))
     }
 }
 
@@ -24,7 +27,9 @@ public struct BinaryMask: Sendable, Equatable {
     public var values: [UInt8]
 
     public init(width: Int, height: Int, values: [UInt8]) {
-        precondition(width >= 0 && height >= 0 && values.count == width * height, "mask \(width)x\(height) with \(values.count) values")
+        precondition(
+            width >= 0 && height >= 0 && values.count == width * height,
+            "mask \(width)x\(height) with \(values.count) values")
         self.width = width
         self.height = height
         self.values = values

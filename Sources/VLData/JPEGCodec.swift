@@ -72,16 +72,24 @@ public enum JPEGCodec {
 
     /// Width and height from the file's header alone (no pixels decoded).
     public static func headerSize(_ bytes: UnsafeRawBufferPointer, source: String) throws -> (width: Int, height: Int) {
-        guard bytes.count > 0, let base = bytes.baseAddress else { throw ImageError.corrupt(path: source, reason: "empty file") }
+        guard bytes.count > 0, let base = bytes.baseAddress else {
+            throw ImageError.corrupt(path: source, reason: "empty file")
+        }
         guard let handle = tjInitDecompress() else {
             throw ImageError.unreadable(path: source, reason: "TurboJPEG: cannot create a decompressor")
         }
         defer { tjDestroy(handle) }
         var width: Int32 = 0, height: Int32 = 0, subsamp: Int32 = 0, colorspace: Int32 = 0
-        guard tjDecompressHeader3(handle, base.assumingMemoryBound(to: UInt8.self), UInt(bytes.count), &width, &height, &subsamp, &colorspace) == 0 else {
+        guard
+            tjDecompressHeader3(
+                handle, base.assumingMemoryBound(to: UInt8.self), UInt(bytes.count), &width, &height, &subsamp,
+                &colorspace) == 0
+        else {
             throw ImageError.corrupt(path: source, reason: "TurboJPEG: \(errorMessage(handle))")
         }
-        guard width > 0, height > 0 else { throw ImageError.corrupt(path: source, reason: "image has no pixels (\(width)x\(height))") }
+        guard width > 0, height > 0 else {
+            throw ImageError.corrupt(path: source, reason: "image has no pixels (\(width)x\(height))")
+        }
         return (Int(width), Int(height))
     }
 
@@ -110,8 +118,9 @@ public enum JPEGCodec {
         var pixels = [UInt8](repeating: 0, count: w * h * channels)
         // TJFLAG_LIMITSCANS bounds the work a hostile progressive file can demand.
         let status = pixels.withUnsafeMutableBufferPointer { dst in
-            tjDecompress2(handle, buf, UInt(bytes.count), dst.baseAddress, width, 0, height,
-                          format.rawValue, TJFLAG_LIMITSCANS)
+            tjDecompress2(
+                handle, buf, UInt(bytes.count), dst.baseAddress, width, 0, height,
+                format.rawValue, TJFLAG_LIMITSCANS)
         }
         if status != 0 {
             let message = errorMessage(handle)
@@ -141,18 +150,24 @@ public enum JPEGCodec {
     // MARK: - Encoding
 
     /// Encodes an RGB image. `quality` is 1...100; `progressive` writes a progressive JPEG.
-    public static func encode(_ image: RGBImage, quality: Int = 90, progressive: Bool = false,
-                              subsampling: Subsampling = .s420) throws -> [UInt8] {
-        try compress(image.pixels, width: image.width, height: image.height, format: TJPF_RGB,
-                     subsampling: subsampling.tj, quality: quality, progressive: progressive)
+    public static func encode(
+        _ image: RGBImage, quality: Int = 90, progressive: Bool = false,
+        subsampling: Subsampling = .s420
+    ) throws -> [UInt8] {
+        try compress(
+            image.pixels, width: image.width, height: image.height, format: TJPF_RGB,
+            subsampling: subsampling.tj, quality: quality, progressive: progressive)
     }
 
     /// Encodes 8-bit gray samples as a single-component (grayscale) JPEG.
-    public static func encodeGray(_ values: [UInt8], width: Int, height: Int, quality: Int = 90,
-                                  progressive: Bool = false) throws -> [UInt8] {
+    public static func encodeGray(
+        _ values: [UInt8], width: Int, height: Int, quality: Int = 90,
+        progressive: Bool = false
+    ) throws -> [UInt8] {
         precondition(values.count == width * height, "\(values.count) gray values for \(width)x\(height)")
-        return try compress(values, width: width, height: height, format: TJPF_GRAY,
-                            subsampling: Int32(TJSAMP_GRAY.rawValue), quality: quality, progressive: progressive)
+        return try compress(
+            values, width: width, height: height, format: TJPF_GRAY,
+            subsampling: Int32(TJSAMP_GRAY.rawValue), quality: quality, progressive: progressive)
     }
 
     /// Writes an RGB JPEG file atomically.
@@ -164,8 +179,10 @@ public enum JPEGCodec {
         try ImageIO.writeFileBytes(bytes, to: url)
     }
 
-    static func compress(_ samples: [UInt8], width: Int, height: Int, format: TJPF, subsampling: Int32,
-                         quality: Int, progressive: Bool) throws -> [UInt8] {
+    static func compress(
+        _ samples: [UInt8], width: Int, height: Int, format: TJPF, subsampling: Int32,
+        quality: Int, progressive: Bool
+    ) throws -> [UInt8] {
         guard width > 0, height > 0 else {
             throw ImageError.writeFailed(path: "<memory>", reason: "cannot encode an empty \(width)x\(height) image")
         }
@@ -178,8 +195,9 @@ public enum JPEGCodec {
         defer { if let b = jpegBuf { tjFree(b) } }
         let flags = TJFLAG_ACCURATEDCT | (progressive ? TJFLAG_PROGRESSIVE : 0)
         let status = samples.withUnsafeBufferPointer { src in
-            tjCompress2(handle, src.baseAddress, Int32(width), 0, Int32(height), format.rawValue,
-                        &jpegBuf, &jpegSize, subsampling, Int32(min(max(quality, 1), 100)), flags)
+            tjCompress2(
+                handle, src.baseAddress, Int32(width), 0, Int32(height), format.rawValue,
+                &jpegBuf, &jpegSize, subsampling, Int32(min(max(quality, 1), 100)), flags)
         }
         guard status == 0, let out = jpegBuf else {
             throw ImageError.writeFailed(path: "<memory>", reason: "TurboJPEG: \(errorMessage(handle))")

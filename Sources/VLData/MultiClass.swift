@@ -71,7 +71,9 @@ public struct ClassList: Sendable, Equatable {
         var seen = Set<Int>()
         for c in self.classes {
             guard (0...255).contains(c.id) else {
-                throw DataError.classes(file: file, entry: nil, detail: "class \"\(c.name)\" has id \(c.id); ids must be 0...255 (8-bit mask values)")
+                throw DataError.classes(
+                    file: file, entry: nil,
+                    detail: "class \"\(c.name)\" has id \(c.id); ids must be 0...255 (8-bit mask values)")
             }
             guard seen.insert(c.id).inserted else {
                 throw DataError.classes(file: file, entry: nil, detail: "class id \(c.id) appears more than once")
@@ -95,7 +97,8 @@ public struct ClassList: Sendable, Equatable {
         do {
             data = try Data(contentsOf: url)
         } catch {
-            throw DataError.unreadableFile(path: file, role: "class list", entry: nil, detail: error.localizedDescription)
+            throw DataError.unreadableFile(
+                path: file, role: "class list", entry: nil, detail: error.localizedDescription)
         }
         let parsed: Any
         do {
@@ -114,12 +117,14 @@ public struct ClassList: Sendable, Equatable {
             rawClasses = list
             if let t = object["templates"] {
                 guard let strings = t as? [String] ?? (t as? String).map({ [$0] }) else {
-                    throw DataError.classes(file: file, entry: nil, detail: "\"templates\" must be a string or a list of strings")
+                    throw DataError.classes(
+                        file: file, entry: nil, detail: "\"templates\" must be a string or a list of strings")
                 }
                 templates = strings
             }
         } else {
-            throw DataError.classes(file: file, entry: nil, detail: "expected an object with \"classes\" or a list of class names")
+            throw DataError.classes(
+                file: file, entry: nil, detail: "expected an object with \"classes\" or a list of class names")
         }
         var classes: [ClassInfo] = []
         for (position, raw) in rawClasses.enumerated() {
@@ -128,19 +133,23 @@ public struct ClassList: Sendable, Equatable {
                 continue
             }
             guard let object = raw as? [String: Any], let name = object["name"] as? String else {
-                throw DataError.classes(file: file, entry: nil, detail: "class \(position) must be a name or an object with \"name\"")
+                throw DataError.classes(
+                    file: file, entry: nil, detail: "class \(position) must be a name or an object with \"name\"")
             }
             var id = position
             if let rawID = object["id"] {
                 guard let n = rawID as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
-                    throw DataError.classes(file: file, entry: nil, detail: "class \"\(name)\": \"id\" must be an integer")
+                    throw DataError.classes(
+                        file: file, entry: nil, detail: "class \"\(name)\": \"id\" must be an integer")
                 }
                 id = n.intValue
             }
             var prompts: [String] = []
             if let p = object["prompts"] {
                 guard let strings = p as? [String] ?? (p as? String).map({ [$0] }) else {
-                    throw DataError.classes(file: file, entry: nil, detail: "class \"\(name)\": \"prompts\" must be a string or a list of strings")
+                    throw DataError.classes(
+                        file: file, entry: nil,
+                        detail: "class \"\(name)\": \"prompts\" must be a string or a list of strings")
                 }
                 prompts = strings.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
             }
@@ -159,7 +168,9 @@ public struct ClassList: Sendable, Equatable {
     public func promptTexts(for id: Int) -> [String] {
         guard let c = info(id) else { return [] }
         let sources = c.prompts.isEmpty ? templates : c.prompts
-        return sources.map { $0.replacingOccurrences(of: "{name}", with: c.name).replacingOccurrences(of: "{}", with: c.name) }
+        return sources.map {
+            $0.replacingOccurrences(of: "{name}", with: c.name).replacingOccurrences(of: "{}", with: c.name)
+        }
     }
 
     /// The prompt of sample `index` in `epoch` for class `id`: uniform among the class's texts, drawn from
@@ -252,15 +263,19 @@ public enum MultiClassDataset {
     ///
     /// Entries without a `"classes"` list have their mask scanned once here (in parallel); bad masks are
     /// errors under `.fail` and skipped entries under `.skip`.
-    public static func load(root: URL, split: String, layout: DatasetLayout = DatasetLayout(),
-                            config: MultiClassConfig = MultiClassConfig(),
-                            onError: OnErrorPolicy = .fail) throws -> SampleSet {
+    public static func load(
+        root: URL, split: String, layout: DatasetLayout = DatasetLayout(),
+        config: MultiClassConfig = MultiClassConfig(),
+        onError: OnErrorPolicy = .fail
+    ) throws -> SampleSet {
         guard config.absentPerImage >= 0, config.minimumPixels >= 1 else {
-            throw DataError.classes(file: root.appendingPathComponent(config.classFile).path, entry: nil,
-                                    detail: "absent_per_image must be >= 0 and minimum_pixels >= 1")
+            throw DataError.classes(
+                file: root.appendingPathComponent(config.classFile).path, entry: nil,
+                detail: "absent_per_image must be >= 0 and minimum_pixels >= 1")
         }
         let classes = try ClassList.load(root.appendingPathComponent(config.classFile))
-        let index = try DatasetIndex.load(root: root, split: split, layout: layout, requirePrompts: false, onError: onError)
+        let index = try DatasetIndex.load(
+            root: root, split: split, layout: layout, requirePrompts: false, onError: onError)
         let trainable = Set(classes.trainableIDs)
         let presence = try scanPresence(index.entries, config: config, classes: classes)
 
@@ -290,14 +305,19 @@ public enum MultiClassDataset {
     }
 
     /// The classes present in each entry: its `"classes"` list, or a scan of its mask.
-    static func scanPresence(_ entries: [DatasetEntry], config: MultiClassConfig,
-                             classes: ClassList) throws -> [Result<[Int], DataError>] {
+    static func scanPresence(
+        _ entries: [DatasetEntry], config: MultiClassConfig,
+        classes: ClassList
+    ) throws -> [Result<[Int], DataError>] {
         var results = [Result<[Int], DataError>](repeating: .success([]), count: entries.count)
         let toScan = entries.indices.filter { entries[$0].classIDs == nil }
         for i in entries.indices where entries[i].classIDs != nil {
             let ids = entries[i].classIDs!
             if let bad = ids.first(where: { !(0...255).contains($0) }) {
-                results[i] = .failure(.classes(file: classes.file, entry: entries[i].reference, detail: "\"classes\" lists id \(bad), outside 0...255"))
+                results[i] = .failure(
+                    .classes(
+                        file: classes.file, entry: entries[i].reference,
+                        detail: "\"classes\" lists id \(bad), outside 0...255"))
             } else {
                 results[i] = .success(Array(Set(ids)).sorted())
             }
@@ -312,7 +332,9 @@ public enum MultiClassDataset {
             } catch let error as DataError {
                 r = .failure(error.attaching(entries[i].reference))
             } catch {
-                r = .failure(.unreadableFile(path: entries[i].maskURL.path, role: "mask", entry: entries[i].reference, detail: "\(error)"))
+                r = .failure(
+                    .unreadableFile(
+                        path: entries[i].maskURL.path, role: "mask", entry: entries[i].reference, detail: "\(error)"))
             }
             scanned.modify { $0[i] = r }
         }
@@ -328,7 +350,7 @@ extension DataError {
         case let .missingFile(path):
             self = .missingFile(path: path, role: role, entry: entry)
         case let .unreadable(path, reason), let .corrupt(path, reason), let .unsupportedFormat(path, reason),
-             let .writeFailed(path, reason):
+            let .writeFailed(path, reason):
             if case .corrupt = imageError {
                 self = .unreadableFile(path: path, role: role, entry: entry, detail: "corrupt or truncated: \(reason)")
             } else if case .unsupportedFormat = imageError {
@@ -343,7 +365,8 @@ extension DataError {
     func attaching(_ entry: EntryReference) -> DataError {
         switch self {
         case let .missingFile(path, role, nil): return .missingFile(path: path, role: role, entry: entry)
-        case let .unreadableFile(path, role, nil, detail): return .unreadableFile(path: path, role: role, entry: entry, detail: detail)
+        case let .unreadableFile(path, role, nil, detail):
+            return .unreadableFile(path: path, role: role, entry: entry, detail: detail)
         case let .classes(file, nil, detail): return .classes(file: file, entry: entry, detail: detail)
         default: return self
         }

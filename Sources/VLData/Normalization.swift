@@ -13,7 +13,9 @@ public struct Normalization: Sendable, Equatable, Codable {
     public var scale: Double = 1.0 / 255
 
     public init(mean: [Float], std: [Float], scale: Double = 1.0 / 255) {
-        precondition(mean.count == 3 && std.count == 3 && std.allSatisfy { $0 > 0 }, "normalisation needs 3 means and 3 positive stds")
+        precondition(
+            mean.count == 3 && std.count == 3 && std.allSatisfy { $0 > 0 },
+            "normalisation needs 3 means and 3 positive stds")
         self.mean = mean
         self.std = std
         self.scale = scale
@@ -35,10 +37,12 @@ public struct Normalization: Sendable, Equatable, Codable {
         let mean = try c.decode([Float].self, forKey: .mean)
         let std = try c.decode([Float].self, forKey: .std)
         guard mean.count == 3 else {
-            throw DecodingError.dataCorruptedError(forKey: .mean, in: c, debugDescription: "mean needs 3 values (R, G, B), got \(mean.count)")
+            throw DecodingError.dataCorruptedError(
+                forKey: .mean, in: c, debugDescription: "mean needs 3 values (R, G, B), got \(mean.count)")
         }
         guard std.count == 3, std.allSatisfy({ $0 > 0 }) else {
-            throw DecodingError.dataCorruptedError(forKey: .std, in: c, debugDescription: "std needs 3 positive values (R, G, B)")
+            throw DecodingError.dataCorruptedError(
+                forKey: .std, in: c, debugDescription: "std needs 3 positive values (R, G, B)")
         }
         let scale = try c.decodeIfPresent(Double.self, forKey: .scale) ?? 1.0 / 255
         guard scale > 0 else {
@@ -50,8 +54,9 @@ public struct Normalization: Sendable, Equatable, Codable {
     /// ImageNet statistics: what CLIPSeg's processor uses.
     public static let imageNet = Normalization(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
     /// CLIP's statistics: what CRIS uses.
-    public static let clip = Normalization(mean: [0.48145466, 0.4578275, 0.40821073],
-                                           std: [0.26862954, 0.26130258, 0.27577711])
+    public static let clip = Normalization(
+        mean: [0.48145466, 0.4578275, 0.40821073],
+        std: [0.26862954, 0.26130258, 0.27577711])
 
     /// The 3 x 256 table of normalised values, computed as the Python pipelines do, so a byte maps to
     /// the same float: torchvision's v / 255 in float32 for the default scale, transformers' rescale

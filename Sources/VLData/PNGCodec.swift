@@ -87,7 +87,9 @@ public enum PNGCodec {
     public static func decodeClassIndices(_ bytes: UnsafeRawBufferPointer, source: String = "<memory>") throws
         -> (width: Int, height: Int, values: [UInt8])
     {
-        guard hasSignature(bytes) else { throw ImageError.corrupt(path: source, reason: "not a PNG file (bad signature)") }
+        guard hasSignature(bytes) else {
+            throw ImageError.corrupt(path: source, reason: "not a PNG file (bad signature)")
+        }
         var image = png_image()
         image.version = vlseg_png_image_version()
         defer { png_image_free(&image) }
@@ -111,7 +113,8 @@ public enum PNGCodec {
             return (width, height, indices)
         }
         if base & UInt32(PNG_FORMAT_FLAG_LINEAR) != 0 {
-            throw ImageError.unsupportedFormat(path: source, reason: "16-bit label maps are not supported (use 8-bit gray or palette)")
+            throw ImageError.unsupportedFormat(
+                path: source, reason: "16-bit label maps are not supported (use 8-bit gray or palette)")
         }
         png_image_free(&image)
         let s = try decodeSamples(bytes, source: source)
@@ -133,12 +136,14 @@ public enum PNGCodec {
         var offset = signature.count
         var drop: [Range<Int>] = []
         while offset + 8 <= bytes.count {
-            let length = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
+            let length =
+                Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8
+                | Int(bytes[offset + 3])
             let type = String(decoding: bytes[(offset + 4)..<(offset + 8)], as: UTF8.self)
             let end = offset + 12 + length
             guard length >= 0, end <= bytes.count else { break }
             if colorManagementChunks.contains(type) { drop.append(offset..<end) }
-            if type == "IDAT" || type == "IEND" { break } // these chunks all precede the image data
+            if type == "IDAT" || type == "IEND" { break }  // these chunks all precede the image data
             offset = end
         }
         guard !drop.isEmpty else { return nil }
@@ -156,7 +161,9 @@ public enum PNGCodec {
     /// Reads the file's samples at 8 bits in its own channel layout.
     static func decodeSamples(_ bytes: UnsafeRawBufferPointer, source: String) throws -> Samples {
         guard bytes.count > 0 else { throw ImageError.corrupt(path: source, reason: "empty file") }
-        guard hasSignature(bytes) else { throw ImageError.corrupt(path: source, reason: "not a PNG file (bad signature)") }
+        guard hasSignature(bytes) else {
+            throw ImageError.corrupt(path: source, reason: "not a PNG file (bad signature)")
+        }
         if let stripped = strippingColorManagement(bytes) {
             return try stripped.withUnsafeBytes { try decodeStoredSamples($0, source: source) }
         }
@@ -175,7 +182,9 @@ public enum PNGCodec {
         let hasAlpha = base & UInt32(PNG_FORMAT_FLAG_ALPHA) != 0
         let channels = (hasColor ? 3 : 1) + (hasAlpha ? 1 : 0)
         let width = Int(image.width), height = Int(image.height)
-        guard width > 0, height > 0 else { throw ImageError.corrupt(path: source, reason: "image has no pixels (\(width)x\(height))") }
+        guard width > 0, height > 0 else {
+            throw ImageError.corrupt(path: source, reason: "image has no pixels (\(width)x\(height))")
+        }
         guard width * height * channels <= maxDecodedBytes else { throw tooLarge(width, height, source) }
         // 8-bit, same colour/alpha channels as the file, palette expanded, no BGR/alpha-first.
         image.format = (hasColor ? UInt32(PNG_FORMAT_FLAG_COLOR) : 0) | (hasAlpha ? UInt32(PNG_FORMAT_FLAG_ALPHA) : 0)
@@ -200,7 +209,7 @@ public enum PNGCodec {
                     for i in 0..<n { let v = src[i]; dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v }
                 case 2:
                     for i in 0..<n { let v = src[2 * i]; dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v }
-                default: // 4: RGBA
+                default:  // 4: RGBA
                     for i in 0..<n {
                         dst[3 * i] = src[4 * i]; dst[3 * i + 1] = src[4 * i + 1]; dst[3 * i + 2] = src[4 * i + 2]
                     }
@@ -218,8 +227,9 @@ public enum PNGCodec {
 
     /// Encodes an RGB image as an 8-bit RGB PNG.
     public static func encode(_ image: RGBImage) throws -> [UInt8] {
-        try encodeRaw(image.pixels, width: image.width, height: image.height,
-                      format: UInt32(PNG_FORMAT_FLAG_COLOR), channels: 3, destination: "<memory>")
+        try encodeRaw(
+            image.pixels, width: image.width, height: image.height,
+            format: UInt32(PNG_FORMAT_FLAG_COLOR), channels: 3, destination: "<memory>")
     }
 
     /// Encodes a mask as an 8-bit gray PNG holding 0 (background) and 255 (foreground), the form
@@ -242,8 +252,9 @@ public enum PNGCodec {
 
     /// Writes an RGB PNG file (atomically: a reader never sees a half-written file).
     public static func write(_ image: RGBImage, to url: URL) throws {
-        let bytes = try encodeRaw(image.pixels, width: image.width, height: image.height,
-                                  format: UInt32(PNG_FORMAT_FLAG_COLOR), channels: 3, destination: url.path)
+        let bytes = try encodeRaw(
+            image.pixels, width: image.width, height: image.height,
+            format: UInt32(PNG_FORMAT_FLAG_COLOR), channels: 3, destination: url.path)
         try ImageIO.writeFileBytes(bytes, to: url)
     }
 
@@ -254,8 +265,10 @@ public enum PNGCodec {
         try ImageIO.writeFileBytes(bytes, to: url)
     }
 
-    static func encodeRaw(_ samples: [UInt8], width: Int, height: Int, format: UInt32, channels: Int,
-                          destination: String) throws -> [UInt8] {
+    static func encodeRaw(
+        _ samples: [UInt8], width: Int, height: Int, format: UInt32, channels: Int,
+        destination: String
+    ) throws -> [UInt8] {
         guard width > 0, height > 0 else {
             throw ImageError.writeFailed(path: destination, reason: "cannot encode an empty \(width)x\(height) image")
         }
@@ -272,8 +285,9 @@ public enum PNGCodec {
                 var out = [UInt8](repeating: 0, count: capacity)
                 var size = capacity
                 let ok = out.withUnsafeMutableBytes { dst in
-                    png_image_write_to_memory(&image, dst.baseAddress, &size, 0, src.baseAddress,
-                                              Int32(width * channels), nil)
+                    png_image_write_to_memory(
+                        &image, dst.baseAddress, &size, 0, src.baseAddress,
+                        Int32(width * channels), nil)
                 }
                 if ok != 0 {
                     out.removeLast(out.count - size)

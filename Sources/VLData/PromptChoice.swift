@@ -36,7 +36,8 @@ public enum PromptChoice: Sendable, Equatable, Hashable, Codable, CustomStringCo
             .map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"'")) }
             .filter { !$0.isEmpty }
         if parts.isEmpty {
-            throw PromptChoiceError(text: text, detail: "empty; use a key such as p1, \"random\", or a list such as p1,p3")
+            throw PromptChoiceError(
+                text: text, detail: "empty; use a key such as p1, \"random\", or a list such as p1,p3")
         }
         if parts.count == 1 {
             self = parts[0].lowercased() == "random" ? .random : .key(parts[0])
@@ -97,7 +98,8 @@ public enum PromptChoice: Sendable, Equatable, Hashable, Codable, CustomStringCo
         let keys = candidateKeys(prompts)
         if !keys.isEmpty { return keys }
         let present = prompts.nonEmptyKeys
-        let have = present.isEmpty ? "the entry has no non-empty prompt" : "non-empty keys: \(present.joined(separator: ", "))"
+        let have =
+            present.isEmpty ? "the entry has no non-empty prompt" : "non-empty keys: \(present.joined(separator: ", "))"
         let detail: String
         switch self {
         case let .key(k): detail = "prompt \"\(k)\" is missing or empty (\(have))"
@@ -108,7 +110,9 @@ public enum PromptChoice: Sendable, Equatable, Hashable, Codable, CustomStringCo
     }
 
     /// Draws the prompt of sample `index` in `epoch`.
-    public func choose(from prompts: PromptSet, seed: UInt64, epoch: Int, index: Int, entry: EntryReference) throws -> Choice {
+    public func choose(from prompts: PromptSet, seed: UInt64, epoch: Int, index: Int, entry: EntryReference) throws
+        -> Choice
+    {
         let keys = try validate(prompts, entry: entry)
         var rng = CounterRandom(seed: seed, epoch: UInt64(epoch), index: UInt64(index), purpose: .prompt)
         let key = keys.count == 1 ? keys[0] : keys[rng.drawIndex(below: keys.count)]

@@ -120,11 +120,12 @@ extension RGBImage {
                     hw.weights.withUnsafeBufferPointer { kBuf in
                         hw.start.withUnsafeBufferPointer { sBuf in
                             hw.count.withUnsafeBufferPointer { cBuf in
-                                Self.resampleHorizontal(src: srcBuf.baseAddress!, inWidth: width, rowFirst: rowFirst,
-                                                        rows: rows, dst: dstBuf.baseAddress!, outWidth: outW,
-                                                        ksize: hw.ksize, weights: kBuf.baseAddress!,
-                                                        start: sBuf.baseAddress!, count: cBuf.baseAddress!,
-                                                        sourceRows: height)
+                                Self.resampleHorizontal(
+                                    src: srcBuf.baseAddress!, inWidth: width, rowFirst: rowFirst,
+                                    rows: rows, dst: dstBuf.baseAddress!, outWidth: outW,
+                                    ksize: hw.ksize, weights: kBuf.baseAddress!,
+                                    start: sBuf.baseAddress!, count: cBuf.baseAddress!,
+                                    sourceRows: height)
                             }
                         }
                     }
@@ -141,10 +142,11 @@ extension RGBImage {
                 vw.weights.withUnsafeBufferPointer { kBuf in
                     vw.start.withUnsafeBufferPointer { sBuf in
                         vw.count.withUnsafeBufferPointer { cBuf in
-                            Self.resampleVertical(src: srcBuf.baseAddress!, rowOffset: rowFirst, rowLength: outW * 3,
-                                                  dst: dstBuf.baseAddress!, outHeight: outH, ksize: vw.ksize,
-                                                  weights: kBuf.baseAddress!, start: sBuf.baseAddress!,
-                                                  count: cBuf.baseAddress!)
+                            Self.resampleVertical(
+                                src: srcBuf.baseAddress!, rowOffset: rowFirst, rowLength: outW * 3,
+                                dst: dstBuf.baseAddress!, outHeight: outH, ksize: vw.ksize,
+                                weights: kBuf.baseAddress!, start: sBuf.baseAddress!,
+                                count: cBuf.baseAddress!)
                         }
                     }
                 }
@@ -156,10 +158,12 @@ extension RGBImage {
     /// One row at a time; per output pixel, a dot product of the taps with the pixel's channels, done
     /// as 4-lane integer vectors (R, G, B and the next pixel's R, which is ignored). The 4-byte loads
     /// read one byte past a pixel, so the buffer's last row goes through a padded copy.
-    private static func resampleHorizontal(src: UnsafePointer<UInt8>, inWidth: Int, rowFirst: Int, rows: Int,
-                                           dst: UnsafeMutablePointer<UInt8>, outWidth: Int, ksize: Int,
-                                           weights: UnsafePointer<Int32>, start: UnsafePointer<Int32>,
-                                           count: UnsafePointer<Int32>, sourceRows: Int) {
+    private static func resampleHorizontal(
+        src: UnsafePointer<UInt8>, inWidth: Int, rowFirst: Int, rows: Int,
+        dst: UnsafeMutablePointer<UInt8>, outWidth: Int, ksize: Int,
+        weights: UnsafePointer<Int32>, start: UnsafePointer<Int32>,
+        count: UnsafePointer<Int32>, sourceRows: Int
+    ) {
         let half = SIMD4<Int32>(repeating: Int32(1) << Int32(PILResampleWeights.precisionBits - 1))
         let rowBytes = inWidth * 3
         let padded = UnsafeMutablePointer<UInt8>.allocate(capacity: rowBytes + 1)
@@ -178,7 +182,8 @@ extension RGBImage {
                 var offset = Int(start[xx]) * 3
                 var acc = half
                 for i in 0..<Int(count[xx]) {
-                    let px = SIMD4<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: offset, as: SIMD4<UInt8>.self))
+                    let px = SIMD4<Int32>(
+                        truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: offset, as: SIMD4<UInt8>.self))
                     acc &+= px &* SIMD4<Int32>(repeating: k[i])
                     offset += 3
                 }
@@ -190,10 +195,12 @@ extension RGBImage {
     }
 
     /// Whole rows at a time, 16 bytes per step: the taps accumulate in registers as 16 Int32 lanes.
-    private static func resampleVertical(src: UnsafePointer<UInt8>, rowOffset: Int, rowLength: Int,
-                                         dst: UnsafeMutablePointer<UInt8>, outHeight: Int, ksize: Int,
-                                         weights: UnsafePointer<Int32>, start: UnsafePointer<Int32>,
-                                         count: UnsafePointer<Int32>) {
+    private static func resampleVertical(
+        src: UnsafePointer<UInt8>, rowOffset: Int, rowLength: Int,
+        dst: UnsafeMutablePointer<UInt8>, outHeight: Int, ksize: Int,
+        weights: UnsafePointer<Int32>, start: UnsafePointer<Int32>,
+        count: UnsafePointer<Int32>
+    ) {
         let halfScalar = Int32(1) << Int32(PILResampleWeights.precisionBits - 1)
         let half = SIMD16<Int32>(repeating: halfScalar)
         let shift = SIMD16<Int32>(repeating: Int32(PILResampleWeights.precisionBits))
@@ -214,8 +221,9 @@ extension RGBImage {
                     p += rowLength
                 }
                 let clipped = (acc &>> shift).clamped(lowerBound: zero, upperBound: top)
-                UnsafeMutableRawPointer(drow + x).storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: clipped),
-                                                              as: SIMD16<UInt8>.self)
+                UnsafeMutableRawPointer(drow + x).storeBytes(
+                    of: SIMD16<UInt8>(truncatingIfNeeded: clipped),
+                    as: SIMD16<UInt8>.self)
                 x += 16
             }
             while x < rowLength {

@@ -48,7 +48,8 @@ public enum SampleFileCheck {
             return "\(entry.reference): mask \(entry.maskURL.path): \(error)"
         }
         guard image == mask else {
-            return "\(DataError.sizeMismatch(entry.reference, imageWidth: image.width, imageHeight: image.height, maskWidth: mask.width, maskHeight: mask.height))"
+            return
+                "\(DataError.sizeMismatch(entry.reference, imageWidth: image.width, imageHeight: image.height, maskWidth: mask.width, maskHeight: mask.height))"
         }
         return nil
     }
@@ -70,11 +71,14 @@ public enum SampleFileCheck {
         func be32(_ at: Int) -> Int {
             (Int(bytes[at]) << 24) | (Int(bytes[at + 1]) << 16) | (Int(bytes[at + 2]) << 8) | Int(bytes[at + 3])
         }
-        guard bytes.count >= 33, be32(8) == 13, bytes[12] == 0x49, bytes[13] == 0x48, bytes[14] == 0x44, bytes[15] == 0x52 else {
+        guard bytes.count >= 33, be32(8) == 13, bytes[12] == 0x49, bytes[13] == 0x48, bytes[14] == 0x44,
+            bytes[15] == 0x52
+        else {
             throw ImageError.corrupt(path: path, reason: "no PNG header (IHDR) after the signature")
         }
         let end = bytes.count
-        guard end >= 45, bytes[end - 8] == 0x49, bytes[end - 7] == 0x45, bytes[end - 6] == 0x4E, bytes[end - 5] == 0x44 else {
+        guard end >= 45, bytes[end - 8] == 0x49, bytes[end - 7] == 0x45, bytes[end - 6] == 0x4E, bytes[end - 5] == 0x44
+        else {
             throw ImageError.corrupt(path: path, reason: "truncated PNG (no IEND chunk at the end of its \(end) bytes)")
         }
         let w = be32(16), h = be32(20)
@@ -86,7 +90,9 @@ public enum SampleFileCheck {
     static func jpegSize(_ bytes: UnsafeRawBufferPointer, path: String) throws -> ImageSize {
         let (w, h) = try JPEGCodec.headerSize(bytes, source: path)
         var end = bytes.count
-        while end > 2 && (bytes[end - 1] == 0x00 || bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D || bytes[end - 1] == 0x20) { end -= 1 }
+        while end > 2
+            && (bytes[end - 1] == 0x00 || bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D || bytes[end - 1] == 0x20)
+        { end -= 1 }
         guard end >= 4, bytes[end - 2] == 0xFF, bytes[end - 1] == 0xD9 else {
             throw ImageError.corrupt(path: path, reason: "truncated JPEG (no end-of-image marker)")
         }

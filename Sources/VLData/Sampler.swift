@@ -64,8 +64,10 @@ public struct ShardedSampler: Sendable, Equatable {
     public let shuffle: Bool
 
     /// - Parameter shuffle: defaults to true in training and false in evaluation.
-    public init(count: Int, rank: Int = 0, worldSize: Int = 1, batchSize: Int, seed: UInt64 = 0,
-                mode: SamplerMode = .training(.drop), shuffle: Bool? = nil) throws {
+    public init(
+        count: Int, rank: Int = 0, worldSize: Int = 1, batchSize: Int, seed: UInt64 = 0,
+        mode: SamplerMode = .training(.drop), shuffle: Bool? = nil
+    ) throws {
         guard count >= 0 else { throw SamplerError(detail: "negative sample count \(count)") }
         guard worldSize >= 1, (0..<worldSize).contains(rank) else {
             throw SamplerError(detail: "rank \(rank) is not in a world of \(worldSize)")
@@ -165,7 +167,10 @@ public struct ShardedSampler: Sendable, Equatable {
     func check(_ cursor: SamplerCursor) throws {
         guard cursor.epoch >= 0 else { throw SamplerError(detail: "negative epoch in cursor (\(cursor))") }
         guard (0...batchesPerEpoch).contains(cursor.position) else {
-            throw SamplerError(detail: "cursor (\(cursor)) is past the \(batchesPerEpoch) batches this rank has per epoch; was the checkpoint made with another world size or batch size?")
+            throw SamplerError(
+                detail:
+                    "cursor (\(cursor)) is past the \(batchesPerEpoch) batches this rank has per epoch; was the checkpoint made with another world size or batch size?"
+            )
         }
     }
 }

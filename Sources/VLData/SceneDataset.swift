@@ -24,8 +24,10 @@ public enum SceneDataset {
         public var trainFraction: Double
         public var valFraction: Double
 
-        public init(count: Int = 1000, width: Int = 128, height: Int = 128, seed: UInt64 = 0, entriesPerImage: Int = 2,
-                    trainFraction: Double = 0.8, valFraction: Double = 0.1) {
+        public init(
+            count: Int = 1000, width: Int = 128, height: Int = 128, seed: UInt64 = 0, entriesPerImage: Int = 2,
+            trainFraction: Double = 0.8, valFraction: Double = 0.1
+        ) {
             self.count = count; self.width = width; self.height = height; self.seed = seed
             self.entriesPerImage = entriesPerImage
             self.trainFraction = trainFraction; self.valFraction = valFraction
@@ -149,8 +151,9 @@ public enum SceneDataset {
                         return (dx * dx + dy * dy).squareRoot() > o.radius + radius + 2
                     }
                     if clear {
-                        placed = Object(shape: shape, colorIndex: color, texture: texture, large: large,
-                                        centerX: cx, centerY: cy, radius: radius, rotation: rotation)
+                        placed = Object(
+                            shape: shape, colorIndex: color, texture: texture, large: large,
+                            centerX: cx, centerY: cy, radius: radius, rotation: rotation)
                         break
                     }
                 }
@@ -239,9 +242,12 @@ public enum SceneDataset {
                 let both = with { $0.shape == s && $0.colorIndex == c }
                 guard !both.isEmpty, both != set else { continue }
                 let name = palette[c].name
-                refs.append(Reference(targets: both, phrases: both.count == 1
-                    ? ["the \(name) \(s.rawValue)", "\(article(name)) \(name) \(s.rawValue)"]
-                    : ["every \(name) \(s.rawValue)", "all the \(name) \(s.plural)"]))
+                refs.append(
+                    Reference(
+                        targets: both,
+                        phrases: both.count == 1
+                            ? ["the \(name) \(s.rawValue)", "\(article(name)) \(name) \(s.rawValue)"]
+                            : ["every \(name) \(s.rawValue)", "all the \(name) \(s.plural)"]))
             }
             for large in [true, false] {
                 let sized = with { $0.shape == s && $0.large == large }
@@ -271,7 +277,9 @@ public enum SceneDataset {
         for t in Texture.allCases where t != .plain {
             let set = with { $0.texture == t }
             guard !set.isEmpty else { continue }
-            refs.append(Reference(targets: set, phrases: [set.count == 1 ? "the \(t.rawValue) shape" : "every \(t.rawValue) shape"]))
+            refs.append(
+                Reference(
+                    targets: set, phrases: [set.count == 1 ? "the \(t.rawValue) shape" : "every \(t.rawValue) shape"]))
         }
         return refs
     }
@@ -300,9 +308,13 @@ public enum SceneDataset {
 
     /// Writes the dataset in the medvlsm layout under `root` (splits by image).
     @discardableResult
-    public static func write(options: Options, to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil) throws -> SyntheticDatasetWriter.Summary {
-        try SyntheticDatasetWriter.write(count: options.count, prefix: "scene", trainFraction: options.trainFraction,
-                                         valFraction: options.valFraction, to: root, progress: progress) { i in
+    public static func write(options: Options, to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil) throws
+        -> SyntheticDatasetWriter.Summary
+    {
+        try SyntheticDatasetWriter.write(
+            count: options.count, prefix: "scene", trainFraction: options.trainFraction,
+            valFraction: options.valFraction, to: root, progress: progress
+        ) { i in
             makeImage(index: i, options: options)
         }
     }

@@ -30,8 +30,10 @@ public enum ShiftedDomainDataset {
         public var trainFraction: Double
         public var valFraction: Double
 
-        public init(count: Int = 200, width: Int = 128, height: Int = 128, seed: UInt64 = 0, modality: Modality = .mixed,
-                    trainFraction: Double = 0.6, valFraction: Double = 0.15) {
+        public init(
+            count: Int = 200, width: Int = 128, height: Int = 128, seed: UInt64 = 0, modality: Modality = .mixed,
+            trainFraction: Double = 0.6, valFraction: Double = 0.15
+        ) {
             self.count = count; self.width = width; self.height = height; self.seed = seed; self.modality = modality
             self.trainFraction = trainFraction; self.valFraction = valFraction
         }
@@ -85,16 +87,22 @@ public enum ShiftedDomainDataset {
         let vessels = ValueNoise(width: w, height: h, cell: short / rng.uniform(9, 14), rng: &rng)
         let fine = ValueNoise(width: w, height: h, cell: max(2, short / 40), rng: &rng)
         let radius = short * rng.uniform(0.11, 0.22)
-        let polyp = Blob(cx: rng.uniform(radius + 4, Double(w) - radius - 4), cy: rng.uniform(radius + 4, Double(h) - radius - 4),
-                         rx: radius * rng.uniform(0.85, 1.15), ry: radius * rng.uniform(0.85, 1.15),
-                         a2: rng.uniform(0, 0.15), p2: rng.uniform(0, 2 * .pi), a3: rng.uniform(0, 0.08), p3: rng.uniform(0, 2 * .pi))
+        let polyp = Blob(
+            cx: rng.uniform(radius + 4, Double(w) - radius - 4), cy: rng.uniform(radius + 4, Double(h) - radius - 4),
+            rx: radius * rng.uniform(0.85, 1.15), ry: radius * rng.uniform(0.85, 1.15),
+            a2: rng.uniform(0, 0.15), p2: rng.uniform(0, 2 * .pi), a3: rng.uniform(0, 0.08), p3: rng.uniform(0, 2 * .pi)
+        )
         let tint = (rng.uniform(-10, 20), rng.uniform(-45, -20), rng.uniform(-40, -15))
         // Highlights: a few on the polyp's lit side, a few on the tissue.
         let light = rng.uniform(0, 2 * .pi)
         var spots: [(Double, Double, Double)] = []
         for _ in 0..<(2 + pick(&rng, 3)) {
             let a = light + rng.uniform(-0.6, 0.6), d = rng.uniform(0.2, 0.6)
-            spots.append((polyp.cx + cos(a) * d * polyp.rx, polyp.cy + sin(a) * d * polyp.ry, rng.uniform(1.0, 2.2) * short / 128))
+            spots.append(
+                (
+                    polyp.cx + cos(a) * d * polyp.rx, polyp.cy + sin(a) * d * polyp.ry,
+                    rng.uniform(1.0, 2.2) * short / 128
+                ))
         }
         for _ in 0..<(1 + pick(&rng, 4)) {
             spots.append((rng.uniform(0, Double(w)), rng.uniform(0, Double(h)), rng.uniform(0.8, 2.0) * short / 128))
@@ -130,18 +138,21 @@ public enum ShiftedDomainDataset {
                 let rr = (cdx * cdx + cdy * cdy).squareRoot() / fov
                 let vig = rr > 1 ? max(0, 1 - (rr - 1) * 12) : 1 - 0.35 * rr * rr
                 let i = 3 * (y * w + x)
-                pixels[i] = clampToByte(r * vig); pixels[i + 1] = clampToByte(g * vig); pixels[i + 2] = clampToByte(b * vig)
+                pixels[i] = clampToByte(r * vig); pixels[i + 1] = clampToByte(g * vig);
+                pixels[i + 2] = clampToByte(b * vig)
             }
         }
         let size = sizeWord(radius, short: short)
         let position = positionWord(polyp.cx, polyp.cy, width: w, height: h)
         let prompts: [(key: String, value: DemoDataset.PromptValue)] = [
             ("p0", .text("")), ("p1", .text("a polyp")), ("p2", .text("a colorectal polyp")),
-            ("p3", .text("a \(size) polyp")), ("p4", .text("a \(size) polyp in the \(position) of the colonoscopy image")),
+            ("p3", .text("a \(size) polyp")),
+            ("p4", .text("a \(size) polyp in the \(position) of the colonoscopy image")),
             ("p5", .list(["a raised polyp on the bowel mucosa", "a polyp in the colon"])),
         ]
-        return SyntheticImage(image: RGBImage(width: w, height: h, pixels: pixels),
-                              entries: [.init(mask: BinaryMask(width: w, height: h, values: mask), prompts: prompts)])
+        return SyntheticImage(
+            image: RGBImage(width: w, height: h, pixels: pixels),
+            entries: [.init(mask: BinaryMask(width: w, height: h, values: mask), prompts: prompts)])
     }
 
     static func ultrasound(width w: Int, height h: Int, rng: inout CounterRandom) -> SyntheticImage {
@@ -149,10 +160,11 @@ public enum ShiftedDomainDataset {
         let layers = ValueNoise(width: w, height: h, cell: short / rng.uniform(5, 8), rng: &rng)
         let gain = rng.uniform(95, 140)
         let radius = short * rng.uniform(0.1, 0.2)
-        let lesion = Blob(cx: rng.uniform(radius * 1.4 + 4, Double(w) - radius * 1.4 - 4),
-                          cy: rng.uniform(max(radius + 4, 0.25 * Double(h)), Double(h) - radius - 6),
-                          rx: radius * rng.uniform(1.1, 1.5), ry: radius * rng.uniform(0.65, 0.95),
-                          a2: rng.uniform(0, 0.12), p2: rng.uniform(0, 2 * .pi), a3: rng.uniform(0, 0.1), p3: rng.uniform(0, 2 * .pi))
+        let lesion = Blob(
+            cx: rng.uniform(radius * 1.4 + 4, Double(w) - radius * 1.4 - 4),
+            cy: rng.uniform(max(radius + 4, 0.25 * Double(h)), Double(h) - radius - 6),
+            rx: radius * rng.uniform(1.1, 1.5), ry: radius * rng.uniform(0.65, 0.95),
+            a2: rng.uniform(0, 0.12), p2: rng.uniform(0, 2 * .pi), a3: rng.uniform(0, 0.1), p3: rng.uniform(0, 2 * .pi))
         let softness = rng.uniform(0.12, 0.3)
         let darkness = rng.uniform(0.15, 0.35)
         // Fan-shaped sector from an apex above the image.
@@ -187,19 +199,26 @@ public enum ShiftedDomainDataset {
         let size = sizeWord(radius, short: short)
         let position = positionWord(lesion.cx, lesion.cy, width: w, height: h)
         let prompts: [(key: String, value: DemoDataset.PromptValue)] = [
-            ("p0", .text("")), ("p1", .text("a benign tumour")), ("p2", .text("a benign tumour in a breast ultrasound")),
-            ("p3", .text("a \(size) hypoechoic mass")), ("p4", .text("a \(size) benign tumour in the \(position) of the ultrasound")),
+            ("p0", .text("")), ("p1", .text("a benign tumour")),
+            ("p2", .text("a benign tumour in a breast ultrasound")),
+            ("p3", .text("a \(size) hypoechoic mass")),
+            ("p4", .text("a \(size) benign tumour in the \(position) of the ultrasound")),
             ("p5", .list(["an oval hypoechoic tumour with soft margins", "a benign breast tumour"])),
         ]
-        return SyntheticImage(image: RGBImage(width: w, height: h, pixels: pixels),
-                              entries: [.init(mask: BinaryMask(width: w, height: h, values: mask), prompts: prompts)])
+        return SyntheticImage(
+            image: RGBImage(width: w, height: h, pixels: pixels),
+            entries: [.init(mask: BinaryMask(width: w, height: h, values: mask), prompts: prompts)])
     }
 
     /// Writes the dataset in the medvlsm layout under `root`.
     @discardableResult
-    public static func write(options: Options, to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil) throws -> SyntheticDatasetWriter.Summary {
-        try SyntheticDatasetWriter.write(count: options.count, prefix: options.modality.rawValue, trainFraction: options.trainFraction,
-                                         valFraction: options.valFraction, to: root, progress: progress) { i in
+    public static func write(options: Options, to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil) throws
+        -> SyntheticDatasetWriter.Summary
+    {
+        try SyntheticDatasetWriter.write(
+            count: options.count, prefix: options.modality.rawValue, trainFraction: options.trainFraction,
+            valFraction: options.valFraction, to: root, progress: progress
+        ) { i in
             makeImage(index: i, options: options)
         }
     }

@@ -41,17 +41,22 @@ public enum SyntheticDatasetWriter {
     /// Writes `count` images made by `make(index)` under `root`, named `<prefix>_<index>`; entries of
     /// one image are `<prefix>_<index>_<k>` masks. Images are made in parallel; the files do not depend
     /// on the thread count. `progress` gets (done, total) after each image.
-    public static func write(count: Int, prefix: String, trainFraction: Double = 0.7, valFraction: Double = 0.15,
-                             to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil,
-                             make: @Sendable (Int) -> SyntheticImage) throws -> Summary {
-        guard count > 0 else { throw DemoDataset.WriteError(description: "a generated dataset needs at least one image") }
+    public static func write(
+        count: Int, prefix: String, trainFraction: Double = 0.7, valFraction: Double = 0.15,
+        to root: URL, progress: (@Sendable (Int, Int) -> Void)? = nil,
+        make: @Sendable (Int) -> SyntheticImage
+    ) throws -> Summary {
+        guard count > 0 else {
+            throw DemoDataset.WriteError(description: "a generated dataset needs at least one image")
+        }
         let start = Date()
         let fm = FileManager.default
         let images = root.appendingPathComponent("images"), masks = root.appendingPathComponent("masks")
         let anns = root.appendingPathComponent("anns")
         for dir in [images, masks, anns] {
             do { try fm.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
-                throw DemoDataset.WriteError(description: "cannot create folder \(dir.path): \(ImageIO.reason(of: error))")
+                throw DemoDataset.WriteError(
+                    description: "cannot create folder \(dir.path): \(ImageIO.reason(of: error))")
             }
         }
         let state = ParallelWriteState<[[String: Any]]>(count: count)
@@ -69,7 +74,8 @@ public enum SyntheticDatasetWriter {
                     list.append([
                         "img_name": "\(name).png",
                         "mask_name": maskName,
-                        "prompts": Dictionary(uniqueKeysWithValues: entry.prompts.map { ($0.key, $0.value.jsonObject) }),
+                        "prompts": Dictionary(
+                            uniqueKeysWithValues: entry.prompts.map { ($0.key, $0.value.jsonObject) }),
                     ])
                     foreground += entry.mask.foregroundRatio
                 }
@@ -82,15 +88,18 @@ public enum SyntheticDatasetWriter {
 
         let sizes = DemoDataset.splitSizes(count: count, trainFraction: trainFraction, valFraction: valFraction)
         let perImage = state.results.map { $0 ?? [] }
-        let ranges = [("train", 0..<sizes.train), ("val", sizes.train..<(sizes.train + sizes.val)),
-                      ("test", (sizes.train + sizes.val)..<count)]
+        let ranges = [
+            ("train", 0..<sizes.train), ("val", sizes.train..<(sizes.train + sizes.val)),
+            ("test", (sizes.train + sizes.val)..<count),
+        ]
         var splitCounts: [(String, Int)] = []
         for (split, range) in ranges {
             let list = range.flatMap { perImage[$0] }
             let url = anns.appendingPathComponent("\(split).json")
             let data: Data
             do {
-                data = try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+                data = try JSONSerialization.data(
+                    withJSONObject: list, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             } catch {
                 throw DemoDataset.WriteError(description: "cannot encode \(url.path): \(error)")
             }
@@ -98,8 +107,9 @@ public enum SyntheticDatasetWriter {
             splitCounts.append((split, list.count))
         }
         let entryCount = max(1, splitCounts.reduce(0) { $0 + $1.1 })
-        return Summary(root: root, splitCounts: splitCounts, imageCounts: ranges.map { ($0.0, $0.1.count) },
-                       meanForeground: state.foregroundSum / Double(entryCount), seconds: Date().timeIntervalSince(start))
+        return Summary(
+            root: root, splitCounts: splitCounts, imageCounts: ranges.map { ($0.0, $0.1.count) },
+            meanForeground: state.foregroundSum / Double(entryCount), seconds: Date().timeIntervalSince(start))
     }
 }
 

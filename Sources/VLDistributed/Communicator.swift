@@ -83,7 +83,9 @@ extension Communicator {
             payload = Array((try? JSONEncoder().encode(value)) ?? Data())
         }
         var length = Int64(payload.count)
-        withUnsafeMutableBytes(of: &length) { broadcast($0.baseAddress!, bytes: 8, root: root, label: label + " (length)") }
+        withUnsafeMutableBytes(of: &length) {
+            broadcast($0.baseAddress!, bytes: 8, root: root, label: label + " (length)")
+        }
         if rank != root { payload = [UInt8](repeating: 0, count: Int(length)) }
         if length > 0 {
             payload.withUnsafeMutableBytes { broadcast($0.baseAddress!, bytes: Int(length), root: root, label: label) }
@@ -117,7 +119,9 @@ extension Communicator {
         let differing = strings.enumerated().filter { $0.element != strings[0] }.map(\.offset)
         if !differing.isEmpty {
             throw CommunicatorError.mismatch(
-                what: what, detail: "rank 0 has \(strings[0]), " + differing.map { "rank \($0) has \(strings[$0])" }.joined(separator: ", "))
+                what: what,
+                detail: "rank 0 has \(strings[0]), "
+                    + differing.map { "rank \($0) has \(strings[$0])" }.joined(separator: ", "))
         }
     }
 }
@@ -133,7 +137,8 @@ public enum Communicators {
 
     public static func make(timeout: Double = 300) -> Communicator {
         let placement = LaunchPlacement.fromEnvironment()
-        let comm: Communicator = placement.underLauncher && placement.size > 1
+        let comm: Communicator =
+            placement.underLauncher && placement.size > 1
             ? MPICommunicator(timeout: timeout) : SingleProcessCommunicator(timeout: timeout)
         current = comm
         return comm
@@ -161,7 +166,8 @@ public final class SingleProcessCommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) {}
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int, label: String) {}
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Int64>, count: Int, label: String) {}
-    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) -> PendingCollective { Done() }
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) -> PendingCollective
+    { Done() }
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int, label: String) {}
     public func barrier(label: String) {}
     public func idleBarrier(label: String) {}

@@ -50,7 +50,8 @@ public final class StopDeadline: Sendable {
     /// Starts the countdown (the first call only).
     public func arm() {
         let now = DispatchTime.now().uptimeNanoseconds
-        _ = deadlineNanos.compareExchange(expected: 0, desired: now + patienceNanos.load(ordering: .relaxed), ordering: .relaxed)
+        _ = deadlineNanos.compareExchange(
+            expected: 0, desired: now + patienceNanos.load(ordering: .relaxed), ordering: .relaxed)
     }
 
     /// True once armed and past.
@@ -76,7 +77,9 @@ extension Communicator {
     public func rootDecides<Value: Codable>(_ label: String, _ work: () throws -> Value) throws -> Value {
         var outcome: RootOutcome<Value>? = nil
         if isRoot {
-            do { outcome = RootOutcome(value: try work(), error: nil) } catch { outcome = RootOutcome(value: nil, error: "\(error)") }
+            do { outcome = RootOutcome(value: try work(), error: nil) } catch {
+                outcome = RootOutcome(value: nil, error: "\(error)")
+            }
         }
         let agreed = broadcast(outcome, label: label)
         if let error = agreed.error { throw AgreedFailure(error) }
@@ -86,6 +89,8 @@ extension Communicator {
 
     /// `rootDecides` for work that only succeeds or fails.
     public func rootDecides(_ label: String, _ work: () throws -> Void) throws {
-        _ = try rootDecides(label) { () throws -> Done in try work(); return Done() }
+        _ = try rootDecides(label) { () throws -> Done in
+            try work(); return Done()
+        }
     }
 }

@@ -61,7 +61,9 @@ public final class MPICommunicator: Communicator {
             if done { return true }
             var flag: Int32 = 0
             let rc = MPI_Test(&request, &flag, vlseg_mpi_status_ignore())
-            if rc != vlseg_mpi_success() { owner.abort(code: 3, message: "rank \(owner.rank): MPI \(label) failed (error \(rc))") }
+            if rc != vlseg_mpi_success() {
+                owner.abort(code: 3, message: "rank \(owner.rank): MPI \(label) failed (error \(rc))")
+            }
             done = flag != 0
             return done
         }
@@ -86,11 +88,19 @@ public final class MPICommunicator: Communicator {
                 owner.servicePeers(now: now)
                 let elapsed = Double(now - started) * 1e-9
                 if owner.stopDeadline.hasPassed(now: now) {
-                    owner.abort(code: 1, message: "rank \(owner.rank) (\(ProcessIdentity.hostName)): the job is stopping, but collective '\(label)' still waits after \(String(format: "%.0f", elapsed)) s, longer than any step so far took (\(String(format: "%.0f", owner.stopDeadline.patienceSeconds)) s allowed): a rank died or hangs — aborting the job without a final checkpoint")
+                    owner.abort(
+                        code: 1,
+                        message:
+                            "rank \(owner.rank) (\(ProcessIdentity.hostName)): the job is stopping, but collective '\(label)' still waits after \(String(format: "%.0f", elapsed)) s, longer than any step so far took (\(String(format: "%.0f", owner.stopDeadline.patienceSeconds)) s allowed): a rank died or hangs — aborting the job without a final checkpoint"
+                    )
                 }
                 if elapsed > owner.timeout {
                     let absent = owner.rollCall()
-                    owner.abort(code: 4, message: "rank \(owner.rank) (\(ProcessIdentity.hostName)): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s): \(absent) — aborting the job")
+                    owner.abort(
+                        code: 4,
+                        message:
+                            "rank \(owner.rank) (\(ProcessIdentity.hostName)): watchdog: collective '\(label)' did not complete within \(Int(owner.timeout)) s (comm.timeout_s): \(absent) — aborting the job"
+                    )
                 }
             }
         }
@@ -100,9 +110,13 @@ public final class MPICommunicator: Communicator {
         if rc != vlseg_mpi_success() { abort(code: 3, message: "rank \(rank): MPI \(op) failed (error \(rc))") }
     }
 
-    private func allReduce(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype, label: String) -> Request {
+    private func allReduce(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype, label: String) -> Request
+    {
         var req = vlseg_mpi_request_null()
-        check(MPI_Iallreduce(vlseg_mpi_in_place(), buffer, Int32(count), type, vlseg_mpi_sum(), vlseg_mpi_comm_world(), &req), "allreduce \(label)")
+        check(
+            MPI_Iallreduce(
+                vlseg_mpi_in_place(), buffer, Int32(count), type, vlseg_mpi_sum(), vlseg_mpi_comm_world(), &req),
+            "allreduce \(label)")
         return Request(req, owner: self, label: "allreduce \(label)")
     }
 
@@ -118,13 +132,16 @@ public final class MPICommunicator: Communicator {
         allReduce(buffer, count: count, type: vlseg_mpi_int64(), label: label).wait()
     }
 
-    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) -> PendingCollective {
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int, label: String) -> PendingCollective
+    {
         allReduce(buffer, count: count, type: vlseg_mpi_float(), label: label)
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int, label: String) {
         var req = vlseg_mpi_request_null()
-        check(MPI_Ibcast(buffer, Int32(bytes), vlseg_mpi_byte(), Int32(root), vlseg_mpi_comm_world(), &req), "broadcast \(label)")
+        check(
+            MPI_Ibcast(buffer, Int32(bytes), vlseg_mpi_byte(), Int32(root), vlseg_mpi_comm_world(), &req),
+            "broadcast \(label)")
         Request(req, owner: self, label: "broadcast \(label)").wait()
     }
 
@@ -146,8 +163,10 @@ public final class MPICommunicator: Communicator {
         var req = vlseg_mpi_request_null()
         value.withUnsafeBytes { src in
             out.withUnsafeMutableBytes { dst in
-                check(MPI_Iallgather(src.baseAddress, Int32(n), vlseg_mpi_byte(), dst.baseAddress, Int32(n), vlseg_mpi_byte(),
-                                     vlseg_mpi_comm_world(), &req), "allgather \(label)")
+                check(
+                    MPI_Iallgather(
+                        src.baseAddress, Int32(n), vlseg_mpi_byte(), dst.baseAddress, Int32(n), vlseg_mpi_byte(),
+                        vlseg_mpi_comm_world(), &req), "allgather \(label)")
                 Request(req, owner: self, label: "allgather \(label)").wait()
             }
         }
@@ -162,7 +181,8 @@ public final class MPICommunicator: Communicator {
     }
 
     public func fail(message: String) -> Never {
-        FileHandle.standardError.write(Data("vlseg: error: rank \(rank) (\(ProcessIdentity.hostName)): \(message)\n".utf8))
+        FileHandle.standardError.write(
+            Data("vlseg: error: rank \(rank) (\(ProcessIdentity.hostName)): \(message)\n".utf8))
         fflush(nil)  // every C stream (naming `stdout` is a shared global to Swift 6)
         // A small message goes out eagerly: peers blocked in a collective see it at their next poll
         // and leave at once, rather than when mpirun's kill reaches them.
@@ -170,8 +190,9 @@ public final class MPICommunicator: Communicator {
         var requests = [MPI_Request?](repeating: vlseg_mpi_request_null(), count: size)
         notice.withUnsafeBytes { bytes in
             for peer in 0..<size where peer != rank {
-                MPI_Isend(bytes.baseAddress, Int32(bytes.count), vlseg_mpi_byte(), Int32(peer), Self.failureTag,
-                          vlseg_mpi_comm_world(), &requests[peer])
+                MPI_Isend(
+                    bytes.baseAddress, Int32(bytes.count), vlseg_mpi_byte(), Int32(peer), Self.failureTag,
+                    vlseg_mpi_comm_world(), &requests[peer])
             }
             let start = DispatchTime.now().uptimeNanoseconds
             var all: Int32 = 0
@@ -201,11 +222,15 @@ public final class MPICommunicator: Communicator {
             MPI_Iprobe(vlseg_mpi_any_source(), Self.rollCallTag, vlseg_mpi_comm_world(), &flag, &status)
             guard flag != 0 else { return }
             var byte: UInt8 = 0
-            MPI_Recv(&byte, 1, vlseg_mpi_byte(), status.MPI_SOURCE, Self.rollCallTag, vlseg_mpi_comm_world(), vlseg_mpi_status_ignore())
+            MPI_Recv(
+                &byte, 1, vlseg_mpi_byte(), status.MPI_SOURCE, Self.rollCallTag, vlseg_mpi_comm_world(),
+                vlseg_mpi_status_ignore())
             let answer = Array(waitingIn.utf8.prefix(200))
             // Small enough to go out eagerly: the send returns without the asker's receive.
             answer.withUnsafeBytes { bytes in
-                _ = MPI_Send(bytes.baseAddress, Int32(bytes.count), vlseg_mpi_byte(), status.MPI_SOURCE, Self.answerTag, vlseg_mpi_comm_world())
+                _ = MPI_Send(
+                    bytes.baseAddress, Int32(bytes.count), vlseg_mpi_byte(), status.MPI_SOURCE, Self.answerTag,
+                    vlseg_mpi_comm_world())
             }
         }
     }
@@ -217,7 +242,8 @@ public final class MPICommunicator: Communicator {
         var question: UInt8 = 1
         var requests = [MPI_Request?](repeating: vlseg_mpi_request_null(), count: size)
         for peer in 0..<size where peer != rank {
-            MPI_Isend(&question, 1, vlseg_mpi_byte(), Int32(peer), Self.rollCallTag, vlseg_mpi_comm_world(), &requests[peer])
+            MPI_Isend(
+                &question, 1, vlseg_mpi_byte(), Int32(peer), Self.rollCallTag, vlseg_mpi_comm_world(), &requests[peer])
         }
         var answers: [Int: String] = [:]
         let start = DispatchTime.now().uptimeNanoseconds
@@ -230,19 +256,24 @@ public final class MPICommunicator: Communicator {
             var count: Int32 = 0
             MPI_Get_count(&status, vlseg_mpi_byte(), &count)
             var bytes = [UInt8](repeating: 0, count: Int(max(count, 0)))
-            MPI_Recv(&bytes, count, vlseg_mpi_byte(), status.MPI_SOURCE, Self.answerTag, vlseg_mpi_comm_world(), vlseg_mpi_status_ignore())
+            MPI_Recv(
+                &bytes, count, vlseg_mpi_byte(), status.MPI_SOURCE, Self.answerTag, vlseg_mpi_comm_world(),
+                vlseg_mpi_status_ignore())
             answers[Int(status.MPI_SOURCE)] = String(decoding: bytes, as: UTF8.self)
         }
         let silent = (0..<size).filter { $0 != rank && answers[$0] == nil }
         var parts: [String] = []
         if !silent.isEmpty {
-            parts.append("rank(s) \(silent.map(String.init).joined(separator: ", ")) did not arrive (stuck outside any collective, or dead)")
+            parts.append(
+                "rank(s) \(silent.map(String.init).joined(separator: ", ")) did not arrive (stuck outside any collective, or dead)"
+            )
         }
         let elsewhere = answers.filter { $0.value != waitingIn }.sorted { $0.key < $1.key }
         if !elsewhere.isEmpty {
             parts.append(elsewhere.map { "rank \($0.key) waits in '\($0.value)'" }.joined(separator: ", "))
         }
-        return parts.isEmpty ? "every rank waits in it, yet it did not complete (a network fault?)" : parts.joined(separator: "; ")
+        return parts.isEmpty
+            ? "every rank waits in it, yet it did not complete (a network fault?)" : parts.joined(separator: "; ")
     }
 
     /// Leaves quietly (status 1) when a peer has announced its failure: its own line says why, and
@@ -255,9 +286,14 @@ public final class MPICommunicator: Communicator {
         var count: Int32 = 0
         MPI_Get_count(&status, vlseg_mpi_byte(), &count)
         var bytes = [UInt8](repeating: 0, count: Int(max(count, 0)))
-        MPI_Recv(&bytes, count, vlseg_mpi_byte(), status.MPI_SOURCE, Self.failureTag, vlseg_mpi_comm_world(), vlseg_mpi_status_ignore())
+        MPI_Recv(
+            &bytes, count, vlseg_mpi_byte(), status.MPI_SOURCE, Self.failureTag, vlseg_mpi_comm_world(),
+            vlseg_mpi_status_ignore())
         let who = String(decoding: bytes, as: UTF8.self)
-        FileHandle.standardError.write(Data("vlseg: rank \(rank) (\(ProcessIdentity.hostName)): stopping: \(who) failed (its error is above)\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "vlseg: rank \(rank) (\(ProcessIdentity.hostName)): stopping: \(who) failed (its error is above)\n".utf8
+            ))
         fflush(nil)  // every C stream (naming `stdout` is a shared global to Swift 6)
         _exit(1)
     }

@@ -32,16 +32,19 @@ public struct LaunchPlacement: Sendable, Equatable {
     public let underLauncher: Bool
 
     /// Reads Open MPI's (then PMIx's, then Slurm's) variables; a plain process is rank 0 of 1.
-    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) -> LaunchPlacement {
+    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) -> LaunchPlacement
+    {
         func int(_ key: String) -> Int? { env[key].flatMap { Int($0) } }
         if let rank = int("OMPI_COMM_WORLD_RANK"), let size = int("OMPI_COMM_WORLD_SIZE") {
-            return LaunchPlacement(rank: rank, size: size,
-                                   localRank: int("OMPI_COMM_WORLD_LOCAL_RANK") ?? 0,
-                                   localSize: int("OMPI_COMM_WORLD_LOCAL_SIZE") ?? 1, underLauncher: true)
+            return LaunchPlacement(
+                rank: rank, size: size,
+                localRank: int("OMPI_COMM_WORLD_LOCAL_RANK") ?? 0,
+                localSize: int("OMPI_COMM_WORLD_LOCAL_SIZE") ?? 1, underLauncher: true)
         }
         if let rank = int("PMIX_RANK"), let size = int("PMIX_SIZE") ?? int("SLURM_NTASKS") {
-            return LaunchPlacement(rank: rank, size: size, localRank: int("SLURM_LOCALID") ?? 0,
-                                   localSize: int("SLURM_NTASKS_PER_NODE") ?? 1, underLauncher: true)
+            return LaunchPlacement(
+                rank: rank, size: size, localRank: int("SLURM_LOCALID") ?? 0,
+                localSize: int("SLURM_NTASKS_PER_NODE") ?? 1, underLauncher: true)
         }
         return LaunchPlacement(rank: 0, size: 1, localRank: 0, localSize: 1, underLauncher: false)
     }

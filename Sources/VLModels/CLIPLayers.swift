@@ -79,10 +79,13 @@ struct SelfAttentionLayer {
         self.heads = heads
     }
 
-    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil,
-                        hooks: CLIPSegHooks? = nil) -> Tensor {
-        let a = multiHeadAttention(query: q(x, p, hooks: hooks), key: k(x, p, hooks: hooks), value: v(x, p, hooks: hooks),
-                                   heads: heads, causal: causal, keyMask: keyMask)
+    func callAsFunction(
+        _ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil,
+        hooks: CLIPSegHooks? = nil
+    ) -> Tensor {
+        let a = multiHeadAttention(
+            query: q(x, p, hooks: hooks), key: k(x, p, hooks: hooks), value: v(x, p, hooks: hooks),
+            heads: heads, causal: causal, keyMask: keyMask)
         return out(a, p, hooks: hooks)
     }
 
@@ -101,13 +104,17 @@ struct CLIPEncoderLayer {
         attention = SelfAttentionLayer(prefix: "\(prefix).self_attn", width: d, heads: config.numAttentionHeads)
         norm1 = LayerNormLayer(prefix: "\(prefix).layer_norm1", width: d, eps: config.layerNormEps)
         norm2 = LayerNormLayer(prefix: "\(prefix).layer_norm2", width: d, eps: config.layerNormEps)
-        fc1 = LinearLayer(prefix: "\(prefix).mlp.fc1", inFeatures: d, outFeatures: config.intermediateSize, hasBias: true)
-        fc2 = LinearLayer(prefix: "\(prefix).mlp.fc2", inFeatures: config.intermediateSize, outFeatures: d, hasBias: true)
+        fc1 = LinearLayer(
+            prefix: "\(prefix).mlp.fc1", inFeatures: d, outFeatures: config.intermediateSize, hasBias: true)
+        fc2 = LinearLayer(
+            prefix: "\(prefix).mlp.fc2", inFeatures: config.intermediateSize, outFeatures: d, hasBias: true)
         act = config.hiddenAct
     }
 
-    func callAsFunction(_ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil,
-                        hooks: CLIPSegHooks? = nil, tower: Tower = .vision, index: Int = 0) -> Tensor {
+    func callAsFunction(
+        _ x: Tensor, _ p: ParameterStore, causal: Bool = false, keyMask: Tensor? = nil,
+        hooks: CLIPSegHooks? = nil, tower: Tower = .vision, index: Int = 0
+    ) -> Tensor {
         guard let hooks else {
             let h = x + attention(norm1(x, p), p, causal: causal, keyMask: keyMask)
             return h + fc2(activation(act, fc1(norm2(h, p), p)), p)
@@ -119,7 +126,8 @@ struct CLIPEncoderLayer {
     }
 
     var parameterShapes: [(String, [Int])] {
-        attention.parameterShapes + norm1.parameterShapes + fc1.parameterShapes + fc2.parameterShapes + norm2.parameterShapes
+        attention.parameterShapes + norm1.parameterShapes + fc1.parameterShapes + fc2.parameterShapes
+            + norm2.parameterShapes
     }
 }
 
@@ -140,12 +148,14 @@ struct CLIPSegDecoderLayer {
 
     func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
         let h = norm1(x + attention(x, p), p)
-        let mlp = mlpReLU(h, fc1Weight: p[fc1.weightName], fc1Bias: p[fc1.biasName],
-                          fc2Weight: p[fc2.weightName], fc2Bias: p[fc2.biasName])
+        let mlp = mlpReLU(
+            h, fc1Weight: p[fc1.weightName], fc1Bias: p[fc1.biasName],
+            fc2Weight: p[fc2.weightName], fc2Bias: p[fc2.biasName])
         return norm2(h + mlp, p)
     }
 
     var parameterShapes: [(String, [Int])] {
-        attention.parameterShapes + norm1.parameterShapes + fc1.parameterShapes + fc2.parameterShapes + norm2.parameterShapes
+        attention.parameterShapes + norm1.parameterShapes + fc1.parameterShapes + fc2.parameterShapes
+            + norm2.parameterShapes
     }
 }

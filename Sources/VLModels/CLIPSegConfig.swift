@@ -28,8 +28,10 @@ public struct CLIPTowerConfig: Codable, Sendable, Equatable {
         case imageSize = "image_size", patchSize = "patch_size", numChannels = "num_channels"
     }
 
-    public init(hiddenSize: Int, intermediateSize: Int, numAttentionHeads: Int, numHiddenLayers: Int,
-                layerNormEps: Float = 1e-5, hiddenAct: String = "quick_gelu") {
+    public init(
+        hiddenSize: Int, intermediateSize: Int, numAttentionHeads: Int, numHiddenLayers: Int,
+        layerNormEps: Float = 1e-5, hiddenAct: String = "quick_gelu"
+    ) {
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         self.numAttentionHeads = numAttentionHeads
@@ -79,7 +81,8 @@ public struct CLIPTowerConfig: Codable, Sendable, Equatable {
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? 1e-5
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "quick_gelu"
         vocabSize = try c.decodeWholeNumberIfPresent(forKey: .vocabSize) ?? d?.vocabSize
-        maxPositionEmbeddings = try c.decodeWholeNumberIfPresent(forKey: .maxPositionEmbeddings) ?? d?.maxPositionEmbeddings
+        maxPositionEmbeddings =
+            try c.decodeWholeNumberIfPresent(forKey: .maxPositionEmbeddings) ?? d?.maxPositionEmbeddings
         eosTokenId = try c.decodeWholeNumberIfPresent(forKey: .eosTokenId) ?? d?.eosTokenId
         bosTokenId = try c.decodeWholeNumberIfPresent(forKey: .bosTokenId) ?? d?.bosTokenId
         padTokenId = try c.decodeWholeNumberIfPresent(forKey: .padTokenId) ?? d?.padTokenId
@@ -123,11 +126,15 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
     }
 
     /// Keys of configs written by early transformers versions, which override the towers' keys.
-    private enum LegacyKeys: String, CodingKey { case textConfigDict = "text_config_dict", visionConfigDict = "vision_config_dict" }
+    private enum LegacyKeys: String, CodingKey {
+        case textConfigDict = "text_config_dict", visionConfigDict = "vision_config_dict"
+    }
 
-    public init(textConfig: CLIPTowerConfig, visionConfig: CLIPTowerConfig, projectionDim: Int, reduceDim: Int,
-                extractLayers: [Int], conditionalLayer: Int, decoderNumAttentionHeads: Int,
-                decoderIntermediateSize: Int, useComplexTransposedConvolution: Bool, logitScaleInitValue: Float = 2.6592) {
+    public init(
+        textConfig: CLIPTowerConfig, visionConfig: CLIPTowerConfig, projectionDim: Int, reduceDim: Int,
+        extractLayers: [Int], conditionalLayer: Int, decoderNumAttentionHeads: Int,
+        decoderIntermediateSize: Int, useComplexTransposedConvolution: Bool, logitScaleInitValue: Float = 2.6592
+    ) {
         self.textConfig = textConfig
         self.visionConfig = visionConfig
         self.projectionDim = projectionDim
@@ -163,7 +170,8 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
         conditionalLayer = try c.decodeWholeNumberIfPresent(forKey: .conditionalLayer) ?? 0
         decoderNumAttentionHeads = try c.decodeWholeNumberIfPresent(forKey: .decoderNumAttentionHeads) ?? 4
         decoderIntermediateSize = try c.decodeWholeNumberIfPresent(forKey: .decoderIntermediateSize) ?? 2048
-        useComplexTransposedConvolution = try c.decodeIfPresent(Bool.self, forKey: .useComplexTransposedConvolution) ?? false
+        useComplexTransposedConvolution =
+            try c.decodeIfPresent(Bool.self, forKey: .useComplexTransposedConvolution) ?? false
         logitScaleInitValue = try c.decodeIfPresent(Float.self, forKey: .logitScaleInitValue) ?? 2.6592
     }
 
@@ -175,26 +183,35 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
     /// listed (`CLIPSegModel.expectedParameters`) without overflow; whether its weights fit in
     /// memory is `checkParameterMemory`'s question.
     public func validate(file: String) throws {
-        func bad(_ key: String, _ reason: String) -> ModelLoadError { .invalidConfig(file: file, key: key, reason: reason) }
+        func bad(_ key: String, _ reason: String) -> ModelLoadError {
+            .invalidConfig(file: file, key: key, reason: reason)
+        }
         for (name, t) in [("text_config", textConfig), ("vision_config", visionConfig)] {
             try ConfigCheck.positive(t.hiddenSize, "\(name).hidden_size", file: file)
             try ConfigCheck.positive(t.intermediateSize, "\(name).intermediate_size", file: file)
             try ConfigCheck.positive(t.numAttentionHeads, "\(name).num_attention_heads", file: file)
             try ConfigCheck.positive(t.numHiddenLayers, "\(name).num_hidden_layers", file: file)
             guard t.hiddenSize % t.numAttentionHeads == 0 else {
-                throw bad("\(name).num_attention_heads", "hidden_size \(t.hiddenSize) is not divisible by \(t.numAttentionHeads) heads")
+                throw bad(
+                    "\(name).num_attention_heads",
+                    "hidden_size \(t.hiddenSize) is not divisible by \(t.numAttentionHeads) heads")
             }
-            guard ["quick_gelu", "gelu", "relu"].contains(t.hiddenAct) else { throw bad("\(name).hidden_act", "unsupported activation '\(t.hiddenAct)'") }
+            guard ["quick_gelu", "gelu", "relu"].contains(t.hiddenAct) else {
+                throw bad("\(name).hidden_act", "unsupported activation '\(t.hiddenAct)'")
+            }
         }
         try ConfigCheck.positive(textConfig.vocabSize, "text_config.vocab_size", file: file)
         try ConfigCheck.positive(textConfig.maxPositionEmbeddings, "text_config.max_position_embeddings", file: file)
         try ConfigCheck.positive(visionConfig.imageSize, "vision_config.image_size", file: file)
         try ConfigCheck.positive(visionConfig.patchSize, "vision_config.patch_size", file: file)
-        if let channels = visionConfig.numChannels { try ConfigCheck.positive(channels, "vision_config.num_channels", file: file) }
+        if let channels = visionConfig.numChannels {
+            try ConfigCheck.positive(channels, "vision_config.num_channels", file: file)
+        }
         // The position table has (image_size / patch_size)^2 + 1 rows.
         let grid = visionConfig.imageSizeOrDefault / visionConfig.patchSizeOrDefault
-        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(grid, grid), 1), "vision_config.image_size",
-                                 "the number of patch positions, (image_size / patch_size)^2 + 1,", file: file)
+        _ = try ConfigCheck.fits(
+            ConfigCheck.sum(ConfigCheck.product(grid, grid), 1), "vision_config.image_size",
+            "the number of patch positions, (image_size / patch_size)^2 + 1,", file: file)
         try ConfigCheck.positive(projectionDim, "projection_dim", file: file)
         try ConfigCheck.positive(reduceDim, "reduce_dim", file: file)
         try ConfigCheck.positive(decoderNumAttentionHeads, "decoder_num_attention_heads", file: file)
@@ -203,15 +220,22 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
         for (i, layer) in extractLayers.enumerated() {
             try ConfigCheck.nonNegative(layer, "extract_layers[\(i)]", file: file)
             guard layer < visionConfig.numHiddenLayers else {
-                throw bad("extract_layers[\(i)]", "\(layer) must name one of the layers 0..<\(visionConfig.numHiddenLayers) (vision_config.num_hidden_layers)")
+                throw bad(
+                    "extract_layers[\(i)]",
+                    "\(layer) must name one of the layers 0..<\(visionConfig.numHiddenLayers) (vision_config.num_hidden_layers)"
+                )
             }
         }
         try ConfigCheck.nonNegative(conditionalLayer, "conditional_layer", file: file)
         guard conditionalLayer < extractLayers.count else {
-            throw bad("conditional_layer", "\(conditionalLayer) must be below the number of decoder layers (\(extractLayers.count))")
+            throw bad(
+                "conditional_layer",
+                "\(conditionalLayer) must be below the number of decoder layers (\(extractLayers.count))")
         }
         guard reduceDim % decoderNumAttentionHeads == 0 else {
-            throw bad("decoder_num_attention_heads", "reduce_dim \(reduceDim) is not divisible by \(decoderNumAttentionHeads) heads")
+            throw bad(
+                "decoder_num_attention_heads",
+                "reduce_dim \(reduceDim) is not divisible by \(decoderNumAttentionHeads) heads")
         }
         if useComplexTransposedConvolution {
             let p = visionConfig.patchSizeOrDefault
@@ -225,8 +249,10 @@ public struct CLIPSegConfig: Codable, Sendable, Equatable, ModelConfigFile {
     public func jsonData() throws -> Data {
         // The encoder writes an object with both towers; checked rather than force-cast all the same.
         guard var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as? [String: Any],
-              var text = object["text_config"] as? [String: Any], var vision = object["vision_config"] as? [String: Any] else {
-            throw ModelLoadError.invalidConfig(file: "config.json", key: "(file)", reason: "could not be encoded as a JSON object")
+            var text = object["text_config"] as? [String: Any], var vision = object["vision_config"] as? [String: Any]
+        else {
+            throw ModelLoadError.invalidConfig(
+                file: "config.json", key: "(file)", reason: "could not be encoded as a JSON object")
         }
         object["architectures"] = ["CLIPSegForImageSegmentation"]
         object["model_type"] = "clipseg"

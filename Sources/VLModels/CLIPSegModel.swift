@@ -70,15 +70,23 @@ public final class CLIPSegModel: @unchecked Sendable {
         let t = config.textConfig, v = config.visionConfig
         textLayers = repeatedLayers ? (0..<t.numHiddenLayers).map { Self.textLayer(config, $0) } : []
         visionLayers = repeatedLayers ? (0..<v.numHiddenLayers).map { Self.visionLayer(config, $0) } : []
-        textFinalNorm = LayerNormLayer(prefix: "clip.text_model.final_layer_norm", width: t.hiddenSize, eps: t.layerNormEps)
-        visionPreNorm = LayerNormLayer(prefix: "clip.vision_model.pre_layrnorm", width: v.hiddenSize, eps: v.layerNormEps)
-        visionPostNorm = LayerNormLayer(prefix: "clip.vision_model.post_layernorm", width: v.hiddenSize, eps: v.layerNormEps)
-        textProjection = LinearLayer(prefix: "clip.text_projection", inFeatures: t.hiddenSize, outFeatures: config.projectionDim, hasBias: false)
-        visualProjection = LinearLayer(prefix: "clip.visual_projection", inFeatures: v.hiddenSize, outFeatures: config.projectionDim, hasBias: false)
+        textFinalNorm = LayerNormLayer(
+            prefix: "clip.text_model.final_layer_norm", width: t.hiddenSize, eps: t.layerNormEps)
+        visionPreNorm = LayerNormLayer(
+            prefix: "clip.vision_model.pre_layrnorm", width: v.hiddenSize, eps: v.layerNormEps)
+        visionPostNorm = LayerNormLayer(
+            prefix: "clip.vision_model.post_layernorm", width: v.hiddenSize, eps: v.layerNormEps)
+        textProjection = LinearLayer(
+            prefix: "clip.text_projection", inFeatures: t.hiddenSize, outFeatures: config.projectionDim, hasBias: false)
+        visualProjection = LinearLayer(
+            prefix: "clip.visual_projection", inFeatures: v.hiddenSize, outFeatures: config.projectionDim,
+            hasBias: false)
         reduces = repeatedLayers ? config.extractLayers.indices.map { Self.reduce(config, $0) } : []
         decoderLayers = repeatedLayers ? config.extractLayers.indices.map { Self.decoderLayer(config, $0) } : []
-        filmMul = LinearLayer(prefix: "decoder.film_mul", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
-        filmAdd = LinearLayer(prefix: "decoder.film_add", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
+        filmMul = LinearLayer(
+            prefix: "decoder.film_mul", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
+        filmAdd = LinearLayer(
+            prefix: "decoder.film_add", inFeatures: config.projectionDim, outFeatures: config.reduceDim, hasBias: true)
     }
 
     // The repeated layers, built by the model and, one at a time, by the parameter listing.
@@ -91,12 +99,15 @@ public final class CLIPSegModel: @unchecked Sendable {
     }
 
     static func reduce(_ config: CLIPSegConfig, _ i: Int) -> LinearLayer {
-        LinearLayer(prefix: "decoder.reduces.\(i)", inFeatures: config.visionConfig.hiddenSize, outFeatures: config.reduceDim, hasBias: true)
+        LinearLayer(
+            prefix: "decoder.reduces.\(i)", inFeatures: config.visionConfig.hiddenSize, outFeatures: config.reduceDim,
+            hasBias: true)
     }
 
     static func decoderLayer(_ config: CLIPSegConfig, _ i: Int) -> CLIPSegDecoderLayer {
-        CLIPSegDecoderLayer(prefix: "decoder.layers.\(i)", width: config.reduceDim, heads: config.decoderNumAttentionHeads,
-                            intermediate: config.decoderIntermediateSize, eps: config.visionConfig.layerNormEps)
+        CLIPSegDecoderLayer(
+            prefix: "decoder.layers.\(i)", width: config.reduceDim, heads: config.decoderNumAttentionHeads,
+            intermediate: config.decoderIntermediateSize, eps: config.visionConfig.layerNormEps)
     }
 
     // MARK: - Parameters
@@ -128,8 +139,9 @@ public final class CLIPSegModel: @unchecked Sendable {
         let config = try CLIPSegConfig.load(from: configURL)
         try config.checkParameterMemory(file: configURL.path, memoryLimit: memoryLimit)
         // Buffers that transformers may save alongside the weights are not parameters.
-        let store = try ParameterStore.load(directory: directory, expected: expectedParameters(config),
-                                            ignoring: { $0.hasSuffix("position_ids") })
+        let store = try ParameterStore.load(
+            directory: directory, expected: expectedParameters(config),
+            ignoring: { $0.hasSuffix("position_ids") })
         return CLIPSegModel(config: config, parameters: store)
     }
 
@@ -155,26 +167,35 @@ public final class CLIPSegModel: @unchecked Sendable {
 
     /// Runs the text transformer on token embeddings [B, T, D] (plain model, no sequence hook):
     /// returns the final-LN hidden states [B, T, D] and the pooled end-of-text features [B, D].
-    public func encodeText(tokenEmbeddings: Tensor, prompts: TextPrompts,
-                           observer: ForwardObserver? = nil) -> (lastHidden: Tensor, pooled: Tensor) {
+    public func encodeText(
+        tokenEmbeddings: Tensor, prompts: TextPrompts,
+        observer: ForwardObserver? = nil
+    ) -> (lastHidden: Tensor, pooled: Tensor) {
         let len = tokenEmbeddings.shape[1]
-        let sequence = TextSequence(tokens: tokenEmbeddings, attentionMask: prompts.attentionMask.map { Array($0.prefix(len)) },
-                                    poolingPositions: poolingPositions(prompts))
-        let e = encodeText(sequence, prompts: prompts, context: ForwardContext(pixels: nil, batchSize: prompts.batchSize), observer: observer)
+        let sequence = TextSequence(
+            tokens: tokenEmbeddings, attentionMask: prompts.attentionMask.map { Array($0.prefix(len)) },
+            poolingPositions: poolingPositions(prompts))
+        let e = encodeText(
+            sequence, prompts: prompts, context: ForwardContext(pixels: nil, batchSize: prompts.batchSize),
+            observer: observer)
         return (e.lastHidden, e.pooled)
     }
 
     /// Runs the text transformer on a token sequence (token embeddings before positions).
-    public func encodeText(_ sequence: TextSequence, prompts: TextPrompts, context: ForwardContext,
-                           observer: ForwardObserver? = nil) -> TextEncoding {
+    public func encodeText(
+        _ sequence: TextSequence, prompts: TextPrompts, context: ForwardContext,
+        observer: ForwardObserver? = nil
+    ) -> TextEncoding {
         let b = sequence.tokens.shape[0], len = sequence.tokens.shape[1]
         let maxPositions = config.textConfig.maxPositionEmbeddingsOrDefault
         precondition(len <= maxPositions, "text sequence of \(len) tokens exceeds \(maxPositions) positions")
         let positions = parameters["clip.text_model.embeddings.position_embedding.weight"].slice(axis: 0, 0..<len)
         var x = sequence.tokens + positions
-        let mask = Tensor(shape: [b, len], values: sequence.attentionMask.flatMap { row in
-            (0..<len).map { $0 < row.count ? Float(row[$0]) : 0 }
-        })
+        let mask = Tensor(
+            shape: [b, len],
+            values: sequence.attentionMask.flatMap { row in
+                (0..<len).map { $0 < row.count ? Float(row[$0]) : 0 }
+            })
         var states = [x]
         for (j, layer) in textLayers.enumerated() {
             if j >= 1, let hooks { x = hooks.textLayerInput(x, layer: j, context: context) }
@@ -192,17 +213,22 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// The conditional embedding of text prompts: text_projection(pooled) [B, P].
     /// `trimPadding` drops positions after the last attended token (exact: the encoder is causal).
     /// `pixels` are the query images, for image-conditioned prompt methods.
-    public func conditionalEmbeddings(text prompts: TextPrompts, trimPadding: Bool = true, pixels: Tensor? = nil,
-                                      observer: ForwardObserver? = nil) -> Tensor {
+    public func conditionalEmbeddings(
+        text prompts: TextPrompts, trimPadding: Bool = true, pixels: Tensor? = nil,
+        observer: ForwardObserver? = nil
+    ) -> Tensor {
         if let textCache, trimPadding, observer == nil, prompts.batchSize > 0, textTowerIsFrozen {
             return cachedConditionalEmbeddings(prompts, cache: textCache, pixels: pixels)
         }
-        let length = trimPadding ? max(1, min(prompts.attendedLength, prompts.inputIDs.first?.count ?? 0))
+        let length =
+            trimPadding
+            ? max(1, min(prompts.attendedLength, prompts.inputIDs.first?.count ?? 0))
             : (prompts.inputIDs.first?.count ?? 0)
         let context = ForwardContext(pixels: pixels, batchSize: prompts.batchSize)
-        var sequence = TextSequence(tokens: textTokenEmbeddings(prompts, length: length),
-                                    attentionMask: prompts.attentionMask.map { Array($0.prefix(length)) },
-                                    poolingPositions: poolingPositions(prompts).map { min($0, length - 1) })
+        var sequence = TextSequence(
+            tokens: textTokenEmbeddings(prompts, length: length),
+            attentionMask: prompts.attentionMask.map { Array($0.prefix(length)) },
+            poolingPositions: poolingPositions(prompts).map { min($0, length - 1) })
         if let hooks { sequence = hooks.textSequence(sequence, context: context) }
         let encoding = encodeText(sequence, prompts: prompts, context: context, observer: observer)
         var cond = textProjection(encoding.pooled, parameters)
@@ -216,10 +242,14 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// Class + patch embeddings + (resized) positions, before pre-LayerNorm: [B, 1 + gh*gw, D].
     public func visionEmbeddings(_ pixels: Tensor) -> Tensor {
         let v = config.visionConfig, p = v.patchSizeOrDefault, d = v.hiddenSize
-        precondition(pixels.rank == 4 && pixels.shape[1] == v.numChannelsOrDefault, "pixel values must be [B, \(v.numChannelsOrDefault), H, W], got \(pixels.shape)")
+        precondition(
+            pixels.rank == 4 && pixels.shape[1] == v.numChannelsOrDefault,
+            "pixel values must be [B, \(v.numChannelsOrDefault), H, W], got \(pixels.shape)")
         let b = pixels.shape[0], gh = pixels.shape[2] / p, gw = pixels.shape[3] / p
-        let patches = conv2d(pixels, weight: parameters["clip.vision_model.embeddings.patch_embedding.weight"], stride: (p, p))
-            .reshaped([b, d, gh * gw]).transposed(1, 2)
+        let patches = conv2d(
+            pixels, weight: parameters["clip.vision_model.embeddings.patch_embedding.weight"], stride: (p, p)
+        )
+        .reshaped([b, d, gh * gw]).transposed(1, 2)
         let cls = parameters["clip.vision_model.embeddings.class_embedding"].reshaped([1, 1, d]).expanded(to: [b, 1, d])
         return concat([cls, patches], axis: 1) + positionEmbeddings(gridHeight: gh, gridWidth: gw)
     }
@@ -241,7 +271,9 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// (0 = pre-LayerNorm output, i+1 = output of layer i).
     /// `applyHooks: false` runs the plain tower even when a method is installed (CoCoOp's image
     /// feature comes from the unprompted tower).
-    public func encodeVision(_ pixels: Tensor, layers: Int, applyHooks: Bool = true, observer: ForwardObserver? = nil) -> [Tensor] {
+    public func encodeVision(_ pixels: Tensor, layers: Int, applyHooks: Bool = true, observer: ForwardObserver? = nil)
+        -> [Tensor]
+    {
         let hooks = applyHooks ? self.hooks : nil
         if observer == nil, let states = hooks?.plainVisionStates(pixels, layers: layers) { return states }
         let context = ForwardContext(pixels: pixels, batchSize: pixels.shape[0])
@@ -283,8 +315,9 @@ public final class CLIPSegModel: @unchecked Sendable {
     public func visionFeatures(_ pixels: Tensor, observer: ForwardObserver? = nil) -> VisionFeatures {
         let p = config.visionConfig.patchSizeOrDefault
         let states = encodeVision(pixels, layers: config.visionLayersNeeded, observer: observer)
-        return VisionFeatures(activations: config.extractLayers.map { states[$0 + 1] },
-                              gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p)
+        return VisionFeatures(
+            activations: config.extractLayers.map { states[$0 + 1] },
+            gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p)
     }
 
     /// Logits from vision features (tap hooks applied here) and a conditional embedding.
@@ -292,8 +325,9 @@ public final class CLIPSegModel: @unchecked Sendable {
         var activations = features.activations
         if let hooks { activations = activations.enumerated().map { hooks.visionTap($1, index: $0) } }
         for (i, a) in activations.enumerated() { observer?("decoder.activation.\(i)", a) }
-        let logits = decode(activations: activations, conditional: conditional, gridHeight: features.gridHeight,
-                            gridWidth: features.gridWidth, observer: observer)
+        let logits = decode(
+            activations: activations, conditional: conditional, gridHeight: features.gridHeight,
+            gridWidth: features.gridWidth, observer: observer)
         observer?("logits", logits)
         return logits
     }
@@ -302,8 +336,10 @@ public final class CLIPSegModel: @unchecked Sendable {
 
     /// The decoder from tapped activations (shallowest first, as extracted) and conditional
     /// embeddings [B, P] to logits [B, H, W].
-    public func decode(activations: [Tensor], conditional: Tensor, gridHeight gh: Int, gridWidth gw: Int,
-                       observer: ForwardObserver? = nil) -> Tensor {
+    public func decode(
+        activations: [Tensor], conditional: Tensor, gridHeight gh: Int, gridWidth gw: Int,
+        observer: ForwardObserver? = nil
+    ) -> Tensor {
         precondition(activations.count == config.extractLayers.count)
         let b = conditional.shape[0], r = config.reduceDim
         var output: Tensor? = nil
@@ -330,8 +366,10 @@ public final class CLIPSegModel: @unchecked Sendable {
         for (i, h) in headLayers.enumerated() {
             let prefix = h.index.map { "decoder.transposed_convolution.\($0)" } ?? "decoder.transposed_convolution"
             let w = parameters["\(prefix).weight"], bias = parameters["\(prefix).bias"]
-            y = h.transposed
-                ? convTranspose2d(y, weight: w, bias: bias, stride: (h.stride, h.stride), padding: (h.padding, h.padding))
+            y =
+                h.transposed
+                ? convTranspose2d(
+                    y, weight: w, bias: bias, stride: (h.stride, h.stride), padding: (h.padding, h.padding))
                 : conv2d(y, weight: w, bias: bias, stride: (h.stride, h.stride), padding: (h.padding, h.padding))
             observer?("decoder.tconv.\(stage)", y)
             stage += 1
@@ -347,8 +385,10 @@ public final class CLIPSegModel: @unchecked Sendable {
     /// Segmentation logits [B, H, W] for images [B, C, H, W] and a conditional embedding [B, P].
     /// `allVisionLayers` runs the whole vision tower (for debugging output); otherwise only the
     /// layers through the deepest extracted one run.
-    public func segment(pixels: Tensor, conditional: Tensor, allVisionLayers: Bool = false,
-                        observer: ForwardObserver? = nil) -> Tensor {
+    public func segment(
+        pixels: Tensor, conditional: Tensor, allVisionLayers: Bool = false,
+        observer: ForwardObserver? = nil
+    ) -> Tensor {
         let p = config.visionConfig.patchSizeOrDefault
         let layers = allVisionLayers ? visionLayers.count : config.visionLayersNeeded
         let states = encodeVision(pixels, layers: layers, observer: observer)
@@ -359,15 +399,18 @@ public final class CLIPSegModel: @unchecked Sendable {
         var activations = config.extractLayers.map { states[$0 + 1] }
         if let hooks { activations = activations.enumerated().map { hooks.visionTap($1, index: $0) } }
         for (i, a) in activations.enumerated() { observer?("decoder.activation.\(i)", a) }
-        let logits = decode(activations: activations, conditional: conditional,
-                            gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p, observer: observer)
+        let logits = decode(
+            activations: activations, conditional: conditional,
+            gridHeight: pixels.shape[2] / p, gridWidth: pixels.shape[3] / p, observer: observer)
         observer?("logits", logits)
         return logits
     }
 
     /// Text-prompted segmentation: logits [B, H, W].
     public func callAsFunction(pixels: Tensor, text: TextPrompts, observer: ForwardObserver? = nil) -> Tensor {
-        segment(pixels: pixels, conditional: conditionalEmbeddings(text: text, pixels: pixels, observer: observer), observer: observer)
+        segment(
+            pixels: pixels, conditional: conditionalEmbeddings(text: text, pixels: pixels, observer: observer),
+            observer: observer)
     }
 }
 
@@ -396,7 +439,9 @@ extension CLIPSegConfig: ParameterCounting {
             ("clip.vision_model.embeddings.position_embedding.weight", [grid * grid + 1, v.hiddenSize]),
         ]
         var projections: [ParameterShape] = m.visionPostNorm.parameterShapes
-        for layer in [m.visualProjection, m.textProjection, m.filmMul, m.filmAdd] { projections += layer.parameterShapes }
+        for layer in [m.visualProjection, m.textProjection, m.filmMul, m.filmAdd] {
+            projections += layer.parameterShapes
+        }
         var parts: [ParameterPart] = [.once(textEmbeddings)]
         parts.append(ParameterPart(repeats: t.numHiddenLayers) { CLIPSegModel.textLayer(config, $0).parameterShapes })
         parts.append(.once(m.textFinalNorm.parameterShapes))
@@ -404,13 +449,15 @@ extension CLIPSegConfig: ParameterCounting {
         parts.append(ParameterPart(repeats: v.numHiddenLayers) { CLIPSegModel.visionLayer(config, $0).parameterShapes })
         parts.append(.once(projections))
         parts.append(ParameterPart(repeats: extractLayers.count) { CLIPSegModel.reduce(config, $0).parameterShapes })
-        parts.append(ParameterPart(repeats: extractLayers.count) { CLIPSegModel.decoderLayer(config, $0).parameterShapes })
+        parts.append(
+            ParameterPart(repeats: extractLayers.count) { CLIPSegModel.decoderLayer(config, $0).parameterShapes })
         parts.append(.once(head))
         return parts
     }
 
     /// Sizes the weights grow with (not patch_size: a smaller patch means more positions).
-    static var shrinkableKeys: [(key: String, value: (CLIPSegConfig) -> String, shrink: (inout CLIPSegConfig) -> Void)] {
+    static var shrinkableKeys: [(key: String, value: (CLIPSegConfig) -> String, shrink: (inout CLIPSegConfig) -> Void)]
+    {
         typealias Entry = (key: String, value: (CLIPSegConfig) -> String, shrink: (inout CLIPSegConfig) -> Void)
         func size(_ key: String, _ path: WritableKeyPath<CLIPSegConfig, Int>) -> Entry {
             (key, { "\($0[keyPath: path])" }, { $0[keyPath: path] = 1 })
@@ -419,19 +466,25 @@ extension CLIPSegConfig: ParameterCounting {
             (key, { $0[keyPath: path].map { "\($0)" } ?? "(default)" }, { $0[keyPath: path] = 1 })
         }
         var entries: [Entry] = []
-        let towers: [(String, WritableKeyPath<CLIPSegConfig, CLIPTowerConfig>)] = [("text_config", \.textConfig), ("vision_config", \.visionConfig)]
+        let towers: [(String, WritableKeyPath<CLIPSegConfig, CLIPTowerConfig>)] = [
+            ("text_config", \.textConfig), ("vision_config", \.visionConfig),
+        ]
         for (name, tower) in towers {
-            entries += [size("\(name).hidden_size", tower.appending(path: \.hiddenSize)),
-                        size("\(name).intermediate_size", tower.appending(path: \.intermediateSize)),
-                        size("\(name).num_hidden_layers", tower.appending(path: \.numHiddenLayers))]
+            entries += [
+                size("\(name).hidden_size", tower.appending(path: \.hiddenSize)),
+                size("\(name).intermediate_size", tower.appending(path: \.intermediateSize)),
+                size("\(name).num_hidden_layers", tower.appending(path: \.numHiddenLayers)),
+            ]
         }
-        entries += [optional("text_config.vocab_size", \.textConfig.vocabSize),
-                    optional("text_config.max_position_embeddings", \.textConfig.maxPositionEmbeddings),
-                    optional("vision_config.image_size", \.visionConfig.imageSize),
-                    optional("vision_config.num_channels", \.visionConfig.numChannels),
-                    size("projection_dim", \.projectionDim), size("reduce_dim", \.reduceDim),
-                    size("decoder_intermediate_size", \.decoderIntermediateSize),
-                    ("extract_layers", { "\($0.extractLayers)" }, { $0.extractLayers = [0] })]
+        entries += [
+            optional("text_config.vocab_size", \.textConfig.vocabSize),
+            optional("text_config.max_position_embeddings", \.textConfig.maxPositionEmbeddings),
+            optional("vision_config.image_size", \.visionConfig.imageSize),
+            optional("vision_config.num_channels", \.visionConfig.numChannels),
+            size("projection_dim", \.projectionDim), size("reduce_dim", \.reduceDim),
+            size("decoder_intermediate_size", \.decoderIntermediateSize),
+            ("extract_layers", { "\($0.extractLayers)" }, { $0.extractLayers = [0] }),
+        ]
         return entries
     }
 }

@@ -46,21 +46,25 @@ public enum CLIPSegPreset: String, CaseIterable, Sendable {
         }
         switch self {
         case .tiny:
-            return CLIPSegConfig(textConfig: text(32, 2, 2), visionConfig: vision(48, 3, 4, image: 64, patch: 16),
-                                 projectionDim: 16, reduceDim: 16, extractLayers: [0, 1, 2], conditionalLayer: 0,
-                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 32, useComplexTransposedConvolution: true)
+            return CLIPSegConfig(
+                textConfig: text(32, 2, 2), visionConfig: vision(48, 3, 4, image: 64, patch: 16),
+                projectionDim: 16, reduceDim: 16, extractLayers: [0, 1, 2], conditionalLayer: 0,
+                decoderNumAttentionHeads: 4, decoderIntermediateSize: 32, useComplexTransposedConvolution: true)
         case .small:
-            return CLIPSegConfig(textConfig: text(128, 4, 4), visionConfig: vision(192, 6, 6, image: 224, patch: 16),
-                                 projectionDim: 128, reduceDim: 32, extractLayers: [1, 3, 5], conditionalLayer: 0,
-                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 256, useComplexTransposedConvolution: true)
+            return CLIPSegConfig(
+                textConfig: text(128, 4, 4), visionConfig: vision(192, 6, 6, image: 224, patch: 16),
+                projectionDim: 128, reduceDim: 32, extractLayers: [1, 3, 5], conditionalLayer: 0,
+                decoderNumAttentionHeads: 4, decoderIntermediateSize: 256, useComplexTransposedConvolution: true)
         case .scene:
-            return CLIPSegConfig(textConfig: text(64, 4, 4), visionConfig: vision(96, 4, 4, image: 128, patch: 16),
-                                 projectionDim: 64, reduceDim: 32, extractLayers: [1, 2, 3], conditionalLayer: 0,
-                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 64, useComplexTransposedConvolution: true)
+            return CLIPSegConfig(
+                textConfig: text(64, 4, 4), visionConfig: vision(96, 4, 4, image: 128, patch: 16),
+                projectionDim: 64, reduceDim: 32, extractLayers: [1, 2, 3], conditionalLayer: 0,
+                decoderNumAttentionHeads: 4, decoderIntermediateSize: 64, useComplexTransposedConvolution: true)
         case .base:
-            return CLIPSegConfig(textConfig: text(512, 12, 8), visionConfig: vision(768, 12, 12, image: 224, patch: 16),
-                                 projectionDim: 512, reduceDim: 64, extractLayers: [3, 6, 9], conditionalLayer: 0,
-                                 decoderNumAttentionHeads: 4, decoderIntermediateSize: 2048, useComplexTransposedConvolution: true)
+            return CLIPSegConfig(
+                textConfig: text(512, 12, 8), visionConfig: vision(768, 12, 12, image: 224, patch: 16),
+                projectionDim: 512, reduceDim: 64, extractLayers: [3, 6, 9], conditionalLayer: 0,
+                decoderNumAttentionHeads: 4, decoderIntermediateSize: 2048, useComplexTransposedConvolution: true)
         }
     }
 }
@@ -77,8 +81,10 @@ public enum CLIPSegInitializer {
         for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
         var rng = SplitMix64(seed: seed ^ hash)
         if name == "clip.logit_scale" { return Tensor(filling: config.logitScaleInitValue, shape: shape) }
-        if name.hasSuffix("layer_norm1.weight") || name.hasSuffix("layer_norm2.weight") || name.hasSuffix("layernorm.weight")
-            || name.hasSuffix("layrnorm.weight") || name.hasSuffix("final_layer_norm.weight") {
+        if name.hasSuffix("layer_norm1.weight") || name.hasSuffix("layer_norm2.weight")
+            || name.hasSuffix("layernorm.weight")
+            || name.hasSuffix("layrnorm.weight") || name.hasSuffix("final_layer_norm.weight")
+        {
             return Tensor(filling: 1, shape: shape)
         }
         if name.contains("norm") && name.hasSuffix(".bias") { return Tensor(zeros: shape) }
@@ -94,7 +100,9 @@ public enum CLIPSegInitializer {
         // Linear [out, in] / Conv2d [out, in, kh, kw] / ConvTranspose2d [in, out, kh, kw] and biases.
         let weightName = name.hasSuffix(".bias") ? String(name.dropLast(5)) + ".weight" : name
         let fanIn: Int
-        if let wshape = CLIPSegModel.expectedParameters(config).first(where: { $0.name == weightName })?.shape, wshape.count >= 2 {
+        if let wshape = CLIPSegModel.expectedParameters(config).first(where: { $0.name == weightName })?.shape,
+            wshape.count >= 2
+        {
             // PyTorch's fan_in is dim 1 x kernel for every layout (for ConvTranspose2d's [in, out, k, k]
             // that is out x k x k, as PyTorch computes it too).
             fanIn = wshape[1] * wshape.dropFirst(2).reduce(1, *)
@@ -122,15 +130,19 @@ public enum CLIPSegInitializer {
     /// The config is validated and its parameter bytes compared with `memoryLimit` (default: this
     /// machine's memory) before the directory is created or any weight is made.
     @discardableResult
-    public static func write(config: CLIPSegConfig, seed: UInt64, to directory: URL, processorSize: Int? = nil,
-                             memoryLimit: UInt64 = MachineMemory.physical,
-                             progress: ((Int, Int) -> Void)? = nil) throws -> Int {
+    public static func write(
+        config: CLIPSegConfig, seed: UInt64, to directory: URL, processorSize: Int? = nil,
+        memoryLimit: UInt64 = MachineMemory.physical,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> Int {
         let configPath = directory.appendingPathComponent("config.json").path
         try config.validate(file: configPath)
         try config.checkParameterMemory(file: configPath, memoryLimit: memoryLimit)
         var count = 0
-        try writeModelDirectory(directory, config: config.jsonData(), tensors: CLIPSegModel.expectedParameters(config),
-                                progress: progress) { name, shape, writer in
+        try writeModelDirectory(
+            directory, config: config.jsonData(), tensors: CLIPSegModel.expectedParameters(config),
+            progress: progress
+        ) { name, shape, writer in
             let t = initialValues(name: name, shape: shape, config: config, seed: seed)
             writer.add(name, t)
             count += t.count
@@ -143,7 +155,8 @@ public enum CLIPSegInitializer {
                 "do_rescale": true, "rescale_factor": 1.0 / 255, "do_normalize": true,
                 "image_mean": ImagePreprocessing.imageNetMean, "image_std": ImagePreprocessing.imageNetStd,
             ]
-            try JSONSerialization.data(withJSONObject: processor, options: [.prettyPrinted, .sortedKeys]).write(to: processorURL, options: .atomic)
+            try JSONSerialization.data(withJSONObject: processor, options: [.prettyPrinted, .sortedKeys]).write(
+                to: processorURL, options: .atomic)
         } else if FileManager.default.fileExists(atPath: processorURL.path) {
             try FileManager.default.removeItem(at: processorURL)  // a stale one would override the new config
         }
@@ -152,9 +165,11 @@ public enum CLIPSegInitializer {
 
     /// A model directory: config.json, model.safetensors with the tensors `add` writes for each
     /// expected (name, shape), in order, and the bundled tokenizer files.
-    static func writeModelDirectory(_ directory: URL, config: Data, tensors: [(name: String, shape: [Int])],
-                                    progress: ((Int, Int) -> Void)?,
-                                    add: (String, [Int], inout SafeTensorsWriter) -> Void) throws {
+    static func writeModelDirectory(
+        _ directory: URL, config: Data, tensors: [(name: String, shape: [Int])],
+        progress: ((Int, Int) -> Void)?,
+        add: (String, [Int], inout SafeTensorsWriter) -> Void
+    ) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try config.write(to: directory.appendingPathComponent("config.json"), options: .atomic)
         var writer = SafeTensorsWriter()

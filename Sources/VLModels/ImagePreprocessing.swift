@@ -17,8 +17,10 @@ public struct ImagePreprocessing: Sendable, Equatable {
     /// 1/255 by default; 1 when the processor does not rescale).
     public var rescaleFactor: Double = 1.0 / 255
 
-    public init(size: Int, mean: [Double], std: [Double], resample: Int = ImagePreprocessing.bilinear,
-                rescaleFactor: Double = 1.0 / 255) {
+    public init(
+        size: Int, mean: [Double], std: [Double], resample: Int = ImagePreprocessing.bilinear,
+        rescaleFactor: Double = 1.0 / 255
+    ) {
         self.size = size
         self.mean = mean
         self.std = std
@@ -63,15 +65,21 @@ public struct ImagePreprocessing: Sendable, Equatable {
     enum ProcessorFile {
         /// `size` may be a number, `{"height": h, "width": w}` (square only) or `{"shortest_edge": n}`.
         static func read(_ url: URL) throws -> ImagePreprocessing {
-            func bad(_ key: String, _ reason: String) -> ModelLoadError { .invalidConfig(file: url.path, key: key, reason: reason) }
+            func bad(_ key: String, _ reason: String) -> ModelLoadError {
+                .invalidConfig(file: url.path, key: key, reason: reason)
+            }
             guard let data = FileManager.default.contents(atPath: url.path),
-                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else {
                 throw bad("(file)", "not a valid JSON object")
             }
             for key in ["image_processor_type", "feature_extractor_type"] {
                 guard let name = object[key] as? String else { continue }
                 guard processorClasses.contains(name) else {
-                    throw bad(key, "\(name): VLSeg applies the rules of \(processorClasses.joined(separator: "/")) (CLIPSeg's processor)")
+                    throw bad(
+                        key,
+                        "\(name): VLSeg applies the rules of \(processorClasses.joined(separator: "/")) (CLIPSeg's processor)"
+                    )
                 }
             }
             func flag(_ key: String) throws -> Bool {
@@ -81,7 +89,10 @@ public struct ImagePreprocessing: Sendable, Equatable {
             }
             var result = ImagePreprocessing(size: 224, mean: standardMean, std: standardStd)
             guard try flag("do_resize") else {
-                throw bad("do_resize", "false: the processor feeds images at their own size, but a batch needs one size; set do_resize true and size")
+                throw bad(
+                    "do_resize",
+                    "false: the processor feeds images at their own size, but a batch needs one size; set do_resize true and size"
+                )
             }
             if let size = object["size"], !(size is NSNull) {
                 if let side = size as? Int {
@@ -103,21 +114,25 @@ public struct ImagePreprocessing: Sendable, Equatable {
             if let value = object["resample"], !(value is NSNull) {
                 guard let code = value as? Int else { throw bad("resample", "expected a PIL filter code") }
                 guard supportedResample[code] != nil else {
-                    let known = supportedResample.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+                    let known = supportedResample.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(
+                        separator: ", ")
                     throw bad("resample", "PIL filter \(code) is not supported; VLSeg resizes with \(known)")
                 }
                 result.resample = code
             }
             if try flag("do_rescale") {
                 if let value = object["rescale_factor"], !(value is NSNull) {
-                    guard let factor = value as? Double, factor > 0 else { throw bad("rescale_factor", "expected a positive number") }
+                    guard let factor = value as? Double, factor > 0 else {
+                        throw bad("rescale_factor", "expected a positive number")
+                    }
                     result.rescaleFactor = factor
                 }
             } else {
                 result.rescaleFactor = 1
             }
             if try flag("do_normalize") {
-                for (key, assign) in [("image_mean", \ImagePreprocessing.mean), ("image_std", \ImagePreprocessing.std)] {
+                for (key, assign) in [("image_mean", \ImagePreprocessing.mean), ("image_std", \ImagePreprocessing.std)]
+                {
                     guard let value = object[key], !(value is NSNull) else { continue }
                     let numbers: [Double]
                     if let one = value as? Double {

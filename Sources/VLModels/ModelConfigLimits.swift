@@ -126,11 +126,14 @@ extension ParameterCounting {
             let saved = needed - ParameterTally(smaller.parameterParts).approximateBytes
             if saved > (best?.saved ?? 0) { best = (key, value(self), saved) }
         }
-        let limit = tally.bytes == nil && tally.approximateBytes <= Double(memoryLimit)
+        let limit =
+            tally.bytes == nil && tally.approximateBytes <= Double(memoryLimit)
             ? "more than 64-bit sizes can count"
             : "more than this machine's \(MachineMemory.format(bytes: Double(memoryLimit))) of memory"
         var reason = "the model needs \(MachineMemory.format(bytes: needed)) for its parameters (float32), \(limit)"
-        if let best { reason += "; this key's value \(best.value) accounts for \(MachineMemory.format(bytes: best.saved)) of it" }
+        if let best {
+            reason += "; this key's value \(best.value) accounts for \(MachineMemory.format(bytes: best.saved)) of it"
+        }
         throw ModelLoadError.invalidConfig(file: file, key: best?.key ?? "(file)", reason: reason)
     }
 }
@@ -167,12 +170,18 @@ enum ConfigCheck {
     /// A size that must be at least 1.
     static func positive(_ value: Int?, _ key: String, file: String) throws {
         guard let value else { throw ModelLoadError.invalidConfig(file: file, key: key, reason: "missing") }
-        if value < 1 { throw ModelLoadError.invalidConfig(file: file, key: key, reason: "must be a positive whole number, got \(value)") }
+        if value < 1 {
+            throw ModelLoadError.invalidConfig(
+                file: file, key: key, reason: "must be a positive whole number, got \(value)")
+        }
     }
 
     /// An index or count where 0 means something.
     static func nonNegative(_ value: Int, _ key: String, file: String) throws {
-        if value < 0 { throw ModelLoadError.invalidConfig(file: file, key: key, reason: "must be a non-negative whole number, got \(value)") }
+        if value < 0 {
+            throw ModelLoadError.invalidConfig(
+                file: file, key: key, reason: "must be a non-negative whole number, got \(value)")
+        }
     }
 
     /// `value` when it is a whole number, else an error naming the key: a size derived from config
@@ -227,9 +236,11 @@ extension KeyedDecodingContainer {
             throw error
         } catch {
             let shown = (try? decode(Double.self, forKey: key)).map { "\($0)" } ?? "a number"
-            throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key],
-                                                    debugDescription: "must be a whole number within 64 bits, got \(shown)",
-                                                    underlyingError: error))
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: codingPath + [key],
+                    debugDescription: "must be a whole number within 64 bits, got \(shown)",
+                    underlyingError: error))
         }
     }
 
@@ -251,9 +262,11 @@ extension KeyedDecodingContainer {
                 throw error
             } catch {
                 let shown = (try? elements.decode(Double.self)).map { "\($0)" } ?? "a number"
-                throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key, IndexCodingKey(intValue: index)],
-                                                        debugDescription: "must be a whole number within 64 bits, got \(shown)",
-                                                        underlyingError: error))
+                throw DecodingError.dataCorrupted(
+                    .init(
+                        codingPath: codingPath + [key, IndexCodingKey(intValue: index)],
+                        debugDescription: "must be a whole number within 64 bits, got \(shown)",
+                        underlyingError: error))
             }
         }
         return out

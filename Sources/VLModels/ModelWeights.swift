@@ -31,7 +31,9 @@ public enum ModelWeights {
 
     /// The file that holds (or indexes) `directory`'s weights, nil when it has none of the forms.
     public static func file(in directory: URL) -> URL? {
-        fileNames.lazy.map { directory.appendingPathComponent($0) }.first { FileManager.default.fileExists(atPath: $0.path) }
+        fileNames.lazy.map { directory.appendingPathComponent($0) }.first {
+            FileManager.default.fileExists(atPath: $0.path)
+        }
     }
 
     public static func exist(in directory: URL) -> Bool { file(in: directory) != nil }
@@ -42,14 +44,16 @@ public enum ModelWeights {
     public static func weightFileNames(in directory: URL) -> Set<String> {
         let items = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         let others: Set<String> = ["pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack"]
-        return Set(items.filter { item in
-            if fileNames.contains(item) || others.contains(item) { return true }
-            // model-00001-of-00002.safetensors, pytorch_model-00001-of-00002.bin
-            let parts = item.split(separator: "-")
-            guard parts.count == 4, parts[2] == "of", ["model", "pytorch_model"].contains(String(parts[0])),
-                  parts[1].allSatisfy(\.isNumber) else { return false }
-            return item.hasSuffix(".safetensors") || item.hasSuffix(".bin")
-        })
+        return Set(
+            items.filter { item in
+                if fileNames.contains(item) || others.contains(item) { return true }
+                // model-00001-of-00002.safetensors, pytorch_model-00001-of-00002.bin
+                let parts = item.split(separator: "-")
+                guard parts.count == 4, parts[2] == "of", ["model", "pytorch_model"].contains(String(parts[0])),
+                    parts[1].allSatisfy(\.isNumber)
+                else { return false }
+                return item.hasSuffix(".safetensors") || item.hasSuffix(".bin")
+            })
     }
 
     /// Opens the weights of a model directory.
@@ -80,7 +84,9 @@ public final class ShardedSafeTensors: WeightSource, @unchecked Sendable {
     public init(index url: URL) throws {
         path = url.path
         func bad(_ reason: String) -> ModelLoadError { .invalidShardIndex(file: url.path, reason: reason) }
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw ModelLoadError.missingFile(path: url.path) }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ModelLoadError.missingFile(path: url.path)
+        }
         guard let object = try? JSONSerialization.jsonObject(with: data), let top = object as? [String: Any] else {
             throw bad("not a JSON object")
         }
@@ -98,7 +104,9 @@ public final class ShardedSafeTensors: WeightSource, @unchecked Sendable {
         var files: [String: SafeTensorsFile] = [:]
         for shard in Set(shardNames.values).sorted() {
             let shardURL = directory.appendingPathComponent(shard)
-            guard FileManager.default.fileExists(atPath: shardURL.path) else { throw bad("its shard \(shard) is not in the directory") }
+            guard FileManager.default.fileExists(atPath: shardURL.path) else {
+                throw bad("its shard \(shard) is not in the directory")
+            }
             files[shard] = try SafeTensorsFile(url: shardURL)
         }
         var shardOf: [String: SafeTensorsFile] = [:]
@@ -110,7 +118,8 @@ public final class ShardedSafeTensors: WeightSource, @unchecked Sendable {
         }
         self.shardOf = shardOf
         // Shards in name order (model-00001-of-0000n first), each in its file order.
-        names = files.sorted { $0.key < $1.key }.flatMap { shard, file in file.names.filter { shardNames[$0] == shard } }
+        names = files.sorted { $0.key < $1.key }.flatMap { shard, file in file.names.filter { shardNames[$0] == shard }
+        }
     }
 
     public func contains(_ name: String) -> Bool { shardOf[name] != nil }
@@ -153,7 +162,8 @@ public final class TorchWeightFile: WeightSource, @unchecked Sendable {
     public func tensor(_ name: String) throws -> Tensor {
         let d = try data(name)
         guard let floats = d.floats else {
-            throw SafeTensorsError.wrongDType(path: path, tensor: name, dtype: d.dtype.rawValue, expected: "a float type")
+            throw SafeTensorsError.wrongDType(
+                path: path, tensor: name, dtype: d.dtype.rawValue, expected: "a float type")
         }
         return floats
     }

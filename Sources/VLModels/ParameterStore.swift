@@ -15,12 +15,14 @@ public enum ModelLoadError: Error, CustomStringConvertible {
 
     public var description: String {
         func list(_ keys: [String]) -> String {
-            keys.count <= 8 ? keys.joined(separator: ", ") : keys.prefix(8).joined(separator: ", ") + ", ... (\(keys.count) in all)"
+            keys.count <= 8
+                ? keys.joined(separator: ", ") : keys.prefix(8).joined(separator: ", ") + ", ... (\(keys.count) in all)"
         }
         switch self {
         case let .missingKeys(file, keys): return "\(file): missing \(keys.count) weight(s): \(list(keys))"
         case let .unexpectedKeys(file, keys): return "\(file): \(keys.count) unexpected weight(s): \(list(keys))"
-        case let .shapeMismatch(file, key, expected, found): return "\(file): weight '\(key)' has shape \(found), the config implies \(expected)"
+        case let .shapeMismatch(file, key, expected, found):
+            return "\(file): weight '\(key)' has shape \(found), the config implies \(expected)"
         case let .invalidConfig(file, key, reason): return "\(file): '\(key)': \(reason)"
         case let .missingFile(path): return "\(path): file not found"
         case let .unsupportedInputSize(size, reason): return "input size \(size)x\(size) (model.image_size): \(reason)"
@@ -38,19 +40,25 @@ extension ModelLoadError {
     /// a whole number (`1e12` is 1000000000000, then judged by `validate` and the memory check); one
     /// that is not (`4.5`) or does not fit in 64 bits (`1e30`) is refused here, naming its key.
     static func decodeConfig<T: Decodable>(_ type: T.Type, from url: URL) throws -> T {
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw ModelLoadError.missingFile(path: url.path) }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ModelLoadError.missingFile(path: url.path)
+        }
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, ctx) {
-            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath + [key]), reason: "missing")
+            throw ModelLoadError.invalidConfig(
+                file: url.path, key: ConfigCheck.keyPath(ctx.codingPath + [key]), reason: "missing")
         } catch let DecodingError.typeMismatch(type, ctx) {
-            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: "wrong type (expected \(type))")
+            throw ModelLoadError.invalidConfig(
+                file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: "wrong type (expected \(type))")
         } catch let DecodingError.valueNotFound(type, ctx) {
-            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: "null where \(type) is expected")
+            throw ModelLoadError.invalidConfig(
+                file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: "null where \(type) is expected")
         } catch let DecodingError.dataCorrupted(ctx) where !ctx.codingPath.isEmpty {
             // A value of the right JSON type that the field cannot hold: a size that is not a whole
             // number, or one beyond 64 bits.
-            throw ModelLoadError.invalidConfig(file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: ctx.debugDescription)
+            throw ModelLoadError.invalidConfig(
+                file: url.path, key: ConfigCheck.keyPath(ctx.codingPath), reason: ctx.debugDescription)
         } catch {
             throw ModelLoadError.invalidConfig(file: url.path, key: "(file)", reason: "not a valid JSON config")
         }
@@ -165,15 +173,19 @@ public final class ParameterStore: @unchecked Sendable {
 
     /// Loads a model directory's weights in any published form (`ModelWeights`; see
     /// `load(from:expected:ignoring:)`).
-    public static func load(directory: URL, expected: [(name: String, shape: [Int])],
-                            ignoring ignorable: (String) -> Bool = { _ in false }) throws -> ParameterStore {
+    public static func load(
+        directory: URL, expected: [(name: String, shape: [Int])],
+        ignoring ignorable: (String) -> Bool = { _ in false }
+    ) throws -> ParameterStore {
         try load(from: ModelWeights.open(directory: directory), expected: expected, ignoring: ignorable)
     }
 
     /// Loads exactly the `expected` names and shapes, borrowing float32 data from memory-mapped
     /// files. Missing, unexpected and mis-shaped keys are reported together, by name.
-    public static func load(from file: WeightSource, expected: [(name: String, shape: [Int])],
-                            ignoring ignorable: (String) -> Bool = { _ in false }) throws -> ParameterStore {
+    public static func load(
+        from file: WeightSource, expected: [(name: String, shape: [Int])],
+        ignoring ignorable: (String) -> Bool = { _ in false }
+    ) throws -> ParameterStore {
         let expectedNames = Set(expected.map(\.name))
         let missing = expected.map(\.name).filter { !file.contains($0) }
         if !missing.isEmpty { throw ModelLoadError.missingKeys(file: file.path, keys: missing) }

@@ -16,7 +16,8 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
         case let .invalidHeader(path, reason): return "\(path): invalid safetensors header: \(reason)"
         case let .invalidEntry(path, tensor, reason): return "\(path): tensor '\(tensor)': \(reason)"
         case let .missingTensor(path, tensor): return "\(path): no tensor named '\(tensor)'"
-        case let .wrongDType(path, tensor, dtype, expected): return "\(path): tensor '\(tensor)' is \(dtype), expected \(expected)"
+        case let .wrongDType(path, tensor, dtype, expected):
+            return "\(path): tensor '\(tensor)' is \(dtype), expected \(expected)"
         case let .cannotWrite(path, reason): return "\(path): cannot write safetensors file: \(reason)"
         }
     }
@@ -51,8 +52,12 @@ final class MappedFile: @unchecked Sendable {
         guard fd >= 0 else { throw SafeTensorsError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SafeTensorsError.cannotOpen(path: path, reason: String(cString: strerror(errno))) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SafeTensorsError.cannotOpen(path: path, reason: "not a regular file") }
+        guard fstat(fd, &st) == 0 else {
+            throw SafeTensorsError.cannotOpen(path: path, reason: String(cString: strerror(errno)))
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw SafeTensorsError.cannotOpen(path: path, reason: "not a regular file")
+        }
         length = Int(st.st_size)
         if length == 0 {
             base = nil
@@ -60,7 +65,9 @@ final class MappedFile: @unchecked Sendable {
         }
         // Read-only, shared: ranks on one machine map the same page-cache pages.
         let p = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0)
-        guard let p, p != MAP_FAILED else { throw SafeTensorsError.cannotOpen(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))") }
+        guard let p, p != MAP_FAILED else {
+            throw SafeTensorsError.cannotOpen(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+        }
         base = p
     }
 
@@ -104,11 +111,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.path = path
         file = try MappedFile(path: path)
         guard file.length >= 8, let base = file.base else {
-            throw SafeTensorsError.invalidHeader(path: path, reason: "file is \(file.length) bytes, shorter than the 8-byte header length")
+            throw SafeTensorsError.invalidHeader(
+                path: path, reason: "file is \(file.length) bytes, shorter than the 8-byte header length")
         }
         let headerLength = UInt64(littleEndian: base.loadUnaligned(as: UInt64.self))
         guard headerLength <= UInt64(Self.maxHeaderBytes), Int(headerLength) <= file.length - 8 else {
-            throw SafeTensorsError.invalidHeader(path: path, reason: "header length \(headerLength) exceeds the file (\(file.length) bytes)")
+            throw SafeTensorsError.invalidHeader(
+                path: path, reason: "header length \(headerLength) exceeds the file (\(file.length) bytes)")
         }
         let n = Int(headerLength)
         dataStart = 8 + n
@@ -131,7 +140,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 }
                 for (k, v) in m {
                     guard case let .string(s) = v else {
-                        throw SafeTensorsError.invalidHeader(path: path, reason: "__metadata__ value for '\(k)' is not a string")
+                        throw SafeTensorsError.invalidHeader(
+                            path: path, reason: "__metadata__ value for '\(k)' is not a string")
                     }
                     metadata[k] = s
                 }
@@ -142,7 +152,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         // Ranges must not overlap.
         let sorted = entries.values.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
         for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end {
-            throw SafeTensorsError.invalidEntry(path: path, tensor: b.name, reason: "byte range \(b.begin)..<\(b.end) overlaps '\(a.name)' (\(a.begin)..<\(a.end))")
+            throw SafeTensorsError.invalidEntry(
+                path: path, tensor: b.name,
+                reason: "byte range \(b.begin)..<\(b.end) overlaps '\(a.name)' (\(a.begin)..<\(a.end))")
         }
         self.entries = entries
         names = sorted.map(\.name)
@@ -166,13 +178,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
             elements = product
         }
         guard case let .array(offsets)? = dict["data_offsets"], offsets.count == 2,
-              case let .integer(begin) = offsets[0], case let .integer(end) = offsets[1], begin >= 0, end >= 0 else {
+            case let .integer(begin) = offsets[0], case let .integer(end) = offsets[1], begin >= 0, end >= 0
+        else {
             throw bad("missing or malformed data_offsets")
         }
         guard begin <= end else { throw bad("data_offsets [\(begin), \(end)] are reversed") }
-        guard end <= dataSize else { throw bad("data_offsets [\(begin), \(end)] run past the data section (\(dataSize) bytes)") }
+        guard end <= dataSize else {
+            throw bad("data_offsets [\(begin), \(end)] run past the data section (\(dataSize) bytes)")
+        }
         guard end - begin == elements * dtype.byteSize else {
-            throw bad("shape \(shape) of \(dtype.rawValue) needs \(elements * dtype.byteSize) bytes, data_offsets give \(end - begin)")
+            throw bad(
+                "shape \(shape) of \(dtype.rawValue) needs \(elements * dtype.byteSize) bytes, data_offsets give \(end - begin)"
+            )
         }
         return SafeTensorsEntry(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
     }
@@ -193,7 +210,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public func tensor(_ name: String) throws -> Tensor {
         let e = try entry(name)
         guard e.dtype.isFloatingPoint else {
-            throw SafeTensorsError.wrongDType(path: path, tensor: name, dtype: e.dtype.rawValue, expected: "a float type")
+            throw SafeTensorsError.wrongDType(
+                path: path, tensor: name, dtype: e.dtype.rawValue, expected: "a float type")
         }
         let n = e.elementCount
         if n == 0 { return Tensor(zeros: e.shape) }
@@ -205,10 +223,28 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let out = Tensor(uninitialized: e.shape)
         out.withUnsafeMutablePointer { o in
             switch e.dtype {
-            case .f32: for i in 0..<n { o[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-            case .f64: for i in 0..<n { o[i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
-            case .f16: for i in 0..<n { o[i] = halfToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
-            case .bf16: for i in 0..<n { o[i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+            case .f32:
+                for i in 0..<n {
+                    o[i] = Float(
+                        bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                }
+            case .f64:
+                for i in 0..<n {
+                    o[i] = Float(
+                        Double(
+                            bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))
+                    )
+                }
+            case .f16:
+                for i in 0..<n {
+                    o[i] = halfToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                }
+            case .bf16:
+                for i in 0..<n {
+                    o[i] = Float(
+                        bitPattern: UInt32(
+                            UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+                }
             default: break
             }
         }
@@ -220,7 +256,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let e = try entry(name)
         if e.dtype == .f64 {
             let src = bytes(of: e)
-            let values = (0..<e.elementCount).map { Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
+            let values = (0..<e.elementCount).map {
+                Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)))
+            }
             return (e.shape, values)
         }
         let t = try tensor(name)
@@ -233,13 +271,17 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let src = bytes(of: e), n = e.elementCount
         let values: [Int]
         switch e.dtype {
-        case .i64: values = (0..<n).map { Int(Int64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
-        case .i32: values = (0..<n).map { Int(Int32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-        case .i16: values = (0..<n).map { Int(Int16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * $0, as: Int16.self))) }
+        case .i64:
+            values = (0..<n).map { Int(Int64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
+        case .i32:
+            values = (0..<n).map { Int(Int32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+        case .i16:
+            values = (0..<n).map { Int(Int16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * $0, as: Int16.self))) }
         case .i8: values = (0..<n).map { Int(src.load(fromByteOffset: $0, as: Int8.self)) }
         case .u8, .bool: values = (0..<n).map { Int(src.load(fromByteOffset: $0, as: UInt8.self)) }
         default:
-            throw SafeTensorsError.wrongDType(path: path, tensor: name, dtype: e.dtype.rawValue, expected: "an integer type")
+            throw SafeTensorsError.wrongDType(
+                path: path, tensor: name, dtype: e.dtype.rawValue, expected: "an integer type")
         }
         return (e.shape, values)
     }
@@ -291,8 +333,12 @@ public struct SafeTensorsWriter {
     public init() {}
 
     public mutating func add(_ name: String, _ tensor: Tensor) { items.append((name, .float32(tensor))) }
-    public mutating func add(_ name: String, int64 values: [Int], shape: [Int]) { items.append((name, .int64(shape: shape, values: values))) }
-    public mutating func add(_ name: String, float64 values: [Double], shape: [Int]) { items.append((name, .float64(shape: shape, values: values))) }
+    public mutating func add(_ name: String, int64 values: [Int], shape: [Int]) {
+        items.append((name, .int64(shape: shape, values: values)))
+    }
+    public mutating func add(_ name: String, float64 values: [Double], shape: [Int]) {
+        items.append((name, .float64(shape: shape, values: values)))
+    }
 
     /// The complete file contents.
     public func serialized() throws -> Data {
@@ -301,7 +347,9 @@ public struct SafeTensorsWriter {
         var offset = 0
         var seen = Set<String>()
         for (name, payload) in items {
-            guard seen.insert(name).inserted else { throw SafeTensorsError.cannotWrite(path: name, reason: "duplicate tensor name '\(name)'") }
+            guard seen.insert(name).inserted else {
+                throw SafeTensorsError.cannotWrite(path: name, reason: "duplicate tensor name '\(name)'")
+            }
             let (dtype, shape, bytes): (String, [Int], Int)
             switch payload {
             case let .float32(t): (dtype, shape, bytes) = ("F32", t.shape, t.count * 4)
@@ -349,6 +397,8 @@ public struct SafeTensorsWriter {
                 done += n
             }
         }
-        if sync, fsync(fd) != 0 { throw SafeTensorsError.cannotWrite(path: path, reason: "fsync: \(String(cString: strerror(errno)))") }
+        if sync, fsync(fd) != 0 {
+            throw SafeTensorsError.cannotWrite(path: path, reason: "fsync: \(String(cString: strerror(errno)))")
+        }
     }
 }

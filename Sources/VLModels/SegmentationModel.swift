@@ -52,10 +52,15 @@ public enum ModelDirectory {
     /// CRIS when `model_type` is "cris", otherwise a Hugging Face CLIPSeg. The config is checked,
     /// and its parameters compared with `memoryLimit` (default: this machine's memory), before
     /// anything is built from it.
-    public static func load(_ directory: URL, memoryLimit: UInt64 = MachineMemory.physical) throws -> SegmentationModel {
+    public static func load(_ directory: URL, memoryLimit: UInt64 = MachineMemory.physical) throws -> SegmentationModel
+    {
         let configURL = directory.appendingPathComponent("config.json")
-        guard FileManager.default.fileExists(atPath: configURL.path) else { throw ModelLoadError.missingFile(path: configURL.path) }
-        if CRISConfig.isCRIS(configAt: configURL) { return try CRISModel.load(directory: directory, memoryLimit: memoryLimit) }
+        guard FileManager.default.fileExists(atPath: configURL.path) else {
+            throw ModelLoadError.missingFile(path: configURL.path)
+        }
+        if CRISConfig.isCRIS(configAt: configURL) {
+            return try CRISModel.load(directory: directory, memoryLimit: memoryLimit)
+        }
         return try CLIPSegModel.load(directory: directory, memoryLimit: memoryLimit)
     }
 }
@@ -68,7 +73,8 @@ extension CLIPSegModel: SegmentationModel {
     public func validateInputSize(_ size: Int) throws {
         let p = config.visionConfig.patchSizeOrDefault
         guard size % p == 0 else {
-            throw ModelLoadError.unsupportedInputSize(size: size, reason: "CLIPSeg needs a multiple of its patch size \(p)")
+            throw ModelLoadError.unsupportedInputSize(
+                size: size, reason: "CLIPSeg needs a multiple of its patch size \(p)")
         }
     }
 
@@ -87,8 +93,10 @@ extension CRISModel: SegmentationModel {
 
     public func validateInputSize(_ size: Int) throws {
         guard size % 32 == 0 else {
-            throw ModelLoadError.unsupportedInputSize(size: size,
-                                                      reason: "CRIS needs a multiple of 32 (its FPN joins /32 and /16 maps); it was trained at \(config.imgSize)")
+            throw ModelLoadError.unsupportedInputSize(
+                size: size,
+                reason:
+                    "CRIS needs a multiple of 32 (its FPN joins /32 and /16 maps); it was trained at \(config.imgSize)")
         }
     }
 
@@ -106,7 +114,8 @@ extension CRISModel: SegmentationModel {
         let f = features.activations
         let visual = VisualFeatures(c3: f[0], c4: f[1], c5: f[2])
         let embeddings = tokenEmbeddings(text, length: Self.textLength(text, trimPadding: true))
-        let logits = segment(visual: visual, tokenEmbeddings: embeddings, prompts: text, outputSize: (pixels.shape[2], pixels.shape[3]))
+        let logits = segment(
+            visual: visual, tokenEmbeddings: embeddings, prompts: text, outputSize: (pixels.shape[2], pixels.shape[3]))
         return logits.reshaped([logits.shape[0], logits.shape[2], logits.shape[3]])
     }
 }

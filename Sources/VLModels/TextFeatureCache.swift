@@ -45,7 +45,8 @@ public final class TextFeatureCache: @unchecked Sendable {
     func store(_ key: [Int], _ entry: Entry) {
         lock.lock()
         defer { lock.unlock() }
-        let size = entry.conditional.count + entry.pooled.count + entry.endOfTextStates.reduce(0) { $0 + $1.count } + key.count
+        let size =
+            entry.conditional.count + entry.pooled.count + entry.endOfTextStates.reduce(0) { $0 + $1.count } + key.count
         guard entries[key] == nil, storedFloats + size <= budgetFloats else { return }
         entries[key] = entry
         storedFloats += size
@@ -57,7 +58,9 @@ extension CLIPSegModel {
     /// may still transform its outputs through `conditional`).
     public var textTowerIsFrozen: Bool {
         if let hooks, !hooks.textTowerIsFrozen { return false }
-        return !parameters.trainableNames.contains { $0.hasPrefix("clip.text_model.") || $0.hasPrefix("clip.text_projection.") }
+        return !parameters.trainableNames.contains {
+            $0.hasPrefix("clip.text_model.") || $0.hasPrefix("clip.text_projection.")
+        }
     }
 
     /// The conditional embedding from cached per-prompt text features (see `TextFeatureCache`).
@@ -74,13 +77,15 @@ extension CLIPSegModel {
             }
             let one = TextPrompts(inputIDs: [ids], attentionMask: [Array(prompts.attentionMask[i].prefix(length))])
             let e: TextFeatureCache.Entry = GradMode.withoutGradients {
-                let sequence = TextSequence(tokens: textTokenEmbeddings(one, length: length), attentionMask: one.attentionMask,
-                                            poolingPositions: poolingPositions(one).map { min($0, length - 1) })
+                let sequence = TextSequence(
+                    tokens: textTokenEmbeddings(one, length: length), attentionMask: one.attentionMask,
+                    poolingPositions: poolingPositions(one).map { min($0, length - 1) })
                 let enc = encodeText(sequence, prompts: one, context: ForwardContext(pixels: nil, batchSize: 1))
                 let cond = textProjection(enc.pooled, parameters)
                 let eot = min(max(enc.argmaxPositions[0], 0), length - 1)
-                return .init(conditional: cond.scalars, pooled: enc.pooled.scalars,
-                             endOfTextStates: enc.hiddenStates.map { Array($0.scalars[(eot * dt)..<((eot + 1) * dt)]) })
+                return .init(
+                    conditional: cond.scalars, pooled: enc.pooled.scalars,
+                    endOfTextStates: enc.hiddenStates.map { Array($0.scalars[(eot * dt)..<((eot + 1) * dt)]) })
             }
             cache.store(key, e)
             rows.append(e)
@@ -88,10 +93,13 @@ extension CLIPSegModel {
         var cond = Tensor(shape: [b, p], values: rows.flatMap(\.conditional))
         if let hooks {
             let layers = rows[0].endOfTextStates.count
-            let states = (0..<layers).map { j in Tensor(shape: [b, 1, dt], values: rows.flatMap { $0.endOfTextStates[j] }) }
+            let states = (0..<layers).map { j in
+                Tensor(shape: [b, 1, dt], values: rows.flatMap { $0.endOfTextStates[j] })
+            }
             let pooled = Tensor(shape: [b, dt], values: rows.flatMap(\.pooled))
-            let encoding = TextEncoding(hiddenStates: states, lastHidden: pooled.reshaped([b, 1, dt]), pooled: pooled,
-                                        argmaxPositions: [Int](repeating: 0, count: b))
+            let encoding = TextEncoding(
+                hiddenStates: states, lastHidden: pooled.reshaped([b, 1, dt]), pooled: pooled,
+                argmaxPositions: [Int](repeating: 0, count: b))
             cond = hooks.conditional(cond, text: encoding, context: ForwardContext(pixels: pixels, batchSize: b))
         }
         return cond

@@ -160,8 +160,9 @@ extension Tensor {
             for (i, input) in current.inputs.enumerated() {
                 guard let input else { continue }
                 if i < grads.count, let gi = grads[i] {
-                    precondition(gi.count == shapeElementCount(input.shape),
-                                 "'\(current.name)' returned a gradient of \(gi.shape) for an input of \(input.shape)")
+                    precondition(
+                        gi.count == shapeElementCount(input.shape),
+                        "'\(current.name)' returned a gradient of \(gi.shape) for an input of \(input.shape)")
                     let shaped = Tensor(storage: gi.storage, offset: gi.offset, shape: input.shape)
                     if let existing = input.pendingGradient {
                         input.pendingGradient = Kernels.sum(existing, shaped)

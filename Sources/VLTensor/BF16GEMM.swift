@@ -38,7 +38,9 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
 public enum MatmulPrecisionError: Error, CustomStringConvertible {
     case unavailable(String)
     public var description: String {
-        switch self { case let .unavailable(reason): return reason }
+        switch self {
+        case let .unavailable(reason): return reason
+        }
     }
 }
 
@@ -62,9 +64,11 @@ public enum BF16GEMM {
     /// C [m, n] (row stride ldc) = A B + beta C (beta 0 or 1) with A(i, p) = a[i * rsa + p * csa] and
     /// B(p, j) = b[p * rsb + j * csb]. Results are the same for any thread count. `parallel: false`
     /// runs on the calling thread only (callers that already split work over threads).
-    public static func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rsa: Int, csa: Int,
-                                b: UnsafePointer<Float>, rsb: Int, csb: Int, beta: Float = 0,
-                                c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true) {
+    public static func multiply(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, rsa: Int, csa: Int,
+        b: UnsafePointer<Float>, rsb: Int, csb: Int, beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true
+    ) {
         precondition(available, "BF16GEMM on a CPU without AVX512_BF16")
         precondition(beta == 0 || beta == 1, "BF16GEMM: beta must be 0 or 1")
         if m == 0 || n == 0 { return }
@@ -90,8 +94,9 @@ public enum BF16GEMM {
             } else {
                 parallelFor(panels, grain: max(1, panels / threads)) { r in
                     let lo = r.lowerBound * panelColumns, hi = min(n, r.upperBound * panelColumns)
-                    vlseg_bf16_gemm(m, hi - lo, k, a, rsa, csa, packed + r.lowerBound * pairs * panelColumns,
-                                    beta, c + lo, ldc)
+                    vlseg_bf16_gemm(
+                        m, hi - lo, k, a, rsa, csa, packed + r.lowerBound * pairs * panelColumns,
+                        beta, c + lo, ldc)
                 }
             }
         }
@@ -100,19 +105,25 @@ public enum BF16GEMM {
     /// C = alpha op(A) op(B) + beta C (beta 0 or 1), row-major with leading dimensions as sgemm takes
     /// them, in the current precision: bf16 when it is active and C is at least a vector wide, else
     /// OpenBLAS sgemm. `parallel` is false when the caller already runs such products on every thread.
-    public static func product(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
-                               a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
-                               c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true) {
+    public static func product(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int, parallel: Bool = true
+    ) {
         guard suits(columns: n) else {
-            BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-                       a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            BLAS.sgemm(
+                transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
         precondition(alpha == 1 || beta == 0, "BF16GEMM.product: alpha scales the whole of C, so beta must be 0")
-        multiply(m: m, n: n, k: k, a: a, rsa: transposeA ? 1 : lda, csa: transposeA ? lda : 1,
-                 b: b, rsb: transposeB ? 1 : ldb, csb: transposeB ? ldb : 1, beta: beta, c: c, ldc: ldc, parallel: parallel)
+        multiply(
+            m: m, n: n, k: k, a: a, rsa: transposeA ? 1 : lda, csa: transposeA ? lda : 1,
+            b: b, rsb: transposeB ? 1 : ldb, csb: transposeB ? ldb : 1, beta: beta, c: c, ldc: ldc, parallel: parallel)
         if alpha != 1 {
-            let scaleRows: (Range<Int>) -> Void = { rows in for i in rows { VectorMath.scale(c + i * ldc, n, by: alpha) } }
+            let scaleRows: (Range<Int>) -> Void = { rows in
+                for i in rows { VectorMath.scale(c + i * ldc, n, by: alpha) }
+            }
             if parallel { parallelFor(m, grain: max(1, 16384 / max(n, 1)), scaleRows) } else { scaleRows(0..<m) }
         }
     }
@@ -152,8 +163,10 @@ public enum BF16GEMM {
 
         /// C [m, n] = A B + beta C (beta 0 or 1), A(i, p) = a[i * rsa + p * csa], on the calling thread.
         /// Each element's sum is the one `multiply` computes, so splitting the rows changes nothing.
-        public func multiply(m: Int, a: UnsafePointer<Float>, rsa: Int, csa: Int, beta: Float = 0,
-                             c: UnsafeMutablePointer<Float>, ldc: Int) {
+        public func multiply(
+            m: Int, a: UnsafePointer<Float>, rsa: Int, csa: Int, beta: Float = 0,
+            c: UnsafeMutablePointer<Float>, ldc: Int
+        ) {
             precondition(beta == 0 || beta == 1, "BF16GEMM: beta must be 0 or 1")
             if m == 0 || n == 0 { return }
             BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))

@@ -32,13 +32,17 @@ public struct CPUFeatures: Sendable {
         return CPUFeatures(modelName: model, flags: flags)
     }
 
-    public var hasAVX512: Bool { ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(flags.contains) }
+    public var hasAVX512: Bool {
+        ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(flags.contains)
+    }
     public var hasAVX2: Bool { flags.contains("avx2") && flags.contains("fma") }
     public var hasAVX: Bool { flags.contains("avx") }
 
     /// The vector extensions worth reporting, in order of width.
     public var vectorSummary: String {
-        let names = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile"]
+        let names = [
+            "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile",
+        ]
         return names.filter(flags.contains).joined(separator: " ")
     }
 }
@@ -85,7 +89,9 @@ public enum BLASKernelSelection {
 
     /// What vlseg sets before OpenBLAS loads: the core when OpenBLAS picked kernels weaker than the
     /// CPU supports, and the thread timeout; values already in the environment are respected.
-    public static func environmentChanges(_ env: [String: String], cpu: CPUFeatures, detectedCore: String) -> [(String, String)] {
+    public static func environmentChanges(_ env: [String: String], cpu: CPUFeatures, detectedCore: String) -> [(
+        String, String
+    )] {
         var changes: [(String, String)] = []
         if env["OPENBLAS_CORETYPE"] == nil, let core = correction(detectedCore: detectedCore, cpu: cpu) {
             changes.append(("OPENBLAS_CORETYPE", core))
@@ -110,6 +116,9 @@ public enum BLASKernelSelection {
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // execv returned: it failed. Carry on as loaded rather than not at all.
         let what = changes.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
-        FileHandle.standardError.write(Data("vlseg: warning: could not re-execute with \(what) (errno \(errno)); BLAS runs the \(BLAS.coreName) kernels\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "vlseg: warning: could not re-execute with \(what) (errno \(errno)); BLAS runs the \(BLAS.coreName) kernels\n"
+                    .utf8))
     }
 }

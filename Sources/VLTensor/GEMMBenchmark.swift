@@ -7,7 +7,9 @@ public enum GEMMBenchmark {
         public let batch: Int
         public let m: Int, n: Int, k: Int
         public let transposeA: Bool, transposeB: Bool
-        public init(label: String, batch: Int = 1, m: Int, n: Int, k: Int, transposeA: Bool = false, transposeB: Bool = false) {
+        public init(
+            label: String, batch: Int = 1, m: Int, n: Int, k: Int, transposeA: Bool = false, transposeB: Bool = false
+        ) {
             self.label = label
             self.batch = batch
             self.m = m
@@ -57,10 +59,11 @@ public enum GEMMBenchmark {
         func run() {
             withTensorPointers(writing: c, reading: a, b) { pc, pa, pb in
                 for i in 0..<shape.batch {
-                    BLAS.sgemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
-                               a: pa + i * shape.m * shape.k, lda: shape.transposeA ? shape.m : shape.k,
-                               b: pb + i * shape.k * shape.n, ldb: shape.transposeB ? shape.k : shape.n,
-                               c: pc + i * shape.m * shape.n, ldc: shape.n)
+                    BLAS.sgemm(
+                        transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k,
+                        a: pa + i * shape.m * shape.k, lda: shape.transposeA ? shape.m : shape.k,
+                        b: pb + i * shape.k * shape.n, ldb: shape.transposeB ? shape.k : shape.n,
+                        c: pc + i * shape.m * shape.n, ldc: shape.n)
                 }
             }
         }

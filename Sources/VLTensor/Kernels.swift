@@ -115,8 +115,10 @@ public enum Kernels {
     }
 
     @inline(__always)
-    static func binaryRow(_ o: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ sa: Int,
-                          _ b: UnsafePointer<Float>, _ sb: Int, _ n: Int, _ op: BinaryOp) {
+    static func binaryRow(
+        _ o: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ sa: Int,
+        _ b: UnsafePointer<Float>, _ sb: Int, _ n: Int, _ op: BinaryOp
+    ) {
         switch (op, sa, sb) {
         case (.add, 1, 1): for i in 0..<n { o[i] = a[i] + b[i] }
         case (.add, 1, 0): let s = b[0]; for i in 0..<n { o[i] = a[i] + s }
@@ -163,7 +165,11 @@ public enum Kernels {
                         d -= 1
                     }
                     let dst = o + row * inner, src = px + off
-                    if sx == 1 { dst.update(from: src, count: inner) } else { dst.update(repeating: src[0], count: inner) }
+                    if sx == 1 {
+                        dst.update(from: src, count: inner)
+                    } else {
+                        dst.update(repeating: src[0], count: inner)
+                    }
                 }
             }
         }
@@ -276,7 +282,9 @@ public enum Kernels {
                         d -= 1
                     }
                     let dst = o + row * inner, s = p + off
-                    if innerStride == 1 { dst.update(from: s, count: inner) } else {
+                    if innerStride == 1 {
+                        dst.update(from: s, count: inner)
+                    } else {
                         for k in 0..<inner { dst[k] = s[k * innerStride] }
                     }
                 }

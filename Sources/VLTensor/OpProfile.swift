@@ -62,15 +62,19 @@ public final class OpProfile: @unchecked Sendable {
         let perStep = 1e3 / Double(max(steps, 1))
         var lines = ["  op                         calls   forward ms   backward ms   share of step"]
         for (name, e) in entries.sorted(by: { $0.value.totalSeconds > $1.value.totalSeconds }) {
-            lines.append(String(format: "  %@ %6d %12.2f %13.2f %14.1f%%",
-                                name.padding(toLength: 24, withPad: " ", startingAt: 0),
-                                max(e.forwardCalls, e.backwardCalls) / max(steps, 1),
-                                e.forwardSeconds * perStep, e.backwardSeconds * perStep,
-                                100 * e.totalSeconds / max(stepSeconds, 1e-12)))
+            lines.append(
+                String(
+                    format: "  %@ %6d %12.2f %13.2f %14.1f%%",
+                    name.padding(toLength: 24, withPad: " ", startingAt: 0),
+                    max(e.forwardCalls, e.backwardCalls) / max(steps, 1),
+                    e.forwardSeconds * perStep, e.backwardSeconds * perStep,
+                    100 * e.totalSeconds / max(stepSeconds, 1e-12)))
         }
         let covered = entries.values.reduce(0) { $0 + $1.totalSeconds }
-        lines.append(String(format: "  (ops cover %.1f%% of the step; the rest is all-reduce, optimiser and loop overhead)",
-                            100 * covered / max(stepSeconds, 1e-12)))
+        lines.append(
+            String(
+                format: "  (ops cover %.1f%% of the step; the rest is all-reduce, optimiser and loop overhead)",
+                100 * covered / max(stepSeconds, 1e-12)))
         return lines.joined(separator: "\n")
     }
 }

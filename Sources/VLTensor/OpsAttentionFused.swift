@@ -44,8 +44,10 @@ public enum MultiHeadAttentionKernel: String, Sendable, CustomStringConvertible 
 }
 
 /// The fused path of `multiHeadAttention` (same arguments and results).
-func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int,
-                             causal: Bool, keyMask: Tensor?, scale alpha: Float) -> Tensor {
+func fusedMultiHeadAttention(
+    query q: Tensor, key k: Tensor, value v: Tensor, heads: Int,
+    causal: Bool, keyMask: Tensor?, scale alpha: Float
+) -> Tensor {
     let b = q.shape[0], tq = q.shape[1], e = q.shape[2], tk = k.shape[1], dh = e / heads
     let out = Tensor(uninitialized: q.shape)
     let recording = Tensor.willRecord(q, k, v)
@@ -53,8 +55,10 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
     let workFloats = Int(vlseg_attention_work_floats(tk, dh))
 
     /// The kernel's view of (batch item, head) `pair`, from the first elements of q, k, v and the mask.
-    func head(_ pair: Int, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-              _ mask: UnsafePointer<Float>?) -> vlseg_attention_head {
+    func head(
+        _ pair: Int, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
+        _ mask: UnsafePointer<Float>?
+    ) -> vlseg_attention_head {
         let bi = pair / heads, off = (pair % heads) * dh
         return vlseg_attention_head(
             q: q + bi * tq * e + off, k: k + bi * tk * e + off, v: v + bi * tk * e + off,
@@ -89,24 +93,25 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
         let products = 1 + (needs[2] ? 1 : 0) + (needs[0] || needs[1] ? 1 : 0) + (needs[0] ? 1 : 0) + (needs[1] ? 1 : 0)
         BLAS.addFlops(Double(products) * product)
         withTensorPointers(reading: qs, ks, vs, os) { pq, pk, pv, po in
-        withTensorPointers(reading: g, lse) { pg, plse in
-        savedMask.withUnsafePointerIfPresent { mask in
-        gq.withUnsafeMutablePointerIfPresent { pgq in
-        gk.withUnsafeMutablePointerIfPresent { pgk in
-        gv.withUnsafeMutablePointerIfPresent { pgv in
-            eachHead(b * heads, workFloats: workFloats) { pair, work in
-                var h = head(pair, pq, pk, pv, mask)
-                vlseg_attention_backward(&h, po + queryOffset(pair), e, pg + queryOffset(pair), e,
-                                         plse + pair * tq,
-                                         pgq.map { $0 + queryOffset(pair) }, e,
-                                         pgk.map { $0 + keyOffset(pair) }, e,
-                                         pgv.map { $0 + keyOffset(pair) }, e, work)
+            withTensorPointers(reading: g, lse) { pg, plse in
+                savedMask.withUnsafePointerIfPresent { mask in
+                    gq.withUnsafeMutablePointerIfPresent { pgq in
+                        gk.withUnsafeMutablePointerIfPresent { pgk in
+                            gv.withUnsafeMutablePointerIfPresent { pgv in
+                                eachHead(b * heads, workFloats: workFloats) { pair, work in
+                                    var h = head(pair, pq, pk, pv, mask)
+                                    vlseg_attention_backward(
+                                        &h, po + queryOffset(pair), e, pg + queryOffset(pair), e,
+                                        plse + pair * tq,
+                                        pgq.map { $0 + queryOffset(pair) }, e,
+                                        pgk.map { $0 + keyOffset(pair) }, e,
+                                        pgv.map { $0 + keyOffset(pair) }, e, work)
+                                }
+                            }
+                        }
+                    }
+                }
             }
-        }
-        }
-        }
-        }
-        }
         }
         return [gq, gk, gv]
     }
@@ -114,7 +119,8 @@ func fusedMultiHeadAttention(query q: Tensor, key k: Tensor, value v: Tensor, he
 
 /// Runs `body` for every (batch item, head) pair, whole heads per thread (`HeadParallel.run`), each
 /// thread with its own scratch of `workFloats`.
-private func eachHead(_ count: Int, workFloats: Int, _ body: (_ pair: Int, _ work: UnsafeMutablePointer<Float>) -> Void) {
+private func eachHead(_ count: Int, workFloats: Int, _ body: (_ pair: Int, _ work: UnsafeMutablePointer<Float>) -> Void)
+{
     let workers = max(1, min(ComputeThreads.count, count))
     let scratch = Tensor(uninitialized: [workers, max(workFloats, 1)])
     scratch.withUnsafeMutablePointer { base in

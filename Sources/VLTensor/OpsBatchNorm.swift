@@ -6,14 +6,21 @@ import Foundation
 
 /// y = (x - runningMean[c]) / sqrt(runningVar[c] + eps) * weight[c] + bias[c] over channel axis 1
 /// of x [B, C, ...]. Differentiable in x, weight and bias; the running statistics get no gradient.
-public func batchNormInference(_ x: Tensor, runningMean: Tensor, runningVar: Tensor,
-                               weight: Tensor?, bias: Tensor?, eps: Float = 1e-5) -> Tensor {
+public func batchNormInference(
+    _ x: Tensor, runningMean: Tensor, runningVar: Tensor,
+    weight: Tensor?, bias: Tensor?, eps: Float = 1e-5
+) -> Tensor {
     precondition(x.rank >= 2, "batchNormInference: input \(x.shape) needs a channel axis 1")
     let (batch, channels, inner) = splitAround(x.shape, axis: 1)
-    precondition(runningMean.count == channels && runningVar.count == channels,
-                 "batchNormInference: statistics \(runningMean.shape), \(runningVar.shape) for \(channels) channels")
-    if let weight { precondition(weight.count == channels, "batchNormInference: weight \(weight.shape) for \(channels) channels") }
-    if let bias { precondition(bias.count == channels, "batchNormInference: bias \(bias.shape) for \(channels) channels") }
+    precondition(
+        runningMean.count == channels && runningVar.count == channels,
+        "batchNormInference: statistics \(runningMean.shape), \(runningVar.shape) for \(channels) channels")
+    if let weight {
+        precondition(weight.count == channels, "batchNormInference: weight \(weight.shape) for \(channels) channels")
+    }
+    if let bias {
+        precondition(bias.count == channels, "batchNormInference: bias \(bias.shape) for \(channels) channels")
+    }
 
     // Folded per channel once, in double so a tiny variance plus eps keeps its precision.
     let variance = runningVar.scalars
@@ -35,7 +42,9 @@ public func batchNormInference(_ x: Tensor, runningMean: Tensor, runningVar: Ten
     }
 
     let weightNeedsGrad = weight?.requiresGrad ?? false
-    guard Tensor.willRecord(x) || weightNeedsGrad || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(out, name: "batch_norm_inference") }
+    guard Tensor.willRecord(x) || weightNeedsGrad || (bias?.requiresGrad ?? false) else {
+        return Tensor.unrecorded(out, name: "batch_norm_inference")
+    }
     var inputs = [x]
     var weightIndex: Int? = nil, biasIndex: Int? = nil
     if let weight { weightIndex = inputs.count; inputs.append(weight) }

@@ -64,7 +64,9 @@ struct ConvGeometry {
                     } else {
                         for ox in xs { dst[ox] = srcRow[ox * strideW - padW + j] }
                     }
-                    if xs.upperBound < gridW { (dst + xs.upperBound).update(repeating: 0, count: gridW - xs.upperBound) }
+                    if xs.upperBound < gridW {
+                        (dst + xs.upperBound).update(repeating: 0, count: gridW - xs.upperBound)
+                    }
                 }
             }
         }
@@ -73,7 +75,8 @@ struct ConvGeometry {
 
     /// Adds each column entry into the image pixel it was gathered from (the adjoint of im2col).
     /// Threads split by channel, so overlapping kernel placements never race.
-    func col2im(_ col: UnsafePointer<Float>, accumulatingInto image: UnsafeMutablePointer<Float>, parallel: Bool = true) {
+    func col2im(_ col: UnsafePointer<Float>, accumulatingInto image: UnsafeMutablePointer<Float>, parallel: Bool = true)
+    {
         let cols = colCols, plane = height * width
         let perChannel = kernelH * kernelW * cols
         let body = { (chans: Range<Int>) in
@@ -99,7 +102,11 @@ struct ConvGeometry {
                 }
             }
         }
-        if parallel { parallelFor(channels, grain: max(1, 16384 / max(perChannel, 1)), body) } else { body(0..<channels) }
+        if parallel {
+            parallelFor(channels, grain: max(1, 16384 / max(perChannel, 1)), body)
+        } else {
+            body(0..<channels)
+        }
     }
 }
 
@@ -173,21 +180,27 @@ func channelSums(_ g: Tensor, batch: Int, channels: Int, plane: Int) -> Tensor {
 /// Backward keeps only what the requested gradients need: the weight for the input gradient, the
 /// input for the weight gradient (its columns are rebuilt rather than stored, trading a cheap
 /// gather for B column matrices of memory).
-public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
-                   stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0)) -> Tensor {
-    precondition(x.rank == 4 && weight.rank == 4 && weight.shape[1] == x.shape[1],
-                 "conv2d: input \(x.shape) with weight \(weight.shape)")
-    precondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
-                 "conv2d: stride \(stride), padding \(padding)")
+public func conv2d(
+    _ x: Tensor, weight: Tensor, bias: Tensor? = nil,
+    stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0)
+) -> Tensor {
+    precondition(
+        x.rank == 4 && weight.rank == 4 && weight.shape[1] == x.shape[1],
+        "conv2d: input \(x.shape) with weight \(weight.shape)")
+    precondition(
+        stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
+        "conv2d: stride \(stride), padding \(padding)")
     let batch = x.shape[0], inC = x.shape[1], h = x.shape[2], w = x.shape[3]
     let outC = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
     if let bias { precondition(bias.count == outC, "conv2d: bias \(bias.shape) for \(outC) output channels") }
-    precondition(kh >= 1 && kw >= 1 && h + 2 * padding.0 >= kh && w + 2 * padding.1 >= kw,
-                 "conv2d: kernel \(kh)x\(kw) larger than padded input \(h)x\(w) + \(padding)")
+    precondition(
+        kh >= 1 && kw >= 1 && h + 2 * padding.0 >= kh && w + 2 * padding.1 >= kw,
+        "conv2d: kernel \(kh)x\(kw) larger than padded input \(h)x\(w) + \(padding)")
     let outH = (h + 2 * padding.0 - kh) / stride.0 + 1, outW = (w + 2 * padding.1 - kw) / stride.1 + 1
-    let geo = ConvGeometry(channels: inC, height: h, width: w, kernelH: kh, kernelW: kw,
-                           strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,
-                           gridH: outH, gridW: outW)
+    let geo = ConvGeometry(
+        channels: inC, height: h, width: w, kernelH: kh, kernelW: kw,
+        strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,
+        gridH: outH, gridW: outW)
     let k = geo.colRows, n = geo.colCols, imageCount = geo.imageCount, outCount = outC * n
 
     let plan = ConvBatchPlan(batch: batch, flopsPerImage: 2 * Double(outC) * Double(k) * Double(n))
@@ -205,13 +218,17 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                     geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
                     cols = UnsafePointer(buffer)
                 }
-                BF16GEMM.product(transposeA: false, transposeB: false, m: outC, n: n, k: k,
-                                 a: pw, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n, parallel: plan.innerParallel)
+                BF16GEMM.product(
+                    transposeA: false, transposeB: false, m: outC, n: n, k: k,
+                    a: pw, lda: k, b: cols, ldb: n, beta: bias == nil ? 0 : 1, c: py + b * outCount, ldc: n,
+                    parallel: plan.innerParallel)
             }
         }
     }
 
-    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv2d") }
+    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else {
+        return Tensor.unrecorded(y, name: "conv2d")
+    }
     let savedX = weight.requiresGrad ? x.detached() : nil
     let savedW = x.requiresGrad ? weight.detached() : nil
     let xShape = x.shape, wShape = weight.shape
@@ -227,8 +244,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                     plan.forEachImage { b, _, _, worker in
                         let dst = pt + b * imageCount
                         let buffer = cols.map { $0 + worker * k * n }
-                        BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: outC,
-                                         a: pw, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n, parallel: plan.innerParallel)
+                        BF16GEMM.product(
+                            transposeA: true, transposeB: false, m: k, n: n, k: outC,
+                            a: pw, lda: k, b: pg + b * outCount, ldb: n, c: buffer ?? dst, ldc: n,
+                            parallel: plan.innerParallel)
                         if let buffer { geo.col2im(buffer, accumulatingInto: dst, parallel: plan.innerParallel) }
                     }
                 }
@@ -248,9 +267,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                             geo.im2col(xb, into: buffer, parallel: plan.innerParallel)
                             colsP = UnsafePointer(buffer)
                         }
-                        BF16GEMM.product(transposeA: false, transposeB: true, m: outC, n: k, k: n,
-                                         a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
-                                         c: pparts + slot * outC * k, ldc: k, parallel: plan.innerParallel)
+                        BF16GEMM.product(
+                            transposeA: false, transposeB: true, m: outC, n: k, k: n,
+                            a: pg + b * outCount, lda: n, b: colsP, ldb: n, beta: first ? 0 : 1,
+                            c: pparts + slot * outC * k, ldc: k, parallel: plan.innerParallel)
                     }
                 }
             }
@@ -267,15 +287,20 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
 /// It is the adjoint of a conv2d whose input is this op's output: each input pixel scatters a
 /// weighted kernel into the output. `padding` crops the scattered result; `outputPadding` only
 /// extends the output size (it must be below the stride, as in PyTorch, so the size is unambiguous).
-public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
-                            stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
-                            outputPadding: (Int, Int) = (0, 0)) -> Tensor {
-    precondition(x.rank == 4 && weight.rank == 4 && weight.shape[0] == x.shape[1],
-                 "convTranspose2d: input \(x.shape) with weight \(weight.shape)")
-    precondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
-                 "convTranspose2d: stride \(stride), padding \(padding)")
-    precondition(outputPadding.0 >= 0 && outputPadding.1 >= 0 && outputPadding.0 < stride.0 && outputPadding.1 < stride.1,
-                 "convTranspose2d: output padding \(outputPadding) must be smaller than stride \(stride)")
+public func convTranspose2d(
+    _ x: Tensor, weight: Tensor, bias: Tensor? = nil,
+    stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+    outputPadding: (Int, Int) = (0, 0)
+) -> Tensor {
+    precondition(
+        x.rank == 4 && weight.rank == 4 && weight.shape[0] == x.shape[1],
+        "convTranspose2d: input \(x.shape) with weight \(weight.shape)")
+    precondition(
+        stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
+        "convTranspose2d: stride \(stride), padding \(padding)")
+    precondition(
+        outputPadding.0 >= 0 && outputPadding.1 >= 0 && outputPadding.0 < stride.0 && outputPadding.1 < stride.1,
+        "convTranspose2d: output padding \(outputPadding) must be smaller than stride \(stride)")
     let batch = x.shape[0], inC = x.shape[1], h = x.shape[2], w = x.shape[3]
     let outC = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
     if let bias { precondition(bias.count == outC, "convTranspose2d: bias \(bias.shape) for \(outC) output channels") }
@@ -283,9 +308,10 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
     let outW = (w - 1) * stride.1 - 2 * padding.1 + kw + outputPadding.1
     precondition(kh >= 1 && kw >= 1 && outH >= 1 && outW >= 1, "convTranspose2d: empty output \(outH)x\(outW)")
     // The lowering of the *output* image, whose kernel-placement grid is exactly the input H x W.
-    let geo = ConvGeometry(channels: outC, height: outH, width: outW, kernelH: kh, kernelW: kw,
-                           strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,
-                           gridH: h, gridW: w)
+    let geo = ConvGeometry(
+        channels: outC, height: outH, width: outW, kernelH: kh, kernelW: kw,
+        strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,
+        gridH: h, gridW: w)
     let k = geo.colRows, n = geo.colCols, inCount = inC * n, outCount = geo.imageCount
 
     let y = bias == nil ? Tensor(zeros: [batch, outC, outH, outW]) : Tensor(uninitialized: [batch, outC, outH, outW])
@@ -298,15 +324,18 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
                 let yb = py + b * outCount
                 // cols = W^T X_b, then scatter-add; the identity lowering adds straight into the output.
                 let buffer = scratch.map { $0 + worker * k * n }
-                BF16GEMM.product(transposeA: true, transposeB: false, m: k, n: n, k: inC,
-                                 a: pw, lda: k, b: px + b * inCount, ldb: n,
-                                 beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n, parallel: plan.innerParallel)
+                BF16GEMM.product(
+                    transposeA: true, transposeB: false, m: k, n: n, k: inC,
+                    a: pw, lda: k, b: px + b * inCount, ldb: n,
+                    beta: buffer == nil ? 1 : 0, c: buffer ?? yb, ldc: n, parallel: plan.innerParallel)
                 if let buffer { geo.col2im(buffer, accumulatingInto: yb, parallel: plan.innerParallel) }
             }
         }
     }
 
-    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: "conv_transpose2d") }
+    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else {
+        return Tensor.unrecorded(y, name: "conv_transpose2d")
+    }
     let savedX = weight.requiresGrad ? x.detached() : nil
     let savedW = x.requiresGrad ? weight.detached() : nil
     let xShape = x.shape, wShape = weight.shape
@@ -319,35 +348,39 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
             let parts = wantW ? plan.gradientParts(inC * k) : nil
             let cols = geo.isIdentity ? nil : Tensor(uninitialized: [plan.workers, k * n])
             g.withUnsafePointer { pg in
-            savedW.withUnsafePointerIfPresent { pw in
-            savedX.withUnsafePointerIfPresent { px in
-            tx.withUnsafeMutablePointerIfPresent { ptx in
-            parts.withUnsafeMutablePointerIfPresent { pparts in
-            cols.withUnsafeMutablePointerIfPresent { cols in
-                plan.forEachImage { b, slot, first, worker in
-                    // Both gradients read the same gathered dY_b, so it is lowered once per item.
-                    let gyb = pg + b * outCount
-                    var colsP = gyb
-                    if let cols {
-                        let buffer = cols + worker * k * n
-                        geo.im2col(gyb, into: buffer, parallel: plan.innerParallel)
-                        colsP = UnsafePointer(buffer)
-                    }
-                    if let ptx, let pw {  // dX_b = W cols
-                        BF16GEMM.product(transposeA: false, transposeB: false, m: inC, n: n, k: k,
-                                         a: pw, lda: k, b: colsP, ldb: n, c: ptx + b * inCount, ldc: n, parallel: plan.innerParallel)
-                    }
-                    if let pparts, let px {  // dW += X_b cols^T, by slots
-                        BF16GEMM.product(transposeA: false, transposeB: true, m: inC, n: k, k: n,
-                                         a: px + b * inCount, lda: n, b: colsP, ldb: n,
-                                         beta: first ? 0 : 1, c: pparts + slot * inC * k, ldc: k, parallel: plan.innerParallel)
+                savedW.withUnsafePointerIfPresent { pw in
+                    savedX.withUnsafePointerIfPresent { px in
+                        tx.withUnsafeMutablePointerIfPresent { ptx in
+                            parts.withUnsafeMutablePointerIfPresent { pparts in
+                                cols.withUnsafeMutablePointerIfPresent { cols in
+                                    plan.forEachImage { b, slot, first, worker in
+                                        // Both gradients read the same gathered dY_b, so it is lowered once per item.
+                                        let gyb = pg + b * outCount
+                                        var colsP = gyb
+                                        if let cols {
+                                            let buffer = cols + worker * k * n
+                                            geo.im2col(gyb, into: buffer, parallel: plan.innerParallel)
+                                            colsP = UnsafePointer(buffer)
+                                        }
+                                        if let ptx, let pw {  // dX_b = W cols
+                                            BF16GEMM.product(
+                                                transposeA: false, transposeB: false, m: inC, n: n, k: k,
+                                                a: pw, lda: k, b: colsP, ldb: n, c: ptx + b * inCount, ldc: n,
+                                                parallel: plan.innerParallel)
+                                        }
+                                        if let pparts, let px {  // dW += X_b cols^T, by slots
+                                            BF16GEMM.product(
+                                                transposeA: false, transposeB: true, m: inC, n: k, k: n,
+                                                a: px + b * inCount, lda: n, b: colsP, ldb: n,
+                                                beta: first ? 0 : 1, c: pparts + slot * inC * k, ldc: k,
+                                                parallel: plan.innerParallel)
+                                        }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
-            }
-            }
-            }
-            }
-            }
             }
             gx = tx
             gw = parts.map { plan.summedSlots($0, shape: wShape) }

@@ -28,7 +28,8 @@ extension Tensor {
                 if needs[1] {
                     // d(a/b)/db = -a/b^2 = -(g/b) * (a/b)
                     let aOverB = Kernels.broadcastBinary(savedA!, savedB!, .div)
-                    gb = Kernels.scaled(Kernels.reduce(Kernels.broadcastBinary(gOverB, aOverB, .mul), toShape: bShape), -1)
+                    gb = Kernels.scaled(
+                        Kernels.reduce(Kernels.broadcastBinary(gOverB, aOverB, .mul), toShape: bShape), -1)
                 }
             }
             return [ga, gb]
@@ -151,14 +152,15 @@ extension Tensor {
 
     /// The exact GELU, x * Phi(x) (PyTorch's default).
     public func gelu() -> Tensor {
-        pointwise(PointwiseFunction(
-            name: "gelu",
-            forward: { x in 0.5 * x * (1 + erf(x * 0.70710678118654752)) },
-            derivative: { x, _ in
-                let cdf = 0.5 * (1 + erf(x * 0.70710678118654752))
-                let pdf = 0.39894228040143268 * Foundation.exp(-0.5 * x * x)
-                return cdf + x * pdf
-            }))
+        pointwise(
+            PointwiseFunction(
+                name: "gelu",
+                forward: { x in 0.5 * x * (1 + erf(x * 0.70710678118654752)) },
+                derivative: { x, _ in
+                    let cdf = 0.5 * (1 + erf(x * 0.70710678118654752))
+                    let pdf = 0.39894228040143268 * Foundation.exp(-0.5 * x * x)
+                    return cdf + x * pdf
+                }))
     }
 
     public func exp() -> Tensor {

@@ -55,16 +55,19 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
             }
         }
         if BF16GEMM.suits(columns: outF) {
-            BF16GEMM.product(transposeA: false, transposeB: true, m: rows, n: outF, k: inF, a: px, lda: inF,
-                             b: pw, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+            BF16GEMM.product(
+                transposeA: false, transposeB: true, m: rows, n: outF, k: inF, a: px, lda: inF,
+                b: pw, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
         } else if PanelGEMM.suits(columns: outF) {
             PanelGEMM.transposed(weight).withUnsafePointer { pwt in
-                PanelGEMM.parallelMultiply(transposeA: false, m: rows, n: outF, k: inF, a: px, lda: inF,
-                                           b: pwt, ldb: outF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+                PanelGEMM.parallelMultiply(
+                    transposeA: false, m: rows, n: outF, k: inF, a: px, lda: inF,
+                    b: pwt, ldb: outF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
             }
         } else {
-            BLAS.sgemm(transposeA: false, transposeB: true, m: rows, n: outF, k: inF,
-                       a: px, lda: inF, b: pw, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
+            BLAS.sgemm(
+                transposeA: false, transposeB: true, m: rows, n: outF, k: inF,
+                a: px, lda: inF, b: pw, ldb: inF, beta: bias == nil ? 0 : 1, c: py, ldc: outF)
         }
         if relu {
             parallelFor(rows * outF, grain: 32768) { range in
@@ -73,7 +76,9 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
         }
     }
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
-    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else { return Tensor.unrecorded(y, name: relu ? "linear_relu" : "linear") }
+    guard Tensor.willRecord(x, weight) || (bias?.requiresGrad ?? false) else {
+        return Tensor.unrecorded(y, name: relu ? "linear_relu" : "linear")
+    }
     let xs = x.detached(), ws = weight.detached(), xShape = x.shape, ys = y.detached()
     return Tensor.record(y, inputs: inputs, name: relu ? "linear_relu" : "linear") { gOut, needs in
         let g = relu ? reluBackward(gOut, output: ys) : gOut
@@ -83,11 +88,13 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
             let t = Tensor(uninitialized: xShape)
             withTensorPointers(writing: t, reading: g, ws) { pt, pg, pw in
                 if BF16GEMM.suits(columns: inF) {
-                    BF16GEMM.product(transposeA: false, transposeB: false, m: rows, n: inF, k: outF, a: pg, lda: outF,
-                                     b: pw, ldb: inF, c: pt, ldc: inF)
+                    BF16GEMM.product(
+                        transposeA: false, transposeB: false, m: rows, n: inF, k: outF, a: pg, lda: outF,
+                        b: pw, ldb: inF, c: pt, ldc: inF)
                 } else {
-                    PanelGEMM.product(transposeA: false, m: rows, n: inF, k: outF, a: pg, lda: outF, b: pw, ldb: inF,
-                                      c: pt, ldc: inF)
+                    PanelGEMM.product(
+                        transposeA: false, m: rows, n: inF, k: outF, a: pg, lda: outF, b: pw, ldb: inF,
+                        c: pt, ldc: inF)
                 }
             }
             gx = t
@@ -96,11 +103,13 @@ private func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, relu: Bool) -> T
             let t = Tensor(uninitialized: [outF, inF])
             withTensorPointers(writing: t, reading: g, xs) { pt, pg, px in
                 if BF16GEMM.suits(columns: inF) {
-                    BF16GEMM.product(transposeA: true, transposeB: false, m: outF, n: inF, k: rows, a: pg, lda: outF,
-                                     b: px, ldb: inF, c: pt, ldc: inF)
+                    BF16GEMM.product(
+                        transposeA: true, transposeB: false, m: outF, n: inF, k: rows, a: pg, lda: outF,
+                        b: px, ldb: inF, c: pt, ldc: inF)
                 } else {
-                    PanelGEMM.product(transposeA: true, m: outF, n: inF, k: rows, a: pg, lda: outF, b: px, ldb: inF,
-                                      c: pt, ldc: inF)
+                    PanelGEMM.product(
+                        transposeA: true, m: outF, n: inF, k: rows, a: pg, lda: outF, b: px, ldb: inF,
+                        c: pt, ldc: inF)
                 }
             }
             gw = t
@@ -120,7 +129,9 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
     let bRows = b.shape[b.rank - 2], bCols = b.shape[b.rank - 1]
     let m = transposeA ? aCols : aRows, k = transposeA ? aRows : aCols
     let kb = transposeB ? bCols : bRows, n = transposeB ? bRows : bCols
-    precondition(k == kb, "matmul inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") x \(b.shape)\(transposeB ? "ᵀ" : "")")
+    precondition(
+        k == kb,
+        "matmul inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") x \(b.shape)\(transposeB ? "ᵀ" : "")")
     let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
     let sharedB = b.rank == 2
     precondition(sharedB || batchA == batchB, "matmul batch axes differ: \(a.shape) x \(b.shape)")
@@ -129,12 +140,14 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
     let strideA = aRows * aCols, strideB = sharedB ? 0 : bRows * bCols, strideC = m * n
     withTensorPointers(writing: out, reading: a, b) { pc, pa, pb in
         if sharedB && !transposeA {
-            BLAS.sgemm(transposeA: false, transposeB: transposeB, m: batch * m, n: n, k: k,
-                       a: pa, lda: aCols, b: pb, ldb: bCols, c: pc, ldc: n)
+            BLAS.sgemm(
+                transposeA: false, transposeB: transposeB, m: batch * m, n: n, k: k,
+                a: pa, lda: aCols, b: pb, ldb: bCols, c: pc, ldc: n)
         } else {
             for i in 0..<batch {
-                BLAS.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
-                           a: pa + i * strideA, lda: aCols, b: pb + i * strideB, ldb: bCols, c: pc + i * strideC, ldc: n)
+                BLAS.sgemm(
+                    transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+                    a: pa + i * strideA, lda: aCols, b: pb + i * strideB, ldb: bCols, c: pc + i * strideC, ldc: n)
             }
         }
     }
@@ -147,11 +160,15 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
             withTensorPointers(writing: t, reading: g, sb) { pt, pg, psb in
                 for i in 0..<batch {
                     if !transposeA {  // dA = G op(B)^T : [M,N] x [N,K]
-                        BLAS.sgemm(transposeA: false, transposeB: !transposeB, m: m, n: k, k: n,
-                                   a: pg + i * strideC, lda: n, b: psb + i * strideB, ldb: bCols, c: pt + i * strideA, ldc: aCols)
+                        BLAS.sgemm(
+                            transposeA: false, transposeB: !transposeB, m: m, n: k, k: n,
+                            a: pg + i * strideC, lda: n, b: psb + i * strideB, ldb: bCols, c: pt + i * strideA,
+                            ldc: aCols)
                     } else {  // dA = op(B) G^T : [K,N] x [N,M]
-                        BLAS.sgemm(transposeA: transposeB, transposeB: true, m: k, n: m, k: n,
-                                   a: psb + i * strideB, lda: bCols, b: pg + i * strideC, ldb: n, c: pt + i * strideA, ldc: aCols)
+                        BLAS.sgemm(
+                            transposeA: transposeB, transposeB: true, m: k, n: m, k: n,
+                            a: psb + i * strideB, lda: bCols, b: pg + i * strideC, ldb: n, c: pt + i * strideA,
+                            ldc: aCols)
                     }
                 }
             }
@@ -163,13 +180,15 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transpose
                 for i in 0..<batch {
                     let beta: Float = sharedB && i > 0 ? 1 : 0
                     if !transposeB {  // dB = op(A)^T G : [K,M] x [M,N]
-                        BLAS.sgemm(transposeA: !transposeA, transposeB: false, m: k, n: n, k: m,
-                                   a: psa + i * strideA, lda: aCols, b: pg + i * strideC, ldb: n,
-                                   beta: beta, c: pt + i * strideB, ldc: bCols)
+                        BLAS.sgemm(
+                            transposeA: !transposeA, transposeB: false, m: k, n: n, k: m,
+                            a: psa + i * strideA, lda: aCols, b: pg + i * strideC, ldb: n,
+                            beta: beta, c: pt + i * strideB, ldc: bCols)
                     } else {  // dB = G^T op(A) : [N,M] x [M,K]
-                        BLAS.sgemm(transposeA: true, transposeB: transposeA, m: n, n: k, k: m,
-                                   a: pg + i * strideC, lda: n, b: psa + i * strideA, ldb: aCols,
-                                   beta: beta, c: pt + i * strideB, ldc: bCols)
+                        BLAS.sgemm(
+                            transposeA: true, transposeB: transposeA, m: n, n: k, k: m,
+                            a: pg + i * strideC, lda: n, b: psa + i * strideA, ldb: aCols,
+                            beta: beta, c: pt + i * strideB, ldc: bCols)
                     }
                 }
             }

@@ -12,7 +12,8 @@ let lossBlock = 16384
 private func sigmoidValues(_ x: Tensor) -> Tensor {
     let p = Tensor(uninitialized: x.shape)
     withTensorPointers(writing: p, reading: x) { pp, px in
-        parallelFor(x.count, grain: lossBlock) { r in VectorMath.sigmoid(px + r.lowerBound, pp + r.lowerBound, r.count) }
+        parallelFor(x.count, grain: lossBlock) { r in VectorMath.sigmoid(px + r.lowerBound, pp + r.lowerBound, r.count)
+        }
     }
     return p
 }
@@ -51,7 +52,8 @@ public func binaryCrossEntropyWithLogits(_ logits: Tensor, target: Tensor) -> Te
 /// Soft Dice loss on sigmoid(logits), one Dice per batch item (axis 0) over all other axes:
 /// mean over b of 1 - (2 sum p t + smooth) / (sum p + sum t + smooth).
 public func softDiceLoss(_ logits: Tensor, target: Tensor, smooth: Float = 1) -> Tensor {
-    precondition(logits.count == target.count && logits.rank >= 1, "Dice: logits \(logits.shape) vs target \(target.shape)")
+    precondition(
+        logits.count == target.count && logits.rank >= 1, "Dice: logits \(logits.shape) vs target \(target.shape)")
     let b = logits.shape[0], per = logits.count / max(b, 1)
     let probabilities = sigmoidValues(logits)
     var inter = [Double](repeating: 0, count: b), denom = [Double](repeating: 0, count: b)

@@ -12,10 +12,13 @@ import Foundation
 /// calling single-threaded products (`PanelGEMM`; under bf16 precision the products by a weight go
 /// through bfloat16 panels packed once per call); the weight gradients are summed in a fixed
 /// number of slots in a fixed order, so results do not depend on the thread count.
-public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2Weight w2: Tensor, fc2Bias b2: Tensor?) -> Tensor {
+public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2Weight w2: Tensor, fc2Bias b2: Tensor?)
+    -> Tensor
+{
     let inF = w1.shape[1], hidden = w1.shape[0], outF = w2.shape[0]
-    precondition(w1.rank == 2 && w2.rank == 2 && w2.shape[1] == hidden && x.shape.last == inF,
-                 "mlpReLU: input \(x.shape) with fc1 \(w1.shape), fc2 \(w2.shape)")
+    precondition(
+        w1.rank == 2 && w2.rank == 2 && w2.shape[1] == hidden && x.shape.last == inF,
+        "mlpReLU: input \(x.shape) with fc1 \(w1.shape), fc2 \(w2.shape)")
     if let b1 { precondition(b1.count == hidden, "mlpReLU: fc1 bias \(b1.shape) for \(hidden) outputs") }
     if let b2 { precondition(b2.count == outF, "mlpReLU: fc2 bias \(b2.shape) for \(outF) outputs") }
     let rows = x.count / max(inF, 1)
@@ -30,23 +33,23 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
     let fc1 = WeightOperand(w1, transposed: true), fc2 = WeightOperand(w2, transposed: true)
 
     withTensorPointers(writing: y, reading: x) { py, px in
-    b1.withUnsafePointerIfPresent { pb1 in
-    b2.withUnsafePointerIfPresent { pb2 in
-    (saved ?? scratch).withUnsafeMutablePointerIfPresent { hidden0 in
-        // Each block's hidden activations: its rows of `saved`, or the worker's block of `scratch`.
-        guard let hidden0 else { return }
-        plan.forEachBlock { _, rowRange, _, _, worker in
-            let n = rowRange.count, r0 = rowRange.lowerBound
-            let h = hidden0 + (saved != nil ? r0 : worker * plan.rowBlock) * hidden
-            fillRows(h, rows: n, width: hidden, with: pb1)
-            fc1.multiply(m: n, a: px + r0 * inF, lda: inF, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
-            reluInPlace(h, n * hidden)
-            fillRows(py + r0 * outF, rows: n, width: outF, with: pb2)
-            fc2.multiply(m: n, a: h, lda: hidden, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
+        b1.withUnsafePointerIfPresent { pb1 in
+            b2.withUnsafePointerIfPresent { pb2 in
+                (saved ?? scratch).withUnsafeMutablePointerIfPresent { hidden0 in
+                    // Each block's hidden activations: its rows of `saved`, or the worker's block of `scratch`.
+                    guard let hidden0 else { return }
+                    plan.forEachBlock { _, rowRange, _, _, worker in
+                        let n = rowRange.count, r0 = rowRange.lowerBound
+                        let h = hidden0 + (saved != nil ? r0 : worker * plan.rowBlock) * hidden
+                        fillRows(h, rows: n, width: hidden, with: pb1)
+                        fc1.multiply(m: n, a: px + r0 * inF, lda: inF, beta: pb1 == nil ? 0 : 1, c: h, ldc: hidden)
+                        reluInPlace(h, n * hidden)
+                        fillRows(py + r0 * outF, rows: n, width: outF, with: pb2)
+                        fc2.multiply(m: n, a: h, lda: hidden, beta: pb2 == nil ? 0 : 1, c: py + r0 * outF, ldc: outF)
+                    }
+                }
+            }
         }
-    }
-    }
-    }
     }
     guard recording, let saved else { return Tensor.unrecorded(y, name: "mlp_relu") }
     var inputs = [x, w1, w2]
@@ -71,44 +74,54 @@ public func mlpReLU(_ x: Tensor, fc1Weight w1: Tensor, fc1Bias b1: Tensor?, fc2W
         let fc1Back = needX ? WeightOperand(w1s, transposed: false) : nil
 
         withTensorPointers(reading: g, saved, xs) { pg, ph, pxs in
-        gw1Parts.withUnsafeMutablePointerIfPresent { pgw1 in
-        gw2Parts.withUnsafeMutablePointerIfPresent { pgw2 in
-        gb1Parts.withUnsafeMutablePointerIfPresent { pgb1 in
-        gb2Parts.withUnsafeMutablePointerIfPresent { pgb2 in
-        dHidden.withUnsafeMutablePointerIfPresent { pdh in
-        gx.withUnsafeMutablePointerIfPresent { pgx in
-            plan.forEachBlock { _, rowRange, slot, first, worker in
-                let n = rowRange.count, r0 = rowRange.lowerBound
-                let gBlock = pg + r0 * outF, hBlock = ph + r0 * hidden
-                if let pgw2 {  // dW2 += dYᵀ H
-                    PanelGEMM.multiply(transposeA: true, m: outF, n: hidden, k: n, a: gBlock, lda: outF, b: hBlock, ldb: hidden,
-                                       beta: first ? 0 : 1, c: pgw2 + slot * outF * hidden, ldc: hidden)
-                }
-                if let pgb2 { addColumnSums(gBlock, rows: n, width: outF, into: pgb2 + slot * outF) }
-                guard let pdh else { return }
-                // dH = (dY W2) masked by H > 0
-                let dh = pdh + worker * plan.rowBlock * hidden
-                fc2Back!.multiply(m: n, a: gBlock, lda: outF, c: dh, ldc: hidden)
-                maskByPositive(dh, hBlock, n * hidden)
-                if let pgb1 { addColumnSums(dh, rows: n, width: hidden, into: pgb1 + slot * hidden) }
-                if let pgw1 {  // dW1 += dHᵀ X
-                    PanelGEMM.multiply(transposeA: true, m: hidden, n: inF, k: n, a: dh, lda: hidden, b: pxs + r0 * inF, ldb: inF,
-                                       beta: first ? 0 : 1, c: pgw1 + slot * hidden * inF, ldc: inF)
-                }
-                if let pgx, let fc1Back {  // dX = dH W1
-                    fc1Back.multiply(m: n, a: dh, lda: hidden, c: pgx + r0 * inF, ldc: inF)
+            gw1Parts.withUnsafeMutablePointerIfPresent { pgw1 in
+                gw2Parts.withUnsafeMutablePointerIfPresent { pgw2 in
+                    gb1Parts.withUnsafeMutablePointerIfPresent { pgb1 in
+                        gb2Parts.withUnsafeMutablePointerIfPresent { pgb2 in
+                            dHidden.withUnsafeMutablePointerIfPresent { pdh in
+                                gx.withUnsafeMutablePointerIfPresent { pgx in
+                                    plan.forEachBlock { _, rowRange, slot, first, worker in
+                                        let n = rowRange.count, r0 = rowRange.lowerBound
+                                        let gBlock = pg + r0 * outF, hBlock = ph + r0 * hidden
+                                        if let pgw2 {  // dW2 += dYᵀ H
+                                            PanelGEMM.multiply(
+                                                transposeA: true, m: outF, n: hidden, k: n, a: gBlock, lda: outF,
+                                                b: hBlock, ldb: hidden,
+                                                beta: first ? 0 : 1, c: pgw2 + slot * outF * hidden, ldc: hidden)
+                                        }
+                                        if let pgb2 {
+                                            addColumnSums(gBlock, rows: n, width: outF, into: pgb2 + slot * outF)
+                                        }
+                                        guard let pdh else { return }
+                                        // dH = (dY W2) masked by H > 0
+                                        let dh = pdh + worker * plan.rowBlock * hidden
+                                        fc2Back!.multiply(m: n, a: gBlock, lda: outF, c: dh, ldc: hidden)
+                                        maskByPositive(dh, hBlock, n * hidden)
+                                        if let pgb1 {
+                                            addColumnSums(dh, rows: n, width: hidden, into: pgb1 + slot * hidden)
+                                        }
+                                        if let pgw1 {  // dW1 += dHᵀ X
+                                            PanelGEMM.multiply(
+                                                transposeA: true, m: hidden, n: inF, k: n, a: dh, lda: hidden,
+                                                b: pxs + r0 * inF, ldb: inF,
+                                                beta: first ? 0 : 1, c: pgw1 + slot * hidden * inF, ldc: inF)
+                                        }
+                                        if let pgx, let fc1Back {  // dX = dH W1
+                                            fc1Back.multiply(m: n, a: dh, lda: hidden, c: pgx + r0 * inF, ldc: inF)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
-        }
-        }
-        }
-        }
-        }
-        }
         let schedule = plan.schedule
-        var grads: [Tensor?] = [gx, gw1Parts.map { schedule.summedSlots($0, shape: [hidden, inF]) },
-                                gw2Parts.map { schedule.summedSlots($0, shape: [outF, hidden]) }]
+        var grads: [Tensor?] = [
+            gx, gw1Parts.map { schedule.summedSlots($0, shape: [hidden, inF]) },
+            gw2Parts.map { schedule.summedSlots($0, shape: [outF, hidden]) },
+        ]
         if hasB1 { grads.append(gb1Parts.map { schedule.summedSlots($0, shape: [hidden]) }) }
         if hasB2 { grads.append(gb2Parts.map { schedule.summedSlots($0, shape: [outF]) }) }
         return grads
@@ -129,7 +142,9 @@ private struct WeightOperand {
         n = transposed ? w.shape[0] : w.shape[1]
         if BF16GEMM.suits(columns: n) {
             let (k, n) = (k, n)
-            packed = w.withUnsafePointer { BF16GEMM.PackedB(k: k, n: n, b: $0, rsb: transposed ? 1 : n, csb: transposed ? k : 1) }
+            packed = w.withUnsafePointer {
+                BF16GEMM.PackedB(k: k, n: n, b: $0, rsb: transposed ? 1 : n, csb: transposed ? k : 1)
+            }
             rows = nil
         } else {
             packed = nil
@@ -138,12 +153,14 @@ private struct WeightOperand {
     }
 
     /// C [m, n] = A op(W) + beta C for A [m, k] with row stride lda.
-    func multiply(m: Int, a: UnsafePointer<Float>, lda: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    func multiply(m: Int, a: UnsafePointer<Float>, lda: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int)
+    {
         if let packed {
             packed.multiply(m: m, a: a, rsa: lda, csa: 1, beta: beta, c: c, ldc: ldc)
         } else if let rows {
             rows.withUnsafePointer { b in
-                PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, beta: beta, c: c, ldc: ldc)
+                PanelGEMM.multiply(
+                    transposeA: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, beta: beta, c: c, ldc: ldc)
             }
         }
     }

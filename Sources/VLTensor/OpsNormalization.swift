@@ -10,34 +10,36 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
     let out = Tensor(uninitialized: x.shape)
     let mean = Tensor(uninitialized: [rows]), rstd = Tensor(uninitialized: [rows])
     withTensorPointers(writing: out, mean, rstd, reading: x) { po, pm, pr, px in
-    weight.withUnsafePointerIfPresent { pw in
-    bias.withUnsafePointerIfPresent { pb in
-        parallelFor(rows, grain: max(1, 8192 / max(d, 1))) { range in
-            for r in range {
-                let row = px + r * d, o = po + r * d
-                var s: Float = 0
-                for i in 0..<d { s += row[i] }
-                let mu = s / Float(d)
-                var v: Float = 0
-                for i in 0..<d { let c = row[i] - mu; v += c * c }
-                let rs = 1 / (v / Float(d) + eps).squareRoot()
-                pm[r] = mu
-                pr[r] = rs
-                switch (pw, pb) {
-                case let (w?, b?): for i in 0..<d { o[i] = (row[i] - mu) * rs * w[i] + b[i] }
-                case let (w?, nil): for i in 0..<d { o[i] = (row[i] - mu) * rs * w[i] }
-                case let (nil, b?): for i in 0..<d { o[i] = (row[i] - mu) * rs + b[i] }
-                case (nil, nil): for i in 0..<d { o[i] = (row[i] - mu) * rs }
+        weight.withUnsafePointerIfPresent { pw in
+            bias.withUnsafePointerIfPresent { pb in
+                parallelFor(rows, grain: max(1, 8192 / max(d, 1))) { range in
+                    for r in range {
+                        let row = px + r * d, o = po + r * d
+                        var s: Float = 0
+                        for i in 0..<d { s += row[i] }
+                        let mu = s / Float(d)
+                        var v: Float = 0
+                        for i in 0..<d { let c = row[i] - mu; v += c * c }
+                        let rs = 1 / (v / Float(d) + eps).squareRoot()
+                        pm[r] = mu
+                        pr[r] = rs
+                        switch (pw, pb) {
+                        case let (w?, b?): for i in 0..<d { o[i] = (row[i] - mu) * rs * w[i] + b[i] }
+                        case let (w?, nil): for i in 0..<d { o[i] = (row[i] - mu) * rs * w[i] }
+                        case let (nil, b?): for i in 0..<d { o[i] = (row[i] - mu) * rs + b[i] }
+                        case (nil, nil): for i in 0..<d { o[i] = (row[i] - mu) * rs }
+                        }
+                    }
                 }
             }
         }
     }
-    }
-    }
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
-    guard inputs.contains(where: \.requiresGrad), GradMode.isEnabled else { return Tensor.unrecorded(out, name: "layer_norm") }
+    guard inputs.contains(where: \.requiresGrad), GradMode.isEnabled else {
+        return Tensor.unrecorded(out, name: "layer_norm")
+    }
     let xs = x.detached(), ws = weight?.detached()
     let weightIndex = weight == nil ? nil : 1, biasIndex = bias == nil ? nil : (weight == nil ? 1 : 2)
     return Tensor.record(out, inputs: inputs, name: "layer_norm") { g, needs in

@@ -13,14 +13,17 @@ private func poolingPlanes(_ x: Tensor, _ op: String) -> (planes: Int, h: Int, w
 /// PyTorch AvgPool2d with count_include_pad = true and ceil_mode = false: every window divides by
 /// kh*kw, padded zeros included. (With ceil_mode off no window reaches past the padding, so that
 /// divisor is also PyTorch's.) `stride` defaults to the kernel.
-public func avgPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil, padding: (Int, Int) = (0, 0)) -> Tensor {
+public func avgPool2d(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int)? = nil, padding: (Int, Int) = (0, 0))
+    -> Tensor
+{
     let (planes, h, w) = poolingPlanes(x, "avgPool2d")
     let (kh, kw) = kernel
     let (sh, sw) = stride ?? kernel
     let (ph, pw) = padding
     precondition(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1, "avgPool2d: kernel \(kernel), stride \((sh, sw))")
-    precondition(ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
-                 "avgPool2d: padding \(padding) must be at most half the kernel \(kernel)")
+    precondition(
+        ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
+        "avgPool2d: padding \(padding) must be at most half the kernel \(kernel)")
     precondition(h + 2 * ph >= kh && w + 2 * pw >= kw, "avgPool2d: kernel \(kernel) larger than padded input \(h)x\(w)")
     let outH = (h + 2 * ph - kh) / sh + 1, outW = (w + 2 * pw - kw) / sw + 1
     let scale = 1 / Float(kh * kw)

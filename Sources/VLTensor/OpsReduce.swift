@@ -8,7 +8,8 @@ extension Tensor {
         for a in axesN { out = Kernels.sumAxis(out, axis: a) }
         var keptShape = shape
         for a in axesN { keptShape[a] = 1 }
-        let finalShape = keepDims ? keptShape : shape.enumerated().filter { !axesN.contains($0.offset) }.map { $0.element }
+        let finalShape =
+            keepDims ? keptShape : shape.enumerated().filter { !axesN.contains($0.offset) }.map { $0.element }
         out = Tensor(storage: out.storage, offset: out.offset, shape: finalShape)
         let inShape = shape
         return Tensor.record(out, inputs: [self], name: "sum") { g, _ in

@@ -42,7 +42,9 @@ extension Tensor {
     /// Elements `range` along `axis`. A view when every axis before `axis` has length 1.
     public func slice(axis: Int, _ range: Range<Int>) -> Tensor {
         let ax = normalizedAxis(axis, rank: rank)
-        precondition(range.lowerBound >= 0 && range.upperBound <= shape[ax], "slice \(range) out of 0..<\(shape[ax]) on axis \(ax)")
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= shape[ax],
+            "slice \(range) out of 0..<\(shape[ax]) on axis \(ax)")
         let (outer, n, inner) = splitAround(shape, axis: ax)
         var outShape = shape
         outShape[ax] = range.count
@@ -125,8 +127,9 @@ public func concat(_ parts: [Tensor], axis: Int) -> Tensor {
     let rank = parts[0].rank
     let ax = normalizedAxis(axis, rank: rank)
     for p in parts {
-        precondition(p.rank == rank && (0..<rank).allSatisfy { $0 == ax || p.shape[$0] == parts[0].shape[$0] },
-                     "concat of \(parts.map(\.shape)) along axis \(ax)")
+        precondition(
+            p.rank == rank && (0..<rank).allSatisfy { $0 == ax || p.shape[$0] == parts[0].shape[$0] },
+            "concat of \(parts.map(\.shape)) along axis \(ax)")
     }
     var outShape = parts[0].shape
     outShape[ax] = parts.reduce(0) { $0 + $1.shape[ax] }
@@ -149,7 +152,9 @@ public func concat(_ parts: [Tensor], axis: Int) -> Tensor {
             let gi = Tensor(uninitialized: shapes[i])
             let len = lengths[i] * inner
             withTensorPointers(writing: gi, reading: g) { dst, pg in
-                for a in 0..<outer { (dst + a * len).update(from: pg + a * total * inner + starts[i] * inner, count: len) }
+                for a in 0..<outer {
+                    (dst + a * len).update(from: pg + a * total * inner + starts[i] * inner, count: len)
+                }
             }
             return gi
         }

@@ -30,20 +30,25 @@ public enum PanelGEMM {
 
     /// C = op(A) B + beta C (beta 0 or 1), A [m, k] or, transposed, [k, m] with row stride lda;
     /// B [k, n] with row stride ldb. Same results for any split of the rows of C.
-    public static func multiply(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                                b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    public static func multiply(
+        transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         precondition(beta == 0 || beta == 1, "PanelGEMM: beta must be 0 or 1")
         guard enabled, n >= minimumColumns else {
-            BLAS.sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                       beta: beta, c: c, ldc: ldc)
+            BLAS.sgemm(
+                transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                beta: beta, c: c, ldc: ldc)
             return
         }
         kernel(transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     /// The panel kernel itself, whatever the width (splits of one product must all run it).
-    private static func kernel(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                               b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    private static func kernel(
+        transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         if m == 0 || n == 0 { return }
         BLAS.addFlops(2 * Double(m) * Double(n) * Double(k))
         vlseg_panel_gemm(m, n, k, a, transposeA ? 1 : lda, transposeA ? lda : 1, b, ldb, beta, c, ldc)
@@ -52,13 +57,16 @@ public enum PanelGEMM {
     /// `multiply` split over the compute threads: by row tiles when C is taller than wide, else by
     /// column panels. Every element's sum has the same order whatever the split, so results do not
     /// depend on the thread count.
-    public static func parallelMultiply(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                                        b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
-                                        c: UnsafeMutablePointer<Float>, ldc: Int) {
+    public static func parallelMultiply(
+        transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         let threads = ComputeThreads.count
         // Below about a million multiply-adds a hand-off costs more than it saves.
         guard enabled, threads > 1, n >= minimumColumns, Double(m) * Double(n) * Double(k) >= 1e6 else {
-            multiply(transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            multiply(
+                transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
         let rowTile = 6, columnPanel = 64
@@ -67,28 +75,34 @@ public enum PanelGEMM {
             parallelFor(tiles, grain: max(1, tiles / threads)) { r in
                 let lo = r.lowerBound * rowTile, hi = min(m, r.upperBound * rowTile)
                 let aRows = transposeA ? a + lo : a + lo * lda
-                kernel(transposeA: transposeA, m: hi - lo, n: n, k: k, a: aRows, lda: lda, b: b, ldb: ldb,
-                       beta: beta, c: c + lo * ldc, ldc: ldc)
+                kernel(
+                    transposeA: transposeA, m: hi - lo, n: n, k: k, a: aRows, lda: lda, b: b, ldb: ldb,
+                    beta: beta, c: c + lo * ldc, ldc: ldc)
             }
         } else {
             let panels = (n + columnPanel - 1) / columnPanel
             parallelFor(panels, grain: max(1, panels / threads)) { r in
                 let lo = r.lowerBound * columnPanel, hi = min(n, r.upperBound * columnPanel)
-                kernel(transposeA: transposeA, m: m, n: hi - lo, k: k, a: a, lda: lda, b: b + lo, ldb: ldb,
-                       beta: beta, c: c + lo, ldc: ldc)
+                kernel(
+                    transposeA: transposeA, m: m, n: hi - lo, k: k, a: a, lda: lda, b: b + lo, ldb: ldb,
+                    beta: beta, c: c + lo, ldc: ldc)
             }
         }
     }
 
     /// C = op(A) B (+ C) for a caller that does not pick: products with `suits(columns:)` columns
     /// through `parallelMultiply`, the others through OpenBLAS.
-    public static func product(transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                               b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    public static func product(
+        transposeA: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         if suits(columns: n) {
-            parallelMultiply(transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            parallelMultiply(
+                transposeA: transposeA, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
         } else {
-            BLAS.sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                       beta: beta, c: c, ldc: ldc)
+            BLAS.sgemm(
+                transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                beta: beta, c: c, ldc: ldc)
         }
     }
 

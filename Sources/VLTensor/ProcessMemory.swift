@@ -39,13 +39,13 @@ extension ProcessMemory {
     /// step N's memory. Call once at start-up, before any threads.
     public static func keepFreedMemoryForReuse() {
         #if os(Linux)
-        // glibc's mallopt (malloc.h is not part of the Glibc module): M_TRIM_THRESHOLD = -1,
-        // M_MMAP_THRESHOLD = -3.
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
-        _ = mallopt(-3, 512 << 20)
-        _ = mallopt(-1, 1 << 30)
+            // glibc's mallopt (malloc.h is not part of the Glibc module): M_TRIM_THRESHOLD = -1,
+            // M_MMAP_THRESHOLD = -3.
+            typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+            guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+            let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+            _ = mallopt(-3, 512 << 20)
+            _ = mallopt(-1, 1 << 30)
         #endif
     }
 }

@@ -18,7 +18,9 @@ public struct Tensor: @unchecked Sendable {
 
     public init(storage: TensorStorage, offset: Int = 0, shape: [Int], node: GradNode? = nil) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in shape \(shape)")
-        precondition(offset + shapeElementCount(shape) <= storage.count, "view \(shape)+\(offset) exceeds storage of \(storage.count)")
+        precondition(
+            offset + shapeElementCount(shape) <= storage.count,
+            "view \(shape)+\(offset) exceeds storage of \(storage.count)")
         self.storage = storage
         self.offset = offset
         self.shape = shape
@@ -89,7 +91,9 @@ public struct Tensor: @unchecked Sendable {
 
 extension Tensor: CustomStringConvertible {
     public var description: String {
-        let preview = withUnsafeBufferPointer { $0.prefix(8).map { String(format: "%.5g", $0) }.joined(separator: ", ") }
+        let preview = withUnsafeBufferPointer {
+            $0.prefix(8).map { String(format: "%.5g", $0) }.joined(separator: ", ")
+        }
         return "Tensor(\(shape)\(requiresGrad ? ", grad" : "")) [\(preview)\(count > 8 ? ", ..." : "")]"
     }
 }
@@ -118,7 +122,9 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
 extension Tensor {
     /// Normal(mean, std) values from a seeded generator.
-    public static func randomNormal(_ shape: [Int], mean: Float = 0, std: Float = 1, generator: inout SplitMix64) -> Tensor {
+    public static func randomNormal(_ shape: [Int], mean: Float = 0, std: Float = 1, generator: inout SplitMix64)
+        -> Tensor
+    {
         let t = Tensor(uninitialized: shape)
         t.withUnsafeMutableBufferPointer { p in
             for i in p.indices { p[i] = mean + std * Float(generator.nextNormal()) }

@@ -11,7 +11,8 @@
 extension Tensor {
     /// The elements, readable, for the duration of `body`.
     @inlinable @inline(__always)
-    public func withUnsafeBufferPointer<R, E: Error>(_ body: (UnsafeBufferPointer<Float>) throws(E) -> R) throws(E) -> R {
+    public func withUnsafeBufferPointer<R, E: Error>(_ body: (UnsafeBufferPointer<Float>) throws(E) -> R) throws(E) -> R
+    {
         try withExtendedLifetime(storage) { () throws(E) -> R in
             try body(UnsafeBufferPointer(start: storage.base + offset, count: count))
         }
@@ -21,7 +22,9 @@ extension Tensor {
     /// was handed as an output, never an input. Memory-mapped weights are refused: they are
     /// shared with every process that maps the file, and the mapping has no write permission.
     @inlinable @inline(__always)
-    public func withUnsafeMutableBufferPointer<R, E: Error>(_ body: (UnsafeMutableBufferPointer<Float>) throws(E) -> R) throws(E) -> R {
+    public func withUnsafeMutableBufferPointer<R, E: Error>(_ body: (UnsafeMutableBufferPointer<Float>) throws(E) -> R)
+        throws(E) -> R
+    {
         precondition(!storage.isReadOnly, "attempt to write into read-only (memory-mapped) tensor storage")
         return try withExtendedLifetime(storage) { () throws(E) -> R in
             try body(UnsafeMutableBufferPointer(start: storage.base + offset, count: count))
@@ -40,7 +43,9 @@ extension Tensor {
     /// The first element's address, writable, for the duration of `body`; the same rules as
     /// `withUnsafeMutableBufferPointer`.
     @inlinable @inline(__always)
-    public func withUnsafeMutablePointer<R, E: Error>(_ body: (UnsafeMutablePointer<Float>) throws(E) -> R) throws(E) -> R {
+    public func withUnsafeMutablePointer<R, E: Error>(_ body: (UnsafeMutablePointer<Float>) throws(E) -> R) throws(E)
+        -> R
+    {
         precondition(!storage.isReadOnly, "attempt to write into read-only (memory-mapped) tensor storage")
         return try withExtendedLifetime(storage) { () throws(E) -> R in
             try body(storage.base + offset)
@@ -61,7 +66,9 @@ extension Optional where Wrapped == Tensor {
 
     /// The writable form of `withUnsafePointerIfPresent` (an optional output).
     @inlinable @inline(__always)
-    public func withUnsafeMutablePointerIfPresent<R, E: Error>(_ body: (UnsafeMutablePointer<Float>?) throws(E) -> R) throws(E) -> R {
+    public func withUnsafeMutablePointerIfPresent<R, E: Error>(_ body: (UnsafeMutablePointer<Float>?) throws(E) -> R)
+        throws(E) -> R
+    {
         switch self {
         case let .some(t): return try t.withUnsafeMutablePointer { (p) throws(E) -> R in try body(p) }
         case .none: return try body(nil)
@@ -146,7 +153,8 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, reading r0: Tensor, _ r1: Tensor, _ r2: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) ->
+        R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try r0.withUnsafePointer { (q0) throws(E) -> R in
@@ -162,7 +170,10 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, reading r0: Tensor, _ r1: Tensor, _ r2: Tensor, _ r3: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (
+        UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+        UnsafePointer<Float>
+    ) throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try r0.withUnsafePointer { (q0) throws(E) -> R in
@@ -206,7 +217,8 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, _ w1: Tensor, reading r0: Tensor, _ r1: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
+        throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try w1.withUnsafeMutablePointer { (p1) throws(E) -> R in
@@ -222,7 +234,10 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, _ w1: Tensor, reading r0: Tensor, _ r1: Tensor, _ r2: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (
+        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+        UnsafePointer<Float>
+    ) throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try w1.withUnsafeMutablePointer { (p1) throws(E) -> R in
@@ -240,7 +255,10 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, _ w1: Tensor, reading r0: Tensor, _ r1: Tensor, _ r2: Tensor, _ r3: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (
+        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+        UnsafePointer<Float>, UnsafePointer<Float>
+    ) throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try w1.withUnsafeMutablePointer { (p1) throws(E) -> R in
@@ -274,7 +292,9 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, _ w1: Tensor, _ w2: Tensor, reading r0: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (
+        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>
+    ) throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try w1.withUnsafeMutablePointer { (p1) throws(E) -> R in
@@ -290,7 +310,10 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, _ w1: Tensor, _ w2: Tensor, reading r0: Tensor, _ r1: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (
+        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>,
+        UnsafePointer<Float>
+    ) throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try w1.withUnsafeMutablePointer { (p1) throws(E) -> R in
@@ -308,7 +331,10 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, _ w1: Tensor, _ w2: Tensor, reading r0: Tensor, _ r1: Tensor, _ r2: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (
+        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>,
+        UnsafePointer<Float>, UnsafePointer<Float>
+    ) throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try w1.withUnsafeMutablePointer { (p1) throws(E) -> R in
@@ -328,7 +354,10 @@ public func withTensorPointers<R, E: Error>(
 @inlinable @inline(__always)
 public func withTensorPointers<R, E: Error>(
     writing w0: Tensor, _ w1: Tensor, _ w2: Tensor, reading r0: Tensor, _ r1: Tensor, _ r2: Tensor, _ r3: Tensor,
-    _ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>) throws(E) -> R
+    _ body: (
+        UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafePointer<Float>,
+        UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>
+    ) throws(E) -> R
 ) throws(E) -> R {
     try w0.withUnsafeMutablePointer { (p0) throws(E) -> R in
         try w1.withUnsafeMutablePointer { (p1) throws(E) -> R in

@@ -1,6 +1,6 @@
+import COpenBLAS
 import Foundation
 import Synchronization
-import COpenBLAS
 
 /// The one threading knob of a rank: OpenBLAS threads and the engine's own parallel loops.
 public enum ComputeThreads {
@@ -54,8 +54,10 @@ struct ParallelBody<Argument>: @unchecked Sendable {
 /// Sums over fixed blocks of `block` elements of 0..<n, computed in parallel: `body(range, out)`
 /// writes `width` partial sums of one block, and the blocks are added in block order, so the
 /// result is the same for any thread count (losses, gradient norms).
-public func fixedBlockSums(_ n: Int, block: Int = 16384, width: Int,
-                           _ body: (Range<Int>, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+public func fixedBlockSums(
+    _ n: Int, block: Int = 16384, width: Int,
+    _ body: (Range<Int>, UnsafeMutablePointer<Double>) -> Void
+) -> [Double] {
     let blocks = (n + block - 1) / block
     var partial = [Double](repeating: 0, count: blocks * width)
     partial.withUnsafeMutableBufferPointer { buffer in

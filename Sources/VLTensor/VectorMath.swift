@@ -51,7 +51,9 @@ public enum VectorMath {
 
     /// out[i] = exp(x[i] - shift), returning the sum (softmax numerators).
     @inline(__always)
-    public static func expShifted(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+    public static func expShifted(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int, shift: Float)
+        -> Float
+    {
         if wide { return vlseg_exp_shifted(x, out, n, shift) }
         var acc = V(repeating: 0)
         var i = 0

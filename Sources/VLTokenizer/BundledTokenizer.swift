@@ -11,7 +11,9 @@ public enum BundledTokenizer {
 
     /// The bundled directory, or an error saying the resources are missing.
     public static func requireDirectory() throws -> URL {
-        guard let directory else { throw TokenizerError.fileNotFound(URL(fileURLWithPath: "<bundled clip-tokenizer resources>")) }
+        guard let directory else {
+            throw TokenizerError.fileNotFound(URL(fileURLWithPath: "<bundled clip-tokenizer resources>"))
+        }
         return directory
     }
 

@@ -137,8 +137,9 @@ public struct CLIPTokenizer: Sendable {
 
     /// Loads `vocab.json` and `merges.txt` from a model directory (the Hugging Face checkpoint layout).
     public init(directory: URL) throws {
-        try self.init(vocabURL: directory.appendingPathComponent("vocab.json"),
-                      mergesURL: directory.appendingPathComponent("merges.txt"))
+        try self.init(
+            vocabURL: directory.appendingPathComponent("vocab.json"),
+            mergesURL: directory.appendingPathComponent("merges.txt"))
     }
 
     // MARK: - Encoding
@@ -208,7 +209,8 @@ public struct CLIPTokenizer: Sendable {
             .replacingOccurrences(of: ByteLevelBPE.endOfWord, with: " ")
         let scalars = Array(text.unicodeScalars)
         guard let start = scalars.firstIndex(where: { !CLIPTextNormalizer.isWhitespace($0) }),
-              let end = scalars.lastIndex(where: { !CLIPTextNormalizer.isWhitespace($0) }) else { return "" }
+            let end = scalars.lastIndex(where: { !CLIPTextNormalizer.isWhitespace($0) })
+        else { return "" }
         return String(String.UnicodeScalarView(scalars[start...end]))
     }
 
@@ -225,8 +227,9 @@ public struct CLIPTokenizer: Sendable {
 
     private static func pad(_ ids: [Int], to length: Int, with padID: Int) -> Encoding {
         let padding = max(0, length - ids.count)
-        return Encoding(inputIDs: ids + Array(repeating: padID, count: padding),
-                        attentionMask: Array(repeating: 1, count: ids.count) + Array(repeating: 0, count: padding))
+        return Encoding(
+            inputIDs: ids + Array(repeating: padID, count: padding),
+            attentionMask: Array(repeating: 1, count: ids.count) + Array(repeating: 0, count: padding))
     }
 
     /// Ids of one pre-token, through the cache.

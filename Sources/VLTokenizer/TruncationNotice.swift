@@ -17,8 +17,9 @@ public enum TruncationNotice {
             guard tokens > maxLength else { continue }
             guard said.exchange(true, ordering: .relaxed) == false else { return }
             let shown = text.count > 120 ? String(text.prefix(120)) + "…" : text
-            log("warning: the prompt \"\(shown)\" has \(tokens) tokens; the text tower takes \(maxLength), so it is cut to its first "
-                + "\(maxLength - 2) (as transformers does); later prompts are cut the same way without a word")
+            log(
+                "warning: the prompt \"\(shown)\" has \(tokens) tokens; the text tower takes \(maxLength), so it is cut to its first "
+                    + "\(maxLength - 2) (as transformers does); later prompts are cut the same way without a word")
             return
         }
     }

@@ -28,7 +28,8 @@ public struct AdamW: Sendable, Codable, Equatable {
         let bc2Sqrt = Float(bc2.squareRoot())
         let decay = 1 - lr * weightDecay
         let b1 = beta1, b2 = beta2, eps = self.eps, wd = weightDecay
-        withTensorPointers(writing: arena.values, arena.firstMoment, arena.secondMoment, reading: arena.gradients) { p, m, v, g in
+        withTensorPointers(writing: arena.values, arena.firstMoment, arena.secondMoment, reading: arena.gradients) {
+            p, m, v, g in
             parallelFor(arena.count, grain: 32768) { range in
                 // Eight lanes at a time with the scalar expression's operations in the same order, so
                 // every element gets the same bits as the scalar tail would give it.

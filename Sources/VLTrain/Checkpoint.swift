@@ -19,7 +19,8 @@ public enum CheckpointError: Error, CustomStringConvertible {
         case let .noneValid(directory, problems):
             let shown = problems.prefix(5).joined(separator: "; ")
             let more = problems.count > 5 ? "; and \(problems.count - 5) more" : ""
-            return "\(directory): \(problems.count) checkpoint(s), none valid: \(shown)\(more) (repair or remove them, or start over with resume=none run.overwrite=true)"
+            return
+                "\(directory): \(problems.count) checkpoint(s), none valid: \(shown)\(more) (repair or remove them, or start over with resume=none run.overwrite=true)"
         }
     }
 }
@@ -47,8 +48,10 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// File name -> FNV-64 of its bytes (filled when saving).
     public var checksums: [String: String] = [:]
 
-    public init(optimizer: AdamW, schedule: LearningRateSchedule, earlyStopping: EarlyStopping, worldSize: Int,
-                batchSize: Int, accumulate: Int, method: String, configHash: String, layoutHash: String) {
+    public init(
+        optimizer: AdamW, schedule: LearningRateSchedule, earlyStopping: EarlyStopping, worldSize: Int,
+        batchSize: Int, accumulate: Int, method: String, configHash: String, layoutHash: String
+    ) {
         self.optimizer = optimizer
         self.schedule = schedule
         self.earlyStopping = earlyStopping
@@ -87,8 +90,10 @@ public struct CheckpointStore {
 
     /// Writes a complete checkpoint and returns its directory.
     @discardableResult
-    public func save(arena: ParameterArena, state: TrainerState, configYAML: String, markBest: Bool,
-                     keepLast: Int, beforeCommit: (() -> Void)? = nil) throws -> URL {
+    public func save(
+        arena: ParameterArena, state: TrainerState, configYAML: String, markBest: Bool,
+        keepLast: Int, beforeCommit: (() -> Void)? = nil
+    ) throws -> URL {
         let fm = FileManager.default
         let finalURL = directory.appendingPathComponent(Self.name(forStep: state.step))
         let tmpURL = directory.appendingPathComponent(".tmp-\(Self.name(forStep: state.step))-\(getpid())")
@@ -140,7 +145,8 @@ public struct CheckpointStore {
         let tmp = directory.appendingPathComponent(".\(name).tmp-\(getpid())")
         try Self.writeSynced(Data((target + "\n").utf8), to: tmp)
         if rename(tmp.path, directory.appendingPathComponent(name).path) != 0 {
-            throw CheckpointError.writeFailed(path: directory.appendingPathComponent(name).path, reason: String(cString: strerror(errno)))
+            throw CheckpointError.writeFailed(
+                path: directory.appendingPathComponent(name).path, reason: String(cString: strerror(errno)))
         }
         try Self.syncDirectory(directory)
     }
@@ -172,7 +178,9 @@ public struct CheckpointStore {
 
     static func writeSynced(_ data: Data, to url: URL) throws {
         let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw CheckpointError.writeFailed(path: url.path, reason: String(cString: strerror(errno))) }
+        guard fd >= 0 else {
+            throw CheckpointError.writeFailed(path: url.path, reason: String(cString: strerror(errno)))
+        }
         defer { close(fd) }
         try data.withUnsafeBytes { raw in
             var done = 0
@@ -185,7 +193,9 @@ public struct CheckpointStore {
                 done += n
             }
         }
-        guard fsync(fd) == 0 else { throw CheckpointError.writeFailed(path: url.path, reason: "fsync: \(String(cString: strerror(errno)))") }
+        guard fsync(fd) == 0 else {
+            throw CheckpointError.writeFailed(path: url.path, reason: "fsync: \(String(cString: strerror(errno)))")
+        }
     }
 
     static func syncDirectory(_ url: URL) throws {
@@ -199,7 +209,9 @@ public struct CheckpointStore {
 
     /// The directory name a pointer file names, if any.
     public func pointer(_ name: String) -> String? {
-        guard let text = try? String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8) else { return nil }
+        guard let text = try? String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8) else {
+            return nil
+        }
         let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return t.isEmpty ? nil : t
     }
@@ -214,7 +226,9 @@ public struct CheckpointStore {
     public static func load(_ url: URL) throws -> LoadedCheckpoint {
         let fm = FileManager.default
         var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else { throw CheckpointError.notFound(path: url.path) }
+        guard fm.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
+            throw CheckpointError.notFound(path: url.path)
+        }
         let stateURL = url.appendingPathComponent(stateFile)
         guard let stateData = fm.contents(atPath: stateURL.path) else {
             throw CheckpointError.invalid(path: url.path, reason: "\(stateFile) is missing")
@@ -232,14 +246,17 @@ public struct CheckpointStore {
             }
             let actual = checksum(data)
             guard actual == expected else {
-                throw CheckpointError.invalid(path: url.path, reason: "\(name) is corrupt (checksum \(actual), recorded \(expected))")
+                throw CheckpointError.invalid(
+                    path: url.path, reason: "\(name) is corrupt (checksum \(actual), recorded \(expected))")
             }
         }
         do {
             let trainable = try SafeTensorsFile(url: url.appendingPathComponent(trainableFile))
             let optimizer = try SafeTensorsFile(url: url.appendingPathComponent(optimizerFile))
-            let config = String(decoding: fm.contents(atPath: url.appendingPathComponent(configFile).path) ?? Data(), as: UTF8.self)
-            return LoadedCheckpoint(url: url, state: state, trainable: trainable, optimizer: optimizer, configYAML: config)
+            let config = String(
+                decoding: fm.contents(atPath: url.appendingPathComponent(configFile).path) ?? Data(), as: UTF8.self)
+            return LoadedCheckpoint(
+                url: url, state: state, trainable: trainable, optimizer: optimizer, configYAML: config)
         } catch {
             throw CheckpointError.invalid(path: url.path, reason: "\(error)")
         }
@@ -281,11 +298,13 @@ public struct LoadedCheckpoint {
         for slot in arena.slots {
             func copy(_ file: SafeTensorsFile, _ key: String, _ dst: Tensor) throws {
                 guard file.contains(key) else {
-                    throw CheckpointError.incompatible(path: url.path, reason: "it has no tensor '\(key)' (different tuning method or model?)")
+                    throw CheckpointError.incompatible(
+                        path: url.path, reason: "it has no tensor '\(key)' (different tuning method or model?)")
                 }
                 let t = try file.tensor(key)
                 guard t.shape == slot.shape else {
-                    throw CheckpointError.incompatible(path: url.path, reason: "'\(key)' has shape \(t.shape), this run expects \(slot.shape)")
+                    throw CheckpointError.incompatible(
+                        path: url.path, reason: "'\(key)' has shape \(t.shape), this run expects \(slot.shape)")
                 }
                 withTensorPointers(writing: dst, reading: t) { ($0 + slot.offset).update(from: $1, count: slot.count) }
             }
@@ -295,7 +314,9 @@ public struct LoadedCheckpoint {
         }
         let extra = Set(trainable.names).subtracting(arena.slots.map(\.name))
         if !extra.isEmpty {
-            throw CheckpointError.incompatible(path: url.path, reason: "it trains tensors this run does not: \(extra.sorted().prefix(5).joined(separator: ", "))")
+            throw CheckpointError.incompatible(
+                path: url.path,
+                reason: "it trains tensors this run does not: \(extra.sorted().prefix(5).joined(separator: ", "))")
         }
     }
 }

@@ -47,10 +47,13 @@ public final class FeatureCache {
         mappedBytes = max(slotFloats * 4 * count, 4)
         if mappedBytes <= budgetBytes {
             let p = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-            guard let p, p != MAP_FAILED else { throw SetupError(message: "feature cache: cannot allocate \(mappedBytes) bytes") }
+            guard let p, p != MAP_FAILED else {
+                throw SetupError(message: "feature cache: cannot allocate \(mappedBytes) bytes")
+            }
             base = p.assumingMemoryBound(to: Float.self)
         } else {
-            try FileManager.default.createDirectory(at: fileURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: fileURL.deletingLastPathComponent(), withIntermediateDirectories: true)
             let fd = open(fileURL.path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
             guard fd >= 0 else { throw SetupError(message: "\(fileURL.path): cannot create the feature cache file") }
             defer { close(fd) }
@@ -59,10 +62,15 @@ public final class FeatureCache {
             let reserved = posix_fallocate(fd, 0, off_t(mappedBytes))
             guard reserved == 0 else {
                 unlink(fileURL.path)
-                throw SetupError(message: "\(fileURL.path): cannot reserve \(mappedBytes) bytes for the feature cache: \(String(cString: strerror(reserved))) (a larger trainer.cache_mb keeps it in memory, or trainer.feature_cache=off)")
+                throw SetupError(
+                    message:
+                        "\(fileURL.path): cannot reserve \(mappedBytes) bytes for the feature cache: \(String(cString: strerror(reserved))) (a larger trainer.cache_mb keeps it in memory, or trainer.feature_cache=off)"
+                )
             }
             let p = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-            guard let p, p != MAP_FAILED else { throw SetupError(message: "\(fileURL.path): cannot map the feature cache") }
+            guard let p, p != MAP_FAILED else {
+                throw SetupError(message: "\(fileURL.path): cannot map the feature cache")
+            }
             base = p.assumingMemoryBound(to: Float.self)
             isFileBacked = true
         }

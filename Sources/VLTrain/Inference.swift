@@ -20,12 +20,18 @@ public enum Inference {
         let file = try SafeTensorsFile(url: url)
         let unknown = file.names.filter { !model.parameters.contains($0) }
         if !unknown.isEmpty {
-            throw CheckpointError.incompatible(path: url.path, reason: "tensors the model does not have (wrong tuning method or model?): \(unknown.prefix(5).joined(separator: ", "))")
+            throw CheckpointError.incompatible(
+                path: url.path,
+                reason:
+                    "tensors the model does not have (wrong tuning method or model?): \(unknown.prefix(5).joined(separator: ", "))"
+            )
         }
         for name in file.names {
             let t = try file.tensor(name)
             guard t.shape == model.parameters[name].shape else {
-                throw CheckpointError.incompatible(path: url.path, reason: "'\(name)' has shape \(t.shape), the model expects \(model.parameters[name].shape)")
+                throw CheckpointError.incompatible(
+                    path: url.path,
+                    reason: "'\(name)' has shape \(t.shape), the model expects \(model.parameters[name].shape)")
             }
             model.parameters.set(name, t)
         }
@@ -47,8 +53,10 @@ public enum Inference {
     }
 
     /// Logits [H, W] brought to the original size and thresholded, the way `resize` names.
-    static func originalPrediction(_ logits: Tensor, size: ImageSize, threshold: ProbabilityThreshold = .half,
-                                   resize: MaskResize = .bilinear) -> BinaryMask {
+    static func originalPrediction(
+        _ logits: Tensor, size: ImageSize, threshold: ProbabilityThreshold = .half,
+        resize: MaskResize = .bilinear
+    ) -> BinaryMask {
         let h = logits.shape[0], w = logits.shape[1], n = size.width * size.height
         var values = [UInt8](repeating: 0, count: n)
         switch resize {
@@ -74,7 +82,8 @@ public enum Inference {
             // Probabilities, not logits, are interpolated (the sigmoid does not commute with it); a
             // pixel is foreground at probability >= threshold, as TuneVLSeg's 8-bit PNG read back > 127.
             let sigmoid = logits.withUnsafeBufferPointer { src in (0..<(h * w)).map { stableSigmoid(src[$0]) } }
-            let resized = Tensor(shape: [1, h, w], values: sigmoid).resized(to: (size.height, size.width), mode: .bicubic)
+            let resized = Tensor(shape: [1, h, w], values: sigmoid).resized(
+                to: (size.height, size.width), mode: .bicubic)
             let cut = Float(threshold.probability)
             resized.withUnsafeBufferPointer { p in
                 for i in 0..<n where p[i] >= cut { values[i] = 1 }
@@ -126,46 +135,55 @@ public enum Inference {
                     ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
             }
             func number(_ x: Double?) -> String { x.map { String(format: "%.6f", $0) } ?? "" }
-            return [String(sampleIndex), text(image), text(mask), text(prompt), classID.map(String.init) ?? "",
-                    number(dice), number(iou), number(diceOriginal), number(iouOriginal)].joined(separator: ",")
+            return [
+                String(sampleIndex), text(image), text(mask), text(prompt), classID.map(String.init) ?? "",
+                number(dice), number(iou), number(diceOriginal), number(iouOriginal),
+            ].joined(separator: ",")
         }
     }
 
     /// Sharded evaluation over every rank; the result is the same on every rank.
-    public static func evaluate(model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
-                                originalResolution: Bool, cache: FeatureCache? = nil, perImage: Bool = false,
-                                threshold: ProbabilityThreshold = .half, resize: MaskResize = .bilinear,
-                                progress: ((Int, Int) -> Void)? = nil) throws -> EvaluationResult {
+    public static func evaluate(
+        model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
+        originalResolution: Bool, cache: FeatureCache? = nil, perImage: Bool = false,
+        threshold: ProbabilityThreshold = .half, resize: MaskResize = .bilinear,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> EvaluationResult {
         var atModel = SegmentationMetrics(), atOriginal = SegmentationMetrics()
         var perClass: [Int: SegmentationMetrics] = [:]
         var rows: [ImageScore] = []
         try forEachBatch(model: model, data: data, cache: cache, progress: progress) { batch, logits in
-                atModel.add(logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item), threshold: threshold)
-                let per = logits.count / batch.count
-                for i in 0..<batch.count {
-                    var row: ImageScore? = nil
-                    if batch.classIDs[i] != nil || perImage {
-                        let s = withTensorPointers(reading: logits, batch.masks) { pl, pt in
-                            SegmentationMetrics.counts(logits: pl + i * per, target: pt + i * per, count: per, threshold: threshold)
-                        }
-                        if let cls = batch.classIDs[i] { perClass[cls, default: SegmentationMetrics()].add(s) }
-                        if perImage {
-                            row = ImageScore(sampleIndex: batch.sampleIndices[i], image: batch.imageNames[i], mask: batch.maskNames[i],
-                                             prompt: batch.prompts[i], classID: batch.classIDs[i], dice: s.dice, iou: s.iou)
-                        }
+            atModel.add(
+                logits: logits, target: batch.masks, loss: Double(loss(logits, target: batch.masks).item),
+                threshold: threshold)
+            let per = logits.count / batch.count
+            for i in 0..<batch.count {
+                var row: ImageScore? = nil
+                if batch.classIDs[i] != nil || perImage {
+                    let s = withTensorPointers(reading: logits, batch.masks) { pl, pt in
+                        SegmentationMetrics.counts(
+                            logits: pl + i * per, target: pt + i * per, count: per, threshold: threshold)
                     }
-                    if originalResolution {
-                        let sample = data.samples.samples[batch.sampleIndices[i]]
-                        let truth = try originalTarget(sample, batchClass: batch.classIDs[i])
-                        let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
-                                                      size: batch.originalSizes[i], threshold: threshold, resize: resize)
-                        let s = counts(pred, truth)
-                        atOriginal.add(s)
-                        row?.diceOriginal = s.dice
-                        row?.iouOriginal = s.iou
+                    if let cls = batch.classIDs[i] { perClass[cls, default: SegmentationMetrics()].add(s) }
+                    if perImage {
+                        row = ImageScore(
+                            sampleIndex: batch.sampleIndices[i], image: batch.imageNames[i], mask: batch.maskNames[i],
+                            prompt: batch.prompts[i], classID: batch.classIDs[i], dice: s.dice, iou: s.iou)
                     }
-                    if let row { rows.append(row) }
                 }
+                if originalResolution {
+                    let sample = data.samples.samples[batch.sampleIndices[i]]
+                    let truth = try originalTarget(sample, batchClass: batch.classIDs[i])
+                    let pred = originalPrediction(
+                        logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
+                        size: batch.originalSizes[i], threshold: threshold, resize: resize)
+                    let s = counts(pred, truth)
+                    atOriginal.add(s)
+                    row?.diceOriginal = s.dice
+                    row?.iouOriginal = s.iou
+                }
+                if let row { rows.append(row) }
+            }
         }
         var v = atModel.reductionVector + atOriginal.reductionVector
         comm.allReduceSum(&v, label: "evaluation metrics")
@@ -188,14 +206,18 @@ public enum Inference {
             }
             allRows.sort { ($0.sampleIndex, $0.classID ?? -1) < ($1.sampleIndex, $1.classID ?? -1) }
         }
-        return EvaluationResult(modelResolution: SegmentationMetrics(reductionVector: Array(v[0..<width])),
-                                originalResolution: originalResolution ? SegmentationMetrics(reductionVector: Array(v[width..<(2 * width)])) : nil,
-                                perClass: reducedPerClass, perImage: allRows)
+        return EvaluationResult(
+            modelResolution: SegmentationMetrics(reductionVector: Array(v[0..<width])),
+            originalResolution: originalResolution
+                ? SegmentationMetrics(reductionVector: Array(v[width..<(2 * width)])) : nil,
+            perClass: reducedPerClass, perImage: allRows)
     }
 
     /// Runs the model over every (non-empty) batch of `data` without gradients.
-    static func forEachBatch(model: SegmentationModel, data: DataLoader, cache: FeatureCache? = nil, progress: ((Int, Int) -> Void)?,
-                             _ body: (Batch, Tensor) throws -> Void) throws {
+    static func forEachBatch(
+        model: SegmentationModel, data: DataLoader, cache: FeatureCache? = nil, progress: ((Int, Int) -> Void)?,
+        _ body: (Batch, Tensor) throws -> Void
+    ) throws {
         try GradMode.withoutGradients {
             let stream = try data.batches(epoch: 0)
             defer { stream.close() }
@@ -211,9 +233,11 @@ public enum Inference {
 
     /// Writes predicted masks (0/255 PNG at the original resolution) and optional overlays for
     /// this rank's shard; returns the number of files written.
-    public static func predict(model: SegmentationModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
-                               threshold: ProbabilityThreshold = .half, resize: MaskResize = .bilinear,
-                               progress: ((Int, Int) -> Void)? = nil) throws -> Int {
+    public static func predict(
+        model: SegmentationModel, data: DataLoader, outputDirectory: URL, overlays: Bool,
+        threshold: ProbabilityThreshold = .half, resize: MaskResize = .bilinear,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> Int {
         let fm = FileManager.default
         var written = 0
         // Files are named after the image; when several entries share one (referring datasets: one
@@ -221,28 +245,29 @@ public enum Inference {
         var uses: [String: Int] = [:]
         for s in data.samples.samples { uses[s.entry.imageName, default: 0] += 1 }
         try forEachBatch(model: model, data: data, progress: progress) { batch, logits in
-                for i in 0..<batch.count {
-                    let sample = data.samples.samples[batch.sampleIndices[i]]
-                    let pred = originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
-                                                  size: batch.originalSizes[i], threshold: threshold, resize: resize)
-                    var stem = (sample.entry.imageName as NSString).deletingPathExtension
-                    if let cls = batch.classIDs[i] {
-                        stem += "_class\(cls)"
-                    } else if uses[sample.entry.imageName, default: 0] > 1 {
-                        stem = (sample.entry.maskName as NSString).deletingPathExtension
-                    }
-                    let maskURL = outputDirectory.appendingPathComponent("masks").appendingPathComponent(stem + ".png")
-                    try fm.createDirectory(at: maskURL.deletingLastPathComponent(), withIntermediateDirectories: true)
-                    try ImageIO.writeMaskPNG(pred, to: maskURL)
-                    written += 1
-                    if overlays {
-                        let image = try ImageIO.readImage(sample.entry.imageURL)
-                        let url = outputDirectory.appendingPathComponent("overlays").appendingPathComponent(stem + ".png")
-                        try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-                        try ImageIO.writePNG(ImageIO.overlay(image: image, mask: pred), to: url)
-                        written += 1
-                    }
+            for i in 0..<batch.count {
+                let sample = data.samples.samples[batch.sampleIndices[i]]
+                let pred = originalPrediction(
+                    logits.slice(axis: 0, i..<(i + 1)).reshaped([logits.shape[1], logits.shape[2]]),
+                    size: batch.originalSizes[i], threshold: threshold, resize: resize)
+                var stem = (sample.entry.imageName as NSString).deletingPathExtension
+                if let cls = batch.classIDs[i] {
+                    stem += "_class\(cls)"
+                } else if uses[sample.entry.imageName, default: 0] > 1 {
+                    stem = (sample.entry.maskName as NSString).deletingPathExtension
                 }
+                let maskURL = outputDirectory.appendingPathComponent("masks").appendingPathComponent(stem + ".png")
+                try fm.createDirectory(at: maskURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try ImageIO.writeMaskPNG(pred, to: maskURL)
+                written += 1
+                if overlays {
+                    let image = try ImageIO.readImage(sample.entry.imageURL)
+                    let url = outputDirectory.appendingPathComponent("overlays").appendingPathComponent(stem + ".png")
+                    try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                    try ImageIO.writePNG(ImageIO.overlay(image: image, mask: pred), to: url)
+                    written += 1
+                }
+            }
         }
         return written
     }
@@ -251,10 +276,12 @@ public enum Inference {
     /// probability map (8-bit PNG, 255 = 1.0) and the arg-max label map (class ids as gray values;
     /// pixels whose best probability is below 0.5 get `background`) at the original resolution.
     /// Images are split over ranks in contiguous blocks; returns the files this rank wrote.
-    public static func predictClasses(model: SegmentationModel, samples: SampleSet, tokenizer: CLIPTokenizer, imageSize: Int,
-                                      normalization: Normalization = .imageNet, resizeFilter: ResizeFilter = .bilinear,
-                                      outputDirectory: URL, comm: Communicator,
-                                      background: Int = 0) throws -> Int {
+    public static func predictClasses(
+        model: SegmentationModel, samples: SampleSet, tokenizer: CLIPTokenizer, imageSize: Int,
+        normalization: Normalization = .imageNet, resizeFilter: ResizeFilter = .bilinear,
+        outputDirectory: URL, comm: Communicator,
+        background: Int = 0
+    ) throws -> Int {
         guard let classes = samples.classes else { return 0 }
         var seen = Set<String>()
         let images = samples.samples.map(\.entry).filter { seen.insert($0.imageURL.path).inserted }
@@ -269,14 +296,20 @@ public enum Inference {
         try GradMode.withoutGradients {
             // Image-conditioned prompts (CoCoOp) make the class embeddings depend on the image.
             let clipseg = model as? CLIPSegModel
-            let sharedCond: Tensor? = clipseg.flatMap { $0.textDependsOnImages ? nil : $0.conditionalEmbeddings(text: prompts) }
+            let sharedCond: Tensor? = clipseg.flatMap {
+                $0.textDependsOnImages ? nil : $0.conditionalEmbeddings(text: prompts)
+            }
             for entry in mine {
                 let rgb = try ImageIO.readImage(entry.imageURL)
-                let one = rgb.resized(width: imageSize, height: imageSize, filter: resizeFilter).normalizedTensor(normalization).reshaped([1, 3, imageSize, imageSize])
+                let one = rgb.resized(width: imageSize, height: imageSize, filter: resizeFilter).normalizedTensor(
+                    normalization
+                ).reshaped([1, 3, imageSize, imageSize])
                 let pixels = one.expanded(to: [ids.count, 3, imageSize, imageSize])
                 let logits: Tensor
                 if let clipseg {
-                    logits = clipseg.segment(pixels: pixels, conditional: sharedCond ?? clipseg.conditionalEmbeddings(text: prompts, pixels: pixels))
+                    logits = clipseg.segment(
+                        pixels: pixels,
+                        conditional: sharedCond ?? clipseg.conditionalEmbeddings(text: prompts, pixels: pixels))
                 } else {
                     logits = model.segmentationLogits(pixels: pixels, text: prompts)
                 }
@@ -298,12 +331,14 @@ public enum Inference {
                     let name = classes.info(id)!.name.replacingOccurrences(of: "/", with: "_")
                     let url = outputDirectory.appendingPathComponent("probabilities/\(stem)/\(id)_\(name).png")
                     try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-                    try ImageIO.writeFileBytes(try PNGCodec.encodeGray(gray, width: rgb.width, height: rgb.height), to: url)
+                    try ImageIO.writeFileBytes(
+                        try PNGCodec.encodeGray(gray, width: rgb.width, height: rgb.height), to: url)
                     written += 1
                 }
                 let url = outputDirectory.appendingPathComponent("labels/\(stem).png")
                 try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try ImageIO.writeFileBytes(try PNGCodec.encodeGray(label, width: rgb.width, height: rgb.height), to: url)
+                try ImageIO.writeFileBytes(
+                    try PNGCodec.encodeGray(label, width: rgb.width, height: rgb.height), to: url)
                 written += 1
             }
         }

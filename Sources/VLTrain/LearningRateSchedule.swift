@@ -19,8 +19,10 @@ public struct LearningRateSchedule: Sendable, Codable, Equatable {
     public private(set) var bestMonitored: Double? = nil
     public private(set) var badEvaluations: Int = 0
 
-    public init(kind: Kind, baseLR: Float, warmupSteps: Int = 0, totalSteps: Int = 1, minLR: Float = 0,
-                factor: Float = 0.1, patience: Int = 10) {
+    public init(
+        kind: Kind, baseLR: Float, warmupSteps: Int = 0, totalSteps: Int = 1, minLR: Float = 0,
+        factor: Float = 0.1, patience: Int = 10
+    ) {
         self.kind = kind
         self.baseLR = baseLR
         self.warmupSteps = warmupSteps

@@ -14,8 +14,11 @@ public struct MetricsLogError: Error, CustomStringConvertible {
 public final class MetricsLog {
     /// Later columns are appended, so scripts reading the earlier ones by position keep working. `val_*`:
     /// validation (Dice/IoU per image, `_pooled` over the split); `test_*`: the test after training.
-    public static let columns = ["kind", "step", "epoch", "loss", "lr", "images_per_s", "val_loss", "val_dice", "val_iou", "grad_norm", "seconds",
-                                 "val_dice_pooled", "val_iou_pooled", "test_dice", "test_iou", "test_dice_pooled", "test_iou_pooled"]
+    public static let columns = [
+        "kind", "step", "epoch", "loss", "lr", "images_per_s", "val_loss", "val_dice", "val_iou", "grad_norm",
+        "seconds",
+        "val_dice_pooled", "val_iou_pooled", "test_dice", "test_iou", "test_dice_pooled", "test_iou_pooled",
+    ]
     let jsonl: FileHandle
     let csv: FileHandle
     let jsonlURL: URL
@@ -44,8 +47,11 @@ public final class MetricsLog {
         }
         (jsonl, jsonlURL) = try open("metrics.jsonl", header: nil)
         (csv, csvURL) = try open("metrics.csv", header: Self.columns.joined(separator: ","))
-        let existing = resuming ? (try? String(contentsOf: csvURL, encoding: .utf8))?.split(separator: "\n", maxSplits: 1).first : nil
-        csvColumns = existing.map { $0.split(separator: ",").map(String.init) }.flatMap { $0.isEmpty ? nil : $0 } ?? Self.columns
+        let existing =
+            resuming
+            ? (try? String(contentsOf: csvURL, encoding: .utf8))?.split(separator: "\n", maxSplits: 1).first : nil
+        csvColumns =
+            existing.map { $0.split(separator: ",").map(String.init) }.flatMap { $0.isEmpty ? nil : $0 } ?? Self.columns
         self.tensorboard = tensorboard ? try TensorBoardWriter(runDirectory: runDirectory) : nil
     }
 
@@ -90,7 +96,9 @@ public final class MetricsLog {
     }
 
     private func write(_ data: Data, to handle: FileHandle, url: URL) throws {
-        do { try handle.write(contentsOf: data) } catch { throw MetricsLogError(path: url.path, reason: Self.reason(error)) }
+        do { try handle.write(contentsOf: data) } catch {
+            throw MetricsLogError(path: url.path, reason: Self.reason(error))
+        }
     }
 
     /// The system's words for an I/O error ("No space left on device"), not Foundation's wrapper.

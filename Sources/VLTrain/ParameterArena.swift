@@ -44,8 +44,11 @@ public final class ParameterArena {
         slotIndex = Dictionary(uniqueKeysWithValues: slots.enumerated().map { ($1.name, $0) })
         for slot in slots {
             let source = store[slot.name]
-            withTensorPointers(writing: values, reading: source) { ($0 + slot.offset).update(from: $1, count: slot.count) }
-            let view = Tensor(storage: values.storage, offset: slot.offset, shape: slot.shape).requiringGrad(name: slot.name)
+            withTensorPointers(writing: values, reading: source) {
+                ($0 + slot.offset).update(from: $1, count: slot.count)
+            }
+            let view = Tensor(storage: values.storage, offset: slot.offset, shape: slot.shape).requiringGrad(
+                name: slot.name)
             view.node!.bindGradient(to: Tensor(storage: gradients.storage, offset: slot.offset, shape: slot.shape))
             store.setTrainable(slot.name, view)
         }

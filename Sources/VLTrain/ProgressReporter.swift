@@ -21,11 +21,17 @@ public final class ProgressReporter {
         write(text + "\n", patience: 2)
     }
 
-    public func update(step: Int, total: Int, epoch: Int, loss: Double, lr: Float, imagesPerSecond: Double, elapsed: Double) {
+    public func update(
+        step: Int, total: Int, epoch: Int, loss: Double, lr: Float, imagesPerSecond: Double, elapsed: Double
+    ) {
         let remaining = step > 0 ? elapsed / Double(step) * Double(total - step) : 0
-        let eta = remaining >= 3600 ? String(format: "%dh%02dm", Int(remaining) / 3600, Int(remaining) % 3600 / 60)
+        let eta =
+            remaining >= 3600
+            ? String(format: "%dh%02dm", Int(remaining) / 3600, Int(remaining) % 3600 / 60)
             : String(format: "%dm%02ds", Int(remaining) / 60, Int(remaining) % 60)
-        let text = String(format: "step %d/%d  epoch %d  loss %.4f  lr %.3g  %.2f img/s  ETA %@", step, total, epoch, loss, Double(lr), imagesPerSecond, eta)
+        let text = String(
+            format: "step %d/%d  epoch %d  loss %.4f  lr %.3g  %.2f img/s  ETA %@", step, total, epoch, loss,
+            Double(lr), imagesPerSecond, eta)
         if isTerminal {
             guard Date().timeIntervalSince(lastDraw) >= interval || step == total else { return }
             let width = 30

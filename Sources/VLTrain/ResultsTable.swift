@@ -14,7 +14,8 @@ public enum ResultsError: Error, CustomStringConvertible {
             let lines = list.map { "  \($0.directory): \($0.reason)" }.joined(separator: "\n")
             return "\(list.count) run(s) cannot be tabulated yet:\n\(lines)"
         case let .duplicateSeed(method, dataset, seed, dirs):
-            return "seed \(seed) of \(method) on \(dataset) appears twice: \(dirs.joined(separator: " and ")) (give each run once)"
+            return
+                "seed \(seed) of \(method) on \(dataset) appears twice: \(dirs.joined(separator: " and ")) (give each run once)"
         case let .mixedScoring(message): return message
         }
     }
@@ -49,7 +50,8 @@ public struct ResultsTable {
         public init(_ values: [Double]) {
             let n = Double(values.count)
             mean = values.reduce(0, +) / max(n, 1)
-            std = values.count > 1 ? (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / (n - 1)).squareRoot() : nil
+            std =
+                values.count > 1 ? (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / (n - 1)).squareRoot() : nil
         }
     }
 
@@ -95,13 +97,15 @@ public struct ResultsTable {
         for dir in try runDirectories(paths) {
             let configURL = dir.appendingPathComponent("config.yaml")
             guard let text = try? String(contentsOf: configURL, encoding: .utf8) else {
-                throw ResultsError.notARun(directory: dir.path, reason: "not a run directory (no readable config.yaml, no seed-<n> runs)")
+                throw ResultsError.notARun(
+                    directory: dir.path, reason: "not a run directory (no readable config.yaml, no seed-<n> runs)")
             }
             let config: VLSegConfig
             do {
                 config = try ConfigLoader.decode(yaml: text, source: configURL.path).config
             } catch {
-                throw ResultsError.notARun(directory: dir.path, reason: "config.yaml does not read as a run's config: \(error)")
+                throw ResultsError.notARun(
+                    directory: dir.path, reason: "config.yaml does not read as a run's config: \(error)")
             }
             let evalURL = dir.appendingPathComponent(EvaluationReport.fileName(split: split))
             var report: EvaluationReport? = nil
@@ -109,36 +113,60 @@ public struct ResultsTable {
                 do {
                     report = try JSONDecoder().decode(EvaluationReport.self, from: Data(contentsOf: evalURL))
                 } catch {
-                    throw ResultsError.notARun(directory: dir.path, reason: "\(evalURL.lastPathComponent) is not an evaluation result: \(error)")
+                    throw ResultsError.notARun(
+                        directory: dir.path,
+                        reason: "\(evalURL.lastPathComponent) is not an evaluation result: \(error)")
                 }
             } else {
-                missing.append((dir.path, "no \(split) result (\(evalURL.lastPathComponent)): run `vlseg evaluate --run \(dir.path) --split \(split)`"
-                                + (split == "test" ? ", or train with trainer.test.at_end=true" : "")))
+                missing.append(
+                    (
+                        dir.path,
+                        "no \(split) result (\(evalURL.lastPathComponent)): run `vlseg evaluate --run \(dir.path) --split \(split)`"
+                            + (split == "test" ? ", or train with trainer.test.at_end=true" : "")
+                    ))
             }
             let record: TrainingRecord?
-            do { record = try TrainingRecord.read(runDirectory: dir) } catch { throw ResultsError.notARun(directory: dir.path, reason: "\(error)") }
+            do { record = try TrainingRecord.read(runDirectory: dir) } catch {
+                throw ResultsError.notARun(directory: dir.path, reason: "\(error)")
+            }
             if record == nil {
-                missing.append((dir.path, "no \(TrainingRecord.fileName): training has not finished (continue it with resume=auto)"))
+                missing.append(
+                    (
+                        dir.path,
+                        "no \(TrainingRecord.fileName): training has not finished (continue it with resume=auto)"
+                    ))
             }
             if let report, let record {
                 if resolution == .original && report.diceOriginal == nil {
-                    missing.append((dir.path, "\(evalURL.lastPathComponent) has no original-resolution scores (use --resolution model)"))
+                    missing.append(
+                        (
+                            dir.path,
+                            "\(evalURL.lastPathComponent) has no original-resolution scores (use --resolution model)"
+                        ))
                     continue
                 }
-                runs.append(Run(directory: dir, method: config.tuning.method, dataset: config.data.name, seed: config.seed,
-                                report: report, record: record))
+                runs.append(
+                    Run(
+                        directory: dir, method: config.tuning.method, dataset: config.data.name, seed: config.seed,
+                        report: report, record: record))
             }
         }
         guard missing.isEmpty else { throw ResultsError.incomplete(missing) }
-        guard !runs.isEmpty else { throw ResultsError.notARun(directory: paths.joined(separator: " "), reason: "no runs") }
+        guard !runs.isEmpty else {
+            throw ResultsError.notARun(directory: paths.joined(separator: " "), reason: "no runs")
+        }
         // One table, one way of scoring: a cell must not average runs scored differently.
         let settings = Dictionary(grouping: runs) { run -> String in
-            resolution == .original ? "threshold \(run.report.threshold), resize \(run.report.resize)" : "threshold \(run.report.threshold)"
+            resolution == .original
+                ? "threshold \(run.report.threshold), resize \(run.report.resize)" : "threshold \(run.report.threshold)"
         }
         if settings.count > 1 {
-            let parts = settings.keys.sorted().map { "\($0): \(settings[$0, default: []].map(\.directory.path).joined(separator: ", "))" }
-            throw ResultsError.mixedScoring("the runs were scored differently (evaluate them again with the same --threshold/--resize):\n  "
-                                            + parts.joined(separator: "\n  "))
+            let parts = settings.keys.sorted().map {
+                "\($0): \(settings[$0, default: []].map(\.directory.path).joined(separator: ", "))"
+            }
+            throw ResultsError.mixedScoring(
+                "the runs were scored differently (evaluate them again with the same --threshold/--resize):\n  "
+                    + parts.joined(separator: "\n  "))
         }
         return try ResultsTable(runs: runs, split: split, resolution: resolution)
     }
@@ -159,23 +187,28 @@ public struct ResultsTable {
                 let group = runs.filter { $0.method == m && $0.dataset == d }.sorted { $0.seed < $1.seed }
                 guard !group.isEmpty else { continue }
                 for (a, b) in zip(group, group.dropFirst()) where a.seed == b.seed {
-                    throw ResultsError.duplicateSeed(method: m, dataset: d, seed: a.seed, directories: [a.directory.path, b.directory.path])
+                    throw ResultsError.duplicateSeed(
+                        method: m, dataset: d, seed: a.seed, directories: [a.directory.path, b.directory.path])
                 }
                 func stat(_ f: (EvaluationReport) -> Double?) -> Stat { Stat(group.compactMap { f($0.report) }) }
                 let original = resolution == .original
-                cells.append(Cell(method: m, dataset: d, runs: group,
-                                  dice: stat { original ? $0.diceOriginal : $0.dice },
-                                  iou: stat { original ? $0.iouOriginal : $0.iou },
-                                  dicePooled: stat { original ? $0.diceOriginalPooled : $0.dicePooled },
-                                  iouPooled: stat { original ? $0.iouOriginalPooled : $0.iouPooled },
-                                  wallSeconds: Stat(group.map(\.record.wallSeconds)),
-                                  trainableParameters: group[0].record.trainableParameters))
+                cells.append(
+                    Cell(
+                        method: m, dataset: d, runs: group,
+                        dice: stat { original ? $0.diceOriginal : $0.dice },
+                        iou: stat { original ? $0.iouOriginal : $0.iou },
+                        dicePooled: stat { original ? $0.diceOriginalPooled : $0.dicePooled },
+                        iouPooled: stat { original ? $0.iouOriginalPooled : $0.iouPooled },
+                        wallSeconds: Stat(group.map(\.record.wallSeconds)),
+                        trainableParameters: group[0].record.trainableParameters))
             }
         }
         self.cells = cells
     }
 
-    func cell(_ method: String, _ dataset: String) -> Cell? { cells.first { $0.method == method && $0.dataset == dataset } }
+    func cell(_ method: String, _ dataset: String) -> Cell? {
+        cells.first { $0.method == method && $0.dataset == dataset }
+    }
 
     static func grouped(_ n: Int) -> String {
         let digits = Array(String(n))
@@ -192,8 +225,10 @@ public struct ResultsTable {
         let first = cells.first?.runs.first?.report
         var scoring = "threshold \(first.map { String($0.threshold) } ?? "?")"
         if resolution == .original { scoring += ", resize \(first?.resize ?? "?")" }
-        var out = ["Test results (split `\(split)`, \(resolution == .original ? "original resolution" : "model resolution"), \(scoring)): "
-                   + "mean ± standard deviation over seeds, (n) seeds."]
+        var out = [
+            "Test results (split `\(split)`, \(resolution == .original ? "original resolution" : "model resolution"), \(scoring)): "
+                + "mean ± standard deviation over seeds, (n) seeds."
+        ]
         func table(_ title: String, digits: Int, _ value: (Cell) -> Stat) {
             out.append("")
             out.append("### \(title)")
@@ -207,7 +242,8 @@ public struct ResultsTable {
                     guard let c = cell(m, d) else { return "-" }
                     let s = value(c)
                     let mean = String(format: "%.\(digits)f", s.mean)
-                    return (s.std.map { mean + " ± " + String(format: "%.\(digits)f", $0) } ?? mean) + " (\(c.runs.count))"
+                    return (s.std.map { mean + " ± " + String(format: "%.\(digits)f", $0) } ?? mean)
+                        + " (\(c.runs.count))"
                 }
                 out.append("| \(m) | \(paramText) | " + row.joined(separator: " | ") + " |")
             }
@@ -220,22 +256,30 @@ public struct ResultsTable {
         return out.joined(separator: "\n") + "\n"
     }
 
-    public static let csvHeader = "method,dataset,seeds,n,trainable_parameters,dice_mean,dice_std,iou_mean,iou_std,"
+    public static let csvHeader =
+        "method,dataset,seeds,n,trainable_parameters,dice_mean,dice_std,iou_mean,iou_std,"
         + "dice_pooled_mean,dice_pooled_std,iou_pooled_mean,iou_pooled_std,wall_s_mean,wall_s_std,split,resolution,threshold,resize"
 
     /// CSV, one row per (method, dataset) cell; an empty std means a single seed.
     public var csv: String {
         func text(_ s: String) -> String {
-            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
+                ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
         }
-        func pair(_ s: Stat) -> String { String(format: "%.6f", s.mean) + "," + (s.std.map { String(format: "%.6f", $0) } ?? "") }
+        func pair(_ s: Stat) -> String {
+            String(format: "%.6f", s.mean) + "," + (s.std.map { String(format: "%.6f", $0) } ?? "")
+        }
         var lines = [Self.csvHeader]
         for c in cells {
             let r = c.runs[0].report
-            lines.append([text(c.method), text(c.dataset), c.runs.map { String($0.seed) }.joined(separator: " "), String(c.runs.count),
-                          String(c.trainableParameters), pair(c.dice), pair(c.iou), pair(c.dicePooled), pair(c.iouPooled),
-                          pair(c.wallSeconds), text(split), resolution.rawValue, String(r.threshold),
-                          resolution == .original ? r.resize : ""].joined(separator: ","))
+            lines.append(
+                [
+                    text(c.method), text(c.dataset), c.runs.map { String($0.seed) }.joined(separator: " "),
+                    String(c.runs.count),
+                    String(c.trainableParameters), pair(c.dice), pair(c.iou), pair(c.dicePooled), pair(c.iouPooled),
+                    pair(c.wallSeconds), text(split), resolution.rawValue, String(r.threshold),
+                    resolution == .original ? r.resize : "",
+                ].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -12,13 +12,17 @@ public enum RunDirectoryError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .inUse(dir, holder):
-            return "\(dir) is in use by another job (\(holder)): wait for it to end or stop it, or choose another run.dir"
+            return
+                "\(dir) is in use by another job (\(holder)): wait for it to end or stop it, or choose another run.dir"
         case let .holdsEarlierRun(dir, contents):
-            return "\(dir) already holds a run (\(contents)): resume=auto continues it, run.overwrite=true deletes it and starts over, or choose another run.dir"
+            return
+                "\(dir) already holds a run (\(contents)): resume=auto continues it, run.overwrite=true deletes it and starts over, or choose another run.dir"
         case let .holdsSingleRun(dir, contents):
-            return "\(dir) holds a single run (\(contents)), not seed-<seed> runs: choose another run.dir for trainer.seeds, or run.overwrite=true with resume=none to delete it"
+            return
+                "\(dir) holds a single run (\(contents)), not seed-<seed> runs: choose another run.dir for trainer.seeds, or run.overwrite=true with resume=none to delete it"
         case let .holdsSeedRuns(dir, seeds):
-            return "\(dir) holds the runs of a trainer.seeds launch (\(seeds.joined(separator: ", "))): train with trainer.seeds to continue them, or choose another run.dir"
+            return
+                "\(dir) holds the runs of a trainer.seeds launch (\(seeds.joined(separator: ", "))): train with trainer.seeds to continue them, or choose another run.dir"
         case let .io(path, reason):
             return "\(path): \(reason)"
         }
@@ -66,11 +70,15 @@ public final class RunDirectoryLock {
     public static func acquire(_ directory: URL, command: String, warn: (String) -> Void) throws -> RunDirectoryLock {
         let fm = FileManager.default
         do { try fm.createDirectory(at: directory, withIntermediateDirectories: true) } catch {
-            throw RunDirectoryError.io(path: directory.path, reason: "cannot create the run directory: \(MetricsLog.reason(error))")
+            throw RunDirectoryError.io(
+                path: directory.path, reason: "cannot create the run directory: \(MetricsLog.reason(error))")
         }
         let url = directory.appendingPathComponent(fileName)
         let fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RunDirectoryError.io(path: url.path, reason: "cannot open the lock file: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw RunDirectoryError.io(
+                path: url.path, reason: "cannot open the lock file: \(String(cString: strerror(errno)))")
+        }
         let previous = Holder.parse(readAll(fd))
         var lock = flock()
         lock.l_type = Int16(F_WRLCK)
@@ -81,7 +89,8 @@ public final class RunDirectoryLock {
             let err = errno
             if err == EACCES || err == EAGAIN {
                 close(fd)
-                throw RunDirectoryError.inUse(directory: directory.path, holder: previous?.summary ?? "its lock file names no holder yet")
+                throw RunDirectoryError.inUse(
+                    directory: directory.path, holder: previous?.summary ?? "its lock file names no holder yet")
             }
             guard err == ENOLCK || err == EOPNOTSUPP || err == ENOSYS else {
                 close(fd)
@@ -91,8 +100,10 @@ public final class RunDirectoryLock {
             if let previous, previous.pid != getpid() || previous.host != ProcessIdentity.hostName {
                 guard previous.host == ProcessIdentity.hostName else {
                     close(fd)
-                    throw RunDirectoryError.inUse(directory: directory.path,
-                                                  holder: previous.summary + "; this filesystem has no locks, so if that job is gone remove \(url.path)")
+                    throw RunDirectoryError.inUse(
+                        directory: directory.path,
+                        holder: previous.summary
+                            + "; this filesystem has no locks, so if that job is gone remove \(url.path)")
                 }
                 if kill(previous.pid, 0) == 0 || errno == EPERM {
                     close(fd)
@@ -101,10 +112,13 @@ public final class RunDirectoryLock {
             }
         }
         if let previous, previous.pid != getpid() || previous.host != ProcessIdentity.hostName {
-            warn("vlseg: warning: \(directory.path): taking over the lock left by a job that no longer runs (\(previous.summary))")
+            warn(
+                "vlseg: warning: \(directory.path): taking over the lock left by a job that no longer runs (\(previous.summary))"
+            )
         }
         let formatter = ISO8601DateFormatter()
-        let me = Holder(host: ProcessIdentity.hostName, pid: getpid(), started: formatter.string(from: Date()), command: command)
+        let me = Holder(
+            host: ProcessIdentity.hostName, pid: getpid(), started: formatter.string(from: Date()), command: command)
         let bytes = Array(me.text.utf8)
         guard ftruncate(fd, 0) == 0, pwrite(fd, bytes, bytes.count, 0) == bytes.count else {
             let reason = String(cString: strerror(errno))
@@ -148,7 +162,10 @@ public enum RunDirectoryState {
             guard let size = (try? fm.attributesOfItem(atPath: url.path))?[.size] as? Int, size > 0 else { continue }
             // A csv holding only its header row has no records.
             if name == "metrics.csv", let text = try? String(contentsOf: url, encoding: .utf8),
-               text.split(separator: "\n").count <= 1 { continue }
+                text.split(separator: "\n").count <= 1
+            {
+                continue
+            }
             found.append(name)
         }
         return found
@@ -157,14 +174,19 @@ public enum RunDirectoryState {
     /// The `seed-<n>` subdirectories holding a run (a `trainer.seeds` launch), by name.
     public static func seedRuns(in directory: URL) -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.filter { $0.hasPrefix("seed-") && Int($0.dropFirst(5)) != nil && !earlierRun(in: directory.appendingPathComponent($0)).isEmpty }
-            .sorted { (Int($0.dropFirst(5)) ?? 0) < (Int($1.dropFirst(5)) ?? 0) }
+        return names.filter {
+            $0.hasPrefix("seed-") && Int($0.dropFirst(5)) != nil
+                && !earlierRun(in: directory.appendingPathComponent($0)).isEmpty
+        }
+        .sorted { (Int($0.dropFirst(5)) ?? 0) < (Int($1.dropFirst(5)) ?? 0) }
     }
 
     /// Files and folders `run.overwrite=true` removes: everything an earlier run wrote, not the lock.
-    static let runState = ["checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "cache", "predictions",
-                           TensorBoardWriter.directoryName, TrainingRecord.fileName,
-                           EvaluationReport.fileName(split: "test"), EvaluationReport.fileName(split: "val")]
+    static let runState = [
+        "checkpoints", "metrics.jsonl", "metrics.csv", "config.yaml", "cache", "predictions",
+        TensorBoardWriter.directoryName, TrainingRecord.fileName,
+        EvaluationReport.fileName(split: "test"), EvaluationReport.fileName(split: "val"),
+    ]
 
     /// Makes `directory` ready for a fresh run: refuses when it holds an earlier run, unless
     /// `overwrite`, which deletes that run's state first. Returns what it deleted.
@@ -173,14 +195,16 @@ public enum RunDirectoryState {
         let earlier = earlierRun(in: directory)
         guard !earlier.isEmpty else { return [] }
         guard overwrite else {
-            throw RunDirectoryError.holdsEarlierRun(directory: directory.path, contents: earlier.joined(separator: ", "))
+            throw RunDirectoryError.holdsEarlierRun(
+                directory: directory.path, contents: earlier.joined(separator: ", "))
         }
         var removed: [String] = []
         for name in runState {
             let url = directory.appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: url.path) else { continue }
             do { try FileManager.default.removeItem(at: url) } catch {
-                throw RunDirectoryError.io(path: url.path, reason: "cannot remove the earlier run's \(name): \(MetricsLog.reason(error))")
+                throw RunDirectoryError.io(
+                    path: url.path, reason: "cannot remove the earlier run's \(name): \(MetricsLog.reason(error))")
             }
             removed.append(name)
         }

@@ -43,8 +43,10 @@ public struct EvaluationReport: Codable, Sendable, Equatable {
         case threshold, resize, inputSize = "input_size", checkpoint
     }
 
-    public init(split: String, result: Inference.EvaluationResult, threshold: ProbabilityThreshold, resize: MaskResize,
-                inputSize: Int, checkpoint: String?) {
+    public init(
+        split: String, result: Inference.EvaluationResult, threshold: ProbabilityThreshold, resize: MaskResize,
+        inputSize: Int, checkpoint: String?
+    ) {
         let m = result.modelResolution
         self.split = split
         images = m.images
@@ -80,7 +82,8 @@ public struct EvaluationReport: Codable, Sendable, Equatable {
         do {
             try Data((try jsonLine() + "\n").utf8).write(to: url, options: .atomic)
         } catch {
-            throw RunDirectoryError.io(path: url.path, reason: "cannot write the evaluation: \(MetricsLog.reason(error))")
+            throw RunDirectoryError.io(
+                path: url.path, reason: "cannot write the evaluation: \(MetricsLog.reason(error))")
         }
         return url
     }
@@ -111,11 +114,15 @@ public struct TrainingRecord: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case method, seed, steps, epochs, stoppedEarly = "stopped_early", bestStep = "best_step"
         case bestValidationDice = "best_validation_dice", trainableParameters = "trainable_parameters"
-        case wallSeconds = "wall_seconds", ranks, trainingHash = "training_hash", maxSteps = "max_steps", maxEpochs = "max_epochs"
+        case wallSeconds = "wall_seconds", ranks, trainingHash = "training_hash", maxSteps = "max_steps", maxEpochs =
+            "max_epochs"
     }
 
-    public init(method: String, seed: Int, steps: Int, epochs: Int, stoppedEarly: Bool, bestStep: Int?, bestValidationDice: Double?,
-                trainableParameters: Int, wallSeconds: Double, ranks: Int, trainingHash: String, maxSteps: Int, maxEpochs: Int) {
+    public init(
+        method: String, seed: Int, steps: Int, epochs: Int, stoppedEarly: Bool, bestStep: Int?,
+        bestValidationDice: Double?,
+        trainableParameters: Int, wallSeconds: Double, ranks: Int, trainingHash: String, maxSteps: Int, maxEpochs: Int
+    ) {
         self.method = method
         self.seed = seed
         self.steps = steps
@@ -138,7 +145,8 @@ public struct TrainingRecord: Codable, Sendable, Equatable {
         do {
             try (try encoder.encode(self) + Data("\n".utf8)).write(to: url, options: .atomic)
         } catch {
-            throw RunDirectoryError.io(path: url.path, reason: "cannot write the training record: \(MetricsLog.reason(error))")
+            throw RunDirectoryError.io(
+                path: url.path, reason: "cannot write the training record: \(MetricsLog.reason(error))")
         }
     }
 

@@ -11,7 +11,8 @@ public enum RunSetup {
     /// A rank's compute settings from the config: `trainer.threads` (0: the machine's cores shared by
     /// the `ranksOnThisMachine`) and `trainer.precision` (an error when bf16 cannot run here).
     public static func configureCompute(_ config: VLSegConfig, ranksOnThisMachine: Int) throws {
-        ComputeThreads.set(config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: ranksOnThisMachine))
+        ComputeThreads.set(
+            config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: ranksOnThisMachine))
         try MatmulPrecision.set(config.trainer.precision)
     }
 
@@ -23,7 +24,8 @@ public enum RunSetup {
             let missing = !ModelWeights.exist(in: modelDir)
             if missing, let preset = config.model.preset.clipsegPreset {
                 log("creating the \(preset.rawValue) demo model in \(modelDir.path)")
-                let n = try CLIPSegInitializer.write(config: preset.config, seed: UInt64(config.seed), to: modelDir, processorSize: preset.processorSize)
+                let n = try CLIPSegInitializer.write(
+                    config: preset.config, seed: UInt64(config.seed), to: modelDir, processorSize: preset.processorSize)
                 log("  \(n) parameters")
             } else if missing, let preset = config.model.preset.crisPreset {
                 log("creating the \(preset.rawValue) CRIS demo model in \(modelDir.path)")
@@ -32,12 +34,18 @@ public enum RunSetup {
             }
             let root = URL(fileURLWithPath: config.data.root)
             if config.data.isDemo,
-               !FileManager.default.fileExists(atPath: root.appendingPathComponent("anns/train.json").path) {
+                !FileManager.default.fileExists(atPath: root.appendingPathComponent("anns/train.json").path)
+            {
                 let demo = config.data.demo
-                log("creating the \(demo.kind.rawValue) demo dataset in \(root.path) (\(demo.count) images, \(demo.size) px)")
-                let summary = try demo.kind.write(count: demo.count, size: demo.size, seed: UInt64(demo.seed),
-                                                  entriesPerImage: demo.entriesPerImage, to: root)
-                log("  \(summary.entries.map { "\($0.split) \($0.count)" }.joined(separator: ", ")) entries in \(String(format: "%.1f", summary.seconds)) s")
+                log(
+                    "creating the \(demo.kind.rawValue) demo dataset in \(root.path) (\(demo.count) images, \(demo.size) px)"
+                )
+                let summary = try demo.kind.write(
+                    count: demo.count, size: demo.size, seed: UInt64(demo.seed),
+                    entriesPerImage: demo.entriesPerImage, to: root)
+                log(
+                    "  \(summary.entries.map { "\($0.split) \($0.count)" }.joined(separator: ", ")) entries in \(String(format: "%.1f", summary.seconds)) s"
+                )
             }
         }
     }
@@ -85,50 +93,66 @@ public enum RunSetup {
         try registry.make(tuning.method, options: tuning.options)
     }
 
-    public static func tuning(_ tuning: TuningConfig, seed: UInt64, model: SegmentationModel) throws -> (TuningMethod, [String]) {
+    public static func tuning(_ tuning: TuningConfig, seed: UInt64, model: SegmentationModel) throws -> (
+        TuningMethod, [String]
+    ) {
         let method = try method(tuning)
         return (method, try method.prepare(model, seed: seed))
     }
 
     /// Training and validation loaders for this rank.
-    public static func loaders(_ config: VLSegConfig, comm: Communicator, batchSize: Int, tokenizer: CLIPTokenizer,
-                               validationSplit: String? = "val", excluding: [String: Set<Int>] = [:]) throws -> (train: DataLoader, val: DataLoader?) {
+    public static func loaders(
+        _ config: VLSegConfig, comm: Communicator, batchSize: Int, tokenizer: CLIPTokenizer,
+        validationSplit: String? = "val", excluding: [String: Set<Int>] = [:]
+    ) throws -> (train: DataLoader, val: DataLoader?) {
         let root = URL(fileURLWithPath: config.data.root)
         let seed = UInt64(config.seed)
         let train = try samples(config, split: "train", training: true, excluding: excluding["train"] ?? [])
-        var trainConfig = DataLoaderConfig(imageSize: try inputSize(config), workers: config.data.workers, seed: seed,
-                                           promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
-                                           onError: config.data.onError, augmentation: config.data.augmentation)
+        var trainConfig = DataLoaderConfig(
+            imageSize: try inputSize(config), workers: config.data.workers, seed: seed,
+            promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
+            onError: config.data.onError, augmentation: config.data.augmentation)
         trainConfig.normalization = try normalization(config)
         trainConfig.resizeFilter = try resizeFilter(config)
         let trainLoader = try DataLoader(
             samples: train,
-            sampler: try ShardedSampler(count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batchSize, seed: seed,
-                                        mode: .training(config.data.remainder)),
+            sampler: try ShardedSampler(
+                count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batchSize, seed: seed,
+                mode: .training(config.data.remainder)),
             tokenizer: tokenizer, config: trainConfig)
-        guard let split = validationSplit, DatasetIndex.availableSplits(root: root).contains(split) else { return (trainLoader, nil) }
-        let val = try evaluationLoader(config, comm: comm, split: split, tokenizer: tokenizer, excluding: excluding[split] ?? [])
+        guard let split = validationSplit, DatasetIndex.availableSplits(root: root).contains(split) else {
+            return (trainLoader, nil)
+        }
+        let val = try evaluationLoader(
+            config, comm: comm, split: split, tokenizer: tokenizer, excluding: excluding[split] ?? [])
         return (trainLoader, val)
     }
 
     /// The samples of a split: one per entry for binary medvlsm datasets, or one per (image, class)
     /// when the root holds a `classes.json` (multi-class datasets; negatives only in training).
     /// An empty split is an error naming its file, whatever the command (training, validation, test).
-    public static func samples(_ config: VLSegConfig, split: String, training: Bool, excluding: Set<Int> = []) throws -> SampleSet {
+    public static func samples(_ config: VLSegConfig, split: String, training: Bool, excluding: Set<Int> = []) throws
+        -> SampleSet
+    {
         let root = URL(fileURLWithPath: config.data.root)
         var set: SampleSet
         if isMultiClass(config) {
-            set = try MultiClassDataset.load(root: root, split: split,
-                                             config: MultiClassConfig(absentPerImage: training ? config.data.absentPerImage : 0),
-                                             onError: config.data.onError)
+            set = try MultiClassDataset.load(
+                root: root, split: split,
+                config: MultiClassConfig(absentPerImage: training ? config.data.absentPerImage : 0),
+                onError: config.data.onError)
         } else {
-            set = try DatasetIndex.load(root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError).sampleSet
+            set = try DatasetIndex.load(
+                root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError
+            ).sampleSet
         }
         if !excluding.isEmpty {
             set.samples = set.samples.enumerated().filter { !excluding.contains($0.offset) }.map(\.element)
         }
         guard set.count > 0 else {
-            throw DataError.emptySplit(file: DatasetIndex.annotationsURL(root: root, split: split).path, split: split, skipped: set.problems.count)
+            throw DataError.emptySplit(
+                file: DatasetIndex.annotationsURL(root: root, split: split).path, split: split,
+                skipped: set.problems.count)
         }
         return set
     }
@@ -138,8 +162,10 @@ public enum RunSetup {
     /// found, and every rank reaches the same verdict. Bad files end the job naming them (the first 10,
     /// then a count), or under `data.on_error: skip` are left out with one warning; the result is then
     /// the positions to exclude per split. Returns `meanwhile`'s value.
-    public static func checkingSampleFiles<T>(_ config: VLSegConfig, comm: Communicator, splits: [(name: String, training: Bool)],
-                                              log: (String) -> Void, meanwhile: () throws -> T) throws -> (T, [String: Set<Int>]) {
+    public static func checkingSampleFiles<T>(
+        _ config: VLSegConfig, comm: Communicator, splits: [(name: String, training: Bool)],
+        log: (String) -> Void, meanwhile: () throws -> T
+    ) throws -> (T, [String: Set<Int>]) {
         let sets = try splits.map { ($0.name, try samples(config, split: $0.name, training: $0.training)) }
         let done = DispatchSemaphore(value: 0)
         let found = LockedBox<[BadSample]>([])
@@ -160,29 +186,39 @@ public enum RunSetup {
         let shown = bad.prefix(10).map { "  \($0.message)" }.joined(separator: "\n")
         let more = bad.count > 10 ? "\n  ... and \(bad.count - 10) more" : ""
         guard config.data.onError == .skip else {
-            throw AgreedFailure("\(bad.count) sample(s) of \(config.data.root) have unusable files (set data.on_error=skip to leave them out):\n\(shown)\(more)")
+            throw AgreedFailure(
+                "\(bad.count) sample(s) of \(config.data.root) have unusable files (set data.on_error=skip to leave them out):\n\(shown)\(more)"
+            )
         }
-        log("vlseg: warning: leaving out \(bad.count) sample(s) with unusable files (data.on_error=skip):\n\(shown)\(more)")
+        log(
+            "vlseg: warning: leaving out \(bad.count) sample(s) with unusable files (data.on_error=skip):\n\(shown)\(more)"
+        )
         return (value, Dictionary(grouping: bad, by: \.split).mapValues { Set($0.map(\.index)) })
     }
 
     public static func isMultiClass(_ config: VLSegConfig) -> Bool {
-        FileManager.default.fileExists(atPath: URL(fileURLWithPath: config.data.root).appendingPathComponent(ClassList.defaultFileName).path)
+        FileManager.default.fileExists(
+            atPath: URL(fileURLWithPath: config.data.root).appendingPathComponent(ClassList.defaultFileName).path)
     }
 
     /// A loader that covers `split` exactly once across ranks (no augmentation).
-    public static func evaluationLoader(_ config: VLSegConfig, comm: Communicator, split: String,
-                                        tokenizer: CLIPTokenizer, excluding: Set<Int> = []) throws -> DataLoader {
+    public static func evaluationLoader(
+        _ config: VLSegConfig, comm: Communicator, split: String,
+        tokenizer: CLIPTokenizer, excluding: Set<Int> = []
+    ) throws -> DataLoader {
         let samples = try Self.samples(config, split: split, training: false, excluding: excluding)
-        var cfg = DataLoaderConfig(imageSize: try inputSize(config), workers: config.data.workers, seed: UInt64(config.seed),
-                                   promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
-                                   onError: config.data.onError, augmentation: nil)
+        var cfg = DataLoaderConfig(
+            imageSize: try inputSize(config), workers: config.data.workers, seed: UInt64(config.seed),
+            promptChoice: config.data.prompt, textPadding: .longest(max: CLIPTokenizer.contextLength),
+            onError: config.data.onError, augmentation: nil)
         cfg.normalization = try normalization(config)
         cfg.resizeFilter = try resizeFilter(config)
-        return try DataLoader(samples: samples,
-                              sampler: try ShardedSampler(count: samples.count, rank: comm.rank, worldSize: comm.size,
-                                                          batchSize: config.data.effectiveEvalBatchSize, seed: UInt64(config.seed), mode: .evaluation),
-                              tokenizer: tokenizer, config: cfg)
+        return try DataLoader(
+            samples: samples,
+            sampler: try ShardedSampler(
+                count: samples.count, rank: comm.rank, worldSize: comm.size,
+                batchSize: config.data.effectiveEvalBatchSize, seed: UInt64(config.seed), mode: .evaluation),
+            tokenizer: tokenizer, config: cfg)
     }
 
     /// The training loop's options from the config.
@@ -213,7 +249,8 @@ public enum RunSetup {
         o.checkpointEvery = c.trainer.checkpointEvery
         o.keepLast = c.trainer.keepLast
         o.stopGraceSeconds = c.trainer.stopGraceS
-        o.loss = SegmentationLoss(diceWeight: Float(c.trainer.loss.diceWeight), bceWeight: Float(c.trainer.loss.bceWeight))
+        o.loss = SegmentationLoss(
+            diceWeight: Float(c.trainer.loss.diceWeight), bceWeight: Float(c.trainer.loss.bceWeight))
         o.logEvery = c.trainer.logEvery
         o.overlap = c.comm.overlap
         o.bucketBytes = Int(c.comm.bucketMB * 1_048_576)
@@ -240,10 +277,13 @@ public enum RunSetup {
         case "off", "false", "no": return false
         case "auto": return reason == nil
         case "on", "true", "yes":
-            if let reason { throw SetupError(message: "trainer.feature_cache=on is not valid here: \(reason); use auto or off") }
+            if let reason {
+                throw SetupError(message: "trainer.feature_cache=on is not valid here: \(reason); use auto or off")
+            }
             return true
         default:
-            throw SetupError(message: "trainer.feature_cache must be auto, on or off, got '\(config.trainer.featureCache)'")
+            throw SetupError(
+                message: "trainer.feature_cache must be auto, on or off, got '\(config.trainer.featureCache)'")
         }
     }
 
@@ -251,12 +291,16 @@ public enum RunSetup {
     /// is off. Text features do not depend on the images, so augmentation does not matter; the model
     /// uses the cache only while nothing trainable acts inside its text tower.
     public static func enableTextCache(_ config: VLSegConfig, model: SegmentationModel) {
-        guard let clipseg = model as? CLIPSegModel, !["off", "false", "no"].contains(config.trainer.featureCache) else { return }
+        guard let clipseg = model as? CLIPSegModel, !["off", "false", "no"].contains(config.trainer.featureCache) else {
+            return
+        }
         clipseg.textCache = TextFeatureCache(budgetBytes: min(256 << 20, Int(config.trainer.cacheMB * 1_048_576) / 8))
     }
 
     /// Trainable parameters grouped by name prefix (up to the first layer index), for summaries.
-    public static func parameterGroups(_ names: [String], store: ParameterStore) -> [(group: String, count: Int, tensors: Int)] {
+    public static func parameterGroups(_ names: [String], store: ParameterStore) -> [(
+        group: String, count: Int, tensors: Int
+    )] {
         var order: [String] = []
         var totals: [String: (Int, Int)] = [:]
         for name in names {
@@ -281,7 +325,9 @@ public struct SetupError: Error, CustomStringConvertible {
 extension Normalization {
     /// A model directory's pixel statistics (`ImagePreprocessing`) as the loader's normalisation.
     public init(_ preprocessing: ImagePreprocessing) {
-        self.init(mean: preprocessing.mean.map(Float.init), std: preprocessing.std.map(Float.init), scale: preprocessing.rescaleFactor)
+        self.init(
+            mean: preprocessing.mean.map(Float.init), std: preprocessing.std.map(Float.init),
+            scale: preprocessing.rescaleFactor)
     }
 }
 

@@ -18,7 +18,8 @@ public struct SegmentationLoss: Sendable, Equatable, Codable {
         case (0, _): return binaryCrossEntropyWithLogits(logits, target: target) * bceWeight
         case (_, 0): return softDiceLoss(logits, target: target) * diceWeight
         default:
-            return softDiceLoss(logits, target: target) * diceWeight + binaryCrossEntropyWithLogits(logits, target: target) * bceWeight
+            return softDiceLoss(logits, target: target) * diceWeight + binaryCrossEntropyWithLogits(
+                logits, target: target) * bceWeight
         }
     }
 }
@@ -40,7 +41,9 @@ public struct PixelCounts: Sendable, Equatable, Codable {
     /// `zero_division=1`): prediction and target both empty score 1; exactly one of them empty scores 0
     /// (nothing intersects a non-empty mask).
     public var dice: Double { predicted + truth == 0 ? 1 : 2 * Double(intersection) / Double(predicted + truth) }
-    public var iou: Double { predicted + truth == 0 ? 1 : Double(intersection) / Double(predicted + truth - intersection) }
+    public var iou: Double {
+        predicted + truth == 0 ? 1 : Double(intersection) / Double(predicted + truth - intersection)
+    }
 
     /// Counts of `prediction[i]` against `target[i] > 0.5`.
     public static func count(_ count: Int, predicted: (Int) -> Bool, target: UnsafePointer<Float>) -> PixelCounts {
@@ -107,15 +110,19 @@ public struct SegmentationMetrics: Sendable, Equatable, Codable {
 
     /// Counts of one image: prediction = logit above the threshold's logit (sigmoid > probability),
     /// target > 0.5.
-    public static func counts(logits: UnsafePointer<Float>, target: UnsafePointer<Float>, count: Int,
-                              threshold: ProbabilityThreshold = .half) -> PixelCounts {
+    public static func counts(
+        logits: UnsafePointer<Float>, target: UnsafePointer<Float>, count: Int,
+        threshold: ProbabilityThreshold = .half
+    ) -> PixelCounts {
         let cut = threshold.logit
         return PixelCounts.count(count, predicted: { logits[$0] > cut }, target: target)
     }
 
     /// One image's Dice and IoU (see `PixelCounts` for empty masks).
-    public static func score(logits: UnsafePointer<Float>, target: UnsafePointer<Float>, count: Int,
-                             threshold: ProbabilityThreshold = .half) -> (dice: Double, iou: Double) {
+    public static func score(
+        logits: UnsafePointer<Float>, target: UnsafePointer<Float>, count: Int,
+        threshold: ProbabilityThreshold = .half
+    ) -> (dice: Double, iou: Double) {
         let c = counts(logits: logits, target: target, count: count, threshold: threshold)
         return (c.dice, c.iou)
     }
@@ -147,7 +154,9 @@ public struct SegmentationMetrics: Sendable, Equatable, Codable {
 
     /// The values to all-reduce (sum) across ranks, and their inverse: sums of scores and of pixel
     /// counts, never ratios, so the pooled scores are the whole split's whatever the sharding.
-    public var reductionVector: [Double] { [diceSum, iouSum, lossSum, Double(images), Double(batches), intersection, predicted, truth] }
+    public var reductionVector: [Double] {
+        [diceSum, iouSum, lossSum, Double(images), Double(batches), intersection, predicted, truth]
+    }
     public static let reductionWidth = 8
 
     public init(reductionVector v: [Double]) {

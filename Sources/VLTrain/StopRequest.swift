@@ -50,7 +50,9 @@ public final class StopRequest: @unchecked Sendable {
                     _exit(128 + sig)
                 } else {
                     self.deadline?.arm()
-                    self.log("received \(Self.name(sig)): stopping after this step with a checkpoint (send it again to stop at once)")
+                    self.log(
+                        "received \(Self.name(sig)): stopping after this step with a checkpoint (send it again to stop at once)"
+                    )
                 }
             }
             source.resume()
@@ -85,7 +87,9 @@ public final class StopRequest: @unchecked Sendable {
         guard comm.size > 1 else { return localSignal }
         let bits = received.load(ordering: .relaxed)
         var flags = Self.signals.indices.map { Int64(bits >> $0 & 1) }
-        flags.withUnsafeMutableBufferPointer { comm.allReduceSum($0.baseAddress!, count: $0.count, label: "stop request") }
+        flags.withUnsafeMutableBufferPointer {
+            comm.allReduceSum($0.baseAddress!, count: $0.count, label: "stop request")
+        }
         return Self.signals.indices.first { flags[$0] > 0 }.map { Self.signals[$0] }
     }
 

@@ -59,8 +59,10 @@ public final class Trainer {
     /// Training seconds so far, earlier segments included (set when the loop starts).
     private var segmentClock: () -> Double = { 0 }
 
-    public init(model: SegmentationModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
-                comm: Communicator, options: TrainingOptions) throws {
+    public init(
+        model: SegmentationModel, trainableNames: [String], trainData: DataLoader, valData: DataLoader?,
+        comm: Communicator, options: TrainingOptions
+    ) throws {
         guard !trainableNames.isEmpty else {
             throw TrainingError.nothingToTrain(method: options.method)
         }
@@ -84,27 +86,43 @@ public final class Trainer {
         } else {
             throw TrainingError.noStoppingRule
         }
-        let schedule = LearningRateSchedule(kind: options.schedule, baseLR: options.lr, warmupSteps: options.warmupSteps,
-                                            totalSteps: totalSteps, minLR: options.minLR, factor: options.plateauFactor,
-                                            patience: options.plateauPatience)
-        state = TrainerState(optimizer: AdamW(beta1: options.beta1, beta2: options.beta2, eps: options.eps, weightDecay: options.weightDecay),
-                             schedule: schedule, earlyStopping: EarlyStopping(patience: options.earlyStoppingPatience, minDelta: options.earlyStoppingMinDelta),
-                             worldSize: comm.size, batchSize: options.batchSize, accumulate: options.accumulate,
-                             method: options.method, configHash: options.configHash, layoutHash: arena.layoutHash)
+        let schedule = LearningRateSchedule(
+            kind: options.schedule, baseLR: options.lr, warmupSteps: options.warmupSteps,
+            totalSteps: totalSteps, minLR: options.minLR, factor: options.plateauFactor,
+            patience: options.plateauPatience)
+        state = TrainerState(
+            optimizer: AdamW(
+                beta1: options.beta1, beta2: options.beta2, eps: options.eps, weightDecay: options.weightDecay),
+            schedule: schedule,
+            earlyStopping: EarlyStopping(
+                patience: options.earlyStoppingPatience, minDelta: options.earlyStoppingMinDelta),
+            worldSize: comm.size, batchSize: options.batchSize, accumulate: options.accumulate,
+            method: options.method, configHash: options.configHash, layoutHash: arena.layoutHash)
         var nodes: [String: GradNode] = [:]
         for name in trainableNames { nodes[name] = model.parameters[name].node }
-        let sync = GradientSynchronizer(arena: arena, comm: comm, bucketBytes: options.bucketBytes, overlap: options.overlap, nodes: nodes)
+        let sync = GradientSynchronizer(
+            arena: arena, comm: comm, bucketBytes: options.bucketBytes, overlap: options.overlap, nodes: nodes)
         checkpoints = CheckpointStore(runDirectory: options.runDirectory)
-        metricsLog = comm.isRoot ? try MetricsLog(runDirectory: options.runDirectory, resuming: options.resume != .none,
-                                                    tensorboard: options.tensorboard) : nil
+        metricsLog =
+            comm.isRoot
+            ? try MetricsLog(
+                runDirectory: options.runDirectory, resuming: options.resume != .none,
+                tensorboard: options.tensorboard) : nil
         progress = comm.isRoot ? ProgressReporter(interval: options.progressInterval) : nil
         let cacheDir = options.runDirectory.appendingPathComponent("cache")
-        trainCache = options.featureCache
-            ? FeatureCache(count: trainData.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir, name: "train-rank\(comm.rank)") : nil
-        valCache = options.featureCache && valData != nil
-            ? FeatureCache(count: valData!.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir, name: "val-rank\(comm.rank)") : nil
-        step = TrainingStep(model: model, arena: arena, sync: sync, loss: options.loss, cache: trainCache,
-                            clipGradNorm: options.clipGradNorm)
+        trainCache =
+            options.featureCache
+            ? FeatureCache(
+                count: trainData.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir,
+                name: "train-rank\(comm.rank)") : nil
+        valCache =
+            options.featureCache && valData != nil
+            ? FeatureCache(
+                count: valData!.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir,
+                name: "val-rank\(comm.rank)") : nil
+        step = TrainingStep(
+            model: model, arena: arena, sync: sync, loss: options.loss, cache: trainCache,
+            clipGradNorm: options.clipGradNorm)
     }
 
     /// Appends a record to the run's metrics files (rank 0; other ranks have none).
@@ -128,7 +146,10 @@ public final class Trainer {
             point = try comm.rootDecides("resume decision") {
                 guard let loaded = try checkpointToResume() else { return ResumePoint() }
                 guard loaded.state.method == options.method else {
-                    throw CheckpointError.incompatible(path: loaded.url.path, reason: "it was trained with tuning '\(loaded.state.method)', this run uses '\(options.method)'")
+                    throw CheckpointError.incompatible(
+                        path: loaded.url.path,
+                        reason: "it was trained with tuning '\(loaded.state.method)', this run uses '\(options.method)'"
+                    )
                 }
                 try loaded.restore(into: arena)
                 if loaded.state.configHash != options.configHash { warnAboutChangedSettings(loaded) }
@@ -140,7 +161,8 @@ public final class Trainer {
         let outcome = point
         for array in [arena.values, arena.firstMoment, arena.secondMoment] where comm.size > 1 {
             array.withUnsafeMutablePointer {
-                comm.broadcast(UnsafeMutableRawPointer($0), bytes: arena.count * 4, root: 0, label: "initial trainable values")
+                comm.broadcast(
+                    UnsafeMutableRawPointer($0), bytes: arena.count * 4, root: 0, label: "initial trainable values")
             }
         }
         guard let restored = outcome.state, let path = outcome.path else { return }
@@ -153,14 +175,19 @@ public final class Trainer {
         s.configHash = state.configHash
         if restored.schedule.kind == .cosine && restored.schedule.totalSteps != s.schedule.totalSteps {
             // The horizon follows this run's max_steps/max_epochs: say what that does to the rate.
-            say(String(format: "vlseg: warning: resuming under a new schedule horizon: the cosine decay now spans %d steps instead of %d (trainer.max_steps/max_epochs), so the learning rate of step %d is %.3g instead of %.3g",
-                       s.schedule.totalSteps, restored.schedule.totalSteps, s.step + 1,
-                       Double(s.schedule.rate(at: s.step)), Double(restored.schedule.rate(at: restored.step))))
+            say(
+                String(
+                    format:
+                        "vlseg: warning: resuming under a new schedule horizon: the cosine decay now spans %d steps instead of %d (trainer.max_steps/max_epochs), so the learning rate of step %d is %.3g instead of %.3g",
+                    s.schedule.totalSteps, restored.schedule.totalSteps, s.step + 1,
+                    Double(s.schedule.rate(at: s.step)), Double(restored.schedule.rate(at: restored.step))))
         }
         state = s
         resumedFrom = path
         if restored.worldSize != comm.size || oldGlobal != newGlobal {
-            say("resumed from \(path) at step \(s.step) (elastic: \(restored.worldSize) rank(s) x batch \(restored.batchSize) x accumulate \(restored.accumulate) -> \(comm.size) x \(options.batchSize) x \(options.accumulate); global batch \(oldGlobal) -> \(newGlobal))")
+            say(
+                "resumed from \(path) at step \(s.step) (elastic: \(restored.worldSize) rank(s) x batch \(restored.batchSize) x accumulate \(restored.accumulate) -> \(comm.size) x \(options.batchSize) x \(options.accumulate); global batch \(oldGlobal) -> \(newGlobal))"
+            )
         } else {
             say("resumed from \(path) at step \(s.step) (epoch \(s.epoch), \(s.samplesIntoEpoch) samples into it)")
         }
@@ -179,8 +206,12 @@ public final class Trainer {
     /// but the run then no longer repeats an uninterrupted one: say which settings changed.
     private func warnAboutChangedSettings(_ loaded: LoadedCheckpoint) {
         let name = loaded.url.lastPathComponent
-        guard let changes = try? ResolvedConfig.trainingChanges(from: loaded.configYAML, to: options.configYAML), !changes.isEmpty else {
-            say("vlseg: warning: \(name) was trained under other training settings (config hash \(loaded.state.configHash.prefix(12)), this run \(options.configHash.prefix(12)))")
+        guard let changes = try? ResolvedConfig.trainingChanges(from: loaded.configYAML, to: options.configYAML),
+            !changes.isEmpty
+        else {
+            say(
+                "vlseg: warning: \(name) was trained under other training settings (config hash \(loaded.state.configHash.prefix(12)), this run \(options.configHash.prefix(12)))"
+            )
             return
         }
         let shown = changes.prefix(8).map { "\($0.key) \($0.old ?? "(unset)") -> \($0.new ?? "(unset)")" }
@@ -193,10 +224,18 @@ public final class Trainer {
     public func run() throws -> TrainingSummary {
         comm.stopDeadline.setPatience(seconds: options.stopGraceSeconds)
         try synchronizeStart()
-        say("training '\(options.method)': \(arena.count.grouped) trainable parameters in \(arena.slots.count) tensors, \(model.learnableParameterCount.grouped) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps")
-        if MatmulPrecision.current == .bf16 { say("precision bf16: bfloat16 inputs to the matrix products, float32 sums, weights and optimiser state") }
-        if trainCache != nil { say("feature cache on: frozen vision features are computed once per image and reused in later epochs") }
-        say("all-reduce per optimiser step: \(arena.bytesPerAllReduce.grouped) bytes (the trainable gradients only; the frozen model is never communicated)")
+        say(
+            "training '\(options.method)': \(arena.count.grouped) trainable parameters in \(arena.slots.count) tensors, \(model.learnableParameterCount.grouped) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps"
+        )
+        if MatmulPrecision.current == .bf16 {
+            say("precision bf16: bfloat16 inputs to the matrix products, float32 sums, weights and optimiser state")
+        }
+        if trainCache != nil {
+            say("feature cache on: frozen vision features are computed once per image and reused in later epochs")
+        }
+        say(
+            "all-reduce per optimiser step: \(arena.bytesPerAllReduce.grouped) bytes (the trainable gradients only; the frozen model is never communicated)"
+        )
         let globalSamplesPerStep = comm.size * options.batchSize * options.accumulate
         var window = LogWindow()
         var windowStart = Date()
@@ -235,11 +274,15 @@ public final class Trainer {
                     let imagesPerSecond = seconds > 0 ? all.images / seconds : 0
                     let meanLoss = all.meanLoss
                     if comm.isRoot {
-                        try metricsLog?.append(["kind": "train", "step": state.step, "epoch": state.epoch, "loss": meanLoss, "lr": Double(lr),
-                                            "images_per_s": imagesPerSecond, "grad_norm": Double(gradNorm),
-                                            "seconds": Date().timeIntervalSince(runStart)])
-                        progress?.update(step: state.step, total: totalSteps, epoch: state.epoch, loss: meanLoss, lr: lr,
-                                         imagesPerSecond: imagesPerSecond, elapsed: Date().timeIntervalSince(runStart))
+                        try metricsLog?.append([
+                            "kind": "train", "step": state.step, "epoch": state.epoch, "loss": meanLoss,
+                            "lr": Double(lr),
+                            "images_per_s": imagesPerSecond, "grad_norm": Double(gradNorm),
+                            "seconds": Date().timeIntervalSince(runStart),
+                        ])
+                        progress?.update(
+                            step: state.step, total: totalSteps, epoch: state.epoch, loss: meanLoss, lr: lr,
+                            imagesPerSecond: imagesPerSecond, elapsed: Date().timeIntervalSince(runStart))
                     }
                     window = LogWindow()
                     windowStart = Date()
@@ -256,29 +299,36 @@ public final class Trainer {
                     improved = try evaluateAndDecide()
                     slowest.validation = max(slowest.validation, elapsed(since: t4))
                 }
-                let checkpointNow = (options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0) || improved
+                let checkpointNow =
+                    (options.checkpointEvery > 0 && state.step % options.checkpointEvery == 0) || improved
                     || state.step >= totalSteps || state.stopped
                 if checkpointNow { try saveCheckpoint(markBest: improved) }
                 slowest.save = slowestSave
                 comm.stopDeadline.setPatience(seconds: min(options.stopGraceSeconds, slowest.patience))
-                if let stopRequest, let signal = stopRequest.agreedSignal(comm), state.step < totalSteps, !state.stopped {
+                if let stopRequest, let signal = stopRequest.agreedSignal(comm), state.step < totalSteps, !state.stopped
+                {
                     if !checkpointNow { try saveCheckpoint(markBest: false) }
                     interruptedBy = signal
-                    say("stopped by \(StopRequest.name(signal)) after step \(state.step) of \(totalSteps): checkpoint \(lastCheckpoint ?? "-"); resume=auto continues from it")
+                    say(
+                        "stopped by \(StopRequest.name(signal)) after step \(state.step) of \(totalSteps): checkpoint \(lastCheckpoint ?? "-"); resume=auto continues from it"
+                    )
                 }
             }
         }
         if comm.isRoot && timing.steps > 0 {
             progress?.finish()
             say(timing.summary(imagesPerStep: Double(globalSamplesPerStep)))
-            if trainData.skippedCount > 0 { say("skipped \(trainData.skippedCount) unusable training sample(s) (data.on_error=skip)") }
+            if trainData.skippedCount > 0 {
+                say("skipped \(trainData.skippedCount) unusable training sample(s) (data.on_error=skip)")
+            }
         }
         let best = checkpoints.pointer("best")
-        return TrainingSummary(steps: state.step, epochs: state.epoch, bestDice: state.bestDice, bestStep: state.bestStep,
-                               bestCheckpoint: best.map { checkpoints.directory.appendingPathComponent($0).path },
-                               lastCheckpoint: lastCheckpoint, stoppedEarly: state.stopped && state.step < totalSteps,
-                               lastValidation: lastValidation, resumedFrom: resumedFrom, interruptedBy: interruptedBy,
-                               wallSeconds: state.wallSeconds ?? 0, trainableParameters: arena.count)
+        return TrainingSummary(
+            steps: state.step, epochs: state.epoch, bestDice: state.bestDice, bestStep: state.bestStep,
+            bestCheckpoint: best.map { checkpoints.directory.appendingPathComponent($0).path },
+            lastCheckpoint: lastCheckpoint, stoppedEarly: state.stopped && state.step < totalSteps,
+            lastValidation: lastValidation, resumedFrom: resumedFrom, interruptedBy: interruptedBy,
+            wallSeconds: state.wallSeconds ?? 0, trainableParameters: arena.count)
     }
 
     private func elapsed(since t: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9 }
@@ -289,22 +339,32 @@ public final class Trainer {
     /// broadcasts the new state. Returns whether this evaluation is the best so far.
     func evaluateAndDecide() throws -> Bool {
         guard let valData else { return false }
-        let metrics = try Evaluator.evaluate(model: model, data: valData, loss: options.loss, comm: comm, cache: valCache)
+        let metrics = try Evaluator.evaluate(
+            model: model, data: valData, loss: options.loss, comm: comm, cache: valCache)
         lastValidation = metrics
-        struct Decision: Codable { var early: EarlyStopping; var schedule: LearningRateSchedule; var improved: Bool; var stop: Bool; var reduced: Bool }
+        struct Decision: Codable {
+            var early: EarlyStopping; var schedule: LearningRateSchedule; var improved: Bool; var stop: Bool;
+            var reduced: Bool
+        }
         var decision: Decision? = nil
         if comm.isRoot {
             var early = state.earlyStopping, schedule = state.schedule
             let (improved, stop) = early.observe(dice: metrics.dice)
             let reduced = schedule.observe(validationLoss: metrics.loss)
             decision = Decision(early: early, schedule: schedule, improved: improved, stop: stop, reduced: reduced)
-            try metricsLog?.append(["kind": "val", "step": state.step, "epoch": state.epoch, "val_loss": metrics.loss,
-                                "val_dice": metrics.dice, "val_iou": metrics.iou, "images": metrics.images,
-                                "val_dice_pooled": metrics.dicePooled, "val_iou_pooled": metrics.iouPooled])
-            progress?.line(String(format: "step %d: validation loss %.4f, Dice %.4f, IoU %.4f (pooled %.4f, %.4f) on %d images%@%@%@", state.step,
-                                  metrics.loss, metrics.dice, metrics.iou, metrics.dicePooled, metrics.iouPooled, metrics.images, improved ? " (best)" : "",
-                                  reduced ? String(format: ", lr reduced to %.3g", schedule.rate(at: state.step)) : "",
-                                  stop ? ", early stop" : ""))
+            try metricsLog?.append([
+                "kind": "val", "step": state.step, "epoch": state.epoch, "val_loss": metrics.loss,
+                "val_dice": metrics.dice, "val_iou": metrics.iou, "images": metrics.images,
+                "val_dice_pooled": metrics.dicePooled, "val_iou_pooled": metrics.iouPooled,
+            ])
+            progress?.line(
+                String(
+                    format: "step %d: validation loss %.4f, Dice %.4f, IoU %.4f (pooled %.4f, %.4f) on %d images%@%@%@",
+                    state.step,
+                    metrics.loss, metrics.dice, metrics.iou, metrics.dicePooled, metrics.iouPooled, metrics.images,
+                    improved ? " (best)" : "",
+                    reduced ? String(format: ", lr reduced to %.3g", schedule.rate(at: state.step)) : "",
+                    stop ? ", early stop" : ""))
         }
         let d = comm.broadcast(decision, label: "validation decision")
         state.earlyStopping = d.early
@@ -336,11 +396,13 @@ public final class Trainer {
         let h = logits.shape[1], w = logits.shape[2]
         for i in 0..<batch.count {
             let sample = data.samples.samples[batch.sampleIndices[i]]
-            let pred = Inference.originalPrediction(logits.slice(axis: 0, i..<(i + 1)).reshaped([h, w]), size: batch.originalSizes[i])
+            let pred = Inference.originalPrediction(
+                logits.slice(axis: 0, i..<(i + 1)).reshaped([h, w]), size: batch.originalSizes[i])
             let overlay = ImageIO.overlay(image: try ImageIO.readImage(sample.entry.imageURL), mask: pred)
             let name = (sample.entry.imageName as NSString).deletingPathExtension
-            try writer.image(tag: "val/overlay/\(name)", png: Data(try PNGCodec.encode(overlay)), width: overlay.width,
-                             height: overlay.height, step: state.step)
+            try writer.image(
+                tag: "val/overlay/\(name)", png: Data(try PNGCodec.encode(overlay)), width: overlay.width,
+                height: overlay.height, step: state.step)
         }
     }
 
@@ -351,10 +413,14 @@ public final class Trainer {
         state.wallSeconds = segmentClock()
         lastCheckpoint = try comm.rootDecides("checkpoint outcome") { () throws -> String in
             let step = state.step
-            let url = try checkpoints.save(arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,
-                                           keepLast: options.keepLast, beforeCommit: observers.isEmpty ? nil : { [observers] in
-                                               for observer in observers { observer.willCommitCheckpoint(step) }
-                                           })
+            let url = try checkpoints.save(
+                arena: arena, state: state, configYAML: options.configYAML, markBest: markBest,
+                keepLast: options.keepLast,
+                beforeCommit: observers.isEmpty
+                    ? nil
+                    : { [observers] in
+                        for observer in observers { observer.willCommitCheckpoint(step) }
+                    })
             return url.path
         }
     }
@@ -362,9 +428,13 @@ public final class Trainer {
 
 /// Sharded validation with exact reduction of sums and counts (at the model's resolution).
 public enum Evaluator {
-    public static func evaluate(model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
-                                cache: FeatureCache? = nil) throws -> SegmentationMetrics {
-        try Inference.evaluate(model: model, data: data, loss: loss, comm: comm, originalResolution: false, cache: cache).modelResolution
+    public static func evaluate(
+        model: SegmentationModel, data: DataLoader, loss: SegmentationLoss, comm: Communicator,
+        cache: FeatureCache? = nil
+    ) throws -> SegmentationMetrics {
+        try Inference.evaluate(
+            model: model, data: data, loss: loss, comm: comm, originalResolution: false, cache: cache
+        ).modelResolution
     }
 }
 
@@ -376,8 +446,11 @@ public enum TrainingError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .nothingToTrain(method): return "tuning '\(method)' has no trainable tensors (use `vlseg evaluate` for zero-shot)"
-        case let .emptyEpoch(batches, accumulate): return "an epoch has \(batches) batch(es) per rank, fewer than trainer.accumulate=\(accumulate): lower data.batch_size or trainer.accumulate"
+        case let .nothingToTrain(method):
+            return "tuning '\(method)' has no trainable tensors (use `vlseg evaluate` for zero-shot)"
+        case let .emptyEpoch(batches, accumulate):
+            return
+                "an epoch has \(batches) batch(es) per rank, fewer than trainer.accumulate=\(accumulate): lower data.batch_size or trainer.accumulate"
         case .noStoppingRule: return "set trainer.max_steps or trainer.max_epochs"
         case let .dataEnded(epoch): return "the data loader ran out of batches in epoch \(epoch)"
         }
@@ -436,7 +509,10 @@ struct StepTiming {
     func summary(imagesPerStep: Double) -> String {
         let t = max(total, 1e-9)
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / t) }
-        return String(format: "%d steps in %.1f s (%.2f images/s): data %@, forward %@, backward %@, all-reduce wait %@, optimiser %@",
-                      steps, total, imagesPerStep * Double(steps) / t, pct(data), pct(forward), pct(backward), pct(allReduceWait), pct(optimizer))
+        return String(
+            format:
+                "%d steps in %.1f s (%.2f images/s): data %@, forward %@, backward %@, all-reduce wait %@, optimiser %@",
+            steps, total, imagesPerStep * Double(steps) / t, pct(data), pct(forward), pct(backward), pct(allReduceWait),
+            pct(optimizer))
     }
 }

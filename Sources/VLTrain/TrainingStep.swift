@@ -17,8 +17,10 @@ public struct TrainingStep {
     public let cache: FeatureCache?
     public let clipGradNorm: Float
 
-    public init(model: SegmentationModel, arena: ParameterArena, sync: GradientSynchronizer, loss: SegmentationLoss,
-                cache: FeatureCache?, clipGradNorm: Float) {
+    public init(
+        model: SegmentationModel, arena: ParameterArena, sync: GradientSynchronizer, loss: SegmentationLoss,
+        cache: FeatureCache?, clipGradNorm: Float
+    ) {
         self.model = model
         self.arena = arena
         self.sync = sync
@@ -48,7 +50,9 @@ public struct TrainingStep {
     public static func logits(_ model: SegmentationModel, _ batch: Batch, cache: FeatureCache?) throws -> Tensor {
         let text = TextPrompts(inputIDs: batch.inputIDs, attentionMask: batch.attentionMask)
         guard let cache else { return model.segmentationLogits(pixels: batch.pixelValues, text: text) }
-        let features = try cache.features(samples: batch.sampleIndices) { model.frozenFeatures(pixels: batch.pixelValues) }
+        let features = try cache.features(samples: batch.sampleIndices) {
+            model.frozenFeatures(pixels: batch.pixelValues)
+        }
         return model.segmentationLogits(features: features, pixels: batch.pixelValues, text: text)
     }
 
@@ -56,7 +60,8 @@ public struct TrainingStep {
     ///
     /// An empty micro-batch (every sample skipped under `data.on_error=skip`) still takes part in the
     /// all-reduce with a zero gradient, so every rank enters the same collectives.
-    public func run(accumulate: Int, optimizer: inout AdamW, lr: Float, nextBatch: () throws -> Batch) throws -> Outcome {
+    public func run(accumulate: Int, optimizer: inout AdamW, lr: Float, nextBatch: () throws -> Batch) throws -> Outcome
+    {
         var outcome = Outcome()
         // One clock read per phase boundary, so the phases add up to the step's total exactly.
         let start = DispatchTime.now().uptimeNanoseconds

@@ -33,18 +33,22 @@ public final class CoCoOp: PromptLearner {
 
     public init(depth: Int, contextLength: Int, initPhrase: String?, hidden: Int) {
         self.hidden = hidden
-        super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true, vision: false)
+        super.init(
+            name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true,
+            vision: false)
     }
 
     static let family = TuningMethodFamily(
-        name: methodName, summary: "CoCoOp: CoOp plus an image-conditioned meta-net per depth", architectures: [.clipseg, .cris],
+        name: methodName, summary: "CoCoOp: CoOp plus an image-conditioned meta-net per depth",
+        architectures: [.clipseg, .cris],
         options: PromptOptions.shared(initPhrase: "none") + [
             TuningOption("hidden", .int, default: 64, help: "meta-net hidden width", minimum: 1),
             PromptOptions.crisCompatIndexing,
         ]
     ) { o in
-        let method = CoCoOp(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o),
-                            hidden: try o.int("hidden"))
+        let method = CoCoOp(
+            depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o),
+            hidden: try o.int("hidden"))
         method.crisCompatIndexing = try o.bool("cris_compat_indexing")
         return method
     }
@@ -53,11 +57,15 @@ public final class CoCoOp: PromptLearner {
 
     /// context_vectors and the meta-nets for a text tower `textWidth` wide fed with a `featureWidth`
     /// image feature.
-    private func metaNetShapes(textWidth dt: Int, featureWidth f: Int, contextLength n: Int) -> [(name: String, shape: [Int])] {
+    private func metaNetShapes(textWidth dt: Int, featureWidth f: Int, contextLength n: Int) -> [(
+        name: String, shape: [Int]
+    )] {
         var shapes: [(name: String, shape: [Int])] = [("context_vectors", [depth, n, dt])]
         for d in 0..<depth {
-            shapes += [("meta_nets.\(d).0.weight", [hidden, f]), ("meta_nets.\(d).0.bias", [hidden]),
-                       ("meta_nets.\(d).2.weight", [dt, hidden]), ("meta_nets.\(d).3.weight", [dt])]
+            shapes += [
+                ("meta_nets.\(d).0.weight", [hidden, f]), ("meta_nets.\(d).0.bias", [hidden]),
+                ("meta_nets.\(d).2.weight", [dt, hidden]), ("meta_nets.\(d).3.weight", [dt]),
+            ]
         }
         return shapes
     }
@@ -72,7 +80,8 @@ public final class CoCoOp: PromptLearner {
     }
 
     /// On CRIS the meta-nets read the mean of C5 over space (width embed_dim).
-    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         metaNetShapes(textWidth: config.clip.transformerWidth, featureWidth: config.clip.embedDim, contextLength: n)
     }
 
@@ -86,7 +95,8 @@ public final class CoCoOp: PromptLearner {
         return try super.prepare(model, seed: seed)
     }
 
-    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         metaNetShapes(textWidth: config.textConfig.hiddenSize, featureWidth: config.projectionDim, contextLength: n)
     }
 
@@ -99,13 +109,16 @@ public final class CoCoOp: PromptLearner {
     /// otherwise run the same unprompted layers again.
     func imageFeature(_ context: ForwardContext) -> Tensor {
         guard let pixels = context.pixels else {
-            preconditionFailure("CoCoOp conditions its prompts on the query images: the text must be encoded with pixels")
+            preconditionFailure(
+                "CoCoOp conditions its prompts on the query images: the text must be encoded with pixels")
         }
         if let current, Self.same(current.pixels, pixels) { return current.feature }
         guard let model else { preconditionFailure("CoCoOp used after its model was released") }
         let b = pixels.shape[0], perImage = pixels.count / max(b, 1), p = config.projectionDim
         let memoise = !pixels.requiresGrad && b > 0
-        let keys = memoise ? pixels.withUnsafePointer { pp in (0..<b).map { Self.key(pp + $0 * perImage, count: perImage) } } : []
+        let keys =
+            memoise
+            ? pixels.withUnsafePointer { pp in (0..<b).map { Self.key(pp + $0 * perImage, count: perImage) } } : []
         let missing = memoise ? (0..<b).filter { featureMemo[keys[$0]] == nil } : Array(0..<b)
         if memoise, missing.count < b {
             // Some (or all) images seen before: run the tower only on the others.
@@ -169,7 +182,9 @@ public final class CoCoOp: PromptLearner {
     }
 
     override public func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]? {
-        guard let c = current, let states = c.states, Self.same(c.pixels, pixels), layers < states.count else { return nil }
+        guard let c = current, let states = c.states, Self.same(c.pixels, pixels), layers < states.count else {
+            return nil
+        }
         current = (c.pixels, c.feature, nil)  // used once
         return Array(states.prefix(layers + 1))
     }

@@ -10,23 +10,28 @@ public final class CoOp: PromptLearner {
     public static let methodName = "coop"
 
     public init(depth: Int, contextLength: Int, initPhrase: String?) {
-        super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true, vision: false)
+        super.init(
+            name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true,
+            vision: false)
     }
 
     static let family = TuningMethodFamily(
         name: methodName, summary: "CoOp: learnable text context after BOS", architectures: [.clipseg, .cris],
         options: PromptOptions.shared(initPhrase: "none") + [PromptOptions.crisCompatIndexing]
     ) { o in
-        let method = CoOp(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o))
+        let method = CoOp(
+            depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o))
         method.crisCompatIndexing = try o.bool("cris_compat_indexing")
         return method
     }
 
-    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         [("context_vectors", [depth, n, config.clip.transformerWidth])]
     }
 
-    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         [("context_vectors", [depth, n, config.textConfig.hiddenSize])]
     }
 

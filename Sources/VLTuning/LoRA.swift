@@ -69,15 +69,20 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
         name: "lora", summary: "low-rank updates on chosen linear layers of the towers", architectures: [.clipseg],
         options: [
             TuningOption("rank", .int, default: 8, help: "rank r of the update B A", minimum: 1),
-            TuningOption("alpha", .double, default: 16.0, help: "scale alpha (the update is multiplied by alpha / rank)", minimum: 0),
-            TuningOption("targets", .stringList, default: ["q_proj", "v_proj"], help: "linear layers to adapt in each block",
-                         allowed: targetModules.map(\.target), check: nonEmptyUnique),
-            TuningOption("towers", .stringList, default: ["vision", "text"], help: "towers whose blocks get updates",
-                         allowed: [Tower.vision.rawValue, Tower.text.rawValue], check: nonEmptyUnique),
+            TuningOption(
+                "alpha", .double, default: 16.0, help: "scale alpha (the update is multiplied by alpha / rank)",
+                minimum: 0),
+            TuningOption(
+                "targets", .stringList, default: ["q_proj", "v_proj"], help: "linear layers to adapt in each block",
+                allowed: targetModules.map(\.target), check: nonEmptyUnique),
+            TuningOption(
+                "towers", .stringList, default: ["vision", "text"], help: "towers whose blocks get updates",
+                allowed: [Tower.vision.rawValue, Tower.text.rawValue], check: nonEmptyUnique),
         ]
     ) { o in
-        try LoRATuning(name: o.method, rank: try o.int("rank"), alpha: try o.double("alpha"), targets: try o.strings("targets"),
-                       towers: try o.strings("towers").compactMap(Tower.init(rawValue:)))
+        try LoRATuning(
+            name: o.method, rank: try o.int("rank"), alpha: try o.double("alpha"), targets: try o.strings("targets"),
+            towers: try o.strings("towers").compactMap(Tower.init(rawValue:)))
     }
 
     /// The adapted layers of a model of `config`, in the trainable order: towers in the given order,
@@ -96,7 +101,8 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
                     case "fc2": (inF, outF) = (t.intermediateSize, t.hiddenSize)
                     default: (inF, outF) = (t.hiddenSize, t.hiddenSize)
                     }
-                    out.append(Module(prefix: "\(root).encoder.layers.\(layer).\(module)", inFeatures: inF, outFeatures: outF))
+                    out.append(
+                        Module(prefix: "\(root).encoder.layers.\(layer).\(module)", inFeatures: inF, outFeatures: outF))
                 }
             }
         }
@@ -114,7 +120,10 @@ public final class LoRATuning: TuningMethod, CLIPSegHooks {
         modules = Dictionary(uniqueKeysWithValues: ordered.map { ($0.prefix, $0) })
         var names: [String] = []
         for m in ordered {
-            model.parameters.set(m.a, MethodInit.uniform([rank, m.inFeatures], bound: 1 / Float(m.inFeatures).squareRoot(), seed: seed, name: m.a))
+            model.parameters.set(
+                m.a,
+                MethodInit.uniform(
+                    [rank, m.inFeatures], bound: 1 / Float(m.inFeatures).squareRoot(), seed: seed, name: m.a))
             model.parameters.set(m.b, Tensor(zeros: [m.outFeatures, rank]))
             names += [m.a, m.b]
         }

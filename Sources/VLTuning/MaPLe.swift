@@ -16,26 +16,34 @@ public final class MaPLe: PromptLearner {
 
     public init(depth: Int, contextLength: Int, initPhrase: String?, hidden: Int) {
         self.hidden = hidden
-        super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true, vision: true)
+        super.init(
+            name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: initPhrase, text: true,
+            vision: true)
     }
 
     /// Initialised from "a photo of a", as TuneVLSeg's configs.
     static let family = TuningMethodFamily(
-        name: methodName, summary: "MaPLe: text prompts, and vision prompts coupled from them per depth", architectures: [.clipseg],
+        name: methodName, summary: "MaPLe: text prompts, and vision prompts coupled from them per depth",
+        architectures: [.clipseg],
         options: PromptOptions.shared(initPhrase: "a photo of a") + [
-            TuningOption("hidden", .int, default: 64, help: "coupling function hidden width", minimum: 1),
+            TuningOption("hidden", .int, default: 64, help: "coupling function hidden width", minimum: 1)
         ]
     ) { o in
-        MaPLe(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o), hidden: try o.int("hidden"))
+        MaPLe(
+            depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o),
+            hidden: try o.int("hidden"))
     }
 
-    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         let dt = config.textConfig.hiddenSize, dv = config.visionConfig.hiddenSize
         var shapes: [(name: String, shape: [Int])] = [("context_vectors", [depth, n, dt])]
         for d in 0..<depth {
-            shapes += [("projections.\(d).0.weight", [hidden, dt]), ("projections.\(d).0.bias", [hidden]),
-                       ("projections.\(d).2.weight", [dv, hidden]),
-                       ("projections.\(d).3.weight", [dv]), ("projections.\(d).3.bias", [dv])]
+            shapes += [
+                ("projections.\(d).0.weight", [hidden, dt]), ("projections.\(d).0.bias", [hidden]),
+                ("projections.\(d).2.weight", [dv, hidden]),
+                ("projections.\(d).3.weight", [dv]), ("projections.\(d).3.bias", [dv]),
+            ]
         }
         return shapes
     }

@@ -98,19 +98,26 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
     func validate(_ config: CLIPSegConfig, contextLength n: Int) throws {
         let lt = config.textConfig.numHiddenLayers, lv = config.visionConfig.numHiddenLayers
         let maxDepth = promptsText && promptsVision ? min(lt, lv) : (promptsText ? lt : lv)
-        let towers = promptsText && promptsVision ? "the shallower tower has" : (promptsText ? "the text tower has" : "the vision tower has")
+        let towers =
+            promptsText && promptsVision
+            ? "the shallower tower has" : (promptsText ? "the text tower has" : "the vision tower has")
         guard depth >= 1, depth <= maxDepth else {
-            throw TuningError.invalidOption(method: name, key: "depth", reason: "must be between 1 and \(maxDepth) (\(towers) \(maxDepth) layers), found \(depth)")
+            throw TuningError.invalidOption(
+                method: name, key: "depth",
+                reason: "must be between 1 and \(maxDepth) (\(towers) \(maxDepth) layers), found \(depth)")
         }
         if promptsText {
             let maxPositions = config.textConfig.maxPositionEmbeddings ?? 77
             guard n + 2 <= maxPositions else {
-                throw TuningError.invalidOption(method: name, key: "n_ctx",
-                                                reason: "\(n) prompt tokens leave no room for BOS and EOS in \(maxPositions) text positions")
+                throw TuningError.invalidOption(
+                    method: name, key: "n_ctx",
+                    reason: "\(n) prompt tokens leave no room for BOS and EOS in \(maxPositions) text positions")
             }
         }
         // n = 0 (no prompt tokens) is accepted: the method is then exactly the plain model, which the tests use.
-        guard n >= 0 else { throw TuningError.invalidOption(method: name, key: "n_ctx", reason: "must not be negative") }
+        guard n >= 0 else {
+            throw TuningError.invalidOption(method: name, key: "n_ctx", reason: "must not be negative")
+        }
     }
 
     // MARK: TuningMethod
@@ -122,16 +129,21 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         }
         let model = try requireCLIPSeg(model, method: name)
         if crisCompatIndexing {
-            throw TuningError.invalidOption(method: name, key: "cris_compat_indexing", reason: "applies to CRIS models only")
+            throw TuningError.invalidOption(
+                method: name, key: "cris_compat_indexing", reason: "applies to CRIS models only")
         }
         let config = model.config
         let n = try contextLength(config)
         try validate(config, contextLength: n)
         let shapes = try learnerShapes(config, contextLength: n)
         let rng = LearnerInit(seed: seed)
-        let phraseRows = promptsText
-            ? try phraseEmbeddings(model.parameters, vocabulary: "clip.text_model.embeddings.token_embedding.weight") : nil
-        install(shapes, into: model.parameters, phraseRows: phraseRows) { initialValue($0, shape: $1, init: rng, config: config) }
+        let phraseRows =
+            promptsText
+            ? try phraseEmbeddings(model.parameters, vocabulary: "clip.text_model.embeddings.token_embedding.weight")
+            : nil
+        install(shapes, into: model.parameters, phraseRows: phraseRows) {
+            initialValue($0, shape: $1, init: rng, config: config)
+        }
         contextLength = n
         parameters = model.parameters
         self.config = config
@@ -146,23 +158,29 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         guard let phrase = initPhrase else { return nil }
         let vocab = store[vocabulary]
         let ids = try PromptTokenizer.ids(of: phrase, method: name)
-        guard !ids.isEmpty else { throw TuningError.invalidOption(method: name, key: "init", reason: "phrase '\(phrase)' has no tokens") }
+        guard !ids.isEmpty else {
+            throw TuningError.invalidOption(method: name, key: "init", reason: "phrase '\(phrase)' has no tokens")
+        }
         if let bad = ids.first(where: { $0 >= vocab.shape[0] }) {
-            throw TuningError.invalidOption(method: name, key: "init",
-                                            reason: "token id \(bad) of '\(phrase)' is outside the model's vocabulary of \(vocab.shape[0])")
+            throw TuningError.invalidOption(
+                method: name, key: "init",
+                reason: "token id \(bad) of '\(phrase)' is outside the model's vocabulary of \(vocab.shape[0])")
         }
         return GradMode.withoutGradients { vocab.indexSelect(rows: ids) }
     }
 
     /// Adds the learner's tensors to the store: `value` for each, with context row 0 replaced by the
     /// phrase's token embeddings when there is one.
-    func install(_ shapes: [(name: String, shape: [Int])], into store: ParameterStore, phraseRows: Tensor?,
-                 value: (String, [Int]) -> Tensor) {
+    func install(
+        _ shapes: [(name: String, shape: [Int])], into store: ParameterStore, phraseRows: Tensor?,
+        value: (String, [Int]) -> Tensor
+    ) {
         for (tensorName, shape) in shapes {
             var t = value(tensorName, shape)
             if tensorName == "context_vectors", let rows = phraseRows {
                 t = t.copy()
-                withTensorPointers(writing: t, reading: rows) { $0.update(from: $1, count: rows.count) }  // row 0 = the phrase
+                // row 0 = the phrase
+                withTensorPointers(writing: t, reading: rows) { $0.update(from: $1, count: rows.count) }
             }
             store.set(tensorName, t)
         }
@@ -172,8 +190,9 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
 
     /// The learner's tensors on CRIS (CoOp and CoCoOp override this; other methods hook into ViT towers).
     func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
-        throw TuningError.unsupportedModel(method: name, architecture: TuningArchitecture.cris.rawValue,
-                                           supported: TuningMethodRegistry.shared.names(supporting: .cris))
+        throw TuningError.unsupportedModel(
+            method: name, architecture: TuningArchitecture.cris.rawValue,
+            supported: TuningMethodRegistry.shared.names(supporting: .cris))
     }
 
     func crisInitialValue(_ name: String, shape: [Int], init rng: LearnerInit, config: CRISConfig) -> Tensor {
@@ -186,11 +205,16 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         let phraseRows = try phraseEmbeddings(model.parameters, vocabulary: "backbone.token_embedding.weight")
         let n = phraseRows?.shape[0] ?? configuredContextLength
         guard depth >= 1, depth <= clip.transformerLayers else {
-            throw TuningError.invalidOption(method: name, key: "depth",
-                                            reason: "must be between 1 and \(clip.transformerLayers) (the text encoder has \(clip.transformerLayers) blocks), found \(depth)")
+            throw TuningError.invalidOption(
+                method: name, key: "depth",
+                reason:
+                    "must be between 1 and \(clip.transformerLayers) (the text encoder has \(clip.transformerLayers) blocks), found \(depth)"
+            )
         }
         guard n + 2 <= clip.contextLength else {
-            throw TuningError.invalidOption(method: name, key: "n_ctx", reason: "\(n) context tokens leave no room for BOS and EOS in \(clip.contextLength) positions")
+            throw TuningError.invalidOption(
+                method: name, key: "n_ctx",
+                reason: "\(n) context tokens leave no room for BOS and EOS in \(clip.contextLength) positions")
         }
         let shapes = try crisLearnerShapes(model.config, contextLength: n)
         let rng = LearnerInit(seed: seed)
@@ -198,8 +222,9 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
             crisInitialValue($0, shape: $1, init: rng, config: model.config)
         }
         contextLength = n
-        let learner = CRISContextLearner(parameters: model.parameters, depth: depth, contextLength: n,
-                                         compatIndexing: crisCompatIndexing, metaNets: conditionsOnImages)
+        let learner = CRISContextLearner(
+            parameters: model.parameters, depth: depth, contextLength: n,
+            compatIndexing: crisCompatIndexing, metaNets: conditionsOnImages)
         crisContext = learner
         model.textContext = learner
         return shapes.map(\.name)
@@ -217,7 +242,8 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
 
     public func textSequence(_ sequence: TextSequence, context: ForwardContext) -> TextSequence {
         guard promptsText else { return sequence }
-        return PromptPlacement.insertTextContext(sequence, context: textPrompt(0, context: context), maxPositions: maxTextPositions)
+        return PromptPlacement.insertTextContext(
+            sequence, context: textPrompt(0, context: context), maxPositions: maxTextPositions)
     }
 
     public func textLayerInput(_ x: Tensor, layer: Int, context: ForwardContext) -> Tensor {

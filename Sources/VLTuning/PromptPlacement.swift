@@ -25,12 +25,14 @@ func assembleSequence(_ sources: [Tensor], _ pieces: [SequencePiece], batch: Int
     precondition(!sources.isEmpty && sources.allSatisfy { $0.rank == 3 }, "assembleSequence: sources must be [B, T, D]")
     let d = sources[0].shape[2]
     for s in sources {
-        precondition(s.shape[2] == d && (s.shape[0] == batch || s.shape[0] == 1),
-                     "assembleSequence: source \(s.shape) for batch \(batch), width \(d)")
+        precondition(
+            s.shape[2] == d && (s.shape[0] == batch || s.shape[0] == 1),
+            "assembleSequence: source \(s.shape) for batch \(batch), width \(d)")
     }
     for p in pieces {
-        precondition(p.count >= 0 && p.start >= 0 && p.start + p.count <= sources[p.source].shape[1],
-                     "assembleSequence: rows \(p.start)..<\(p.start + p.count) of \(sources[p.source].shape)")
+        precondition(
+            p.count >= 0 && p.start >= 0 && p.start + p.count <= sources[p.source].shape[1],
+            "assembleSequence: rows \(p.start)..<\(p.start + p.count) of \(sources[p.source].shape)")
     }
     let total = pieces.reduce(0) { $0 + $1.count }
     let out = Tensor(uninitialized: [batch, total, d])
@@ -97,29 +99,35 @@ public enum PromptPlacement {
     public static func replaceTextContext(_ x: Tensor, context: Tensor) -> Tensor {
         let t = x.shape[1], n = context.shape[1]
         precondition(t >= n + 1, "text sequence of \(t) tokens has no room for \(n) prompt tokens")
-        return assembleSequence([x, context], [
-            SequencePiece(source: 0, start: 0, count: 1),
-            SequencePiece(source: 1, start: 0, count: n),
-            SequencePiece(source: 0, start: n + 1, count: t - n - 1),
-        ], batch: x.shape[0])
+        return assembleSequence(
+            [x, context],
+            [
+                SequencePiece(source: 0, start: 0, count: 1),
+                SequencePiece(source: 1, start: 0, count: n),
+                SequencePiece(source: 0, start: n + 1, count: t - n - 1),
+            ], batch: x.shape[0])
     }
 
     /// VPT: prompts ([1 or B, n, Dv]) appended after the class and patch tokens [B, T, Dv].
     public static func appendVisionPrompts(_ x: Tensor, prompts: Tensor) -> Tensor {
-        assembleSequence([x, prompts], [
-            SequencePiece(source: 0, start: 0, count: x.shape[1]),
-            SequencePiece(source: 1, start: 0, count: prompts.shape[1]),
-        ], batch: x.shape[0])
+        assembleSequence(
+            [x, prompts],
+            [
+                SequencePiece(source: 0, start: 0, count: x.shape[1]),
+                SequencePiece(source: 1, start: 0, count: prompts.shape[1]),
+            ], batch: x.shape[0])
     }
 
     /// Deep vision prompts: the last n rows of [B, T, Dv] replaced by `prompts` ([1 or B, n, Dv]).
     public static func replaceVisionPrompts(_ x: Tensor, prompts: Tensor) -> Tensor {
         let t = x.shape[1], n = prompts.shape[1]
         precondition(t >= n, "vision sequence of \(t) tokens has no \(n) prompt slots")
-        return assembleSequence([x, prompts], [
-            SequencePiece(source: 0, start: 0, count: t - n),
-            SequencePiece(source: 1, start: 0, count: n),
-        ], batch: x.shape[0])
+        return assembleSequence(
+            [x, prompts],
+            [
+                SequencePiece(source: 0, start: 0, count: t - n),
+                SequencePiece(source: 1, start: 0, count: n),
+            ], batch: x.shape[0])
     }
 }
 
@@ -128,18 +136,26 @@ public enum PromptPlacement {
 /// The options every prompt method declares (each method's file lists the ones it takes), and reading
 /// the phrase of `init`.
 enum PromptOptions {
-    static let depth = TuningOption("depth", .int, default: 1, help: "prompt depth D: layers 0..D-1 get prompts (1 = shallow)", minimum: 1)
+    static let depth = TuningOption(
+        "depth", .int, default: 1, help: "prompt depth D: layers 0..D-1 get prompts (1 = shallow)", minimum: 1)
     /// At least 1 for every method: with no prompt tokens a prompt method trains nothing (that is
     /// `zero_shot`), and TuneVLSeg's deep vision prompts (`x[:, -n:]`) would replace the whole sequence at
     /// n = 0. The methods' initialisers still take n = 0, which the tests use as the identity of the
     /// placement code.
-    static let contextLength = TuningOption("n_ctx", .int, default: 4, help: "prompt (context) tokens per layer (with none a prompt method trains nothing: that is zero_shot)", minimum: 1)
-    static let crisCompatIndexing = TuningOption("cris_compat_indexing", .bool, default: false,
-                                                 help: "CRIS only: deep prompts as TuneVLSeg indexes them (its published numbers), not the intended rows")
+    static let contextLength = TuningOption(
+        "n_ctx", .int, default: 4,
+        help: "prompt (context) tokens per layer (with none a prompt method trains nothing: that is zero_shot)",
+        minimum: 1)
+    static let crisCompatIndexing = TuningOption(
+        "cris_compat_indexing", .bool, default: false,
+        help: "CRIS only: deep prompts as TuneVLSeg indexes them (its published numbers), not the intended rows")
 
     static func initPhrase(default phrase: String) -> TuningOption {
-        TuningOption("init", .string, default: .string(phrase),
-                     help: "text context initialised from this phrase's token embeddings (its token count sets n_ctx), or none for N(0, 0.02)")
+        TuningOption(
+            "init", .string, default: .string(phrase),
+            help:
+                "text context initialised from this phrase's token embeddings (its token count sets n_ctx), or none for N(0, 0.02)"
+        )
     }
 
     /// depth and n_ctx, then init for the methods whose text context a phrase can initialise.
@@ -203,7 +219,8 @@ enum PromptTokenizer {
         let tokenizer = try cached.withLock { slot -> CLIPTokenizer in
             if let loaded = slot { return loaded }
             guard let dir = BundledTokenizer.directory else {
-                throw TuningError.invalidOption(method: method, key: "init", reason: "the bundled CLIP tokenizer is missing")
+                throw TuningError.invalidOption(
+                    method: method, key: "init", reason: "the bundled CLIP tokenizer is missing")
             }
             let loaded = try CLIPTokenizer(directory: dir)
             slot = loaded

@@ -34,7 +34,8 @@ public enum SeedCheckpointNames {
         let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         let layer = ["fc1", "fc2"], param = ["weight", "bias"]
         if parts.count == 4, adapterFamilies.contains(parts[0]), let i = Int(parts[1]), i >= 0, String(i) == parts[1],
-           layer.contains(parts[2]), param.contains(parts[3]) {
+            layer.contains(parts[2]), param.contains(parts[3])
+        {
             return .trainable(name, method: "VLSM-Adapter")
         }
         if parts.count == 3, parts[0] == "cond_adapter", layer.contains(parts[1]), param.contains(parts[2]) {

@@ -20,28 +20,39 @@ public final class SharedAttention: PromptLearner {
     public init(depth: Int, contextLength: Int, heads: Int, feedForward: Int) {
         self.heads = heads
         self.feedForward = feedForward
-        super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: true, vision: true)
+        super.init(
+            name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: true, vision: true
+        )
     }
 
     /// TuneVLSeg's 16 heads and 1536 feed-forward units.
     static let family = TuningMethodFamily(
-        name: methodName, summary: "one joint text+vision prompt through a transformer layer across prompt tokens", architectures: [.clipseg],
+        name: methodName, summary: "one joint text+vision prompt through a transformer layer across prompt tokens",
+        architectures: [.clipseg],
         options: PromptOptions.shared() + [
-            TuningOption("heads", .int, default: 16, help: "attention heads of the prompt transformer layer", minimum: 1),
-            TuningOption("ffn", .int, default: 1536, help: "feed-forward width of the prompt transformer layer", minimum: 1),
+            TuningOption(
+                "heads", .int, default: 16, help: "attention heads of the prompt transformer layer", minimum: 1),
+            TuningOption(
+                "ffn", .int, default: 1536, help: "feed-forward width of the prompt transformer layer", minimum: 1),
         ]
     ) { o in
-        SharedAttention(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), heads: try o.int("heads"), feedForward: try o.int("ffn"))
+        SharedAttention(
+            depth: try o.int("depth"), contextLength: try o.int("n_ctx"), heads: try o.int("heads"),
+            feedForward: try o.int("ffn"))
     }
 
     /// Width w = Dt + Dv of the joint prompt.
     func contextWidth(_ config: CLIPSegConfig) -> Int { config.textConfig.hiddenSize + config.visionConfig.hiddenSize }
 
-    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         let w = contextWidth(config)
         guard w % heads == 0 else {
-            throw TuningError.invalidOption(method: name, key: "heads",
-                                            reason: "\(heads) heads do not divide the joint prompt width \(w) (text \(config.textConfig.hiddenSize) + vision \(config.visionConfig.hiddenSize))")
+            throw TuningError.invalidOption(
+                method: name, key: "heads",
+                reason:
+                    "\(heads) heads do not divide the joint prompt width \(w) (text \(config.textConfig.hiddenSize) + vision \(config.visionConfig.hiddenSize))"
+            )
         }
         var shapes: [(name: String, shape: [Int])] = [("context_vectors", [depth, n, w])]
         for d in 0..<depth {
@@ -62,7 +73,8 @@ public final class SharedAttention: PromptLearner {
         let w = contextWidth(config)
         switch name.split(separator: ".").dropFirst(2).joined(separator: ".") {
         case "self_attn.in_proj_weight": return rng.xavierUniform(name, shape)
-        case "self_attn.in_proj_bias", "self_attn.out_proj.bias", "norm1.bias", "norm2.bias": return Tensor(zeros: shape)
+        case "self_attn.in_proj_bias", "self_attn.out_proj.bias", "norm1.bias", "norm2.bias":
+            return Tensor(zeros: shape)
         case "self_attn.out_proj.weight": return rng.linearDefault(name, shape, fanIn: w)
         case "norm1.weight", "norm2.weight": return Tensor(filling: 1, shape: shape)
         case "linear1.weight", "linear1.bias": return rng.linearDefault(name, shape, fanIn: w)
@@ -77,13 +89,16 @@ public final class SharedAttention: PromptLearner {
         let w = contextWidth(config)
         let x = contextRow(d)
         let h = layerNorm(x, weight: p[pre + "norm1.weight"], bias: p[pre + "norm1.bias"], eps: 1e-5)
-        let qkv = linear(h, weight: p[pre + "self_attn.in_proj_weight"], bias: p[pre + "self_attn.in_proj_bias"])  // [1, n, 3w]
-        let a = multiHeadAttention(query: qkv.slice(axis: 2, 0..<w), key: qkv.slice(axis: 2, w..<(2 * w)),
-                                   value: qkv.slice(axis: 2, (2 * w)..<(3 * w)), heads: heads)
+        // [1, n, 3w]
+        let qkv = linear(h, weight: p[pre + "self_attn.in_proj_weight"], bias: p[pre + "self_attn.in_proj_bias"])
+        let a = multiHeadAttention(
+            query: qkv.slice(axis: 2, 0..<w), key: qkv.slice(axis: 2, w..<(2 * w)),
+            value: qkv.slice(axis: 2, (2 * w)..<(3 * w)), heads: heads)
         let x1 = x + linear(a, weight: p[pre + "self_attn.out_proj.weight"], bias: p[pre + "self_attn.out_proj.bias"])
         let h2 = layerNorm(x1, weight: p[pre + "norm2.weight"], bias: p[pre + "norm2.bias"], eps: 1e-5)
-        let f = linear(linear(h2, weight: p[pre + "linear1.weight"], bias: p[pre + "linear1.bias"]).relu(),
-                       weight: p[pre + "linear2.weight"], bias: p[pre + "linear2.bias"])
+        let f = linear(
+            linear(h2, weight: p[pre + "linear1.weight"], bias: p[pre + "linear1.bias"]).relu(),
+            weight: p[pre + "linear2.weight"], bias: p[pre + "linear2.bias"])
         return x1 + f
     }
 

@@ -15,24 +15,30 @@ public final class SharedSeparate: PromptLearner {
 
     public init(depth: Int, contextLength: Int, sharedDim: Int) {
         self.sharedDim = sharedDim
-        super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: true, vision: true)
+        super.init(
+            name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: true, vision: true
+        )
     }
 
     static let family = TuningMethodFamily(
-        name: methodName, summary: "one shared low-dimensional prompt projected to text and vision per depth", architectures: [.clipseg],
+        name: methodName, summary: "one shared low-dimensional prompt projected to text and vision per depth",
+        architectures: [.clipseg],
         options: PromptOptions.shared() + [
-            TuningOption("shared_dim", .int, default: 64, help: "width of the shared prompt", minimum: 1),
+            TuningOption("shared_dim", .int, default: 64, help: "width of the shared prompt", minimum: 1)
         ]
     ) { o in
         SharedSeparate(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), sharedDim: try o.int("shared_dim"))
     }
 
-    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         let dt = config.textConfig.hiddenSize, dv = config.visionConfig.hiddenSize
         var shapes: [(name: String, shape: [Int])] = [("context_vectors", [depth, n, sharedDim])]
         for d in 0..<depth {
-            shapes += [("text_projections.\(d).weight", [dt, sharedDim]), ("text_projections.\(d).bias", [dt]),
-                       ("vision_projections.\(d).weight", [dv, sharedDim]), ("vision_projections.\(d).bias", [dv])]
+            shapes += [
+                ("text_projections.\(d).weight", [dt, sharedDim]), ("text_projections.\(d).bias", [dt]),
+                ("vision_projections.\(d).weight", [dv, sharedDim]), ("vision_projections.\(d).bias", [dv]),
+            ]
         }
         return shapes
     }
@@ -43,10 +49,14 @@ public final class SharedSeparate: PromptLearner {
     }
 
     override func textPrompt(_ d: Int, context: ForwardContext) -> Tensor {
-        linear(contextRow(d), weight: parameters["text_projections.\(d).weight"], bias: parameters["text_projections.\(d).bias"])
+        linear(
+            contextRow(d), weight: parameters["text_projections.\(d).weight"],
+            bias: parameters["text_projections.\(d).bias"])
     }
 
     override func visionPrompt(_ d: Int, context: ForwardContext) -> Tensor {
-        linear(contextRow(d), weight: parameters["vision_projections.\(d).weight"], bias: parameters["vision_projections.\(d).bias"])
+        linear(
+            contextRow(d), weight: parameters["vision_projections.\(d).weight"],
+            bias: parameters["vision_projections.\(d).bias"])
     }
 }

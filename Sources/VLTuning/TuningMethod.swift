@@ -16,7 +16,8 @@ public enum TuningError: Error, CustomStringConvertible {
         case let .unknownMethod(name, available):
             return "unknown tuning method '\(name)'; available: \(available.joined(separator: ", "))"
         case let .unsupportedModel(method, architecture, supported):
-            return "tuning '\(method)' is not available for \(architecture) models (\(architecture) supports: \(supported.joined(separator: ", ")))"
+            return
+                "tuning '\(method)' is not available for \(architecture) models (\(architecture) supports: \(supported.joined(separator: ", ")))"
         case let .invalidOption(method, key, _), let .unknownOption(method, key, _), let .notAllowed(method, key, _, _):
             return "tuning '\(method)': option '\(key)': \(reason)"
         }
@@ -74,7 +75,9 @@ func unsupported(_ model: SegmentationModel, method: String) -> TuningError {
 /// checked against the model (an option error would hide that the method cannot run there at all).
 func requireDeclaredArchitecture(_ model: SegmentationModel, method: String) throws {
     let declared = TuningMethodRegistry.shared.schema(named: method)?.architectures ?? []
-    guard let architecture = TuningArchitecture(model), declared.contains(architecture) else { throw unsupported(model, method: method) }
+    guard let architecture = TuningArchitecture(model), declared.contains(architecture) else {
+        throw unsupported(model, method: method)
+    }
 }
 
 /// The CLIPSeg a CLIPSeg-only method needs, or an error naming what the other architecture supports.
@@ -144,8 +147,10 @@ public final class DecoderOnlyTuning: TuningMethod {
     public func prepare(_ model: SegmentationModel, seed: UInt64) throws -> [String] { model.decoderParameterNames }
 
     static let family = TuningMethodFamily(
-        name: "decoder", summary: "only the decoder side trains (CLIPSeg's decoder; CRIS's neck, decoder and projector)",
-        architectures: [.clipseg, .cris]) { _ in DecoderOnlyTuning() }
+        name: "decoder",
+        summary: "only the decoder side trains (CLIPSeg's decoder; CRIS's neck, decoder and projector)",
+        architectures: [.clipseg, .cris]
+    ) { _ in DecoderOnlyTuning() }
 }
 
 /// Every weight trains (BN statistics stay fixed): the upper bound, whose all-reduce carries the whole model.
@@ -156,7 +161,8 @@ public final class FullFineTuning: TuningMethod {
 
     static let family = TuningMethodFamily(
         name: "full", summary: "every weight trains (the upper bound; the all-reduce carries the whole model)",
-        architectures: [.clipseg, .cris]) { _ in FullFineTuning() }
+        architectures: [.clipseg, .cris]
+    ) { _ in FullFineTuning() }
 }
 
 /// Nothing trains: evaluate the checkpoint as published.
@@ -168,5 +174,6 @@ public final class ZeroShot: TuningMethod {
 
     static let family = TuningMethodFamily(
         name: "zero_shot", summary: "nothing trains: evaluate the pretrained model as it is",
-        architectures: [.clipseg, .cris]) { _ in ZeroShot() }
+        architectures: [.clipseg, .cris]
+    ) { _ in ZeroShot() }
 }

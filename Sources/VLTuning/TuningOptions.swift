@@ -43,12 +43,19 @@ public enum ConfigValue: Sendable, Equatable, Hashable, Codable, CustomStringCon
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int.self) { self = .int(i) }
-        else if let x = try? c.decode(Double.self) { self = .double(x) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else { self = .list(try c.decode([ConfigValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int.self) {
+            self = .int(i)
+        } else if let x = try? c.decode(Double.self) {
+            self = .double(x)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else {
+            self = .list(try c.decode([ConfigValue].self))
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -89,7 +96,8 @@ public enum ConfigValue: Sendable, Equatable, Hashable, Codable, CustomStringCon
 /// One option of a tuning method: `tuning.<name>`, its type, default, bounds and help.
 public struct TuningOption: Sendable {
     public enum Kind: String, Sendable {
-        case int = "integer", double = "number", bool = "boolean", string, stringList = "list of strings", intList = "list of integers"
+        case int = "integer", double = "number", bool = "boolean", string, stringList = "list of strings", intList =
+            "list of integers"
     }
 
     public var name: String
@@ -104,8 +112,10 @@ public struct TuningOption: Sendable {
     /// Extra check: returns a message when the value is not acceptable.
     public var check: (@Sendable (ConfigValue) -> String?)?
 
-    public init(_ name: String, _ kind: Kind, default defaultValue: ConfigValue, help: String, allowed: [String]? = nil,
-                minimum: Double? = nil, check: (@Sendable (ConfigValue) -> String?)? = nil) {
+    public init(
+        _ name: String, _ kind: Kind, default defaultValue: ConfigValue, help: String, allowed: [String]? = nil,
+        minimum: Double? = nil, check: (@Sendable (ConfigValue) -> String?)? = nil
+    ) {
         self.name = name
         self.kind = kind
         self.defaultValue = defaultValue
@@ -117,7 +127,9 @@ public struct TuningOption: Sendable {
 
     /// The smallest accepted value as the option's type prints it (`1` for an integer, `0.0` for a number).
     public var minimumText: String? {
-        minimum.map { kind == .int || kind == .intList ? ConfigValue.int(Int($0)).description : ConfigValue.double($0).description }
+        minimum.map {
+            kind == .int || kind == .intList ? ConfigValue.int(Int($0)).description : ConfigValue.double($0).description
+        }
     }
 
     /// `value` as the method reads it, or the reason it is refused: of the declared type (an integer where a
@@ -144,13 +156,21 @@ public struct TuningOption: Sendable {
             guard let s = value.stringValue else { throw expected("a string") }
             typed = .string(s)
         case .stringList:
-            if let s = value.stringValue { typed = .list([.string(s)]) }
-            else if value.stringsValue != nil { typed = value }
-            else { throw expected("a list of strings") }
+            if let s = value.stringValue {
+                typed = .list([.string(s)])
+            } else if value.stringsValue != nil {
+                typed = value
+            } else {
+                throw expected("a list of strings")
+            }
         case .intList:
-            if let i = value.intValue { typed = .list([.int(i)]) }
-            else if value.intsValue != nil { typed = value }
-            else { throw expected("a list of integers") }
+            if let i = value.intValue {
+                typed = .list([.int(i)])
+            } else if value.intsValue != nil {
+                typed = value
+            } else {
+                throw expected("a list of integers")
+            }
         }
         if let allowed {
             let strings = typed.stringValue.map { [$0] } ?? typed.stringsValue ?? []
@@ -160,7 +180,9 @@ public struct TuningOption: Sendable {
         }
         if let minimum, let minimumText {
             let numbers: [Double] = typed.doubleValue.map { [$0] } ?? typed.intsValue?.map(Double.init) ?? []
-            if numbers.contains(where: { $0 < minimum }) { throw refuse("must be at least \(minimumText), found \(typed)") }
+            if numbers.contains(where: { $0 < minimum }) {
+                throw refuse("must be at least \(minimumText), found \(typed)")
+            }
         }
         if let check, let message = check(typed) { throw refuse(message) }
         return typed
@@ -174,9 +196,7 @@ public enum TuningArchitecture: String, Sendable, CaseIterable {
 
     /// The architecture of a loaded model (nil for a model no method knows).
     public init?(_ model: SegmentationModel) {
-        if model is CLIPSegModel { self = .clipseg }
-        else if model is CRISModel { self = .cris }
-        else { return nil }
+        if model is CLIPSegModel { self = .clipseg } else if model is CRISModel { self = .cris } else { return nil }
     }
 }
 
@@ -207,8 +227,10 @@ public struct TuningMethodFamily: Sendable {
     public var presets: [TuningPreset]
     public var make: Factory
 
-    public init(name: String, summary: String, architectures: [TuningArchitecture], options: [TuningOption] = [],
-                presets: [TuningPreset] = [], make: @escaping Factory) {
+    public init(
+        name: String, summary: String, architectures: [TuningArchitecture], options: [TuningOption] = [],
+        presets: [TuningPreset] = [], make: @escaping Factory
+    ) {
         self.name = name
         self.summary = summary
         self.architectures = architectures
@@ -295,7 +317,9 @@ public struct TuningOptionValues: Sendable, Equatable {
     public func ints(_ key: String) throws -> [Int] { try read(key, "a list of integers", \.intsValue) }
 
     private func read<T>(_ key: String, _ expected: String, _ view: (ConfigValue) -> T?) throws -> T {
-        guard let value = values[key] else { throw TuningError.unknownOption(method: method, key: key, options: values.keys.sorted()) }
+        guard let value = values[key] else {
+            throw TuningError.unknownOption(method: method, key: key, options: values.keys.sorted())
+        }
         guard let typed = view(value) else {
             throw TuningError.invalidOption(method: method, key: key, reason: "expected \(expected), found \(value)")
         }

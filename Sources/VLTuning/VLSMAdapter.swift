@@ -94,7 +94,6 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
     /// Shallow text adapters read the tower's outputs; dense ones change its blocks.
     public var textTowerIsFrozen: Bool { kind == .shallow || !language }
 
-
     private var store: ParameterStore?
     // Dense: adapters of blocks 0..<count (later blocks are not adapted).
     private var visionAttention: [Adapter] = [], visionMLP: [Adapter] = []
@@ -107,7 +106,9 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
     public init(name: String, kind: Kind, parts: String, bottleneck: Int, condBottleneck: Int) throws {
         self.name = name
         self.kind = kind
-        if let problem = Self.partsProblem(.string(parts)) { throw TuningError.invalidOption(method: name, key: "parts", reason: problem) }
+        if let problem = Self.partsProblem(.string(parts)) {
+            throw TuningError.invalidOption(method: name, key: "parts", reason: problem)
+        }
         vision = parts.contains("v")
         language = parts.contains("l")
         conditional = parts.contains("c")
@@ -131,23 +132,31 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
     /// made from a preset carries the preset's name.
     static func family(_ kind: Kind, bottleneck: Int) -> TuningMethodFamily {
         let family = "vlsm_\(kind.rawValue)"
-        let placement = kind == .shallow ? "shallow adapters (on the decoder's taps)" : "dense adapters (inside encoder blocks)"
+        let placement =
+            kind == .shallow ? "shallow adapters (on the decoder's taps)" : "dense adapters (inside encoder blocks)"
         return TuningMethodFamily(
             name: family, summary: "VLSM-Adapter \(placement), parts chosen by tuning.parts", architectures: [.clipseg],
             options: [
-                TuningOption("parts", .string, default: "v",
-                             help: "where adapters go: any of v (vision), l (language), c (conditional embedding), e.g. vl, vlc, vc",
-                             check: partsProblem),
-                TuningOption("bottleneck", .int, default: .int(bottleneck), help: "adapter bottleneck width", minimum: 1),
-                TuningOption("cond_bottleneck", .int, default: 256, help: "bottleneck of the conditional-embedding adapter (part c)", minimum: 1),
+                TuningOption(
+                    "parts", .string, default: "v",
+                    help:
+                        "where adapters go: any of v (vision), l (language), c (conditional embedding), e.g. vl, vlc, vc",
+                    check: partsProblem),
+                TuningOption(
+                    "bottleneck", .int, default: .int(bottleneck), help: "adapter bottleneck width", minimum: 1),
+                TuningOption(
+                    "cond_bottleneck", .int, default: 256,
+                    help: "bottleneck of the conditional-embedding adapter (part c)", minimum: 1),
             ],
             presets: ["v", "vl", "vlc"].map { parts in
-                TuningPreset("\(family)_\(parts)", summary: "VLSM-Adapter \(kind.rawValue) adapter, parts \(parts.uppercased())",
-                             values: ["parts": .string(parts)])
+                TuningPreset(
+                    "\(family)_\(parts)", summary: "VLSM-Adapter \(kind.rawValue) adapter, parts \(parts.uppercased())",
+                    values: ["parts": .string(parts)])
             }
         ) { o in
-            try VLSMAdapterTuning(name: o.method, kind: kind, parts: try o.string("parts"), bottleneck: try o.int("bottleneck"),
-                                  condBottleneck: try o.int("cond_bottleneck"))
+            try VLSMAdapterTuning(
+                name: o.method, kind: kind, parts: try o.string("parts"), bottleneck: try o.int("bottleneck"),
+                condBottleneck: try o.int("cond_bottleneck"))
         }
     }
 
@@ -163,9 +172,11 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
 
     /// The adapters this method adds to a model of `config`, in the fixed (trainable) order; throws when
     /// the architecture cannot host a part. Needs only the config (no weights).
-    func adapters(for config: CLIPSegConfig) throws -> (visionAttention: [Adapter], visionMLP: [Adapter], textAttention: [Adapter],
-                                                        textMLP: [Adapter], visionTaps: [Adapter], textTaps: [(layer: Int, adapter: Adapter)],
-                                                        cond: Adapter?) {
+    func adapters(for config: CLIPSegConfig) throws -> (
+        visionAttention: [Adapter], visionMLP: [Adapter], textAttention: [Adapter],
+        textMLP: [Adapter], visionTaps: [Adapter], textTaps: [(layer: Int, adapter: Adapter)],
+        cond: Adapter?
+    ) {
         let dv = config.visionConfig.hiddenSize, dt = config.textConfig.hiddenSize, p = config.projectionDim
         var va: [Adapter] = [], vm: [Adapter] = [], ta: [Adapter] = [], tm: [Adapter] = [], vt: [Adapter] = []
         var tt: [(Int, Adapter)] = []
@@ -175,7 +186,9 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
                 // max(extract_layers) == 0: no block lies below the deepest tap (the seeds create 0 adapters).
                 throw TuningError.invalidOption(
                     method: name, key: "parts",
-                    reason: "dense adapters go into the blocks below the deepest tapped layer, and extract_layers \(config.extractLayers) leaves none; use the shallow adapter or part c")
+                    reason:
+                        "dense adapters go into the blocks below the deepest tapped layer, and extract_layers \(config.extractLayers) leaves none; use the shallow adapter or part c"
+                )
             }
             if vision {
                 for idx in 0..<Self.denseBlocks(config, layers: config.visionConfig.numHiddenLayers) {
@@ -191,21 +204,29 @@ public final class VLSMAdapterTuning: TuningMethod, CLIPSegHooks {
             }
         case .shallow:
             if vision {
-                vt = config.extractLayers.indices.map { Adapter(prefix: "vision_extract_adapters.\($0)", width: dv, bottleneck: bottleneck) }
+                vt = config.extractLayers.indices.map {
+                    Adapter(prefix: "vision_extract_adapters.\($0)", width: dv, bottleneck: bottleneck)
+                }
             }
             if language {
                 guard dt == p else {
                     throw TuningError.invalidOption(
                         method: name, key: "parts",
-                        reason: "part l of the shallow adapter adds the raw text hidden state (text hidden_size \(dt)) to the conditional embedding (projection_dim \(p)); this model's widths differ, so only v and c are possible")
+                        reason:
+                            "part l of the shallow adapter adds the raw text hidden state (text hidden_size \(dt)) to the conditional embedding (projection_dim \(p)); this model's widths differ, so only v and c are possible"
+                    )
                 }
                 let lt = config.textConfig.numHiddenLayers
                 if let deepest = config.extractLayers.max(), deepest + 1 > lt {
                     throw TuningError.invalidOption(
                         method: name, key: "parts",
-                        reason: "part l of the shallow adapter taps the text hidden state after block \(deepest) (extract_layers \(config.extractLayers)), but the text tower has only \(lt) layers; only v and c are possible")
+                        reason:
+                            "part l of the shallow adapter taps the text hidden state after block \(deepest) (extract_layers \(config.extractLayers)), but the text tower has only \(lt) layers; only v and c are possible"
+                    )
                 }
-                tt = config.extractLayers.enumerated().map { ($1, Adapter(prefix: "text_extract_adapters.\($0)", width: dt, bottleneck: bottleneck)) }
+                tt = config.extractLayers.enumerated().map {
+                    ($1, Adapter(prefix: "text_extract_adapters.\($0)", width: dt, bottleneck: bottleneck))
+                }
             }
         }
         let cond = conditional ? Adapter(prefix: "cond_adapter", width: p, bottleneck: condBottleneck) : nil

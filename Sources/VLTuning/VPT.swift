@@ -13,20 +13,26 @@ public final class VPT: PromptLearner {
     public static let methodName = "vpt"
 
     public init(depth: Int, contextLength: Int) {
-        super.init(name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: false, vision: true)
+        super.init(
+            name: Self.methodName, depth: depth, contextLength: contextLength, initPhrase: nil, text: false,
+            vision: true)
     }
 
     /// The presets keep the family's name on the method (the dry run prints `vpt (vpt_deep)`).
     static let family = TuningMethodFamily(
-        name: methodName, summary: "VPT: learnable vision prompt tokens after the patch tokens", architectures: [.clipseg],
+        name: methodName, summary: "VPT: learnable vision prompt tokens after the patch tokens",
+        architectures: [.clipseg],
         options: PromptOptions.shared(),
-        presets: [TuningPreset("vpt_shallow", summary: "VPT with prompts at the input only (depth 1)", values: ["depth": 1]),
-                  TuningPreset("vpt_deep", summary: "VPT with deep prompts (depth 10)", values: ["depth": 10])]
+        presets: [
+            TuningPreset("vpt_shallow", summary: "VPT with prompts at the input only (depth 1)", values: ["depth": 1]),
+            TuningPreset("vpt_deep", summary: "VPT with deep prompts (depth 10)", values: ["depth": 10]),
+        ]
     ) { o in
         VPT(depth: try o.int("depth"), contextLength: try o.int("n_ctx"))
     }
 
-    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])] {
+    override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]
+    {
         [("context_vectors", [depth, n, config.visionConfig.hiddenSize])]
     }
 

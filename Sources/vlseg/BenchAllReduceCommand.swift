@@ -55,9 +55,13 @@ struct BenchAllReduceCommand: ParsableCommand {
             let median = times.isEmpty ? 0 : times[times.count / 2]
             if comm.isRoot {
                 let status = worstWrong[0] == 0 ? "verified" : "WRONG (\(Int(worstWrong[0])) elements)"
-                print("all-reduce \(String(format: "%.1f", mb)) MB over \(comm.size) rank(s): median \(String(format: "%.2f", median)) ms, min \(String(format: "%.2f", times.first ?? 0)) ms; result \(status)")
+                print(
+                    "all-reduce \(String(format: "%.1f", mb)) MB over \(comm.size) rank(s): median \(String(format: "%.2f", median)) ms, min \(String(format: "%.2f", times.first ?? 0)) ms; result \(status)"
+                )
                 if json {
-                    print("{\"ranks\": \(comm.size), \"mb\": \(mb), \"median_ms\": \(median), \"verified\": \(worstWrong[0] == 0)}")
+                    print(
+                        "{\"ranks\": \(comm.size), \"mb\": \(mb), \"median_ms\": \(median), \"verified\": \(worstWrong[0] == 0)}"
+                    )
                 }
             }
             if worstWrong[0] != 0 { throw ExitCode(1) }

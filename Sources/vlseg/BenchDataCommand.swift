@@ -56,11 +56,14 @@ struct BenchDataCommand: ParsableCommand {
             }
             let tok = try tokenizer.map { try CLIPTokenizer(directory: URL(fileURLWithPath: $0)) }
             let sampler = try ShardedSampler(count: samples.count, batchSize: batch, seed: 0, mode: .training(.wrap))
-            let config = DataLoaderConfig(imageSize: size, workers: workers, seed: 0, promptChoice: .random,
-                                          augmentation: augment ? .tuneVLSeg : nil)
+            let config = DataLoaderConfig(
+                imageSize: size, workers: workers, seed: 0, promptChoice: .random,
+                augmentation: augment ? .tuneVLSeg : nil)
             let loader = try DataLoader(samples: samples, sampler: sampler, tokenizer: tok, config: config)
             let target = batches ?? sampler.batchesPerEpoch
-            printError("\(samples.count) samples, \(sampler.batchesPerEpoch) batches of \(batch) per epoch; timing \(target) batches at \(size)x\(size) with \(workers) worker(s)" + (tok == nil ? " (no tokenizer)" : ""))
+            printError(
+                "\(samples.count) samples, \(sampler.batchesPerEpoch) batches of \(batch) per epoch; timing \(target) batches at \(size)x\(size) with \(workers) worker(s)"
+                    + (tok == nil ? " (no tokenizer)" : ""))
 
             let start = DispatchTime.now().uptimeNanoseconds
             var images = 0, done = 0, epoch = 0
@@ -75,11 +78,15 @@ struct BenchDataCommand: ParsableCommand {
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             let rate = Double(images) / max(seconds, 1e-9)
-            print(String(format: "%d images in %.3f s: %.1f images/s (%.2f ms per image), %d worker(s), batch %d, %dx%d",
-                         images, seconds, rate, 1000 * seconds / Double(max(images, 1)), workers, batch, size, size))
+            print(
+                String(
+                    format: "%d images in %.3f s: %.1f images/s (%.2f ms per image), %d worker(s), batch %d, %dx%d",
+                    images, seconds, rate, 1000 * seconds / Double(max(images, 1)), workers, batch, size, size))
             if json {
-                let obj: [String: Any] = ["images": images, "seconds": seconds, "images_per_s": rate, "workers": workers,
-                                          "batch": batch, "size": size, "tokenized": tok != nil, "augment": augment]
+                let obj: [String: Any] = [
+                    "images": images, "seconds": seconds, "images_per_s": rate, "workers": workers,
+                    "batch": batch, "size": size, "tokenized": tok != nil, "augment": augment,
+                ]
                 try printJSONLine(obj)
             }
         }

@@ -8,8 +8,10 @@ private struct OpTiming {
     let forward: Double, backward: Double
     let forwardFlops: Double, backwardFlops: Double
 
-    init(label: String, forwardFlops: Double, backwardFlops: Double, seconds: Double,
-         forward: () -> Void, forwardAndBackward: () -> Void) {
+    init(
+        label: String, forwardFlops: Double, backwardFlops: Double, seconds: Double,
+        forward: () -> Void, forwardAndBackward: () -> Void
+    ) {
         self.label = label
         self.forwardFlops = forwardFlops
         self.backwardFlops = backwardFlops
@@ -19,13 +21,18 @@ private struct OpTiming {
 
     func print() {
         Swift.print("  \(label)")
-        Swift.print(String(format: "    forward   %8.3f ms  %7.1f GFLOP/s", forward * 1e3, forwardFlops / forward / 1e9))
-        Swift.print(String(format: "    backward  %8.3f ms  %7.1f GFLOP/s", backward * 1e3, backwardFlops / backward / 1e9))
+        Swift.print(
+            String(format: "    forward   %8.3f ms  %7.1f GFLOP/s", forward * 1e3, forwardFlops / forward / 1e9))
+        Swift.print(
+            String(format: "    backward  %8.3f ms  %7.1f GFLOP/s", backward * 1e3, backwardFlops / backward / 1e9))
     }
 
     var json: [String: Any] {
-        ["forward_ms": forward * 1e3, "backward_ms": backward * 1e3,
-         "forward_gflops_per_s": forwardFlops / forward / 1e9, "backward_gflops_per_s": backwardFlops / backward / 1e9]
+        [
+            "forward_ms": forward * 1e3, "backward_ms": backward * 1e3,
+            "forward_gflops_per_s": forwardFlops / forward / 1e9,
+            "backward_gflops_per_s": backwardFlops / backward / 1e9,
+        ]
     }
 }
 
@@ -73,7 +80,9 @@ struct BenchAttentionCommand: ParsableCommand {
         let v = Tensor.randomUniform(shape, low: -1, high: 1, generator: &rng)
         let seed = Tensor.randomUniform(shape, low: -1, high: 1, generator: &rng)
         let perProduct = 2 * Double(batch) * Double(tokens) * Double(tokens) * Double(width)
-        print("attention \(batch) x \(tokens) tokens, width \(width), \(heads) heads of \(width / heads)\(causal ? ", causal" : ""), \(ComputeThreads.count) thread(s)")
+        print(
+            "attention \(batch) x \(tokens) tokens, width \(width), \(heads) heads of \(width / heads)\(causal ? ", causal" : ""), \(ComputeThreads.count) thread(s)"
+        )
         let saved = MultiHeadAttentionKernel.current
         defer { MultiHeadAttentionKernel.current = saved }
         var report: [String: Any] = [:]
@@ -85,11 +94,14 @@ struct BenchAttentionCommand: ParsableCommand {
                 continue
             }
             let timing = OpTiming(
-                label: "\(kernel)", forwardFlops: 2 * perProduct, backwardFlops: 5 * perProduct, seconds: options.seconds,
+                label: "\(kernel)", forwardFlops: 2 * perProduct, backwardFlops: 5 * perProduct,
+                seconds: options.seconds,
                 forward: { _ = multiHeadAttention(query: q, key: k, value: v, heads: heads, causal: causal) },
                 forwardAndBackward: {
-                    multiHeadAttention(query: q.requiringGrad(), key: k.requiringGrad(), value: v.requiringGrad(),
-                                       heads: heads, causal: causal).backward(seed: seed)
+                    multiHeadAttention(
+                        query: q.requiringGrad(), key: k.requiringGrad(), value: v.requiringGrad(),
+                        heads: heads, causal: causal
+                    ).backward(seed: seed)
                 })
             timing.print()
             report[kernel.rawValue] = timing.json
@@ -114,7 +126,9 @@ struct BenchMLPCommand: ParsableCommand {
     @OptionGroup var options: OpBenchOptions
 
     func run() throws {
-        guard rows >= 1, width >= 1, hidden >= 1 else { throw ValidationError("--rows, --width, --hidden must be >= 1") }
+        guard rows >= 1, width >= 1, hidden >= 1 else {
+            throw ValidationError("--rows, --width, --hidden must be >= 1")
+        }
         try options.apply()
         var rng = SplitMix64(seed: 5)
         let x = Tensor.randomUniform([rows, width], low: -1, high: 1, generator: &rng)
@@ -126,8 +140,14 @@ struct BenchMLPCommand: ParsableCommand {
         let product = 2 * 2 * Double(rows) * Double(width) * Double(hidden)  // both layers
         print("MLP \(rows) rows, \(width) -> \(hidden) -> \(width), ReLU, \(ComputeThreads.count) thread(s)")
         let variants: [(String, ([Tensor]) -> Tensor)] = [
-            ("composed (linearReLU, linear)", { t in linear(linearReLU(t[0], weight: t[1], bias: t[3]), weight: t[2], bias: t[4]) }),
-            ("row-blocked (mlpReLU)", { t in mlpReLU(t[0], fc1Weight: t[1], fc1Bias: t[3], fc2Weight: t[2], fc2Bias: t[4]) }),
+            (
+                "composed (linearReLU, linear)",
+                { t in linear(linearReLU(t[0], weight: t[1], bias: t[3]), weight: t[2], bias: t[4]) }
+            ),
+            (
+                "row-blocked (mlpReLU)",
+                { t in mlpReLU(t[0], fc1Weight: t[1], fc1Bias: t[3], fc2Weight: t[2], fc2Bias: t[4]) }
+            ),
         ]
         var report: [String: Any] = [:]
         for (label, f) in variants {
@@ -171,10 +191,14 @@ struct BenchLinearCommand: ParsableCommand {
         let b = Tensor.randomUniform([outWidth], low: -0.1, high: 0.1, generator: &rng)
         let seed = Tensor.randomUniform([rows, outWidth], low: -1, high: 1, generator: &rng)
         let product = 2 * Double(rows) * Double(inWidth) * Double(outWidth)
-        print("linear\(relu ? " + ReLU" : "") \(rows) rows, \(inWidth) -> \(outWidth)\(frozenInput ? ", frozen input" : ""), \(ComputeThreads.count) thread(s)\(options.precisionOption.precision == .bf16 ? ", bf16 products" : "")")
-        let op: (Tensor, Tensor, Tensor) -> Tensor = relu ? { linearReLU($0, weight: $1, bias: $2) } : { linear($0, weight: $1, bias: $2) }
+        print(
+            "linear\(relu ? " + ReLU" : "") \(rows) rows, \(inWidth) -> \(outWidth)\(frozenInput ? ", frozen input" : ""), \(ComputeThreads.count) thread(s)\(options.precisionOption.precision == .bf16 ? ", bf16 products" : "")"
+        )
+        let op: (Tensor, Tensor, Tensor) -> Tensor =
+            relu ? { linearReLU($0, weight: $1, bias: $2) } : { linear($0, weight: $1, bias: $2) }
         let timing = OpTiming(
-            label: relu ? "linearReLU" : "linear", forwardFlops: product, backwardFlops: (frozenInput ? 1 : 2) * product,
+            label: relu ? "linearReLU" : "linear", forwardFlops: product,
+            backwardFlops: (frozenInput ? 1 : 2) * product,
             seconds: options.seconds,
             forward: { _ = op(x, w, b) },
             forwardAndBackward: {

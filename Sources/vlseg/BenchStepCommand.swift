@@ -22,13 +22,19 @@ struct BenchStepCommand: ParsableCommand {
     @Argument(help: "Tuning options: tuning.KEY=VALUE.")
     var tuningOptions: [String] = []
 
-    @Flag(help: "Serve the frozen vision features from the feature cache, as from the second epoch on (methods that leave the vision tower frozen).")
+    @Flag(
+        help:
+            "Serve the frozen vision features from the feature cache, as from the second epoch on (methods that leave the vision tower frozen)."
+    )
     var cached = false
 
     @Flag(help: "Also print where the timed steps' time goes, per op (forward and backward milliseconds per step).")
     var profile = false
 
-    @Flag(help: "Under mpirun: also time rank 0 alone (the other ranks sleeping), alternating with all ranks together, and print the weak-scaling efficiency.")
+    @Flag(
+        help:
+            "Under mpirun: also time rank 0 alone (the other ranks sleeping), alternating with all ranks together, and print the weak-scaling efficiency."
+    )
     var scaling = false
 
     @Option(help: "With --scaling: rounds of (alone, together) phases of --steps steps each.")
@@ -36,8 +42,9 @@ struct BenchStepCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            try common.run(training: true, tuning: tuning, tuningOptions: tuningOptions, cached: cached, profile: profile,
-                           scaling: scaling, rounds: rounds)
+            try common.run(
+                training: true, tuning: tuning, tuningOptions: tuningOptions, cached: cached, profile: profile,
+                scaling: scaling, rounds: rounds)
         }
     }
 }
@@ -52,12 +59,17 @@ struct BenchInferCommand: ParsableCommand {
     var profile = false
 
     func run() throws {
-        try reportingErrors { try common.run(training: false, tuning: "zero_shot", tuningOptions: [], profile: profile) }
+        try reportingErrors {
+            try common.run(training: false, tuning: "zero_shot", tuningOptions: [], profile: profile)
+        }
     }
 }
 
 struct BenchModelOptions: ParsableArguments {
-    @Option(help: "Model architecture preset: CLIPSeg tiny|small|base or cris-tiny|cris-base (created once in $VLSEG_CACHE/bench, memory-mapped like a real checkpoint).")
+    @Option(
+        help:
+            "Model architecture preset: CLIPSeg tiny|small|base or cris-tiny|cris-base (created once in $VLSEG_CACHE/bench, memory-mapped like a real checkpoint)."
+    )
     var preset: String = "base"
 
     @Option(help: "A model directory instead of --preset.")
@@ -98,7 +110,8 @@ struct BenchModelOptions: ParsableArguments {
             let names = CLIPSegPreset.allCases.map(\.rawValue) + CRISPreset.allCases.map(\.rawValue)
             throw ValidationError("unknown preset '\(preset)'; choose one of \(names.joined(separator: ", "))")
         }
-        let cache = ProcessInfo.processInfo.environment["VLSEG_CACHE"].map { URL(fileURLWithPath: $0) }
+        let cache =
+            ProcessInfo.processInfo.environment["VLSEG_CACHE"].map { URL(fileURLWithPath: $0) }
             ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/vlseg")
         let dir = cache.appendingPathComponent("bench/\(dirName)")
         try comm.rootDecides("bench model") {
@@ -109,24 +122,31 @@ struct BenchModelOptions: ParsableArguments {
         return dir
     }
 
-    func run(training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false, profile: Bool = false,
-             scaling: Bool = false, rounds: Int = 3) throws {
+    func run(
+        training: Bool, tuning: String, tuningOptions: [String], cached: Bool = false, profile: Bool = false,
+        scaling: Bool = false, rounds: Int = 3
+    ) throws {
         let comm = Communicators.make(timeout: 600)
         ComputeThreads.set(threads ?? ComputeThreads.defaultCount(for: comm.localSize))
         if scaling && comm.size < 2 {
-            throw ValidationError("--scaling compares rank 0 alone with all ranks together: run it under mpirun with at least 2 ranks")
+            throw ValidationError(
+                "--scaling compares rank 0 alone with all ranks together: run it under mpirun with at least 2 ranks")
         }
         if scaling && rounds < 1 { throw ValidationError("--rounds must be at least 1") }
         try precisionOption.apply()
         defer { try? MatmulPrecision.set(.fp32) }
-        let workload = try BenchWorkload.prepare(self, comm: comm, training: training, tuning: tuning, tuningOptions: tuningOptions,
-                                                 cached: cached, scaling: scaling)
+        let workload = try BenchWorkload.prepare(
+            self, comm: comm, training: training, tuning: tuning, tuningOptions: tuningOptions,
+            cached: cached, scaling: scaling)
         let opProfile = profile ? OpProfile() : nil
         defer { OpProfile.active = nil }
-        let measurement = try workload.measure(warmup: warmup, steps: steps, rounds: scaling ? rounds : 1, scaling: scaling,
-                                               profile: opProfile)
+        let measurement = try workload.measure(
+            warmup: warmup, steps: steps, rounds: scaling ? rounds : 1, scaling: scaling,
+            profile: opProfile)
         guard comm.isRoot else { return }
-        try BenchReport(options: self, workload: workload, measurement: measurement, tuning: tuning, opProfile: opProfile).print()
+        try BenchReport(
+            options: self, workload: workload, measurement: measurement, tuning: tuning, opProfile: opProfile
+        ).print()
     }
 }
 
@@ -145,8 +165,10 @@ struct BenchWorkload {
 
     var training: Bool { step != nil }
 
-    static func prepare(_ options: BenchModelOptions, comm: Communicator, training: Bool, tuning: String, tuningOptions: [String],
-                        cached: Bool, scaling: Bool) throws -> BenchWorkload {
+    static func prepare(
+        _ options: BenchModelOptions, comm: Communicator, training: Bool, tuning: String, tuningOptions: [String],
+        cached: Bool, scaling: Bool
+    ) throws -> BenchWorkload {
         let dir = try options.modelDirectory(comm: comm)
         let m = try ModelDirectory.load(dir)
         let size = options.size, batchSize = options.batch
@@ -160,7 +182,8 @@ struct BenchWorkload {
             visionFrozen = method.visionIsFrozen
         }
         if cached && !visionFrozen {
-            throw ValidationError("--cached: tuning '\(tuning)' trains tensors inside the vision tower, so its features cannot be cached")
+            throw ValidationError(
+                "--cached: tuning '\(tuning)' trains tensors inside the vision tower, so its features cannot be cached")
         }
         let tokenizer = try CLIPTokenizer(directory: dir)
         let texts = ["a photo of a polyp", "left ventricle endocardium", "benign breast tumour", "a skin lesion"]
@@ -168,19 +191,25 @@ struct BenchWorkload {
         let encodings = tokenizer.encodeBatch(prompts, padding: .longest(max: 77))
         var rng = SplitMix64(seed: UInt64(17 + comm.rank))
         let pixels = Tensor.randomNormal([batchSize, 3, size, size], generator: &rng)
-        let target = Tensor(shape: [batchSize, size, size], values: (0..<(batchSize * size * size)).map { i in
-            let x = i % size, y = (i / size) % size
-            return (x - size / 2) * (x - size / 2) + (y - size / 3) * (y - size / 3) < size * size / 16 ? 1 : 0
-        })
-        let batch = Batch(synthetic: pixels, masks: target, prompts: prompts, inputIDs: encodings.map(\.inputIDs),
-                          attentionMask: encodings.map(\.attentionMask))
+        let target = Tensor(
+            shape: [batchSize, size, size],
+            values: (0..<(batchSize * size * size)).map { i in
+                let x = i % size, y = (i / size) % size
+                return (x - size / 2) * (x - size / 2) + (y - size / 3) * (y - size / 3) < size * size / 16 ? 1 : 0
+            })
+        let batch = Batch(
+            synthetic: pixels, masks: target, prompts: prompts, inputIDs: encodings.map(\.inputIDs),
+            attentionMask: encodings.map(\.attentionMask))
         // As the trainer does at start-up: every rank proves it holds the same frozen weights (which
         // reads every frozen page once, so those pages are resident and shared by the ranks).
         try comm.verifySame("the frozen model weights", fingerprint: m.parameters.fingerprint(excluding: Set(names)))
         // With --cached, the features are computed once here (the first epoch) and served from the
         // cache in every timed step, exactly as the trainer does from the second epoch on.
-        let cache = cached ? FeatureCache(count: batchSize, budgetBytes: 8 << 30, directory: FileManager.default.temporaryDirectory,
-                                          name: "bench-rank\(comm.rank)") : nil
+        let cache =
+            cached
+            ? FeatureCache(
+                count: batchSize, budgetBytes: 8 << 30, directory: FileManager.default.temporaryDirectory,
+                name: "bench-rank\(comm.rank)") : nil
         if let cache {
             _ = try cache.features(samples: batch.sampleIndices) { m.frozenFeatures(pixels: pixels) }
             // Frozen text towers: per-prompt features from the first epoch on, as in training.
@@ -192,16 +221,19 @@ struct BenchWorkload {
             var nodes: [String: GradNode] = [:]
             for n in names { nodes[n] = m.parameters[n].node }
             func makeStep(_ c: Communicator) -> TrainingStep {
-                TrainingStep(model: m, arena: arena,
-                             sync: GradientSynchronizer(arena: arena, comm: c, bucketBytes: 25 << 20, overlap: true, nodes: nodes),
-                             loss: SegmentationLoss(), cache: cache, clipGradNorm: 0.5)
+                TrainingStep(
+                    model: m, arena: arena,
+                    sync: GradientSynchronizer(
+                        arena: arena, comm: c, bucketBytes: 25 << 20, overlap: true, nodes: nodes),
+                    loss: SegmentationLoss(), cache: cache, clipGradNorm: 0.5)
             }
             step = makeStep(comm)
             // --scaling: rank 0 alone, its gradients reduced over itself only.
             soloStep = scaling ? makeStep(SingleProcessCommunicator()) : nil
         }
-        return BenchWorkload(comm: comm, model: m, batch: batch, trainableCount: step?.arena.count ?? 0,
-                             cached: cached, step: step, soloStep: soloStep)
+        return BenchWorkload(
+            comm: comm, model: m, batch: batch, trainableCount: step?.arena.count ?? 0,
+            cached: cached, step: step, soloStep: soloStep)
     }
 
     /// One training step through `step` (or one inference pass when there is none), timed.
@@ -255,7 +287,9 @@ struct BenchWorkload {
             var alone = StepTimes(), together = StepTimes()
             func runAlone() throws {
                 comm.barrier(label: "bench alone phase")
-                if comm.isRoot { for _ in 0..<steps { alone.add(try runOnce(soloStep, optimizer: &optimizer, profile: nil)) } }
+                if comm.isRoot {
+                    for _ in 0..<steps { alone.add(try runOnce(soloStep, optimizer: &optimizer, profile: nil)) }
+                }
                 comm.idleBarrier(label: "bench alone phase")
             }
             if scaling && round % 2 == 0 { try runAlone() }
@@ -266,7 +300,10 @@ struct BenchWorkload {
             if scaling && round % 2 == 1 { try runAlone() }
             result.together.add(together)
             result.alone.add(alone)
-            if scaling { result.scalingRounds.append(ScalingRound(alone: imagesPerRound / alone.total, together: imagesPerRound / together.total)) }
+            if scaling {
+                result.scalingRounds.append(
+                    ScalingRound(alone: imagesPerRound / alone.total, together: imagesPerRound / together.total))
+            }
         }
         // Memory of the training state, before the reference sgemm allocates its own matrices.
         let rankPSS = ProcessMemory.pssMB, rankPeakRSS = ProcessMemory.peakRSSMB
@@ -312,8 +349,9 @@ struct ComputeReference {
     var fmaPeak = 0.0
 
     static func measure() -> ComputeReference {
-        ComputeReference(sgemm: GEMMBenchmark.measure(GEMMBenchmark.vitShapes[GEMMBenchmark.vitShapes.count - 1], minSeconds: 0.3),
-                         fmaPeak: FMAPeak.measure(threads: ComputeThreads.count, minSeconds: 0.2))
+        ComputeReference(
+            sgemm: GEMMBenchmark.measure(GEMMBenchmark.vitShapes[GEMMBenchmark.vitShapes.count - 1], minSeconds: 0.3),
+            fmaPeak: FMAPeak.measure(threads: ComputeThreads.count, minSeconds: 0.2))
     }
 
     static func best(_ a: ComputeReference, _ b: ComputeReference) -> ComputeReference {
@@ -331,7 +369,9 @@ struct BenchMeasurement {
     var imagesPerSecondTotal = 0.0
     var ranks: [RankTimes] = []
 
-    func imagesPerSecondPerRank(batch: Int) -> Double { Double(batch * together.steps.count) / max(together.total, 1e-9) }
+    func imagesPerSecondPerRank(batch: Int) -> Double {
+        Double(batch * together.steps.count) / max(together.total, 1e-9)
+    }
     func aloneImagesPerSecond(batch: Int) -> Double { Double(batch * alone.steps.count) / max(alone.total, 1e-9) }
 }
 
@@ -351,21 +391,27 @@ struct BenchReport {
         let gflops = t.flops / max(total, 1e-9) / 1e9
         let sgemm = m.reference.sgemm, peak = m.reference.fmaPeak
         let training = workload.training
-        let what = (training ? "training step (\(tuning), \(workload.trainableCount.grouped) trainable)" : "inference")
+        let what =
+            (training ? "training step (\(tuning), \(workload.trainableCount.grouped) trainable)" : "inference")
             + (workload.cached ? ", vision features from the feature cache" : "")
         func pct(_ x: Double) -> String { String(format: "%.1f%%", 100 * x / max(total, 1e-9)) }
         let architecture: String
         if let clipseg = workload.model as? CLIPSegModel {
-            architecture = "CLIPSeg \(clipseg.config.visionConfig.hiddenSize)-wide ViT/\(clipseg.config.visionConfig.patchSize.map(String.init) ?? "?")"
+            architecture =
+                "CLIPSeg \(clipseg.config.visionConfig.hiddenSize)-wide ViT/\(clipseg.config.visionConfig.patchSize.map(String.init) ?? "?")"
         } else if let cris = workload.model as? CRISModel {
             architecture = "CRIS, ResNet width \(cris.config.clip.visionWidth) layers \(cris.config.clip.visionLayers)"
         } else {
             architecture = workload.model.architectureName
         }
-        Swift.print("\(what): \(architecture), \(options.size)x\(options.size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)"
-            + (options.precision == .bf16 ? ", bf16 products (their peak is twice the float32 FMA peak below)" : ""))
+        Swift.print(
+            "\(what): \(architecture), \(options.size)x\(options.size), batch \(batch) per rank, \(comm.size) rank(s) x \(ComputeThreads.count) thread(s), OpenBLAS \(BLAS.coreName)"
+                + (options.precision == .bf16 ? ", bf16 products (their peak is twice the float32 FMA peak below)" : "")
+        )
         Swift.print(String(format: "  %.2f images/s per rank, %.2f images/s total", perRank, m.imagesPerSecondTotal))
-        Swift.print("  time: data 0.0% (synthetic), forward \(pct(t.forward)), backward \(pct(t.backward)), all-reduce wait \(pct(t.wait)), optimiser \(pct(t.optimizer))")
+        Swift.print(
+            "  time: data 0.0% (synthetic), forward \(pct(t.forward)), backward \(pct(t.backward)), all-reduce wait \(pct(t.wait)), optimiser \(pct(t.optimizer))"
+        )
         let stepCount = Double(max(t.steps.count, 1))
         if training && comm.size > 1 {
             let perStep = m.ranks.enumerated().map { r, times in
@@ -375,27 +421,45 @@ struct BenchReport {
         }
         let alone = m.aloneImagesPerSecond(batch: batch)
         if !m.scalingRounds.isEmpty {
-            let rounds = m.scalingRounds.map { String(format: "%.3f / %.3f", $0.alone, $0.together) }.joined(separator: ", ")
-            Swift.print(String(format: "  weak scaling: rank 0 alone %.3f images/s, with %d ranks %.3f images/s per rank = %.1f%% (%d alternating rounds of %d steps, alone / together: %@)",
-                               alone, comm.size, perRank, 100 * perRank / alone, m.scalingRounds.count, options.steps, rounds))
+            let rounds = m.scalingRounds.map { String(format: "%.3f / %.3f", $0.alone, $0.together) }.joined(
+                separator: ", ")
+            Swift.print(
+                String(
+                    format:
+                        "  weak scaling: rank 0 alone %.3f images/s, with %d ranks %.3f images/s per rank = %.1f%% (%d alternating rounds of %d steps, alone / together: %@)",
+                    alone, comm.size, perRank, 100 * perRank / alone, m.scalingRounds.count, options.steps, rounds))
         }
-        Swift.print(String(format: "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",
-                           t.flops / max(images, 1) / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
-        Swift.print(String(format: "  FMA peak in this process %.1f GFLOP/s (%d thread(s), %d-lane FMA loop): sgemm reaches %.0f%% of it, %@ %.0f%% (model FLOP utilisation)",
-                           peak, ComputeThreads.count, FMAPeak.lanes, 100 * sgemm / max(peak, 1e-9), training ? "the step" : "inference",
-                           100 * gflops / max(peak, 1e-9)))
-        Swift.print(String(format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
-                           m.memory.rankPeakRSS, m.memory.rankPSS, m.memory.totalPSS, comm.size))
-        if let opProfile { Swift.print("time per op (rank 0):\n" + opProfile.report(steps: t.steps.count, stepSeconds: total)) }
+        Swift.print(
+            String(
+                format:
+                    "  model FLOPs per image %.1f GFLOP (matrix products); achieved %.1f GFLOP/s; sgemm 1024^3 in this process (best of before and after) %.1f GFLOP/s; ratio %.0f%%",
+                t.flops / max(images, 1) / 1e9, gflops, sgemm, 100 * gflops / max(sgemm, 1e-9)))
+        Swift.print(
+            String(
+                format:
+                    "  FMA peak in this process %.1f GFLOP/s (%d thread(s), %d-lane FMA loop): sgemm reaches %.0f%% of it, %@ %.0f%% (model FLOP utilisation)",
+                peak, ComputeThreads.count, FMAPeak.lanes, 100 * sgemm / max(peak, 1e-9),
+                training ? "the step" : "inference",
+                100 * gflops / max(peak, 1e-9)))
+        Swift.print(
+            String(
+                format: "  memory: peak RSS %.0f MB (rank 0), PSS %.0f MB (rank 0), total PSS %.0f MB over %d rank(s)",
+                m.memory.rankPeakRSS, m.memory.rankPSS, m.memory.totalPSS, comm.size))
+        if let opProfile {
+            Swift.print("time per op (rank 0):\n" + opProfile.report(steps: t.steps.count, stepSeconds: total))
+        }
         if options.json {
-            var obj: [String: Any] = ["images_per_s": perRank, "images_per_s_total": m.imagesPerSecondTotal, "gflops_per_s": gflops,
-                                      "sgemm_gflops_per_s": sgemm, "fma_peak_gflops_per_s": peak, "mfu": gflops / max(peak, 1e-9),
-                                      "peak_rss_mb": m.memory.rankPeakRSS, "pss_mb": m.memory.rankPSS,
-                                      "total_pss_mb": m.memory.totalPSS, "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
-                                      "size": options.size, "forward_s": t.forward, "backward_s": t.backward, "allreduce_wait_s": t.wait,
-                                      "optimizer_s": t.optimizer, "flops_per_image": t.flops / max(images, 1), "tuning": training ? tuning : "inference",
-                                      "precision": options.precision.rawValue, "step_s": t.steps,
-                                      "rank_compute_s": m.ranks.map(\.compute), "rank_wait_s": m.ranks.map(\.wait)]
+            var obj: [String: Any] = [
+                "images_per_s": perRank, "images_per_s_total": m.imagesPerSecondTotal, "gflops_per_s": gflops,
+                "sgemm_gflops_per_s": sgemm, "fma_peak_gflops_per_s": peak, "mfu": gflops / max(peak, 1e-9),
+                "peak_rss_mb": m.memory.rankPeakRSS, "pss_mb": m.memory.rankPSS,
+                "total_pss_mb": m.memory.totalPSS, "ranks": comm.size, "threads": ComputeThreads.count, "batch": batch,
+                "size": options.size, "forward_s": t.forward, "backward_s": t.backward, "allreduce_wait_s": t.wait,
+                "optimizer_s": t.optimizer, "flops_per_image": t.flops / max(images, 1),
+                "tuning": training ? tuning : "inference",
+                "precision": options.precision.rawValue, "step_s": t.steps,
+                "rank_compute_s": m.ranks.map(\.compute), "rank_wait_s": m.ranks.map(\.wait),
+            ]
             if !m.scalingRounds.isEmpty {
                 obj["alone_images_per_s"] = alone
                 obj["scaling_efficiency"] = perRank / alone

@@ -49,7 +49,10 @@ extension MatmulPrecision: ExpressibleByArgument {}
 
 /// `--precision` for the commands that run a model or an op outside a config (benches, `forward`).
 struct PrecisionOption: ParsableArguments {
-    @Option(help: "Input format of the matrix products (linear layers, the decoder MLP, wide attention heads, convolutions): fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16).")
+    @Option(
+        help:
+            "Input format of the matrix products (linear layers, the decoder MLP, wide attention heads, convolutions): fp32, or bf16 (bfloat16 inputs, float32 sums; CPUs with AVX512_BF16)."
+    )
     var precision: MatmulPrecision = .fp32
 
     /// Makes it the process-wide setting (an error when bf16 cannot run here).

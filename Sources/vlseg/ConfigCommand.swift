@@ -6,13 +6,17 @@ import VLTuning
 /// Where configs come from and the overrides to apply: shared by every command that takes a config
 /// (`config show`, `config validate`, `train`, ...).
 struct ConfigArguments: ParsableArguments {
-    @Option(name: .customLong("config-dir"),
-            help: "The configs/ directory (default: $VLSEG_CONFIG_DIR, else configs/ found above the current directory or the vlseg executable).")
+    @Option(
+        name: .customLong("config-dir"),
+        help:
+            "The configs/ directory (default: $VLSEG_CONFIG_DIR, else configs/ found above the current directory or the vlseg executable)."
+    )
     var configDir: String?
 
-    @Argument(help: ArgumentHelp(
-        "Overrides: group=option (tuning=vlsm_dense_vl, experiment=demo) and key=value (trainer.lr=3e-4, data.prompt=[p1,p2]).",
-        valueName: "override"))
+    @Argument(
+        help: ArgumentHelp(
+            "Overrides: group=option (tuning=vlsm_dense_vl, experiment=demo) and key=value (trainer.lr=3e-4, data.prompt=[p1,p2]).",
+            valueName: "override"))
     var overrides: [String] = []
 
     /// Composes configs/ with the overrides: one call, every mistake a `ConfigError`.
@@ -42,15 +46,19 @@ struct ConfigCommand: ParsableCommand {
 struct ConfigShowCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "show",
-        abstract: "Print the resolved config as YAML (what train --print-config prints and a run keeps as config.yaml).",
-        discussion: "Every key appears with its value; --sources adds, per value, the file and line or the override that set it.")
+        abstract:
+            "Print the resolved config as YAML (what train --print-config prints and a run keeps as config.yaml).",
+        discussion:
+            "Every key appears with its value; --sources adds, per value, the file and line or the override that set it."
+    )
 
     @OptionGroup var config: ConfigArguments
 
     @Flag(help: "Annotate each value with the file:line or override it came from.")
     var sources = false
 
-    @Option(help: "Print only this key's value (a dotted path such as model.path; a section prints as YAML), for scripts.")
+    @Option(
+        help: "Print only this key's value (a dotted path such as model.path; a section prints as YAML), for scripts.")
     var key: String?
 
     func run() throws {
@@ -79,9 +87,11 @@ struct ConfigValidateCommand: ParsableCommand {
         try reportingErrors {
             let r = try config.load()
             let c = r.config
-            let tuning = c.tuning.family == c.tuning.method ? c.tuning.method : "\(c.tuning.method) (\(c.tuning.family))"
-            print("config OK: \(c.name): tuning \(tuning), model \(c.model.name) at \(c.model.path), "
-                  + "data \(c.data.name) at \(c.data.root), run \(c.run.dir)")
+            let tuning =
+                c.tuning.family == c.tuning.method ? c.tuning.method : "\(c.tuning.method) (\(c.tuning.family))"
+            print(
+                "config OK: \(c.name): tuning \(tuning), model \(c.model.name) at \(c.model.path), "
+                    + "data \(c.data.name) at \(c.data.root), run \(c.run.dir)")
             print("config hash \(r.configHash)")
         }
     }
@@ -114,7 +124,11 @@ struct ConfigListCommand: ParsableCommand {
                 var byDir: [String: [String]] = [:]
                 for o in options {
                     let parts = o.split(separator: "/", maxSplits: 1).map(String.init)
-                    if parts.count == 2 { byDir[parts[0], default: []].append(parts[1]) } else { byDir["", default: []].append(o) }
+                    if parts.count == 2 {
+                        byDir[parts[0], default: []].append(parts[1])
+                    } else {
+                        byDir["", default: []].append(o)
+                    }
                 }
                 if let top = byDir[""] { print("  " + top.joined(separator: ", ")) }
                 for dir in byDir.keys.sorted() where !dir.isEmpty {

@@ -55,12 +55,16 @@ struct DemoDataCommand: ParsableCommand {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard (width == nil) == (height == nil) else { throw ValidationError("give --width and --height together") }
         let (w, h) = (width ?? size, height ?? size)
-        guard w >= minimum, h >= minimum else { throw ValidationError("images must be at least \(minimum)x\(minimum) pixels") }
+        guard w >= minimum, h >= minimum else {
+            throw ValidationError("images must be at least \(minimum)x\(minimum) pixels")
+        }
         guard w <= 8192, h <= 8192 else { throw ValidationError("images must be at most 8192 pixels a side") }
         guard (1...100).contains(quality) else { throw ValidationError("--quality must be in 1...100") }
         guard (1...16).contains(entriesPerImage) else { throw ValidationError("--entries-per-image must be in 1...16") }
         if kind != .blobs {
-            guard width == nil, format == .png else { throw ValidationError("--kind \(kind.rawValue) writes square PNG images: use --size") }
+            guard width == nil, format == .png else {
+                throw ValidationError("--kind \(kind.rawValue) writes square PNG images: use --size")
+            }
         }
     }
 
@@ -69,26 +73,33 @@ struct DemoDataCommand: ParsableCommand {
             let root = URL(fileURLWithPath: out)
             print("writing \(count) \(kind.rawValue) images (\(size)x\(size) png, seed \(seed)) to \(root.path)")
             let step = max(1, count / 10)
-            let summary = try kind.write(count: count, size: size, seed: seed, entriesPerImage: entriesPerImage, to: root) { done, total in
+            let summary = try kind.write(
+                count: count, size: size, seed: seed, entriesPerImage: entriesPerImage, to: root
+            ) { done, total in
                 if done % step == 0 || done == total { print("  \(done)/\(total)") }
             }
             let splits = summary.entries.map { "\($0.split) \($0.count)" }.joined(separator: ", ")
-            print("wrote \(count) images in \(String(format: "%.1f", summary.seconds)) s: entries \(splits); "
-                  + "mean foreground \(String(format: "%.1f", summary.meanForeground * 100)) %")
+            print(
+                "wrote \(count) images in \(String(format: "%.1f", summary.seconds)) s: entries \(splits); "
+                    + "mean foreground \(String(format: "%.1f", summary.meanForeground * 100)) %")
             print("dataset root: \(root.path) (anns/train.json, anns/val.json, anns/test.json, images/, masks/)")
             return
         }
-        let options = DemoDataset.Options(count: count, width: width ?? size, height: height ?? size, seed: seed,
-                                          format: format, jpegQuality: quality)
+        let options = DemoDataset.Options(
+            count: count, width: width ?? size, height: height ?? size, seed: seed,
+            format: format, jpegQuality: quality)
         let root = URL(fileURLWithPath: out)
-        print("writing \(count) demo samples (\(options.width)x\(options.height) \(format.rawValue), seed \(seed)) to \(root.path)")
+        print(
+            "writing \(count) demo samples (\(options.width)x\(options.height) \(format.rawValue), seed \(seed)) to \(root.path)"
+        )
         let step = max(1, count / 10)
         let summary = try DemoDataset.write(options: options, to: root) { done, total in
             if done % step == 0 || done == total { print("  \(done)/\(total)") }
         }
         let splits = summary.splitCounts.map { "\($0.split) \($0.count)" }.joined(separator: ", ")
-        print("wrote \(count) samples in \(String(format: "%.1f", summary.seconds)) s: \(splits); "
-              + "mean foreground \(String(format: "%.1f", summary.meanForeground * 100)) %")
+        print(
+            "wrote \(count) samples in \(String(format: "%.1f", summary.seconds)) s: \(splits); "
+                + "mean foreground \(String(format: "%.1f", summary.meanForeground * 100)) %")
         print("dataset root: \(root.path) (anns/train.json, anns/val.json, anns/test.json, images/, masks/)")
     }
 }

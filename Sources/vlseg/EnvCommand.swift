@@ -30,18 +30,37 @@ struct EnvCommand: ParsableCommand {
             ("vlseg", VLSeg.versionLine),
             ("blas", "OpenBLAS \(BLAS.configuration)"),
             ("blas core", "\(BLAS.coreName) (\(coretypeSource))"),
-            ("blas thread timeout", env[BLASKernelSelection.threadTimeoutVariable].map {
-                "\($0) (\(setByVLSeg.contains(BLASKernelSelection.threadTimeoutVariable) ? "set by vlseg: idle OpenBLAS threads sleep instead of spinning" : "from the environment"))"
-            } ?? "OpenBLAS default (idle threads spin)"),
-            ("narrow products", PanelGEMM.enabled ? "AVX-512 panel kernel (VLSEG_PANEL_GEMM=off: OpenBLAS)"
-                : env["VLSEG_PANEL_GEMM"] == "off" ? "OpenBLAS (VLSEG_PANEL_GEMM=off)" : "OpenBLAS (no AVX-512 on this CPU)"),
-            ("bf16 products", BF16GEMM.available ? "AVX512_BF16 kernel (used with trainer.precision=bf16 or --precision bf16)"
-                : "unavailable: \(MatmulPrecision.bf16Unavailable ?? ""); trainer.precision must stay fp32"),
-            ("threads", "\(ComputeThreads.count) per rank (OpenBLAS \(BLAS.threads)), \(ComputeThreads.availableCores) cores available"),
+            (
+                "blas thread timeout",
+                env[BLASKernelSelection.threadTimeoutVariable].map {
+                    "\($0) (\(setByVLSeg.contains(BLASKernelSelection.threadTimeoutVariable) ? "set by vlseg: idle OpenBLAS threads sleep instead of spinning" : "from the environment"))"
+                } ?? "OpenBLAS default (idle threads spin)"
+            ),
+            (
+                "narrow products",
+                PanelGEMM.enabled
+                    ? "AVX-512 panel kernel (VLSEG_PANEL_GEMM=off: OpenBLAS)"
+                    : env["VLSEG_PANEL_GEMM"] == "off"
+                        ? "OpenBLAS (VLSEG_PANEL_GEMM=off)" : "OpenBLAS (no AVX-512 on this CPU)"
+            ),
+            (
+                "bf16 products",
+                BF16GEMM.available
+                    ? "AVX512_BF16 kernel (used with trainer.precision=bf16 or --precision bf16)"
+                    : "unavailable: \(MatmulPrecision.bf16Unavailable ?? ""); trainer.precision must stay fp32"
+            ),
+            (
+                "threads",
+                "\(ComputeThreads.count) per rank (OpenBLAS \(BLAS.threads)), \(ComputeThreads.availableCores) cores available"
+            ),
             ("mpi", "\(MPILibrary.versionString) (MPI \(MPILibrary.standardVersion))"),
         ]
         if placement.underLauncher {
-            lines.append(("rank", "\(placement.rank) of \(placement.size) (local \(placement.localRank) of \(placement.localSize))"))
+            lines.append(
+                (
+                    "rank",
+                    "\(placement.rank) of \(placement.size) (local \(placement.localRank) of \(placement.localSize))"
+                ))
         } else {
             lines.append(("rank", "0 of 1 (no MPI launcher)"))
         }

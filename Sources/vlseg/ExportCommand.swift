@@ -37,7 +37,9 @@ struct ExportCommand: ParsableCommand {
             let outDir = URL(fileURLWithPath: out).standardizedFileURL
             if fm.fileExists(atPath: outDir.path) {
                 let contents = (try? fm.contentsOfDirectory(atPath: outDir.path)) ?? ["(a file)"]
-                guard contents.isEmpty else { throw SetupError(message: "\(outDir.path): already exists and is not empty; give a new directory") }
+                guard contents.isEmpty else {
+                    throw SetupError(message: "\(outDir.path): already exists and is not empty; give a new directory")
+                }
             }
             let ckptURL = try Self.checkpointDirectory(URL(fileURLWithPath: checkpoint))
             let ckpt = try CheckpointStore.load(ckptURL)
@@ -45,27 +47,42 @@ struct ExportCommand: ParsableCommand {
             if let model {
                 baseDir = URL(fileURLWithPath: model).standardizedFileURL
             } else {
-                let config = try ConfigLoader.decode(yaml: ckpt.configYAML, source: ckptURL.appendingPathComponent(CheckpointStore.configFile).path).config
+                let config = try ConfigLoader.decode(
+                    yaml: ckpt.configYAML, source: ckptURL.appendingPathComponent(CheckpointStore.configFile).path
+                ).config
                 baseDir = URL(fileURLWithPath: config.model.path).standardizedFileURL
             }
             guard ModelWeights.exist(in: baseDir) else {
-                throw SetupError(message: "\(baseDir.path): base model weights not found (looked for \(ModelWeights.fileNames.joined(separator: ", "))); give --model")
+                throw SetupError(
+                    message:
+                        "\(baseDir.path): base model weights not found (looked for \(ModelWeights.fileNames.joined(separator: ", "))); give --model"
+                )
             }
             let base = try ModelWeights.open(directory: baseDir)
             let trained = ckpt.trainable
             let foreign = trained.names.filter { !base.contains($0) }
             if !foreign.isEmpty {
                 let shown = foreign.prefix(3).joined(separator: ", ")
-                throw SetupError(message: "\(ckptURL.path): method '\(ckpt.state.method)' trained \(foreign.count) tensor(s) the model does not have (\(shown)...); only methods that train the model's own weights (full, decoder) export as a model directory (LoRA: vlseg lora merge)")
+                throw SetupError(
+                    message:
+                        "\(ckptURL.path): method '\(ckpt.state.method)' trained \(foreign.count) tensor(s) the model does not have (\(shown)...); only methods that train the model's own weights (full, decoder) export as a model directory (LoRA: vlseg lora merge)"
+                )
             }
             for name in trained.names {
                 let (a, b) = (try trained.entry(name).shape, try base.shape(of: name))
-                guard a == b else { throw SetupError(message: "\(ckptURL.path): '\(name)' has shape \(a), the base model's has \(b): not this model's checkpoint") }
+                guard a == b else {
+                    throw SetupError(
+                        message:
+                            "\(ckptURL.path): '\(name)' has shape \(a), the base model's has \(b): not this model's checkpoint"
+                    )
+                }
             }
 
             var writer = SafeTensorsWriter()
-            writer.metadata = ["format": "pt", "vlseg_exported_from": ckptURL.path, "vlseg_method": ckpt.state.method,
-                               "vlseg_step": "\(ckpt.state.step)"]
+            writer.metadata = [
+                "format": "pt", "vlseg_exported_from": ckptURL.path, "vlseg_method": ckpt.state.method,
+                "vlseg_step": "\(ckpt.state.step)",
+            ]
             var replaced = 0
             for name in base.names {
                 if trained.contains(name) {
@@ -76,15 +93,21 @@ struct ExportCommand: ParsableCommand {
                 }
             }
             try ModelDirectoryOutput.write(writer, replacingWeightsOf: baseDir, into: outDir)
-            print("exported step \(ckpt.state.step) of \(ckptURL.path) (\(ckpt.state.method)): \(replaced) of \(base.names.count) tensors trained, into \(outDir.path)")
+            print(
+                "exported step \(ckpt.state.step) of \(ckptURL.path) (\(ckpt.state.method)): \(replaced) of \(base.names.count) tensors trained, into \(outDir.path)"
+            )
         }
     }
 
     /// A checkpoint directory as given, or a run directory's best (else latest) checkpoint.
     static func checkpointDirectory(_ url: URL) throws -> URL {
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent(CheckpointStore.stateFile).path) { return url }
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent(CheckpointStore.stateFile).path) {
+            return url
+        }
         let store = CheckpointStore(runDirectory: url)
-        if let name = store.pointer("best") ?? store.pointer("latest") { return store.directory.appendingPathComponent(name) }
+        if let name = store.pointer("best") ?? store.pointer("latest") {
+            return store.directory.appendingPathComponent(name)
+        }
         throw SetupError(message: "\(url.path): neither a checkpoint nor a run directory with checkpoints")
     }
 }

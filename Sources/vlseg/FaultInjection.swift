@@ -17,7 +17,9 @@ final class FaultInjection: TrainingObserver {
     let signal: Int32
 
     /// The injection this rank's environment asks for, or nil.
-    static func fromEnvironment(rank: Int, _ environment: [String: String] = ProcessInfo.processInfo.environment) -> FaultInjection? {
+    static func fromEnvironment(rank: Int, _ environment: [String: String] = ProcessInfo.processInfo.environment)
+        -> FaultInjection?
+    {
         guard (environment["VLSEG_FAULT_RANK"].flatMap { Int($0) } ?? 0) == rank else { return nil }
         let injection = FaultInjection(
             killAtStep: environment["VLSEG_FAULT_KILL_AT_STEP"].flatMap { Int($0) },

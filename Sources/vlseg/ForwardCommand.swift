@@ -36,13 +36,19 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Trained tensors to apply (a checkpoint directory or trainable.safetensors), for --image.")
     var checkpoint: String?
 
-    @Option(help: "Input side for --image (the model sees size x size; default: the model directory's: a CLIPSeg processor size, else its config).")
+    @Option(
+        help:
+            "Input side for --image (the model sees size x size; default: the model directory's: a CLIPSeg processor size, else its config)."
+    )
     var size: Int?
 
     @Option(help: "Output: a safetensors file (--inputs) or a mask PNG (--image).")
     var out: String
 
-    @Option(help: ArgumentHelp("With --inputs: a tuning method to run (its options as tuning.KEY=VALUE arguments; vlseg config list shows them): \(TuningMethodReference.names()).", valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "With --inputs: a tuning method to run (its options as tuning.KEY=VALUE arguments; vlseg config list shows them): \(TuningMethodReference.names()).",
+            valueName: "name"))
     var tuning: String?
 
     @Option(help: "With --tuning: the method's trainable tensors (safetensors, canonical names).")
@@ -85,12 +91,15 @@ struct ForwardCommand: ParsableCommand {
             let pixels = try file.tensor("pixel_values")
             let ids = try file.integers("input_ids"), mask = try file.integers("attention_mask")
             guard ids.shape.count == 2, ids.shape == mask.shape, ids.shape[0] == pixels.shape.first else {
-                throw ModelLoadError.invalidConfig(file: inputs, key: "input_ids",
-                                                   reason: "shape \(ids.shape) (attention_mask \(mask.shape)) does not match pixel_values \(pixels.shape)")
+                throw ModelLoadError.invalidConfig(
+                    file: inputs, key: "input_ids",
+                    reason:
+                        "shape \(ids.shape) (attention_mask \(mask.shape)) does not match pixel_values \(pixels.shape)")
             }
             let t = ids.shape[1]
-            let prompts = TextPrompts(inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
-                                      attentionMask: (0..<ids.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
+            let prompts = TextPrompts(
+                inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
+                attentionMask: (0..<ids.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
             var trainableNames: [String] = []
             if let tuning {
                 trainableNames = try installTuning(tuning, on: m)
@@ -103,16 +112,21 @@ struct ForwardCommand: ParsableCommand {
             let start = Date()
             // Every intermediate under its reference name; text at its given length.
             func forward() -> Tensor {
-                if let cris = m as? CRISModel { return cris(pixels: pixels, text: prompts, trimPadding: false, observer: observer) }
+                if let cris = m as? CRISModel {
+                    return cris(pixels: pixels, text: prompts, trimPadding: false, observer: observer)
+                }
                 let clipseg = m as! CLIPSegModel
-                let cond = clipseg.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels, observer: observer)
+                let cond = clipseg.conditionalEmbeddings(
+                    text: prompts, trimPadding: false, pixels: pixels, observer: observer)
                 return clipseg.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
             }
             if grads {
                 let target = try file.tensor("target")
                 let logits = forward()
                 guard target.count == logits.count else {
-                    throw ModelLoadError.invalidConfig(file: inputs, key: "target", reason: "shape \(target.shape) does not match logits \(logits.shape)")
+                    throw ModelLoadError.invalidConfig(
+                        file: inputs, key: "target",
+                        reason: "shape \(target.shape) does not match logits \(logits.shape)")
                 }
                 let loss = SegmentationLoss()(logits, target: target.reshaped(logits.shape))
                 loss.backward()
@@ -124,7 +138,9 @@ struct ForwardCommand: ParsableCommand {
                 _ = GradMode.withoutGradients { forward() }
             }
             try writer.write(to: URL(fileURLWithPath: out))
-            print("wrote \(writer.items.count) tensors to \(out) (logits \(pixels.shape[0])x\(pixels.shape[2])x\(pixels.shape[3]), \(String(format: "%.2f", Date().timeIntervalSince(start))) s)")
+            print(
+                "wrote \(writer.items.count) tensors to \(out) (logits \(pixels.shape[0])x\(pixels.shape[2])x\(pixels.shape[3]), \(String(format: "%.2f", Date().timeIntervalSince(start))) s)"
+            )
         }
     }
 
@@ -141,11 +157,17 @@ struct ForwardCommand: ParsableCommand {
         let preprocessing = try ImagePreprocessing.of(directory: URL(fileURLWithPath: model))
         let size = self.size ?? preprocessing.size
         try m.validateInputSize(size)
-        let pixels = rgb.resized(width: size, height: size, filter: ResizeFilter(preprocessing)).normalizedTensor(Normalization(preprocessing)).reshaped([1, 3, size, size])
-        TruncationNotice.check([prompt], tokenizer: tokenizer, maxLength: CLIPTokenizer.contextLength) { printError($0) }
+        let pixels = rgb.resized(width: size, height: size, filter: ResizeFilter(preprocessing)).normalizedTensor(
+            Normalization(preprocessing)
+        ).reshaped([1, 3, size, size])
+        TruncationNotice.check([prompt], tokenizer: tokenizer, maxLength: CLIPTokenizer.contextLength) {
+            printError($0)
+        }
         let encoding: CLIPTokenizer.Encoding = tokenizer.encode(prompt, maxLength: CLIPTokenizer.contextLength)
         let logits = GradMode.withoutGradients {
-            m.segmentationLogits(pixels: pixels, text: TextPrompts(inputIDs: [encoding.inputIDs], attentionMask: [encoding.attentionMask]))
+            m.segmentationLogits(
+                pixels: pixels,
+                text: TextPrompts(inputIDs: [encoding.inputIDs], attentionMask: [encoding.attentionMask]))
         }
         let full = logits.resized(to: (rgb.height, rgb.width), mode: .bilinear)
         let values = full.withUnsafePointer { p in (0..<(rgb.width * rgb.height)).map { p[$0] > 0 ? UInt8(1) : 0 } }
@@ -155,8 +177,10 @@ struct ForwardCommand: ParsableCommand {
             let url = URL(fileURLWithPath: out).deletingPathExtension().appendingPathExtension("overlay.png")
             try ImageIO.writePNG(ImageIO.overlay(image: rgb, mask: mask), to: url)
         }
-        print(String(format: "wrote %@ (%dx%d, %.1f%% foreground; model input %dx%d) for \"%@\"", out, rgb.width, rgb.height,
-                     100 * mask.foregroundRatio, size, size, prompt))
+        print(
+            String(
+                format: "wrote %@ (%dx%d, %.1f%% foreground; model input %dx%d) for \"%@\"", out, rgb.width, rgb.height,
+                100 * mask.foregroundRatio, size, size, prompt))
     }
 
     /// Installs `--tuning` with its options, loads `--trainable` values, and makes every trainable
@@ -175,13 +199,16 @@ struct ForwardCommand: ParsableCommand {
             for n in names {
                 let t = try file.tensor(n)
                 guard t.shape == m.parameters[n].shape else {
-                    throw ModelLoadError.shapeMismatch(file: trainable, key: n, expected: m.parameters[n].shape, found: t.shape)
+                    throw ModelLoadError.shapeMismatch(
+                        file: trainable, key: n, expected: m.parameters[n].shape, found: t.shape)
                 }
                 m.parameters.set(n, t)
             }
         }
         for n in names { m.parameters.markTrainable(n) }
-        printError("tuning \(name): \(names.count) trainable tensors, \(names.reduce(0) { $0 + m.parameters[$1].count }.grouped) parameters")
+        printError(
+            "tuning \(name): \(names.count) trainable tensors, \(names.reduce(0) { $0 + m.parameters[$1].count }.grouped) parameters"
+        )
         return names
     }
 }

@@ -7,7 +7,9 @@ struct InitModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init-model",
         abstract: "Write a randomly initialised model directory (config.json, model.safetensors, tokenizer).",
-        discussion: "CLIPSeg presets: tiny (tests), small (the demo), base (the CIDAS/clipseg-rd64-refined architecture). CRIS presets: cris-tiny (tests, the CRIS demo), cris-base (CRIS with CLIP RN50, as published). --config takes any config.json instead (a Hugging Face CLIPSeg config, or a CRIS one with model_type \"cris\"), for trying an architecture before its weights exist.")
+        discussion:
+            "CLIPSeg presets: tiny (tests), small (the demo), base (the CIDAS/clipseg-rd64-refined architecture). CRIS presets: cris-tiny (tests, the CRIS demo), cris-base (CRIS with CLIP RN50, as published). --config takes any config.json instead (a Hugging Face CLIPSeg config, or a CRIS one with model_type \"cris\"), for trying an architecture before its weights exist."
+    )
 
     @Option(help: "Architecture: \(Self.presetNames.joined(separator: ", ")).")
     var preset: String = "tiny"
@@ -49,13 +51,15 @@ struct InitModelCommand: ParsableCommand {
                     print("wrote CLIPSeg from \(config) to \(dir.path): \(count.grouped) parameters")
                 }
             } else if let p = CLIPSegPreset(rawValue: preset) {
-                let count = try CLIPSegInitializer.write(config: p.config, seed: seed, to: dir, processorSize: p.processorSize, progress: progress)
+                let count = try CLIPSegInitializer.write(
+                    config: p.config, seed: seed, to: dir, processorSize: p.processorSize, progress: progress)
                 print("wrote \(p.rawValue) CLIPSeg to \(dir.path): \(count.grouped) parameters")
             } else if let p = CRISPreset(rawValue: preset) {
                 let count = try CRISInitializer.write(config: p.config, seed: seed, to: dir, progress: progress)
                 print("wrote \(p.rawValue) CRIS to \(dir.path): \(count.grouped) parameters")
             } else {
-                throw ValidationError("unknown preset '\(preset)'; choose one of \(Self.presetNames.joined(separator: ", "))")
+                throw ValidationError(
+                    "unknown preset '\(preset)'; choose one of \(Self.presetNames.joined(separator: ", "))")
             }
         }
     }

@@ -56,7 +56,9 @@ struct LoRAMergeCommand: ParsableCommand {
             let outDir = URL(fileURLWithPath: out).standardizedFileURL
             if fm.fileExists(atPath: outDir.path) {
                 let contents = (try? fm.contentsOfDirectory(atPath: outDir.path)) ?? ["(a file)"]
-                guard contents.isEmpty else { throw SetupError(message: "\(outDir.path): already exists and is not empty; give a new directory") }
+                guard contents.isEmpty else {
+                    throw SetupError(message: "\(outDir.path): already exists and is not empty; give a new directory")
+                }
             }
 
             // The trained tensors, and the options they were trained with.
@@ -69,19 +71,23 @@ struct LoRAMergeCommand: ParsableCommand {
                 if let text = try? String(contentsOf: config, encoding: .utf8) {
                     let tuning = try ConfigLoader.decode(yaml: text, source: config.path).config.tuning
                     guard tuning.family == "lora" else {
-                        throw SetupError(message: "\(config.path): the checkpoint was trained with tuning '\(tuning.method)', not lora")
+                        throw SetupError(
+                            message:
+                                "\(config.path): the checkpoint was trained with tuning '\(tuning.method)', not lora")
                     }
                     checkpointOptions = tuning.options.keys.sorted().compactMap { key in
                         switch tuning.options[key]! {
                         case .null: return nil
-                        case let .list(items): return "tuning.\(key)=[\(items.map(\.description).joined(separator: ", "))]"
+                        case let .list(items):
+                            return "tuning.\(key)=[\(items.map(\.description).joined(separator: ", "))]"
                         case let v: return "tuning.\(key)=\(v)"
                         }
                     }
                 }
             }
             guard fm.fileExists(atPath: file.path) else { throw SetupError(message: "\(file.path): file not found") }
-            let resolved = try ConfigLoader(configDir: configDir).load(overrides: ["tuning=lora"] + checkpointOptions + tuningOptions)
+            let resolved = try ConfigLoader(configDir: configDir).load(
+                overrides: ["tuning=lora"] + checkpointOptions + tuningOptions)
             guard let lora = try RunSetup.method(resolved.config.tuning) as? LoRATuning else {
                 throw SetupError(message: "tuning '\(resolved.config.tuning.method)' is not lora")
             }
@@ -96,19 +102,26 @@ struct LoRAMergeCommand: ParsableCommand {
             for name in names {
                 let t = try tensors.tensor(name)
                 guard t.shape == m.parameters[name].shape else {
-                    throw SetupError(message: "\(file.path): '\(name)' has shape \(t.shape), but rank \(lora.rank) on this model implies \(m.parameters[name].shape); pass the options it was trained with (tuning.rank=..., tuning.alpha=...)")
+                    throw SetupError(
+                        message:
+                            "\(file.path): '\(name)' has shape \(t.shape), but rank \(lora.rank) on this model implies \(m.parameters[name].shape); pass the options it was trained with (tuning.rank=..., tuning.alpha=...)"
+                    )
                 }
                 m.parameters.set(name, t)
             }
 
             let merged = Dictionary(uniqueKeysWithValues: lora.mergedWeights().map { ($0.name, $0.weight) })
             var writer = SafeTensorsWriter()
-            writer.metadata = ["format": "pt", "vlseg_lora_merged": "rank \(lora.rank), alpha \(lora.alpha), \(merged.count) layers"]
+            writer.metadata = [
+                "format": "pt", "vlseg_lora_merged": "rank \(lora.rank), alpha \(lora.alpha), \(merged.count) layers",
+            ]
             for (name, _) in CLIPSegModel.expectedParameters(m.config) {
                 writer.add(name, merged[name] ?? m.parameters[name])
             }
             try ModelDirectoryOutput.write(writer, replacingWeightsOf: modelDir, into: outDir)
-            print("merged \(merged.count) layers (rank \(lora.rank), alpha \(ConfigValue.double(lora.alpha)), scale \(lora.scale)) into \(outDir.path)")
+            print(
+                "merged \(merged.count) layers (rank \(lora.rank), alpha \(ConfigValue.double(lora.alpha)), scale \(lora.scale)) into \(outDir.path)"
+            )
         }
     }
 }

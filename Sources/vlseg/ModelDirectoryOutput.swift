@@ -8,7 +8,8 @@ enum ModelDirectoryOutput {
     /// half-written model. `out` must be missing or empty (the commands check it first).
     static func write(_ weights: SafeTensorsWriter, replacingWeightsOf base: URL, into out: URL) throws {
         let fm = FileManager.default
-        let staging = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).tmp-\(getpid())")
+        let staging = out.deletingLastPathComponent().appendingPathComponent(
+            ".\(out.lastPathComponent).tmp-\(getpid())")
         try? fm.removeItem(at: staging)
         try fm.createDirectory(at: staging, withIntermediateDirectories: true)
         do {
@@ -19,7 +20,9 @@ enum ModelDirectoryOutput {
                 // which would dangle at the new place.
                 let src = base.appendingPathComponent(item).resolvingSymlinksInPath()
                 var isDirectory: ObjCBool = false
-                guard fm.fileExists(atPath: src.path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+                guard fm.fileExists(atPath: src.path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+                    continue
+                }
                 try fm.copyItem(at: src, to: staging.appendingPathComponent(item))
             }
             if fm.fileExists(atPath: out.path) { try fm.removeItem(at: out) }  // empty, checked by the caller

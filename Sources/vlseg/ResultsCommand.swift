@@ -27,7 +27,10 @@ struct ResultsCommand: ParsableCommand {
     @Option(help: "The split whose results to tabulate.")
     var split: String = "test"
 
-    @Option(help: "Scores at the images' own size (original: as VLSM-Adapter's written masks) or at the model's input size (model: as TuneVLSeg's test step).")
+    @Option(
+        help:
+            "Scores at the images' own size (original: as VLSM-Adapter's written masks) or at the model's input size (model: as TuneVLSeg's test step)."
+    )
     var resolution: ResultsTable.Resolution = .original
 
     func run() throws {

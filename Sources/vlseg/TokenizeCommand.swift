@@ -20,9 +20,13 @@ struct TokenizeCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let tokenizer = try CLIPTokenizer(directory: URL(fileURLWithPath: model))
-            let encodings: [CLIPTokenizer.Encoding] = texts.map { tokenizer.encode($0, maxLength: CLIPTokenizer.contextLength) }
+            let encodings: [CLIPTokenizer.Encoding] = texts.map {
+                tokenizer.encode($0, maxLength: CLIPTokenizer.contextLength)
+            }
             if json {
-                let array: [[String: Any]] = zip(texts, encodings).map { ["text": $0, "input_ids": $1.inputIDs, "attention_mask": $1.attentionMask] }
+                let array: [[String: Any]] = zip(texts, encodings).map {
+                    ["text": $0, "input_ids": $1.inputIDs, "attention_mask": $1.attentionMask]
+                }
                 let data = try JSONSerialization.data(withJSONObject: array, options: [])
                 print(String(decoding: data, as: UTF8.self))
             } else {

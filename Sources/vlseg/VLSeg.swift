@@ -11,6 +11,11 @@ struct VLSeg: ParsableCommand {
         commandName: "vlseg",
         abstract: "Parameter-efficient, data-parallel fine-tuning of vision-language segmentation models.",
         version: versionLine,
-        subcommands: [TrainCommand.self, EvaluateCommand.self, PredictCommand.self, ResultsCommand.self, CheckpointCommand.self, ForwardCommand.self, LoRACommand.self, TokenizeCommand.self, InitModelCommand.self, ConvertCommand.self, EnvCommand.self, BenchCommand.self, DataCommand.self, DemoDataCommand.self, ExportCommand.self, ConfigCommand.self]
+        subcommands: [
+            TrainCommand.self, EvaluateCommand.self, PredictCommand.self, ResultsCommand.self, CheckpointCommand.self,
+            ForwardCommand.self, LoRACommand.self, TokenizeCommand.self, InitModelCommand.self, ConvertCommand.self,
+            EnvCommand.self, BenchCommand.self, DataCommand.self, DemoDataCommand.self, ExportCommand.self,
+            ConfigCommand.self,
+        ]
     )
 }

@@ -1,6 +1,7 @@
 import CJPEG
 import Foundation
 import XCTest
+
 @testable import VLData
 
 /// Builds PNG files byte by byte (stored deflate blocks, CRC-32, Adler-32), independent of libpng,
@@ -18,7 +19,9 @@ enum HandPNG {
         return c ^ 0xFFFF_FFFF
     }
 
-    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+    static func be32(_ v: UInt32) -> [UInt8] {
+        [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)]
+    }
 
     static func chunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
         let body = Array(type.utf8) + data
@@ -43,21 +46,23 @@ enum HandPNG {
 
     /// colorType: 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA. `samples` holds one value per
     /// channel per pixel (16-bit values for depth 16, indices for palette), packed here.
-    static func make(width: Int, height: Int, bitDepth: Int, colorType: Int, samples: [Int],
-                     palette: [(UInt8, UInt8, UInt8)]? = nil, transparency: [UInt8]? = nil,
-                     extraChunks: [(String, [UInt8])] = []) -> [UInt8] {
+    static func make(
+        width: Int, height: Int, bitDepth: Int, colorType: Int, samples: [Int],
+        palette: [(UInt8, UInt8, UInt8)]? = nil, transparency: [UInt8]? = nil,
+        extraChunks: [(String, [UInt8])] = []
+    ) -> [UInt8] {
         let channels = [0: 1, 2: 3, 3: 1, 4: 2, 6: 4][colorType]!
         precondition(samples.count == width * height * channels)
         var raw: [UInt8] = []
         for y in 0..<height {
-            raw.append(0) // filter: none
+            raw.append(0)  // filter: none
             let row = samples[(y * width * channels)..<((y + 1) * width * channels)]
             switch bitDepth {
             case 16:
                 for v in row { raw += [UInt8(v >> 8), UInt8(v & 0xFF)] }
             case 8:
                 for v in row { raw.append(UInt8(v)) }
-            default: // 1, 2, 4: pack MSB first
+            default:  // 1, 2, 4: pack MSB first
                 var byte = 0, used = 0
                 for v in row {
                     byte = (byte << bitDepth) | v
@@ -121,12 +126,18 @@ final class CodecTests: XCTestCase {
     func testColourManagementChunksDoNotChangeStoredValues() throws {
         // libpng would gamma-correct these (gAMA 1.0 turns 64 into 136); PIL returns stored values, so do we.
         let values = [0, 64, 128, 200, 255]
-        for chunks in [[("gAMA", HandPNG.be32(100_000))], [("gAMA", HandPNG.be32(50_000)), ("sRGB", [0])],
-                       [("cHRM", [UInt8](repeating: 1, count: 32)), ("gAMA", HandPNG.be32(45_455))]] {
-            let gray = HandPNG.make(width: 5, height: 1, bitDepth: 8, colorType: 0, samples: values, extraChunks: chunks)
-            XCTAssertEqual(try decodeImage(gray).pixels, values.flatMap { [UInt8($0), UInt8($0), UInt8($0)] }, "\(chunks.map(\.0))")
-            let deep = HandPNG.make(width: 5, height: 1, bitDepth: 16, colorType: 0, samples: values.map { $0 * 257 },
-                                    extraChunks: chunks)
+        for chunks in [
+            [("gAMA", HandPNG.be32(100_000))], [("gAMA", HandPNG.be32(50_000)), ("sRGB", [0])],
+            [("cHRM", [UInt8](repeating: 1, count: 32)), ("gAMA", HandPNG.be32(45_455))],
+        ] {
+            let gray = HandPNG.make(
+                width: 5, height: 1, bitDepth: 8, colorType: 0, samples: values, extraChunks: chunks)
+            XCTAssertEqual(
+                try decodeImage(gray).pixels, values.flatMap { [UInt8($0), UInt8($0), UInt8($0)] }, "\(chunks.map(\.0))"
+            )
+            let deep = HandPNG.make(
+                width: 5, height: 1, bitDepth: 16, colorType: 0, samples: values.map { $0 * 257 },
+                extraChunks: chunks)
             XCTAssertEqual(try decodeImage(deep).pixels, values.flatMap { [UInt8($0), UInt8($0), UInt8($0)] })
         }
     }
@@ -191,8 +202,9 @@ final class CodecTests: XCTestCase {
     func testPaletteWithTransparency() throws {
         let palette: [(UInt8, UInt8, UInt8)] = [(0, 0, 0), (255, 255, 255), (128, 0, 0), (0, 128, 0), (255, 255, 255)]
         let indices = [0, 1, 2, 3, 4, 1]
-        let png = HandPNG.make(width: 3, height: 2, bitDepth: 8, colorType: 3, samples: indices,
-                               palette: palette, transparency: [255, 0, 128])
+        let png = HandPNG.make(
+            width: 3, height: 2, bitDepth: 8, colorType: 3, samples: indices,
+            palette: palette, transparency: [255, 0, 128])
         let img = try decodeImage(png)
         XCTAssertEqual(img.pixels, indices.flatMap { [palette[$0].0, palette[$0].1, palette[$0].2] })
         // The mask reads the palette colour's first channel.
@@ -210,14 +222,16 @@ final class CodecTests: XCTestCase {
         let indices = [0, 5, 15, 8, 9, 3]
         let png = HandPNG.make(width: 6, height: 1, bitDepth: 4, colorType: 3, samples: indices, palette: palette)
         XCTAssertEqual(try decodeImage(png).pixels, indices.flatMap { [palette[$0].0, palette[$0].1, palette[$0].2] })
-        XCTAssertEqual(try png.withUnsafeBytes { try PNGCodec.decodeClassIndices($0) }.values, indices.map { UInt8($0) })
+        XCTAssertEqual(
+            try png.withUnsafeBytes { try PNGCodec.decodeClassIndices($0) }.values, indices.map { UInt8($0) })
     }
 
     func testClassIndicesOfGrayAndRejectsSixteenBit() throws {
         let gray = HandPNG.make(width: 4, height: 1, bitDepth: 8, colorType: 0, samples: [0, 1, 2, 19])
         XCTAssertEqual(try gray.withUnsafeBytes { try PNGCodec.decodeClassIndices($0) }.values, [0, 1, 2, 19])
         let deep = HandPNG.make(width: 1, height: 1, bitDepth: 16, colorType: 0, samples: [3])
-        XCTAssertThrowsError(try deep.withUnsafeBytes { try PNGCodec.decodeClassIndices($0, source: "/x/deep.png") }) { e in
+        XCTAssertThrowsError(try deep.withUnsafeBytes { try PNGCodec.decodeClassIndices($0, source: "/x/deep.png") }) {
+            e in
             guard case .unsupportedFormat(let path, _)? = e as? ImageError else { return XCTFail("\(e)") }
             XCTAssertEqual(path, "/x/deep.png")
         }
@@ -260,7 +274,9 @@ final class CodecTests: XCTestCase {
 
     /// A 48x32 image of six flat 16x16 blocks aligned to the 16-pixel MCU, so compression barely touches them.
     func blocksImage() -> (RGBImage, [(Int, Int, (UInt8, UInt8, UInt8))]) {
-        let colors: [(UInt8, UInt8, UInt8)] = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 240, 240), (20, 20, 20), (128, 128, 128)]
+        let colors: [(UInt8, UInt8, UInt8)] = [
+            (200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 240, 240), (20, 20, 20), (128, 128, 128),
+        ]
         let w = 48, h = 32
         var px = [UInt8](repeating: 0, count: w * h * 3)
         for y in 0..<h {
@@ -321,7 +337,8 @@ final class CodecTests: XCTestCase {
                 XCTAssertEqual(img.pixels[p], img.pixels[p + 1]); XCTAssertEqual(img.pixels[p], img.pixels[p + 2])
             }
             let mask = try jpeg.withUnsafeBytes { try JPEGCodec.decodeMask($0) }
-            XCTAssertEqual((0..<6).map { mask.values[(16 * ($0 / 3) + 8) * w + 16 * ($0 % 3) + 8] }, [0, 0, 0, 1, 1, 1])
+            XCTAssertEqual(
+                (0..<6).map { mask.values[(16 * ($0 / 3) + 8) * w + 16 * ($0 % 3) + 8] }, [0, 0, 0, 1, 1, 1])
         }
     }
 
@@ -330,8 +347,9 @@ final class CodecTests: XCTestCase {
         let w = 16, h = 16
         var cmyk = [UInt8]()
         for _ in 0..<(w * h) { cmyk += [255, 0, 0, 255] }
-        let jpeg = try JPEGCodec.compress(cmyk, width: w, height: h, format: TJPF_CMYK,
-                                          subsampling: Int32(TJSAMP_444.rawValue), quality: 100, progressive: false)
+        let jpeg = try JPEGCodec.compress(
+            cmyk, width: w, height: h, format: TJPF_CMYK,
+            subsampling: Int32(TJSAMP_444.rawValue), quality: 100, progressive: false)
         let img = try jpeg.withUnsafeBytes { try JPEGCodec.decodeImage($0) }
         XCTAssertEqual(Double(img.pixels[0]), 255, accuracy: 3)
         XCTAssertEqual(Double(img.pixels[1]), 0, accuracy: 3)
@@ -340,8 +358,10 @@ final class CodecTests: XCTestCase {
 
     // MARK: - Errors
 
-    func assertOneLineError(_ body: () throws -> Void, path: String, contains: String,
-                            file: StaticString = #filePath, line: UInt = #line) -> ImageError? {
+    func assertOneLineError(
+        _ body: () throws -> Void, path: String, contains: String,
+        file: StaticString = #filePath, line: UInt = #line
+    ) -> ImageError? {
         do {
             try body()
             XCTFail("expected an error", file: file, line: line)
@@ -349,7 +369,8 @@ final class CodecTests: XCTestCase {
         } catch let e as ImageError {
             XCTAssertEqual(e.path, path, file: file, line: line)
             XCTAssertTrue(e.description.contains(path), e.description, file: file, line: line)
-            XCTAssertTrue(e.description.contains(contains), "'\(e.description)' lacks '\(contains)'", file: file, line: line)
+            XCTAssertTrue(
+                e.description.contains(contains), "'\(e.description)' lacks '\(contains)'", file: file, line: line)
             XCTAssertFalse(e.description.contains("\n"), "multi-line: \(e.description)", file: file, line: line)
             return e
         } catch {
@@ -394,7 +415,8 @@ final class CodecTests: XCTestCase {
         let good = try JPEGCodec.encode(image, quality: 90)
         let truncated = tmp.appendingPathComponent("truncated.jpg")
         try Data(good.prefix(good.count * 2 / 3)).write(to: truncated)
-        let e1 = assertOneLineError({ _ = try ImageIO.readImage(truncated) }, path: truncated.path, contains: "TurboJPEG")
+        let e1 = assertOneLineError(
+            { _ = try ImageIO.readImage(truncated) }, path: truncated.path, contains: "TurboJPEG")
         if case .corrupt? = e1 {} else { XCTFail("truncated JPEG: \(String(describing: e1))") }
 
         // Garbage after the SOI marker.
@@ -409,7 +431,8 @@ final class CodecTests: XCTestCase {
         let prog = try JPEGCodec.encode(image, quality: 90, progressive: true)
         let ptrunc = tmp.appendingPathComponent("ptrunc.jpg")
         try Data(prog.prefix(prog.count / 2)).write(to: ptrunc)
-        _ = assertOneLineError({ _ = try ImageIO.readImage(ptrunc) }, path: ptrunc.path, contains: "corrupt or truncated")
+        _ = assertOneLineError(
+            { _ = try ImageIO.readImage(ptrunc) }, path: ptrunc.path, contains: "corrupt or truncated")
     }
 
     func testMissingUnreadableEmptyAndUnsupported() throws {
@@ -441,8 +464,9 @@ final class CodecTests: XCTestCase {
         let blocker = tmp.appendingPathComponent("blocker")
         try Data([1]).write(to: blocker)
         let target = blocker.appendingPathComponent("out.png")
-        _ = assertOneLineError({ try ImageIO.writeMaskPNG(BinaryMask(width: 2, height: 2), to: target) },
-                               path: target.path, contains: "cannot write")
+        _ = assertOneLineError(
+            { try ImageIO.writeMaskPNG(BinaryMask(width: 2, height: 2), to: target) },
+            path: target.path, contains: "cannot write")
     }
 
     // MARK: - Overlay

@@ -1,8 +1,9 @@
 import Foundation
+import VLModels
+import VLTestSupport
 import VLTokenizer
 import XCTest
-import VLTestSupport
-import VLModels
+
 @testable import VLData
 
 /// Collects log lines from the loader's threads.
@@ -10,7 +11,11 @@ final class LogCollector: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: [String] = []
     var lines: [String] { lock.lock(); defer { lock.unlock() }; return stored }
-    var sink: @Sendable (String) -> Void { { [self] line in lock.lock(); stored.append(line); lock.unlock() } }
+    var sink: @Sendable (String) -> Void {
+        { [self] line in
+            lock.lock(); stored.append(line); lock.unlock()
+        }
+    }
 }
 
 final class DataLoaderTests: XCTestCase {
@@ -18,15 +23,20 @@ final class DataLoaderTests: XCTestCase {
     static let loadedTokenizer = Result { try CLIPTokenizer(directory: DataFixture.tokenizerDirectory) }
     static var tokenizer: CLIPTokenizer { get throws { try loadedTokenizer.get() } }
 
-    func loader(root: URL, split: String = "train", rank: Int = 0, world: Int = 1, batch: Int = 2, workers: Int = 1,
-                mode: SamplerMode = .training(.drop), onError: OnErrorPolicy = .fail, size: Int = 12,
-                augmentation: AugmentationConfig? = nil, prompt: PromptChoice = .random,
-                log: LogCollector = LogCollector()) throws -> DataLoader {
+    func loader(
+        root: URL, split: String = "train", rank: Int = 0, world: Int = 1, batch: Int = 2, workers: Int = 1,
+        mode: SamplerMode = .training(.drop), onError: OnErrorPolicy = .fail, size: Int = 12,
+        augmentation: AugmentationConfig? = nil, prompt: PromptChoice = .random,
+        log: LogCollector = LogCollector()
+    ) throws -> DataLoader {
         let samples = try DatasetIndex.load(root: root, split: split, promptChoice: prompt, onError: onError).sampleSet
-        let sampler = try ShardedSampler(count: samples.count, rank: rank, worldSize: world, batchSize: batch, seed: 21, mode: mode)
-        let config = DataLoaderConfig(imageSize: size, workers: workers, prefetch: 2, seed: 21, promptChoice: prompt,
-                                      onError: onError, augmentation: augmentation)
-        return try DataLoader(samples: samples, sampler: sampler, tokenizer: Self.tokenizer, config: config, log: log.sink)
+        let sampler = try ShardedSampler(
+            count: samples.count, rank: rank, worldSize: world, batchSize: batch, seed: 21, mode: mode)
+        let config = DataLoaderConfig(
+            imageSize: size, workers: workers, prefetch: 2, seed: 21, promptChoice: prompt,
+            onError: onError, augmentation: augmentation)
+        return try DataLoader(
+            samples: samples, sampler: sampler, tokenizer: Self.tokenizer, config: config, log: log.sink)
     }
 
     func drain(_ stream: BatchStream) throws -> [Batch] {
@@ -65,7 +75,8 @@ final class DataLoaderTests: XCTestCase {
         let expected = try ImageIO.readImage(root.appendingPathComponent("images/train_1.png"))
             .resized(width: 12, height: 12).normalizedTensor(.imageNet)
         XCTAssertEqual(Array(b.pixelValues.scalars[(3 * 144)...]), expected.scalars)
-        let mask = try ImageIO.readMask(root.appendingPathComponent("masks/train_0_mask.png")).resizedNearest(width: 12, height: 12)
+        let mask = try ImageIO.readMask(root.appendingPathComponent("masks/train_0_mask.png")).resizedNearest(
+            width: 12, height: 12)
         XCTAssertEqual(Array(b.masks.scalars[0..<144]), mask.values.map { Float($0) })
     }
 
@@ -73,7 +84,8 @@ final class DataLoaderTests: XCTestCase {
         let root = DataFixture.makeDataset(splits: ["train": 14], width: 24, height: 20)
         var reference: [Batch]?
         for workers in [0, 1, 3] {
-            let l = try loader(root: root, batch: 3, workers: workers, mode: .training(.wrap), augmentation: Self.strongAugmentation)
+            let l = try loader(
+                root: root, batch: 3, workers: workers, mode: .training(.wrap), augmentation: Self.strongAugmentation)
             var batches: [Batch] = []
             for epoch in 0..<2 { batches += try drain(try l.batches(epoch: epoch)) }
             XCTAssertEqual(batches.count, 10)
@@ -103,14 +115,17 @@ final class DataLoaderTests: XCTestCase {
         for world in 1...3 {
             var seen: [Int: ([Float], [Float], String)] = [:]
             for rank in 0..<world {
-                let l = try loader(root: root, rank: rank, world: world, batch: 2, workers: rank % 2,
-                                   augmentation: Self.strongAugmentation)
+                let l = try loader(
+                    root: root, rank: rank, world: world, batch: 2, workers: rank % 2,
+                    augmentation: Self.strongAugmentation)
                 for b in try drain(try l.batches(epoch: 3)) {
                     let plane = 3 * 12 * 12
                     for (j, index) in b.sampleIndices.enumerated() {
                         XCTAssertNil(seen[index], "sample \(index) on two ranks")
-                        seen[index] = (Array(b.pixelValues.scalars[(j * plane)..<((j + 1) * plane)]),
-                                       Array(b.masks.scalars[(j * 144)..<((j + 1) * 144)]), b.prompts[j])
+                        seen[index] = (
+                            Array(b.pixelValues.scalars[(j * plane)..<((j + 1) * plane)]),
+                            Array(b.masks.scalars[(j * 144)..<((j + 1) * 144)]), b.prompts[j]
+                        )
                     }
                 }
             }
@@ -119,9 +134,12 @@ final class DataLoaderTests: XCTestCase {
         }
         for world in 1..<3 {
             for index in 0..<12 {
-                XCTAssertEqual(views[world][index]!.0, views[0][index]!.0, "pixels of sample \(index), world \(world + 1)")
-                XCTAssertEqual(views[world][index]!.1, views[0][index]!.1, "mask of sample \(index), world \(world + 1)")
-                XCTAssertEqual(views[world][index]!.2, views[0][index]!.2, "prompt of sample \(index), world \(world + 1)")
+                XCTAssertEqual(
+                    views[world][index]!.0, views[0][index]!.0, "pixels of sample \(index), world \(world + 1)")
+                XCTAssertEqual(
+                    views[world][index]!.1, views[0][index]!.1, "mask of sample \(index), world \(world + 1)")
+                XCTAssertEqual(
+                    views[world][index]!.2, views[0][index]!.2, "prompt of sample \(index), world \(world + 1)")
             }
         }
         // The augmentation did something: some sample differs from its plain resize.
@@ -129,7 +147,8 @@ final class DataLoaderTests: XCTestCase {
         let plainBatches = try drain(try plain.batches(epoch: 3))
         var differs = 0
         for b in plainBatches {
-            for (j, index) in b.sampleIndices.enumerated() where Array(b.masks.scalars[(j * 144)..<((j + 1) * 144)]) != views[0][index]!.1 {
+            for (j, index) in b.sampleIndices.enumerated()
+            where Array(b.masks.scalars[(j * 144)..<((j + 1) * 144)]) != views[0][index]!.1 {
                 differs += 1
             }
         }
@@ -157,7 +176,8 @@ final class DataLoaderTests: XCTestCase {
             let bytes = try Data(contentsOf: url)
             try bytes.prefix(60).write(to: url)
         case "size":
-            try ImageIO.writeMaskPNG(BinaryMask(width: 7, height: 5), to: root.appendingPathComponent("masks/train_3_mask.png"))
+            try ImageIO.writeMaskPNG(
+                BinaryMask(width: 7, height: 5), to: root.appendingPathComponent("masks/train_3_mask.png"))
         default:
             XCTFail(problem)
         }
@@ -165,7 +185,10 @@ final class DataLoaderTests: XCTestCase {
     }
 
     func testOnErrorFailThrowsAtTheBatchWhereTheEntryIs() throws {
-        for (problem, needle) in [("missing", "image file not found"), ("corrupt", "cannot read image"), ("size", "mask is 7x5 but image is 16x16")] {
+        for (problem, needle) in [
+            ("missing", "image file not found"), ("corrupt", "cannot read image"),
+            ("size", "mask is 7x5 but image is 16x16"),
+        ] {
             for workers in [0, 2] {
                 let root = DataFixture.makeDataset(splits: ["train": 8], width: 16, height: 16)
                 let l = try loader(root: root, batch: 2, workers: workers)
@@ -174,7 +197,9 @@ final class DataLoaderTests: XCTestCase {
                 for _ in 0..<bad { XCTAssertNotNil(try stream.next()) }
                 XCTAssertThrowsError(try stream.next()) { error in
                     let text = "\(error)"
-                    XCTAssertTrue(text.contains("anns/train.json entry 3 (img_name \"train_3.png\", mask_name \"train_3_mask.png\")"), text)
+                    XCTAssertTrue(
+                        text.contains(
+                            "anns/train.json entry 3 (img_name \"train_3.png\", mask_name \"train_3_mask.png\")"), text)
                     XCTAssertTrue(text.contains(needle), "\(problem): \(text)")
                     XCTAssertEqual((error as? DataError)?.entry?.index, 3)
                 }
@@ -212,7 +237,8 @@ final class DataLoaderTests: XCTestCase {
         let log2 = LogCollector()
         let l2 = try loader(root: root, batch: 2, workers: 1, onError: .skip, log: log2)
         XCTAssertEqual(l2.samples.count, 7)
-        XCTAssertTrue(log2.lines.contains { $0.contains("entry 5") && $0.contains("no usable prompt") }, "\(log2.lines)")
+        XCTAssertTrue(
+            log2.lines.contains { $0.contains("entry 5") && $0.contains("no usable prompt") }, "\(log2.lines)")
     }
 
     func testLabelMasksWithValuesBelow128AreReportedOnce() throws {
@@ -221,20 +247,24 @@ final class DataLoaderTests: XCTestCase {
         var labels = [UInt8](repeating: 0, count: 16 * 16)
         for i in 30..<90 { labels[i] = 1 }
         for i in [1, 4] {
-            try Data(PNGCodec.encodeGray(labels, width: 16, height: 16)).write(to: root.appendingPathComponent("masks/train_\(i)_mask.png"))
+            try Data(PNGCodec.encodeGray(labels, width: 16, height: 16)).write(
+                to: root.appendingPathComponent("masks/train_\(i)_mask.png"))
         }
-        try ImageIO.writeMaskPNG(BinaryMask(width: 16, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
+        try ImageIO.writeMaskPNG(
+            BinaryMask(width: 16, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
         let log = LogCollector()
         let l = try loader(root: root, batch: 2, workers: 2, mode: .evaluation, log: log)
         for epoch in 0..<2 { _ = try drain(try l.batches(epoch: epoch)) }
         let warnings = log.lines.filter { $0.contains("none above 127") }
         XCTAssertEqual(warnings.count, 1, "\(log.lines)")
-        XCTAssertTrue(warnings[0].contains("values up to 1") && warnings[0].contains("rescale them to 0/255"), warnings[0])
+        XCTAssertTrue(
+            warnings[0].contains("values up to 1") && warnings[0].contains("rescale them to 0/255"), warnings[0])
         XCTAssertTrue(warnings[0].contains("entry 1") || warnings[0].contains("entry 4"), warnings[0])
 
         // A dataset of 0/255 masks (some empty) says nothing.
         let clean = DataFixture.makeDataset(splits: ["train": 4], width: 16, height: 16)
-        try ImageIO.writeMaskPNG(BinaryMask(width: 16, height: 16), to: clean.appendingPathComponent("masks/train_0_mask.png"))
+        try ImageIO.writeMaskPNG(
+            BinaryMask(width: 16, height: 16), to: clean.appendingPathComponent("masks/train_0_mask.png"))
         let quiet = LogCollector()
         _ = try drain(try loader(root: clean, batch: 2, workers: 1, mode: .evaluation, log: quiet).batches(epoch: 0))
         XCTAssertEqual(quiet.lines, [])
@@ -277,6 +307,7 @@ final class DataLoaderTests: XCTestCase {
         let l = try DataLoader(samples: samples, sampler: sampler, tokenizer: Self.tokenizer, config: config)
         let b = try XCTUnwrap(try l.batches(epoch: 0).next())
         XCTAssertEqual(b.textLength, try Self.tokenizer.encode("polyp 0").count + 2)
-        XCTAssertEqual(b.inputIDs[1], Array(try Self.tokenizer.encode("polyp 1", maxLength: 77).inputIDs.prefix(b.textLength)))
+        XCTAssertEqual(
+            b.inputIDs[1], Array(try Self.tokenizer.encode("polyp 1", maxLength: 77).inputIDs.prefix(b.textLength)))
     }
 }

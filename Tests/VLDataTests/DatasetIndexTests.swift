@@ -1,6 +1,7 @@
 import Foundation
-import XCTest
 import VLTestSupport
+import XCTest
+
 @testable import VLData
 
 /// Small medvlsm-layout datasets written into temporary folders (shared by the data tests of part B).
@@ -55,9 +56,11 @@ enum DataFixture {
 
     /// Writes `count` entries per split with PNG (or JPEG) images and PNG masks; returns the root.
     @discardableResult
-    static func makeDataset(root: URL? = nil, splits: [String: Int] = ["train": 6, "val": 3, "test": 2],
-                            width: Int = 20, height: Int = 16, jpeg: Bool = false,
-                            prompts: (Int) -> [String: Any] = DataFixture.prompts) -> URL {
+    static func makeDataset(
+        root: URL? = nil, splits: [String: Int] = ["train": 6, "val": 3, "test": 2],
+        width: Int = 20, height: Int = 16, jpeg: Bool = false,
+        prompts: (Int) -> [String: Any] = DataFixture.prompts
+    ) -> URL {
         let root = root ?? temporaryRoot()
         var seed = 0
         for (split, count) in splits.sorted(by: { $0.key < $1.key }) {
@@ -65,15 +68,20 @@ enum DataFixture {
             for i in 0..<count {
                 let imgName = "\(split)_\(i).\(jpeg ? "jpg" : "png")", maskName = "\(split)_\(i)_mask.png"
                 let imgURL = root.appendingPathComponent("images/\(imgName)")
-                try! FileManager.default.createDirectory(at: imgURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try! FileManager.default.createDirectory(
+                    at: imgURL.deletingLastPathComponent(), withIntermediateDirectories: true)
                 if jpeg {
                     try! JPEGCodec.write(image(width: width, height: height, seed: seed), to: imgURL, quality: 90)
                 } else {
                     try! ImageIO.writePNG(image(width: width, height: height, seed: seed), to: imgURL)
                 }
-                try! ImageIO.writeMaskPNG(mask(width: width, height: height, seed: seed), to: root.appendingPathComponent("masks/\(maskName)"))
-                entries.append(["img_name": imgName, "mask_name": maskName, "prompts": prompts(seed),
-                                "bbox": [0, 0, 1, 1], "cat": 0, "segment_id": "\(seed)"])
+                try! ImageIO.writeMaskPNG(
+                    mask(width: width, height: height, seed: seed), to: root.appendingPathComponent("masks/\(maskName)")
+                )
+                entries.append([
+                    "img_name": imgName, "mask_name": maskName, "prompts": prompts(seed),
+                    "bbox": [0, 0, 1, 1], "cat": 0, "segment_id": "\(seed)",
+                ])
                 seed += 1
             }
             writeJSON(entries, to: root.appendingPathComponent("anns/\(split).json"))
@@ -88,13 +96,18 @@ enum DataFixture {
 final class DatasetIndexTests: XCTestCase {
     func testParsesStringAndListPromptsSubfoldersAndIgnoresExtraKeys() throws {
         let root = DataFixture.temporaryRoot()
-        try ImageIO.writePNG(DataFixture.image(width: 6, height: 4, seed: 1), to: root.appendingPathComponent("images/a/b/x.png"))
-        try ImageIO.writeMaskPNG(DataFixture.mask(width: 6, height: 4, seed: 1), to: root.appendingPathComponent("masks/a/b/x_m.png"))
-        DataFixture.writeJSON([
-            ["img_name": "a/b/x.png", "mask_name": "a/b/x_m.png", "bbox": [1, 2, 3, 4], "cat": 0,
-             "sentences": [["idx": 0, "sent": "heart"]], "sentences_num": 1,
-             "prompts": ["p0": "", "p1": "one", "p2": ["two a", "two b", "  "], "p10": "ten", "p3": []]],
-        ], to: root.appendingPathComponent("anns/train.json"))
+        try ImageIO.writePNG(
+            DataFixture.image(width: 6, height: 4, seed: 1), to: root.appendingPathComponent("images/a/b/x.png"))
+        try ImageIO.writeMaskPNG(
+            DataFixture.mask(width: 6, height: 4, seed: 1), to: root.appendingPathComponent("masks/a/b/x_m.png"))
+        DataFixture.writeJSON(
+            [
+                [
+                    "img_name": "a/b/x.png", "mask_name": "a/b/x_m.png", "bbox": [1, 2, 3, 4], "cat": 0,
+                    "sentences": [["idx": 0, "sent": "heart"]], "sentences_num": 1,
+                    "prompts": ["p0": "", "p1": "one", "p2": ["two a", "two b", "  "], "p10": "ten", "p3": []],
+                ]
+            ], to: root.appendingPathComponent("anns/train.json"))
 
         let index = try DatasetIndex.load(root: root, split: "train")
         XCTAssertEqual(index.entries.count, 1)
@@ -114,19 +127,27 @@ final class DatasetIndexTests: XCTestCase {
         // medvlsm's CAMUS keeps images/train/NAME while the JSON says NAME; val reads from images/train too.
         let root = DataFixture.temporaryRoot()
         for dir in ["train", "test"] {
-            try ImageIO.writePNG(DataFixture.image(width: 4, height: 4, seed: 0), to: root.appendingPathComponent("images/\(dir)/p1.png"))
-            try ImageIO.writeMaskPNG(DataFixture.mask(width: 4, height: 4, seed: 0), to: root.appendingPathComponent("masks/\(dir)/p1_gt.png"))
+            try ImageIO.writePNG(
+                DataFixture.image(width: 4, height: 4, seed: 0), to: root.appendingPathComponent("images/\(dir)/p1.png")
+            )
+            try ImageIO.writeMaskPNG(
+                DataFixture.mask(width: 4, height: 4, seed: 0),
+                to: root.appendingPathComponent("masks/\(dir)/p1_gt.png"))
         }
         for split in ["train", "val", "test"] {
-            DataFixture.writeJSON([["img_name": "p1.png", "mask_name": "p1_gt.png", "prompts": ["p1": "lv"]]],
-                                  to: root.appendingPathComponent("anns/\(split).json"))
+            DataFixture.writeJSON(
+                [["img_name": "p1.png", "mask_name": "p1_gt.png", "prompts": ["p1": "lv"]]],
+                to: root.appendingPathComponent("anns/\(split).json"))
         }
-        XCTAssertEqual(try DatasetIndex.load(root: root, split: "train").entries[0].imageURL.path,
-                       root.appendingPathComponent("images/train/p1.png").path)
-        XCTAssertEqual(try DatasetIndex.load(root: root, split: "val").entries[0].maskURL.path,
-                       root.appendingPathComponent("masks/train/p1_gt.png").path)
-        XCTAssertEqual(try DatasetIndex.load(root: root, split: "test").entries[0].imageURL.path,
-                       root.appendingPathComponent("images/test/p1.png").path)
+        XCTAssertEqual(
+            try DatasetIndex.load(root: root, split: "train").entries[0].imageURL.path,
+            root.appendingPathComponent("images/train/p1.png").path)
+        XCTAssertEqual(
+            try DatasetIndex.load(root: root, split: "val").entries[0].maskURL.path,
+            root.appendingPathComponent("masks/train/p1_gt.png").path)
+        XCTAssertEqual(
+            try DatasetIndex.load(root: root, split: "test").entries[0].imageURL.path,
+            root.appendingPathComponent("images/test/p1.png").path)
         XCTAssertEqual(DatasetIndex.availableSplits(root: root), ["train", "val", "test"])
     }
 
@@ -135,7 +156,9 @@ final class DatasetIndexTests: XCTestCase {
         let file = root.appendingPathComponent("anns/train.json")
         DataFixture.writeText("[{\"img_name\": \"a.png\",\n  \"mask_name\": x}]", to: file)
         XCTAssertThrowsError(try DatasetIndex.load(root: root, split: "train")) { error in
-            guard case let DataError.malformedJSON(path, detail)? = error as? DataError else { return XCTFail("\(error)") }
+            guard case let DataError.malformedJSON(path, detail)? = error as? DataError else {
+                return XCTFail("\(error)")
+            }
             XCTAssertEqual(path, file.path)
             XCTAssertTrue(detail.contains("line 2"), detail)
             XCTAssertTrue("\(error)".contains(file.path))
@@ -149,19 +172,22 @@ final class DatasetIndexTests: XCTestCase {
     func testMissingAnnotationFile() {
         let root = DataFixture.temporaryRoot()
         XCTAssertThrowsError(try DatasetIndex.load(root: root, split: "val")) { error in
-            XCTAssertEqual(error as? DataError, .missingFile(path: root.appendingPathComponent("anns/val.json").path, role: "annotations", entry: nil))
+            XCTAssertEqual(
+                error as? DataError,
+                .missingFile(path: root.appendingPathComponent("anns/val.json").path, role: "annotations", entry: nil))
         }
     }
 
     func testMalformedEntriesNameTheEntry() throws {
         let root = DataFixture.temporaryRoot()
         let file = root.appendingPathComponent("anns/train.json")
-        DataFixture.writeJSON([
-            ["img_name": "a.png", "mask_name": "a_m.png", "prompts": ["p1": "ok"]],
-            ["img_name": "b.png", "prompts": ["p1": "no mask name"]],
-            ["img_name": "c.png", "mask_name": "c_m.png", "prompts": ["p1": 3]],
-            ["img_name": "../d.png", "mask_name": "d_m.png", "prompts": ["p1": "escapes the root"]],
-        ], to: file)
+        DataFixture.writeJSON(
+            [
+                ["img_name": "a.png", "mask_name": "a_m.png", "prompts": ["p1": "ok"]],
+                ["img_name": "b.png", "prompts": ["p1": "no mask name"]],
+                ["img_name": "c.png", "mask_name": "c_m.png", "prompts": ["p1": 3]],
+                ["img_name": "../d.png", "mask_name": "d_m.png", "prompts": ["p1": "escapes the root"]],
+            ], to: file)
         XCTAssertThrowsError(try DatasetIndex.load(root: root, split: "train")) { error in
             let text = "\(error)"
             XCTAssertTrue(text.contains("\(file.path) entry 1"), text)
@@ -171,22 +197,27 @@ final class DatasetIndexTests: XCTestCase {
         let index = try DatasetIndex.load(root: root, split: "train", onError: .skip)
         XCTAssertEqual(index.entries.map(\.imageName), ["a.png"])
         XCTAssertEqual(index.problems.compactMap(\.entry?.index), [1, 2, 3])
-        XCTAssertTrue("\(index.problems[1])".contains("prompt \"p1\" must be a string or a list of strings"), "\(index.problems[1])")
+        XCTAssertTrue(
+            "\(index.problems[1])".contains("prompt \"p1\" must be a string or a list of strings"),
+            "\(index.problems[1])")
     }
 
     func testEntryWithoutUsablePrompt() throws {
         let root = DataFixture.temporaryRoot()
         let file = root.appendingPathComponent("anns/test.json")
-        DataFixture.writeJSON([
-            ["img_name": "a.png", "mask_name": "a_m.png", "prompts": ["p0": "", "p1": "fine"]],
-            ["img_name": "b.png", "mask_name": "b_m.png", "prompts": ["p0": "", "p1": "", "p2": [" ", ""]]],
-            ["img_name": "c.png", "mask_name": "c_m.png"],
-            ["img_name": "d.png", "mask_name": "d_m.png", "prompts": ["p0": "only p0"]],
-        ], to: file)
+        DataFixture.writeJSON(
+            [
+                ["img_name": "a.png", "mask_name": "a_m.png", "prompts": ["p0": "", "p1": "fine"]],
+                ["img_name": "b.png", "mask_name": "b_m.png", "prompts": ["p0": "", "p1": "", "p2": [" ", ""]]],
+                ["img_name": "c.png", "mask_name": "c_m.png"],
+                ["img_name": "d.png", "mask_name": "d_m.png", "prompts": ["p0": "only p0"]],
+            ], to: file)
         XCTAssertThrowsError(try DatasetIndex.load(root: root, split: "test")) { error in
             guard case let DataError.noUsablePrompt(ref, _)? = error as? DataError else { return XCTFail("\(error)") }
             XCTAssertEqual(ref, EntryReference(file: file.path, index: 1, imageName: "b.png", maskName: "b_m.png"))
-            XCTAssertTrue("\(error)".contains("entry 1 (img_name \"b.png\", mask_name \"b_m.png\"): no usable prompt"), "\(error)")
+            XCTAssertTrue(
+                "\(error)".contains("entry 1 (img_name \"b.png\", mask_name \"b_m.png\"): no usable prompt"), "\(error)"
+            )
         }
         // Without a choice, p0-only is usable; with "random" (which never draws p0) it is not.
         let lenient = try DatasetIndex.load(root: root, split: "test", onError: .skip)
@@ -195,7 +226,8 @@ final class DatasetIndexTests: XCTestCase {
         XCTAssertEqual(random.entries.map(\.imageName), ["a.png"])
         XCTAssertTrue(random.problems.contains { "\($0)".contains("entry 3") && "\($0)".contains("other than p0") })
         // A fixed key missing from an entry is named at load time, before any training.
-        XCTAssertThrowsError(try DatasetIndex.load(root: root, split: "test", promptChoice: .key("p1"), onError: .fail)) { error in
+        XCTAssertThrowsError(try DatasetIndex.load(root: root, split: "test", promptChoice: .key("p1"), onError: .fail))
+        { error in
             XCTAssertTrue("\(error)".contains("entry 1"), "\(error)")
         }
     }
@@ -214,8 +246,9 @@ final class DatasetIndexTests: XCTestCase {
             XCTAssertEqual(try JSONDecoder().decode([PromptChoice].self, from: data), [choice])
             XCTAssertEqual(PromptChoice(choice.description), choice)
         }
-        XCTAssertEqual(try JSONDecoder().decode([PromptChoice].self, from: Data("[\"p1,p2\", [\"p3\"]]".utf8)),
-                       [.anyOf(["p1", "p2"]), .key("p3")])
+        XCTAssertEqual(
+            try JSONDecoder().decode([PromptChoice].self, from: Data("[\"p1,p2\", [\"p3\"]]".utf8)),
+            [.anyOf(["p1", "p2"]), .key("p3")])
     }
 
     func testPromptChoiceIsDeterministicAndUniform() throws {
@@ -234,11 +267,16 @@ final class DatasetIndexTests: XCTestCase {
         XCTAssertEqual(Double(seen["one"]!) / 3000, 1.0 / 3, accuracy: 0.04)
         XCTAssertEqual(Double(seen["two a"]!) / 3000, 1.0 / 6, accuracy: 0.04)
         // The draw depends on epoch and index (different keys give different streams).
-        let byEpoch = try (0..<20).map { try PromptChoice.random.choose(from: prompts, seed: 7, epoch: $0, index: 5, entry: ref).text }
+        let byEpoch = try (0..<20).map {
+            try PromptChoice.random.choose(from: prompts, seed: 7, epoch: $0, index: 5, entry: ref).text
+        }
         XCTAssertGreaterThan(Set(byEpoch).count, 1)
         let fixed = try PromptChoice.key("p2").choose(from: prompts, seed: 1, epoch: 0, index: 0, entry: ref)
         XCTAssertEqual(fixed.key, "p2")
-        let some = try (0..<200).map { try PromptChoice.anyOf(["p1", "p3", "p4"]).choose(from: prompts, seed: 1, epoch: 0, index: $0, entry: ref).key }
+        let some = try (0..<200).map {
+            try PromptChoice.anyOf(["p1", "p3", "p4"]).choose(from: prompts, seed: 1, epoch: 0, index: $0, entry: ref)
+                .key
+        }
         XCTAssertEqual(Set(some), ["p1", "p4"], "blank p3 is never drawn")
         XCTAssertThrowsError(try PromptChoice.key("p3").choose(from: prompts, seed: 1, epoch: 0, index: 0, entry: ref))
     }
@@ -278,7 +316,8 @@ final class DatasetIndexTests: XCTestCase {
         // train_1: image missing; train_2: mask of another size; train_3: corrupt (truncated) image;
         // train_4: empty prompts (rewritten below); val: garbage bytes as a mask.
         try fm.removeItem(at: root.appendingPathComponent("images/train_1.png"))
-        try ImageIO.writeMaskPNG(BinaryMask(width: 10, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
+        try ImageIO.writeMaskPNG(
+            BinaryMask(width: 10, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
         let img3 = root.appendingPathComponent("images/train_3.png")
         let bytes = try Data(contentsOf: img3)
         try bytes.prefix(bytes.count / 2).write(to: img3)
@@ -312,8 +351,10 @@ final class DatasetIndexTests: XCTestCase {
         // train_1: a 0/1 label mask (foreground stored as 1); train_2: truly empty.
         var labels = [UInt8](repeating: 0, count: 20 * 16)
         for i in 40..<120 { labels[i] = 1 }
-        try Data(PNGCodec.encodeGray(labels, width: 20, height: 16)).write(to: root.appendingPathComponent("masks/train_1_mask.png"))
-        try ImageIO.writeMaskPNG(BinaryMask(width: 20, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
+        try Data(PNGCodec.encodeGray(labels, width: 20, height: 16)).write(
+            to: root.appendingPathComponent("masks/train_1_mask.png"))
+        try ImageIO.writeMaskPNG(
+            BinaryMask(width: 20, height: 16), to: root.appendingPathComponent("masks/train_2_mask.png"))
 
         let report = try DatasetCheck.run(root: root)
         XCTAssertTrue(report.ok, report.text)  // warnings only

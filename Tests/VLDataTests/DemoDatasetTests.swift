@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLData
 
 final class DemoDatasetTests: XCTestCase {
@@ -60,11 +61,15 @@ final class DemoDatasetTests: XCTestCase {
                 let rgb = DemoDataset.palette.first { $0.name == color }!.rgb
                 var sum = (0.0, 0.0, 0.0), n = 0.0
                 for i in 0..<(64 * 64) where mask.values[i] == 1 {
-                    sum.0 += Double(image.pixels[3 * i]); sum.1 += Double(image.pixels[3 * i + 1]); sum.2 += Double(image.pixels[3 * i + 2])
+                    sum.0 += Double(image.pixels[3 * i]); sum.1 += Double(image.pixels[3 * i + 1]);
+                    sum.2 += Double(image.pixels[3 * i + 2])
                     n += 1
                 }
                 let mean = (sum.0 / n, sum.1 / n, sum.2 / n)
-                let dist = ((mean.0 - rgb.0) * (mean.0 - rgb.0) + (mean.1 - rgb.1) * (mean.1 - rgb.1) + (mean.2 - rgb.2) * (mean.2 - rgb.2)).squareRoot()
+                let dist =
+                    ((mean.0 - rgb.0) * (mean.0 - rgb.0) + (mean.1 - rgb.1) * (mean.1 - rgb.1) + (mean.2 - rgb.2)
+                        * (mean.2 - rgb.2))
+                    .squareRoot()
                 XCTAssertLessThan(dist, 60, "\(img): mean \(mean) vs \(color) \(rgb)")
             }
         }

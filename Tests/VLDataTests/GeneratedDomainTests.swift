@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLData
 
 /// The demo backbone's generated domains: the source scenes with referring prompts and the shifted
@@ -32,7 +33,9 @@ final class GeneratedDomainTests: XCTestCase {
             let scene = SceneDataset.makeScene(index: i, options: options)
             XCTAssertGreaterThanOrEqual(scene.objects.count, 2)
             XCTAssertEqual(scene.entries.count, 2, "image \(i)")
-            XCTAssertNotEqual(scene.entries[0].targets, scene.entries[1].targets, "two entries of one image refer to different objects")
+            XCTAssertNotEqual(
+                scene.entries[0].targets, scene.entries[1].targets,
+                "two entries of one image refer to different objects")
             for o in scene.objects { shapesSeen.insert(o.shape); colours.insert(o.colorIndex) }
             for entry in scene.entries {
                 XCTAssertFalse(entry.targets.isEmpty)
@@ -40,8 +43,10 @@ final class GeneratedDomainTests: XCTestCase {
                 for phrase in entry.prompts {
                     if phrase.contains(" on the ") || phrase.contains(" at the ") { relations += 1 }
                     // A colour word in the phrase is every target's colour.
-                    for (c, colour) in SceneDataset.palette.enumerated() where phrase.split(separator: " ").contains(Substring(colour.name)) {
-                        XCTAssertTrue(entry.targets.allSatisfy { scene.objects[$0].colorIndex == c }, "'\(phrase)' in image \(i)")
+                    for (c, colour) in SceneDataset.palette.enumerated()
+                    where phrase.split(separator: " ").contains(Substring(colour.name)) {
+                        XCTAssertTrue(
+                            entry.targets.allSatisfy { scene.objects[$0].colorIndex == c }, "'\(phrase)' in image \(i)")
                     }
                     // "every"/"all" name sets; "the"/"a" one object.
                     if phrase.hasPrefix("the ") || phrase.hasPrefix("a ") || phrase.hasPrefix("an ") {
@@ -91,7 +96,9 @@ final class GeneratedDomainTests: XCTestCase {
                 // Grey: every pixel has equal channels.
                 let px = sample.image.pixels
                 var grey = true
-                for i in stride(from: 0, to: px.count, by: 3) where px[i] != px[i + 1] || px[i] != px[i + 2] { grey = false }
+                for i in stride(from: 0, to: px.count, by: 3) where px[i] != px[i + 1] || px[i] != px[i + 2] {
+                    grey = false
+                }
                 XCTAssertTrue(grey, "image \(i)")
             }
         }

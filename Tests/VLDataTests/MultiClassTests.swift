@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLData
 
 final class MultiClassTests: XCTestCase {
@@ -9,15 +10,16 @@ final class MultiClassTests: XCTestCase {
     /// - img2: background and an unlisted value 9 only
     func makeDataset(classes: Any? = nil) throws -> URL {
         let root = DataFixture.temporaryRoot("mc")
-        DataFixture.writeJSON(classes ?? [
-            "classes": [
-                ["id": 0, "name": "background", "ignore": true],
-                ["id": 1, "name": "cat", "prompts": ["a {} sitting", "the {name}"]],
-                ["id": 2, "name": "dog"],
-                ["id": 3, "name": "bird"],
-            ],
-            "templates": ["a photo of a {}."],
-        ] as [String: Any], to: root.appendingPathComponent("classes.json"))
+        DataFixture.writeJSON(
+            classes ?? [
+                "classes": [
+                    ["id": 0, "name": "background", "ignore": true],
+                    ["id": 1, "name": "cat", "prompts": ["a {} sitting", "the {name}"]],
+                    ["id": 2, "name": "dog"],
+                    ["id": 3, "name": "bird"],
+                ],
+                "templates": ["a photo of a {}."],
+            ] as [String: Any], to: root.appendingPathComponent("classes.json"))
         var maps: [[UInt8]] = []
         var m0 = [UInt8](repeating: 0, count: 64)
         for y in 0..<4 { for x in 0..<4 { m0[y * 8 + x] = 1 } }
@@ -30,8 +32,10 @@ final class MultiClassTests: XCTestCase {
         maps = [m0, m1, m2]
         var entries: [[String: Any]] = []
         for (i, values) in maps.enumerated() {
-            try ImageIO.writePNG(DataFixture.image(width: 8, height: 8, seed: i), to: root.appendingPathComponent("images/\(i).png"))
-            try LabelMap(width: 8, height: 8, values: values).writePNG(to: root.appendingPathComponent("masks/\(i).png"))
+            try ImageIO.writePNG(
+                DataFixture.image(width: 8, height: 8, seed: i), to: root.appendingPathComponent("images/\(i).png"))
+            try LabelMap(width: 8, height: 8, values: values).writePNG(
+                to: root.appendingPathComponent("masks/\(i).png"))
             entries.append(["img_name": "\(i).png", "mask_name": "\(i).png"])
         }
         DataFixture.writeJSON(entries, to: root.appendingPathComponent("anns/train.json"))
@@ -55,7 +59,9 @@ final class MultiClassTests: XCTestCase {
         XCTAssertEqual(try ClassList.load(short).classes.map(\.name), ["sky", "tree"])
 
         DataFixture.writeJSON(["classes": [["id": 1, "name": "a"], ["id": 1, "name": "b"]]], to: short)
-        XCTAssertThrowsError(try ClassList.load(short)) { XCTAssertTrue("\($0)".contains("class id 1 appears more than once"), "\($0)") }
+        XCTAssertThrowsError(try ClassList.load(short)) {
+            XCTAssertTrue("\($0)".contains("class id 1 appears more than once"), "\($0)")
+        }
         DataFixture.writeJSON(["classes": [["id": 300, "name": "a"]]], to: short)
         XCTAssertThrowsError(try ClassList.load(short)) { XCTAssertTrue("\($0)".contains("0...255"), "\($0)") }
         DataFixture.writeText("{\"classes\": [", to: short)
@@ -78,8 +84,9 @@ final class MultiClassTests: XCTestCase {
         let root = try makeDataset()
         let set = try MultiClassDataset.load(root: root, split: "train")
         let sampler = try ShardedSampler(count: set.count, batchSize: 3, mode: .evaluation)
-        let l = try DataLoader(samples: set, sampler: sampler, tokenizer: DataLoaderTests.tokenizer,
-                               config: DataLoaderConfig(imageSize: 8, workers: 1, seed: 4))
+        let l = try DataLoader(
+            samples: set, sampler: sampler, tokenizer: DataLoaderTests.tokenizer,
+            config: DataLoaderConfig(imageSize: 8, workers: 1, seed: 4))
         let stream = try l.batches(epoch: 0)
         let b = try XCTUnwrap(try stream.next())
         XCTAssertNil(try stream.next())
@@ -104,13 +111,16 @@ final class MultiClassTests: XCTestCase {
     func testAbsentClassSamplesAreDrawnPerEpochWithEmptyTargets() throws {
         let root = try makeDataset()
         let set = try MultiClassDataset.load(root: root, split: "train", config: MultiClassConfig(absentPerImage: 1))
-        XCTAssertEqual(set.samples.map(\.target), [
-            .classPresent(1), .classPresent(2), .classAbsent(candidates: [3]),
-            .classPresent(2), .classAbsent(candidates: [1, 3]),
-            .classAbsent(candidates: [1, 2, 3]),
-        ])
+        XCTAssertEqual(
+            set.samples.map(\.target),
+            [
+                .classPresent(1), .classPresent(2), .classAbsent(candidates: [3]),
+                .classPresent(2), .classAbsent(candidates: [1, 3]),
+                .classAbsent(candidates: [1, 2, 3]),
+            ])
         let sampler = try ShardedSampler(count: set.count, batchSize: 6, mode: .evaluation)
-        let l = try DataLoader(samples: set, sampler: sampler, tokenizer: nil, config: DataLoaderConfig(imageSize: 8, workers: 0, seed: 2))
+        let l = try DataLoader(
+            samples: set, sampler: sampler, tokenizer: nil, config: DataLoaderConfig(imageSize: 8, workers: 0, seed: 2))
         var drawn = Set<Int>()
         for epoch in 0..<40 {
             let b = try XCTUnwrap(try l.batches(epoch: epoch).next())
@@ -118,7 +128,8 @@ final class MultiClassTests: XCTestCase {
             XCTAssertTrue([1, 3].contains(b.classIDs[4]!))
             drawn.insert(b.classIDs[5]!)
             for j in [2, 4, 5] {
-                XCTAssertTrue(b.masks.scalars[(j * 64)..<((j + 1) * 64)].allSatisfy { $0 == 0 }, "absent class target is empty")
+                XCTAssertTrue(
+                    b.masks.scalars[(j * 64)..<((j + 1) * 64)].allSatisfy { $0 == 0 }, "absent class target is empty")
             }
             XCTAssertTrue(b.inputIDs.isEmpty, "no tokenizer, no ids")
             let again = try XCTUnwrap(try l.batches(epoch: epoch).next())
@@ -130,8 +141,9 @@ final class MultiClassTests: XCTestCase {
 
     func testListedClassesSpareTheScan() throws {
         let root = try makeDataset()
-        DataFixture.writeJSON([["img_name": "0.png", "mask_name": "0.png", "classes": [2]]],
-                              to: root.appendingPathComponent("anns/val.json"))
+        DataFixture.writeJSON(
+            [["img_name": "0.png", "mask_name": "0.png", "classes": [2]]],
+            to: root.appendingPathComponent("anns/val.json"))
         let set = try MultiClassDataset.load(root: root, split: "val")
         XCTAssertEqual(set.samples.map(\.target), [.classPresent(2)])
     }
@@ -155,7 +167,10 @@ final class MultiClassTests: XCTestCase {
         XCTAssertTrue(report.multiClass)
         XCTAssertTrue(report.ok, report.text)
         XCTAssertEqual(report.splits[0].classes, ["background": 3, "cat": 1, "dog": 2])
-        XCTAssertTrue(report.warnings.contains { $0.contains("not in the class list") && $0.contains("9 (1 masks)") && $0.contains("255") },
-                      "\(report.warnings)")
+        XCTAssertTrue(
+            report.warnings.contains {
+                $0.contains("not in the class list") && $0.contains("9 (1 masks)") && $0.contains("255")
+            },
+            "\(report.warnings)")
     }
 }

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLData
 
 final class NativeCodecsTests: XCTestCase {

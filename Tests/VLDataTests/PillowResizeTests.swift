@@ -8,7 +8,8 @@ import XCTest
 /// bytes must be identical, shrinking (antialiased) and enlarging, in both axes and one.
 final class PillowResizeTests: XCTestCase {
     func testResizeMatchesPillowByteForByte() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-pillow-\(getpid())-\(UUID().uuidString)")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vlseg-pillow-\(getpid())-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         // Smooth gradients plus noise and hard edges: every filter lobe matters somewhere.
@@ -44,7 +45,8 @@ final class PillowResizeTests: XCTestCase {
                 let pillow = try ImageIO.readImage(dir.appendingPathComponent("\(w)x\(h)x\(filter.rawValue).png"))
                 let ours = image.resized(width: w, height: h, filter: filter)
                 let differing = zip(ours.pixels, pillow.pixels).filter { $0 != $1 }.count
-                XCTAssertEqual(differing, 0, "\(filter) \(width)x\(height) -> \(w)x\(h): \(differing) bytes differ from Pillow")
+                XCTAssertEqual(
+                    differing, 0, "\(filter) \(width)x\(height) -> \(w)x\(h): \(differing) bytes differ from Pillow")
             }
         }
     }

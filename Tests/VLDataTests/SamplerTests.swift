@@ -1,10 +1,13 @@
 import Foundation
 import XCTest
+
 @testable import VLData
 
 final class SamplerTests: XCTestCase {
     func samplers(count: Int, world: Int, batch: Int, seed: UInt64 = 5, mode: SamplerMode) throws -> [ShardedSampler] {
-        try (0..<world).map { try ShardedSampler(count: count, rank: $0, worldSize: world, batchSize: batch, seed: seed, mode: mode) }
+        try (0..<world).map {
+            try ShardedSampler(count: count, rank: $0, worldSize: world, batchSize: batch, seed: seed, mode: mode)
+        }
     }
 
     func testOrderIsAPermutationThatDependsOnSeedAndEpochOnly() throws {
@@ -12,7 +15,8 @@ final class SamplerTests: XCTestCase {
         let b = try ShardedSampler(count: 100, rank: 2, worldSize: 3, batchSize: 7, seed: 9)
         for epoch in 0..<3 {
             XCTAssertEqual(a.order(epoch: epoch).sorted(), Array(0..<100))
-            XCTAssertEqual(a.order(epoch: epoch), b.order(epoch: epoch), "order must not depend on rank, world or batch size")
+            XCTAssertEqual(
+                a.order(epoch: epoch), b.order(epoch: epoch), "order must not depend on rank, world or batch size")
         }
         XCTAssertNotEqual(a.order(epoch: 0), a.order(epoch: 1))
         XCTAssertNotEqual(a.order(epoch: 0), Array(0..<100))
@@ -45,7 +49,9 @@ final class SamplerTests: XCTestCase {
                             switch policy {
                             case .drop:
                                 XCTAssertEqual(all.count, count / global * global)
-                                XCTAssertEqual(Set(all).count, all.count, "shards overlap (count \(count) world \(world) batch \(batch))")
+                                XCTAssertEqual(
+                                    Set(all).count, all.count,
+                                    "shards overlap (count \(count) world \(world) batch \(batch))")
                                 // What is used is a prefix of the epoch's order; only the remainder is left out.
                                 XCTAssertEqual(Set(all), Set(ss[0].order(epoch: epoch).prefix(all.count)))
                             case .wrap:
@@ -102,7 +108,8 @@ final class SamplerTests: XCTestCase {
     }
 
     func testCursorResumeGivesTheSameRemainingOrder() throws {
-        let sampler = try ShardedSampler(count: 41, rank: 1, worldSize: 3, batchSize: 2, seed: 11, mode: .training(.wrap))
+        let sampler = try ShardedSampler(
+            count: 41, rank: 1, worldSize: 3, batchSize: 2, seed: 11, mode: .training(.wrap))
         // Uninterrupted: three epochs of batches with the cursor after each.
         var uninterrupted: [[Int]] = []
         var cursor = SamplerCursor()
@@ -117,7 +124,8 @@ final class SamplerTests: XCTestCase {
         for stop in [0, 1, 4, sampler.batchesPerEpoch - 1, sampler.batchesPerEpoch, 2 * sampler.batchesPerEpoch + 2] {
             let saved = try JSONEncoder().encode(cursors[stop])
             let restored = try JSONDecoder().decode(SamplerCursor.self, from: saved)
-            let fresh = try ShardedSampler(count: 41, rank: 1, worldSize: 3, batchSize: 2, seed: 11, mode: .training(.wrap))
+            let fresh = try ShardedSampler(
+                count: 41, rank: 1, worldSize: 3, batchSize: 2, seed: 11, mode: .training(.wrap))
             var resumed: [[Int]] = []
             var c = restored
             while resumed.count < uninterrupted.count - stop - 1 {

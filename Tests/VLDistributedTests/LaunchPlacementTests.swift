@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLDistributed
 
 final class LaunchPlacementTests: XCTestCase {
@@ -16,8 +17,10 @@ final class LaunchPlacementTests: XCTestCase {
     }
 
     func testPMIxVariablesWithSlurm() {
-        let p = LaunchPlacement.fromEnvironment(["PMIX_RANK": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-                                                 "SLURM_NTASKS_PER_NODE": "4"])
+        let p = LaunchPlacement.fromEnvironment([
+            "PMIX_RANK": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+            "SLURM_NTASKS_PER_NODE": "4",
+        ])
         XCTAssertEqual(p, LaunchPlacement(rank: 5, size: 8, localRank: 1, localSize: 4, underLauncher: true))
     }
 

@@ -1,8 +1,9 @@
 import Foundation
+import VLTestSupport
 import XCTest
+
 @testable import VLModels
 @testable import VLTensor
-import VLTestSupport
 
 /// CLIPSeg beyond the fixture's configuration: other sizes, heads, patch sizes, taps, FiLM layer,
 /// pooling rule and head, checked for shapes, save/load and gradients against finite differences.
@@ -12,15 +13,22 @@ final class CLIPSegConfigurationsTests: XCTestCase {
     static func variantConfig() -> CLIPSegConfig { TestModels.variantConfig() }
 
     func prompts(_ t: Int = 10) -> TextPrompts {
-        TextPrompts(inputIDs: [[49406, 320, 1125, 49407] + Array(repeating: 49407, count: t - 4),
-                               [49406, 500, 49407] + Array(repeating: 49407, count: t - 3)],
-                    attentionMask: [[1, 1, 1, 1] + Array(repeating: 0, count: t - 4), [1, 1, 1] + Array(repeating: 0, count: t - 3)])
+        TextPrompts(
+            inputIDs: [
+                [49406, 320, 1125, 49407] + Array(repeating: 49407, count: t - 4),
+                [49406, 500, 49407] + Array(repeating: 49407, count: t - 3),
+            ],
+            attentionMask: [
+                [1, 1, 1, 1] + Array(repeating: 0, count: t - 4), [1, 1, 1] + Array(repeating: 0, count: t - 3),
+            ])
     }
 
     func testPoolingRules() {
         let argmaxModel = CLIPSegInitializer.randomModel(config: CLIPSegPreset.tiny.config, seed: 1)
         let eosModel = CLIPSegInitializer.randomModel(config: Self.variantConfig(), seed: 1)
-        let p = TextPrompts(inputIDs: [[49406, 7, 49407, 49407], [49406, 49407, 3, 49407]], attentionMask: [[1, 1, 1, 0], [1, 1, 0, 0]])
+        let p = TextPrompts(
+            inputIDs: [[49406, 7, 49407, 49407], [49406, 49407, 3, 49407]],
+            attentionMask: [[1, 1, 1, 0], [1, 1, 0, 0]])
         XCTAssertEqual(argmaxModel.poolingPositions(p), [2, 1])
         XCTAssertEqual(eosModel.poolingPositions(p), [2, 1])
         var c = Self.variantConfig()
@@ -51,9 +59,11 @@ final class CLIPSegConfigurationsTests: XCTestCase {
 
     func testWholeModelGradientsMatchFiniteDifferences() {
         let model = CLIPSegInitializer.randomModel(config: Self.variantConfig(), seed: 11)
-        let names = ["decoder.film_mul.weight", "decoder.reduces.0.weight", "decoder.layers.1.mlp.fc1.bias",
-                     "decoder.transposed_convolution.weight", "clip.vision_model.encoder.layers.0.mlp.fc2.weight",
-                     "clip.text_model.encoder.layers.1.self_attn.q_proj.weight"]
+        let names = [
+            "decoder.film_mul.weight", "decoder.reduces.0.weight", "decoder.layers.1.mlp.fc1.bias",
+            "decoder.transposed_convolution.weight", "clip.vision_model.encoder.layers.0.mlp.fc2.weight",
+            "clip.text_model.encoder.layers.1.self_attn.q_proj.weight",
+        ]
         var g = SplitMix64(seed: 9)
         let pixels = Tensor.randomNormal([2, 3, 16, 16], generator: &g)
         let target = Tensor(shape: [2, 16, 16], values: (0..<512).map { Float(($0 / 7) % 2) })
@@ -71,7 +81,8 @@ final class CLIPSegConfigurationsTests: XCTestCase {
         Check.gradients([pixels], eps: 3e-3, tolerance: 1e-2) { xs in model(pixels: xs[0], text: prompts()) }
         // The loss itself on top (its own gradient is checked in the op tests and against the reference).
         let logits = model(pixels: pixels, text: prompts())
-        XCTAssertTrue((binaryCrossEntropyWithLogits(logits, target: target) + softDiceLoss(logits, target: target)).item.isFinite)
+        XCTAssertTrue(
+            (binaryCrossEntropyWithLogits(logits, target: target) + softDiceLoss(logits, target: target)).item.isFinite)
     }
 
     func testLoadErrorsNameTheKeys() throws {

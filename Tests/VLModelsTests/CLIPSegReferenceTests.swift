@@ -1,8 +1,9 @@
 import Foundation
+import VLTestSupport
 import XCTest
+
 @testable import VLModels
 @testable import VLTensor
-import VLTestSupport
 
 /// CLIPSeg against the reference implementation's outputs on the tiny fixture checkpoint.
 final class CLIPSegReferenceTests: XCTestCase {
@@ -21,11 +22,15 @@ final class CLIPSegReferenceTests: XCTestCase {
     /// Absolute tolerance 1e-4, widened to 2e-6 relative for intermediates whose magnitude passes
     /// 50 (FiLM outputs reach ~170 here, where one float32 ulp is 1.5e-5 and summation order alone
     /// moves values by several ulps).
-    func assertMatches(_ actual: Tensor, _ key: String, tolerance requested: Float = 1e-4, file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertMatches(
+        _ actual: Tensor, _ key: String, tolerance requested: Float = 1e-4, file: StaticString = #filePath,
+        line: UInt = #line
+    ) throws {
         let expected = try reference.tensor(key)
         let magnitude = expected.scalars.map(abs).max() ?? 0
         let tolerance = max(requested, 2e-6 * magnitude)
-        XCTAssertEqual(actual.count, expected.count, "\(key): \(actual.shape) vs \(expected.shape)", file: file, line: line)
+        XCTAssertEqual(
+            actual.count, expected.count, "\(key): \(actual.shape) vs \(expected.shape)", file: file, line: line)
         guard actual.count == expected.count else { return }
         var worst: Float = 0
         for (a, e) in zip(actual.scalars, expected.scalars) { worst = max(worst, abs(a - e)) }
@@ -33,14 +38,18 @@ final class CLIPSegReferenceTests: XCTestCase {
     }
 
     /// Relative to the largest magnitude of the reference tensor.
-    func assertGradient(_ actual: Tensor?, _ key: String, absoluteFloor: Float = 0, file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertGradient(
+        _ actual: Tensor?, _ key: String, absoluteFloor: Float = 0, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         guard let actual else { return XCTFail("\(key): no gradient", file: file, line: line) }
         let expected = try reference.tensor(key)
         XCTAssertEqual(actual.count, expected.count, key, file: file, line: line)
         let scale = expected.scalars.map(abs).max() ?? 0
         var worst: Float = 0
         for (a, e) in zip(actual.scalars, expected.scalars) { worst = max(worst, abs(a - e)) }
-        XCTAssertLessThanOrEqual(worst, max(1e-4 * scale, absoluteFloor), "\(key): max |diff| \(worst), scale \(scale)", file: file, line: line)
+        XCTAssertLessThanOrEqual(
+            worst, max(1e-4 * scale, absoluteFloor), "\(key): max |diff| \(worst), scale \(scale)", file: file,
+            line: line)
     }
 
     func checkIntermediates(_ prefix: String) throws {
@@ -51,7 +60,9 @@ final class CLIPSegReferenceTests: XCTestCase {
         let logits = model.segment(pixels: pixels, conditional: cond, allVisionLayers: true, observer: observer)
         let keys = reference.names.filter { $0.hasPrefix("\(prefix).") && !$0.contains(".grad.") }
             .map { String($0.dropFirst(prefix.count + 1)) }
-            .filter { !["pixel_values", "target", "loss", "loss_bce", "loss_dice", "loss_f64", "logits_f64"].contains($0) }
+            .filter {
+                !["pixel_values", "target", "loss", "loss_bce", "loss_dice", "loss_f64", "logits_f64"].contains($0)
+            }
         XCTAssertGreaterThan(keys.count, 20)
         for key in keys {
             guard let t = seen[key] else {
@@ -79,7 +90,8 @@ final class CLIPSegReferenceTests: XCTestCase {
         let ids = prompts.inputIDs.flatMap { $0 }
         let tokenLeaf = table.detached().indexSelect(rows: ids).reshaped([2, length, -1]).requiringGrad(name: "tokens")
         let tokensFromTable = table.indexSelect(rows: ids).reshaped([2, length, -1])
-        let (_, pooled) = model.encodeText(tokenEmbeddings: tokenLeaf + tokensFromTable - tokensFromTable.detached(), prompts: prompts)
+        let (_, pooled) = model.encodeText(
+            tokenEmbeddings: tokenLeaf + tokensFromTable - tokensFromTable.detached(), prompts: prompts)
         let cond = model.textProjection(pooled, model.parameters)
         let logits = model.segment(pixels: pixels, conditional: cond)
         let bce = binaryCrossEntropyWithLogits(logits, target: target)
@@ -126,12 +138,16 @@ final class CLIPSegReferenceTests: XCTestCase {
         let logitError = try relative(logits, "native.logits"), lossError = try relative(loss, "native.loss")
         var difference = 0.0, norm = 0.0
         for name in model.decoderParameterNames {
-            let got = try XCTUnwrap(model.parameters[name].grad).scalars, want = try reference.tensor("native.grad.\(name)").scalars
+            let got = try XCTUnwrap(model.parameters[name].grad).scalars,
+                want = try reference.tensor("native.grad.\(name)").scalars
             for (g, w) in zip(got, want) { difference += Double(g - w) * Double(g - w); norm += Double(w) * Double(w) }
         }
         let gradientError = (difference / norm).squareRoot()
-        print(String(format: "bf16 vs the float32 reference: logits %.2e of their scale, loss %.2e, decoder gradient %.2e (relative L2)",
-                     logitError, lossError, gradientError))
+        print(
+            String(
+                format:
+                    "bf16 vs the float32 reference: logits %.2e of their scale, loss %.2e, decoder gradient %.2e (relative L2)",
+                logitError, lossError, gradientError))
         XCTAssertGreaterThan(logitError, 1e-5, "bf16 gave float32's logits: its kernel did not run")
         XCTAssertLessThan(logitError, 0.02)
         XCTAssertLessThan(lossError, 0.002)
@@ -152,7 +168,9 @@ final class CLIPSegReferenceTests: XCTestCase {
     /// The text-prompted path runs no vision layer above the deepest extracted one.
     func testTextPromptedPathStopsAtDeepestTap() throws {
         var layersRun: [String] = []
-        let observer: ForwardObserver = { name, _ in if name.hasPrefix("vision.hidden_states.") { layersRun.append(name) } }
+        let observer: ForwardObserver = { name, _ in
+            if name.hasPrefix("vision.hidden_states.") { layersRun.append(name) }
+        }
         _ = model(pixels: try reference.tensor("native.pixel_values"), text: prompts, observer: observer)
         let needed = (model.config.extractLayers.max() ?? 0) + 1
         XCTAssertEqual(layersRun.count, needed + 1, "\(layersRun)")

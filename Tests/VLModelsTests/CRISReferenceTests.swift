@@ -1,8 +1,9 @@
 import Foundation
+import VLTestSupport
 import XCTest
+
 @testable import VLModels
 @testable import VLTensor
-import VLTestSupport
 
 /// Context vectors held by a test: CoOp's rows as one leaf [D, n, Dt].
 final class FixedCRISContext: CRISTextContext {
@@ -46,25 +47,34 @@ final class CRISReferenceTests: XCTestCase {
     /// neck reaches ~77 on this fixture, where the float32 noise both sides accumulate through the
     /// ResNet is already ~1e-4 (both this engine and the reference are ~1.5e-5 from the float64
     /// logits); each stage fed the reference's own inputs meets 1e-4 absolute.
-    func assertMatches(_ actual: Tensor, _ key: String, tolerance: Float = 1e-4, relative: Float = 0,
-                       file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertMatches(
+        _ actual: Tensor, _ key: String, tolerance: Float = 1e-4, relative: Float = 0,
+        file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         let (worst, scale) = try maxDifference(actual, key)
-        XCTAssertLessThanOrEqual(worst, max(tolerance, relative * scale), "\(key): max |diff| \(worst)", file: file, line: line)
+        XCTAssertLessThanOrEqual(
+            worst, max(tolerance, relative * scale), "\(key): max |diff| \(worst)", file: file, line: line)
     }
 
     static let endToEnd: Float = 4e-6
 
     /// Within 1e-4 of the reference tensor's largest magnitude.
-    func assertGradient(_ actual: Tensor?, _ key: String, absoluteFloor: Float = 0, file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertGradient(
+        _ actual: Tensor?, _ key: String, absoluteFloor: Float = 0, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         guard let actual else { return XCTFail("\(key): no gradient", file: file, line: line) }
         let (worst, scale) = try maxDifference(actual, key)
-        XCTAssertLessThanOrEqual(worst, max(1e-4 * scale, absoluteFloor), "\(key): max |diff| \(worst), scale \(scale)", file: file, line: line)
+        XCTAssertLessThanOrEqual(
+            worst, max(1e-4 * scale, absoluteFloor), "\(key): max |diff| \(worst), scale \(scale)", file: file,
+            line: line)
     }
 
     func testConfigAndParameterList() throws {
         XCTAssertEqual(model.learnableParameterCount, 2_144_542)
         let keys = try String(contentsOf: Self.fixtureDir.appendingPathComponent("keys.txt"), encoding: .utf8)
-            .split(separator: "\n").map { String($0.split(separator: "\t")[0]) }.filter { !$0.hasSuffix("num_batches_tracked") }
+            .split(separator: "\n").map { String($0.split(separator: "\t")[0]) }.filter {
+                !$0.hasSuffix("num_batches_tracked")
+            }
         XCTAssertEqual(CRISModel.expectedParameters(model.config).map(\.name), keys)
     }
 
@@ -72,8 +82,10 @@ final class CRISReferenceTests: XCTestCase {
         let pixels = try reference.tensor("pixel_values")
         var seen: [String: Tensor] = [:]
         let logits = model(pixels: pixels, text: prompts, trimPadding: false) { name, t in seen[name] = t }
-        let inputs: Set<String> = ["image_raw", "pixel_values", "input_ids", "attention_mask", "target", "pad_mask", "text.eos_index",
-                                   "loss", "loss_bce", "loss_dice", "logits_f64", "loss_f64"]
+        let inputs: Set<String> = [
+            "image_raw", "pixel_values", "input_ids", "attention_mask", "target", "pad_mask", "text.eos_index",
+            "loss", "loss_bce", "loss_dice", "logits_f64", "loss_f64",
+        ]
         let keys = reference.names.filter {
             !inputs.contains($0) && !$0.hasPrefix("grad.") && !$0.hasSuffix("_f64")
                 && !$0.hasPrefix("coop.") && !$0.hasPrefix("dyn.") && !$0.hasPrefix("nomask.")
@@ -92,16 +104,20 @@ final class CRISReferenceTests: XCTestCase {
     /// Each stage fed the reference's own inputs: the error a stage adds, without the float32 noise
     /// the stages before it accumulated on either side.
     func testEachStageFromReferenceInputs() throws {
-        let visual = CRISModel.VisualFeatures(c3: try reference.tensor("vis.C3"), c4: try reference.tensor("vis.C4"),
-                                              c5: try reference.tensor("vis.C5"))
+        let visual = CRISModel.VisualFeatures(
+            c3: try reference.tensor("vis.C3"), c4: try reference.tensor("vis.C4"),
+            c5: try reference.tensor("vis.C5"))
         let state = try reference.tensor("text.state")
         var seen: [String: Tensor] = [:]
         let fq = model.neck(visual, state: state) { name, t in seen[name] = t }
-        for key in ["neck.txt_proj", "neck.f1_v_proj", "neck.f5", "neck.aggr", "neck.out"] { try assertMatches(seen[key]!, key) }
+        for key in ["neck.txt_proj", "neck.f1_v_proj", "neck.f5", "neck.aggr", "neck.out"] {
+            try assertMatches(seen[key]!, key)
+        }
         try assertMatches(fq, "neck.out")
         let keep = try reference.integers("pad_mask").values.map { Float(1 - $0) }
-        let text = CRISModel.TextFeatures(words: try reference.tensor("text.word_feats"), state: state,
-                                          keepMask: Tensor(shape: [2, 77], values: keep))
+        let text = CRISModel.TextFeatures(
+            words: try reference.tensor("text.word_feats"), state: state,
+            keepMask: Tensor(shape: [2, 77], values: keep))
         let decoded = model.decode(try reference.tensor("neck.out"), text: text)
         try assertMatches(decoded.reshaped([2, model.config.visDim, -1]), "decoder.out")
         let pred = model.project(try reference.tensor("decoder.out").reshaped(decoded.shape), state: state)
@@ -178,7 +194,8 @@ final class CRISReferenceTests: XCTestCase {
         let pixels = try reference.tensor("pixel_values")
         let logits = model(pixels: pixels, text: prompts, trimPadding: false) { name, t in seen[name] = t }
         let n = vectors.shape[1], depth = vectors.shape[0]
-        for key in reference.names where key.hasPrefix("coop.\(variant).") && !key.contains("loss") && !key.contains("grad.") {
+        for key in reference.names
+        where key.hasPrefix("coop.\(variant).") && !key.contains("loss") && !key.contains("grad.") {
             let name = String(key.dropFirst("coop.\(variant).".count))
             guard var t = seen[name] else {
                 XCTFail("forward did not produce \(name)")
@@ -190,7 +207,9 @@ final class CRISReferenceTests: XCTestCase {
                 let next = variant == "quirky" ? j : j + 1
                 if next < depth {
                     let b = t.shape[1], d = t.shape[2]
-                    let ctx = vectors.detached().slice(axis: 0, next..<(next + 1)).reshaped([n, 1, d]).expanded(to: [n, b, d])
+                    let ctx = vectors.detached().slice(axis: 0, next..<(next + 1)).reshaped([n, 1, d]).expanded(to: [
+                        n, b, d,
+                    ])
                     t = concat([t.slice(axis: 0, 0..<1), ctx, t.slice(axis: 0, (n + 1)..<t.shape[0])], axis: 0)
                 }
             }

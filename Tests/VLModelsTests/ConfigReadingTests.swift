@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLModels
 
 /// Reading configs as Hugging Face does: per-tower defaults for keys left out, the legacy
@@ -24,7 +25,8 @@ final class ConfigReadingTests: XCTestCase {
     }
 
     func testKeysLeftOutTakeEachTowersDefaults() throws {
-        let c = try decode(#"{"text_config": {"hidden_size": 64, "num_attention_heads": 2}, "vision_config": {"patch_size": 16}}"#)
+        let c = try decode(
+            #"{"text_config": {"hidden_size": 64, "num_attention_heads": 2}, "vision_config": {"patch_size": 16}}"#)
         XCTAssertEqual(c.textConfig.hiddenSize, 64)
         XCTAssertEqual(c.textConfig.intermediateSize, 2048)
         XCTAssertEqual(c.textConfig.numHiddenLayers, 12)
@@ -47,11 +49,11 @@ final class ConfigReadingTests: XCTestCase {
 
     func testLegacyConfigDictWinsOverTheTower() throws {
         let json = #"""
-        {"text_config": {"hidden_size": 1280, "num_attention_heads": 20, "num_hidden_layers": 32, "intermediate_size": 5120, "eos_token_id": 2},
-         "text_config_dict": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
-         "vision_config": {"hidden_size": 48, "num_attention_heads": 4, "num_hidden_layers": 3, "intermediate_size": 96, "patch_size": 16, "image_size": 64},
-         "vision_config_dict": null, "extract_layers": [0, 1, 2]}
-        """#
+            {"text_config": {"hidden_size": 1280, "num_attention_heads": 20, "num_hidden_layers": 32, "intermediate_size": 5120, "eos_token_id": 2},
+             "text_config_dict": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+             "vision_config": {"hidden_size": 48, "num_attention_heads": 4, "num_hidden_layers": 3, "intermediate_size": 96, "patch_size": 16, "image_size": 64},
+             "vision_config_dict": null, "extract_layers": [0, 1, 2]}
+            """#
         let c = try decode(json)
         XCTAssertEqual(c.textConfig.hiddenSize, 32)
         XCTAssertEqual(c.textConfig.numHiddenLayers, 2)
@@ -70,24 +72,33 @@ final class ConfigReadingTests: XCTestCase {
     }
 
     func writeProcessor(_ body: String, into dir: URL) throws {
-        try body.write(to: dir.appendingPathComponent(ImagePreprocessing.processorFileName), atomically: true, encoding: .utf8)
+        try body.write(
+            to: dir.appendingPathComponent(ImagePreprocessing.processorFileName), atomically: true, encoding: .utf8)
     }
 
     func testProcessorFileDecidesSizeAndStatistics() throws {
         let dir = try newDirectory()
         try CLIPSegInitializer.write(config: CLIPSegPreset.tiny.config, seed: 1, to: dir)
         // No processor file: the vision config's image_size and ImageNet statistics.
-        XCTAssertEqual(try ImagePreprocessing.of(directory: dir),
-                       ImagePreprocessing(size: 64, mean: ImagePreprocessing.imageNetMean, std: ImagePreprocessing.imageNetStd))
-        try writeProcessor(#"{"size": {"height": 96, "width": 96}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.5, 1.0]}"#, into: dir)
-        XCTAssertEqual(try ImagePreprocessing.of(directory: dir), ImagePreprocessing(size: 96, mean: [0.5, 0.5, 0.5], std: [0.25, 0.5, 1.0]))
+        XCTAssertEqual(
+            try ImagePreprocessing.of(directory: dir),
+            ImagePreprocessing(size: 64, mean: ImagePreprocessing.imageNetMean, std: ImagePreprocessing.imageNetStd))
+        try writeProcessor(
+            #"{"size": {"height": 96, "width": 96}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.5, 1.0]}"#,
+            into: dir)
+        XCTAssertEqual(
+            try ImagePreprocessing.of(directory: dir),
+            ImagePreprocessing(size: 96, mean: [0.5, 0.5, 0.5], std: [0.25, 0.5, 1.0]))
         try writeProcessor(#"{"size": 80}"#, into: dir)
         XCTAssertEqual(try ImagePreprocessing.of(directory: dir).size, 80)
         try writeProcessor(#"{"size": {"shortest_edge": 112}, "do_normalize": false}"#, into: dir)
-        XCTAssertEqual(try ImagePreprocessing.of(directory: dir), ImagePreprocessing(size: 112, mean: [0, 0, 0], std: [1, 1, 1]))
+        XCTAssertEqual(
+            try ImagePreprocessing.of(directory: dir), ImagePreprocessing(size: 112, mean: [0, 0, 0], std: [1, 1, 1]))
         try writeProcessor(#"{"size": {"height": 96, "width": 128}}"#, into: dir)
         XCTAssertThrowsError(try ImagePreprocessing.of(directory: dir)) { error in
-            XCTAssertTrue("\(error)".contains("preprocessor_config.json") && "\(error)".contains("'size'") && "\(error)".contains("96x128"), "\(error)")
+            XCTAssertTrue(
+                "\(error)".contains("preprocessor_config.json") && "\(error)".contains("'size'")
+                    && "\(error)".contains("96x128"), "\(error)")
         }
         try writeProcessor(#"{"size": 96, "image_std": [0.2, 0, 0.2]}"#, into: dir)
         XCTAssertThrowsError(try ImagePreprocessing.of(directory: dir)) { error in
@@ -101,14 +112,24 @@ final class ConfigReadingTests: XCTestCase {
         let dir = try newDirectory()
         try CLIPSegInitializer.write(config: CLIPSegPreset.tiny.config, seed: 1, to: dir)
         try writeProcessor("{}", into: dir)
-        XCTAssertEqual(try ImagePreprocessing.of(directory: dir),
-                       ImagePreprocessing(size: 224, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], resample: 2, rescaleFactor: 1.0 / 255))
+        XCTAssertEqual(
+            try ImagePreprocessing.of(directory: dir),
+            ImagePreprocessing(
+                size: 224, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], resample: 2, rescaleFactor: 1.0 / 255))
         try writeProcessor(#"{"size": 64, "resample": 3, "do_rescale": false, "image_std": 0.25}"#, into: dir)
-        XCTAssertEqual(try ImagePreprocessing.of(directory: dir),
-                       ImagePreprocessing(size: 64, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resample: 3, rescaleFactor: 1))
+        XCTAssertEqual(
+            try ImagePreprocessing.of(directory: dir),
+            ImagePreprocessing(
+                size: 64, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resample: 3, rescaleFactor: 1))
         let refused = [
-            (#"{"resample": 1}"#, "'resample': PIL filter 1 is not supported; VLSeg resizes with 2 (bilinear), 3 (bicubic)"),
-            (#"{"image_processor_type": "CLIPImageProcessor"}"#, "'image_processor_type': CLIPImageProcessor: VLSeg applies the rules of ViTImageProcessor"),
+            (
+                #"{"resample": 1}"#,
+                "'resample': PIL filter 1 is not supported; VLSeg resizes with 2 (bilinear), 3 (bicubic)"
+            ),
+            (
+                #"{"image_processor_type": "CLIPImageProcessor"}"#,
+                "'image_processor_type': CLIPImageProcessor: VLSeg applies the rules of ViTImageProcessor"
+            ),
             (#"{"do_resize": false}"#, "'do_resize': false: the processor feeds images at their own size"),
             (#"{"rescale_factor": -1}"#, "'rescale_factor': expected a positive number"),
             (#"{"do_normalize": "yes"}"#, "'do_normalize': expected true or false"),

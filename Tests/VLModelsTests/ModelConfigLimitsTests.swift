@@ -1,7 +1,8 @@
 import Foundation
-import XCTest
-@testable import VLModels
 import VLTensor
+import XCTest
+
+@testable import VLModels
 
 /// Model configs are checked before anything is allocated: every size is checked on its own with
 /// the key named, values that are not whole numbers are refused at decoding with the key named, and
@@ -38,8 +39,11 @@ final class ModelConfigLimitsTests: XCTestCase {
         }
         var root: Any = try JSONSerialization.jsonObject(with: base)
         for (i, (path, _)) in changes.enumerated() { root = set("__VALUE_\(i)__", at: path[...], in: root) }
-        var text = String(decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
-        for (i, (_, raw)) in changes.enumerated() { text = text.replacingOccurrences(of: "\"__VALUE_\(i)__\"", with: raw) }
+        var text = String(
+            decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
+        for (i, (_, raw)) in changes.enumerated() {
+            text = text.replacingOccurrences(of: "\"__VALUE_\(i)__\"", with: raw)
+        }
         return text
     }
 
@@ -58,7 +62,9 @@ final class ModelConfigLimitsTests: XCTestCase {
     var crisTiny: Data { get throws { try CRISPreset.crisTiny.config.jsonData() } }
 
     /// The error of loading `json` as `T`'s config, or a failure when it loads.
-    func loadError<T: ModelConfigFile>(_ type: T.Type, _ json: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+    func loadError<T: ModelConfigFile>(
+        _ type: T.Type, _ json: String, file: StaticString = #filePath, line: UInt = #line
+    ) throws -> String {
         let url = try configDirectory(json).appendingPathComponent("config.json")
         do {
             _ = try T.load(from: url)
@@ -73,8 +79,10 @@ final class ModelConfigLimitsTests: XCTestCase {
 
     static let clipsegSizes: [KeyPath] = [
         ["text_config", "hidden_size"], ["text_config", "intermediate_size"], ["text_config", "num_attention_heads"],
-        ["text_config", "num_hidden_layers"], ["text_config", "vocab_size"], ["text_config", "max_position_embeddings"],
-        ["vision_config", "hidden_size"], ["vision_config", "intermediate_size"], ["vision_config", "num_attention_heads"],
+        ["text_config", "num_hidden_layers"], ["text_config", "vocab_size"],
+        ["text_config", "max_position_embeddings"],
+        ["vision_config", "hidden_size"], ["vision_config", "intermediate_size"],
+        ["vision_config", "num_attention_heads"],
         ["vision_config", "num_hidden_layers"], ["vision_config", "image_size"], ["vision_config", "patch_size"],
         ["vision_config", "num_channels"], ["projection_dim"], ["reduce_dim"], ["decoder_num_attention_heads"],
         ["decoder_intermediate_size"],
@@ -85,25 +93,31 @@ final class ModelConfigLimitsTests: XCTestCase {
         for path in Self.clipsegSizes {
             for value in [-48, 0] {
                 let message = try loadError(CLIPSegConfig.self, mutated(base, [(path, "\(value)")]))
-                XCTAssertTrue(message.contains("'\(Self.keyName(path))': must be a positive whole number, got \(value)"), message)
+                XCTAssertTrue(
+                    message.contains("'\(Self.keyName(path))': must be a positive whole number, got \(value)"), message)
             }
         }
         // Where 0 means something (a layer index), negatives are refused by element.
         for (path, value) in [(["extract_layers", "1"], -1), (["conditional_layer"], -1)] as [(KeyPath, Int)] {
             let message = try loadError(CLIPSegConfig.self, mutated(base, [(path, "\(value)")]))
-            XCTAssertTrue(message.contains("'\(Self.keyName(path))': must be a non-negative whole number, got \(value)"), message)
+            XCTAssertTrue(
+                message.contains("'\(Self.keyName(path))': must be a non-negative whole number, got \(value)"), message)
         }
     }
 
     /// The reported case: hidden_size -48 was blamed on num_attention_heads.
     func testNegativeHiddenSizeIsBlamedOnHiddenSize() throws {
-        let message = try loadError(CLIPSegConfig.self, mutated(clipsegTiny, [(["text_config", "hidden_size"], "-48")]))
-        XCTAssertTrue(message.hasSuffix("config.json: 'text_config.hidden_size': must be a positive whole number, got -48"), message)
+        let message = try loadError(
+            CLIPSegConfig.self, mutated(clipsegTiny, [(["text_config", "hidden_size"], "-48")]))
+        XCTAssertTrue(
+            message.hasSuffix("config.json: 'text_config.hidden_size': must be a positive whole number, got -48"),
+            message)
         XCTAssertFalse(message.contains("num_attention_heads"), message)
     }
 
     static let crisSizes: [KeyPath] = [
-        ["clip", "embed_dim"], ["clip", "image_resolution"], ["clip", "vision_layers", "0"], ["clip", "vision_layers", "3"],
+        ["clip", "embed_dim"], ["clip", "image_resolution"], ["clip", "vision_layers", "0"],
+        ["clip", "vision_layers", "3"],
         ["clip", "vision_width"], ["clip", "vision_heads"], ["clip", "context_length"], ["clip", "vocab_size"],
         ["clip", "transformer_width"], ["clip", "transformer_heads"], ["clip", "transformer_layers"],
         ["fpn_in", "1"], ["fpn_out", "0"], ["fpn_out", "2"], ["vis_dim"], ["word_dim"], ["num_layers"], ["num_head"],
@@ -115,10 +129,12 @@ final class ModelConfigLimitsTests: XCTestCase {
         for path in Self.crisSizes {
             for value in [-48, 0] {
                 let message = try loadError(CRISConfig.self, mutated(base, [(path, "\(value)")]))
-                XCTAssertTrue(message.contains("'\(Self.keyName(path))': must be a positive whole number, got \(value)"), message)
+                XCTAssertTrue(
+                    message.contains("'\(Self.keyName(path))': must be a positive whole number, got \(value)"), message)
             }
         }
-        let message = try loadError(CRISConfig.self, mutated(base, [(["coop"], #"{"prompt_depth": -1, "num_context": 4}"#)]))
+        let message = try loadError(
+            CRISConfig.self, mutated(base, [(["coop"], #"{"prompt_depth": -1, "num_context": 4}"#)]))
         XCTAssertTrue(message.contains("'coop.prompt_depth': must be a non-negative whole number, got -1"), message)
     }
 
@@ -136,10 +152,12 @@ final class ModelConfigLimitsTests: XCTestCase {
         for (cris, path, raw, shown) in cases {
             let json = try mutated(cris ? crisTiny : clipsegTiny, [(path, raw)])
             let message = cris ? try loadError(CRISConfig.self, json) : try loadError(CLIPSegConfig.self, json)
-            XCTAssertTrue(message.contains("'\(Self.keyName(path))': must be a whole number within 64 bits, \(shown)"), message)
+            XCTAssertTrue(
+                message.contains("'\(Self.keyName(path))': must be a whole number within 64 bits, \(shown)"), message)
         }
         // A float literal that is a whole number is that number (then judged by the other checks).
-        let url = try configDirectory(mutated(clipsegTiny, [(["text_config", "hidden_size"], "6.4e1")])).appendingPathComponent("config.json")
+        let url = try configDirectory(mutated(clipsegTiny, [(["text_config", "hidden_size"], "6.4e1")]))
+            .appendingPathComponent("config.json")
         XCTAssertEqual(try CLIPSegConfig.load(from: url).textConfig.hiddenSize, 64)
     }
 
@@ -147,36 +165,59 @@ final class ModelConfigLimitsTests: XCTestCase {
 
     /// Refused from the config alone: quickly, without allocating, with the byte figure and the key
     /// that contributes the most; by every entry point that builds weights from a config.
-    func assertRefusedQuickly(_ json: String, key: String, cris: Bool, file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertRefusedQuickly(
+        _ json: String, key: String, cris: Bool, file: StaticString = #filePath, line: UInt = #line
+    ) throws {
         let dir = try configDirectory(json)
         let configURL = dir.appendingPathComponent("config.json")
         // The exact figure the message must carry (decoding and validation alone allocate nothing).
-        let bytes = cris ? try CRISConfig.load(from: configURL).parameterBytes() : try CLIPSegConfig.load(from: configURL).parameterBytes()
+        let bytes =
+            cris
+            ? try CRISConfig.load(from: configURL).parameterBytes()
+            : try CLIPSegConfig.load(from: configURL).parameterBytes()
         let figure = MachineMemory.format(bytes: Double(try XCTUnwrap(bytes, file: file, line: line)))
         let peakBefore = ProcessMemory.peakRSSMB
         let out = try newDirectory().appendingPathComponent("model")
         let attempts: [(String, () throws -> Void)] = [
             ("ModelDirectory.load", { _ = try ModelDirectory.load(dir) }),
-            ("load(directory:)", { if cris { _ = try CRISModel.load(directory: dir) } else { _ = try CLIPSegModel.load(directory: dir) } }),
-            ("initializer", {
-                if cris {
-                    try CRISInitializer.write(config: CRISConfig.load(from: configURL), seed: 0, to: out)
-                } else {
-                    try CLIPSegInitializer.write(config: CLIPSegConfig.load(from: configURL), seed: 0, to: out)
+            (
+                "load(directory:)",
+                {
+                    if cris {
+                        _ = try CRISModel.load(directory: dir)
+                    } else {
+                        _ = try CLIPSegModel.load(directory: dir)
+                    }
                 }
-            }),
+            ),
+            (
+                "initializer",
+                {
+                    if cris {
+                        try CRISInitializer.write(config: CRISConfig.load(from: configURL), seed: 0, to: out)
+                    } else {
+                        try CLIPSegInitializer.write(config: CLIPSegConfig.load(from: configURL), seed: 0, to: out)
+                    }
+                }
+            ),
         ]
         for (name, attempt) in attempts {
             let start = Date()
             XCTAssertThrowsError(try attempt(), name, file: file, line: line) { error in
                 let message = "\(error)"
-                XCTAssertTrue(message.contains("config.json: '\(key)': the model needs \(figure) for its parameters (float32), more than this machine's"),
-                              "\(name): \(message)", file: file, line: line)
+                XCTAssertTrue(
+                    message.contains(
+                        "config.json: '\(key)': the model needs \(figure) for its parameters (float32), more than this machine's"
+                    ),
+                    "\(name): \(message)", file: file, line: line)
             }
             XCTAssertLessThan(Date().timeIntervalSince(start), 1, name, file: file, line: line)
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "the initializer created its directory", file: file, line: line)
-        XCTAssertLessThan(ProcessMemory.peakRSSMB - peakBefore, 100, "memory grew while refusing", file: file, line: line)
+        XCTAssertFalse(
+            FileManager.default.fileExists(atPath: out.path), "the initializer created its directory", file: file,
+            line: line)
+        XCTAssertLessThan(
+            ProcessMemory.peakRSSMB - peakBefore, 100, "memory grew while refusing", file: file, line: line)
     }
 
     func testCLIPSegHugeLayerCountIsRefusedQuickly() throws {
@@ -184,30 +225,44 @@ final class ModelConfigLimitsTests: XCTestCase {
         try assertRefusedQuickly(json, key: "text_config.num_hidden_layers", cris: false)
         // The count is exact: the tiny model plus 10^12 - 2 more text layers.
         let tiny = CLIPSegPreset.tiny.config
-        let layer = CLIPSegModel.expectedParameters(tiny).filter { $0.name.hasPrefix("clip.text_model.encoder.layers.0.") }
-            .reduce(0) { $0 + $1.shape.reduce(1, *) }
+        let layer = CLIPSegModel.expectedParameters(tiny).filter {
+            $0.name.hasPrefix("clip.text_model.encoder.layers.0.")
+        }
+        .reduce(0) { $0 + $1.shape.reduce(1, *) }
         var huge = tiny
         huge.textConfig.numHiddenLayers = 1_000_000_000_000
-        XCTAssertEqual(try huge.parameterBytes(), try XCTUnwrap(tiny.parameterBytes()) + (1_000_000_000_000 - 2) * layer * 4)
+        XCTAssertEqual(
+            try huge.parameterBytes(), try XCTUnwrap(tiny.parameterBytes()) + (1_000_000_000_000 - 2) * layer * 4)
         // The vision tower alike.
-        try assertRefusedQuickly(mutated(clipsegTiny, [(["vision_config", "num_hidden_layers"], "1e12")]),
-                                 key: "vision_config.num_hidden_layers", cris: false)
+        try assertRefusedQuickly(
+            mutated(clipsegTiny, [(["vision_config", "num_hidden_layers"], "1e12")]),
+            key: "vision_config.num_hidden_layers", cris: false)
     }
 
     func testCLIPSegHugeHiddenSizeIsRefusedQuickly() throws {
-        try assertRefusedQuickly(mutated(clipsegTiny, [(["text_config", "hidden_size"], "4e6")]), key: "text_config.hidden_size", cris: false)
-        try assertRefusedQuickly(mutated(clipsegTiny, [(["vision_config", "hidden_size"], "4e6")]), key: "vision_config.hidden_size", cris: false)
+        try assertRefusedQuickly(
+            mutated(clipsegTiny, [(["text_config", "hidden_size"], "4e6")]), key: "text_config.hidden_size", cris: false
+        )
+        try assertRefusedQuickly(
+            mutated(clipsegTiny, [(["vision_config", "hidden_size"], "4e6")]), key: "vision_config.hidden_size",
+            cris: false)
     }
 
     func testCRISHugeSizesAreRefusedQuickly() throws {
-        try assertRefusedQuickly(mutated(crisTiny, [(["clip", "transformer_layers"], "1e12")]), key: "clip.transformer_layers", cris: true)
-        try assertRefusedQuickly(mutated(crisTiny, [(["clip", "vision_layers", "2"], "1e12")]), key: "clip.vision_layers[2]", cris: true)
+        try assertRefusedQuickly(
+            mutated(crisTiny, [(["clip", "transformer_layers"], "1e12")]), key: "clip.transformer_layers", cris: true)
+        try assertRefusedQuickly(
+            mutated(crisTiny, [(["clip", "vision_layers", "2"], "1e12")]), key: "clip.vision_layers[2]", cris: true)
         try assertRefusedQuickly(mutated(crisTiny, [(["num_layers"], "1e12")]), key: "num_layers", cris: true)
         try assertRefusedQuickly(mutated(crisTiny, [(["dim_ffn"], "4e9")]), key: "dim_ffn", cris: true)
         // The text and decoder width together (they must be equal), as a hidden size of 4e6: the
         // neck, at that width, holds the most.
-        let wide = try mutated(crisTiny, [(["clip", "transformer_width"], "4e6"), (["vis_dim"], "4e6"), (["fpn_out", "1"], "4e6"),
-                                          (["proj_in_dim"], "2e6")])
+        let wide = try mutated(
+            crisTiny,
+            [
+                (["clip", "transformer_width"], "4e6"), (["vis_dim"], "4e6"), (["fpn_out", "1"], "4e6"),
+                (["proj_in_dim"], "2e6"),
+            ])
         try assertRefusedQuickly(wide, key: "fpn_out[1]", cris: true)
     }
 
@@ -216,13 +271,19 @@ final class ModelConfigLimitsTests: XCTestCase {
     /// Sizes whose products overflow 64 bits are errors naming a key, never a trap.
     func testOverflowingSizesAreErrorsNamingTheKey() throws {
         let huge = "1099511627776"  // 2^40: hidden x intermediate = 2^80
-        let clipseg = try mutated(clipsegTiny, [(["text_config", "hidden_size"], huge), (["text_config", "intermediate_size"], huge),
-                                                (["text_config", "num_attention_heads"], "1")])
+        let clipseg = try mutated(
+            clipsegTiny,
+            [
+                (["text_config", "hidden_size"], huge), (["text_config", "intermediate_size"], huge),
+                (["text_config", "num_attention_heads"], "1"),
+            ])
         let dir = try configDirectory(clipseg)
         XCTAssertNil(try CLIPSegConfig.load(from: dir.appendingPathComponent("config.json")).parameterBytes())
         XCTAssertThrowsError(try CLIPSegModel.load(directory: dir)) { error in
             let message = "\(error)"
-            XCTAssertTrue(message.contains("'text_config.hidden_size': the model needs") || message.contains("'text_config.intermediate_size': the model needs"), message)
+            XCTAssertTrue(
+                message.contains("'text_config.hidden_size': the model needs")
+                    || message.contains("'text_config.intermediate_size': the model needs"), message)
             XCTAssertTrue(message.contains("YB for its parameters"), message)
         }
         // Even with no memory limit at all, a count beyond 64 bits is refused.
@@ -230,12 +291,16 @@ final class ModelConfigLimitsTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("the model needs"), "\(error)")
         }
         // Derived sizes that would overflow while the model is built are refused by validation.
-        let grid = try loadError(CLIPSegConfig.self, mutated(clipsegTiny, [(["vision_config", "image_size"], "4611686018427387904")]))
+        let grid = try loadError(
+            CLIPSegConfig.self, mutated(clipsegTiny, [(["vision_config", "image_size"], "4611686018427387904")]))
         XCTAssertTrue(grid.contains("'vision_config.image_size': the number of patch positions"), grid)
-        for (path, raw) in [(["proj_kernel_size"], "1099511627777"), (["clip", "vision_width"], "1152921504606846976"),
-                            (["clip", "image_resolution"], "4611686018427387904")] as [(KeyPath, String)] {
+        for (path, raw) in [
+            (["proj_kernel_size"], "1099511627777"), (["clip", "vision_width"], "1152921504606846976"),
+            (["clip", "image_resolution"], "4611686018427387904"),
+        ] as [(KeyPath, String)] {
             let message = try loadError(CRISConfig.self, mutated(crisTiny, [(path, raw)]))
-            XCTAssertTrue(message.contains("'\(Self.keyName(path))'") && message.contains("overflows 64-bit sizes"), message)
+            XCTAssertTrue(
+                message.contains("'\(Self.keyName(path))'") && message.contains("overflows 64-bit sizes"), message)
         }
     }
 
@@ -245,12 +310,17 @@ final class ModelConfigLimitsTests: XCTestCase {
         let clipseg = CLIPSegPreset.tiny.config, cris = CRISPreset.crisTiny.config
         let clipsegBytes = try XCTUnwrap(clipseg.parameterBytes()), crisBytes = try XCTUnwrap(cris.parameterBytes())
         XCTAssertGreaterThan(clipsegBytes, 1_000_000)
-        for (check, bytes) in [({ try clipseg.checkParameterMemory(file: "config.json", memoryLimit: $0) }, clipsegBytes),
-                               ({ try cris.checkParameterMemory(file: "config.json", memoryLimit: $0) }, crisBytes)] as [((UInt64) throws -> Void, Int)] {
+        for (check, bytes) in [
+            ({ try clipseg.checkParameterMemory(file: "config.json", memoryLimit: $0) }, clipsegBytes),
+            ({ try cris.checkParameterMemory(file: "config.json", memoryLimit: $0) }, crisBytes),
+        ] as [((UInt64) throws -> Void, Int)] {
             XCTAssertThrowsError(try check(1_000_000)) { error in
                 let message = "\(error)"
                 XCTAssertTrue(message.hasPrefix("config.json: '"), message)
-                XCTAssertTrue(message.contains("the model needs \(MachineMemory.format(bytes: Double(bytes))) for its parameters (float32), more than this machine's 1.0 MB of memory"), message)
+                XCTAssertTrue(
+                    message.contains(
+                        "the model needs \(MachineMemory.format(bytes: Double(bytes))) for its parameters (float32), more than this machine's 1.0 MB of memory"
+                    ), message)
             }
             XCTAssertNoThrow(try check(1 << 40))
             XCTAssertNoThrow(try check(UInt64(bytes)))  // exactly enough
@@ -258,19 +328,25 @@ final class ModelConfigLimitsTests: XCTestCase {
         }
         // Through the loaders and initializers: nothing written when refused; a model when accepted.
         let dir = try newDirectory()
-        XCTAssertThrowsError(try CLIPSegInitializer.write(config: clipseg, seed: 1, to: dir.appendingPathComponent("c"), memoryLimit: 1_000_000))
-        XCTAssertThrowsError(try CRISInitializer.write(config: cris, seed: 1, to: dir.appendingPathComponent("r"), memoryLimit: 1_000_000))
+        XCTAssertThrowsError(
+            try CLIPSegInitializer.write(
+                config: clipseg, seed: 1, to: dir.appendingPathComponent("c"), memoryLimit: 1_000_000))
+        XCTAssertThrowsError(
+            try CRISInitializer.write(
+                config: cris, seed: 1, to: dir.appendingPathComponent("r"), memoryLimit: 1_000_000))
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("c").path))
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("r").path))
-        try CLIPSegInitializer.write(config: clipseg, seed: 1, to: dir.appendingPathComponent("c"), memoryLimit: 1 << 40)
+        try CLIPSegInitializer.write(
+            config: clipseg, seed: 1, to: dir.appendingPathComponent("c"), memoryLimit: 1 << 40)
         try CRISInitializer.write(config: cris, seed: 1, to: dir.appendingPathComponent("r"), memoryLimit: 1 << 40)
         for model in ["c", "r"] {
             let path = dir.appendingPathComponent(model)
             XCTAssertThrowsError(try ModelDirectory.load(path, memoryLimit: 1_000_000)) { error in
                 XCTAssertTrue("\(error)".contains("more than this machine's 1.0 MB of memory"), "\(error)")
             }
-            XCTAssertEqual(try ModelDirectory.load(path, memoryLimit: 1 << 40).parameters.parameterCount * 4,
-                           model == "c" ? clipsegBytes : crisBytes)
+            XCTAssertEqual(
+                try ModelDirectory.load(path, memoryLimit: 1 << 40).parameters.parameterCount * 4,
+                model == "c" ? clipsegBytes : crisBytes)
         }
         XCTAssertThrowsError(try CLIPSegModel.load(directory: dir.appendingPathComponent("c"), memoryLimit: 1_000_000))
         XCTAssertThrowsError(try CRISModel.load(directory: dir.appendingPathComponent("r"), memoryLimit: 1_000_000))
@@ -281,11 +357,15 @@ final class ModelConfigLimitsTests: XCTestCase {
     /// The byte count equals 4 x the real parameter count (the listing, and for the tiny presets the
     /// tensors of a built model), for every preset and a few other shapes.
     func testEstimateIsTheRealParameterCountTimesFour() throws {
-        func listed(_ shapes: [(name: String, shape: [Int])]) -> Int { shapes.reduce(0) { $0 + $1.shape.reduce(1, *) } * 4 }
-        XCTAssertEqual(try CLIPSegPreset.tiny.config.parameterBytes(),
-                       CLIPSegInitializer.randomModel(config: CLIPSegPreset.tiny.config, seed: 0).parameters.parameterCount * 4)
-        XCTAssertEqual(try CRISPreset.crisTiny.config.parameterBytes(),
-                       CRISInitializer.randomModel(config: CRISPreset.crisTiny.config, seed: 0).parameters.parameterCount * 4)
+        func listed(_ shapes: [(name: String, shape: [Int])]) -> Int {
+            shapes.reduce(0) { $0 + $1.shape.reduce(1, *) } * 4
+        }
+        XCTAssertEqual(
+            try CLIPSegPreset.tiny.config.parameterBytes(),
+            CLIPSegInitializer.randomModel(config: CLIPSegPreset.tiny.config, seed: 0).parameters.parameterCount * 4)
+        XCTAssertEqual(
+            try CRISPreset.crisTiny.config.parameterBytes(),
+            CRISInitializer.randomModel(config: CRISPreset.crisTiny.config, seed: 0).parameters.parameterCount * 4)
         var clipsegConfigs = CLIPSegPreset.allCases.map(\.config)
         var plainHead = CLIPSegPreset.small.config
         plainHead.useComplexTransposedConvolution = false
@@ -309,7 +389,8 @@ final class ModelConfigLimitsTests: XCTestCase {
         }
         // The listing still has one copy per layer, in checkpoint order, as the model builds them.
         let names = CRISModel.expectedParameters(deep).map(\.name)
-        XCTAssertEqual(names.filter { $0.hasSuffix(".conv1.weight") && $0.hasPrefix("backbone.visual.layer") }.count, 10)
+        XCTAssertEqual(
+            names.filter { $0.hasSuffix(".conv1.weight") && $0.hasPrefix("backbone.visual.layer") }.count, 10)
         XCTAssertEqual(Set(names).count, names.count)
         let model = CRISInitializer.randomModel(config: deep, seed: 0)
         XCTAssertEqual(model.parameters.names, names)
@@ -319,13 +400,19 @@ final class ModelConfigLimitsTests: XCTestCase {
     func testCountingAnInvalidConfigThrowsNamingTheKey() {
         var clipseg = CLIPSegPreset.tiny.config
         clipseg.visionConfig.numHiddenLayers = -3
-        XCTAssertThrowsError(try clipseg.parameterBytes()) { XCTAssertTrue("\($0)".contains("'vision_config.num_hidden_layers'"), "\($0)") }
+        XCTAssertThrowsError(try clipseg.parameterBytes()) {
+            XCTAssertTrue("\($0)".contains("'vision_config.num_hidden_layers'"), "\($0)")
+        }
         var cris = CRISPreset.crisTiny.config
         cris.clip.visionLayers = [1, 1, 1]
-        XCTAssertThrowsError(try cris.checkParameterMemory(file: "config.json")) { XCTAssertTrue("\($0)".contains("'clip.vision_layers'"), "\($0)") }
+        XCTAssertThrowsError(try cris.checkParameterMemory(file: "config.json")) {
+            XCTAssertTrue("\($0)".contains("'clip.vision_layers'"), "\($0)")
+        }
         cris.clip.visionLayers = [1, 1, 1, 1]
         cris.clip.visionWidth = Int.max / 16
-        XCTAssertThrowsError(try cris.parameterBytes()) { XCTAssertTrue("\($0)".contains("'clip.vision_width'"), "\($0)") }
+        XCTAssertThrowsError(try cris.parameterBytes()) {
+            XCTAssertTrue("\($0)".contains("'clip.vision_width'"), "\($0)")
+        }
     }
 
     func testByteFormatting() {

@@ -9,7 +9,8 @@ import XCTest
 /// safetensors with their index, `pytorch_model.bin` in the zip and the legacy format — and every form
 /// gives bit-identical logits; broken indexes and missing weights are errors naming the file.
 final class ModelWeightFormsTests: XCTestCase {
-    let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-weight-forms-\(getpid())-\(UUID().uuidString)")
+    let work = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "vlseg-weight-forms-\(getpid())-\(UUID().uuidString)")
 
     override func tearDown() { try? FileManager.default.removeItem(at: work) }
 
@@ -19,7 +20,8 @@ final class ModelWeightFormsTests: XCTestCase {
         let dir = work.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         for file in ["config.json", "vocab.json", "merges.txt"] {
-            try FileManager.default.copyItem(at: tiny.appendingPathComponent(file), to: dir.appendingPathComponent(file))
+            try FileManager.default.copyItem(
+                at: tiny.appendingPathComponent(file), to: dir.appendingPathComponent(file))
         }
         return dir
     }
@@ -68,14 +70,17 @@ final class ModelWeightFormsTests: XCTestCase {
             }
             try w.write(to: sharded.appendingPathComponent(fileName))
         }
-        let index = try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 0], "weight_map": map], options: [.sortedKeys])
+        let index = try JSONSerialization.data(
+            withJSONObject: ["metadata": ["total_size": 0], "weight_map": map], options: [.sortedKeys])
         try index.write(to: sharded.appendingPathComponent(ModelWeights.shardIndexFile))
         XCTAssertEqual(try logits(sharded), expected)
         XCTAssertEqual(try ModelWeights.open(directory: sharded).names.count, tensors.count)
 
         // pytorch_model.bin, zip and legacy.
-        for (name, data) in [("bin-zip", TorchSave.zip(pytorchStateDict(tensors), archive: "pytorch_model")),
-                             ("bin-legacy", TorchSave.legacy(pytorchStateDict(tensors)))] {
+        for (name, data) in [
+            ("bin-zip", TorchSave.zip(pytorchStateDict(tensors), archive: "pytorch_model")),
+            ("bin-legacy", TorchSave.legacy(pytorchStateDict(tensors))),
+        ] {
             let dir = try directory(name)
             try data.write(to: dir.appendingPathComponent(ModelWeights.pytorchFile))
             XCTAssertTrue(try ModelWeights.open(directory: dir) is TorchWeightFile, name)
@@ -84,10 +89,13 @@ final class ModelWeightFormsTests: XCTestCase {
 
         // bf16 weights load (converted), like bf16 safetensors.
         let bf16 = try directory("bin-bf16")
-        try TorchSave.zip(pytorchStateDict(tensors, halfPrecision: true)).write(to: bf16.appendingPathComponent(ModelWeights.pytorchFile))
+        try TorchSave.zip(pytorchStateDict(tensors, halfPrecision: true)).write(
+            to: bf16.appendingPathComponent(ModelWeights.pytorchFile))
         let rounded = try CLIPSegModel.load(directory: bf16)
         let name = tensors[0].name
-        XCTAssertEqual(rounded.parameters[name].scalars, tensors[0].tensor.scalars.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) })
+        XCTAssertEqual(
+            rounded.parameters[name].scalars,
+            tensors[0].tensor.scalars.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) })
 
         // When several forms are present, the single safetensors file wins.
         XCTAssertEqual(ModelWeights.file(in: single)?.lastPathComponent, "model.safetensors")
@@ -96,18 +104,25 @@ final class ModelWeightFormsTests: XCTestCase {
     func testMissingAndInconsistentWeightsNameTheFile() throws {
         let empty = try directory("empty")
         XCTAssertThrowsError(try CLIPSegModel.load(directory: empty)) { error in
-            XCTAssertEqual("\(error)", "\(empty.path): no model weights (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin)")
+            XCTAssertEqual(
+                "\(error)",
+                "\(empty.path): no model weights (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin)"
+            )
         }
 
         let tensors = try fixtureTensors()
         func index(_ dir: URL, _ object: Any) throws {
-            try JSONSerialization.data(withJSONObject: object).write(to: dir.appendingPathComponent(ModelWeights.shardIndexFile))
+            try JSONSerialization.data(withJSONObject: object).write(
+                to: dir.appendingPathComponent(ModelWeights.shardIndexFile))
         }
         // A shard the index names but the directory lacks.
         let missingShard = try directory("missing-shard")
         try index(missingShard, ["weight_map": [tensors[0].name: "model-00001-of-00002.safetensors"]])
         XCTAssertThrowsError(try ModelWeights.open(directory: missingShard)) { error in
-            XCTAssertTrue("\(error)".contains("invalid shard index: its shard model-00001-of-00002.safetensors is not in the directory"), "\(error)")
+            XCTAssertTrue(
+                "\(error)".contains(
+                    "invalid shard index: its shard model-00001-of-00002.safetensors is not in the directory"),
+                "\(error)")
         }
         // An index that maps a tensor to a shard without it.
         let wrongShard = try directory("wrong-shard")
@@ -116,7 +131,10 @@ final class ModelWeightFormsTests: XCTestCase {
         try w.write(to: wrongShard.appendingPathComponent("a.safetensors"))
         try index(wrongShard, ["weight_map": [tensors[0].name: "a.safetensors"]])
         XCTAssertThrowsError(try ModelWeights.open(directory: wrongShard)) { error in
-            XCTAssertTrue("\(error)".contains("invalid shard index: it maps '\(tensors[0].name)' to a.safetensors, which does not hold it"), "\(error)")
+            XCTAssertTrue(
+                "\(error)".contains(
+                    "invalid shard index: it maps '\(tensors[0].name)' to a.safetensors, which does not hold it"),
+                "\(error)")
         }
         // Shard names outside the directory are refused before anything is opened.
         for bad in ["../model.safetensors", "/etc/passwd", ""] {
@@ -136,7 +154,9 @@ final class ModelWeightFormsTests: XCTestCase {
 
     func testAPytorchFileNeedingOtherGlobalsIsRefused() throws {
         let dir = try directory("hostile")
-        let hostile: PyValue = .dict([(.str("w"), .call(module: "os", name: "system", args: [.str("true")], state: nil))])
+        let hostile: PyValue = .dict([
+            (.str("w"), .call(module: "os", name: "system", args: [.str("true")], state: nil))
+        ])
         try TorchSave.zip(hostile).write(to: dir.appendingPathComponent(ModelWeights.pytorchFile))
         XCTAssertThrowsError(try ModelWeights.open(directory: dir)) { error in
             XCTAssertTrue("\(error)".contains("os.system"), "\(error)")
@@ -145,13 +165,19 @@ final class ModelWeightFormsTests: XCTestCase {
 
     func testWeightFileNamesCoverEveryForm() throws {
         let dir = try directory("names")
-        for f in ["model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors", "pytorch_model-00002-of-00002.bin",
-                  "model.safetensors.index.json", "tf_model.h5", "preprocessor_config.json", "model-final.safetensors"] {
+        for f in [
+            "model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors",
+            "pytorch_model-00002-of-00002.bin",
+            "model.safetensors.index.json", "tf_model.h5", "preprocessor_config.json", "model-final.safetensors",
+        ] {
             try Data().write(to: dir.appendingPathComponent(f))
         }
-        XCTAssertEqual(ModelWeights.weightFileNames(in: dir), [
-            "model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors", "pytorch_model-00002-of-00002.bin",
-            "model.safetensors.index.json", "tf_model.h5",
-        ])
+        XCTAssertEqual(
+            ModelWeights.weightFileNames(in: dir),
+            [
+                "model.safetensors", "pytorch_model.bin", "model-00001-of-00002.safetensors",
+                "pytorch_model-00002-of-00002.bin",
+                "model.safetensors.index.json", "tf_model.h5",
+            ])
     }
 }

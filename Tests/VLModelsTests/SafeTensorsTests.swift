@@ -1,6 +1,7 @@
 import Foundation
-import XCTest
 import VLTestSupport
+import XCTest
+
 @testable import VLModels
 @testable import VLTensor
 
@@ -60,7 +61,8 @@ final class SafeTensorsTests: XCTestCase {
         let bf16: [UInt16] = [0x3F80, 0xBF00]
         var data: [UInt8] = []
         for v in f16 + bf16 { data += [UInt8(v & 0xFF), UInt8(v >> 8)] }
-        let header = #"{"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[8,12]}}"#
+        let header =
+            #"{"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[8,12]}}"#
         let f = try SafeTensorsFile(url: try rawFile(header: header, data: data))
         XCTAssertEqual(try f.tensor("h").scalars, [1, -2, 65504, 0x1p-24])
         XCTAssertEqual(try f.tensor("b").scalars, [1, -0.5])
@@ -85,8 +87,10 @@ final class SafeTensorsTests: XCTestCase {
             (#"{"t":{"dtype":"F32","shape":[1]}}"#, [0, 0, 0, 0], "data_offsets"),
             (#"{"t":{"shape":[1],"data_offsets":[0,4]}}"#, [0, 0, 0, 0], "missing dtype"),
             (#"{"t":"x"}"#, [], "not an object"),
-            (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
-             [UInt8](repeating: 0, count: 8), "overlaps"),
+            (
+                #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                [UInt8](repeating: 0, count: 8), "overlaps"
+            ),
         ]
         for (header, data, expected) in cases {
             let url = try rawFile(header: header, data: data)
@@ -126,7 +130,10 @@ final class SafeTensorsTests: XCTestCase {
             let flips = 1 + Int(rng.next() % 6)
             for _ in 0..<flips {
                 let at = Int(rng.next() % UInt64(bytes.count))
-                bytes[at] = i % 3 == 0 ? UInt8(rng.next() & 0xFF) : [UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "]"), 0][Int(rng.next() % 4)]
+                bytes[at] =
+                    i % 3 == 0
+                    ? UInt8(rng.next() & 0xFF)
+                    : [UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "]"), 0][Int(rng.next() % 4)]
             }
             if i % 5 == 0 { bytes = (0..<Int(rng.next() % 200)).map { _ in UInt8(rng.next() & 0xFF) } }
             let url = tmp.appendingPathComponent("fuzz.safetensors")

@@ -1,8 +1,9 @@
 import Foundation
-import XCTest
-import VLTestSupport
-@testable import VLModels
 import VLTensor
+import VLTestSupport
+import XCTest
+
+@testable import VLModels
 
 // MARK: - A test-only torch.save
 
@@ -35,17 +36,38 @@ struct StorageSpec {
     var numel: Int
     var bytes: [UInt8]
 
-    static func le<T: FixedWidthInteger>(_ v: [T]) -> [UInt8] { v.flatMap { x in withUnsafeBytes(of: x.littleEndian) { Array($0) } } }
-    static func float32(_ key: String, _ v: [Float]) -> StorageSpec { .init(key: key, storageClass: "FloatStorage", numel: v.count, bytes: le(v.map(\.bitPattern))) }
-    static func float16(_ key: String, _ v: [Float]) -> StorageSpec { .init(key: key, storageClass: "HalfStorage", numel: v.count, bytes: le(v.map { Float16($0).bitPattern })) }
-    static func bfloat16(_ key: String, _ v: [Float]) -> StorageSpec { .init(key: key, storageClass: "BFloat16Storage", numel: v.count, bytes: le(v.map { UInt16($0.bitPattern >> 16) })) }
-    static func float64(_ key: String, _ v: [Double]) -> StorageSpec { .init(key: key, storageClass: "DoubleStorage", numel: v.count, bytes: le(v.map(\.bitPattern))) }
-    static func int64(_ key: String, _ v: [Int]) -> StorageSpec { .init(key: key, storageClass: "LongStorage", numel: v.count, bytes: le(v.map { Int64($0) })) }
-    static func int32(_ key: String, _ v: [Int32]) -> StorageSpec { .init(key: key, storageClass: "IntStorage", numel: v.count, bytes: le(v)) }
-    static func uint8(_ key: String, _ v: [UInt8]) -> StorageSpec { .init(key: key, storageClass: "ByteStorage", numel: v.count, bytes: v) }
-    static func bool(_ key: String, _ v: [Bool]) -> StorageSpec { .init(key: key, storageClass: "BoolStorage", numel: v.count, bytes: v.map { $0 ? 1 : 0 }) }
+    static func le<T: FixedWidthInteger>(_ v: [T]) -> [UInt8] {
+        v.flatMap { x in withUnsafeBytes(of: x.littleEndian) { Array($0) } }
+    }
+    static func float32(_ key: String, _ v: [Float]) -> StorageSpec {
+        .init(key: key, storageClass: "FloatStorage", numel: v.count, bytes: le(v.map(\.bitPattern)))
+    }
+    static func float16(_ key: String, _ v: [Float]) -> StorageSpec {
+        .init(key: key, storageClass: "HalfStorage", numel: v.count, bytes: le(v.map { Float16($0).bitPattern }))
+    }
+    static func bfloat16(_ key: String, _ v: [Float]) -> StorageSpec {
+        .init(
+            key: key, storageClass: "BFloat16Storage", numel: v.count, bytes: le(v.map { UInt16($0.bitPattern >> 16) }))
+    }
+    static func float64(_ key: String, _ v: [Double]) -> StorageSpec {
+        .init(key: key, storageClass: "DoubleStorage", numel: v.count, bytes: le(v.map(\.bitPattern)))
+    }
+    static func int64(_ key: String, _ v: [Int]) -> StorageSpec {
+        .init(key: key, storageClass: "LongStorage", numel: v.count, bytes: le(v.map { Int64($0) }))
+    }
+    static func int32(_ key: String, _ v: [Int32]) -> StorageSpec {
+        .init(key: key, storageClass: "IntStorage", numel: v.count, bytes: le(v))
+    }
+    static func uint8(_ key: String, _ v: [UInt8]) -> StorageSpec {
+        .init(key: key, storageClass: "ByteStorage", numel: v.count, bytes: v)
+    }
+    static func bool(_ key: String, _ v: [Bool]) -> StorageSpec {
+        .init(key: key, storageClass: "BoolStorage", numel: v.count, bytes: v.map { $0 ? 1 : 0 })
+    }
     /// torch >= 2 for dtypes without a typed storage class: bytes, the tensor names its dtype.
-    static func untyped(_ key: String, _ bytes: [UInt8]) -> StorageSpec { .init(key: key, storageClass: "UntypedStorage", numel: bytes.count, bytes: bytes) }
+    static func untyped(_ key: String, _ bytes: [UInt8]) -> StorageSpec {
+        .init(key: key, storageClass: "UntypedStorage", numel: bytes.count, bytes: bytes)
+    }
 }
 
 /// A tensor: a strided view of a storage (`_rebuild_tensor_v2`, or v3 with an explicit dtype).
@@ -101,12 +123,18 @@ struct TorchPickler {
         memoized("g:\(module).\(name)") { $0.out += [0x63] + Array("\(module)\n\(name)\n".utf8) }
     }
     mutating func int(_ v: Int) {
-        if v >= 0 && v <= 0xFF { out += [0x4B, UInt8(v)] }
-        else if v >= 0 && v <= 0xFFFF { out += [0x4D] + StorageSpec.le([UInt16(v)]) }
-        else if v >= Int(Int32.min) && v <= Int(Int32.max) { out += [0x4A] + StorageSpec.le([Int32(v)]) }
-        else {
+        if v >= 0 && v <= 0xFF {
+            out += [0x4B, UInt8(v)]
+        } else if v >= 0 && v <= 0xFFFF {
+            out += [0x4D] + StorageSpec.le([UInt16(v)])
+        } else if v >= Int(Int32.min) && v <= Int(Int32.max) {
+            out += [0x4A] + StorageSpec.le([Int32(v)])
+        } else {
             var b = StorageSpec.le([Int64(v)])
-            while b.count > 1, (b[b.count - 1] == 0 && b[b.count - 2] & 0x80 == 0) || (b[b.count - 1] == 0xFF && b[b.count - 2] & 0x80 != 0) { b.removeLast() }
+            while b.count > 1,
+                (b[b.count - 1] == 0 && b[b.count - 2] & 0x80 == 0)
+                    || (b[b.count - 1] == 0xFF && b[b.count - 2] & 0x80 != 0)
+            { b.removeLast() }
             out += [0x8A, UInt8(b.count)] + b
         }
     }
@@ -126,7 +154,9 @@ struct TorchPickler {
         var i = 0
         while i < pairs.count {
             let batch = pairs[i..<min(i + 1000, pairs.count)]
-            if batch.count == 1 { save(batch.first!.0); save(batch.first!.1); out.append(0x73) } else {
+            if batch.count == 1 {
+                save(batch.first!.0); save(batch.first!.1); out.append(0x73)
+            } else {
                 out.append(0x28)
                 for (k, v) in batch { save(k); save(v) }
                 out.append(0x75)
@@ -136,7 +166,10 @@ struct TorchPickler {
     }
     mutating func persistentID(_ s: StorageSpec) {
         storages[s.key] = s
-        var pid: [PyValue] = [.string("storage"), .global(module: "torch", name: s.storageClass), .string(s.key), .string("cpu"), .int(s.numel)]
+        var pid: [PyValue] = [
+            .string("storage"), .global(module: "torch", name: s.storageClass), .string(s.key), .string("cpu"),
+            .int(s.numel),
+        ]
         if legacy { pid.append(.none) }
         tuple(pid)
         out.append(0x51)
@@ -147,7 +180,10 @@ struct TorchPickler {
         case let .bool(b): out.append(b ? 0x88 : 0x89)
         case let .int(i): int(i)
         case let .float(d): out += [0x47] + withUnsafeBytes(of: d.bitPattern.bigEndian) { Array($0) }
-        case let .string(s): memoized("s:" + s) { p in p.out.append(0x58); p.u32(s.utf8.count); p.out += Array(s.utf8) }
+        case let .string(s):
+            memoized("s:" + s) { p in
+                p.out.append(0x58); p.u32(s.utf8.count); p.out += Array(s.utf8)
+            }
         case let .tuple(items): tuple(items)
         case let .list(items):
             out.append(0x5D)
@@ -155,7 +191,9 @@ struct TorchPickler {
             var i = 0
             while i < items.count {
                 let batch = items[i..<min(i + 1000, items.count)]
-                if batch.count == 1 { save(batch.first!); out.append(0x61) } else {
+                if batch.count == 1 {
+                    save(batch.first!); out.append(0x61)
+                } else {
                     out.append(0x28)
                     for x in batch { save(x) }
                     out.append(0x65)
@@ -241,13 +279,18 @@ enum TestZip {
             let start = offset + 30 + name.count + 4
             let pad = (64 - start % 64) % 64
             let extra = Array("FB".utf8) + u16(pad) + [UInt8](repeating: 0x5A, count: pad)
-            out += u32(0x0403_4B50) + u16(zip64 ? 45 : 20) + u16(0) + u16(Int(r.method)) + u16(0) + u16(0) + u32(Int(crc))
+            out +=
+                u32(0x0403_4B50) + u16(zip64 ? 45 : 20) + u16(0) + u16(Int(r.method)) + u16(0) + u16(0) + u32(Int(crc))
             out += u32(r.data.count) + u32(r.data.count) + u16(name.count) + u16(extra.count) + name + extra + r.data
             let big = 0xFFFF_FFFF
             let cdExtra = zip64 ? u16(1) + u16(24) + u64(r.data.count) + u64(r.data.count) + u64(offset) : []
-            central += u32(0x0201_4B50) + u16(zip64 ? 45 : 20) + u16(zip64 ? 45 : 20) + u16(0) + u16(Int(r.method)) + u16(0) + u16(0)
+            central +=
+                u32(0x0201_4B50) + u16(zip64 ? 45 : 20) + u16(zip64 ? 45 : 20) + u16(0) + u16(Int(r.method)) + u16(0)
+                + u16(0)
             central += u32(Int(crc)) + u32(zip64 ? big : r.data.count) + u32(zip64 ? big : r.data.count)
-            central += u16(name.count) + u16(cdExtra.count) + u16(0) + u16(0) + u16(0) + u32(0) + u32(zip64 ? big : offset) + name + cdExtra
+            central +=
+                u16(name.count) + u16(cdExtra.count) + u16(0) + u16(0) + u16(0) + u32(0) + u32(zip64 ? big : offset)
+                + name + cdExtra
         }
         let cdOffset = out.count
         out += central
@@ -256,9 +299,13 @@ enum TestZip {
             out += u32(0x0606_4B50) + u64(44) + u16(45) + u16(45) + u32(0) + u32(0)
             out += u64(records.count) + u64(records.count) + u64(central.count) + u64(cdOffset)
             out += u32(0x0706_4B50) + u32(0) + u64(record) + u32(1)
-            out += u32(0x0605_4B50) + u16(0) + u16(0) + u16(0xFFFF) + u16(0xFFFF) + u32(0xFFFF_FFFF) + u32(0xFFFF_FFFF) + u16(0)
+            out +=
+                u32(0x0605_4B50) + u16(0) + u16(0) + u16(0xFFFF) + u16(0xFFFF) + u32(0xFFFF_FFFF) + u32(0xFFFF_FFFF)
+                + u16(0)
         } else {
-            out += u32(0x0605_4B50) + u16(0) + u16(0) + u16(records.count) + u16(records.count) + u32(central.count) + u32(cdOffset) + u16(0)
+            out +=
+                u32(0x0605_4B50) + u16(0) + u16(0) + u16(records.count) + u16(records.count) + u32(central.count)
+                + u32(cdOffset) + u16(0)
         }
         return Data(out)
     }
@@ -267,13 +314,23 @@ enum TestZip {
 /// What `torch.save(value, f)` writes, in both formats.
 enum TorchSave {
     /// The zip format: `<archive>/data.pkl`, `byteorder`, `data/<key>` (sorted as strings), `version`.
-    static func zip(_ value: PyValue, archive: String = "archive", zip64: Bool = false, deflate: Set<String> = [],
-                    omitStorages: Set<String> = []) -> Data {
+    static func zip(
+        _ value: PyValue, archive: String = "archive", zip64: Bool = false, deflate: Set<String> = [],
+        omitStorages: Set<String> = []
+    ) -> Data {
         let (pkl, storages) = TorchPickler.pickle(value)
-        var records = [TestZip.Record(name: "\(archive)/data.pkl", data: pkl), TestZip.Record(name: "\(archive)/byteorder", data: Array("little".utf8))]
-        for s in storages where !omitStorages.contains(s.key) { records.append(TestZip.Record(name: "\(archive)/data/\(s.key)", data: s.bytes)) }
+        var records = [
+            TestZip.Record(name: "\(archive)/data.pkl", data: pkl),
+            TestZip.Record(name: "\(archive)/byteorder", data: Array("little".utf8)),
+        ]
+        for s in storages where !omitStorages.contains(s.key) {
+            records.append(TestZip.Record(name: "\(archive)/data/\(s.key)", data: s.bytes))
+        }
         records.append(TestZip.Record(name: "\(archive)/version", data: Array("3\n".utf8)))
-        records.append(TestZip.Record(name: "\(archive)/.data/serialization_id", data: Array("1234567890123456789012345678901234567890".utf8)))
+        records.append(
+            TestZip.Record(
+                name: "\(archive)/.data/serialization_id", data: Array("1234567890123456789012345678901234567890".utf8))
+        )
         for i in records.indices where deflate.contains(records[i].name) { records[i].method = 8 }
         return TestZip.build(records, zip64: zip64)
     }
@@ -290,8 +347,16 @@ enum TorchSave {
     static func legacy(_ value: PyValue) -> Data {
         var out: [UInt8] = [0x80, 2, 0x8A, 10] + TorchCheckpoint.legacyMagic + [0x2E]
         out += TorchPickler.pickle(.int(1001)).bytes
-        out += TorchPickler.pickle(.dict([(.str("protocol_version"), .int(1001)), (.str("little_endian"), .bool(true)),
-                                          (.str("type_sizes"), .dict([(.str("short"), .int(2)), (.str("int"), .int(4)), (.str("long"), .int(8))]))])).bytes
+        out +=
+            TorchPickler.pickle(
+                .dict([
+                    (.str("protocol_version"), .int(1001)), (.str("little_endian"), .bool(true)),
+                    (
+                        .str("type_sizes"),
+                        .dict([(.str("short"), .int(2)), (.str("int"), .int(4)), (.str("long"), .int(8))])
+                    ),
+                ])
+            ).bytes
         let (main, storages) = TorchPickler.pickle(value, legacy: true)
         out += main
         out += TorchPickler.pickle(.list(storages.map { .string($0.key) })).bytes
@@ -328,20 +393,21 @@ final class TorchCheckpointTests: XCTestCase {
         "AAAAgAEqAwAAcmVmL2RhdGEvMVBLAQIUAxQAAAAAAIahdl1tMsNXCAAAAAgAAAAKAAAAAAAAAAAAAACAAVYDAAByZWYvZGF0YS8y",
         "UEsBAhQDFAAAAAAAhqF2XSTlORkYAAAAGAAAAAoAAAAAAAAAAAAAAIABhgMAAHJlZi9kYXRhLzNQSwECFAMUAAAAAACGoXZdIqRv",
         "9xAAAAAQAAAACgAAAAAAAAAAAAAAgAHGAwAAcmVmL2RhdGEvNFBLAQIUAxQAAAAAAIahdl3RnmdVAgAAAAIAAAALAAAAAAAAAAAA",
-        "AACAAf4DAAByZWYvdmVyc2lvblBLBQYAAAAACAAIAMYBAAApBAAAAAA="
+        "AACAAf4DAAByZWYvdmVyc2lvblBLBQYAAAAACAAIAMYBAAApBAAAAAA=",
     ]
 
     static var referenceStateDict: PyValue {
         let s0 = StorageSpec.float32("0", [0.5, -1.25, 2.0, 3.5, 1e-3, -7.0, 100.0, 0.0])
         let s3 = StorageSpec.float32("3", [1, 2, 3, 4, 5, 6])
-        return .orderedDict([
-            ("conv.weight", .tensor(TensorSpec(storage: s0, size: [2, 1, 2, 2], stride: [4, 4, 2, 1]))),
-            ("conv.bias", .tensor(.contiguous(.float16("1", [1.5, -0.25]), [2]))),
-            ("bn.num_batches_tracked", .tensor(.contiguous(.int64("2", [12345]), []))),
-            ("fc.weight_t", .tensor(TensorSpec(storage: s3, size: [3, 2], stride: [1, 3]))),
-            ("fc.slice", .tensor(TensorSpec(storage: s0, offset: 4, size: [2], stride: [1]))),
-            ("dbl", .tensor(.contiguous(.float64("4", [3.141592653589793, -2.5e-10]), [2]))),
-        ], metadata: [("", .dict([(.str("version"), .int(1))])), ("conv", .dict([(.str("version"), .int(1))]))])
+        return .orderedDict(
+            [
+                ("conv.weight", .tensor(TensorSpec(storage: s0, size: [2, 1, 2, 2], stride: [4, 4, 2, 1]))),
+                ("conv.bias", .tensor(.contiguous(.float16("1", [1.5, -0.25]), [2]))),
+                ("bn.num_batches_tracked", .tensor(.contiguous(.int64("2", [12345]), []))),
+                ("fc.weight_t", .tensor(TensorSpec(storage: s3, size: [3, 2], stride: [1, 3]))),
+                ("fc.slice", .tensor(TensorSpec(storage: s0, offset: 4, size: [2], stride: [1]))),
+                ("dbl", .tensor(.contiguous(.float64("4", [3.141592653589793, -2.5e-10]), [2]))),
+            ], metadata: [("", .dict([(.str("version"), .int(1))])), ("conv", .dict([(.str("version"), .int(1))]))])
     }
 
     func read(_ data: Data, name: String = "model.pth", prefix: String? = nil) throws -> TorchStateDict {
@@ -371,7 +437,9 @@ final class TorchCheckpointTests: XCTestCase {
         XCTAssertEqual(checkpoint.format, .zip(archive: "ref", version: 3))
         let sd = try checkpoint.stateDict()
         XCTAssertNil(sd.entry)
-        XCTAssertEqual(sd.tensors.map(\.name), ["conv.weight", "conv.bias", "bn.num_batches_tracked", "fc.weight_t", "fc.slice", "dbl"])
+        XCTAssertEqual(
+            sd.tensors.map(\.name),
+            ["conv.weight", "conv.bias", "bn.num_batches_tracked", "fc.weight_t", "fc.slice", "dbl"])
         XCTAssertEqual(floats(sd, "conv.weight"), [0.5, -1.25, 2.0, 3.5, 1e-3, -7.0, 100.0, 0.0])
         XCTAssertEqual(sd.tensors[0].tensor.shape, [2, 1, 2, 2])
         XCTAssertEqual(floats(sd, "conv.bias"), [1.5, -0.25])
@@ -413,8 +481,20 @@ final class TorchCheckpointTests: XCTestCase {
             ("m.empty", .tensor(TensorSpec(storage: .float32("9", []), size: [0, 3], stride: [3, 1]))),
             ("n.broadcast", .tensor(TensorSpec(storage: s0, offset: 2, size: [2, 3], stride: [0, 1]))),
             ("o.parameter", .tensor(TensorSpec(storage: s0, size: [2], stride: [1], parameter: true))),
-            ("p.v3", .tensor(TensorSpec(storage: .untyped("10", StorageSpec.le([Float(7.25).bitPattern, Float(-1).bitPattern])), size: [2], stride: [1], v3DType: "float32"))),
-            ("q.v3.u16", .tensor(TensorSpec(storage: .untyped("11", StorageSpec.le([UInt16(65535), 3])), size: [2], stride: [1], v3DType: "uint16"))),
+            (
+                "p.v3",
+                .tensor(
+                    TensorSpec(
+                        storage: .untyped("10", StorageSpec.le([Float(7.25).bitPattern, Float(-1).bitPattern])),
+                        size: [2], stride: [1], v3DType: "float32"))
+            ),
+            (
+                "q.v3.u16",
+                .tensor(
+                    TensorSpec(
+                        storage: .untyped("11", StorageSpec.le([UInt16(65535), 3])), size: [2], stride: [1],
+                        v3DType: "uint16"))
+            ),
         ]
         let sd = try read(TorchSave.zip(.orderedDict(items, metadata: [("", .dict([(.str("version"), .int(1))]))])))
         XCTAssertEqual(sd.tensors.map(\.name), items.map(\.0))
@@ -443,7 +523,8 @@ final class TorchCheckpointTests: XCTestCase {
         // Exported to safetensors: floats as F32, integer types as I64.
         var writer = SafeTensorsWriter()
         for (name, t) in sd.tensors { writer.add(name, t) }
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-torch-\(UUID().uuidString).safetensors")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vlseg-torch-\(UUID().uuidString).safetensors")
         defer { try? FileManager.default.removeItem(at: url) }
         try writer.write(to: url, sync: false)
         let st = try SafeTensorsFile(url: url)
@@ -471,16 +552,28 @@ final class TorchCheckpointTests: XCTestCase {
 
     func testModulePrefixIsStrippedOnlyWhenEveryNameHasIt() throws {
         let s = StorageSpec.float32("0", [1, 2])
-        let ddp = try read(TorchSave.zip(.dict([(.str("state_dict"), .orderedDict([
-            ("module.backbone.w", .tensor(.contiguous(s, [2]))), ("module.neck.b", .tensor(.contiguous(s, [1]))),
-        ], metadata: nil))])))
+        let ddp = try read(
+            TorchSave.zip(
+                .dict([
+                    (
+                        .str("state_dict"),
+                        .orderedDict(
+                            [
+                                ("module.backbone.w", .tensor(.contiguous(s, [2]))),
+                                ("module.neck.b", .tensor(.contiguous(s, [1]))),
+                            ], metadata: nil)
+                    )
+                ])))
         XCTAssertEqual(ddp.entry, "state_dict")
         XCTAssertEqual(ddp.tensors.map(\.name), ["backbone.w", "neck.b"])
         XCTAssertEqual(ddp.strippedPrefixes, ["module."])
 
-        let mixed = try read(TorchSave.zip(.orderedDict([
-            ("module.w", .tensor(.contiguous(s, [2]))), ("b", .tensor(.contiguous(s, [1]))),
-        ], metadata: nil)))
+        let mixed = try read(
+            TorchSave.zip(
+                .orderedDict(
+                    [
+                        ("module.w", .tensor(.contiguous(s, [2]))), ("b", .tensor(.contiguous(s, [1]))),
+                    ], metadata: nil)))
         XCTAssertEqual(mixed.tensors.map(\.name), ["module.w", "b"])
         XCTAssertEqual(mixed.strippedPrefixes, [])
     }
@@ -494,11 +587,15 @@ final class TorchCheckpointTests: XCTestCase {
         let fc1 = StorageSpec.float32("2", [0.1, 0.2])
         let step = StorageSpec.float32("3", [120])
         let adamW = PyValue.global(module: "torch.optim.adamw", name: "AdamW")
-        let partial = PyValue.call(module: "functools", name: "partial", args: [adamW],
-                                   state: .tuple([adamW, .tuple([]), .dict([(.str("lr"), .float(3e-4)), (.str("weight_decay"), .float(1e-3))]), .none]))
+        let partial = PyValue.call(
+            module: "functools", name: "partial", args: [adamW],
+            state: .tuple([
+                adamW, .tuple([]), .dict([(.str("lr"), .float(3e-4)), (.str("weight_decay"), .float(1e-3))]), .none,
+            ]))
         let plateau = PyValue.global(module: "torch.optim.lr_scheduler", name: "ReduceLROnPlateau")
-        let scheduler = PyValue.call(module: "functools", name: "partial", args: [plateau],
-                                     state: .tuple([plateau, .tuple([]), .dict([(.str("factor"), .float(0.3))]), .none]))
+        let scheduler = PyValue.call(
+            module: "functools", name: "partial", args: [plateau],
+            state: .tuple([plateau, .tuple([]), .dict([(.str("factor"), .float(0.3))]), .none]))
         let state: [(String, PyValue)] = [
             ("net.clipseg.clip.text_model.embeddings.token_embedding.weight", .tensor(.contiguous(emb, [2, 2]))),
             ("net.clipseg.decoder.reduce.weight", .tensor(.contiguous(reduce, [2]))),
@@ -509,19 +606,68 @@ final class TorchCheckpointTests: XCTestCase {
             ("net.context_learner.context_vectors", .tensor(.contiguous(fc1, [2]))),
         ]
         let checkpoint: PyValue = .dict([
-            (.str("epoch"), .int(3)), (.str("global_step"), .int(120)), (.str("pytorch-lightning_version"), .str("2.1.3")),
+            (.str("epoch"), .int(3)), (.str("global_step"), .int(120)),
+            (.str("pytorch-lightning_version"), .str("2.1.3")),
             (.str("state_dict"), .orderedDict(state, metadata: [("", .dict([(.str("version"), .int(1))]))])),
-            (.str("loops"), .dict([(.str("fit_loop"), .dict([(.str("state_dict"), .dict([])), (.str("epoch_progress"), .dict([(.str("current"), .dict([(.str("ready"), .int(4))]))]))]))])),
-            (.str("callbacks"), .dict([(.str("ModelCheckpoint{'monitor': 'val/loss', 'mode': 'min'}"),
-                                        .dict([(.str("best_model_score"), .tensor(.contiguous(step, []))), (.str("best_model_path"), .str("/runs/x/epoch_003.ckpt"))]))])),
-            (.str("optimizer_states"), .list([.dict([
-                (.str("state"), .dict([(.int(0), .dict([(.str("step"), .tensor(.contiguous(step, []))), (.str("exp_avg"), .tensor(.contiguous(fc1, [1, 2])))]))])),
-                (.str("param_groups"), .list([.dict([(.str("lr"), .float(3e-4)), (.str("betas"), .tuple([.float(0.9), .float(0.999)])),
-                                                     (.str("foreach"), .none), (.str("amsgrad"), .bool(false)), (.str("params"), .list([.int(0), .int(1)]))])])),
-            ])])),
+            (
+                .str("loops"),
+                .dict([
+                    (
+                        .str("fit_loop"),
+                        .dict([
+                            (.str("state_dict"), .dict([])),
+                            (.str("epoch_progress"), .dict([(.str("current"), .dict([(.str("ready"), .int(4))]))])),
+                        ])
+                    )
+                ])
+            ),
+            (
+                .str("callbacks"),
+                .dict([
+                    (
+                        .str("ModelCheckpoint{'monitor': 'val/loss', 'mode': 'min'}"),
+                        .dict([
+                            (.str("best_model_score"), .tensor(.contiguous(step, []))),
+                            (.str("best_model_path"), .str("/runs/x/epoch_003.ckpt")),
+                        ])
+                    )
+                ])
+            ),
+            (
+                .str("optimizer_states"),
+                .list([
+                    .dict([
+                        (
+                            .str("state"),
+                            .dict([
+                                (
+                                    .int(0),
+                                    .dict([
+                                        (.str("step"), .tensor(.contiguous(step, []))),
+                                        (.str("exp_avg"), .tensor(.contiguous(fc1, [1, 2]))),
+                                    ])
+                                )
+                            ])
+                        ),
+                        (
+                            .str("param_groups"),
+                            .list([
+                                .dict([
+                                    (.str("lr"), .float(3e-4)), (.str("betas"), .tuple([.float(0.9), .float(0.999)])),
+                                    (.str("foreach"), .none), (.str("amsgrad"), .bool(false)),
+                                    (.str("params"), .list([.int(0), .int(1)])),
+                                ])
+                            ])
+                        ),
+                    ])
+                ])
+            ),
             (.str("lr_schedulers"), .list([.dict([(.str("best"), .float(.infinity)), (.str("mode"), .str("min"))])])),
             (.str("hparams_name"), .str("kwargs")),
-            (.str("hyper_parameters"), .dict([(.str("optimizer"), partial), (.str("scheduler"), scheduler), (.str("threshold"), .float(0.5))])),
+            (
+                .str("hyper_parameters"),
+                .dict([(.str("optimizer"), partial), (.str("scheduler"), scheduler), (.str("threshold"), .float(0.5))])
+            ),
         ])
         let ckpt = try TorchCheckpoint(data: TorchSave.zip(checkpoint, archive: "epoch_003"), name: "epoch_003.ckpt")
         XCTAssertEqual(ckpt.topLevelInt("epoch"), 3)
@@ -533,44 +679,63 @@ final class TorchCheckpointTests: XCTestCase {
         XCTAssertEqual(sd.strippedPrefixes, ["net."])
         XCTAssertEqual(sd.tensors.count, 7)
 
-        XCTAssertEqual(sd.tensors.map(\.name), [
-            "clipseg.clip.text_model.embeddings.token_embedding.weight", "clipseg.decoder.reduce.weight",
-            "clip.text_model.embeddings.token_embedding.weight", "v_attn_adapters.0.fc1.weight", "v_attn_adapters.0.fc1.bias",
-            "cond_adapter.fc2.bias", "context_learner.context_vectors",
-        ])
+        XCTAssertEqual(
+            sd.tensors.map(\.name),
+            [
+                "clipseg.clip.text_model.embeddings.token_embedding.weight", "clipseg.decoder.reduce.weight",
+                "clip.text_model.embeddings.token_embedding.weight", "v_attn_adapters.0.fc1.weight",
+                "v_attn_adapters.0.fc1.bias",
+                "cond_adapter.fc2.bias", "context_learner.context_vectors",
+            ])
         XCTAssertEqual(sd.tensors[3].tensor.floats?.scalars, [0.1, 0.2])
 
         // A prefix nobody has is an error that shows what the names look like.
-        XCTAssertTrue(error(TorchSave.zip(checkpoint), name: "epoch_003.ckpt", prefix: "model.").contains("no tensor name starts with 'model.'"))
+        XCTAssertTrue(
+            error(TorchSave.zip(checkpoint), name: "epoch_003.ckpt", prefix: "model.").contains(
+                "no tensor name starts with 'model.'"))
         // The same file named .pth gets the strict list: the optimizer factory is refused.
-        XCTAssertTrue(error(TorchSave.zip(checkpoint), name: "epoch_003.pth").contains("refused: the pickle calls 'functools.partial'"))
+        XCTAssertTrue(
+            error(TorchSave.zip(checkpoint), name: "epoch_003.pth").contains(
+                "refused: the pickle calls 'functools.partial'"))
     }
 
     func testCodeExecutingGlobalsAreRefusedByName() {
         let hostile: [(String, String, [PyValue])] = [
             ("os", "system", [.str("touch /tmp/pwned")]), ("posix", "system", [.str("id")]),
-            ("builtins", "eval", [.str("__import__('os').system('id')")]), ("subprocess", "Popen", [.list([.str("sh")])]),
+            ("builtins", "eval", [.str("__import__('os').system('id')")]),
+            ("subprocess", "Popen", [.list([.str("sh")])]),
             ("numpy.core.multiarray", "_reconstruct", []), ("torch", "load", [.str("other.pth")]),
             ("builtins", "getattr", []), ("__builtin__", "exec", []),
         ]
         for (module, name, args) in hostile {
             // Hidden deep inside otherwise valid data (a tensor next to it, inside hyper-parameters).
             let value: PyValue = .dict([
-                (.str("state_dict"), .orderedDict([("w", .tensor(.contiguous(.float32("0", [1]), [1])))], metadata: nil)),
-                (.str("hyper_parameters"), .dict([(.str("x"), .list([.call(module: module, name: name, args: args, state: nil)]))])),
+                (
+                    .str("state_dict"),
+                    .orderedDict([("w", .tensor(.contiguous(.float32("0", [1]), [1])))], metadata: nil)
+                ),
+                (
+                    .str("hyper_parameters"),
+                    .dict([(.str("x"), .list([.call(module: module, name: name, args: args, state: nil)]))])
+                ),
             ])
             let message = error(TorchSave.zip(value))
             XCTAssertTrue(message.hasPrefix("model.pth: refused: the pickle calls '\(module).\(name)' (byte "), message)
-            XCTAssertTrue(message.hasSuffix(" of archive/data.pkl; only tensors and dicts of them are allowed)"), message)
+            XCTAssertTrue(
+                message.hasSuffix(" of archive/data.pkl; only tensors and dicts of them are allowed)"), message)
             XCTAssertTrue(error(TorchSave.legacy(value)).contains("refused: the pickle calls '\(module).\(name)'"))
         }
         // Protocol 4's STACK_GLOBAL takes the names from the stack.
         func short(_ s: String) -> [UInt8] { [0x8C, UInt8(s.utf8.count)] + Array(s.utf8) }
-        let stackGlobal: [UInt8] = [0x80, 4] + short("os") + short("system") + [0x93] + short("id") + [0x85, 0x52, 0x2E]
-        XCTAssertEqual(error(TorchSave.zip(rawPickle: stackGlobal)),
-                       "model.pth: refused: the pickle calls 'os.system' (byte 14 of archive/data.pkl; only tensors and dicts of them are allowed)")
+        let stackGlobal: [UInt8] =
+            [0x80, 4] + short("os") + short("system") + [0x93] + short("id") + [0x85, 0x52, 0x2E]
+        XCTAssertEqual(
+            error(TorchSave.zip(rawPickle: stackGlobal)),
+            "model.pth: refused: the pickle calls 'os.system' (byte 14 of archive/data.pkl; only tensors and dicts of them are allowed)"
+        )
         // Inert names are data only: a Lightning partial may be named, never applied to anything useful.
-        XCTAssertFalse(PickleAllowList().isInert(module: "functools", name: "partial"), "model files get the strict list")
+        XCTAssertFalse(
+            PickleAllowList().isInert(module: "functools", name: "partial"), "model files get the strict list")
         var allow = PickleAllowList.lightningCheckpoint
         XCTAssertTrue(allow.isInert(module: "torch.optim.adamw", name: "AdamW"))
         XCTAssertFalse(allow.isInert(module: "torch.optimizer_hack", name: "x"))
@@ -580,7 +745,10 @@ final class TorchCheckpointTests: XCTestCase {
 
     func testUnknownOpcodesAndMalformedStreamsAreRefused() {
         let cases: [([UInt8], String)] = [
-            ([0x80, 2, 0x69] + Array("os\nsystem\n".utf8) + [0x2E], "refused: the pickle uses opcode INST (0x69) at byte 2"),
+            (
+                [0x80, 2, 0x69] + Array("os\nsystem\n".utf8) + [0x2E],
+                "refused: the pickle uses opcode INST (0x69) at byte 2"
+            ),
             ([0x80, 2, 0xFF, 0x2E], "opcode <unknown> (0xff) at byte 2"),
             ([0x80, 2, 0x49] + Array("1\n".utf8) + [0x2E], "opcode INT (0x49)"),
             ([0x80, 5, 0x96, 1, 0, 0, 0, 0, 0, 0, 0, 0x41, 0x2E], "opcode BYTEARRAY8"),
@@ -592,8 +760,14 @@ final class TorchCheckpointTests: XCTestCase {
             ([0x80, 2, 0x4E], "ends without a STOP"),
             ([0x80, 2, 0x4E, 0x28, 0x4E, 0x4E, 0x75, 0x2E], "SETITEM(S) on None, which is not a dict"),
             ([0x80, 2, 0x4E, 0x4E, 0x52, 0x2E], "the argument of REDUCE is None"),
-            ([0x80, 2, 0x63] + Array("torch\nFloatStorage\n".utf8) + [0x29, 0x52, 0x2E], "'torch.FloatStorage' is called"),
-            ([0x80, 2, 0x28, 0x58, 6, 0, 0, 0] + Array("module".utf8) + [0x4E, 0x4E, 0x87, 0x51, 0x2E], "pickles a whole nn.Module"),
+            (
+                [0x80, 2, 0x63] + Array("torch\nFloatStorage\n".utf8) + [0x29, 0x52, 0x2E],
+                "'torch.FloatStorage' is called"
+            ),
+            (
+                [0x80, 2, 0x28, 0x58, 6, 0, 0, 0] + Array("module".utf8) + [0x4E, 0x4E, 0x87, 0x51, 0x2E],
+                "pickles a whole nn.Module"
+            ),
         ]
         for (stream, expected) in cases {
             let message = error(TorchSave.zip(rawPickle: stream))
@@ -604,10 +778,16 @@ final class TorchCheckpointTests: XCTestCase {
 
     func testArchiveAndStorageProblemsNameTheRecord() {
         let value = Self.referenceStateDict
-        XCTAssertTrue(error(TorchSave.zip(value, deflate: ["archive/data/3"])).contains(
-            "model.pth: zip entry 'archive/data/3': is deflate-compressed (method 8); only stored (uncompressed) entries can be read"))
-        XCTAssertTrue(error(TorchSave.zip(value, deflate: ["archive/data.pkl"])).contains("zip entry 'archive/data.pkl': is deflate-compressed"))
-        XCTAssertTrue(error(TorchSave.zip(value, omitStorages: ["1"])).contains("storage '1': the pickle uses it but the archive has no record archive/data/1"))
+        XCTAssertTrue(
+            error(TorchSave.zip(value, deflate: ["archive/data/3"])).contains(
+                "model.pth: zip entry 'archive/data/3': is deflate-compressed (method 8); only stored (uncompressed) entries can be read"
+            ))
+        XCTAssertTrue(
+            error(TorchSave.zip(value, deflate: ["archive/data.pkl"])).contains(
+                "zip entry 'archive/data.pkl': is deflate-compressed"))
+        XCTAssertTrue(
+            error(TorchSave.zip(value, omitStorages: ["1"])).contains(
+                "storage '1': the pickle uses it but the archive has no record archive/data/1"))
 
         // A flipped data byte: the record's CRC-32 no longer matches.
         var damaged = [UInt8](TorchSave.zip(value))
@@ -623,23 +803,36 @@ final class TorchCheckpointTests: XCTestCase {
 
         // Views that leave their storage, and storages whose record has the wrong size.
         let small = StorageSpec.float32("0", [1, 2, 3, 4])
-        XCTAssertTrue(error(TorchSave.zip(.orderedDict([("w", .tensor(.contiguous(small, [5])))], metadata: nil))).contains(
-            "model.pth: tensor 'w': offset 0, size [5], stride [1] reach past storage '0' (4 x float32)"))
-        XCTAssertTrue(error(TorchSave.zip(.orderedDict([("w", .tensor(TensorSpec(storage: small, offset: 3, size: [2, 2], stride: [1, 1])))], metadata: nil))).contains("reach past storage '0'"))
+        XCTAssertTrue(
+            error(TorchSave.zip(.orderedDict([("w", .tensor(.contiguous(small, [5])))], metadata: nil))).contains(
+                "model.pth: tensor 'w': offset 0, size [5], stride [1] reach past storage '0' (4 x float32)"))
+        XCTAssertTrue(
+            error(
+                TorchSave.zip(
+                    .orderedDict(
+                        [("w", .tensor(TensorSpec(storage: small, offset: 3, size: [2, 2], stride: [1, 1])))],
+                        metadata: nil))
+            ).contains("reach past storage '0'"))
         var lying = small
         lying.numel = 5
-        XCTAssertTrue(error(TorchSave.zip(.orderedDict([("w", .tensor(.contiguous(lying, [4])))], metadata: nil))).contains(
-            "storage '0': the pickle declares 5 x float32 (20 bytes), the record archive/data/0 holds 16 bytes"))
+        XCTAssertTrue(
+            error(TorchSave.zip(.orderedDict([("w", .tensor(.contiguous(lying, [4])))], metadata: nil))).contains(
+                "storage '0': the pickle declares 5 x float32 (20 bytes), the record archive/data/0 holds 16 bytes"))
         var huge = small
         huge.numel = Int.max / 2
-        XCTAssertTrue(error(TorchSave.zip(.orderedDict([("w", .tensor(.contiguous(huge, [4])))], metadata: nil))).contains("too many"))
+        XCTAssertTrue(
+            error(TorchSave.zip(.orderedDict([("w", .tensor(.contiguous(huge, [4])))], metadata: nil))).contains(
+                "too many"))
         // A stride-0 view may expand, but only so far.
         let expand = TensorSpec(storage: small, size: [1 << 15, 1 << 15], stride: [0, 0])
-        XCTAssertTrue(error(TorchSave.zip(.orderedDict([("w", .tensor(expand))], metadata: nil))).contains("exceeds the expansion limit"))
+        XCTAssertTrue(
+            error(TorchSave.zip(.orderedDict([("w", .tensor(expand))], metadata: nil))).contains(
+                "exceeds the expansion limit"))
 
         XCTAssertEqual(error(Data()), "model.pth: not a PyTorch checkpoint: the file is empty")
         XCTAssertTrue(error(Data("hello world, this is text".utf8)).contains("not a PyTorch checkpoint"))
-        XCTAssertTrue(error(TorchSave.zip(.list([.int(1)]))).contains("no state dict: the file holds a list of 1, not a dict"))
+        XCTAssertTrue(
+            error(TorchSave.zip(.list([.int(1)]))).contains("no state dict: the file holds a list of 1, not a dict"))
         XCTAssertTrue(error(TorchSave.zip(.dict([(.str("epoch"), .int(1))]))).contains("(top-level keys: epoch)"))
     }
 
@@ -648,9 +841,15 @@ final class TorchCheckpointTests: XCTestCase {
     func testTruncationsAndCorruptionsNeverCrash() {
         var items: [(String, PyValue)] = []
         if case let .orderedDict(reference, _) = Self.referenceStateDict { items = reference }
-        items.append(("p", .tensor(TensorSpec(storage: .float32("9", [1, 2, 3]), size: [2, 3], stride: [0, 1], parameter: true))))
-        let value: PyValue = .dict([(.str("state_dict"), .orderedDict(items, metadata: [("", .dict([(.str("version"), .int(1))]))])),
-                                    (.str("epoch"), .int(1 << 40)), (.str("hp"), .dict([(.str("lr"), .float(0.1))]))])
+        items.append(
+            (
+                "p",
+                .tensor(TensorSpec(storage: .float32("9", [1, 2, 3]), size: [2, 3], stride: [0, 1], parameter: true))
+            ))
+        let value: PyValue = .dict([
+            (.str("state_dict"), .orderedDict(items, metadata: [("", .dict([(.str("version"), .int(1))]))])),
+            (.str("epoch"), .int(1 << 40)), (.str("hp"), .dict([(.str("lr"), .float(0.1))])),
+        ])
         var lenient = TorchCheckpoint.Options()
         lenient.verifyChecksums = false
         var outcomes = [0, 0]
@@ -674,7 +873,9 @@ final class TorchCheckpointTests: XCTestCase {
                 var bytes = [UInt8](data)
                 for _ in 0..<(1 + Int(rng.next() % 4)) {
                     let at = Int(rng.next() % UInt64(bytes.count))
-                    bytes[at] = round % 3 == 0 ? bytes[at] ^ (1 << UInt8(rng.next() % 8)) : UInt8(truncatingIfNeeded: rng.next())
+                    bytes[at] =
+                        round % 3 == 0
+                        ? bytes[at] ^ (1 << UInt8(rng.next() % 8)) : UInt8(truncatingIfNeeded: rng.next())
                 }
                 attempt(Data(bytes), round % 2 == 0 ? lenient : TorchCheckpoint.Options())
             }
@@ -709,8 +910,9 @@ final class TorchCheckpointTests: XCTestCase {
             items.append(("module." + name, .tensor(.contiguous(storage, e.shape))))
         }
         // As CRIS.pytorch saves it: {'state_dict': DDP.state_dict()}, keys with `module.`.
-        let data = TorchSave.zip(.dict([(.str("state_dict"), .orderedDict(items, metadata: [("", .dict([(.str("version"), .int(1))]))]))]),
-                                 archive: "cris_best")
+        let data = TorchSave.zip(
+            .dict([(.str("state_dict"), .orderedDict(items, metadata: [("", .dict([(.str("version"), .int(1))]))]))]),
+            archive: "cris_best")
         let sd = try read(data, name: "cris_best.pth")
         XCTAssertEqual(sd.tensors.count, st.names.count)
         XCTAssertEqual(sd.strippedPrefixes, ["module."])

@@ -4,8 +4,9 @@ import XCTest
 /// `vlseg config show / validate / list`: the configs/ of this checkout, found from the executable.
 final class ConfigCommandTests: XCTestCase {
     func vlseg(_ args: [String], environment: [String: String] = [:]) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(ProcessRunner.vlsegPath, args, environment: ProcessRunner.cleanEnvironment(environment), timeout: 60,
-                              currentDirectory: URL(fileURLWithPath: "/"))
+        try ProcessRunner.run(
+            ProcessRunner.vlsegPath, args, environment: ProcessRunner.cleanEnvironment(environment), timeout: 60,
+            currentDirectory: URL(fileURLWithPath: "/"))
     }
 
     func testShowPrintsTheResolvedConfig() throws {
@@ -25,12 +26,15 @@ final class ConfigCommandTests: XCTestCase {
     func testValidateReportsOneLineErrors() throws {
         let ok = try vlseg(["config", "validate", "experiment=kvasir/vlsm_dense_vl"])
         XCTAssertEqual(ok.status, 0, ok.output)
-        XCTAssertTrue(ok.output.contains("config OK: kvasir-vlsm_dense_vl: tuning vlsm_dense_vl (vlsm_dense)"), ok.output)
+        XCTAssertTrue(
+            ok.output.contains("config OK: kvasir-vlsm_dense_vl: tuning vlsm_dense_vl (vlsm_dense)"), ok.output)
         XCTAssertTrue(ok.output.contains("config hash "), ok.output)
 
-        for (args, expected) in [(["trainer.lrr=0.1"], "did you mean 'trainer.lr'?"),
-                                 (["tuning=vlsm_dense_vll"], "did you mean 'vlsm_dense_vl'?"),
-                                 (["trainer.max_epochs=many"], "trainer.max_epochs: expected an integer")] {
+        for (args, expected) in [
+            (["trainer.lrr=0.1"], "did you mean 'trainer.lr'?"),
+            (["tuning=vlsm_dense_vll"], "did you mean 'vlsm_dense_vl'?"),
+            (["trainer.max_epochs=many"], "trainer.max_epochs: expected an integer"),
+        ] {
             let r = try vlseg(["config", "validate"] + args)
             XCTAssertEqual(r.status, 1, r.output)
             let lines = r.output.split(separator: "\n")
@@ -45,7 +49,10 @@ final class ConfigCommandTests: XCTestCase {
     func testListShowsGroupsAndMethods() throws {
         let r = try vlseg(["config", "list"])
         XCTAssertEqual(r.status, 0, r.output)
-        for text in ["tuning:", "kvasir/: ", "vlsm_dense_vl [vlsm_dense]", "coop: ", "lora: ", "; runs on CLIPSeg, CRIS; depth=1 n_ctx=4"] {
+        for text in [
+            "tuning:", "kvasir/: ", "vlsm_dense_vl [vlsm_dense]", "coop: ", "lora: ",
+            "; runs on CLIPSeg, CRIS; depth=1 n_ctx=4",
+        ] {
             XCTAssertTrue(r.output.contains(text), "missing \(text):\n\(r.output)")
         }
         // The Markdown tables, as docs/methods.md embeds them (VLTrainTests checks the embedded block).
@@ -62,7 +69,9 @@ final class ConfigCommandTests: XCTestCase {
     func testValidateRefusesAPromptMethodWithoutPromptTokens() throws {
         let r = try vlseg(["config", "validate", "tuning=coop", "tuning.n_ctx=0"])
         XCTAssertEqual(r.status, 1, r.output)
-        XCTAssertTrue(r.output.contains("vlseg: error: override 'tuning.n_ctx=0': tuning.n_ctx: must be at least 1, found 0"), r.output)
+        XCTAssertTrue(
+            r.output.contains("vlseg: error: override 'tuning.n_ctx=0': tuning.n_ctx: must be at least 1, found 0"),
+            r.output)
         XCTAssertEqual(try vlseg(["config", "validate", "tuning=coop", "tuning.n_ctx=1"]).status, 0)
     }
 }

@@ -28,7 +28,8 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
     /// A minimal torch.save (zip format, pickle protocol 2): `{key: value, ..., 'state_dict':
     /// OrderedDict(name -> _rebuild_tensor_v2(('storage', torch.FloatStorage|LongStorage, i, 'cpu', n),
     /// 0, size, stride, False, OrderedDict()))}`, then `extra` raw pickle items (key, value) at the top level.
-    static func torchSave(_ tensors: [(String, [Int], Values)], top: [(String, Int)] = [], extra: [UInt8] = []) -> Data {
+    static func torchSave(_ tensors: [(String, [Int], Values)], top: [(String, Int)] = [], extra: [UInt8] = []) -> Data
+    {
         func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
         func str(_ s: String) -> [UInt8] { [0x58] + le(UInt32(s.utf8.count)) + Array(s.utf8) }
         func int(_ i: Int) -> [UInt8] { [0x4A] + le(Int32(i)) }
@@ -49,7 +50,10 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
             records.append(("archive/data/\(i)", bytes))
             p += str(name) + global("torch._utils", "_rebuild_tensor_v2") + [0x28]
             p += [0x28] + str("storage") + global("torch", cls) + str(String(i)) + str("cpu") + int(n) + [0x74, 0x51]
-            p += int(0) + tuple(shape) + tuple(stride) + [0x89] + global("collections", "OrderedDict") + [0x29, 0x52, 0x74, 0x52]
+            p +=
+                int(0) + tuple(shape) + tuple(stride) + [0x89] + global("collections", "OrderedDict") + [
+                    0x29, 0x52, 0x74, 0x52,
+                ]
         }
         p += [0x75] + extra + [0x75, 0x2E]
         records.insert(("archive/data.pkl", p), at: 0)
@@ -92,22 +96,31 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
         let original = tmp.appendingPathComponent("original")
         try FileManager.default.createDirectory(at: original, withIntermediateDirectories: true)
         for file in ["config.json", "vocab.json", "merges.txt"] {
-            try FileManager.default.copyItem(at: tiny.appendingPathComponent(file).resolvingSymlinksInPath(),
-                                             to: original.appendingPathComponent(file))
+            try FileManager.default.copyItem(
+                at: tiny.appendingPathComponent(file).resolvingSymlinksInPath(),
+                to: original.appendingPathComponent(file))
         }
         // 96, not the vision config's 64: a converted directory without this file would run at 64.
-        let processor = #"{"do_normalize": true, "do_resize": true, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2, "size": 96}"#
+        let processor =
+            #"{"do_normalize": true, "do_resize": true, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2, "size": 96}"#
         try Data(processor.utf8).write(to: original.appendingPathComponent("preprocessor_config.json"))
         let weights = try SafeTensorsFile(url: tiny.appendingPathComponent("model.safetensors"))
-        let tensors: [(String, [Int], Values)] = try weights.names.map { ($0, try weights.entry($0).shape, .f32(try weights.tensor($0).scalars)) }
+        let tensors: [(String, [Int], Values)] = try weights.names.map {
+            ($0, try weights.entry($0).shape, .f32(try weights.tensor($0).scalars))
+        }
         try Self.torchSave(tensors).write(to: original.appendingPathComponent("pytorch_model.bin"))
 
         let converted = tmp.appendingPathComponent("converted")
-        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["convert", "--from", original.appendingPathComponent("pytorch_model.bin").path,
-                                                                "--to", converted.path, "--config", original.appendingPathComponent("config.json").path])
+        let r = try ProcessRunner.run(
+            ProcessRunner.vlsegPath,
+            [
+                "convert", "--from", original.appendingPathComponent("pytorch_model.bin").path,
+                "--to", converted.path, "--config", original.appendingPathComponent("config.json").path,
+            ])
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("copied preprocessor_config.json, vocab.json, merges.txt"), r.output)
-        XCTAssertEqual(try Data(contentsOf: converted.appendingPathComponent("preprocessor_config.json")), Data(processor.utf8))
+        XCTAssertEqual(
+            try Data(contentsOf: converted.appendingPathComponent("preprocessor_config.json")), Data(processor.utf8))
         XCTAssertEqual(try ImagePreprocessing.of(directory: converted).size, 96)
 
         // The same photo-like image through both directories: the original loads pytorch_model.bin directly.
@@ -122,8 +135,12 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
         var masks: [Data] = []
         for dir in [original, converted] {
             let out = tmp.appendingPathComponent("\(dir.lastPathComponent)-mask.png")
-            let f = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", dir.path, "--image", image.path,
-                                                                    "--prompt", "a bright stripe", "--out", out.path])
+            let f = try ProcessRunner.run(
+                ProcessRunner.vlsegPath,
+                [
+                    "forward", "--model", dir.path, "--image", image.path,
+                    "--prompt", "a bright stripe", "--out", out.path,
+                ])
             XCTAssertEqual(f.status, 0, f.output)
             XCTAssertTrue(f.output.contains("model input 96x96"), f.output)
             masks.append(try Data(contentsOf: out))
@@ -134,17 +151,27 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
     /// A prompt longer than the text tower's 77 tokens is cut as transformers cuts it, with one warning.
     func testALongPromptIsCutWithOneWarning() throws {
         let image = tmp.appendingPathComponent("plain.png")
-        try ImageIO.writePNG(RGBImage(width: 64, height: 64, pixels: [UInt8](repeating: 90, count: 64 * 64 * 3)), to: image)
+        try ImageIO.writePNG(
+            RGBImage(width: 64, height: 64, pixels: [UInt8](repeating: 90, count: 64 * 64 * 3)), to: image)
         let long = Array(repeating: "a polyp", count: 50).joined(separator: " and ")
         let out = tmp.appendingPathComponent("mask.png")
-        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", try Fixtures.clipsegTiny().path, "--image", image.path,
-                                                                "--prompt", long, "--out", out.path])
+        let r = try ProcessRunner.run(
+            ProcessRunner.vlsegPath,
+            [
+                "forward", "--model", try Fixtures.clipsegTiny().path, "--image", image.path,
+                "--prompt", long, "--out", out.path,
+            ])
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertEqual(r.output.components(separatedBy: "warning: the prompt").count - 1, 1, r.output)
-        XCTAssertTrue(r.output.contains("has 201 tokens; the text tower takes 77, so it is cut to its first 75"), r.output)
+        XCTAssertTrue(
+            r.output.contains("has 201 tokens; the text tower takes 77, so it is cut to its first 75"), r.output)
         XCTAssertTrue(FileManager.default.fileExists(atPath: out.path))
-        let short = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", try Fixtures.clipsegTiny().path, "--image", image.path,
-                                                                    "--prompt", "a polyp", "--out", out.path])
+        let short = try ProcessRunner.run(
+            ProcessRunner.vlsegPath,
+            [
+                "forward", "--model", try Fixtures.clipsegTiny().path, "--image", image.path,
+                "--prompt", "a polyp", "--out", out.path,
+            ])
         XCTAssertEqual(short.status, 0, short.output)
         XCTAssertFalse(short.output.contains("warning"), short.output)
     }
@@ -162,9 +189,12 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
         let pth = try write(Self.torchSave(tensors), "cris_best.pth")
         let config = fixture.appendingPathComponent("config.json")
         let out = tmp.appendingPathComponent("model")
-        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["convert", "--from", pth.path, "--to", out.path, "--config", config.path])
+        let r = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, ["convert", "--from", pth.path, "--to", out.path, "--config", config.path])
         XCTAssertEqual(r.status, 0, r.output)
-        XCTAssertTrue(r.output.contains("state dict: 'state_dict', \(weights.names.count) tensors, prefix 'module.' stripped"), r.output)
+        XCTAssertTrue(
+            r.output.contains("state dict: 'state_dict', \(weights.names.count) tensors, prefix 'module.' stripped"),
+            r.output)
         XCTAssertTrue(r.output.contains("loads as CRIS: 2,144,542 parameters"), r.output)
 
         let st = try SafeTensorsFile(url: out.appendingPathComponent("model.safetensors"))
@@ -175,7 +205,9 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
             if e.dtype == .i64 {
                 XCTAssertEqual(try st.integers(name).values, try weights.integers(name).values, name)
             } else {
-                XCTAssertEqual(try st.tensor(name).scalars.map(\.bitPattern), try weights.tensor(name).scalars.map(\.bitPattern), name)
+                XCTAssertEqual(
+                    try st.tensor(name).scalars.map(\.bitPattern), try weights.tensor(name).scalars.map(\.bitPattern),
+                    name)
             }
         }
         XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("config.json")), try Data(contentsOf: config))
@@ -183,27 +215,34 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
             XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), file)
         }
         // The converted directory is a working model.
-        let forward = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", out.path, "--inputs",
-                                                                      fixture.appendingPathComponent("reference.safetensors").path,
-                                                                      "--out", tmp.appendingPathComponent("fwd.safetensors").path])
+        let forward = try ProcessRunner.run(
+            ProcessRunner.vlsegPath,
+            [
+                "forward", "--model", out.path, "--inputs",
+                fixture.appendingPathComponent("reference.safetensors").path,
+                "--out", tmp.appendingPathComponent("fwd.safetensors").path,
+            ])
         XCTAssertEqual(forward.status, 0, forward.output)
 
         // Weights that do not fit the config: one line naming what is missing, and nothing written.
         let partial = try write(Self.torchSave(Array(tensors.prefix(5))), "partial.pth")
         let bad = tmp.appendingPathComponent("bad")
-        let r2 = try ProcessRunner.run(ProcessRunner.vlsegPath, ["convert", "--from", partial.path, "--to", bad.path, "--config", config.path])
+        let r2 = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, ["convert", "--from", partial.path, "--to", bad.path, "--config", config.path])
         XCTAssertEqual(r2.status, 1, r2.output)
         XCTAssertTrue(r2.output.contains("missing"), r2.output)
         XCTAssertFalse(FileManager.default.fileExists(atPath: bad.path))
     }
 
     func testLightningCheckpointBecomesTrainableTensors() throws {
-        let ckpt = try write(Self.torchSave([
-            ("net.clipseg.decoder.reduce.weight", [2], .f32([1, 2])),
-            ("net.cond_adapter.fc1.weight", [1, 2], .f32([3, 4])),
-            ("net.cond_adapter.fc1.bias", [1], .f32([5])),
-            ("net.prompt_learner.ctx", [2], .f32([6, 7])),
-        ], top: [("epoch", 3), ("global_step", 120)]), "epoch_003.ckpt")
+        let ckpt = try write(
+            Self.torchSave(
+                [
+                    ("net.clipseg.decoder.reduce.weight", [2], .f32([1, 2])),
+                    ("net.cond_adapter.fc1.weight", [1, 2], .f32([3, 4])),
+                    ("net.cond_adapter.fc1.bias", [1], .f32([5])),
+                    ("net.prompt_learner.ctx", [2], .f32([6, 7])),
+                ], top: [("epoch", 3), ("global_step", 120)]), "epoch_003.ckpt")
         let out = tmp.appendingPathComponent("adapters")
         let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["convert", "--from", ckpt.path, "--to", out.path])
         XCTAssertEqual(r.status, 0, r.output)
@@ -219,7 +258,9 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
     func testHostilePthEndsInOneLineAndLeavesNothing() throws {
         // Next to a valid tensor: 'hp': os.system('touch <marker>').
         let marker = tmp.appendingPathComponent("pwned")
-        func str(_ s: String) -> [UInt8] { [0x58] + withUnsafeBytes(of: UInt32(s.utf8.count).littleEndian) { Array($0) } + Array(s.utf8) }
+        func str(_ s: String) -> [UInt8] {
+            [0x58] + withUnsafeBytes(of: UInt32(s.utf8.count).littleEndian) { Array($0) } + Array(s.utf8)
+        }
         let evil = str("hp") + [0x63] + Array("os\nsystem\n".utf8) + str("touch \(marker.path)") + [0x85, 0x52]
         let pth = try write(Self.torchSave([("w", [1], .f32([1]))], extra: evil), "evil.pth")
         let out = tmp.appendingPathComponent("out")
@@ -227,7 +268,8 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
         XCTAssertEqual(r.status, 1, r.output)
         let lines = r.output.split(separator: "\n")
         XCTAssertEqual(lines.count, 1, r.output)
-        XCTAssertTrue(r.output.hasPrefix("vlseg: error: \(pth.path): refused: the pickle calls 'os.system' (byte "), r.output)
+        XCTAssertTrue(
+            r.output.hasPrefix("vlseg: error: \(pth.path): refused: the pickle calls 'os.system' (byte "), r.output)
         XCTAssertFalse(FileManager.default.fileExists(atPath: marker.path))
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.path).sorted(), ["evil.pth"])
@@ -236,7 +278,8 @@ final class TorchCheckpointConvertCommandTests: XCTestCase {
         var cut = try Data(contentsOf: pth)
         cut.removeLast(30)
         let truncated = try write(cut, "cut.pth")
-        let r2 = try ProcessRunner.run(ProcessRunner.vlsegPath, ["convert", "--from", truncated.path, "--to", out.path])
+        let r2 = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, ["convert", "--from", truncated.path, "--to", out.path])
         XCTAssertEqual(r2.status, 1, r2.output)
         XCTAssertTrue(r2.output.hasPrefix("vlseg: error: \(truncated.path): not a readable zip archive:"), r2.output)
         XCTAssertEqual(r2.output.split(separator: "\n").count, 1, r2.output)

@@ -11,10 +11,16 @@ final class DistributedTests: XCTestCase {
     func testAllReduceIsCorrectOnTwoAndThreeRanks() throws {
         let m = try mpirun()
         for ranks in [2, 3] {
-            let flags = ProcessRunner.mpirunFlags + (ranks > ProcessInfo.processInfo.activeProcessorCount
-                ? ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] : [])
-            let r = try ProcessRunner.run(m, flags + ["-np", "\(ranks)", ProcessRunner.vlsegPath, "bench", "allreduce",
-                                                     "--mb", "0.5", "--iterations", "2"], timeout: 90)
+            let flags =
+                ProcessRunner.mpirunFlags
+                + (ranks > ProcessInfo.processInfo.activeProcessorCount
+                    ? ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] : [])
+            let r = try ProcessRunner.run(
+                m,
+                flags + [
+                    "-np", "\(ranks)", ProcessRunner.vlsegPath, "bench", "allreduce",
+                    "--mb", "0.5", "--iterations", "2",
+                ], timeout: 90)
             XCTAssertFalse(r.timedOut, r.output)
             XCTAssertEqual(r.status, 0, r.output)
             XCTAssertTrue(r.output.contains("over \(ranks) rank(s)") && r.output.contains("verified"), r.output)
@@ -22,7 +28,8 @@ final class DistributedTests: XCTestCase {
     }
 
     func testSingleProcessNeedsNoMPI() throws {
-        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["bench", "allreduce", "--mb", "0.1", "--iterations", "1"])
+        let r = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, ["bench", "allreduce", "--mb", "0.1", "--iterations", "1"])
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains("over 1 rank(s)"), r.output)
     }
@@ -31,8 +38,12 @@ final class DistributedTests: XCTestCase {
     func testWatchdogAbortsAHungCollective() throws {
         let m = try mpirun()
         let start = Date()
-        let r = try ProcessRunner.run(m, ProcessRunner.mpirunFlags + ["-np", "2", ProcessRunner.vlsegPath, "bench", "allreduce",
-                                                                      "--mb", "0.1", "--timeout", "3", "--hold-rank", "1"], timeout: 60)
+        let r = try ProcessRunner.run(
+            m,
+            ProcessRunner.mpirunFlags + [
+                "-np", "2", ProcessRunner.vlsegPath, "bench", "allreduce",
+                "--mb", "0.1", "--timeout", "3", "--hold-rank", "1",
+            ], timeout: 60)
         let elapsed = Date().timeIntervalSince(start)
         XCTAssertFalse(r.timedOut, r.output)
         XCTAssertNotEqual(r.status, 0, r.output)

@@ -1,6 +1,6 @@
 import Foundation
-import XCTest
 import VLModels
+import XCTest
 
 /// `vlseg export`: a `decoder` checkpoint becomes a complete model directory whose weights are the base
 /// model's with the trained tensors replaced, and which evaluates zero-shot exactly as the checkpoint
@@ -12,23 +12,31 @@ final class ExportCommandTests: XCTestCase {
     override class func tearDown() { try? FileManager.default.removeItem(at: work) }
 
     func vlseg(_ args: [String], timeout: Double = 120) throws -> ProcessRunner.Result {
-        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, args, environment: ProcessRunner.cleanEnvironment(), timeout: timeout)
+        let r = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, args, environment: ProcessRunner.cleanEnvironment(), timeout: timeout)
         XCTAssertFalse(r.timedOut, "vlseg \(args.first ?? "") timed out:\n\(r.output)")
         return r
     }
 
     /// A tiny model and demo dataset shared by the tests (made by `vlseg train` on first use).
     func common(_ extra: [String]) -> [String] {
-        ["--config-dir", ProcessRunner.repoRoot.appendingPathComponent("configs").path,
-         "data.name=demo", "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=40", "data.demo.size=64",
-         "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
-         "data.batch_size=4", "trainer.global_batch_size=0", "data.workers=1", "trainer.threads=2", "seed=5"] + extra
+        [
+            "--config-dir", ProcessRunner.repoRoot.appendingPathComponent("configs").path,
+            "data.name=demo", "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=40",
+            "data.demo.size=64",
+            "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
+            "data.batch_size=4", "trainer.global_batch_size=0", "data.workers=1", "trainer.threads=2", "seed=5",
+        ] + extra
     }
 
     func train(_ tuning: String, run: URL) throws {
-        let r = try vlseg(["train"] + common(["tuning=\(tuning)", "trainer.max_steps=6", "trainer.max_epochs=0",
-                                             "trainer.eval_every=6", "trainer.checkpoint_every=6", "trainer.lr=1e-2",
-                                             "run.dir=\(run.path)"]))
+        let r = try vlseg(
+            ["train"]
+                + common([
+                    "tuning=\(tuning)", "trainer.max_steps=6", "trainer.max_epochs=0",
+                    "trainer.eval_every=6", "trainer.checkpoint_every=6", "trainer.lr=1e-2",
+                    "run.dir=\(run.path)",
+                ]))
         XCTAssertEqual(r.status, 0, r.output)
     }
 
@@ -53,7 +61,8 @@ final class ExportCommandTests: XCTestCase {
         // Weights: the trained tensors where the method trained, the base model's everywhere else.
         let base = try SafeTensorsFile(url: Self.work.appendingPathComponent("model/model.safetensors"))
         let exported = try SafeTensorsFile(url: out.appendingPathComponent("model.safetensors"))
-        let trained = try SafeTensorsFile(url: run.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors"))
+        let trained = try SafeTensorsFile(
+            url: run.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors"))
         XCTAssertEqual(Set(exported.names), Set(base.names))
         XCTAssertFalse(trained.names.isEmpty)
         for name in exported.names {
@@ -65,11 +74,16 @@ final class ExportCommandTests: XCTestCase {
         XCTAssertFalse(changed.isEmpty, "training changed no decoder tensor")
 
         // The exported directory, zero-shot, scores exactly what the checkpoint scores through its run.
-        let viaRun = try vlseg(["evaluate"] + common(["tuning=decoder", "run.dir=\(run.path)", "--checkpoint", "best", "--json"]))
+        let viaRun = try vlseg(
+            ["evaluate"] + common(["tuning=decoder", "run.dir=\(run.path)", "--checkpoint", "best", "--json"]))
         XCTAssertEqual(viaRun.status, 0, viaRun.output)
-        let viaModel = try vlseg(["evaluate"] + common(["model.path=\(out.path)", "tuning=zero_shot",
-                                                        "run.dir=\(Self.work.appendingPathComponent("zero").path)",
-                                                        "--checkpoint", "none", "--json"]))
+        let viaModel = try vlseg(
+            ["evaluate"]
+                + common([
+                    "model.path=\(out.path)", "tuning=zero_shot",
+                    "run.dir=\(Self.work.appendingPathComponent("zero").path)",
+                    "--checkpoint", "none", "--json",
+                ]))
         XCTAssertEqual(viaModel.status, 0, viaModel.output)
         XCTAssertEqual(try jsonNumber(viaModel.output, "dice"), try jsonNumber(viaRun.output, "dice"))
         XCTAssertEqual(try jsonNumber(viaModel.output, "loss"), try jsonNumber(viaRun.output, "loss"))
@@ -96,8 +110,10 @@ final class ExportCommandTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: occupied.path), ["note.txt"])
 
         // A path that is no checkpoint.
-        let missing = try vlseg(["export", "--checkpoint", Self.work.appendingPathComponent("nothing").path,
-                                 "--out", Self.work.appendingPathComponent("x").path])
+        let missing = try vlseg([
+            "export", "--checkpoint", Self.work.appendingPathComponent("nothing").path,
+            "--out", Self.work.appendingPathComponent("x").path,
+        ])
         XCTAssertEqual(missing.status, 1, missing.output)
         XCTAssertTrue(missing.output.contains("nothing"), missing.output)
         XCTAssertFalse(FileManager.default.fileExists(atPath: Self.work.appendingPathComponent("x").path))

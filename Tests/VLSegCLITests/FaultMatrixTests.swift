@@ -1,7 +1,7 @@
 import Foundation
-import XCTest
 import VLModels
 import VLTrain
+import XCTest
 
 /// The faults users meet, each on real processes (1 rank, and 2 ranks under real mpirun): what is
 /// printed, the exit status, how long it took, and that no checkpoint was lost or damaged.
@@ -20,7 +20,9 @@ final class FaultMatrixTests: XCTestCase {
         // The tiny model and the demo data, made once by a one-step run.
         let fm = FileManager.default
         guard !fm.fileExists(atPath: data.appendingPathComponent("anns/train.json").path) else { return }
-        _ = try? ProcessRunner.run(ProcessRunner.vlsegPath, ["train"] + common(run: work.appendingPathComponent("warm-up"), steps: 1), timeout: 120)
+        _ = try? ProcessRunner.run(
+            ProcessRunner.vlsegPath, ["train"] + common(run: work.appendingPathComponent("warm-up"), steps: 1),
+            timeout: 120)
     }
 
     override class func tearDown() {
@@ -29,12 +31,14 @@ final class FaultMatrixTests: XCTestCase {
     }
 
     static func common(run: URL, steps: Int, batch: Int = 4, data: URL? = nil) -> [String] {
-        ["--config-dir", ProcessRunner.repoRoot.appendingPathComponent("configs").path,
-         "data.name=demo", "data.root=\((data ?? Self.data).path)", "data.demo.count=48", "data.demo.size=64",
-         "model.path=\(model.path)", "model.preset=tiny", "model.image_size=64",
-         "data.batch_size=\(batch)", "trainer.global_batch_size=0", "data.workers=1", "trainer.threads=1",
-         "trainer.max_steps=\(steps)", "trainer.max_epochs=0", "trainer.log_every=1", "trainer.eval_every=0",
-         "trainer.checkpoint_every=0", "trainer.early_stopping.patience=0", "run.dir=\(run.path)", "seed=7"]
+        [
+            "--config-dir", ProcessRunner.repoRoot.appendingPathComponent("configs").path,
+            "data.name=demo", "data.root=\((data ?? Self.data).path)", "data.demo.count=48", "data.demo.size=64",
+            "model.path=\(model.path)", "model.preset=tiny", "model.image_size=64",
+            "data.batch_size=\(batch)", "trainer.global_batch_size=0", "data.workers=1", "trainer.threads=1",
+            "trainer.max_steps=\(steps)", "trainer.max_epochs=0", "trainer.log_every=1", "trainer.eval_every=0",
+            "trainer.checkpoint_every=0", "trainer.early_stopping.patience=0", "run.dir=\(run.path)", "seed=7",
+        ]
     }
 
     func newDir(_ name: String) -> URL {
@@ -49,7 +53,8 @@ final class FaultMatrixTests: XCTestCase {
     }
 
     func entries(_ data: URL, split: String) throws -> [[String: Any]] {
-        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: data.appendingPathComponent("anns/\(split).json")))
+        let json = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: data.appendingPathComponent("anns/\(split).json")))
         return json as? [[String: Any]] ?? []
     }
 
@@ -60,9 +65,14 @@ final class FaultMatrixTests: XCTestCase {
     }
 
     static var mpirunFlags: [String] {
-        var flags = ["--bind-to", "none", "--mca", "orte_abort_on_non_zero_status", "1", "--mca", "odls_base_sigkill_timeout", "2"]
+        var flags = [
+            "--bind-to", "none", "--mca", "orte_abort_on_non_zero_status", "1", "--mca", "odls_base_sigkill_timeout",
+            "2",
+        ]
         if getuid() == 0 { flags.append("--allow-run-as-root") }
-        if ProcessInfo.processInfo.activeProcessorCount < 2 { flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] }
+        if ProcessInfo.processInfo.activeProcessorCount < 2 {
+            flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"]
+        }
         return flags
     }
 
@@ -72,8 +82,10 @@ final class FaultMatrixTests: XCTestCase {
     }
 
     /// `vlseg train` on `ranks` ranks, to the end; the result and its wall time.
-    func train(ranks: Int, _ args: [String], environment: [String: String] = [:],
-               timeout: Double = 120) throws -> (result: ProcessRunner.Result, seconds: Double) {
+    func train(
+        ranks: Int, _ args: [String], environment: [String: String] = [:],
+        timeout: Double = 120
+    ) throws -> (result: ProcessRunner.Result, seconds: Double) {
         let start = Date()
         let env = ProcessRunner.cleanEnvironment(environment)
         let r: ProcessRunner.Result
@@ -81,8 +93,10 @@ final class FaultMatrixTests: XCTestCase {
             r = try ProcessRunner.run(ProcessRunner.vlsegPath, ["train"] + args, environment: env, timeout: timeout)
         } else {
             let exports = environment.keys.sorted().flatMap { ["-x", $0] }
-            r = try ProcessRunner.run(try mpirun(), Self.mpirunFlags + exports + ["-np", "\(ranks)", ProcessRunner.vlsegPath, "train"] + args,
-                                      environment: env, timeout: timeout)
+            r = try ProcessRunner.run(
+                try mpirun(),
+                Self.mpirunFlags + exports + ["-np", "\(ranks)", ProcessRunner.vlsegPath, "train"] + args,
+                environment: env, timeout: timeout)
         }
         return (r, Date().timeIntervalSince(start))
     }
@@ -90,14 +104,18 @@ final class FaultMatrixTests: XCTestCase {
     /// `vlseg train` started in the background.
     func start(ranks: Int, _ args: [String]) throws -> RunningProcess {
         if ranks == 1 {
-            return try RunningProcess(ProcessRunner.vlsegPath, ["train"] + args, environment: ProcessRunner.cleanEnvironment())
+            return try RunningProcess(
+                ProcessRunner.vlsegPath, ["train"] + args, environment: ProcessRunner.cleanEnvironment())
         }
-        return try RunningProcess(try mpirun(), Self.mpirunFlags + ["-np", "\(ranks)", ProcessRunner.vlsegPath, "train"] + args,
-                                  environment: ProcessRunner.cleanEnvironment())
+        return try RunningProcess(
+            try mpirun(), Self.mpirunFlags + ["-np", "\(ranks)", ProcessRunner.vlsegPath, "train"] + args,
+            environment: ProcessRunner.cleanEnvironment())
     }
 
     /// No trap, no backtrace, no hang: what every failure must look like.
-    func assertCleanFailure(_ r: ProcessRunner.Result, _ context: String, file: StaticString = #filePath, line: UInt = #line) {
+    func assertCleanFailure(
+        _ r: ProcessRunner.Result, _ context: String, file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertFalse(r.timedOut, "\(context): hung\n\(r.output)", file: file, line: line)
         XCTAssertNotEqual(r.status, 0, "\(context): exit 0\n\(r.output)", file: file, line: line)
         for marker in ["Fatal error", "Stack dump", "backtrace", "did not complete within"] {
@@ -131,15 +149,20 @@ final class FaultMatrixTests: XCTestCase {
             assertCleanFailure(r, "\(ranks) rank(s)")
             XCTAssertEqual(r.status, 1, r.output)
             XCTAssertTrue(r.output.contains("2 sample(s) of \(data.path) have unusable files"), r.output)
-            XCTAssertTrue(r.output.contains("train.json entry 3") && r.output.contains("cannot read mask \(mask.path)"), r.output)
-            XCTAssertTrue(r.output.contains("val.json entry 1") && r.output.contains("cannot read image \(image.path): corrupt or truncated: empty file"), r.output)
+            XCTAssertTrue(
+                r.output.contains("train.json entry 3") && r.output.contains("cannot read mask \(mask.path)"), r.output)
+            XCTAssertTrue(
+                r.output.contains("val.json entry 1")
+                    && r.output.contains("cannot read image \(image.path): corrupt or truncated: empty file"), r.output)
             XCTAssertFalse(r.output.contains("step 1/"), "trained before failing:\n\(r.output)")
             XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
             XCTAssertFalse(FileManager.default.fileExists(atPath: run.path), "the run directory was written")
             // data.on_error=skip leaves them out with one warning and trains.
-            let skipped = try train(ranks: ranks, Self.common(run: run, steps: 2, data: data) + ["data.on_error=skip"]).result
+            let skipped = try train(ranks: ranks, Self.common(run: run, steps: 2, data: data) + ["data.on_error=skip"])
+                .result
             XCTAssertEqual(skipped.status, 0, skipped.output)
-            XCTAssertTrue(skipped.output.contains("warning: leaving out 2 sample(s) with unusable files"), skipped.output)
+            XCTAssertTrue(
+                skipped.output.contains("warning: leaving out 2 sample(s) with unusable files"), skipped.output)
         }
     }
 
@@ -154,7 +177,8 @@ final class FaultMatrixTests: XCTestCase {
         let start = Date()
         let rank0 = [ProcessRunner.vlsegPath, "train"] + Self.common(run: run, steps: 20)
         let rank1 = [ProcessRunner.vlsegPath, "train"] + Self.common(run: run, steps: 20, data: data)
-        let r = try ProcessRunner.run(mpirun, Self.mpirunFlags + ["-np", "1"] + rank0 + [":", "-np", "1"] + rank1, timeout: 120)
+        let r = try ProcessRunner.run(
+            mpirun, Self.mpirunFlags + ["-np", "1"] + rank0 + [":", "-np", "1"] + rank1, timeout: 120)
         let seconds = Date().timeIntervalSince(start)
         assertCleanFailure(r, "missing on rank 1")
         XCTAssertTrue(r.output.contains("image file not found: \(missing.path)"), r.output)
@@ -169,19 +193,25 @@ final class FaultMatrixTests: XCTestCase {
             let data = try dataCopy()
             let mask = try file(data, split: "train", entry: 2, kind: "mask")
             var bytes = [UInt8](try Data(contentsOf: mask))
-            guard let idat = (0..<(bytes.count - 4)).first(where: { bytes[$0..<$0 + 4] == [0x49, 0x44, 0x41, 0x54] }) else {
+            guard let idat = (0..<(bytes.count - 4)).first(where: { bytes[$0..<$0 + 4] == [0x49, 0x44, 0x41, 0x54] })
+            else {
                 return XCTFail("no IDAT chunk in \(mask.path)")
             }
             for i in (idat + 4)..<min(idat + 24, bytes.count - 12) { bytes[i] ^= 0x5A }
             try Data(bytes).write(to: mask)
             let run = newDir("run")
-            let (r, seconds) = try train(ranks: ranks, Self.common(run: run, steps: 200, data: data) + ["trainer.checkpoint_every=2"])
+            let (r, seconds) = try train(
+                ranks: ranks, Self.common(run: run, steps: 200, data: data) + ["trainer.checkpoint_every=2"])
             assertCleanFailure(r, "\(ranks) rank(s)")
             XCTAssertTrue(r.output.contains("cannot read mask \(mask.path)"), r.output)
             if ranks == 2 {
-                XCTAssertTrue(r.output.range(of: #"vlseg: error: rank [01] \(.+\): "#, options: .regularExpression) != nil, r.output)
+                XCTAssertTrue(
+                    r.output.range(of: #"vlseg: error: rank [01] \(.+\): "#, options: .regularExpression) != nil,
+                    r.output)
             }
-            XCTAssertEqual(r.output.components(separatedBy: "cannot read mask").count - 1, 1, "printed more than once:\n\(r.output)")
+            XCTAssertEqual(
+                r.output.components(separatedBy: "cannot read mask").count - 1, 1,
+                "printed more than once:\n\(r.output)")
             // The file is read in the first epoch (12 steps of 4): the failure comes early, and fast.
             XCTAssertLessThan(seconds, 20, r.output)
             _ = validCheckpoints(run)
@@ -193,8 +223,9 @@ final class FaultMatrixTests: XCTestCase {
     /// A rank killed outright: the job ends within seconds and the checkpoints before it stay valid.
     func testAKilledRankEndsTheJobAndKeepsTheCheckpoints() throws {
         let run = newDir("run")
-        let (r, seconds) = try train(ranks: 2, Self.common(run: run, steps: 200, batch: 2) + ["trainer.checkpoint_every=3"],
-                                     environment: ["VLSEG_FAULT_RANK": "1", "VLSEG_FAULT_KILL_AT_STEP": "8"])
+        let (r, seconds) = try train(
+            ranks: 2, Self.common(run: run, steps: 200, batch: 2) + ["trainer.checkpoint_every=3"],
+            environment: ["VLSEG_FAULT_RANK": "1", "VLSEG_FAULT_KILL_AT_STEP": "8"])
         assertCleanFailure(r, "killed rank")
         XCTAssertTrue(r.output.contains("rank 1 kills itself in step 8"), r.output)
         XCTAssertTrue(r.output.contains("signal 9"), r.output)
@@ -205,16 +236,23 @@ final class FaultMatrixTests: XCTestCase {
     // MARK: - Stops
 
     /// The checkpoint a stopped run names as its latest, after checking it is the step it stopped at.
-    func stoppedStep(_ r: ProcessRunner.Result, run: URL, signal: String, file: StaticString = #filePath, line: UInt = #line) -> Int? {
+    func stoppedStep(
+        _ r: ProcessRunner.Result, run: URL, signal: String, file: StaticString = #filePath, line: UInt = #line
+    ) -> Int? {
         let marker = "stopped by \(signal) after step "
         guard let text = r.output.components(separatedBy: marker).dropFirst().first,
-              let step = Int(text.prefix { $0.isNumber }) else {
+            let step = Int(text.prefix { $0.isNumber })
+        else {
             XCTFail("no 'stopped by' line:\n\(r.output)", file: file, line: line)
             return nil
         }
         let latest = (try? String(contentsOf: run.appendingPathComponent("checkpoints/latest"), encoding: .utf8)) ?? ""
-        XCTAssertEqual(latest.trimmingCharacters(in: .whitespacesAndNewlines), String(format: "step-%07d", step), r.output, file: file, line: line)
-        XCTAssertNoThrow(try CheckpointStore.load(run.appendingPathComponent(String(format: "checkpoints/step-%07d", step))), file: file, line: line)
+        XCTAssertEqual(
+            latest.trimmingCharacters(in: .whitespacesAndNewlines), String(format: "step-%07d", step), r.output,
+            file: file, line: line)
+        XCTAssertNoThrow(
+            try CheckpointStore.load(run.appendingPathComponent(String(format: "checkpoints/step-%07d", step))),
+            file: file, line: line)
         return step
     }
 
@@ -228,25 +266,36 @@ final class FaultMatrixTests: XCTestCase {
     func assertNothingLeft(_ run: URL, file: StaticString = #filePath, line: UInt = #line) {
         usleep(300_000)
         let r = try? ProcessRunner.run("/usr/bin/pgrep", ["-f", run.path], timeout: 10)
-        XCTAssertEqual(r?.output.trimmingCharacters(in: .whitespacesAndNewlines) ?? "", "", "left running", file: file, line: line)
+        XCTAssertEqual(
+            r?.output.trimmingCharacters(in: .whitespacesAndNewlines) ?? "", "", "left running", file: file, line: line)
     }
 
     /// Training steps of `run`'s checkpoint `step`, as bytes.
     func trainableBytes(_ run: URL, step: Int) throws -> Data {
-        try Data(contentsOf: run.appendingPathComponent(String(format: "checkpoints/step-%07d/trainable.safetensors", step)))
+        try Data(
+            contentsOf: run.appendingPathComponent(String(format: "checkpoints/step-%07d/trainable.safetensors", step)))
     }
 
     /// A stopped run continued to a later step ends bit-identical to a run that went there directly.
-    func assertContinuationIsExact(_ run: URL, stoppedAt step: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    func assertContinuationIsExact(_ run: URL, stoppedAt step: Int, file: StaticString = #filePath, line: UInt = #line)
+        throws
+    {
         let end = step + 6
         let direct = newDir("direct")
-        XCTAssertEqual(try train(ranks: 2, Self.common(run: direct, steps: end, batch: 2)).result.status, 0, file: file, line: line)
+        XCTAssertEqual(
+            try train(ranks: 2, Self.common(run: direct, steps: end, batch: 2)).result.status, 0, file: file, line: line
+        )
         let resumed = try train(ranks: 2, Self.common(run: run, steps: end, batch: 2) + ["resume=auto"]).result
         XCTAssertEqual(resumed.status, 0, resumed.output, file: file, line: line)
-        XCTAssertTrue(resumed.output.contains(String(format: "resumed from %@ at step %d", run.appendingPathComponent(String(format: "checkpoints/step-%07d", step)).path, step)),
-                      resumed.output, file: file, line: line)
-        XCTAssertEqual(try trainableBytes(run, step: end), try trainableBytes(direct, step: end),
-                       "the stopped and resumed run differs from the uninterrupted one", file: file, line: line)
+        XCTAssertTrue(
+            resumed.output.contains(
+                String(
+                    format: "resumed from %@ at step %d",
+                    run.appendingPathComponent(String(format: "checkpoints/step-%07d", step)).path, step)),
+            resumed.output, file: file, line: line)
+        XCTAssertEqual(
+            try trainableBytes(run, step: end), try trainableBytes(direct, step: end),
+            "the stopped and resumed run differs from the uninterrupted one", file: file, line: line)
     }
 
     /// SIGTERM and SIGINT sent to mpirun itself: every rank stops after the same step with its
@@ -266,7 +315,9 @@ final class FaultMatrixTests: XCTestCase {
             let seconds = Date().timeIntervalSince(sent)
             XCTAssertFalse(r.timedOut, r.output)
             XCTAssertNotEqual(r.status, 0, r.output)  // mpirun reports a signalled job as failed (its own status)
-            XCTAssertTrue(r.output.contains("rank 0: received SIGTERM") && r.output.contains("rank 1: received SIGTERM"), r.output)
+            XCTAssertTrue(
+                r.output.contains("rank 0: received SIGTERM") && r.output.contains("rank 1: received SIGTERM"), r.output
+            )
             XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
             guard let step = stoppedStep(r, run: run, signal: "SIGTERM") else { continue }
             assertNothingLeft(run)
@@ -280,8 +331,9 @@ final class FaultMatrixTests: XCTestCase {
         _ = try mpirun()
         var env = ProcessRunner.cleanEnvironment(["VLSEG_BIN": ProcessRunner.vlsegPath])
         env["PWD"] = ProcessRunner.repoRoot.path
-        return try RunningProcess("/bin/bash", [ProcessRunner.repoRoot.appendingPathComponent("launch/train").path] + args,
-                                  environment: env, currentDirectory: ProcessRunner.repoRoot)
+        return try RunningProcess(
+            "/bin/bash", [ProcessRunner.repoRoot.appendingPathComponent("launch/train").path] + args,
+            environment: env, currentDirectory: ProcessRunner.repoRoot)
     }
 
     /// SIGTERM and SIGINT to `launch/train`, and its --timeout: every rank stops at the same step with
@@ -297,7 +349,8 @@ final class FaultMatrixTests: XCTestCase {
             let (r, _) = job.finish(timeout: 90)
             XCTAssertFalse(r.timedOut, r.output)
             XCTAssertEqual(r.status, status, r.output)
-            XCTAssertTrue(r.output.contains("\(name): stopping every rank after its current step with a checkpoint"), r.output)
+            XCTAssertTrue(
+                r.output.contains("\(name): stopping every rank after its current step with a checkpoint"), r.output)
             XCTAssertLessThan(Date().timeIntervalSince(sent), Self.faultSeconds, r.output)
             _ = stoppedStep(r, run: run, signal: "SIGUSR1")
             assertNothingLeft(run)
@@ -333,7 +386,9 @@ final class FaultMatrixTests: XCTestCase {
         XCTAssertEqual(r.status, 128 + SIGTERM, r.output)
         guard let step = stoppedStep(r, run: run, signal: "SIGTERM") else { return }
         // Every metrics row is the first job's: steps 1, 2, ... without a gap or a repeat.
-        let rows = try String(contentsOf: run.appendingPathComponent("metrics.csv"), encoding: .utf8).split(separator: "\n").dropFirst()
+        let rows = try String(contentsOf: run.appendingPathComponent("metrics.csv"), encoding: .utf8).split(
+            separator: "\n"
+        ).dropFirst()
         let steps = rows.filter { $0.hasPrefix("train,") }.compactMap { Int($0.split(separator: ",")[1]) }
         XCTAssertEqual(steps, Array(1...step))
         // A holder that was killed leaves its record; the next job takes over and says so.
@@ -343,7 +398,9 @@ final class FaultMatrixTests: XCTestCase {
         _ = killed.finish(timeout: 30)
         let next = try train(ranks: 1, Self.common(run: run, steps: step + 2) + ["resume=auto"]).result
         XCTAssertEqual(next.status, 0, next.output)
-        XCTAssertTrue(next.output.contains("taking over the lock left by a job that no longer runs (pid \(killed.pid)"), next.output)
+        XCTAssertTrue(
+            next.output.contains("taking over the lock left by a job that no longer runs (pid \(killed.pid)"),
+            next.output)
     }
 
     /// A fresh run into a directory holding a run refuses with the way out; run.overwrite=true deletes
@@ -356,13 +413,21 @@ final class FaultMatrixTests: XCTestCase {
             let (r, seconds) = try train(ranks: ranks, Self.common(run: run, steps: 2, batch: 4 / ranks))
             assertCleanFailure(r, "fresh run, \(ranks) rank(s)")
             XCTAssertEqual(r.status, 1, r.output)
-            XCTAssertTrue(r.output.contains("\(run.path) already holds a run (checkpoint step-0000003, metrics.jsonl, metrics.csv): resume=auto continues it, run.overwrite=true deletes it and starts over"), r.output)
+            XCTAssertTrue(
+                r.output.contains(
+                    "\(run.path) already holds a run (checkpoint step-0000003, metrics.jsonl, metrics.csv): resume=auto continues it, run.overwrite=true deletes it and starts over"
+                ), r.output)
             XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
             XCTAssertEqual(try Data(contentsOf: run.appendingPathComponent("metrics.jsonl")), before)
             XCTAssertEqual(validCheckpoints(run), ["step-0000003"])
-            let over = try train(ranks: ranks, Self.common(run: run, steps: 2, batch: 4 / ranks) + ["run.overwrite=true"]).result
+            let over = try train(
+                ranks: ranks, Self.common(run: run, steps: 2, batch: 4 / ranks) + ["run.overwrite=true"]
+            ).result
             XCTAssertEqual(over.status, 0, over.output)
-            XCTAssertTrue(over.output.contains("run.overwrite=true: removed the earlier run's checkpoints, metrics.jsonl, metrics.csv"), over.output)
+            XCTAssertTrue(
+                over.output.contains(
+                    "run.overwrite=true: removed the earlier run's checkpoints, metrics.jsonl, metrics.csv"),
+                over.output)
             XCTAssertEqual(validCheckpoints(run), ["step-0000002"])
         }
     }
@@ -370,19 +435,27 @@ final class FaultMatrixTests: XCTestCase {
     /// Every checkpoint damaged: resume=auto names them and stops, leaving them as they were.
     func testAllCheckpointsDamagedIsAnErrorNotARestart() throws {
         let run = newDir("run")
-        XCTAssertEqual(try train(ranks: 2, Self.common(run: run, steps: 6, batch: 2) + ["trainer.checkpoint_every=3"]).result.status, 0)
+        XCTAssertEqual(
+            try train(ranks: 2, Self.common(run: run, steps: 6, batch: 2) + ["trainer.checkpoint_every=3"]).result
+                .status, 0)
         for step in ["step-0000003", "step-0000006"] {
             try Data("{".utf8).write(to: run.appendingPathComponent("checkpoints/\(step)/trainer.json"))
         }
-        let listing = try FileManager.default.subpathsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path).sorted()
+        let listing = try FileManager.default.subpathsOfDirectory(
+            atPath: run.appendingPathComponent("checkpoints").path
+        ).sorted()
         let (r, seconds) = try train(ranks: 2, Self.common(run: run, steps: 9, batch: 2) + ["resume=auto"])
         assertCleanFailure(r, "all damaged")
         XCTAssertTrue(r.output.contains("2 checkpoint(s), none valid"), r.output)
         XCTAssertTrue(r.output.contains("step-0000003") && r.output.contains("step-0000006"), r.output)
         XCTAssertFalse(r.output.contains("step 1/"), r.output)
         XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
-        XCTAssertEqual(try FileManager.default.subpathsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path).sorted(), listing)
-        XCTAssertEqual(try String(contentsOf: run.appendingPathComponent("checkpoints/step-0000003/trainer.json"), encoding: .utf8), "{")
+        XCTAssertEqual(
+            try FileManager.default.subpathsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path)
+                .sorted(), listing)
+        XCTAssertEqual(
+            try String(
+                contentsOf: run.appendingPathComponent("checkpoints/step-0000003/trainer.json"), encoding: .utf8), "{")
     }
 
     // MARK: - Disk full
@@ -396,9 +469,11 @@ final class FaultMatrixTests: XCTestCase {
             let metrics = run.appendingPathComponent("metrics.jsonl")
             try FileManager.default.removeItem(at: metrics)
             try FileManager.default.createSymbolicLink(atPath: metrics.path, withDestinationPath: "/dev/full")
-            let (r, seconds) = try train(ranks: ranks, Self.common(run: run, steps: 6, batch: 4 / ranks) + ["resume=auto"])
+            let (r, seconds) = try train(
+                ranks: ranks, Self.common(run: run, steps: 6, batch: 4 / ranks) + ["resume=auto"])
             assertCleanFailure(r, "metrics, \(ranks) rank(s)")
-            XCTAssertTrue(r.output.contains("\(metrics.path): cannot write the metrics: No space left on device"), r.output)
+            XCTAssertTrue(
+                r.output.contains("\(metrics.path): cannot write the metrics: No space left on device"), r.output)
             XCTAssertEqual(r.output.components(separatedBy: "cannot write the metrics").count - 1, 1, r.output)
             XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
             XCTAssertEqual(validCheckpoints(run), ["step-0000002"])
@@ -413,7 +488,9 @@ final class FaultMatrixTests: XCTestCase {
         XCTAssertEqual(try train(ranks: 1, Self.common(run: probe, steps: 1)).result.status, 0)
         let checkpoint = probe.appendingPathComponent("checkpoints/step-0000001")
         let pages = try FileManager.default.contentsOfDirectory(atPath: checkpoint.path).reduce(0) { total, name in
-            let size = (try FileManager.default.attributesOfItem(atPath: checkpoint.appendingPathComponent(name).path)[.size] as? Int) ?? 0
+            let size =
+                (try FileManager.default.attributesOfItem(atPath: checkpoint.appendingPathComponent(name).path)[.size]
+                    as? Int) ?? 0
             return total + (size + 4095) / 4096
         }
         // One and a half checkpoints, and a page each for config.yaml, the metrics, the lock and the pointers.
@@ -422,14 +499,19 @@ final class FaultMatrixTests: XCTestCase {
         defer { unmount(mountPoint) }
         for ranks in [1, 2] {
             let run = mountPoint.appendingPathComponent("run\(ranks)")
-            let (r, seconds) = try train(ranks: ranks, Self.common(run: run, steps: 12, batch: 4 / ranks) + ["trainer.checkpoint_every=3"])
+            let (r, seconds) = try train(
+                ranks: ranks, Self.common(run: run, steps: 12, batch: 4 / ranks) + ["trainer.checkpoint_every=3"])
             assertCleanFailure(r, "checkpoint, \(ranks) rank(s)")
-            XCTAssertTrue(r.output.contains("could not save checkpoint") && r.output.contains("No space left on device"), r.output)
+            XCTAssertTrue(
+                r.output.contains("could not save checkpoint") && r.output.contains("No space left on device"), r.output
+            )
             XCTAssertEqual(r.output.components(separatedBy: "could not save checkpoint").count - 1, 1, r.output)
             XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
             XCTAssertEqual(validCheckpoints(run), ["step-0000003"])
             XCTAssertEqual(CheckpointStore(runDirectory: run).pointer("latest"), "step-0000003")
-            let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path).filter { $0.contains(".tmp-") }
+            let leftovers = try FileManager.default.contentsOfDirectory(
+                atPath: run.appendingPathComponent("checkpoints").path
+            ).filter { $0.contains(".tmp-") }
             XCTAssertEqual(leftovers, [])
             try FileManager.default.removeItem(at: run)
         }
@@ -439,7 +521,8 @@ final class FaultMatrixTests: XCTestCase {
     func tmpfs(kilobytes: Int) throws -> URL {
         let mountPoint = newDir("tmpfs")
         try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
-        let mount = try ProcessRunner.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", mountPoint.path], timeout: 20)
+        let mount = try ProcessRunner.run(
+            "/bin/mount", ["-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", mountPoint.path], timeout: 20)
         guard mount.status == 0 else { throw XCTSkip("cannot mount a tmpfs here (\(mount.output)); needs root") }
         return mountPoint
     }
@@ -453,7 +536,8 @@ final class FaultMatrixTests: XCTestCase {
         defer { unmount(mountPoint) }
         for ranks in [1, 2] {
             let run = mountPoint.appendingPathComponent("run\(ranks)")
-            let (r, seconds) = try train(ranks: ranks, Self.common(run: run, steps: 6, batch: 4 / ranks) + ["trainer.cache_mb=0.001"])
+            let (r, seconds) = try train(
+                ranks: ranks, Self.common(run: run, steps: 6, batch: 4 / ranks) + ["trainer.cache_mb=0.001"])
             assertCleanFailure(r, "cache, \(ranks) rank(s)")
             XCTAssertTrue(r.output.contains("for the feature cache: No space left on device"), r.output)
             XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
@@ -469,16 +553,22 @@ final class FaultMatrixTests: XCTestCase {
             for ranks in [1, 2] {
                 let data = try dataCopy()
                 try Data("[]".utf8).write(to: data.appendingPathComponent("anns/\(split).json"))
-                let (r, seconds) = try train(ranks: ranks, Self.common(run: newDir("run"), steps: 3, batch: 4 / ranks, data: data))
+                let (r, seconds) = try train(
+                    ranks: ranks, Self.common(run: newDir("run"), steps: 3, batch: 4 / ranks, data: data))
                 assertCleanFailure(r, "\(split), \(ranks) rank(s)")
-                XCTAssertTrue(r.output.contains("\(data.path)/anns/\(split).json: the '\(split)' split has no usable samples (the list is empty)"), r.output)
+                XCTAssertTrue(
+                    r.output.contains(
+                        "\(data.path)/anns/\(split).json: the '\(split)' split has no usable samples (the list is empty)"
+                    ), r.output)
                 XCTAssertLessThan(seconds, Self.faultSeconds, r.output)
             }
         }
         let data = try dataCopy()
         try Data("[]".utf8).write(to: data.appendingPathComponent("anns/test.json"))
         for command in ["evaluate", "predict"] {
-            let r = try ProcessRunner.run(ProcessRunner.vlsegPath, [command] + Self.common(run: newDir("run"), steps: 3, data: data) + ["--split", "test"])
+            let r = try ProcessRunner.run(
+                ProcessRunner.vlsegPath,
+                [command] + Self.common(run: newDir("run"), steps: 3, data: data) + ["--split", "test"])
             assertCleanFailure(r, command)
             XCTAssertTrue(r.output.contains("anns/test.json: the 'test' split has no usable samples"), r.output)
         }
@@ -492,21 +582,41 @@ final class FaultMatrixTests: XCTestCase {
         let r = try train(ranks: 1, Self.common(run: run, steps: 12) + cosine + ["resume=auto"]).result
         XCTAssertEqual(r.status, 0, r.output)
         // lr at step 7: 1e-3 * (1 + cos(pi * 6/12)) / 2 = 5e-4 now; the old 6-step schedule had ended (0).
-        XCTAssertTrue(r.output.contains("resuming under a new schedule horizon: the cosine decay now spans 12 steps instead of 6"), r.output)
+        XCTAssertTrue(
+            r.output.contains(
+                "resuming under a new schedule horizon: the cosine decay now spans 12 steps instead of 6"), r.output)
         XCTAssertTrue(r.output.contains("the learning rate of step 7 is 0.0005 instead of 0"), r.output)
     }
 
     /// Model configs with absurd or negative sizes: one line naming the key, before anything is
     /// allocated, on 1 and 2 ranks.
     func testAbsurdModelConfigsAreRefusedByKey() throws {
-        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("config.json"))) as? [String: Any] ?? [:]
+        let config =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: Self.model.appendingPathComponent("config.json")))
+            as? [String: Any] ?? [:]
         let cases: [(String, (inout [String: Any]) -> Void, String)] = [
-            ("layers", { c in var t = c["text_config"] as? [String: Any] ?? [:]; t["num_hidden_layers"] = 1e12; c["text_config"] = t },
-             "'text_config.num_hidden_layers': the model needs"),
-            ("width", { c in var v = c["vision_config"] as? [String: Any] ?? [:]; v["hidden_size"] = 4e6; c["vision_config"] = v },
-             "'vision_config.hidden_size': the model needs"),
-            ("negative", { c in var t = c["text_config"] as? [String: Any] ?? [:]; t["hidden_size"] = -48; c["text_config"] = t },
-             "'text_config.hidden_size': must be a positive whole number, got -48"),
+            (
+                "layers",
+                { c in
+                    var t = c["text_config"] as? [String: Any] ?? [:]; t["num_hidden_layers"] = 1e12;
+                    c["text_config"] = t
+                },
+                "'text_config.num_hidden_layers': the model needs"
+            ),
+            (
+                "width",
+                { c in
+                    var v = c["vision_config"] as? [String: Any] ?? [:]; v["hidden_size"] = 4e6; c["vision_config"] = v
+                },
+                "'vision_config.hidden_size': the model needs"
+            ),
+            (
+                "negative",
+                { c in
+                    var t = c["text_config"] as? [String: Any] ?? [:]; t["hidden_size"] = -48; c["text_config"] = t
+                },
+                "'text_config.hidden_size': must be a positive whole number, got -48"
+            ),
         ]
         for (name, mutate, expected) in cases {
             let dir = newDir("model-\(name)")
@@ -515,7 +625,9 @@ final class FaultMatrixTests: XCTestCase {
             mutate(&c)
             try JSONSerialization.data(withJSONObject: c).write(to: dir.appendingPathComponent("config.json"))
             for ranks in [1, 2] {
-                let (r, seconds) = try train(ranks: ranks, Self.common(run: newDir("run"), steps: 3, batch: 4 / ranks) + ["model.path=\(dir.path)"])
+                let (r, seconds) = try train(
+                    ranks: ranks,
+                    Self.common(run: newDir("run"), steps: 3, batch: 4 / ranks) + ["model.path=\(dir.path)"])
                 assertCleanFailure(r, "\(name), \(ranks) rank(s)")
                 XCTAssertTrue(r.output.contains(expected), r.output)
                 XCTAssertLessThan(seconds, Self.faultSeconds, r.output)

@@ -70,12 +70,15 @@ final class HuggingFaceFormsTests: XCTestCase {
         XCTAssertTrue(listing.contains("model.safetensors.index.json"), listing)
         XCTAssertTrue(listing.contains("pytorch_model.bin"), listing)
 
-        let want = try SafeTensorsFile(url: w.appendingPathComponent("transformers.safetensors")).tensor("logits").scalars
+        let want = try SafeTensorsFile(url: w.appendingPathComponent("transformers.safetensors")).tensor("logits")
+            .scalars
         var first: [Float]?
         for form in ["single", "sharded", "bin", "legacy"] {
             let out = w.appendingPathComponent("\(form).safetensors")
-            _ = try vlseg(["forward", "--model", w.appendingPathComponent(form).path,
-                           "--inputs", w.appendingPathComponent("inputs.safetensors").path, "--out", out.path])
+            _ = try vlseg([
+                "forward", "--model", w.appendingPathComponent(form).path,
+                "--inputs", w.appendingPathComponent("inputs.safetensors").path, "--out", out.path,
+            ])
             let got = try SafeTensorsFile(url: out).tensor("logits").scalars
             XCTAssertEqual(got.count, want.count, form)
             let worst = zip(got, want).map { abs($0 - $1) }.max() ?? .infinity
@@ -86,14 +89,18 @@ final class HuggingFaceFormsTests: XCTestCase {
         // pytorch_model.bin converted: the processor file comes along, so the photo is segmented at 96
         // with bicubic resizing and 0.5 statistics, exactly as from the published directory.
         let converted = w.appendingPathComponent("converted")
-        let c = try vlseg(["convert", "--from", w.appendingPathComponent("bin/pytorch_model.bin").path, "--to", converted.path,
-                           "--config", w.appendingPathComponent("bin/config.json").path])
+        let c = try vlseg([
+            "convert", "--from", w.appendingPathComponent("bin/pytorch_model.bin").path, "--to", converted.path,
+            "--config", w.appendingPathComponent("bin/config.json").path,
+        ])
         XCTAssertTrue(c.output.contains("preprocessor_config.json"), c.output)
         var masks: [Data] = []
         for dir in [w.appendingPathComponent("bin"), converted] {
             let mask = w.appendingPathComponent("\(dir.lastPathComponent)-mask.png")
-            let f = try vlseg(["forward", "--model", dir.path, "--image", w.appendingPathComponent("photo.png").path,
-                               "--prompt", "a person in a space suit", "--out", mask.path])
+            let f = try vlseg([
+                "forward", "--model", dir.path, "--image", w.appendingPathComponent("photo.png").path,
+                "--prompt", "a person in a space suit", "--out", mask.path,
+            ])
             XCTAssertTrue(f.output.contains("model input 96x96"), f.output)
             masks.append(try Data(contentsOf: mask))
         }

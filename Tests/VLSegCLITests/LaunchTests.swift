@@ -13,8 +13,9 @@ final class LaunchTrainTests: XCTestCase {
     /// The acceptance check until `vlseg train` exists: any subcommand through launch/train on 2 ranks.
     func testLaunchTrainRunsEveryRank() throws {
         try requireMpirun()
-        let r = try ProcessRunner.script("launch/train", ["-n", "2", "--timeout", "90"],
-                                         environment: ["VLSEG_BIN": ProcessRunner.vlsegPath, "VLSEG_COMMAND": "env"], timeout: 120)
+        let r = try ProcessRunner.script(
+            "launch/train", ["-n", "2", "--timeout", "90"],
+            environment: ["VLSEG_BIN": ProcessRunner.vlsegPath, "VLSEG_COMMAND": "env"], timeout: 120)
         XCTAssertFalse(r.timedOut, r.output)
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains(" 0 of 2 (local 0 of 2)"), r.output)
@@ -25,11 +26,14 @@ final class LaunchTrainTests: XCTestCase {
     func testLaunchTrainCommandLine() throws {
         try requireMpirun()
         let env = ["VLSEG_BIN": ProcessRunner.vlsegPath]
-        let r = try ProcessRunner.script("launch/train", ["-n", "2", "--print", "--", "experiment=demo"], environment: env)
+        let r = try ProcessRunner.script(
+            "launch/train", ["-n", "2", "--print", "--", "experiment=demo"], environment: env)
         XCTAssertEqual(r.status, 0, r.output)
         let line = r.output
-        for flag in ["--bind-to none", "--mca orte_abort_on_non_zero_status 1", "--mca odls_base_sigkill_timeout 2", "-np 2",
-                     "\(ProcessRunner.vlsegPath) train experiment=demo trainer.threads=\(max(1, cores / 2))"] {
+        for flag in [
+            "--bind-to none", "--mca orte_abort_on_non_zero_status 1", "--mca odls_base_sigkill_timeout 2", "-np 2",
+            "\(ProcessRunner.vlsegPath) train experiment=demo trainer.threads=\(max(1, cores / 2))",
+        ] {
             XCTAssertTrue(line.contains(flag), "missing '\(flag)' in: \(line)")
         }
         XCTAssertEqual(line.contains("--allow-run-as-root"), getuid() == 0, line)
@@ -44,12 +48,14 @@ final class LaunchTrainTests: XCTestCase {
 
         // Threads given by the user are kept; other subcommands get no trainer override; the script
         // itself keeps the time (a timeout stops the job gracefully, see below).
-        let given = try ProcessRunner.script("launch/train", ["-n", "2", "--timeout", "30", "--print", "--", "trainer.threads=7"], environment: env)
+        let given = try ProcessRunner.script(
+            "launch/train", ["-n", "2", "--timeout", "30", "--print", "--", "trainer.threads=7"], environment: env)
         XCTAssertTrue(given.output.contains("trainer.threads=7"), given.output)
         XCTAssertFalse(given.output.contains("trainer.threads=\(max(1, cores / 2)) "), given.output)
         XCTAssertTrue(given.output.hasPrefix("mpirun "), given.output)
-        let envCommand = try ProcessRunner.script("launch/train", ["-n", "1", "--print"],
-                                                  environment: env.merging(["VLSEG_COMMAND": "bench gemm"]) { $1 })
+        let envCommand = try ProcessRunner.script(
+            "launch/train", ["-n", "1", "--print"],
+            environment: env.merging(["VLSEG_COMMAND": "bench gemm"]) { $1 })
         XCTAssertTrue(envCommand.output.contains("\(ProcessRunner.vlsegPath) bench gemm"), envCommand.output)
         XCTAssertFalse(envCommand.output.contains("trainer.threads"), envCommand.output)
 
@@ -59,17 +65,22 @@ final class LaunchTrainTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let hostfile = dir.appendingPathComponent("hosts")
         try "# two machines\nnodeA slots=2\nnodeB slots=2\n".write(to: hostfile, atomically: true, encoding: .utf8)
-        let four = try ProcessRunner.script("launch/train", ["-n", "4", "--hosts", hostfile.path, "--print"], environment: env)
+        let four = try ProcessRunner.script(
+            "launch/train", ["-n", "4", "--hosts", hostfile.path, "--print"], environment: env)
         XCTAssertTrue(four.output.contains("--hostfile \(hostfile.path)"), four.output)
         XCTAssertFalse(four.output.contains("--oversubscribe"), four.output)
         XCTAssertFalse(four.output.contains("trainer.threads"), four.output)
-        let five = try ProcessRunner.script("launch/train", ["-n", "5", "--hosts", hostfile.path, "--print"], environment: env)
+        let five = try ProcessRunner.script(
+            "launch/train", ["-n", "5", "--hosts", hostfile.path, "--print"], environment: env)
         XCTAssertTrue(five.output.contains("--oversubscribe"), five.output)
     }
 
     func testLaunchTrainRejectsBadArguments() throws {
         let env = ["VLSEG_BIN": ProcessRunner.vlsegPath]
-        for args in [[], ["-n", "0"], ["-n", "2", "--timeout", "soon"], ["-n", "2", "experiment=demo"], ["-n", "2", "--hosts", "/nonexistent"]] {
+        for args in [
+            [], ["-n", "0"], ["-n", "2", "--timeout", "soon"], ["-n", "2", "experiment=demo"],
+            ["-n", "2", "--hosts", "/nonexistent"],
+        ] {
             let r = try ProcessRunner.script("launch/train", args, environment: env)
             XCTAssertEqual(r.status, 2, "\(args): \(r.output)")
             XCTAssertTrue(r.output.contains("[vlseg]"), r.output)
@@ -84,8 +95,9 @@ final class LaunchTrainTests: XCTestCase {
     func testLaunchTrainTimeoutEndsTheJob() throws {
         try requireMpirun()
         let start = Date()
-        let r = try ProcessRunner.script("launch/train", ["-n", "2", "--timeout", "3", "--", "--seconds", "30"],
-                                         environment: ["VLSEG_BIN": ProcessRunner.vlsegPath, "VLSEG_COMMAND": "bench gemm"], timeout: 90)
+        let r = try ProcessRunner.script(
+            "launch/train", ["-n", "2", "--timeout", "3", "--", "--seconds", "30"],
+            environment: ["VLSEG_BIN": ProcessRunner.vlsegPath, "VLSEG_COMMAND": "bench gemm"], timeout: 90)
         let elapsed = Date().timeIntervalSince(start)
         XCTAssertFalse(r.timedOut, r.output)
         XCTAssertEqual(r.status, 124, r.output)
@@ -112,14 +124,18 @@ final class LaunchTrainTests: XCTestCase {
                 var isDir: ObjCBool = false
                 guard fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else { continue }
                 let head = (try? String(contentsOfFile: path, encoding: .utf8))?.prefix(200) ?? ""
-                if rel.hasSuffix(".sh") || rel.hasSuffix(".sbatch") || head.hasPrefix("#!/usr/bin/env bash") || head.hasPrefix("#!/bin/bash")
-                    || head.contains("shellcheck shell=bash") {
+                if rel.hasSuffix(".sh") || rel.hasSuffix(".sbatch") || head.hasPrefix("#!/usr/bin/env bash")
+                    || head.hasPrefix("#!/bin/bash")
+                    || head.contains("shellcheck shell=bash")
+                {
                     scripts.append(path)
                 }
             }
         }
-        for required in ["launch/train", "launch/common.sh", "launch/test", ".ci/run", "cluster/netns/run.sh",
-                         "cluster/slurm/train.sbatch", "configs/generate.sh"] {
+        for required in [
+            "launch/train", "launch/common.sh", "launch/test", ".ci/run", "cluster/netns/run.sh",
+            "cluster/slurm/train.sbatch", "configs/generate.sh",
+        ] {
             XCTAssertTrue(scripts.contains(root.appendingPathComponent(required).path), "\(required) not linted")
         }
         let r = try ProcessRunner.run(shellcheck, scripts, timeout: 120, currentDirectory: root)
@@ -143,7 +159,9 @@ final class LaunchNetnsTests: XCTestCase {
         let probe = "vlseg-probe-\(getpid())"
         let add = try ProcessRunner.run(ip, ["netns", "add", probe], timeout: 20)
         if add.status != 0 {
-            print("LaunchNetnsTests: skipped: this sandbox does not allow network namespaces (ip netns add: \(add.output.trimmingCharacters(in: .whitespacesAndNewlines)))")
+            print(
+                "LaunchNetnsTests: skipped: this sandbox does not allow network namespaces (ip netns add: \(add.output.trimmingCharacters(in: .whitespacesAndNewlines)))"
+            )
             throw XCTSkip("network namespaces not allowed here: \(add.output)")
         }
         _ = try ProcessRunner.run(ip, ["netns", "del", probe], timeout: 20)
@@ -152,12 +170,15 @@ final class LaunchNetnsTests: XCTestCase {
     func testTwoRanksInTwoNamespacesOverTCP() throws {
         try requireNetworkNamespaces()
         let prefix = "vlt\(getpid() % 100_000)"
-        let env = ["VLSEG_BIN": ProcessRunner.vlsegPath, "VLSEG_NETNS_PREFIX": prefix, "VLSEG_NETNS_SUBNET": "10.231.0"]
+        let env = [
+            "VLSEG_BIN": ProcessRunner.vlsegPath, "VLSEG_NETNS_PREFIX": prefix, "VLSEG_NETNS_SUBNET": "10.231.0",
+        ]
         defer { _ = try? ProcessRunner.script("cluster/netns/down.sh", [], environment: env, timeout: 30) }
 
         // Each rank on its own machine: local rank 0 of 1 on both.
-        let r = try ProcessRunner.script("cluster/netns/run.sh", ["-n", "2", "--timeout", "90"],
-                                         environment: env.merging(["VLSEG_COMMAND": "env"]) { $1 }, timeout: 150)
+        let r = try ProcessRunner.script(
+            "cluster/netns/run.sh", ["-n", "2", "--timeout", "90"],
+            environment: env.merging(["VLSEG_COMMAND": "env"]) { $1 }, timeout: 150)
         XCTAssertFalse(r.timedOut, r.output)
         XCTAssertEqual(r.status, 0, r.output)
         XCTAssertTrue(r.output.contains(" 0 of 2 (local 0 of 1)"), r.output)
@@ -165,8 +186,9 @@ final class LaunchNetnsTests: XCTestCase {
         XCTAssertTrue(r.output.contains("2 machine(s) up"), r.output)
 
         // Both ranks take part in a collective that can only travel over TCP between the namespaces.
-        let a = try ProcessRunner.script("cluster/netns/run.sh", ["-n", "2", "--timeout", "90", "--", "--mb", "1", "--iterations", "3"],
-                                         environment: env.merging(["VLSEG_COMMAND": "bench allreduce"]) { $1 }, timeout: 150)
+        let a = try ProcessRunner.script(
+            "cluster/netns/run.sh", ["-n", "2", "--timeout", "90", "--", "--mb", "1", "--iterations", "3"],
+            environment: env.merging(["VLSEG_COMMAND": "bench allreduce"]) { $1 }, timeout: 150)
         XCTAssertEqual(a.status, 0, a.output)
         XCTAssertTrue(a.output.contains("over 2 rank(s)"), a.output)
         XCTAssertTrue(a.output.contains("verified"), a.output)

@@ -1,22 +1,26 @@
 import Foundation
-import XCTest
-import VLTestSupport
 import VLModels
 import VLTensor
+import VLTestSupport
+import XCTest
 
 /// `vlseg lora merge`: the merged model directory, loaded by `vlseg forward` with no tuning method, gives
 /// the un-merged LoRA logits (the fixture's reference) within 1e-4; bad inputs end in one clear line.
 final class LoRAMergeTests: XCTestCase {
     static var tiny: URL { get throws { try Fixtures.clipsegTiny() } }
-    let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-lora-merge-\(getpid())-\(UUID().uuidString)")
+    let work = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "vlseg-lora-merge-\(getpid())-\(UUID().uuidString)")
 
     override func tearDown() { try? FileManager.default.removeItem(at: work) }
 
     func merge(_ out: URL, _ options: [String]) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(ProcessRunner.vlsegPath, [
-            "lora", "merge", "--model", Self.tiny.path,
-            "--trainable", Self.tiny.appendingPathComponent("methods/lora/trainable.safetensors").path, "--out", out.path,
-        ] + options, timeout: 120)
+        try ProcessRunner.run(
+            ProcessRunner.vlsegPath,
+            [
+                "lora", "merge", "--model", Self.tiny.path,
+                "--trainable", Self.tiny.appendingPathComponent("methods/lora/trainable.safetensors").path, "--out",
+                out.path,
+            ] + options, timeout: 120)
     }
 
     /// The fixture's native inputs (pixel_values, input_ids, attention_mask) as `vlseg forward` reads them.
@@ -46,18 +50,22 @@ final class LoRAMergeTests: XCTestCase {
         let base = try SafeTensorsFile(url: Self.tiny.appendingPathComponent("model.safetensors"))
         let mergedFile = try SafeTensorsFile(url: merged.appendingPathComponent("model.safetensors"))
         XCTAssertEqual(Set(mergedFile.names), Set(base.names.filter { !$0.hasSuffix("position_ids") }))
-        XCTAssertEqual(try mergedFile.tensor("clip.text_model.encoder.layers.1.self_attn.k_proj.weight").scalars,
-                       try base.tensor("clip.text_model.encoder.layers.1.self_attn.k_proj.weight").scalars)
-        XCTAssertNotEqual(try mergedFile.tensor("clip.text_model.encoder.layers.1.self_attn.q_proj.weight").scalars,
-                          try base.tensor("clip.text_model.encoder.layers.1.self_attn.q_proj.weight").scalars)
+        XCTAssertEqual(
+            try mergedFile.tensor("clip.text_model.encoder.layers.1.self_attn.k_proj.weight").scalars,
+            try base.tensor("clip.text_model.encoder.layers.1.self_attn.k_proj.weight").scalars)
+        XCTAssertNotEqual(
+            try mergedFile.tensor("clip.text_model.encoder.layers.1.self_attn.q_proj.weight").scalars,
+            try base.tensor("clip.text_model.encoder.layers.1.self_attn.q_proj.weight").scalars)
 
         let inputs = try inputsFile()
         let out = work.appendingPathComponent("logits.safetensors")
-        let f = try ProcessRunner.run(ProcessRunner.vlsegPath, ["forward", "--model", merged.path, "--inputs", inputs.path, "--out", out.path],
-                                      timeout: 120)
+        let f = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, ["forward", "--model", merged.path, "--inputs", inputs.path, "--out", out.path],
+            timeout: 120)
         XCTAssertEqual(f.status, 0, f.output)
         let got = try SafeTensorsFile(url: out).tensor("logits")
-        let want = try SafeTensorsFile(url: Self.tiny.appendingPathComponent("methods/lora/reference.safetensors")).tensor("logits")
+        let want = try SafeTensorsFile(url: Self.tiny.appendingPathComponent("methods/lora/reference.safetensors"))
+            .tensor("logits")
         XCTAssertEqual(got.count, want.count)
         let worst = zip(got.scalars, want.scalars).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThanOrEqual(worst, 1e-4)

@@ -1,8 +1,8 @@
 import Foundation
-import XCTest
-import VLTestSupport
 import VLModels
 import VLTensor
+import VLTestSupport
+import XCTest
 
 /// One reference case: a fixture directory under clipseg-tiny/methods and how to run it.
 struct MethodFixtureCase {
@@ -13,7 +13,7 @@ struct MethodFixtureCase {
 
 enum MethodFixtureCases {
     static let baseline: [MethodFixtureCase] = [
-        MethodFixtureCase(fixture: "decoder", tuning: "decoder", options: []),
+        MethodFixtureCase(fixture: "decoder", tuning: "decoder", options: [])
     ]
     static var all: [MethodFixtureCase] { baseline + adapters + prompts }
 }
@@ -32,22 +32,27 @@ final class MethodFixtureTests: XCTestCase {
             let ints = try ref.integers(key)
             w.add(key, int64: ints.values, shape: ints.shape)
         }
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-method-inputs-\(getpid()).safetensors")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vlseg-method-inputs-\(getpid()).safetensors")
         try w.write(to: url)
         return url
     }
 
     func check(_ c: MethodFixtureCase, inputs: URL) throws {
         let dir = try Self.tiny.appendingPathComponent("methods/\(c.fixture)")
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-method-\(c.fixture)-\(getpid()).safetensors")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "vlseg-method-\(c.fixture)-\(getpid()).safetensors")
         defer { try? FileManager.default.removeItem(at: out) }
-        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, [
-            "forward", "--model", Self.tiny.path, "--inputs", inputs.path, "--out", out.path, "--tuning", c.tuning,
-            "--trainable", dir.appendingPathComponent("trainable.safetensors").path, "--grads",
-        ] + c.options, timeout: 120)
+        let r = try ProcessRunner.run(
+            ProcessRunner.vlsegPath,
+            [
+                "forward", "--model", Self.tiny.path, "--inputs", inputs.path, "--out", out.path, "--tuning", c.tuning,
+                "--trainable", dir.appendingPathComponent("trainable.safetensors").path, "--grads",
+            ] + c.options, timeout: 120)
         XCTAssertEqual(r.status, 0, "\(c.fixture): \(r.output)")
         guard r.status == 0 else { return }
-        let got = try SafeTensorsFile(url: out), want = try SafeTensorsFile(url: dir.appendingPathComponent("reference.safetensors"))
+        let got = try SafeTensorsFile(url: out),
+            want = try SafeTensorsFile(url: dir.appendingPathComponent("reference.safetensors"))
         func maxDiff(_ a: Tensor, _ b: Tensor) -> Float { zip(a.scalars, b.scalars).map { abs($0 - $1) }.max() ?? 0 }
         let logits = try got.tensor("logits"), refLogits = try want.tensor("logits")
         XCTAssertEqual(logits.count, refLogits.count, c.fixture)

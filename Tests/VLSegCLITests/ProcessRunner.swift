@@ -12,45 +12,58 @@ enum ProcessRunner {
     /// The directory holding the test bundle also holds the `vlseg` executable of the same build.
     static var vlsegPath: String {
         let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let candidates = [bundleDir.appendingPathComponent("vlseg").path,
-                          Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("vlseg").path]
+        let candidates = [
+            bundleDir.appendingPathComponent("vlseg").path,
+            Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("vlseg").path,
+        ]
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
     }
 
     /// A clean environment: what a user's shell would have, minus BLAS and vlseg settings.
     static func cleanEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
         var env = ProcessInfo.processInfo.environment.filter { key, _ in
-            !key.hasPrefix("OPENBLAS_") && !key.hasPrefix("VLSEG_") && !key.hasPrefix("OMPI_") && !key.hasPrefix("PMIX_")
+            !key.hasPrefix("OPENBLAS_") && !key.hasPrefix("VLSEG_") && !key.hasPrefix("OMPI_")
+                && !key.hasPrefix("PMIX_")
         }
         for (k, v) in extra { env[k] = v }
         return env
     }
 
     /// Runs `executable args`, killing the whole process group after `timeout` seconds.
-    static func run(_ executable: String, _ args: [String], environment: [String: String]? = nil,
-                    timeout: TimeInterval = 60, currentDirectory: URL? = nil) throws -> Result {
-        try RunningProcess(executable, args, environment: environment ?? cleanEnvironment(), currentDirectory: currentDirectory)
-            .finish(timeout: timeout).result
+    static func run(
+        _ executable: String, _ args: [String], environment: [String: String]? = nil,
+        timeout: TimeInterval = 60, currentDirectory: URL? = nil
+    ) throws -> Result {
+        try RunningProcess(
+            executable, args, environment: environment ?? cleanEnvironment(), currentDirectory: currentDirectory
+        )
+        .finish(timeout: timeout).result
     }
 
     /// The repository checkout this test bundle was built from.
     static var repoRoot: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
     }
 
     /// Runs a repository script with bash (`launch/train`, `cluster/netns/run.sh`, ...) from the repository root.
-    static func script(_ relativePath: String, _ args: [String], environment: [String: String] = [:],
-                       timeout: TimeInterval = 60) throws -> Result {
+    static func script(
+        _ relativePath: String, _ args: [String], environment: [String: String] = [:],
+        timeout: TimeInterval = 60
+    ) throws -> Result {
         var env = cleanEnvironment(environment)
         env["PWD"] = repoRoot.path
-        return try run("/bin/bash", [repoRoot.appendingPathComponent(relativePath).path] + args, environment: env,
-                       timeout: timeout, currentDirectory: repoRoot)
+        return try run(
+            "/bin/bash", [repoRoot.appendingPathComponent(relativePath).path] + args, environment: env,
+            timeout: timeout, currentDirectory: repoRoot)
     }
 
     /// Path of a program on PATH, or nil.
     static func which(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
     }
 
     /// mpirun flags for tests: root permission, no binding, fast abort.

@@ -9,7 +9,8 @@ import XCTest
 /// processor gives for the same file: defaults for absent keys (mean and std 0.5, not ImageNet's),
 /// `resample` 3 (bicubic), `do_rescale`, `do_normalize`; on a real photo (scikit-image's astronaut).
 final class ProcessorParityTests: XCTestCase {
-    let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-processor-\(getpid())-\(UUID().uuidString)")
+    let work = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "vlseg-processor-\(getpid())-\(UUID().uuidString)")
 
     override func tearDown() { try? FileManager.default.removeItem(at: work) }
 
@@ -34,7 +35,8 @@ final class ProcessorParityTests: XCTestCase {
         let model = work.appendingPathComponent("model")
         try CLIPSegInitializer.write(config: CLIPSegPreset.tiny.config, seed: 1, to: model)
         let photo = work.appendingPathComponent("astronaut.png")
-        _ = try PythonReference.run("""
+        _ = try PythonReference.run(
+            """
             import sys
             from PIL import Image
             from skimage import data
@@ -56,11 +58,14 @@ final class ProcessorParityTests: XCTestCase {
             let size = preprocessing.size
             let ours = rgb.resized(width: size, height: size, filter: ResizeFilter(preprocessing))
                 .normalizedTensor(Normalization(preprocessing)).scalars
-            let theirs = try transformersPixels(model: model, photo: photo, output: work.appendingPathComponent("\(i).f32"))
+            let theirs = try transformersPixels(
+                model: model, photo: photo, output: work.appendingPathComponent("\(i).f32"))
             XCTAssertEqual(ours.count, theirs.count, processor)
             let worst = zip(ours, theirs).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? .infinity
             XCTAssertLessThanOrEqual(worst, 1e-5, "\(processor): max difference \(worst)")
-            print("processor parity \(i): \(size)x\(size), filter \(ResizeFilter(preprocessing)), max relative difference \(worst)")
+            print(
+                "processor parity \(i): \(size)x\(size), filter \(ResizeFilter(preprocessing)), max relative difference \(worst)"
+            )
         }
     }
 }

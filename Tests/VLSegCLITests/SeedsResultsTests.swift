@@ -1,11 +1,12 @@
 import Foundation
-import XCTest
 import VLTrain
+import XCTest
 
 /// `trainer.seeds` (several seeds under one launch, resumable after a kill) and `vlseg results` (the
 /// table of their test scores), end to end on the demo with tiny budgets, on 1 and 2 real MPI ranks.
 final class SeedsResultsTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     static let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-cli-seeds-\(getpid())")
     var runs: [URL] = []
 
@@ -21,22 +22,33 @@ final class SeedsResultsTests: XCTestCase {
     /// the original resolution differs from the model's), a few steps. After so few steps the model
     /// predicts nothing at probability 0.5; at 0.45 its masks are partial and differ between seeds.
     func overrides(run: URL, steps: Int = 4, extra: [String] = []) -> [String] {
-        ["--config-dir", Self.packageRoot.appendingPathComponent("configs").path, "experiment=demo",
-         "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=60", "data.demo.size=80",
-         "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
-         "data.batch_size=4", "data.eval_batch_size=8", "trainer.global_batch_size=0", "data.workers=1", "trainer.threads=1",
-         "trainer.max_steps=\(steps)", "trainer.max_epochs=0", "trainer.eval_every=2", "trainer.checkpoint_every=2",
-         "trainer.schedule.warmup_steps=0", "trainer.log_every=2", "trainer.test.at_end=true", "trainer.test.threshold=0.45", "run.dir=\(run.path)"] + extra
+        [
+            "--config-dir", Self.packageRoot.appendingPathComponent("configs").path, "experiment=demo",
+            "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=60", "data.demo.size=80",
+            "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
+            "data.batch_size=4", "data.eval_batch_size=8", "trainer.global_batch_size=0", "data.workers=1",
+            "trainer.threads=1",
+            "trainer.max_steps=\(steps)", "trainer.max_epochs=0", "trainer.eval_every=2", "trainer.checkpoint_every=2",
+            "trainer.schedule.warmup_steps=0", "trainer.log_every=2", "trainer.test.at_end=true",
+            "trainer.test.threshold=0.45", "run.dir=\(run.path)",
+        ] + extra
     }
 
-    func vlseg(ranks: Int = 1, _ args: [String], environment: [String: String] = [:], timeout: Double = 240) throws -> ProcessRunner.Result {
+    func vlseg(ranks: Int = 1, _ args: [String], environment: [String: String] = [:], timeout: Double = 240) throws
+        -> ProcessRunner.Result
+    {
         let env = ProcessRunner.cleanEnvironment(environment)
-        if ranks == 1 { return try ProcessRunner.run(ProcessRunner.vlsegPath, args, environment: env, timeout: timeout) }
+        if ranks == 1 {
+            return try ProcessRunner.run(ProcessRunner.vlsegPath, args, environment: env, timeout: timeout)
+        }
         guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
         var flags = ProcessRunner.mpirunFlags
         for key in environment.keys.sorted() { flags += ["-x", key] }
-        if ranks > ProcessInfo.processInfo.activeProcessorCount { flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"] }
-        return try ProcessRunner.run(mpirun, flags + ["-np", "\(ranks)", ProcessRunner.vlsegPath] + args, environment: env, timeout: timeout)
+        if ranks > ProcessInfo.processInfo.activeProcessorCount {
+            flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"]
+        }
+        return try ProcessRunner.run(
+            mpirun, flags + ["-np", "\(ranks)", ProcessRunner.vlsegPath] + args, environment: env, timeout: timeout)
     }
 
     func json(_ url: URL) throws -> [String: Any] {
@@ -51,7 +63,10 @@ final class SeedsResultsTests: XCTestCase {
         for method in methods {
             let run = newRun()
             launches.append(run)
-            let r = try vlseg(["train"] + overrides(run: run, extra: ["tuning=\(method)", "trainer.seeds=[3,1,2]", "trainer.test.resize=nearest"]))
+            let r = try vlseg(
+                ["train"]
+                    + overrides(
+                        run: run, extra: ["tuning=\(method)", "trainer.seeds=[3,1,2]", "trainer.test.resize=nearest"]))
             XCTAssertEqual(r.status, 0, r.output)
             XCTAssertTrue(r.output.contains("seed 3 (1 of 3): \(run.path)/seed-3"), r.output)
             XCTAssertTrue(r.output.contains("seeds 3, 1, 2 done"), r.output)
@@ -65,13 +80,18 @@ final class SeedsResultsTests: XCTestCase {
         XCTAssertTrue(r.output.contains("| vlsm_dense_vl |"), r.output)
         let markdown = try String(contentsOf: prefix.appendingPathExtension("md"), encoding: .utf8)
         XCTAssertTrue(r.output.contains(markdown), r.output)
-        let lines = try String(contentsOf: prefix.appendingPathExtension("csv"), encoding: .utf8).split(separator: "\n").map(String.init)
+        let lines = try String(contentsOf: prefix.appendingPathExtension("csv"), encoding: .utf8).split(separator: "\n")
+            .map(String.init)
         XCTAssertEqual(lines.first, ResultsTable.csvHeader)
         XCTAssertEqual(lines.count, 3, lines.joined(separator: "\n"))
         let header = ResultsTable.csvHeader.split(separator: ",").map(String.init)
         for (method, launch) in zip(methods, launches) {
-            guard let line = lines.first(where: { $0.hasPrefix(method + ",demo,") }) else { return XCTFail("no row for \(method): \(lines)") }
-            let fields = Dictionary(uniqueKeysWithValues: zip(header, line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)))
+            guard let line = lines.first(where: { $0.hasPrefix(method + ",demo,") }) else {
+                return XCTFail("no row for \(method): \(lines)")
+            }
+            let fields = Dictionary(
+                uniqueKeysWithValues: zip(
+                    header, line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)))
             XCTAssertEqual(fields["seeds"], "1 2 3")
             XCTAssertEqual(fields["n"], "3")
             XCTAssertEqual(fields["resize"], "nearest")
@@ -82,8 +102,10 @@ final class SeedsResultsTests: XCTestCase {
                 let dir = launch.appendingPathComponent("seed-\(seed)")
                 let eval = try json(dir.appendingPathComponent("eval-test.json"))
                 let record = try json(dir.appendingPathComponent("training.json"))
-                for (column, key) in [("dice", "dice_original"), ("iou", "iou_original"), ("dice_pooled", "dice_original_pooled"),
-                                      ("iou_pooled", "iou_original_pooled")] {
+                for (column, key) in [
+                    ("dice", "dice_original"), ("iou", "iou_original"), ("dice_pooled", "dice_original_pooled"),
+                    ("iou_pooled", "iou_original_pooled"),
+                ] {
                     scores[column, default: []].append(try XCTUnwrap(eval[key] as? Double, key))
                 }
                 scores["wall_s", default: []].append(try XCTUnwrap(record["wall_seconds"] as? Double))
@@ -91,12 +113,17 @@ final class SeedsResultsTests: XCTestCase {
                 XCTAssertEqual(record["seed"] as? Int, seed)
                 // The metrics files carry the same test scores (model resolution) as eval-test.json.
                 let jsonl = try String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
-                let test = try XCTUnwrap(jsonl.split(separator: "\n").compactMap {
-                    try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-                }.first { $0["kind"] as? String == "test" }, jsonl)
-                for (mine, theirs) in [("test_dice", "dice"), ("test_iou", "iou"), ("test_dice_pooled", "dice_pooled"), ("test_iou_pooled", "iou_pooled"),
-                                       ("test_dice_original", "dice_original"), ("test_iou_original", "iou_original"),
-                                       ("test_dice_original_pooled", "dice_original_pooled"), ("test_iou_original_pooled", "iou_original_pooled")] {
+                let test = try XCTUnwrap(
+                    jsonl.split(separator: "\n").compactMap {
+                        try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                    }.first { $0["kind"] as? String == "test" }, jsonl)
+                for (mine, theirs) in [
+                    ("test_dice", "dice"), ("test_iou", "iou"), ("test_dice_pooled", "dice_pooled"),
+                    ("test_iou_pooled", "iou_pooled"),
+                    ("test_dice_original", "dice_original"), ("test_iou_original", "iou_original"),
+                    ("test_dice_original_pooled", "dice_original_pooled"),
+                    ("test_iou_original_pooled", "iou_original_pooled"),
+                ] {
                     XCTAssertEqual(test[mine] as? Double, eval[theirs] as? Double, mine)
                 }
                 XCTAssertTrue(jsonl.contains("\"val_dice_pooled\""), jsonl)
@@ -109,10 +136,13 @@ final class SeedsResultsTests: XCTestCase {
             for (column, values) in scores {
                 let mean = values.reduce(0, +) / 3
                 let std = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 2).squareRoot()
-                XCTAssertGreaterThan(std, 0, "\(method) \(column): the seeds scored alike, so the table proves little: \(values)")
+                XCTAssertGreaterThan(
+                    std, 0, "\(method) \(column): the seeds scored alike, so the table proves little: \(values)")
                 XCTAssertGreaterThan(mean, 0, "\(method) \(column)")
-                XCTAssertEqual(Double(fields[column + "_mean"] ?? "") ?? .nan, mean, accuracy: 1e-6, "\(method) \(column)")
-                XCTAssertEqual(Double(fields[column + "_std"] ?? "") ?? .nan, std, accuracy: 1e-6, "\(method) \(column)")
+                XCTAssertEqual(
+                    Double(fields[column + "_mean"] ?? "") ?? .nan, mean, accuracy: 1e-6, "\(method) \(column)")
+                XCTAssertEqual(
+                    Double(fields[column + "_std"] ?? "") ?? .nan, std, accuracy: 1e-6, "\(method) \(column)")
             }
         }
         // At the model's resolution the cells are the mean of the model-resolution scores.
@@ -121,10 +151,17 @@ final class SeedsResultsTests: XCTestCase {
         let m = try vlseg(["results", launches[0].path, "--resolution", "model", "--out", modelPrefix.path])
         XCTAssertEqual(m.status, 0, m.output)
         XCTAssertTrue(m.output.contains("model resolution"), m.output)
-        let modelRow = try String(contentsOf: modelPrefix.appendingPathExtension("csv"), encoding: .utf8).split(separator: "\n")[1]
-        let modelFields = Dictionary(uniqueKeysWithValues: zip(header, modelRow.split(separator: ",", omittingEmptySubsequences: false).map(String.init)))
-        let modelDice = try (1...3).map { try XCTUnwrap(json(launches[0].appendingPathComponent("seed-\($0)/eval-test.json"))["dice_pooled"] as? Double) }
-        XCTAssertEqual(Double(modelFields["dice_pooled_mean"] ?? "") ?? .nan, modelDice.reduce(0, +) / 3, accuracy: 1e-6)
+        let modelRow = try String(contentsOf: modelPrefix.appendingPathExtension("csv"), encoding: .utf8).split(
+            separator: "\n")[1]
+        let modelFields = Dictionary(
+            uniqueKeysWithValues: zip(
+                header, modelRow.split(separator: ",", omittingEmptySubsequences: false).map(String.init)))
+        let modelDice = try (1...3).map {
+            try XCTUnwrap(
+                json(launches[0].appendingPathComponent("seed-\($0)/eval-test.json"))["dice_pooled"] as? Double)
+        }
+        XCTAssertEqual(
+            Double(modelFields["dice_pooled_mean"] ?? "") ?? .nan, modelDice.reduce(0, +) / 3, accuracy: 1e-6)
 
         // A run without its test result is named, with the command that makes it; the table is not printed.
         let seed2 = launches[1].appendingPathComponent("seed-2")
@@ -132,8 +169,10 @@ final class SeedsResultsTests: XCTestCase {
         try FileManager.default.moveItem(at: seed2.appendingPathComponent("eval-test.json"), to: moved)
         let missing = try vlseg(["results"] + launches.map(\.path))
         XCTAssertEqual(missing.status, 1, missing.output)
-        XCTAssertTrue(missing.output.contains("\(seed2.path): no test result (eval-test.json): run `vlseg evaluate --run \(seed2.path) --split test`"),
-                      missing.output)
+        XCTAssertTrue(
+            missing.output.contains(
+                "\(seed2.path): no test result (eval-test.json): run `vlseg evaluate --run \(seed2.path) --split test`"),
+            missing.output)
         XCTAssertFalse(missing.output.contains("###"), missing.output)
         // ... and `vlseg evaluate --run` makes it again, with the same numbers.
         let evaluated = try vlseg(["evaluate", "--run", seed2.path, "--json"])
@@ -156,14 +195,19 @@ final class SeedsResultsTests: XCTestCase {
     func checkSeedsResumeAfterAKill(ranks: Int) throws {
         let run = newRun()
         // A higher learning rate, so that validation at 0.5 finds some foreground by step 6.
-        let args = ["train"] + overrides(run: run, steps: 6, extra: ["trainer.seeds=[1,2,3]", "resume=auto", "trainer.lr=0.01"])
-        let killed = try vlseg(ranks: ranks, args, environment: ["VLSEG_FAULT_SEED": "2", "VLSEG_FAULT_KILL_AT_STEP": "5"])
+        let args =
+            ["train"]
+            + overrides(run: run, steps: 6, extra: ["trainer.seeds=[1,2,3]", "resume=auto", "trainer.lr=0.01"])
+        let killed = try vlseg(
+            ranks: ranks, args, environment: ["VLSEG_FAULT_SEED": "2", "VLSEG_FAULT_KILL_AT_STEP": "5"])
         XCTAssertNotEqual(killed.status, 0, killed.output)
         XCTAssertTrue(killed.output.contains("fault injection: rank 0 kills itself in step 5"), killed.output)
-        let seed1 = run.appendingPathComponent("seed-1"), seed2 = run.appendingPathComponent("seed-2"), seed3 = run.appendingPathComponent("seed-3")
+        let seed1 = run.appendingPathComponent("seed-1"), seed2 = run.appendingPathComponent("seed-2"),
+            seed3 = run.appendingPathComponent("seed-3")
         let fm = FileManager.default
         XCTAssertTrue(fm.fileExists(atPath: seed1.appendingPathComponent("training.json").path), killed.output)
-        XCTAssertTrue(fm.fileExists(atPath: seed2.appendingPathComponent("checkpoints/step-0000004").path), killed.output)
+        XCTAssertTrue(
+            fm.fileExists(atPath: seed2.appendingPathComponent("checkpoints/step-0000004").path), killed.output)
         XCTAssertFalse(fm.fileExists(atPath: seed2.appendingPathComponent("training.json").path))
         XCTAssertFalse(fm.fileExists(atPath: seed3.path))
         let record1 = try Data(contentsOf: seed1.appendingPathComponent("training.json"))
@@ -179,18 +223,23 @@ final class SeedsResultsTests: XCTestCase {
             // Nor does a single run (no trainer.seeds) start beside the seeds' runs.
             let single = try vlseg(["train"] + overrides(run: run, steps: 6, extra: ["resume=auto"]))
             XCTAssertEqual(single.status, 1, single.output)
-            XCTAssertTrue(single.output.contains("\(run.path) holds the runs of a trainer.seeds launch (seed-1, seed-2)"), single.output)
+            XCTAssertTrue(
+                single.output.contains("\(run.path) holds the runs of a trainer.seeds launch (seed-1, seed-2)"),
+                single.output)
         }
 
         let resumed = try vlseg(ranks: ranks, args)
         XCTAssertEqual(resumed.status, 0, resumed.output)
-        XCTAssertTrue(resumed.output.contains("seed 1 (1 of 3): already trained in \(seed1.path) (training.json): kept"), resumed.output)
+        XCTAssertTrue(
+            resumed.output.contains("seed 1 (1 of 3): already trained in \(seed1.path) (training.json): kept"),
+            resumed.output)
         XCTAssertTrue(resumed.output.contains("resumed from \(seed2.path)/checkpoints/step-0000004"), resumed.output)
         XCTAssertTrue(resumed.output.contains("seed 3 (3 of 3): \(seed3.path)"), resumed.output)
         XCTAssertTrue(resumed.output.contains("seeds 1, 2, 3 done (1 kept from before)"), resumed.output)
         XCTAssertEqual(try Data(contentsOf: seed1.appendingPathComponent("training.json")), record1)
         XCTAssertEqual(try Data(contentsOf: seed1.appendingPathComponent("eval-test.json")), eval1)
-        XCTAssertEqual(try fm.contentsOfDirectory(atPath: seed1.appendingPathComponent("checkpoints").path).sorted(), checkpoints1)
+        XCTAssertEqual(
+            try fm.contentsOfDirectory(atPath: seed1.appendingPathComponent("checkpoints").path).sorted(), checkpoints1)
         for dir in [seed2, seed3] {
             let record = try json(dir.appendingPathComponent("training.json"))
             XCTAssertEqual(record["steps"] as? Int, 6, dir.path)
@@ -198,22 +247,31 @@ final class SeedsResultsTests: XCTestCase {
             XCTAssertTrue(fm.fileExists(atPath: dir.appendingPathComponent("eval-test.json").path), dir.path)
         }
         // The seeds differ: their runs are not copies of one another.
-        XCTAssertNotEqual(try Data(contentsOf: seed2.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors")),
-                          try Data(contentsOf: seed3.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors")))
+        XCTAssertNotEqual(
+            try Data(contentsOf: seed2.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors")),
+            try Data(contentsOf: seed3.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors")))
         if ranks == 2 {
             // Validation on 2 ranks reduced pixel counts: its pooled scores of the last step are the ones one
             // rank finds for that step's checkpoint.
             let jsonl = try String(contentsOf: seed3.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
-            let last = try XCTUnwrap(jsonl.split(separator: "\n").compactMap {
-                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-            }.last { $0["kind"] as? String == "val" }, jsonl)
+            let last = try XCTUnwrap(
+                jsonl.split(separator: "\n").compactMap {
+                    try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                }.last { $0["kind"] as? String == "val" }, jsonl)
             XCTAssertEqual(last["step"] as? Int, 6)
-            let one = try vlseg(["evaluate", "--run", seed3.path, "--checkpoint", "latest", "--split", "val", "--threshold", "0.5"])
+            let one = try vlseg([
+                "evaluate", "--run", seed3.path, "--checkpoint", "latest", "--split", "val", "--threshold", "0.5",
+            ])
             XCTAssertEqual(one.status, 0, one.output)
             let eval = try json(seed3.appendingPathComponent("eval-val.json"))
-            XCTAssertGreaterThan(try XCTUnwrap(last["val_dice_pooled"] as? Double), 0, "nothing predicted: the comparison proves little")
-            for (mine, theirs) in [("val_dice_pooled", "dice_pooled"), ("val_iou_pooled", "iou_pooled"), ("val_dice", "dice"), ("val_iou", "iou")] {
-                XCTAssertEqual(try XCTUnwrap(last[mine] as? Double), try XCTUnwrap(eval[theirs] as? Double), accuracy: 1e-9, mine)
+            XCTAssertGreaterThan(
+                try XCTUnwrap(last["val_dice_pooled"] as? Double), 0, "nothing predicted: the comparison proves little")
+            for (mine, theirs) in [
+                ("val_dice_pooled", "dice_pooled"), ("val_iou_pooled", "iou_pooled"), ("val_dice", "dice"),
+                ("val_iou", "iou"),
+            ] {
+                XCTAssertEqual(
+                    try XCTUnwrap(last[mine] as? Double), try XCTUnwrap(eval[theirs] as? Double), accuracy: 1e-9, mine)
             }
         }
         // Run once more: nothing left to do.
@@ -230,11 +288,14 @@ final class SeedsResultsTests: XCTestCase {
         let twice = try vlseg(["train"] + overrides(run: newRun(), extra: ["trainer.seeds=[4,4]"]))
         XCTAssertEqual(twice.status, 1, twice.output)
         XCTAssertTrue(twice.output.contains("trainer.seeds: lists a seed twice"), twice.output)
-        let path = try vlseg(["train"] + overrides(run: newRun(), extra: ["trainer.seeds=[4,5]", "resume=/tmp/some-checkpoint"]))
+        let path = try vlseg(
+            ["train"] + overrides(run: newRun(), extra: ["trainer.seeds=[4,5]", "resume=/tmp/some-checkpoint"]))
         XCTAssertEqual(path.status, 1, path.output)
         XCTAssertTrue(path.output.contains("a checkpoint path cannot resume several seeds"), path.output)
         let threshold = try vlseg(["evaluate"] + overrides(run: newRun()) + ["--threshold", "1.5"])
         XCTAssertNotEqual(threshold.status, 0, threshold.output)
-        XCTAssertTrue(threshold.output.contains("--threshold must be a probability strictly between 0 and 1, got 1.5"), threshold.output)
+        XCTAssertTrue(
+            threshold.output.contains("--threshold must be a probability strictly between 0 and 1, got 1.5"),
+            threshold.output)
     }
 }

@@ -11,13 +11,18 @@ final class TensorBoardTests: XCTestCase {
     override class func tearDown() { try? FileManager.default.removeItem(at: work) }
 
     func train(_ run: URL, steps: Int, extra: [String] = []) throws -> ProcessRunner.Result {
-        let args = ["train", "--config-dir", ProcessRunner.repoRoot.appendingPathComponent("configs").path,
-                    "data.name=demo", "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=40",
-                    "data.demo.size=64", "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny",
-                    "model.image_size=64", "data.batch_size=4", "trainer.global_batch_size=0", "data.workers=1",
-                    "trainer.threads=2", "trainer.max_steps=\(steps)", "trainer.max_epochs=0", "trainer.log_every=2",
-                    "trainer.eval_every=3", "trainer.checkpoint_every=3", "run.dir=\(run.path)", "seed=5"] + extra
-        let r = try ProcessRunner.run(ProcessRunner.vlsegPath, args, environment: ProcessRunner.cleanEnvironment(), timeout: 180)
+        let args =
+            [
+                "train", "--config-dir", ProcessRunner.repoRoot.appendingPathComponent("configs").path,
+                "data.name=demo", "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=40",
+                "data.demo.size=64", "model.path=\(Self.work.appendingPathComponent("model").path)",
+                "model.preset=tiny",
+                "model.image_size=64", "data.batch_size=4", "trainer.global_batch_size=0", "data.workers=1",
+                "trainer.threads=2", "trainer.max_steps=\(steps)", "trainer.max_epochs=0", "trainer.log_every=2",
+                "trainer.eval_every=3", "trainer.checkpoint_every=3", "run.dir=\(run.path)", "seed=5",
+            ] + extra
+        let r = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, args, environment: ProcessRunner.cleanEnvironment(), timeout: 180)
         XCTAssertEqual(r.status, 0, r.output)
         return r
     }
@@ -63,10 +68,12 @@ final class TensorBoardTests: XCTestCase {
     /// metrics.jsonl's numbers as tag -> [(step, value)], named as the writer names them.
     func expected(_ run: URL) throws -> [String: [(step: Int, value: Double)]] {
         var out: [String: [(step: Int, value: Double)]] = [:]
-        let lines = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        let lines = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(
+            separator: "\n")
         for line in lines {
             guard let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let kind = record["kind"] as? String, let step = record["step"] as? Int else { continue }
+                let kind = record["kind"] as? String, let step = record["step"] as? Int
+            else { continue }
             for (key, value) in record where !["kind", "step", "epoch", "seconds"].contains(key) {
                 guard let number = value as? Double, number.isFinite else { continue }
                 let name = key.hasPrefix(kind + "_") ? String(key.dropFirst(kind.count + 1)) : key
@@ -76,8 +83,10 @@ final class TensorBoardTests: XCTestCase {
         return out
     }
 
-    func assertSame(_ got: [String: [(step: Int, value: Double)]], _ want: [String: [(step: Int, value: Double)]],
-                    file: StaticString = #filePath, line: UInt = #line) {
+    func assertSame(
+        _ got: [String: [(step: Int, value: Double)]], _ want: [String: [(step: Int, value: Double)]],
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertEqual(Set(got.keys), Set(want.keys), file: file, line: line)
         for (tag, points) in want {
             let read = got[tag] ?? []
@@ -85,7 +94,9 @@ final class TensorBoardTests: XCTestCase {
             for (a, b) in zip(read, points) {
                 // Stored as float32, as TensorBoard's simple_value is (and the JSON line prints the double
                 // to 15-17 digits, so the two may round to neighbouring floats).
-                XCTAssertEqual(a.value, b.value, accuracy: 2.5e-7 * max(1, abs(b.value)), "\(tag) at \(b.step)", file: file, line: line)
+                XCTAssertEqual(
+                    a.value, b.value, accuracy: 2.5e-7 * max(1, abs(b.value)), "\(tag) at \(b.step)", file: file,
+                    line: line)
             }
         }
     }
@@ -98,7 +109,9 @@ final class TensorBoardTests: XCTestCase {
         XCTAssertEqual(files.count, 1, "\(files)")
         XCTAssertTrue(files.allSatisfy { $0.hasPrefix("events.out.tfevents.") }, "\(files)")
         let got = try readBack(events)
-        for tag in ["train/loss", "train/lr", "train/images_per_s", "train/grad_norm", "val/loss", "val/dice", "val/iou"] {
+        for tag in [
+            "train/loss", "train/lr", "train/images_per_s", "train/grad_norm", "val/loss", "val/dice", "val/iou",
+        ] {
             XCTAssertNotNil(got[tag], "\(tag) missing: \(got.keys.sorted())")
         }
         XCTAssertEqual(got["train/loss"]?.map(\.step), [2, 4, 6])

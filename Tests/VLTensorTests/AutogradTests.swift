@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLTensor
 
 /// The recording rules and the bookkeeping of the reverse-mode engine.
@@ -21,17 +22,22 @@ final class AutogradTests: XCTestCase {
             ("matmul", matmul(x, x, transposeB: true)),
             ("matmul shared", matmul(x, w, transposeB: true)),
             ("attention", multiHeadAttention(query: x, key: x, value: x, heads: 2)),
-            ("attention masked causal", multiHeadAttention(query: x, key: x, value: x, heads: 1, causal: true, keyMask: mask)),
+            (
+                "attention masked causal",
+                multiHeadAttention(query: x, key: x, value: x, heads: 1, causal: true, keyMask: mask)
+            ),
             ("layerNorm", layerNorm(x, weight: lnW, bias: lnB)),
             ("layerNorm plain", layerNorm(x, weight: nil, bias: nil)),
             ("softmax", x.softmax()),
             ("add", x + pos), ("sub", x - lnW), ("mul", x * pos), ("div", x / pos),
             ("scaled", x.scaled(2)), ("adding", x.adding(1)),
             ("relu", x.relu()), ("sigmoid", x.sigmoid()), ("tanh", x.tanh()),
-            ("quickGELU", x.quickGELU()), ("gelu", x.gelu()), ("exp", x.exp()), ("log", pos.log()), ("square", x.square()),
+            ("quickGELU", x.quickGELU()), ("gelu", x.gelu()), ("exp", x.exp()), ("log", pos.log()),
+            ("square", x.square()),
             ("sum", x.sum()), ("sum axes", x.sum(axes: [1], keepDims: true)), ("mean", x.mean(axes: [0, 2])),
             ("reshape", x.reshaped([6, 4])), ("permute", x.permuted([2, 0, 1])), ("transpose", x.transposed(0, 1)),
-            ("expand", lnW.expanded(to: [3, 4])), ("slice0", x.slice(axis: 0, 0..<1)), ("slice", x.slice(axis: 2, 1..<3)),
+            ("expand", lnW.expanded(to: [3, 4])), ("slice0", x.slice(axis: 0, 0..<1)),
+            ("slice", x.slice(axis: 2, 1..<3)),
             ("indexSelect", w.indexSelect(rows: [0, 0, 3])), ("selectPerBatch", x.selectPerBatch([0, 2])),
             ("concat", concat([x, pos], axis: 1)),
             ("bce", binaryCrossEntropyWithLogits(x, target: t)), ("dice", softDiceLoss(x, target: t)),
@@ -83,8 +89,10 @@ final class AutogradTests: XCTestCase {
         let target = Check.random(e.shape, seed: 25)
         let loss = (e * target).sum(axes: [1]).mean()
 
-        let interior: [(String, Tensor)] = [("linear", a), ("quickGELU", b), ("layerNorm", c), ("attention", d),
-                                            ("softmax", e), ("loss", loss)]
+        let interior: [(String, Tensor)] = [
+            ("linear", a), ("quickGELU", b), ("layerNorm", c), ("attention", d),
+            ("softmax", e), ("loss", loss),
+        ]
         let nodes = interior.map { ($0.0, $0.1.node!) }
         for (name, n) in nodes {
             XCTAssertFalse(n.isLeaf, name)
@@ -256,12 +264,15 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(atReady["w"], g.scalars, "the gradient is final when its leaf is reported ready")
         XCTAssertEqual(atReady["v"], v.grad!.scalars)
         let a = arena.scalars
-        XCTAssertEqual(Array(a[0..<3]) + Array(a[9..<12]), [Float](repeating: 0, count: 6), "outside the slice untouched")
+        XCTAssertEqual(
+            Array(a[0..<3]) + Array(a[9..<12]), [Float](repeating: 0, count: 6), "outside the slice untouched")
         XCTAssertEqual(Array(a[3..<9]), g.scalars)
         XCTAssertTrue(a[3..<9].contains { $0 != 0 })
 
         // The values are the true gradient.
-        Check.gradients([w.detached()]) { t in (linear(x, weight: t[0], bias: v.detached()).tanh() * linear(x, weight: t[0])).sum() }
+        Check.gradients([w.detached()]) { t in
+            (linear(x, weight: t[0], bias: v.detached()).tanh() * linear(x, weight: t[0])).sum()
+        }
         let reference = w.detached().requiringGrad()
         (linear(x, weight: reference, bias: v.detached()).tanh() * linear(x, weight: reference)).sum().backward()
         Check.assertClose(g, reference.grad!.scalars, tolerance: 1e-6)

@@ -1,5 +1,6 @@
 import CVectorMath
 import XCTest
+
 @testable import VLTensor
 
 /// The bfloat16 kernel against float64 sums of bfloat16-rounded inputs (so a packing or indexing
@@ -20,14 +21,17 @@ final class BF16GEMMTests: XCTestCase {
 
     /// Each reduced-precision tensor within `tolerance` of its float32 counterpart's largest magnitude,
     /// and different from it (else the bf16 path did not run), except those named in `unchanged`.
-    func assertNearFloat32(_ exact: [Tensor], _ reduced: [Tensor], names: [String], tolerance: Float, _ context: String,
-                           unchanged: Set<String> = [], file: StaticString = #filePath, line: UInt = #line) {
+    func assertNearFloat32(
+        _ exact: [Tensor], _ reduced: [Tensor], names: [String], tolerance: Float, _ context: String,
+        unchanged: Set<String> = [], file: StaticString = #filePath, line: UInt = #line
+    ) {
         for (name, (e, r)) in zip(names, zip(exact, reduced)) {
             let scale = e.scalars.map { abs($0) }.max()!
             let worst = zip(e.scalars, r.scalars).map { abs($0 - $1) }.max()!
             XCTAssertLessThan(worst, tolerance * scale, "\(name), \(context)", file: file, line: line)
             if !unchanged.contains(name) {
-                XCTAssertGreaterThan(worst, 0, "\(name), \(context): the bf16 kernel did not run", file: file, line: line)
+                XCTAssertGreaterThan(
+                    worst, 0, "\(name), \(context): the bf16 kernel did not run", file: file, line: line)
             }
         }
     }
@@ -48,21 +52,27 @@ final class BF16GEMMTests: XCTestCase {
         var seed: UInt64 = 5
         for layout in Layout.allCases {
             for transposeA in [false, true] {
-                for (m, n, k) in [(1, 1, 1), (5, 17, 3), (6, 64, 64), (7, 65, 9), (13, 130, 33), (97, 70, 515), (12, 200, 2), (3, 48, 0)] {
+                for (m, n, k) in [
+                    (1, 1, 1), (5, 17, 3), (6, 64, 64), (7, 65, 9), (13, 130, 33), (97, 70, 515), (12, 200, 2),
+                    (3, 48, 0),
+                ] {
                     for beta: Float in [0, 1] {
                         seed += 4
                         let a = Check.random([m * k + 1], seed: seed).scalars
                         let (rsb, csb, bCount) = strides(layout, k: k, n: n)
                         let b = Check.random([max(bCount, 1)], seed: seed + 1).scalars
                         let ldc = n + 5
-                        let c0 = beta == 0 ? [Float](repeating: .nan, count: m * ldc) : Check.random([m * ldc], seed: seed + 2).scalars
+                        let c0 =
+                            beta == 0
+                            ? [Float](repeating: .nan, count: m * ldc) : Check.random([m * ldc], seed: seed + 2).scalars
                         var c = c0
                         let (rsa, csa) = transposeA ? (1, m) : (k, 1)
                         a.withUnsafeBufferPointer { pa in
                             b.withUnsafeBufferPointer { pb in
                                 c.withUnsafeMutableBufferPointer { pc in
-                                    BF16GEMM.multiply(m: m, n: n, k: k, a: pa.baseAddress!, rsa: rsa, csa: csa, b: pb.baseAddress!,
-                                                      rsb: rsb, csb: csb, beta: beta, c: pc.baseAddress!, ldc: ldc)
+                                    BF16GEMM.multiply(
+                                        m: m, n: n, k: k, a: pa.baseAddress!, rsa: rsa, csa: csa, b: pb.baseAddress!,
+                                        rsb: rsb, csb: csb, beta: beta, c: pc.baseAddress!, ldc: ldc)
                                 }
                             }
                         }
@@ -70,17 +80,22 @@ final class BF16GEMMTests: XCTestCase {
                             for j in 0..<ldc {
                                 let got = c[i * ldc + j]
                                 if j >= n {
-                                    XCTAssertTrue(got.isNaN && c0[i * ldc + j].isNaN || got == c0[i * ldc + j], "padding written at (\(i), \(j))")
+                                    XCTAssertTrue(
+                                        got.isNaN && c0[i * ldc + j].isNaN || got == c0[i * ldc + j],
+                                        "padding written at (\(i), \(j))")
                                     continue
                                 }
                                 var sum = beta == 0 ? 0.0 : Double(c0[i * ldc + j]), scale = abs(sum)
                                 for p in 0..<k {
-                                    let term = Double(BF16GEMM.rounded(a[i * rsa + p * csa])) * Double(BF16GEMM.rounded(b[p * rsb + j * csb]))
+                                    let term =
+                                        Double(BF16GEMM.rounded(a[i * rsa + p * csa]))
+                                        * Double(BF16GEMM.rounded(b[p * rsb + j * csb]))
                                     sum += term
                                     scale += abs(term)
                                 }
-                                XCTAssertEqual(Double(got), sum, accuracy: 4e-7 * Double(k + 1).squareRoot() * max(scale, 1e-30),
-                                               "(\(i), \(j)) m \(m) n \(n) k \(k) \(layout) transposeA \(transposeA) beta \(beta)")
+                                XCTAssertEqual(
+                                    Double(got), sum, accuracy: 4e-7 * Double(k + 1).squareRoot() * max(scale, 1e-30),
+                                    "(\(i), \(j)) m \(m) n \(n) k \(k) \(layout) transposeA \(transposeA) beta \(beta)")
                             }
                         }
                     }
@@ -98,19 +113,25 @@ final class BF16GEMMTests: XCTestCase {
         XCTAssertEqual(BF16GEMM.rounded(one + 0x1p-8 + 0x1p-12), 1 + 0x1p-7, "above the tie rounds up")
         XCTAssertEqual(BF16GEMM.rounded(-3.140625), -3.140625, "representable values are exact")
         XCTAssertEqual(BF16GEMM.rounded(Float(bitPattern: 0x0000_1234)).bitPattern, 0, "a denormal becomes +0")
-        XCTAssertEqual(BF16GEMM.rounded(Float(bitPattern: 0x8000_1234)).bitPattern, 0x8000_0000, "a negative denormal becomes -0")
+        XCTAssertEqual(
+            BF16GEMM.rounded(Float(bitPattern: 0x8000_1234)).bitPattern, 0x8000_0000, "a negative denormal becomes -0")
         XCTAssertEqual(BF16GEMM.rounded(.infinity), .infinity)
-        XCTAssertEqual(BF16GEMM.rounded(-.greatestFiniteMagnitude), -.infinity, "beyond bfloat16's largest finite value")
+        XCTAssertEqual(
+            BF16GEMM.rounded(-.greatestFiniteMagnitude), -.infinity, "beyond bfloat16's largest finite value")
         XCTAssertTrue(BF16GEMM.rounded(.nan).isNaN)
-        XCTAssertTrue(BF16GEMM.rounded(Float(bitPattern: 0x7F80_0001)).isNaN, "a NaN whose payload is in the dropped bits stays NaN")
+        XCTAssertTrue(
+            BF16GEMM.rounded(Float(bitPattern: 0x7F80_0001)).isNaN,
+            "a NaN whose payload is in the dropped bits stays NaN")
     }
 
     /// The vector packing paths (rows and columns contiguous) give the same words as the portable
     /// rule on values that exercise it: ties, denormals, NaN, infinities.
     func testEveryPackingPathRoundsAlike() {
         let (k, n) = (37, 70)
-        let specials: [Float] = [1 + 0x1p-8, 1 + 3 * 0x1p-8, Float(bitPattern: 0x0000_1234), Float(bitPattern: 0x8000_0001),
-                                 .infinity, -.infinity, .nan, Float(bitPattern: 0x7F80_0001), -0.0, .greatestFiniteMagnitude]
+        let specials: [Float] = [
+            1 + 0x1p-8, 1 + 3 * 0x1p-8, Float(bitPattern: 0x0000_1234), Float(bitPattern: 0x8000_0001),
+            .infinity, -.infinity, .nan, Float(bitPattern: 0x7F80_0001), -0.0, .greatestFiniteMagnitude,
+        ]
         let random = Check.random([k * n], seed: 9).scalars
         let values = (0..<(k * n)).map { $0 % 7 == 0 ? specials[($0 / 7) % specials.count] : random[$0] }
         func bits(_ x: Float) -> UInt32 { BF16GEMM.rounded(x).bitPattern >> 16 }
@@ -159,7 +180,8 @@ final class BF16GEMMTests: XCTestCase {
     /// within bfloat16's rounding of float32's, on one thread and with heads split over threads.
     func testAttentionUnderBF16StaysWithinBFloat16RoundingOfFloat32() throws {
         let (b, tq, tk, e, heads) = (2, 37, 45, 128, 2)
-        let q = Check.random([b, tq, e], seed: 51), k = Check.random([b, tk, e], seed: 52), v = Check.random([b, tk, e], seed: 53)
+        let q = Check.random([b, tq, e], seed: 51), k = Check.random([b, tk, e], seed: 52),
+            v = Check.random([b, tk, e], seed: 53)
         let upstream = Check.random([b, tq, e], seed: 54)
         var mask = [Float](repeating: 1, count: b * tk)
         for j in 40..<tk { mask[tk + j] = 0 }
@@ -176,7 +198,8 @@ final class BF16GEMMTests: XCTestCase {
             let exact = run()
             try MatmulPrecision.set(.bf16)
             let reduced = run()
-            assertNearFloat32(exact, reduced, names: ["output", "dQ", "dK", "dV"], tolerance: 0.03, "\(threads) thread(s)")
+            assertNearFloat32(
+                exact, reduced, names: ["output", "dQ", "dK", "dV"], tolerance: 0.03, "\(threads) thread(s)")
         }
     }
 
@@ -187,7 +210,8 @@ final class BF16GEMMTests: XCTestCase {
             let x = Check.random([batch, 24, 11, 13], seed: 61), w = Check.random([32, 24, 3, 3], seed: 62)
             let tw = Check.random([24, 20, 2, 2], seed: 63), bias = Check.random([32], seed: 64)
             func run() -> [Tensor] {
-                let xv = x.detached().requiringGrad(), wv = w.detached().requiringGrad(), twv = tw.detached().requiringGrad()
+                let xv = x.detached().requiringGrad(), wv = w.detached().requiringGrad(),
+                    twv = tw.detached().requiringGrad()
                 let y = conv2d(xv, weight: wv, bias: bias, stride: (1, 2), padding: (1, 1))
                 let z = convTranspose2d(xv, weight: twv, stride: (2, 2))
                 let seedY = Check.random(y.shape, seed: 65), seedZ = Check.random(z.shape, seed: 66)
@@ -198,18 +222,21 @@ final class BF16GEMMTests: XCTestCase {
             let exact = run()
             try MatmulPrecision.set(.bf16)
             let reduced = run()
-            assertNearFloat32(exact, reduced, names: ["conv2d", "conv_transpose2d", "dX", "conv2d dW", "conv_transpose2d dW"],
-                              tolerance: 0.02, "batch \(batch)")
+            assertNearFloat32(
+                exact, reduced, names: ["conv2d", "conv_transpose2d", "dX", "conv2d dW", "conv_transpose2d dW"],
+                tolerance: 0.02, "batch \(batch)")
         }
     }
 
     /// `linear` under bf16: forward and all three gradients within bfloat16's rounding of the float32
     /// results, and not equal to them (the bf16 path really ran).
     func testLinearUnderBF16StaysWithinBFloat16RoundingOfFloat32() throws {
-        let x = Check.random([2, 45, 96], seed: 41), w = Check.random([80, 96], seed: 42), bias = Check.random([80], seed: 43)
+        let x = Check.random([2, 45, 96], seed: 41), w = Check.random([80, 96], seed: 42),
+            bias = Check.random([80], seed: 43)
         let upstream = Check.random([2, 45, 80], seed: 44)
         func run() -> [Tensor] {
-            let xv = x.detached().requiringGrad(), wv = w.detached().requiringGrad(), bv = bias.detached().requiringGrad()
+            let xv = x.detached().requiringGrad(), wv = w.detached().requiringGrad(),
+                bv = bias.detached().requiringGrad()
             let y = linear(xv, weight: wv, bias: bv)
             (y * upstream).sum().backward()
             return [y, xv.grad!, wv.grad!, bv.grad!]
@@ -218,8 +245,9 @@ final class BF16GEMMTests: XCTestCase {
         try MatmulPrecision.set(.bf16)
         let reduced = run()
         // The bias gradient is a sum over rows, no product: it may come out exactly equal.
-        assertNearFloat32(exact, reduced, names: ["output", "input gradient", "weight gradient", "bias gradient"], tolerance: 0.02,
-                          "linear", unchanged: ["bias gradient"])
+        assertNearFloat32(
+            exact, reduced, names: ["output", "input gradient", "weight gradient", "bias gradient"], tolerance: 0.02,
+            "linear", unchanged: ["bias gradient"])
     }
 
     /// `mlpReLU` under bf16 (weights packed once per call, every row block multiplied by them), over
@@ -234,14 +262,20 @@ final class BF16GEMMTests: XCTestCase {
         let upstream = Check.random([2, 500, outF], seed: 76)
         XCTAssertGreaterThan(MLPBlocks(rows: 1000, hidden: hidden).blocks, 2, "the test should span several row blocks")
         func run(blocked: Bool) -> [Tensor] {
-            let xv = x.detached().requiringGrad(), w1v = w1.detached().requiringGrad(), b1v = b1.detached().requiringGrad()
+            let xv = x.detached().requiringGrad(), w1v = w1.detached().requiringGrad(),
+                b1v = b1.detached().requiringGrad()
             let w2v = w2.detached().requiringGrad(), b2v = b2.detached().requiringGrad()
-            let y = blocked ? mlpReLU(xv, fc1Weight: w1v, fc1Bias: b1v, fc2Weight: w2v, fc2Bias: b2v)
+            let y =
+                blocked
+                ? mlpReLU(xv, fc1Weight: w1v, fc1Bias: b1v, fc2Weight: w2v, fc2Bias: b2v)
                 : linear(linearReLU(xv, weight: w1v, bias: b1v), weight: w2v, bias: b2v)
             (y * upstream).sum().backward()
             return [y, xv.grad!, w1v.grad!, b1v.grad!, w2v.grad!, b2v.grad!]
         }
-        let names = ["output", "input gradient", "fc1 weight gradient", "fc1 bias gradient", "fc2 weight gradient", "fc2 bias gradient"]
+        let names = [
+            "output", "input gradient", "fc1 weight gradient", "fc1 bias gradient", "fc2 weight gradient",
+            "fc2 bias gradient",
+        ]
         let exact = run(blocked: true)
         try MatmulPrecision.set(.bf16)
         ComputeThreads.set(1)
@@ -255,12 +289,15 @@ final class BF16GEMMTests: XCTestCase {
         XCTAssertEqual(one[0].scalars, composed[0].scalars, "output: blocked and composed bf16 products differ")
         XCTAssertEqual(one[1].scalars, composed[1].scalars, "input gradient: blocked and composed bf16 products differ")
         // The weight gradients' products are float32 in the blocked MLP and bf16 in `linear`.
-        assertNearFloat32(Array(one[2...]), Array(composed[2...]), names: Array(names[2...]), tolerance: 0.02, "mlpReLU vs linear, bf16",
-                          unchanged: ["fc1 bias gradient", "fc2 bias gradient"])
+        assertNearFloat32(
+            Array(one[2...]), Array(composed[2...]), names: Array(names[2...]), tolerance: 0.02,
+            "mlpReLU vs linear, bf16",
+            unchanged: ["fc1 bias gradient", "fc2 bias gradient"])
         // Against float32 the ReLU masks differ wherever rounding moves a hidden activation across 0,
         // each flip changing a hidden gradient by its whole size: a looser bound, and the output's.
         assertNearFloat32([exact[0]], [one[0]], names: ["output"], tolerance: 0.02, "mlpReLU vs float32")
-        assertNearFloat32(Array(exact[1...]), Array(one[1...]), names: Array(names[1...]), tolerance: 0.15, "mlpReLU vs float32",
-                          unchanged: ["fc2 bias gradient"])
+        assertNearFloat32(
+            Array(exact[1...]), Array(one[1...]), names: Array(names[1...]), tolerance: 0.15, "mlpReLU vs float32",
+            unchanged: ["fc2 bias gradient"])
     }
 }

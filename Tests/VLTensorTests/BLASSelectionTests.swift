@@ -1,14 +1,20 @@
 import XCTest
+
 @testable import VLTensor
 
 final class BLASSelectionTests: XCTestCase {
-    let xeon = CPUFeatures.parse(cpuinfo: """
-        processor\t: 0
-        model name\t: Intel(R) Xeon(R) Platinum 8375C
-        flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
-        """)
-    let zen4 = CPUFeatures(modelName: "AMD EPYC", flags: ["avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd",
-                                                          "avx512bw", "avx512vl", "avx512_bf16"])
+    let xeon = CPUFeatures.parse(
+        cpuinfo: """
+            processor\t: 0
+            model name\t: Intel(R) Xeon(R) Platinum 8375C
+            flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
+            """)
+    let zen4 = CPUFeatures(
+        modelName: "AMD EPYC",
+        flags: [
+            "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512cd",
+            "avx512bw", "avx512vl", "avx512_bf16",
+        ])
     let haswell = CPUFeatures(modelName: "old", flags: ["avx", "avx2", "fma"])
     let ancient = CPUFeatures(modelName: "older", flags: ["sse2"])
 

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLTensor
 
 /// Convolution, transposed convolution, pooling and inference batch norm, checked against direct
@@ -8,79 +9,128 @@ final class ConvolutionTests: XCTestCase {
 
     /// y[b,o,oy,ox] = bias[o] + sum_{c,i,j} x[b,c,oy*s-p+i,ox*s-p+j] * w[o,c,i,j], padding reads zero.
     static func referenceConv2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: (Int, Int), padding: (Int, Int))
-        -> (shape: [Int], values: [Float]) {
+        -> (shape: [Int], values: [Float])
+    {
         let (bn, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (o, kh, kw) = (w.shape[0], w.shape[2], w.shape[3])
         let oh = (h + 2 * padding.0 - kh) / stride.0 + 1, ow = (wd + 2 * padding.1 - kw) / stride.1 + 1
         let xv = x.scalars, wv = w.scalars, bv = bias?.scalars
         var out = [Float](repeating: 0, count: bn * o * oh * ow)
-        for b in 0..<bn { for oc in 0..<o { for oy in 0..<oh { for ox in 0..<ow {
-            var s = Double(bv?[oc] ?? 0)
-            for ic in 0..<c { for i in 0..<kh { for j in 0..<kw {
-                let iy = oy * stride.0 - padding.0 + i, ix = ox * stride.1 - padding.1 + j
-                guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
-                s += Double(xv[((b * c + ic) * h + iy) * wd + ix]) * Double(wv[((oc * c + ic) * kh + i) * kw + j])
-            } } }
-            out[((b * o + oc) * oh + oy) * ow + ox] = Float(s)
-        } } } }
+        for b in 0..<bn {
+            for oc in 0..<o {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var s = Double(bv?[oc] ?? 0)
+                        for ic in 0..<c {
+                            for i in 0..<kh {
+                                for j in 0..<kw {
+                                    let iy = oy * stride.0 - padding.0 + i, ix = ox * stride.1 - padding.1 + j
+                                    guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
+                                    s +=
+                                        Double(xv[((b * c + ic) * h + iy) * wd + ix])
+                                        * Double(wv[((oc * c + ic) * kh + i) * kw + j])
+                                }
+                            }
+                        }
+                        out[((b * o + oc) * oh + oy) * ow + ox] = Float(s)
+                    }
+                }
+            }
+        }
         return ([bn, o, oh, ow], out)
     }
 
     /// Scatter definition: every x[b,ci,iy,ix] adds x * w[ci,co,i,j] at output
     /// (iy*s - p + i, ix*s - p + j) when that lands inside the output.
-    static func referenceConvTranspose2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: (Int, Int),
-                                         padding: (Int, Int), outputPadding: (Int, Int)) -> (shape: [Int], values: [Float]) {
+    static func referenceConvTranspose2d(
+        _ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: (Int, Int),
+        padding: (Int, Int), outputPadding: (Int, Int)
+    ) -> (shape: [Int], values: [Float]) {
         let (bn, ci, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let (co, kh, kw) = (w.shape[1], w.shape[2], w.shape[3])
         let oh = (h - 1) * stride.0 - 2 * padding.0 + kh + outputPadding.0
         let ow = (wd - 1) * stride.1 - 2 * padding.1 + kw + outputPadding.1
         let xv = x.scalars, wv = w.scalars, bv = bias?.scalars
         var acc = [Double](repeating: 0, count: bn * co * oh * ow)
-        for b in 0..<bn { for oc in 0..<co { for k in 0..<(oh * ow) { acc[(b * co + oc) * oh * ow + k] = Double(bv?[oc] ?? 0) } } }
-        for b in 0..<bn { for ic in 0..<ci { for iy in 0..<h { for ix in 0..<wd {
-            let v = Double(xv[((b * ci + ic) * h + iy) * wd + ix])
-            for oc in 0..<co { for i in 0..<kh { for j in 0..<kw {
-                let y = iy * stride.0 - padding.0 + i, xx = ix * stride.1 - padding.1 + j
-                guard y >= 0, y < oh, xx >= 0, xx < ow else { continue }
-                acc[((b * co + oc) * oh + y) * ow + xx] += v * Double(wv[((ic * co + oc) * kh + i) * kw + j])
-            } } }
-        } } } }
+        for b in 0..<bn {
+            for oc in 0..<co { for k in 0..<(oh * ow) { acc[(b * co + oc) * oh * ow + k] = Double(bv?[oc] ?? 0) } }
+        }
+        for b in 0..<bn {
+            for ic in 0..<ci {
+                for iy in 0..<h {
+                    for ix in 0..<wd {
+                        let v = Double(xv[((b * ci + ic) * h + iy) * wd + ix])
+                        for oc in 0..<co {
+                            for i in 0..<kh {
+                                for j in 0..<kw {
+                                    let y = iy * stride.0 - padding.0 + i, xx = ix * stride.1 - padding.1 + j
+                                    guard y >= 0, y < oh, xx >= 0, xx < ow else { continue }
+                                    acc[((b * co + oc) * oh + y) * ow + xx] +=
+                                        v * Double(wv[((ic * co + oc) * kh + i) * kw + j])
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         return ([bn, co, oh, ow], acc.map { Float($0) })
     }
 
     /// dL/dx of conv2d for upstream gradient g, directly: x[b,c,iy,ix] feeds every output whose
     /// window covers it, with weight w[o,c,i,j].
-    static func referenceConv2dInputGradient(_ g: Tensor, _ w: Tensor, xShape: [Int], stride: (Int, Int), padding: (Int, Int)) -> [Float] {
+    static func referenceConv2dInputGradient(
+        _ g: Tensor, _ w: Tensor, xShape: [Int], stride: (Int, Int), padding: (Int, Int)
+    ) -> [Float] {
         let (bn, c, h, wd) = (xShape[0], xShape[1], xShape[2], xShape[3])
         let (o, kh, kw) = (w.shape[0], w.shape[2], w.shape[3])
         let (oh, ow) = (g.shape[2], g.shape[3])
         let gv = g.scalars, wv = w.scalars
         var acc = [Double](repeating: 0, count: bn * c * h * wd)
-        for b in 0..<bn { for oc in 0..<o { for oy in 0..<oh { for ox in 0..<ow {
-            let gval = Double(gv[((b * o + oc) * oh + oy) * ow + ox])
-            for ic in 0..<c { for i in 0..<kh { for j in 0..<kw {
-                let iy = oy * stride.0 - padding.0 + i, ix = ox * stride.1 - padding.1 + j
-                guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
-                acc[((b * c + ic) * h + iy) * wd + ix] += gval * Double(wv[((oc * c + ic) * kh + i) * kw + j])
-            } } }
-        } } } }
+        for b in 0..<bn {
+            for oc in 0..<o {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        let gval = Double(gv[((b * o + oc) * oh + oy) * ow + ox])
+                        for ic in 0..<c {
+                            for i in 0..<kh {
+                                for j in 0..<kw {
+                                    let iy = oy * stride.0 - padding.0 + i, ix = ox * stride.1 - padding.1 + j
+                                    guard iy >= 0, iy < h, ix >= 0, ix < wd else { continue }
+                                    acc[((b * c + ic) * h + iy) * wd + ix] +=
+                                        gval * Double(wv[((oc * c + ic) * kh + i) * kw + j])
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         return acc.map { Float($0) }
     }
 
     /// Mean over each window, dividing by kh*kw whatever part of it lies in the padding.
-    static func referenceAvgPool(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int)) -> (shape: [Int], values: [Float]) {
+    static func referenceAvgPool(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int)) -> (
+        shape: [Int], values: [Float]
+    ) {
         let (bn, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let oh = (h + 2 * padding.0 - kernel.0) / stride.0 + 1, ow = (w + 2 * padding.1 - kernel.1) / stride.1 + 1
         let xv = x.scalars
         var out: [Float] = []
-        for p in 0..<(bn * c) { for oy in 0..<oh { for ox in 0..<ow {
-            var s = 0.0
-            for i in 0..<kernel.0 { for j in 0..<kernel.1 {
-                let iy = oy * stride.0 - padding.0 + i, ix = ox * stride.1 - padding.1 + j
-                if iy >= 0, iy < h, ix >= 0, ix < w { s += Double(xv[(p * h + iy) * w + ix]) }
-            } }
-            out.append(Float(s / Double(kernel.0 * kernel.1)))
-        } } }
+        for p in 0..<(bn * c) {
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var s = 0.0
+                    for i in 0..<kernel.0 {
+                        for j in 0..<kernel.1 {
+                            let iy = oy * stride.0 - padding.0 + i, ix = ox * stride.1 - padding.1 + j
+                            if iy >= 0, iy < h, ix >= 0, ix < w { s += Double(xv[(p * h + iy) * w + ix]) }
+                        }
+                    }
+                    out.append(Float(s / Double(kernel.0 * kernel.1)))
+                }
+            }
+        }
         return ([bn, c, oh, ow], out)
     }
 
@@ -88,15 +138,19 @@ final class ConvolutionTests: XCTestCase {
         let (bn, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let xv = x.scalars
         var out: [Float] = []
-        for p in 0..<(bn * c) { for oy in 0..<outputSize.0 { for ox in 0..<outputSize.1 {
-            let y0 = Int((Double(oy * h) / Double(outputSize.0)).rounded(.down))
-            let y1 = Int((Double((oy + 1) * h) / Double(outputSize.0)).rounded(.up))
-            let x0 = Int((Double(ox * w) / Double(outputSize.1)).rounded(.down))
-            let x1 = Int((Double((ox + 1) * w) / Double(outputSize.1)).rounded(.up))
-            var s = 0.0
-            for iy in y0..<y1 { for ix in x0..<x1 { s += Double(xv[(p * h + iy) * w + ix]) } }
-            out.append(Float(s / Double((y1 - y0) * (x1 - x0))))
-        } } }
+        for p in 0..<(bn * c) {
+            for oy in 0..<outputSize.0 {
+                for ox in 0..<outputSize.1 {
+                    let y0 = Int((Double(oy * h) / Double(outputSize.0)).rounded(.down))
+                    let y1 = Int((Double((oy + 1) * h) / Double(outputSize.0)).rounded(.up))
+                    let x0 = Int((Double(ox * w) / Double(outputSize.1)).rounded(.down))
+                    let x1 = Int((Double((ox + 1) * w) / Double(outputSize.1)).rounded(.up))
+                    var s = 0.0
+                    for iy in y0..<y1 { for ix in x0..<x1 { s += Double(xv[(p * h + iy) * w + ix]) } }
+                    out.append(Float(s / Double((y1 - y0) * (x1 - x0))))
+                }
+            }
+        }
         return out
     }
 
@@ -167,7 +221,7 @@ final class ConvolutionTests: XCTestCase {
         let stride = (2, 1), padding = (1, 1)
         let x = Check.random([2, 3, 6, 5], seed: 70).requiringGrad(name: "x")
         let w = Check.random([4, 3, 3, 2], seed: 71)  // frozen
-        let b = Check.random([4], seed: 72)           // frozen
+        let b = Check.random([4], seed: 72)  // frozen
         let y = conv2d(x, weight: w, bias: b, stride: stride, padding: padding)
         XCTAssertTrue(y.requiresGrad)
         let g = Check.random(y.shape, seed: 73)
@@ -206,13 +260,27 @@ final class ConvolutionTests: XCTestCase {
     }
 
     static let transposeCases: [TransposeCase] = [
-        TransposeCase(batch: 2, inC: 3, outC: 2, h: 4, w: 3, kh: 3, kw: 3, stride: (1, 1), padding: (0, 0), outputPadding: (0, 0), bias: true),
-        TransposeCase(batch: 2, inC: 2, outC: 3, h: 3, w: 4, kh: 3, kw: 3, stride: (2, 2), padding: (1, 1), outputPadding: (1, 1), bias: true),
-        TransposeCase(batch: 1, inC: 2, outC: 2, h: 3, w: 3, kh: 2, kw: 3, stride: (2, 1), padding: (0, 1), outputPadding: (1, 0), bias: false),
-        TransposeCase(batch: 2, inC: 3, outC: 2, h: 3, w: 3, kh: 4, kw: 4, stride: (2, 2), padding: (1, 1), outputPadding: (0, 0), bias: true),
-        TransposeCase(batch: 2, inC: 3, outC: 4, h: 3, w: 4, kh: 1, kw: 1, stride: (1, 1), padding: (0, 0), outputPadding: (0, 0), bias: true),
-        TransposeCase(batch: 2, inC: 2, outC: 3, h: 2, w: 3, kh: 2, kw: 2, stride: (2, 2), padding: (0, 0), outputPadding: (0, 0), bias: false),
-        TransposeCase(batch: 1, inC: 2, outC: 2, h: 3, w: 2, kh: 3, kw: 2, stride: (3, 3), padding: (1, 0), outputPadding: (2, 1), bias: true),
+        TransposeCase(
+            batch: 2, inC: 3, outC: 2, h: 4, w: 3, kh: 3, kw: 3, stride: (1, 1), padding: (0, 0), outputPadding: (0, 0),
+            bias: true),
+        TransposeCase(
+            batch: 2, inC: 2, outC: 3, h: 3, w: 4, kh: 3, kw: 3, stride: (2, 2), padding: (1, 1), outputPadding: (1, 1),
+            bias: true),
+        TransposeCase(
+            batch: 1, inC: 2, outC: 2, h: 3, w: 3, kh: 2, kw: 3, stride: (2, 1), padding: (0, 1), outputPadding: (1, 0),
+            bias: false),
+        TransposeCase(
+            batch: 2, inC: 3, outC: 2, h: 3, w: 3, kh: 4, kw: 4, stride: (2, 2), padding: (1, 1), outputPadding: (0, 0),
+            bias: true),
+        TransposeCase(
+            batch: 2, inC: 3, outC: 4, h: 3, w: 4, kh: 1, kw: 1, stride: (1, 1), padding: (0, 0), outputPadding: (0, 0),
+            bias: true),
+        TransposeCase(
+            batch: 2, inC: 2, outC: 3, h: 2, w: 3, kh: 2, kw: 2, stride: (2, 2), padding: (0, 0), outputPadding: (0, 0),
+            bias: false),
+        TransposeCase(
+            batch: 1, inC: 2, outC: 2, h: 3, w: 2, kh: 3, kw: 2, stride: (3, 3), padding: (1, 0), outputPadding: (2, 1),
+            bias: true),
     ]
 
     func testConvTranspose2dForwardMatchesScatterDefinition() {
@@ -220,8 +288,10 @@ final class ConvolutionTests: XCTestCase {
             let x = Check.random([cs.batch, cs.inC, cs.h, cs.w], seed: 100 + UInt64(n))
             let w = Check.random([cs.inC, cs.outC, cs.kh, cs.kw], seed: 110 + UInt64(n))
             let b = cs.bias ? Check.random([cs.outC], seed: 120 + UInt64(n)) : nil
-            let y = convTranspose2d(x, weight: w, bias: b, stride: cs.stride, padding: cs.padding, outputPadding: cs.outputPadding)
-            let ref = Self.referenceConvTranspose2d(x, w, b, stride: cs.stride, padding: cs.padding, outputPadding: cs.outputPadding)
+            let y = convTranspose2d(
+                x, weight: w, bias: b, stride: cs.stride, padding: cs.padding, outputPadding: cs.outputPadding)
+            let ref = Self.referenceConvTranspose2d(
+                x, w, b, stride: cs.stride, padding: cs.padding, outputPadding: cs.outputPadding)
             XCTAssertEqual(y.shape, ref.shape, "case \(n)")
             Check.assertClose(y, ref.values, tolerance: 1e-5, "case \(n)")
         }
@@ -234,8 +304,9 @@ final class ConvolutionTests: XCTestCase {
             var inputs = [x, w]
             if cs.bias { inputs.append(Check.random([cs.outC], seed: 150 + UInt64(n))) }
             let f: ([Tensor]) -> Tensor = { t in
-                convTranspose2d(t[0], weight: t[1], bias: t.count > 2 ? t[2] : nil,
-                                stride: cs.stride, padding: cs.padding, outputPadding: cs.outputPadding)
+                convTranspose2d(
+                    t[0], weight: t[1], bias: t.count > 2 ? t[2] : nil,
+                    stride: cs.stride, padding: cs.padding, outputPadding: cs.outputPadding)
             }
             Check.gradients(inputs, f)
             Check.gradients(inputs, differentiate: [true, false] + (cs.bias ? [false] : []), f)
@@ -313,7 +384,9 @@ final class ConvolutionTests: XCTestCase {
         let x2v = x2.scalars
         let e2: [Float] = (0..<12).map { i in
             let c = i % 3
-            return Float((Double(x2v[i]) - Double(mv[c])) / (Double(vv[c]) + Double(eps)).squareRoot() * Double(wv[c]) + Double(bv[c]))
+            return Float(
+                (Double(x2v[i]) - Double(mv[c])) / (Double(vv[c]) + Double(eps)).squareRoot() * Double(wv[c])
+                    + Double(bv[c]))
         }
         Check.assertClose(y2, e2, tolerance: 1e-5)
     }
@@ -333,8 +406,9 @@ final class ConvolutionTests: XCTestCase {
             batchNormInference(t[0], runningMean: mean, runningVar: variance, weight: nil, bias: t[1])
         }
         // Running statistics that happen to require gradients are still treated as constants.
-        let y = batchNormInference(x.requiringGrad(), runningMean: mean.requiringGrad(), runningVar: variance.requiringGrad(),
-                                   weight: nil, bias: nil)
+        let y = batchNormInference(
+            x.requiringGrad(), runningMean: mean.requiringGrad(), runningVar: variance.requiringGrad(),
+            weight: nil, bias: nil)
         XCTAssertEqual(y.node?.inputs.count, 1)
     }
 
@@ -353,7 +427,10 @@ final class ConvolutionTests: XCTestCase {
             let y = conv2d(xs, weight: ws, bias: bs, stride: (1, 1), padding: (1, 1))
             let z = convTranspose2d(xs, weight: wts, bias: bts, stride: (4, 4))
             (y.square().sum() + z.square().sum()).backward()
-            return [y.scalars, z.scalars, xs.grad!.scalars, ws.grad!.scalars, bs.grad!.scalars, wts.grad!.scalars, bts.grad!.scalars]
+            return [
+                y.scalars, z.scalars, xs.grad!.scalars, ws.grad!.scalars, bs.grad!.scalars, wts.grad!.scalars,
+                bts.grad!.scalars,
+            ]
         }
         let previous = ComputeThreads.count
         defer { ComputeThreads.set(previous) }
@@ -363,7 +440,8 @@ final class ConvolutionTests: XCTestCase {
             ComputeThreads.set(threads)
             let other = run()
             for k in reference.indices {
-                XCTAssertEqual(other[k].map(\.bitPattern), reference[k].map(\.bitPattern), "result \(k), \(threads) threads")
+                XCTAssertEqual(
+                    other[k].map(\.bitPattern), reference[k].map(\.bitPattern), "result \(k), \(threads) threads")
             }
         }
     }

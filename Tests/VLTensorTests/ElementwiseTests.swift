@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLTensor
 
 /// Elementwise binary ops with broadcasting, scalar ops and pointwise activations:
@@ -40,7 +41,8 @@ final class ElementwiseTests: XCTestCase {
         return out
     }
 
-    static func refBinary(_ a: Tensor, _ b: Tensor, _ op: (Double, Double) -> Double) -> (shape: [Int], values: [Float]) {
+    static func refBinary(_ a: Tensor, _ b: Tensor, _ op: (Double, Double) -> Double) -> (shape: [Int], values: [Float])
+    {
         let shape = refBroadcastShape(a.shape, b.shape)
         let av = a.scalars, bv = b.scalars
         let values = allIndices(shape).map { idx -> Float in
@@ -59,24 +61,28 @@ final class ElementwiseTests: XCTestCase {
 
     /// (a shape, b shape) pairs covering the broadcasting cases.
     static let shapePairs: [([Int], [Int])] = [
-        ([2, 3, 4], [2, 3, 4]),   // same shape
-        ([2, 3, 4], [4]),         // [B,T,D] with [D]
-        ([4], [2, 3, 4]),         // reversed operand order
-        ([2, 1, 4], [2, 3, 1]),   // [B,1,D] with [B,T,1]
-        ([2, 3, 4], [1]),         // scalar-shaped [1]
+        ([2, 3, 4], [2, 3, 4]),  // same shape
+        ([2, 3, 4], [4]),  // [B,T,D] with [D]
+        ([4], [2, 3, 4]),  // reversed operand order
+        ([2, 1, 4], [2, 3, 1]),  // [B,1,D] with [B,T,1]
+        ([2, 3, 4], [1]),  // scalar-shaped [1]
         ([1], [2, 3]),
-        ([2, 3, 4], []),          // rank-0
+        ([2, 3, 4], []),  // rank-0
         ([], [3, 2]),
         ([], []),
-        ([3, 1], [1, 5]),         // outer product style
-        ([2, 3, 4], [3, 1]),      // middle broadcast with rank difference
+        ([3, 1], [1, 5]),  // outer product style
+        ([2, 3, 4], [3, 1]),  // middle broadcast with rank difference
     ]
 
-    func checkBinary(_ name: String, _ op: (Tensor, Tensor) -> Tensor, _ ref: @escaping (Double, Double) -> Double,
-                     positiveB: Bool = false, file: StaticString = #filePath, line: UInt = #line) {
+    func checkBinary(
+        _ name: String, _ op: (Tensor, Tensor) -> Tensor, _ ref: @escaping (Double, Double) -> Double,
+        positiveB: Bool = false, file: StaticString = #filePath, line: UInt = #line
+    ) {
         for (i, (sa, sb)) in Self.shapePairs.enumerated() {
             let a = Check.random(sa, seed: UInt64(10 + i))
-            let b = positiveB ? Check.random(sb, seed: UInt64(50 + i), low: 0.5, high: 1.5)
+            let b =
+                positiveB
+                ? Check.random(sb, seed: UInt64(50 + i), low: 0.5, high: 1.5)
                 : Check.random(sb, seed: UInt64(50 + i))
             let out = op(a, b)
             let expected = Self.refBinary(a, b, ref)
@@ -153,11 +159,14 @@ final class ElementwiseTests: XCTestCase {
 
     // MARK: - Pointwise activations
 
-    func checkPointwise(_ name: String, _ x: Tensor, _ op: (Tensor) -> Tensor, _ ref: (Double) -> Double,
-                        tolerance: Float = 1e-5, file: StaticString = #filePath, line: UInt = #line) {
+    func checkPointwise(
+        _ name: String, _ x: Tensor, _ op: (Tensor) -> Tensor, _ ref: (Double) -> Double,
+        tolerance: Float = 1e-5, file: StaticString = #filePath, line: UInt = #line
+    ) {
         let y = op(x)
         XCTAssertEqual(y.shape, x.shape, file: file, line: line)
-        Check.assertClose(y, x.scalars.map { Float(ref(Double($0))) }, tolerance: tolerance, name, file: file, line: line)
+        Check.assertClose(
+            y, x.scalars.map { Float(ref(Double($0))) }, tolerance: tolerance, name, file: file, line: line)
         Check.gradients([x], file: file, line: line) { op($0[0]) }
     }
 
@@ -220,10 +229,14 @@ final class ElementwiseTests: XCTestCase {
         let c = Check.random([2, 1, 4], seed: 33)
         let av = a.scalars, bv = b.scalars, cv = c.scalars
         var expected: [Float] = []
-        for i in 0..<2 { for t in 0..<3 { for d in 0..<4 {
-            let x = Double(av[(i * 3 + t) * 4 + d]), y = Double(bv[d]), z = Double(cv[i * 4 + d])
-            expected.append(Float(Foundation.tanh(x / y) * z + (x * z).exponentialSigmoid))
-        } } }
+        for i in 0..<2 {
+            for t in 0..<3 {
+                for d in 0..<4 {
+                    let x = Double(av[(i * 3 + t) * 4 + d]), y = Double(bv[d]), z = Double(cv[i * 4 + d])
+                    expected.append(Float(Foundation.tanh(x / y) * z + (x * z).exponentialSigmoid))
+                }
+            }
+        }
         let f: ([Tensor]) -> Tensor = { ($0[0] / $0[1]).tanh() * $0[2] + ($0[0] * $0[2]).sigmoid() }
         Check.assertClose(f([a, b, c]), expected, tolerance: 1e-5)
         Check.gradients([a, b, c], f)

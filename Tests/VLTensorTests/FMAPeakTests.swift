@@ -1,5 +1,6 @@
 import CVectorMath
 import XCTest
+
 @testable import VLTensor
 
 /// The FMA-peak loop does the arithmetic it reports: the FLOP count it returns and its checksum

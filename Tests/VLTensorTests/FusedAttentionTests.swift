@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLTensor
 
 /// The fused attention kernel (head sizes that are multiples of 8) against the naive Double
@@ -16,17 +17,20 @@ final class FusedAttentionTests: XCTestCase {
     }
 
     private func requireFused() throws {
-        try XCTSkipUnless(MultiHeadAttentionKernel.choice(headSize: 8) == .fused, "fused attention not available on this CPU")
+        try XCTSkipUnless(
+            MultiHeadAttentionKernel.choice(headSize: 8) == .fused, "fused attention not available on this CPU")
     }
 
     typealias Case = NormalizationAttentionTests.AttentionCase
 
     func inputs(_ c: Case, seed: UInt64) -> (q: Tensor, k: Tensor, v: Tensor, mask: Tensor?) {
         let e = c.heads * c.dh
-        return (Check.random([c.b, c.tq, e], seed: seed, low: -1.5, high: 1.5),
-                Check.random([c.b, c.tk, e], seed: seed + 1, low: -1.5, high: 1.5),
-                Check.random([c.b, c.tk, e], seed: seed + 2),
-                c.mask.map { Tensor(shape: [c.b, c.tk], values: $0) })
+        return (
+            Check.random([c.b, c.tq, e], seed: seed, low: -1.5, high: 1.5),
+            Check.random([c.b, c.tk, e], seed: seed + 1, low: -1.5, high: 1.5),
+            Check.random([c.b, c.tk, e], seed: seed + 2),
+            c.mask.map { Tensor(shape: [c.b, c.tk], values: $0) }
+        )
     }
 
     func testForwardMatchesReference() throws {
@@ -38,14 +42,17 @@ final class FusedAttentionTests: XCTestCase {
             Case(b: 1, tq: 33, tk: 20, heads: 2, dh: 24),
             Case(b: 1, tq: 13, tk: 13, heads: 2, dh: 32, causal: true),
             Case(b: 2, tq: 6, tk: 5, heads: 2, dh: 8, mask: [1, 0, 1, 1, 0, 1, 1, 1, 1, 1]),
-            Case(b: 2, tq: 7, tk: 18, heads: 1, dh: 16, causal: true,
-                 mask: (0..<36).map { $0 % 18 == 1 || $0 % 18 > 15 ? 0 : 1 }, scale: 0.3),
+            Case(
+                b: 2, tq: 7, tk: 18, heads: 1, dh: 16, causal: true,
+                mask: (0..<36).map { $0 % 18 == 1 || $0 % 18 > 15 ? 0 : 1 }, scale: 0.3),
         ]
         for (n, c) in cases.enumerated() {
             let x = inputs(c, seed: UInt64(200 + 10 * n))
-            let y = multiHeadAttention(query: x.q, key: x.k, value: x.v, heads: c.heads, causal: c.causal, keyMask: x.mask, scale: c.scale)
-            let expected = NormalizationAttentionTests.refAttention(q: x.q, k: x.k, v: x.v, heads: c.heads, causal: c.causal,
-                                                                    keyMask: x.mask, scale: c.scale.map(Double.init))
+            let y = multiHeadAttention(
+                query: x.q, key: x.k, value: x.v, heads: c.heads, causal: c.causal, keyMask: x.mask, scale: c.scale)
+            let expected = NormalizationAttentionTests.refAttention(
+                q: x.q, k: x.k, v: x.v, heads: c.heads, causal: c.causal,
+                keyMask: x.mask, scale: c.scale.map(Double.init))
             Check.assertClose(y, expected, tolerance: 2e-6, "\(c)")
         }
     }
@@ -60,7 +67,9 @@ final class FusedAttentionTests: XCTestCase {
         for (n, c) in cases.enumerated() {
             let x = inputs(c, seed: UInt64(300 + 10 * n))
             let f: ([Tensor]) -> Tensor = {
-                multiHeadAttention(query: $0[0], key: $0[1], value: $0[2], heads: c.heads, causal: c.causal, keyMask: x.mask, scale: c.scale)
+                multiHeadAttention(
+                    query: $0[0], key: $0[1], value: $0[2], heads: c.heads, causal: c.causal, keyMask: x.mask,
+                    scale: c.scale)
             }
             Check.gradients([x.q, x.k, x.v], f)
             Check.gradients([x.q, x.k, x.v], differentiate: [true, false, false], f)

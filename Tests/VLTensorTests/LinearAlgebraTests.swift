@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLTensor
 
 /// `linear` and `matmul` against naive Double loops, with gradient checks for every input.
@@ -21,7 +22,9 @@ final class LinearAlgebraTests: XCTestCase {
     }
 
     /// op(A) op(B) per batch; a 2-D `b` is shared by every batch.
-    static func refMatmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> (shape: [Int], values: [Float]) {
+    static func refMatmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool) -> (
+        shape: [Int], values: [Float]
+    ) {
         let ar = a.shape[a.rank - 2], ac = a.shape[a.rank - 1]
         let br = b.shape[b.rank - 2], bc = b.shape[b.rank - 1]
         let m = transposeA ? ac : ar, k = transposeA ? ar : ac, n = transposeB ? br : bc
@@ -97,13 +100,16 @@ final class LinearAlgebraTests: XCTestCase {
         let saved = ComputeThreads.count
         defer { ComputeThreads.set(saved) }
         ComputeThreads.set(2)
-        let wideX = Check.random([300, 16], seed: 24), wideW = Check.random([2000, 16], seed: 25), wideB = Check.random([2000], seed: 26)
+        let wideX = Check.random([300, 16], seed: 24), wideW = Check.random([2000, 16], seed: 25),
+            wideB = Check.random([2000], seed: 26)
         let leaf = wideB.requiringGrad()
         let g = Check.random([300, 2000], seed: 27)
         (linearReLU(wideX, weight: wideW, bias: leaf) * g).sum().backward()
         let y = GradMode.withoutGradients { linear(wideX, weight: wideW, bias: wideB) }
         let yv = y.scalars, gv = g.scalars
-        let expected = (0..<2000).map { o in (0..<300).reduce(Float(0)) { $0 + (yv[$1 * 2000 + o] > 0 ? gv[$1 * 2000 + o] : 0) } }
+        let expected = (0..<2000).map { o in
+            (0..<300).reduce(Float(0)) { $0 + (yv[$1 * 2000 + o] > 0 ? gv[$1 * 2000 + o] : 0) }
+        }
         Check.assertClose(leaf.grad!, expected, tolerance: 1e-4)
     }
 
@@ -130,11 +136,13 @@ final class LinearAlgebraTests: XCTestCase {
         // dX = G W.
         let gv = g.scalars, wv = w.scalars
         var expected: [Float] = []
-        for r in 0..<10 { for i in 0..<4 {
-            var s = 0.0
-            for o in 0..<3 { s += Double(gv[r * 3 + o]) * Double(wv[o * 4 + i]) }
-            expected.append(Float(s))
-        } }
+        for r in 0..<10 {
+            for i in 0..<4 {
+                var s = 0.0
+                for o in 0..<3 { s += Double(gv[r * 3 + o]) * Double(wv[o * 4 + i]) }
+                expected.append(Float(s))
+            }
+        }
         XCTAssertEqual(x.grad?.shape, [2, 5, 4])
         Check.assertClose(x.grad!, expected, tolerance: 1e-5)
     }
@@ -142,7 +150,7 @@ final class LinearAlgebraTests: XCTestCase {
     func testFrozenInputProducesOnlyWeightGradient() {
         let x = Check.random([6, 4], seed: 16)  // frozen activations
         let w = Check.random([3, 4], seed: 17).requiringGrad(name: "w")
-        let b = Check.random([3], seed: 18)      // frozen bias
+        let b = Check.random([3], seed: 18)  // frozen bias
         (linear(x, weight: w, bias: b) * Check.random([6, 3], seed: 19)).sum().backward()
         XCTAssertNil(x.grad)
         XCTAssertNil(b.grad)
@@ -158,8 +166,10 @@ final class LinearAlgebraTests: XCTestCase {
 
     // MARK: - matmul
 
-    func checkMatmul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool,
-                     file: StaticString = #filePath, line: UInt = #line) {
+    func checkMatmul(
+        _ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB: Bool,
+        file: StaticString = #filePath, line: UInt = #line
+    ) {
         let label = "\(a.shape)\(transposeA ? "ᵀ" : "") x \(b.shape)\(transposeB ? "ᵀ" : "")"
         let y = matmul(a, b, transposeA: transposeA, transposeB: transposeB)
         let e = Self.refMatmul(a, b, transposeA: transposeA, transposeB: transposeB)
@@ -221,19 +231,26 @@ final class LinearAlgebraTests: XCTestCase {
         (matmul(a, b) * g).sum().backward()
         let av = a.scalars, gv = g.scalars
         var expected = [Float](repeating: 0, count: 20)
-        for q in 0..<4 { for j in 0..<5 {
-            var s = 0.0
-            for bi in 0..<3 { for i in 0..<2 { s += Double(av[(bi * 2 + i) * 4 + q]) * Double(gv[(bi * 2 + i) * 5 + j]) } }
-            expected[q * 5 + j] = Float(s)
-        } }
+        for q in 0..<4 {
+            for j in 0..<5 {
+                var s = 0.0
+                for bi in 0..<3 {
+                    for i in 0..<2 { s += Double(av[(bi * 2 + i) * 4 + q]) * Double(gv[(bi * 2 + i) * 5 + j]) }
+                }
+                expected[q * 5 + j] = Float(s)
+            }
+        }
         Check.assertClose(b.grad!, expected, tolerance: 1e-5)
     }
 
     func testMatmulVectorLikeShapes() {
         // Degenerate sizes: row vector times matrix, matrix times column, outer product.
-        checkMatmul(Check.random([1, 4], seed: 29), Check.random([4, 3], seed: 30), transposeA: false, transposeB: false)
-        checkMatmul(Check.random([3, 4], seed: 31), Check.random([4, 1], seed: 32), transposeA: false, transposeB: false)
-        checkMatmul(Check.random([1, 3], seed: 33), Check.random([1, 2], seed: 34), transposeA: true, transposeB: false)
+        checkMatmul(
+            Check.random([1, 4], seed: 29), Check.random([4, 3], seed: 30), transposeA: false, transposeB: false)
+        checkMatmul(
+            Check.random([3, 4], seed: 31), Check.random([4, 1], seed: 32), transposeA: false, transposeB: false)
+        checkMatmul(
+            Check.random([1, 3], seed: 33), Check.random([1, 2], seed: 34), transposeA: true, transposeB: false)
     }
 
     func testMatmulSameOperandTwice() {
@@ -254,8 +271,9 @@ final class FLOPCountTests: XCTestCase {
         DispatchQueue.concurrentPerform(iterations: 8) { t in
             withTensorPointers(writing: c0, reading: a, b) { pc, pa, pb in
                 for _ in 0..<(calls / 8) {
-                    BLAS.sgemm(transposeA: false, transposeB: false, m: 3, n: 7, k: 5,
-                               a: pa, lda: 5, b: pb, ldb: 7, c: pc + t * 21, ldc: 7)
+                    BLAS.sgemm(
+                        transposeA: false, transposeB: false, m: 3, n: 7, k: 5,
+                        a: pa, lda: 5, b: pb, ldb: 7, c: pc + t * 21, ldc: 7)
                 }
             }
         }

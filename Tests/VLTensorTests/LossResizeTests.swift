@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLTensor
 
 /// Segmentation losses and PyTorch-compatible resizing.
@@ -49,7 +50,8 @@ final class LossResizeTests: XCTestCase {
         let zero = binaryCrossEntropyWithLogits(Tensor(zeros: [3]), target: Tensor(shape: [3], values: [0, 1, 0.3]))
         XCTAssertEqual(Double(zero.item), Foundation.log(2), accuracy: 1e-6)
         // Extreme logits stay finite and exact: -x t + max(x, 0) for confident mistakes.
-        let extreme = binaryCrossEntropyWithLogits(Tensor(shape: [2], values: [100, -100]), target: Tensor(shape: [2], values: [0, 1]))
+        let extreme = binaryCrossEntropyWithLogits(
+            Tensor(shape: [2], values: [100, -100]), target: Tensor(shape: [2], values: [0, 1]))
         XCTAssertEqual(extreme.item, 100, accuracy: 1e-4)
     }
 
@@ -101,7 +103,8 @@ final class LossResizeTests: XCTestCase {
             XCTAssertEqual(Double(loss.item), Self.refDice(x, t), accuracy: 1e-6)
         }
         let t = Self.binaryTarget([3, 2, 4], seed: 10)
-        XCTAssertEqual(Double(softDiceLoss(x, target: t, smooth: 0.1).item), Self.refDice(x, t, smooth: 0.1), accuracy: 1e-6)
+        XCTAssertEqual(
+            Double(softDiceLoss(x, target: t, smooth: 0.1).item), Self.refDice(x, t, smooth: 0.1), accuracy: 1e-6)
         // Perfect confident prediction: Dice loss ~0; all-wrong: ~1 - smooth/(n + smooth).
         let target = Tensor(shape: [1, 4], values: [1, 0, 1, 0])
         let perfect = softDiceLoss(Tensor(shape: [1, 4], values: [30, -30, 30, -30]), target: target)
@@ -132,7 +135,9 @@ final class LossResizeTests: XCTestCase {
     // MARK: - Resize reference (PyTorch F.interpolate, written from the formulas)
 
     /// Taps (source index, weight) for one output coordinate along one axis.
-    static func taps(_ dst: Int, inSize: Int, outSize: Int, mode: InterpolationMode, alignCorners: Bool) -> [(Int, Double)] {
+    static func taps(_ dst: Int, inSize: Int, outSize: Int, mode: InterpolationMode, alignCorners: Bool) -> [(
+        Int, Double
+    )] {
         var src: Double
         if alignCorners {
             src = outSize > 1 ? Double(dst) * Double(inSize - 1) / Double(outSize - 1) : 0
@@ -202,27 +207,35 @@ final class LossResizeTests: XCTestCase {
         let src = 0.5 * 14 / 22 - 0.5, t = src - floor(src)
         XCTAssertEqual(t, 1 - 4.0 / 22, accuracy: 1e-12)
         // Middle output 11: source 11.5*14/22 - 0.5 = 6.818..., taps 5, 6, 7, 8.
-        XCTAssertEqual(Self.taps(11, inSize: 14, outSize: 22, mode: .bicubic, alignCorners: false).map(\.0), [5, 6, 7, 8])
+        XCTAssertEqual(
+            Self.taps(11, inSize: 14, outSize: 22, mode: .bicubic, alignCorners: false).map(\.0), [5, 6, 7, 8])
         // Last output 21: source 13.5909..., taps 12, 13, 13, 13 (clamped).
-        XCTAssertEqual(Self.taps(21, inSize: 14, outSize: 22, mode: .bicubic, alignCorners: false).map(\.0), [12, 13, 13, 13])
+        XCTAssertEqual(
+            Self.taps(21, inSize: 14, outSize: 22, mode: .bicubic, alignCorners: false).map(\.0), [12, 13, 13, 13])
 
         // A smooth separable field: the single-pixel formula evaluated by hand.
-        let field = Tensor(shape: [14, 14], values: (0..<196).map { i in Float(sin(Double(i / 14) * 0.4) + cos(Double(i % 14) * 0.3)) })
+        let field = Tensor(
+            shape: [14, 14], values: (0..<196).map { i in Float(sin(Double(i / 14) * 0.4) + cos(Double(i % 14) * 0.3)) }
+        )
         let fy = field.resized(to: (22, 22), mode: .bicubic)
         func cubicAt(_ o: Int) -> [(Int, Double)] {
             let s = (Double(o) + 0.5) * 14 / 22 - 0.5
             let i = Int(floor(s)), tt = s - floor(s), a = -0.75
-            let ws = [((a * (tt + 1) - 5 * a) * (tt + 1) + 8 * a) * (tt + 1) - 4 * a,
-                      ((a + 2) * tt - (a + 3)) * tt * tt + 1,
-                      ((a + 2) * (1 - tt) - (a + 3)) * (1 - tt) * (1 - tt) + 1,
-                      ((a * (2 - tt) - 5 * a) * (2 - tt) + 8 * a) * (2 - tt) - 4 * a]
+            let ws = [
+                ((a * (tt + 1) - 5 * a) * (tt + 1) + 8 * a) * (tt + 1) - 4 * a,
+                ((a + 2) * tt - (a + 3)) * tt * tt + 1,
+                ((a + 2) * (1 - tt) - (a + 3)) * (1 - tt) * (1 - tt) + 1,
+                ((a * (2 - tt) - 5 * a) * (2 - tt) + 8 * a) * (2 - tt) - 4 * a,
+            ]
             return (0..<4).map { (min(max(i - 1 + $0, 0), 13), ws[$0]) }
         }
         for (oy, ox) in [(0, 0), (3, 17), (11, 11), (21, 5), (21, 21)] {
             var s = 0.0
-            for (iy, wy) in cubicAt(oy) { for (ix, wx) in cubicAt(ox) {
-                s += wy * wx * (sin(Double(iy) * 0.4) + cos(Double(ix) * 0.3))
-            } }
+            for (iy, wy) in cubicAt(oy) {
+                for (ix, wx) in cubicAt(ox) {
+                    s += wy * wx * (sin(Double(iy) * 0.4) + cos(Double(ix) * 0.3))
+                }
+            }
             XCTAssertEqual(Double(fy.scalars[oy * 22 + ox]), s, accuracy: 1e-5, "(\(oy), \(ox))")
         }
     }
@@ -235,8 +248,9 @@ final class LossResizeTests: XCTestCase {
                 for size in sizes {
                     let y = x.resized(to: (size.0, size.1), mode: mode, alignCorners: align)
                     XCTAssertEqual(y.shape, [2, size.0, size.1])
-                    Check.assertClose(y, Self.refResize(x, to: size, mode: mode, alignCorners: align), tolerance: 1e-5,
-                                      "\(mode) align \(align) \(size)")
+                    Check.assertClose(
+                        y, Self.refResize(x, to: size, mode: mode, alignCorners: align), tolerance: 1e-5,
+                        "\(mode) align \(align) \(size)")
                 }
             }
         }
@@ -257,8 +271,9 @@ final class LossResizeTests: XCTestCase {
             for align in [false, true] {
                 for size in [(13, 9), (3, 2), (6, 5), (1, 1)] {
                     let y = x.resized(to: size, mode: mode, alignCorners: align)
-                    Check.assertClose(y, [Float](repeating: 2.5, count: size.0 * size.1), tolerance: 1e-5,
-                                      "\(mode) align \(align) \(size)")
+                    Check.assertClose(
+                        y, [Float](repeating: 2.5, count: size.0 * size.1), tolerance: 1e-5,
+                        "\(mode) align \(align) \(size)")
                 }
             }
         }
@@ -270,40 +285,50 @@ final class LossResizeTests: XCTestCase {
         let ramp = Tensor(shape: [h, w], values: (0..<h * w).map { Float($0 % w) })
         for wo in [13, 16, 4] {
             let y = ramp.resized(to: (5, wo), mode: .bilinear, alignCorners: false)
-            for oy in 0..<5 { for ox in 0..<wo {
-                let src = (Double(ox) + 0.5) * Double(w) / Double(wo) - 0.5
-                let expected = min(max(src, 0), Double(w - 1))  // exact inside, clamped at the borders
-                XCTAssertEqual(Double(y.scalars[oy * wo + ox]), expected, accuracy: 1e-5, "wo \(wo) (\(oy), \(ox))")
-            } }
+            for oy in 0..<5 {
+                for ox in 0..<wo {
+                    let src = (Double(ox) + 0.5) * Double(w) / Double(wo) - 0.5
+                    let expected = min(max(src, 0), Double(w - 1))  // exact inside, clamped at the borders
+                    XCTAssertEqual(Double(y.scalars[oy * wo + ox]), expected, accuracy: 1e-5, "wo \(wo) (\(oy), \(ox))")
+                }
+            }
             // alignCorners: exactly x * (W-1)/(wo-1) everywhere.
             let ya = ramp.resized(to: (5, wo), mode: .bilinear, alignCorners: true)
             for ox in 0..<wo {
-                XCTAssertEqual(Double(ya.scalars[2 * wo + ox]), Double(ox) * Double(w - 1) / Double(wo - 1), accuracy: 1e-5)
+                XCTAssertEqual(
+                    Double(ya.scalars[2 * wo + ox]), Double(ox) * Double(w - 1) / Double(wo - 1), accuracy: 1e-5)
             }
         }
         // A ramp in y too: f = 2y + 3x is reproduced in the interior.
         let planeValues: [Float] = (0..<30).map { (i: Int) -> Float in Float(2 * (i / 6) + 3 * (i % 6)) }
         let plane = Tensor(shape: [5, 6], values: planeValues)
         let up = plane.resized(to: (9, 11), mode: .bilinear, alignCorners: true)
-        for oy in 0..<9 { for ox in 0..<11 {
-            let exact: Double = 2 * Double(oy) * 0.5 + 3 * Double(ox) * 0.5
-            XCTAssertEqual(Double(up.scalars[oy * 11 + ox]), exact, accuracy: 1e-4)
-        } }
+        for oy in 0..<9 {
+            for ox in 0..<11 {
+                let exact: Double = 2 * Double(oy) * 0.5 + 3 * Double(ox) * 0.5
+                XCTAssertEqual(Double(up.scalars[oy * 11 + ox]), exact, accuracy: 1e-4)
+            }
+        }
     }
 
     func testBilinearKnownValues() {
         // 2x2 -> 4x4, align_corners=False (PyTorch): [[1,2],[3,4]] upsampled.
         let x = Tensor(shape: [2, 2], values: [1, 2, 3, 4])
         let y = x.resized(to: (4, 4), mode: .bilinear, alignCorners: false)
-        Check.assertClose(y, [1.0, 1.25, 1.75, 2.0,
-                              1.5, 1.75, 2.25, 2.5,
-                              2.5, 2.75, 3.25, 3.5,
-                              3.0, 3.25, 3.75, 4.0], tolerance: 1e-6)
+        Check.assertClose(
+            y,
+            [
+                1.0, 1.25, 1.75, 2.0,
+                1.5, 1.75, 2.25, 2.5,
+                2.5, 2.75, 3.25, 3.5,
+                3.0, 3.25, 3.75, 4.0,
+            ], tolerance: 1e-6)
         let ya = x.resized(to: (3, 3), mode: .bilinear, alignCorners: true)
         Check.assertClose(ya, [1, 1.5, 2, 2, 2.5, 3, 3, 3.5, 4], tolerance: 1e-6)
         // Downsampling by exactly 2 with align_corners=False averages 2x2 blocks.
         let z = Tensor(shape: [4, 4], values: (0..<16).map(Float.init))
-        Check.assertClose(z.resized(to: (2, 2), mode: .bilinear, alignCorners: false), [2.5, 4.5, 10.5, 12.5], tolerance: 1e-6)
+        Check.assertClose(
+            z.resized(to: (2, 2), mode: .bilinear, alignCorners: false), [2.5, 4.5, 10.5, 12.5], tolerance: 1e-6)
     }
 
     func testResizeGradients() {

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLTensor
 
 /// The fused two-layer ReLU MLP against its composition from `linearReLU` and `linear`, finite
@@ -13,9 +14,11 @@ final class MLPTests: XCTestCase {
     }
 
     func parameters(rows: [Int], inF: Int, hidden: Int, outF: Int, seed: UInt64) -> [Tensor] {
-        [Check.random(rows + [inF], seed: seed), Check.random([hidden, inF], seed: seed + 1, low: -0.5, high: 0.5),
-         Check.random([outF, hidden], seed: seed + 2, low: -0.5, high: 0.5), Check.random([hidden], seed: seed + 3),
-         Check.random([outF], seed: seed + 4)]
+        [
+            Check.random(rows + [inF], seed: seed), Check.random([hidden, inF], seed: seed + 1, low: -0.5, high: 0.5),
+            Check.random([outF, hidden], seed: seed + 2, low: -0.5, high: 0.5), Check.random([hidden], seed: seed + 3),
+            Check.random([outF], seed: seed + 4),
+        ]
     }
 
     func testMatchesCompositionValuesAndGradients() {
@@ -34,7 +37,8 @@ final class MLPTests: XCTestCase {
             for (i, name) in ["x", "fc1.weight", "fc2.weight", "fc1.bias", "fc2.bias"].enumerated() {
                 let ref = b[i].grad!
                 let scale = ref.scalars.map(abs).max() ?? 1
-                Check.assertClose(a[i].grad!, ref.scalars, tolerance: 2e-5 * max(1, scale), "\(name) rows \(rows) hidden \(hidden)")
+                Check.assertClose(
+                    a[i].grad!, ref.scalars, tolerance: 2e-5 * max(1, scale), "\(name) rows \(rows) hidden \(hidden)")
             }
         }
     }
@@ -44,9 +48,11 @@ final class MLPTests: XCTestCase {
         // |b1| >= 0.6, half the units off), so no finite-difference probe crosses it.
         var t = parameters(rows: [2, 7], inF: 5, hidden: 12, outF: 4, seed: 50)
         t[1] = Check.random([12, 5], seed: 51, low: -0.1, high: 0.1)
-        t[3] = Tensor(shape: [12], values: Check.random([12], seed: 53, low: 0.6, high: 1).scalars.enumerated().map {
-            $0.offset % 2 == 0 ? $0.element : -$0.element
-        })
+        t[3] = Tensor(
+            shape: [12],
+            values: Check.random([12], seed: 53, low: 0.6, high: 1).scalars.enumerated().map {
+                $0.offset % 2 == 0 ? $0.element : -$0.element
+            })
         Check.gradients(t) { self.fused($0) }
         Check.gradients(t, differentiate: [true, false, false, false, false]) { self.fused($0) }
         Check.gradients(t, differentiate: [false, true, false, true, false]) { self.fused($0) }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLTensor
 
 /// layerNorm, softmax and fused multi-head attention against naive Double references.
@@ -34,8 +35,10 @@ final class NormalizationAttentionTests: XCTestCase {
     }
 
     /// Naive attention: per batch, head and query, softmax over visible keys of scaled dot products.
-    static func refAttention(q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool,
-                             keyMask: Tensor?, scale: Double?) -> [Float] {
+    static func refAttention(
+        q: Tensor, k: Tensor, v: Tensor, heads: Int, causal: Bool,
+        keyMask: Tensor?, scale: Double?
+    ) -> [Float] {
         let b = q.shape[0], tq = q.shape[1], e = q.shape[2], tk = k.shape[1]
         let dh = e / heads
         let alpha = scale ?? 1 / Double(dh).squareRoot()
@@ -111,10 +114,12 @@ final class NormalizationAttentionTests: XCTestCase {
 
     func testLayerNormCustomEpsAndShiftInvariance() {
         let x = Check.random([2, 4], seed: 9)
-        Check.assertClose(layerNorm(x, weight: nil, bias: nil, eps: 0.5), Self.refLayerNorm(x, nil, nil, eps: 0.5), tolerance: 2e-5)
+        Check.assertClose(
+            layerNorm(x, weight: nil, bias: nil, eps: 0.5), Self.refLayerNorm(x, nil, nil, eps: 0.5), tolerance: 2e-5)
         Check.gradients([x]) { layerNorm($0[0], weight: nil, bias: nil, eps: 0.5) }
         let shifted = x.adding(10)
-        Check.assertClose(layerNorm(shifted, weight: nil, bias: nil), layerNorm(x, weight: nil, bias: nil).scalars, tolerance: 1e-4)
+        Check.assertClose(
+            layerNorm(shifted, weight: nil, bias: nil), layerNorm(x, weight: nil, bias: nil).scalars, tolerance: 1e-4)
     }
 
     // MARK: - softmax
@@ -154,13 +159,16 @@ final class NormalizationAttentionTests: XCTestCase {
         let k = Check.random([c.b, c.tk, e], seed: seed + 1, low: -1.5, high: 1.5)
         let v = Check.random([c.b, c.tk, e], seed: seed + 2)
         let mask = c.mask.map { Tensor(shape: [c.b, c.tk], values: $0) }
-        let y = multiHeadAttention(query: q, key: k, value: v, heads: c.heads, causal: c.causal, keyMask: mask, scale: c.scale)
+        let y = multiHeadAttention(
+            query: q, key: k, value: v, heads: c.heads, causal: c.causal, keyMask: mask, scale: c.scale)
         XCTAssertEqual(y.shape, [c.b, c.tq, e], file: file, line: line)
-        let expected = Self.refAttention(q: q, k: k, v: v, heads: c.heads, causal: c.causal, keyMask: mask,
-                                         scale: c.scale.map(Double.init))
+        let expected = Self.refAttention(
+            q: q, k: k, v: v, heads: c.heads, causal: c.causal, keyMask: mask,
+            scale: c.scale.map(Double.init))
         Check.assertClose(y, expected, tolerance: 1e-5, "\(c)", file: file, line: line)
         let f: ([Tensor]) -> Tensor = {
-            multiHeadAttention(query: $0[0], key: $0[1], value: $0[2], heads: c.heads, causal: c.causal, keyMask: mask, scale: c.scale)
+            multiHeadAttention(
+                query: $0[0], key: $0[1], value: $0[2], heads: c.heads, causal: c.causal, keyMask: mask, scale: c.scale)
         }
         Check.gradients([q, k, v], file: file, line: line, f)
         Check.gradients([q, k, v], differentiate: [true, false, false], file: file, line: line, f)
@@ -191,7 +199,8 @@ final class NormalizationAttentionTests: XCTestCase {
     }
 
     func testAttentionCausalFirstRowCopiesFirstValue() {
-        let q = Check.random([1, 3, 4], seed: 59), k = Check.random([1, 3, 4], seed: 60), v = Check.random([1, 3, 4], seed: 61)
+        let q = Check.random([1, 3, 4], seed: 59), k = Check.random([1, 3, 4], seed: 60),
+            v = Check.random([1, 3, 4], seed: 61)
         let y = multiHeadAttention(query: q, key: k, value: v, heads: 2, causal: true)
         Check.assertClose(y.slice(axis: 1, 0..<1), Array(v.scalars[0..<4]), tolerance: 1e-6)
     }
@@ -219,7 +228,8 @@ final class NormalizationAttentionTests: XCTestCase {
         Check.assertClose(y1, y2.scalars, tolerance: 1e-6)
         // Padded keys and values receive zero gradient.
         let kl = k1.requiringGrad(), vl = v1.requiringGrad()
-        (multiHeadAttention(query: q, key: kl, value: vl, heads: 2, keyMask: mask) * Check.random([1, 2, 4], seed: 74)).sum().backward()
+        (multiHeadAttention(query: q, key: kl, value: vl, heads: 2, keyMask: mask) * Check.random([1, 2, 4], seed: 74))
+            .sum().backward()
         XCTAssertEqual(Array(kl.grad!.scalars[8..<16]), [Float](repeating: 0, count: 8))
         XCTAssertEqual(Array(vl.grad!.scalars[8..<16]), [Float](repeating: 0, count: 8))
     }
@@ -229,8 +239,10 @@ final class NormalizationAttentionTests: XCTestCase {
         let mask: [Float] = [0, 1, 1]
         let c = AttentionCase(b: 1, tq: 3, tk: 3, heads: 1, dh: 2, causal: true, mask: mask)
         checkAttention(c, seed: 80)
-        let q = Check.random([1, 3, 2], seed: 80), k = Check.random([1, 3, 2], seed: 81), v = Check.random([1, 3, 2], seed: 82)
-        let y = multiHeadAttention(query: q, key: k, value: v, heads: 1, causal: true, keyMask: Tensor(shape: [1, 3], values: mask))
+        let q = Check.random([1, 3, 2], seed: 80), k = Check.random([1, 3, 2], seed: 81),
+            v = Check.random([1, 3, 2], seed: 82)
+        let y = multiHeadAttention(
+            query: q, key: k, value: v, heads: 1, causal: true, keyMask: Tensor(shape: [1, 3], values: mask))
         XCTAssertEqual(Array(y.scalars[0..<2]), [0, 0])
         XCTAssertTrue(y.scalars.allSatisfy { $0.isFinite })
     }
@@ -239,7 +251,8 @@ final class NormalizationAttentionTests: XCTestCase {
         checkAttention(AttentionCase(b: 2, tq: 3, tk: 4, heads: 1, dh: 4, scale: 0.9), seed: 90)
         checkAttention(AttentionCase(b: 1, tq: 3, tk: 3, heads: 3, dh: 2, causal: true, scale: 0.3), seed: 95)
         // scale 0: uniform average of the visible values.
-        let q = Check.random([1, 2, 2], seed: 96), k = Check.random([1, 3, 2], seed: 97), v = Check.random([1, 3, 2], seed: 98)
+        let q = Check.random([1, 2, 2], seed: 96), k = Check.random([1, 3, 2], seed: 97),
+            v = Check.random([1, 3, 2], seed: 98)
         let y = multiHeadAttention(query: q, key: k, value: v, heads: 1, scale: 0)
         let vv = v.scalars
         let avg: [Float] = (0..<2).map { (c: Int) -> Float in
@@ -251,8 +264,11 @@ final class NormalizationAttentionTests: XCTestCase {
 
     func testAttentionMatchesUnfusedComposition() {
         // softmax(Q Kᵀ s) V built from matmul/softmax agrees with the fused kernel, value and gradient.
-        let q = Check.random([2, 3, 4], seed: 100), k = Check.random([2, 5, 4], seed: 101), v = Check.random([2, 5, 4], seed: 102)
-        let unfused: ([Tensor]) -> Tensor = { t in matmul(matmul(t[0], t[1], transposeB: true).scaled(0.5).softmax(), t[2]) }
+        let q = Check.random([2, 3, 4], seed: 100), k = Check.random([2, 5, 4], seed: 101),
+            v = Check.random([2, 5, 4], seed: 102)
+        let unfused: ([Tensor]) -> Tensor = { t in
+            matmul(matmul(t[0], t[1], transposeB: true).scaled(0.5).softmax(), t[2])
+        }
         let fused = multiHeadAttention(query: q, key: k, value: v, heads: 1)
         Check.assertClose(fused, unfused([q, k, v]).scalars, tolerance: 1e-6)
         let ql = q.requiringGrad(), kl = k.requiringGrad(), vl = v.requiringGrad()

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLTensor
 
 /// `vlseg bench step --profile`'s bookkeeping: every op's forward time goes to that op, recorded or

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLTensor
 
 /// The AVX-512 panel kernel against OpenBLAS: every tail of rows (tiles of 6) and columns (panels
@@ -8,16 +9,21 @@ final class PanelGEMMTests: XCTestCase {
         let a = Check.random(transposeA ? [k, m] : [m, k], seed: seed)
         let b = Check.random([k, n + 3], seed: seed + 1)  // row stride n + 3: ldb larger than n
         // C has a row stride of n + 5; beta 0 must not read it, so it starts as NaN there.
-        let c = Tensor(shape: [m, n + 5], values: beta == 0 ? Array(repeating: .nan, count: m * (n + 5))
-                                                            : Check.random([m, n + 5], seed: seed + 2).scalars)
+        let c = Tensor(
+            shape: [m, n + 5],
+            values: beta == 0
+                ? Array(repeating: .nan, count: m * (n + 5))
+                : Check.random([m, n + 5], seed: seed + 2).scalars)
         let lda = transposeA ? m : k
         withTensorPointers(writing: c, reading: a, b) { pc, pa, pb in
             if panel {
-                PanelGEMM.multiply(transposeA: transposeA, m: m, n: n, k: k, a: pa, lda: lda, b: pb, ldb: n + 3,
-                                   beta: beta, c: pc, ldc: n + 5)
+                PanelGEMM.multiply(
+                    transposeA: transposeA, m: m, n: n, k: k, a: pa, lda: lda, b: pb, ldb: n + 3,
+                    beta: beta, c: pc, ldc: n + 5)
             } else {
-                BLAS.sgemm(transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: pa, lda: lda, b: pb,
-                           ldb: n + 3, beta: beta, c: pc, ldc: n + 5)
+                BLAS.sgemm(
+                    transposeA: transposeA, transposeB: false, m: m, n: n, k: k, a: pa, lda: lda, b: pb,
+                    ldb: n + 3, beta: beta, c: pc, ldc: n + 5)
             }
         }
         // Only the m x n block; the padding columns must be untouched (NaN or the initial values).
@@ -28,7 +34,10 @@ final class PanelGEMMTests: XCTestCase {
         try XCTSkipUnless(PanelGEMM.enabled, "no AVX-512 on this CPU: PanelGEMM is OpenBLAS")
         var seed: UInt64 = 1
         for transposeA in [false, true] {
-            for (m, n, k) in [(1, 1, 1), (5, 17, 3), (6, 64, 64), (7, 65, 9), (13, 130, 33), (256, 64, 2048), (12, 2048, 64), (3, 48, 0)] {
+            for (m, n, k) in [
+                (1, 1, 1), (5, 17, 3), (6, 64, 64), (7, 65, 9), (13, 130, 33), (256, 64, 2048), (12, 2048, 64),
+                (3, 48, 0),
+            ] {
                 for beta: Float in [0, 1] {
                     let got = product(transposeA: transposeA, m: m, n: n, k: k, beta: beta, seed: seed, panel: true)
                     let want = product(transposeA: transposeA, m: m, n: n, k: k, beta: beta, seed: seed, panel: false)
@@ -37,10 +46,13 @@ final class PanelGEMMTests: XCTestCase {
                         for j in 0..<(n + 5) {
                             let g = got[i * (n + 5) + j], w = want[i * (n + 5) + j]
                             if j >= n {
-                                XCTAssertTrue(g.isNaN && w.isNaN || g == w, "padding written at (\(i), \(j)) m \(m) n \(n) k \(k)")
+                                XCTAssertTrue(
+                                    g.isNaN && w.isNaN || g == w, "padding written at (\(i), \(j)) m \(m) n \(n) k \(k)"
+                                )
                             } else {
-                                XCTAssertEqual(g, w, accuracy: 1e-5 * Float(max(k, 1)).squareRoot() * 4,
-                                               "(\(i), \(j)) m \(m) n \(n) k \(k) transposeA \(transposeA) beta \(beta)")
+                                XCTAssertEqual(
+                                    g, w, accuracy: 1e-5 * Float(max(k, 1)).squareRoot() * 4,
+                                    "(\(i), \(j)) m \(m) n \(n) k \(k) transposeA \(transposeA) beta \(beta)")
                             }
                         }
                     }
@@ -60,7 +72,8 @@ final class PanelGEMMTests: XCTestCase {
         let viaPanel = Tensor(uninitialized: [m, n]), viaBLAS = Tensor(uninitialized: [m, n])
         withTensorPointers(writing: viaPanel, viaBLAS, reading: a, b) { panelC, blasC, pa, pb in
             PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: pa, lda: k, b: pb, ldb: n, c: panelC, ldc: n)
-            BLAS.sgemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: pa, lda: k, b: pb, ldb: n, c: blasC, ldc: n)
+            BLAS.sgemm(
+                transposeA: false, transposeB: false, m: m, n: n, k: k, a: pa, lda: k, b: pb, ldb: n, c: blasC, ldc: n)
         }
         for i in 0..<m {
             for j in 0..<n {
@@ -84,8 +97,9 @@ final class PanelGEMMTests: XCTestCase {
         withTensorPointers(writing: whole, part, reading: a, b) { pw, pp, pa, pb in
             PanelGEMM.multiply(transposeA: false, m: m, n: n, k: k, a: pa, lda: k, b: pb, ldb: n, c: pw, ldc: n)
             for (rows, cols) in [(0..<7, 0..<33), (7..<20, 0..<33), (0..<20, 33..<150)] {
-                PanelGEMM.multiply(transposeA: false, m: rows.count, n: cols.count, k: k, a: pa + rows.lowerBound * k, lda: k,
-                                   b: pb + cols.lowerBound, ldb: n, c: pp + rows.lowerBound * n + cols.lowerBound, ldc: n)
+                PanelGEMM.multiply(
+                    transposeA: false, m: rows.count, n: cols.count, k: k, a: pa + rows.lowerBound * k, lda: k,
+                    b: pb + cols.lowerBound, ldb: n, c: pp + rows.lowerBound * n + cols.lowerBound, ldc: n)
             }
         }
         XCTAssertEqual(whole.scalars, part.scalars)

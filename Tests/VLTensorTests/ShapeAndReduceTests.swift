@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLTensor
 
 /// Layout operations (views and copies), gathers, concatenation and reductions.
@@ -93,9 +94,13 @@ final class ShapeAndReduceTests: XCTestCase {
         let zt = z.transposed(-1, -2)
         XCTAssertEqual(zt.shape, [2, 4, 3])
         let zv = z.scalars
-        for b in 0..<2 { for i in 0..<3 { for j in 0..<4 {
-            XCTAssertEqual(zt.scalars[(b * 4 + j) * 3 + i], zv[(b * 3 + i) * 4 + j])
-        } } }
+        for b in 0..<2 {
+            for i in 0..<3 {
+                for j in 0..<4 {
+                    XCTAssertEqual(zt.scalars[(b * 4 + j) * 3 + i], zv[(b * 3 + i) * 4 + j])
+                }
+            }
+        }
         XCTAssertEqual(z.transposed(0, 2).shape, [4, 3, 2])
         Check.gradients([x]) { $0[0].transposed(0, 1) }
         Check.gradients([z]) { $0[0].transposed(-1, -2) }
@@ -314,7 +319,9 @@ final class ShapeAndReduceTests: XCTestCase {
                     let label = "\(mean ? "mean" : "sum") axes \(axes) keepDims \(keep)"
                     XCTAssertEqual(y.shape, e.shape, label)
                     Check.assertClose(y, e.values, tolerance: 1e-5, label)
-                    Check.gradients([x]) { mean ? $0[0].mean(axes: axes, keepDims: keep) : $0[0].sum(axes: axes, keepDims: keep) }
+                    Check.gradients([x]) {
+                        mean ? $0[0].mean(axes: axes, keepDims: keep) : $0[0].sum(axes: axes, keepDims: keep)
+                    }
                 }
             }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLTensor
 
 final class VectorMathTests: XCTestCase {
@@ -45,14 +46,16 @@ final class VectorMathTests: XCTestCase {
         for (i, y) in ys.enumerated() {
             let s = 1 / (1 + Foundation.exp(-1.702 * Double(y)))
             XCTAssertEqual(Double(sig[i]), s, accuracy: 1e-6 * max(s, 1e-30) + 1e-12, "sigmoid(\(y))")
-            XCTAssertEqual(Double(gelu[i]), Double(y) * s, accuracy: 2e-6 * abs(Double(y) * s) + 1e-12, "quickGELU(\(y))")
+            XCTAssertEqual(
+                Double(gelu[i]), Double(y) * s, accuracy: 2e-6 * abs(Double(y) * s) + 1e-12, "quickGELU(\(y))")
         }
     }
 
     /// Head-parallel attention (several threads) equals the serial path, forward and backward.
     func testAttentionIsIndependentOfThreadCount() {
         defer { ComputeThreads.set(1) }
-        let q = Check.random([2, 9, 24], seed: 1), k = Check.random([2, 7, 24], seed: 2), v = Check.random([2, 7, 24], seed: 3)
+        let q = Check.random([2, 9, 24], seed: 1), k = Check.random([2, 7, 24], seed: 2),
+            v = Check.random([2, 7, 24], seed: 3)
         let mask = Tensor(shape: [2, 7], values: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1])
         func run(threads: Int) -> [[Float]] {
             ComputeThreads.set(threads)
@@ -67,6 +70,8 @@ final class VectorMathTests: XCTestCase {
             for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-6) }
         }
         ComputeThreads.set(2)
-        Check.gradients([q, k, v]) { xs in multiHeadAttention(query: xs[0], key: xs[1], value: xs[2], heads: 4, causal: true, keyMask: mask) }
+        Check.gradients([q, k, v]) { xs in
+            multiHeadAttention(query: xs[0], key: xs[1], value: xs[2], heads: 4, causal: true, keyMask: mask)
+        }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
-import XCTest
 import VLTensor
+import XCTest
 
 /// Shared helpers for op tests: value comparison and finite-difference gradient checks.
 public enum Check {
@@ -11,16 +11,19 @@ public enum Check {
     }
 
     /// Asserts every element within `tolerance` (absolute).
-    public static func assertClose(_ actual: Tensor, _ expected: [Float], tolerance: Float = 1e-5,
-                            _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {
+    public static func assertClose(
+        _ actual: Tensor, _ expected: [Float], tolerance: Float = 1e-5,
+        _ message: String = "", file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertEqual(actual.count, expected.count, "element count \(message)", file: file, line: line)
         var worst: Float = 0, at = 0
         for (i, (a, e)) in zip(actual.scalars, expected).enumerated() where abs(a - e) > worst {
             worst = abs(a - e); at = i
         }
-        XCTAssertLessThanOrEqual(worst, tolerance,
-                                 "max |diff| \(worst) at \(at) (got \(actual.scalars[at]), expected \(expected[at])) \(message)",
-                                 file: file, line: line)
+        XCTAssertLessThanOrEqual(
+            worst, tolerance,
+            "max |diff| \(worst) at \(at) (got \(actual.scalars[at]), expected \(expected[at])) \(message)",
+            file: file, line: line)
     }
 
     /// Compares autodiff gradients with central differences of L = sum(f(x) * w), w random fixed.
@@ -28,10 +31,12 @@ public enum Check {
     /// The error measure is max |analytic - numeric| divided by the largest numeric magnitude of
     /// that input's gradient. `samples` bounds the number of elements probed per input.
     @discardableResult
-    public static func gradients(_ inputs: [Tensor], eps: Float = 1e-2, tolerance: Double = 1e-3, samples: Int = 48,
-                          differentiate: [Bool]? = nil, seed: UInt64 = 99,
-                          file: StaticString = #filePath, line: UInt = #line,
-                          _ f: ([Tensor]) -> Tensor) -> [Double] {
+    public static func gradients(
+        _ inputs: [Tensor], eps: Float = 1e-2, tolerance: Double = 1e-3, samples: Int = 48,
+        differentiate: [Bool]? = nil, seed: UInt64 = 99,
+        file: StaticString = #filePath, line: UInt = #line,
+        _ f: ([Tensor]) -> Tensor
+    ) -> [Double] {
         let which = differentiate ?? inputs.map { _ in true }
         let leaves = zip(inputs, which).map { $1 ? $0.requiringGrad(name: "x") : $0.detached() }
         let out = f(leaves)
@@ -54,7 +59,9 @@ public enum Check {
                 continue
             }
             XCTAssertEqual(analytic.shape, x.shape, file: file, line: line)
-            let probe: [Int] = x.count <= samples ? Array(0..<x.count)
+            let probe: [Int] =
+                x.count <= samples
+                ? Array(0..<x.count)
                 : (0..<samples).map { _ in Int(rng.next() % UInt64(x.count)) }
             var worst = 0.0, scale = 0.0
             for j in probe {
@@ -67,8 +74,9 @@ public enum Check {
             }
             let rel = worst / max(scale, 1e-6)
             errors.append(rel)
-            XCTAssertLessThan(rel, tolerance, "input \(i): relative gradient error \(rel) (max numeric \(scale))",
-                              file: file, line: line)
+            XCTAssertLessThan(
+                rel, tolerance, "input \(i): relative gradient error \(rel) (max numeric \(scale))",
+                file: file, line: line)
         }
         return errors
     }

@@ -22,17 +22,22 @@ public enum PythonReference {
         let group = DispatchGroup()
         nonisolated(unsafe) var stdout = Data(), stderr = Data()
         group.enter()
-        DispatchQueue.global().async { stdout = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async {
+            stdout = out.fileHandleForReading.readDataToEndOfFile(); group.leave()
+        }
         group.enter()
-        DispatchQueue.global().async { stderr = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async {
+            stderr = err.fileHandleForReading.readDataToEndOfFile(); group.leave()
+        }
         if group.wait(timeout: .now() + timeout) == .timedOut {
             process.terminate()
             throw Failure(description: "python3 reference script ran past \(Int(timeout)) s")
         }
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw Failure(description: "python3 reference script failed (status \(process.terminationStatus)): "
-                + String(decoding: stderr, as: UTF8.self))
+            throw Failure(
+                description: "python3 reference script failed (status \(process.terminationStatus)): "
+                    + String(decoding: stderr, as: UTF8.self))
         }
         return String(decoding: stdout, as: UTF8.self)
     }

@@ -3,12 +3,15 @@ import VLModels
 /// Architectures for tests that must not depend on the fixture's configuration.
 public enum TestModels {
     /// The prompts a reference file stores as int64 [B, T] ids and attention mask.
-    public static func prompts(_ file: SafeTensorsFile, ids idKey: String = "input_ids",
-                               mask maskKey: String = "attention_mask") throws -> TextPrompts {
+    public static func prompts(
+        _ file: SafeTensorsFile, ids idKey: String = "input_ids",
+        mask maskKey: String = "attention_mask"
+    ) throws -> TextPrompts {
         let ids = try file.integers(idKey), mask = try file.integers(maskKey)
         let t = ids.shape[1]
-        return TextPrompts(inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
-                           attentionMask: (0..<mask.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
+        return TextPrompts(
+            inputIDs: (0..<ids.shape[0]).map { Array(ids.values[$0 * t..<($0 + 1) * t]) },
+            attentionMask: (0..<mask.shape[0]).map { Array(mask.values[$0 * t..<($0 + 1) * t]) })
     }
 
     /// A deliberately different CLIPSeg: other widths and heads, patch 8 on 32 px, 4 vision layers

@@ -1,12 +1,15 @@
 import Foundation
 import VLTestSupport
 import XCTest
+
 @testable import VLTokenizer
 
 final class CLIPTokenizerTests: XCTestCase {
     /// The vocabulary the package ships (the same files every CLIPSeg checkpoint carries), loaded once:
     /// parsing 49k vocabulary entries and 49k merges is the slow part.
-    static let loaded: Result<CLIPTokenizer, Error> = Result { try CLIPTokenizer(directory: Fixtures.bundledTokenizer()) }
+    static let loaded: Result<CLIPTokenizer, Error> = Result {
+        try CLIPTokenizer(directory: Fixtures.bundledTokenizer())
+    }
 
     func tokenizer() throws -> CLIPTokenizer {
         try Self.loaded.get()
@@ -52,8 +55,10 @@ final class CLIPTokenizerTests: XCTestCase {
                 failures.append("\(c.text.debugDescription)\n  expected \(Array(expected))\n  got      \(Array(real))")
             }
         }
-        XCTAssertTrue(failures.isEmpty, "\(failures.count) of \(cases.count) cases differ:\n"
-                      + failures.joined(separator: "\n"))
+        XCTAssertTrue(
+            failures.isEmpty,
+            "\(failures.count) of \(cases.count) cases differ:\n"
+                + failures.joined(separator: "\n"))
     }
 
     func testPromptExampleFromSpec() throws {
@@ -95,13 +100,16 @@ final class CLIPTokenizerTests: XCTestCase {
         XCTAssertEqual(CLIPTextNormalizer.preTokenize(Array("12".unicodeScalars)), ["1", "2"])
         XCTAssertEqual(CLIPTextNormalizer.preTokenize(Array("it's''s".unicodeScalars)), ["it", "'s", "''", "s"])
         // NFC must leave supplementary-plane scalars alone (Foundation's NFC on Linux turned TAG B + U+0331 into ḇ).
-        XCTAssertEqual(CLIPTextNormalizer.words(ArraySlice("\u{E0062}\u{331}".unicodeScalars)),
-                       [["\u{E0062}", "\u{331}"]])
-        XCTAssertEqual(CLIPTextNormalizer.words(ArraySlice("\u{1100}\u{1161}\u{11A8} \u{212B}".unicodeScalars)),
-                       [["\u{AC01}"], ["\u{E5}"]])
+        XCTAssertEqual(
+            CLIPTextNormalizer.words(ArraySlice("\u{E0062}\u{331}".unicodeScalars)),
+            [["\u{E0062}", "\u{331}"]])
+        XCTAssertEqual(
+            CLIPTextNormalizer.words(ArraySlice("\u{1100}\u{1161}\u{11A8} \u{212B}".unicodeScalars)),
+            [["\u{AC01}"], ["\u{E5}"]])
         // Lower-casing is per scalar with full mappings and no final-sigma rule.
-        XCTAssertEqual(CLIPTextNormalizer.words(ArraySlice("ΟΔΟΣ İ".unicodeScalars)),
-                       [Array("οδοσ".unicodeScalars), Array("i\u{307}".unicodeScalars)])
+        XCTAssertEqual(
+            CLIPTextNormalizer.words(ArraySlice("ΟΔΟΣ İ".unicodeScalars)),
+            [Array("οδοσ".unicodeScalars), Array("i\u{307}".unicodeScalars)])
     }
 
     // MARK: - Truncation and padding
@@ -142,9 +150,13 @@ final class CLIPTokenizerTests: XCTestCase {
 
         // The cap truncates before padding.
         let capped = tok.encodeBatch(texts, padding: .longest(max: 4))
-        XCTAssertEqual(capped.map(\.inputIDs), [[49406, 320, 2368, 49407],
-                                                 [49406, 320, 1125, 49407],
-                                                 [49406, 49407, 49407, 49407]])
+        XCTAssertEqual(
+            capped.map(\.inputIDs),
+            [
+                [49406, 320, 2368, 49407],
+                [49406, 320, 1125, 49407],
+                [49406, 49407, 49407, 49407],
+            ])
         XCTAssertEqual(capped[2].attentionMask, [1, 1, 0, 0])
 
         // A long prompt makes the batch 77 wide, never wider.
@@ -188,7 +200,8 @@ final class CLIPTokenizerTests: XCTestCase {
         return dir
     }
 
-    private let tinyVocab = #"{"a": 0, "b": 1, "a</w>": 2, "b</w>": 3, "ab</w>": 4, "<|startoftext|>": 5, "<|endoftext|>": 6}"#
+    private let tinyVocab =
+        #"{"a": 0, "b": 1, "a</w>": 2, "b</w>": 3, "ab</w>": 4, "<|startoftext|>": 5, "<|endoftext|>": 6}"#
 
     private func write(_ text: String, _ url: URL) throws {
         try text.write(to: url, atomically: true, encoding: .utf8)

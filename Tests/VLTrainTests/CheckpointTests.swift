@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import VLModels
 @testable import VLTensor
 @testable import VLTrain
@@ -28,9 +29,10 @@ final class CheckpointTests: XCTestCase {
     }
 
     func state(step: Int) -> TrainerState {
-        var s = TrainerState(optimizer: AdamW(weightDecay: 0.1), schedule: LearningRateSchedule(kind: .plateau, baseLR: 1e-3),
-                             earlyStopping: EarlyStopping(patience: 3), worldSize: 2, batchSize: 2, accumulate: 1,
-                             method: "decoder", configHash: "abc", layoutHash: "xyz")
+        var s = TrainerState(
+            optimizer: AdamW(weightDecay: 0.1), schedule: LearningRateSchedule(kind: .plateau, baseLR: 1e-3),
+            earlyStopping: EarlyStopping(patience: 3), worldSize: 2, batchSize: 2, accumulate: 1,
+            method: "decoder", configHash: "abc", layoutHash: "xyz")
         s.step = step
         s.epoch = 1
         s.samplesIntoEpoch = 12
@@ -40,7 +42,8 @@ final class CheckpointTests: XCTestCase {
     func testSaveLoadRestoreRoundTrip() throws {
         let store = CheckpointStore(runDirectory: run)
         let arena = makeArena(seed: 1)
-        let url = try store.save(arena: arena, state: state(step: 6), configYAML: "seed: 1\n", markBest: true, keepLast: 2)
+        let url = try store.save(
+            arena: arena, state: state(step: 6), configYAML: "seed: 1\n", markBest: true, keepLast: 2)
         XCTAssertEqual(url.lastPathComponent, "step-0000006")
         XCTAssertEqual(store.pointer("latest"), "step-0000006")
         XCTAssertEqual(store.pointer("best"), "step-0000006")
@@ -56,7 +59,9 @@ final class CheckpointTests: XCTestCase {
         // trainable.safetensors alone holds the tensors under the model's own names.
         let t = try SafeTensorsFile(url: url.appendingPathComponent("trainable.safetensors"))
         XCTAssertEqual(Set(t.names), ["decoder.w", "decoder.b"])
-        XCTAssertFalse(FileManager.default.fileExists(atPath: store.directory.appendingPathComponent(".tmp-step-0000006-\(getpid())").path))
+        XCTAssertFalse(
+            FileManager.default.fileExists(
+                atPath: store.directory.appendingPathComponent(".tmp-step-0000006-\(getpid())").path))
     }
 
     func testCorruptAndPartialCheckpointsAreSkippedByAutoAndRefusedByPath() throws {
@@ -107,17 +112,23 @@ final class CheckpointTests: XCTestCase {
         let store = CheckpointStore(runDirectory: run)
         let arena = makeArena(seed: 0)
         try store.save(arena: arena, state: state(step: 1), configYAML: "", markBest: true, keepLast: 2)
-        for step in 2...5 { try store.save(arena: arena, state: state(step: step), configYAML: "", markBest: false, keepLast: 2) }
-        XCTAssertEqual(store.stepDirectories().map(\.lastPathComponent), ["step-0000005", "step-0000004", "step-0000001"])
+        for step in 2...5 {
+            try store.save(arena: arena, state: state(step: step), configYAML: "", markBest: false, keepLast: 2)
+        }
+        XCTAssertEqual(
+            store.stepDirectories().map(\.lastPathComponent), ["step-0000005", "step-0000004", "step-0000001"])
         XCTAssertEqual(store.pointer("latest"), "step-0000005")
     }
 
     func testRestoreRefusesADifferentLayout() throws {
         let store = CheckpointStore(runDirectory: run)
-        let url = try store.save(arena: makeArena(seed: 0), state: state(step: 1), configYAML: "", markBest: false, keepLast: 1)
+        let url = try store.save(
+            arena: makeArena(seed: 0), state: state(step: 1), configYAML: "", markBest: false, keepLast: 1)
         let other = ParameterStore()
         other.set("decoder.w", Tensor(zeros: [3, 2]))
         let arena = ParameterArena(store: other, names: ["decoder.w"])
-        XCTAssertThrowsError(try CheckpointStore.load(url).restore(into: arena)) { XCTAssertTrue("\($0)".contains("shape"), "\($0)") }
+        XCTAssertThrowsError(try CheckpointStore.load(url).restore(into: arena)) {
+            XCTAssertTrue("\($0)".contains("shape"), "\($0)")
+        }
     }
 }

@@ -1,12 +1,14 @@
 import Foundation
 import VLData
-import XCTest
-@testable import VLTrain
 import VLTuning
+import XCTest
+
+@testable import VLTrain
 
 /// The config system: composition of configs/ groups, overrides, typed loading, errors, printing, hashing.
 final class ConfigTests: XCTestCase {
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     static let configDir = repoRoot.appendingPathComponent("configs")
 
     /// The repository's configs, with a fixed environment (no VLSEG_CACHE, a known HOME).
@@ -38,7 +40,8 @@ final class ConfigTests: XCTestCase {
         let dir = root.appendingPathComponent("configs")
         for (path, text) in files {
             let url = dir.appendingPathComponent(path)
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try text.write(to: url, atomically: true, encoding: .utf8)
         }
         addTeardownBlock { try? FileManager.default.removeItem(at: root) }
@@ -79,8 +82,10 @@ final class ConfigTests: XCTestCase {
     }
 
     func testGroupAndValueOverrides() throws {
-        let r = try load(["tuning=vlsm_dense_vl", "trainer.max_epochs=20", "data.prompt=[p1,p2]", "seed=7",
-                          "resume=auto", "comm.overlap=false", "trainer.threads=3"])
+        let r = try load([
+            "tuning=vlsm_dense_vl", "trainer.max_epochs=20", "data.prompt=[p1,p2]", "seed=7",
+            "resume=auto", "comm.overlap=false", "trainer.threads=3",
+        ])
         let c = r.config
         XCTAssertEqual(c.tuning.method, "vlsm_dense_vl")
         XCTAssertEqual(c.tuning.family, "vlsm_dense")
@@ -99,7 +104,9 @@ final class ConfigTests: XCTestCase {
         // A later override of the same key wins.
         XCTAssertEqual(try load(["trainer.lr=0.1", "trainer.lr=0.2"]).config.trainer.lr, 0.2)
         // resume as a path; null values.
-        XCTAssertEqual(try load(["resume=runs/x/checkpoints/step-0000010"]).config.resume, .path("runs/x/checkpoints/step-0000010"))
+        XCTAssertEqual(
+            try load(["resume=runs/x/checkpoints/step-0000010"]).config.resume, .path("runs/x/checkpoints/step-0000010")
+        )
         XCTAssertEqual(try load(["resume=null"]).config.resume, .none)
     }
 
@@ -125,7 +132,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(r.sources["trainer.lr"], .file("configs/experiment/kvasir/vlsm_shallow_vl.yaml", line: 15))
 
         // Command-line choices beat the experiment's; value overrides beat everything.
-        let t = try load(["experiment=busi/maple", "tuning=coop", "trainer.lr=5e-4", "model=clipseg_rd64_refined"]).config
+        let t = try load(["experiment=busi/maple", "tuning=coop", "trainer.lr=5e-4", "model=clipseg_rd64_refined"])
+            .config
         XCTAssertEqual(t.tuning.method, "coop")
         XCTAssertEqual(t.trainer.lr, 5e-4)
         XCTAssertEqual(t.model.name, "clipseg_rd64_refined")
@@ -152,7 +160,9 @@ final class ConfigTests: XCTestCase {
         // Without VLSEG_CACHE: under the home directory.
         XCTAssertEqual(try load(["experiment=demo"]).config.model.path, "/home/tester/.cache/vlseg/demo/clipseg-small")
         // The demo data's name follows its settings.
-        XCTAssertEqual(try load(["experiment=demo", "data.demo.count=40"]).config.data.root, "/home/tester/.cache/vlseg/demo/data-40x224-seed0")
+        XCTAssertEqual(
+            try load(["experiment=demo", "data.demo.count=40"]).config.data.root,
+            "/home/tester/.cache/vlseg/demo/data-40x224-seed0")
     }
 
     func testEveryExperimentAndTuningOptionLoads() throws {
@@ -171,9 +181,11 @@ final class ConfigTests: XCTestCase {
             let c = try loader.load(overrides: ["data=\(d)"]).config
             XCTAssertEqual(c.data.root, "data/\(d)")
         }
-        for m in ["decoder", "full", "zero_shot", "vlsm_shallow_v", "vlsm_shallow_vl", "vlsm_shallow_vlc", "vlsm_dense_v",
-                  "vlsm_dense_vl", "vlsm_dense_vlc", "lora", "coop", "cocoop", "vpt_shallow", "vpt_deep", "maple",
-                  "shared_attention", "shared_separate", "vpt", "vlsm_shallow", "vlsm_dense"] {
+        for m in [
+            "decoder", "full", "zero_shot", "vlsm_shallow_v", "vlsm_shallow_vl", "vlsm_shallow_vlc", "vlsm_dense_v",
+            "vlsm_dense_vl", "vlsm_dense_vlc", "lora", "coop", "cocoop", "vpt_shallow", "vpt_deep", "maple",
+            "shared_attention", "shared_separate", "vpt", "vlsm_shallow", "vlsm_dense",
+        ] {
             XCTAssertNotNil(TuningMethodRegistry.shared.schema(named: m), m)
         }
     }
@@ -214,8 +226,9 @@ final class ConfigTests: XCTestCase {
         let f = configError { try ConfigLoader(configDir: dir, environment: [:]).load() }
         XCTAssertEqual(f?.path, "trainer.max_epochs")
         XCTAssertEqual(f?.source, .file("configs/trainer/bad.yaml", line: 3))
-        XCTAssertTrue(f?.description.hasPrefix("configs/trainer/bad.yaml:3: trainer.max_epochs: expected an integer") ?? false,
-                      f?.description ?? "")
+        XCTAssertTrue(
+            f?.description.hasPrefix("configs/trainer/bad.yaml:3: trainer.max_epochs: expected an integer") ?? false,
+            f?.description ?? "")
     }
 
     func testInvalidValuesAndChoices() throws {
@@ -328,27 +341,27 @@ final class ConfigTests: XCTestCase {
     func testSelfOrderBasesGlobalPackagesAndOverrideSyntax() throws {
         let dir = try scratchConfigs([
             "config.yaml": """
-                defaults:
-                  - model: m1
-                  - trainer: fast
-                  - experiment: null
-                  - _self_
-                seed: 5
-                model:
-                  image_size: 128
-                """,
+            defaults:
+              - model: m1
+              - trainer: fast
+              - experiment: null
+              - _self_
+            seed: 5
+            model:
+              image_size: 128
+            """,
             "model/m1.yaml": "name: m1\npath: /m1\nimage_size: 64\n",
             "model/m2.yaml": "name: m2\npath: /m2\n",
             "trainer/base.yaml": "lr: 0.5\nmax_epochs: 3\n",
             "trainer/fast.yaml": "defaults:\n  - base\nlr: 0.25\n",
             "experiment/e.yaml": """
-                # @package _global_
-                defaults:
-                  - override /model: m2
-                seed: 9
-                trainer:
-                  max_epochs: 4
-                """,
+            # @package _global_
+            defaults:
+              - override /model: m2
+            seed: 9
+            trainer:
+              max_epochs: 4
+            """,
         ])
         let loader = ConfigLoader(configDir: dir, environment: [:])
         let c = try loader.load().config
@@ -375,14 +388,14 @@ final class ConfigTests: XCTestCase {
     func testInterpolation() throws {
         let dir = try scratchConfigs([
             "config.yaml": """
-                name: exp-${seed}
-                seed: 3
-                run:
-                  dir: ${oc.env:OUT,/tmp/out}/${name}
-                  cache_dir: ${oc.env:CACHE}
-                trainer:
-                  betas: ${trainer.extra}
-                """,
+            name: exp-${seed}
+            seed: 3
+            run:
+              dir: ${oc.env:OUT,/tmp/out}/${name}
+              cache_dir: ${oc.env:CACHE}
+            trainer:
+              betas: ${trainer.extra}
+            """
         ])
         let loader = ConfigLoader(configDir: dir, environment: ["CACHE": "/c"])
         XCTAssertEqual(configError { try loader.load() }?.kind, .interpolation, "trainer.extra is not a key")
@@ -393,7 +406,9 @@ final class ConfigTests: XCTestCase {
     }
 
     func testInterpolationErrors() throws {
-        let dir = try scratchConfigs(["config.yaml": "name: ${run.dir}\nrun:\n  dir: x/${name}\n  cache_dir: ${oc.env:NOPE}\n"])
+        let dir = try scratchConfigs([
+            "config.yaml": "name: ${run.dir}\nrun:\n  dir: x/${name}\n  cache_dir: ${oc.env:NOPE}\n"
+        ])
         let loader = ConfigLoader(configDir: dir, environment: [:])
         let e = configError { try loader.load(overrides: ["run.cache_dir=/c"]) }
         XCTAssertEqual(e?.kind, .interpolation)
@@ -403,19 +418,24 @@ final class ConfigTests: XCTestCase {
         let missing = configError { try loader.load(overrides: ["name=n", "run.cache_dir=${run.cachedir}"]) }
         XCTAssertEqual(missing?.suggestion, "run.cache_dir")
         // A list reference keeps its type.
-        let typed = try ConfigLoader(configDir: try scratchConfigs(["config.yaml": "trainer:\n  betas: [0.1, 0.2]\n"]), environment: [:])
-            .load(overrides: ["data.prompt=${trainer.betas}"])
+        let typed = try ConfigLoader(
+            configDir: try scratchConfigs(["config.yaml": "trainer:\n  betas: [0.1, 0.2]\n"]), environment: [:]
+        )
+        .load(overrides: ["data.prompt=${trainer.betas}"])
         XCTAssertEqual(typed.config.data.prompt, .anyOf(["0.1", "0.2"]))
     }
 
     // MARK: Printing and hashing
 
     func testPrintedConfigRoundTrips() throws {
-        for overrides in [[], ["experiment=kvasir/vlsm_dense_vlc", "data.prompt=[p1, p2]"], ["experiment=demo"],
-                          ["tuning=lora"], ["tuning=maple", "resume='/some/path: odd'"],
-                          ["name=yes", "data.root=007", "run.dir=' spaced '", "tuning=coop", "tuning.init=a photo of a"]] {
+        for overrides in [
+            [], ["experiment=kvasir/vlsm_dense_vlc", "data.prompt=[p1, p2]"], ["experiment=demo"],
+            ["tuning=lora"], ["tuning=maple", "resume='/some/path: odd'"],
+            ["name=yes", "data.root=007", "run.dir=' spaced '", "tuning=coop", "tuning.init=a photo of a"],
+        ] {
             let r = try load(overrides)
-            let back = try ConfigLoader.decode(yaml: r.yaml, source: "printed.yaml", environment: ["HOME": "/elsewhere"])
+            let back = try ConfigLoader.decode(
+                yaml: r.yaml, source: "printed.yaml", environment: ["HOME": "/elsewhere"])
             XCTAssertEqual(back.config, r.config, "\(overrides)\n\(r.yaml)")
             XCTAssertEqual(back.yaml, r.yaml)
             XCTAssertEqual(back.configHash, r.configHash)
@@ -434,8 +454,9 @@ final class ConfigTests: XCTestCase {
     func testHashIsStableAndCanonical() throws {
         XCTAssertEqual(ConfigSHA256.hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         XCTAssertEqual(ConfigSHA256.hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        XCTAssertEqual(ConfigSHA256.hex(String(repeating: "a", count: 1000)),
-                       "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+        XCTAssertEqual(
+            ConfigSHA256.hex(String(repeating: "a", count: 1000)),
+            "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
         let a = try load(["trainer.lr=1e-3", "seed=1"])
         let b = try load(["seed=1", "trainer.lr=0.001"])
         let c = try load(["trainer.lr=0.0011", "seed=1"])
@@ -444,7 +465,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(a.configHash, try load(["trainer.lr=1e-3", "seed=1"]).configHash)
         XCTAssertEqual(a.configHash.count, 64)
         // The training hash ignores runtime-only settings.
-        let d = try load(["trainer.lr=1e-3", "seed=1", "trainer.threads=4", "data.workers=7", "run.dir=/elsewhere", "resume=auto"])
+        let d = try load([
+            "trainer.lr=1e-3", "seed=1", "trainer.threads=4", "data.workers=7", "run.dir=/elsewhere", "resume=auto",
+        ])
         XCTAssertNotEqual(a.configHash, d.configHash)
         XCTAssertEqual(a.trainingHash, d.trainingHash)
         XCTAssertNotEqual(a.trainingHash, c.trainingHash)
@@ -463,18 +486,24 @@ final class ConfigTests: XCTestCase {
 
     func testCustomRegistry() throws {
         let registry = TuningMethodRegistry(builtins: false)
-        registry.register(TuningMethodFamily(name: "mine", summary: "test", architectures: [.clipseg], options: [
-            TuningOption("width", .int, default: .int(3), help: "w", minimum: 1),
-            TuningOption("mode", .string, default: .string("a"), help: "m", allowed: ["a", "b"]),
-        ]) { _ in ZeroShot() })
+        registry.register(
+            TuningMethodFamily(
+                name: "mine", summary: "test", architectures: [.clipseg],
+                options: [
+                    TuningOption("width", .int, default: .int(3), help: "w", minimum: 1),
+                    TuningOption("mode", .string, default: .string("a"), help: "m", allowed: ["a", "b"]),
+                ]
+            ) { _ in ZeroShot() })
         let loader = ConfigLoader(configDir: ConfigTests.configDir, registry: registry, environment: [:])
         let c = try loader.load(overrides: ["tuning.method=mine", "tuning.mode=b"]).config
         XCTAssertEqual(try c.tuning.int("width"), 3)
         XCTAssertEqual(try c.tuning.string("mode"), "b")
         XCTAssertThrowsError(try c.tuning.int("mode"))
         XCTAssertThrowsError(try c.tuning.int("nothing"))
-        XCTAssertEqual(configError { try loader.load(overrides: ["tuning.method=mine", "tuning.width=0"]) }?.path, "tuning.width")
-        XCTAssertEqual(configError { try loader.load(overrides: ["tuning.method=mine", "tuning.mode=c"]) }?.suggestion, nil)
+        XCTAssertEqual(
+            configError { try loader.load(overrides: ["tuning.method=mine", "tuning.width=0"]) }?.path, "tuning.width")
+        XCTAssertEqual(
+            configError { try loader.load(overrides: ["tuning.method=mine", "tuning.mode=c"]) }?.suggestion, nil)
         XCTAssertEqual(configError { try loader.load() }?.kind, .unknownMethod, "decoder is not in this registry")
     }
 
@@ -492,15 +521,19 @@ final class ConfigTests: XCTestCase {
     }
 
     func testConfigDirectoryDiscovery() throws {
-        let fromSub = try ConfigLoader.findConfigDirectory(environment: [:], currentDirectory: ConfigTests.repoRoot.appendingPathComponent("Sources/VLTrain").path,
-                                                           executable: nil)
+        let fromSub = try ConfigLoader.findConfigDirectory(
+            environment: [:], currentDirectory: ConfigTests.repoRoot.appendingPathComponent("Sources/VLTrain").path,
+            executable: nil)
         XCTAssertEqual(fromSub.standardizedFileURL.path, ConfigTests.configDir.standardizedFileURL.path)
-        let fromExe = try ConfigLoader.findConfigDirectory(environment: [:], currentDirectory: "/",
-                                                           executable: ConfigTests.repoRoot.appendingPathComponent(".build/release/vlseg"))
+        let fromExe = try ConfigLoader.findConfigDirectory(
+            environment: [:], currentDirectory: "/",
+            executable: ConfigTests.repoRoot.appendingPathComponent(".build/release/vlseg"))
         XCTAssertEqual(fromExe.standardizedFileURL.path, ConfigTests.configDir.standardizedFileURL.path)
-        XCTAssertThrowsError(try ConfigLoader.findConfigDirectory(environment: [:], currentDirectory: "/", executable: nil))
+        XCTAssertThrowsError(
+            try ConfigLoader.findConfigDirectory(environment: [:], currentDirectory: "/", executable: nil))
         XCTAssertThrowsError(try ConfigLoader.findConfigDirectory(explicit: "/nonexistent", environment: [:]))
-        let env = try ConfigLoader.findConfigDirectory(environment: ["VLSEG_CONFIG_DIR": ConfigTests.configDir.path], currentDirectory: "/", executable: nil)
+        let env = try ConfigLoader.findConfigDirectory(
+            environment: ["VLSEG_CONFIG_DIR": ConfigTests.configDir.path], currentDirectory: "/", executable: nil)
         XCTAssertEqual(env.path, ConfigTests.configDir.path)
     }
 
@@ -523,7 +556,10 @@ final class ConfigTests: XCTestCase {
                 let fresh = try String(contentsOf: out.appendingPathComponent("\(dataset)/\(file)"), encoding: .utf8)
                 let committedURL = ConfigTests.configDir.appendingPathComponent("experiment/\(dataset)/\(file)")
                 let committed = (try? String(contentsOf: committedURL, encoding: .utf8)) ?? "<missing>"
-                XCTAssertEqual(fresh, committed, "configs/experiment/\(dataset)/\(file) differs from configs/generate.sh's output: run it and commit")
+                XCTAssertEqual(
+                    fresh, committed,
+                    "configs/experiment/\(dataset)/\(file) differs from configs/generate.sh's output: run it and commit"
+                )
             }
         }
         XCTAssertEqual(generated, 8 * 13)
@@ -535,37 +571,40 @@ final class ConfigTests: XCTestCase {
     /// only change how the run executes (`runtimeOnlyKeys`) are not listed.
     func testTrainingChangesListOnlyTrainingSettings() throws {
         let old = """
-        name: a
-        seed: 1
-        trainer:
-          lr: 0.001
-          max_steps: 10
-          schedule: {name: cosine}
-        data:
-          workers: 2
-          prompts: [p1, p2]
-        """
+            name: a
+            seed: 1
+            trainer:
+              lr: 0.001
+              max_steps: 10
+              schedule: {name: cosine}
+            data:
+              workers: 2
+              prompts: [p1, p2]
+            """
         let new = """
-        name: b
-        seed: 1
-        trainer:
-          lr: 0.0005
-          max_steps: 20
-          schedule: {name: cosine, warmup: 5}
-        data:
-          workers: 4
-          prompts: [p1]
-        extra: true
-        """
+            name: b
+            seed: 1
+            trainer:
+              lr: 0.0005
+              max_steps: 20
+              schedule: {name: cosine, warmup: 5}
+            data:
+              workers: 4
+              prompts: [p1]
+            extra: true
+            """
         let changes = try ResolvedConfig.trainingChanges(from: old, to: new)
-        XCTAssertEqual(changes, [
-            .init(key: "trainer.lr", old: "0.001", new: "0.0005"),
-            .init(key: "trainer.schedule.warmup", old: nil, new: "5"),
-            .init(key: "data.prompts", old: "[p1, p2]", new: "[p1]"),
-            .init(key: "extra", old: nil, new: "true"),
-        ])
-        XCTAssertEqual(try ResolvedConfig.trainingChanges(from: new, to: old).map(\.key),
-                       ["trainer.lr", "data.prompts", "trainer.schedule.warmup", "extra"])
+        XCTAssertEqual(
+            changes,
+            [
+                .init(key: "trainer.lr", old: "0.001", new: "0.0005"),
+                .init(key: "trainer.schedule.warmup", old: nil, new: "5"),
+                .init(key: "data.prompts", old: "[p1, p2]", new: "[p1]"),
+                .init(key: "extra", old: nil, new: "true"),
+            ])
+        XCTAssertEqual(
+            try ResolvedConfig.trainingChanges(from: new, to: old).map(\.key),
+            ["trainer.lr", "data.prompts", "trainer.schedule.warmup", "extra"])
         XCTAssertEqual(try ResolvedConfig.trainingChanges(from: old, to: old), [])
     }
 }

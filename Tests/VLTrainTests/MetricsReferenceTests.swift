@@ -1,7 +1,8 @@
 import Foundation
-import XCTest
 import VLData
 import VLTestSupport
+import XCTest
+
 @testable import VLTensor
 @testable import VLTrain
 
@@ -46,16 +47,22 @@ final class MetricsReferenceTests: XCTestCase {
     /// disjoint, identical, and random overlaps.
     static func images() -> [(logits: Tensor, target: Tensor)] {
         var rng = SplitMix(seed: 11)
-        func random(_ n: Int, _ fraction: Double) -> [Float] { (0..<n).map { _ in rng.nextDouble() < fraction ? 1 : 0 } }
+        func random(_ n: Int, _ fraction: Double) -> [Float] {
+            (0..<n).map { _ in rng.nextDouble() < fraction ? 1 : 0 }
+        }
         func logits(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextDouble() * 8 - 4) } }
         var out: [(Tensor, Tensor)] = []
-        func add(_ h: Int, _ w: Int, _ l: [Float], _ t: [Float]) { out.append((Tensor(shape: [1, h, w], values: l), Tensor(shape: [1, h, w], values: t))) }
-        add(5, 7, [Float](repeating: -3, count: 35), [Float](repeating: 0, count: 35))            // both empty
-        add(5, 7, [Float](repeating: -3, count: 35), random(35, 0.4))                              // prediction empty
-        add(6, 4, logits(24).map { abs($0) + 0.1 }, [Float](repeating: 0, count: 24))              // target empty
-        add(4, 4, [3, 3, -3, -3, 3, 3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3], [0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])  // disjoint
+        func add(_ h: Int, _ w: Int, _ l: [Float], _ t: [Float]) {
+            out.append((Tensor(shape: [1, h, w], values: l), Tensor(shape: [1, h, w], values: t)))
+        }
+        add(5, 7, [Float](repeating: -3, count: 35), [Float](repeating: 0, count: 35))  // both empty
+        add(5, 7, [Float](repeating: -3, count: 35), random(35, 0.4))  // prediction empty
+        add(6, 4, logits(24).map { abs($0) + 0.1 }, [Float](repeating: 0, count: 24))  // target empty
+        add(
+            4, 4, [3, 3, -3, -3, 3, 3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3],
+            [0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])  // disjoint
         let same = random(30, 0.5)
-        add(5, 6, same.map { $0 > 0 ? 2 : -2 }, same)                                               // identical
+        add(5, 6, same.map { $0 > 0 ? 2 : -2 }, same)  // identical
         for (h, w) in [(9, 11), (16, 16), (3, 20), (12, 7)] { add(h, w, logits(h * w), random(h * w, 0.3)) }
         return out
     }
@@ -68,31 +75,40 @@ final class MetricsReferenceTests: XCTestCase {
         for (k, image) in images.enumerated() {
             all.add(logits: image.logits, target: image.target, loss: nil, threshold: threshold)
             shards[k % 2].add(logits: image.logits, target: image.target, loss: nil, threshold: threshold)
-            each.append(withTensorPointers(reading: image.logits, image.target) { pl, pt in
-                SegmentationMetrics.counts(logits: pl, target: pt, count: image.logits.count, threshold: threshold)
-            })
+            each.append(
+                withTensorPointers(reading: image.logits, image.target) { pl, pt in
+                    SegmentationMetrics.counts(logits: pl, target: pt, count: image.logits.count, threshold: threshold)
+                })
         }
-        let ref = try numpy(Self.reference, input: [
-            "threshold": p,
-            "images": images.map { ["logits": $0.logits.scalars.map(Double.init), "target": $0.target.scalars.map(Double.init)] },
-        ])
+        let ref = try numpy(
+            Self.reference,
+            input: [
+                "threshold": p,
+                "images": images.map {
+                    ["logits": $0.logits.scalars.map(Double.init), "target": $0.target.scalars.map(Double.init)]
+                },
+            ])
         func number(_ key: String) throws -> Double { try XCTUnwrap(ref[key] as? Double, key) }
         XCTAssertEqual(all.dice, try number("dice"), accuracy: 1e-12)
         XCTAssertEqual(all.iou, try number("iou"), accuracy: 1e-12)
         XCTAssertEqual(all.dicePooled, try number("dice_pooled"), accuracy: 1e-12)
         XCTAssertEqual(all.iouPooled, try number("iou_pooled"), accuracy: 1e-12)
-        let diceEach = try XCTUnwrap(ref["dice_each"] as? [Double]), iouEach = try XCTUnwrap(ref["iou_each"] as? [Double])
+        let diceEach = try XCTUnwrap(ref["dice_each"] as? [Double]),
+            iouEach = try XCTUnwrap(ref["iou_each"] as? [Double])
         for (k, c) in each.enumerated() {
             XCTAssertEqual(c.dice, diceEach[k], accuracy: 1e-12, "image \(k)")
             XCTAssertEqual(c.iou, iouEach[k], accuracy: 1e-12, "image \(k)")
         }
         // The empty cases: both empty 1, exactly one empty 0.
-        XCTAssertEqual([each[0].dice, each[0].iou, each[1].dice, each[1].iou, each[2].dice, each[2].iou], [1, 1, 0, 0, 0, 0])
+        XCTAssertEqual(
+            [each[0].dice, each[0].iou, each[1].dice, each[1].iou, each[2].dice, each[2].iou], [1, 1, 0, 0, 0, 0])
         XCTAssertEqual([each[3].dice, each[4].dice], [0, 1])
         // Ranks sum counts, not ratios: two shards reduce to exactly the single pass.
-        let summed = SegmentationMetrics(reductionVector: zip(shards[0].reductionVector, shards[1].reductionVector).map { $0 + $1 })
-        XCTAssertEqual([summed.intersection, summed.predicted, summed.truth, Double(summed.images)],
-                       [all.intersection, all.predicted, all.truth, Double(all.images)])
+        let summed = SegmentationMetrics(
+            reductionVector: zip(shards[0].reductionVector, shards[1].reductionVector).map { $0 + $1 })
+        XCTAssertEqual(
+            [summed.intersection, summed.predicted, summed.truth, Double(summed.images)],
+            [all.intersection, all.predicted, all.truth, Double(all.images)])
         XCTAssertEqual(summed.dicePooled, all.dicePooled)
         XCTAssertEqual(summed.iouPooled, all.iouPooled)
         XCTAssertEqual(summed.dice, all.dice, accuracy: 1e-12)
@@ -137,7 +153,8 @@ final class MetricsReferenceTests: XCTestCase {
         var rng = SplitMix(seed: 3)
         for (h, w, H, W) in [(8, 8, 21, 13), (16, 12, 5, 7), (7, 9, 7, 9)] {
             let values = (0..<(h * w)).map { _ in Float(rng.nextDouble() * 2 - 1) }
-            let mask = Inference.originalPrediction(Tensor(shape: [h, w], values: values), size: ImageSize(width: W, height: H), resize: .nearest)
+            let mask = Inference.originalPrediction(
+                Tensor(shape: [h, w], values: values), size: ImageSize(width: W, height: H), resize: .nearest)
             let ref = try numpy(script, input: ["h": h, "w": w, "H": H, "W": W, "logits": values.map(Double.init)])
             XCTAssertEqual(mask.values.map(Int.init), try XCTUnwrap(ref["mask"] as? [Int]), "\(h)x\(w) -> \(H)x\(W)")
         }
@@ -150,8 +167,10 @@ final class MetricsReferenceTests: XCTestCase {
         // under bicubic (>=), not under bilinear (>).
         let zero = Tensor(shape: [4, 6], values: [Float](repeating: 0, count: 24))
         let same = ImageSize(width: 6, height: 4)
-        XCTAssertEqual(Inference.originalPrediction(zero, size: same, resize: .bicubic).values, [UInt8](repeating: 1, count: 24))
-        XCTAssertEqual(Inference.originalPrediction(zero, size: same, resize: .bilinear).values, [UInt8](repeating: 0, count: 24))
+        XCTAssertEqual(
+            Inference.originalPrediction(zero, size: same, resize: .bicubic).values, [UInt8](repeating: 1, count: 24))
+        XCTAssertEqual(
+            Inference.originalPrediction(zero, size: same, resize: .bilinear).values, [UInt8](repeating: 0, count: 24))
         // Two columns, logits -1 and +9, to four at threshold 0.6: interpolated logits pass it from the
         // second column on (1.5 is probability 0.82); interpolated probabilities (0.27 and 1.0) only from the third.
         let step = Tensor(shape: [1, 2], values: [-1, 9])
@@ -173,14 +192,19 @@ final class MetricsLogColumnsTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let old = "kind,step,epoch,loss,lr,images_per_s,val_loss,val_dice,val_iou,grad_norm,seconds"
-        try (old + "\ntrain,1,0,0.5,0.001,3,,,,0.2,1\n").write(to: dir.appendingPathComponent("metrics.csv"), atomically: true, encoding: .utf8)
+        try (old + "\ntrain,1,0,0.5,0.001,3,,,,0.2,1\n").write(
+            to: dir.appendingPathComponent("metrics.csv"), atomically: true, encoding: .utf8)
         let log = try MetricsLog(runDirectory: dir, resuming: true)
         try log.append(["kind": "val", "step": 2, "val_dice": 0.25, "val_dice_pooled": 0.5])
-        let lines = try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8).split(separator: "\n").map(String.init)
+        let lines = try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8).split(
+            separator: "\n"
+        ).map(String.init)
         XCTAssertEqual(lines, [old, "train,1,0,0.5,0.001,3,,,,0.2,1", "val,2,,,,,,0.25,,,"])
         let fresh = try MetricsLog(runDirectory: dir, resuming: false)
         try fresh.append(["kind": "val", "step": 2, "val_dice_pooled": 0.5])
-        let header = try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8).split(separator: "\n").first
+        let header = try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8).split(
+            separator: "\n"
+        ).first
         XCTAssertEqual(header.map(String.init), MetricsLog.columns.joined(separator: ","))
         withExtendedLifetime((log, fresh)) {}
     }

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import VLModels
 @testable import VLTensor
 @testable import VLTrain
@@ -107,7 +108,8 @@ final class OptimizerTests: XCTestCase {
         // Updating the arena updates the model.
         arena.values.withUnsafeMutableBufferPointer { $0[0] = 10 }
         XCTAssertEqual(store["w"].scalars[0], 10)
-        XCTAssertEqual(ParameterArena(store: ParameterStore.copy(of: store), names: ["w", "b"]).layoutHash, arena.layoutHash)
+        XCTAssertEqual(
+            ParameterArena(store: ParameterStore.copy(of: store), names: ["w", "b"]).layoutHash, arena.layoutHash)
     }
 
     func testClipping() {
@@ -128,7 +130,7 @@ final class OptimizerTests: XCTestCase {
         var plateau = LearningRateSchedule(kind: .plateau, baseLR: 1, factor: 0.3, patience: 1)
         XCTAssertFalse(plateau.observe(validationLoss: 1.0))
         XCTAssertFalse(plateau.observe(validationLoss: 1.0))  // 1 bad
-        XCTAssertTrue(plateau.observe(validationLoss: 1.0))   // 2 bad > patience 1
+        XCTAssertTrue(plateau.observe(validationLoss: 1.0))  // 2 bad > patience 1
         XCTAssertEqual(plateau.rate(at: 100), 0.3, accuracy: 1e-7)
         var stop = EarlyStopping(patience: 2, minDelta: 0.01)
         XCTAssertEqual(stop.observe(dice: 0.5).improved, true)

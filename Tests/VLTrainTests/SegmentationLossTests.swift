@@ -1,7 +1,8 @@
+import VLTestSupport
 import XCTest
+
 @testable import VLTensor
 @testable import VLTrain
-import VLTestSupport
 
 final class SegmentationLossTests: XCTestCase {
     func testWeightedLossMatchesTheFormula() {
@@ -10,7 +11,9 @@ final class SegmentationLossTests: XCTestCase {
         let bce = binaryCrossEntropyWithLogits(logits, target: target).item
         let dice = softDiceLoss(logits, target: target).item
         XCTAssertEqual(SegmentationLoss()(logits, target: target).item, bce + dice, accuracy: 1e-6)
-        XCTAssertEqual(SegmentationLoss(diceWeight: 0.3, bceWeight: 2)(logits, target: target).item, 0.3 * dice + 2 * bce, accuracy: 1e-6)
+        XCTAssertEqual(
+            SegmentationLoss(diceWeight: 0.3, bceWeight: 2)(logits, target: target).item, 0.3 * dice + 2 * bce,
+            accuracy: 1e-6)
         XCTAssertEqual(SegmentationLoss(diceWeight: 0, bceWeight: 1)(logits, target: target).item, bce, accuracy: 1e-6)
         Check.gradients([logits]) { xs in SegmentationLoss(diceWeight: 0.5, bceWeight: 1.5)(xs[0], target: target) }
     }
@@ -28,7 +31,8 @@ final class SegmentationLossTests: XCTestCase {
         XCTAssertEqual(m.loss, (0.5 * 2 + 2) / 3, accuracy: 1e-12)
         // Empty truth with a non-empty prediction scores 0.
         var e = SegmentationMetrics()
-        e.add(logits: Tensor(shape: [1, 2], values: [1, -1]), target: Tensor(shape: [1, 2], values: [0, 0]), loss: nil)
+        e.add(
+            logits: Tensor(shape: [1, 2], values: [1, -1]), target: Tensor(shape: [1, 2], values: [0, 0]), loss: nil)
         XCTAssertEqual(e.dice, 0)
         XCTAssertEqual(SegmentationMetrics(reductionVector: m.reductionVector), m)
     }

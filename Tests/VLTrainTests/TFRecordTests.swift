@@ -17,7 +17,9 @@ final class TFRecordTests: XCTestCase {
         let payload = Data([1, 2, 3, 4, 5])
         let framed = TFRecord.frame(payload)
         XCTAssertEqual(framed.count, 8 + 4 + 5 + 4)
-        let length = framed.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        let length = framed.prefix(8).enumerated().reduce(UInt64(0)) {
+            $0 | UInt64($1.element) << (8 * UInt64($1.offset))
+        }
         XCTAssertEqual(length, 5)
         func u32(_ at: Int) -> UInt32 { (0..<4).reduce(UInt32(0)) { $0 | UInt32(framed[at + $1]) << (8 * UInt32($1)) } }
         XCTAssertEqual(u32(8), CRC32C.masked(framed.prefix(8)))

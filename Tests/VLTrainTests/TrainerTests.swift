@@ -1,12 +1,13 @@
 import Foundation
 import VLTokenizer
+import VLTuning
 import XCTest
+
 @testable import VLData
 @testable import VLDistributed
 @testable import VLModels
 @testable import VLTensor
 @testable import VLTrain
-import VLTuning
 
 /// The training loop in one process: equivalences, resume and evaluation.
 final class TrainerTests: XCTestCase {
@@ -31,17 +32,28 @@ final class TrainerTests: XCTestCase {
         let tokenizer = try CLIPTokenizer(directory: BundledTokenizer.requireDirectory())
         let train = try DatasetIndex.load(root: Self.dataRoot, split: "train", promptChoice: .random).sampleSet
         let val = try DatasetIndex.load(root: Self.dataRoot, split: "val", promptChoice: .key("p1")).sampleSet
-        let cfg = DataLoaderConfig(imageSize: 64, workers: 1, seed: 7, promptChoice: .random, textPadding: .longest(max: 77))
+        let cfg = DataLoaderConfig(
+            imageSize: 64, workers: 1, seed: 7, promptChoice: .random, textPadding: .longest(max: 77))
         var vcfg = cfg
         vcfg.promptChoice = .key("p1")
-        return (try DataLoader(samples: train, sampler: try ShardedSampler(count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batch, seed: 7),
-                               tokenizer: tokenizer, config: cfg),
-                try DataLoader(samples: val, sampler: try ShardedSampler(count: val.count, rank: comm.rank, worldSize: comm.size, batchSize: 4, seed: 7, mode: .evaluation),
-                               tokenizer: tokenizer, config: vcfg))
+        return (
+            try DataLoader(
+                samples: train,
+                sampler: try ShardedSampler(
+                    count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batch, seed: 7),
+                tokenizer: tokenizer, config: cfg),
+            try DataLoader(
+                samples: val,
+                sampler: try ShardedSampler(
+                    count: val.count, rank: comm.rank, worldSize: comm.size, batchSize: 4, seed: 7, mode: .evaluation),
+                tokenizer: tokenizer, config: vcfg)
+        )
     }
 
-    func train(steps: Int, batch: Int, accumulate: Int, run: URL, resume: ResumeSetting = .none, checkpointEvery: Int = 0,
-               evalEvery: Int = 0, featureCache: Bool = false) throws -> (Trainer, TrainingSummary) {
+    func train(
+        steps: Int, batch: Int, accumulate: Int, run: URL, resume: ResumeSetting = .none, checkpointEvery: Int = 0,
+        evalEvery: Int = 0, featureCache: Bool = false
+    ) throws -> (Trainer, TrainingSummary) {
         let comm = SingleProcessCommunicator()
         let model = CLIPSegInitializer.randomModel(config: CLIPSegPreset.tiny.config, seed: 1)
         let names = try DecoderOnlyTuning().prepare(model, seed: 0)
@@ -87,7 +99,8 @@ final class TrainerTests: XCTestCase {
         let (a, _) = try train(steps: 12, batch: 4, accumulate: 1, run: straight, checkpointEvery: 6, evalEvery: 4)
         let split = newRun()
         _ = try train(steps: 6, batch: 4, accumulate: 1, run: split, checkpointEvery: 6, evalEvery: 4)
-        let (b, summary) = try train(steps: 12, batch: 4, accumulate: 1, run: split, resume: .auto, checkpointEvery: 6, evalEvery: 4)
+        let (b, summary) = try train(
+            steps: 12, batch: 4, accumulate: 1, run: split, resume: .auto, checkpointEvery: 6, evalEvery: 4)
         XCTAssertNotNil(summary.resumedFrom)
         XCTAssertEqual(b.arena.values.scalars, a.arena.values.scalars)
         let fa = try Data(contentsOf: straight.appendingPathComponent("checkpoints/step-0000012/trainable.safetensors"))
@@ -116,7 +129,13 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(b.arena.values.scalars, a.arena.values.scalars)
         let la = try String(contentsOf: off.appendingPathComponent("metrics.csv"), encoding: .utf8)
         let lb = try String(contentsOf: on.appendingPathComponent("metrics.csv"), encoding: .utf8)
-        func losses(_ csv: String) -> [String] { csv.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).prefix(4).joined(separator: ",") + ($0.split(separator: ",", omittingEmptySubsequences: false).dropFirst(6).prefix(3).joined(separator: ",")) } }
+        func losses(_ csv: String) -> [String] {
+            csv.split(separator: "\n").dropFirst().map {
+                $0.split(separator: ",", omittingEmptySubsequences: false).prefix(4).joined(separator: ",")
+                    + ($0.split(separator: ",", omittingEmptySubsequences: false).dropFirst(6).prefix(3).joined(
+                        separator: ","))
+            }
+        }
         XCTAssertEqual(losses(lb), losses(la))
         XCTAssertGreaterThan(b.trainCacheHits, 0)
     }
@@ -125,14 +144,16 @@ final class TrainerTests: XCTestCase {
 /// The per-image CSV rows of `vlseg evaluate --per-image`.
 final class ImageScoreCSVTests: XCTestCase {
     func testFieldsAreQuotedOnlyWhenNeeded() {
-        var row = Inference.ImageScore(sampleIndex: 7, image: "a.png", mask: "a_mask.png", prompt: "a polyp", classID: nil,
-                                       dice: 0.5, iou: 1.0 / 3)
+        var row = Inference.ImageScore(
+            sampleIndex: 7, image: "a.png", mask: "a_mask.png", prompt: "a polyp", classID: nil,
+            dice: 0.5, iou: 1.0 / 3)
         XCTAssertEqual(row.csvRow, "7,a.png,a_mask.png,a polyp,,0.500000,0.333333,,")
         row.prompt = "a \"small\", round polyp"
         row.classID = 2
         row.diceOriginal = 0.25
         row.iouOriginal = 0.125
-        XCTAssertEqual(row.csvRow, "7,a.png,a_mask.png,\"a \"\"small\"\", round polyp\",2,0.500000,0.333333,0.250000,0.125000")
+        XCTAssertEqual(
+            row.csvRow, "7,a.png,a_mask.png,\"a \"\"small\"\", round polyp\",2,0.500000,0.333333,0.250000,0.125000")
         XCTAssertEqual(Inference.ImageScore.csvHeader.split(separator: ",").count, 9)
     }
 }
@@ -151,11 +172,13 @@ final class StopRequestTests: XCTestCase {
         XCTAssertEqual(stop.localSignal, SIGUSR1)
         XCTAssertEqual(stop.agreedSignal(SingleProcessCommunicator()), SIGUSR1)
         while lines.all.isEmpty && Date() < deadline { usleep(1000) }
-        XCTAssertEqual(lines.all, ["received SIGUSR1: stopping after this step with a checkpoint (send it again to stop at once)"])
+        XCTAssertEqual(
+            lines.all, ["received SIGUSR1: stopping after this step with a checkpoint (send it again to stop at once)"])
         stop.uninstall()
         var action = sigaction()
         sigaction(SIGUSR1, nil, &action)
-        XCTAssertEqual(unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self), unsafeBitCast(SIG_DFL, to: Int.self))
+        XCTAssertEqual(
+            unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self), unsafeBitCast(SIG_DFL, to: Int.self))
     }
 
     func testSeveralSignalsReportTheFirstKindInTheListOrder() {

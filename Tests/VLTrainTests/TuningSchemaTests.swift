@@ -1,7 +1,8 @@
 import Foundation
-import XCTest
-@testable import VLTrain
 import VLTuning
+import XCTest
+
+@testable import VLTrain
 
 /// The tuning methods' declarations (VLTuning's registry) against everything that repeats them: the YAML
 /// of configs/tuning, the option tables of docs/methods.md, and the config's checks.
@@ -10,7 +11,9 @@ final class TuningSchemaTests: XCTestCase {
 
     /// What a configs/tuning file sets that its method's registered schema does not say: a key the method
     /// does not have, or a value other than the default (for a preset, the default is the preset's value).
-    static func yamlMismatches(_ text: String, file: String, registry: TuningMethodRegistry = .shared) throws -> [String] {
+    static func yamlMismatches(_ text: String, file: String, registry: TuningMethodRegistry = .shared) throws
+        -> [String]
+    {
         let node = try ConfigYAML.parse(text, source: .file(file))
         guard let method = node["method"]?.scalarText, let schema = registry.schema(named: method) else {
             return ["\(file): names no registered method"]
@@ -46,16 +49,22 @@ final class TuningSchemaTests: XCTestCase {
     }
 
     func testAYAMLThatDisagreesWithItsMethodFails() throws {
-        XCTAssertEqual(try Self.yamlMismatches("method: maple\ndepth: 1\nhidden: 32\n", file: "maple.yaml"),
-                       ["maple.yaml: hidden is 32, but maple declares 64"])
+        XCTAssertEqual(
+            try Self.yamlMismatches("method: maple\ndepth: 1\nhidden: 32\n", file: "maple.yaml"),
+            ["maple.yaml: hidden is 32, but maple declares 64"])
         // A preset's defining value is its own default, not the family's.
         XCTAssertEqual(try Self.yamlMismatches("method: vlsm_dense_vl\nparts: vl\n", file: "a.yaml"), [])
-        XCTAssertEqual(try Self.yamlMismatches("method: vlsm_dense_vl\nparts: v\n", file: "b.yaml"),
-                       ["b.yaml: parts is v, but vlsm_dense_vl declares vl"])
-        XCTAssertEqual(try Self.yamlMismatches("method: vpt_deep\ndepth: 1\n", file: "c.yaml"),
-                       ["c.yaml: depth is 1, but vpt_deep declares 10"])
-        XCTAssertEqual(try Self.yamlMismatches("method: lora\nalpha: 16\ntargets: [q_proj, v_proj]\n", file: "d.yaml"), [])
-        XCTAssertEqual(try Self.yamlMismatches("method: coop\nrank: 4\n", file: "e.yaml"), ["e.yaml: 'rank' is not an option of coop"])
+        XCTAssertEqual(
+            try Self.yamlMismatches("method: vlsm_dense_vl\nparts: v\n", file: "b.yaml"),
+            ["b.yaml: parts is v, but vlsm_dense_vl declares vl"])
+        XCTAssertEqual(
+            try Self.yamlMismatches("method: vpt_deep\ndepth: 1\n", file: "c.yaml"),
+            ["c.yaml: depth is 1, but vpt_deep declares 10"])
+        XCTAssertEqual(
+            try Self.yamlMismatches("method: lora\nalpha: 16\ntargets: [q_proj, v_proj]\n", file: "d.yaml"), [])
+        XCTAssertEqual(
+            try Self.yamlMismatches("method: coop\nrank: 4\n", file: "e.yaml"),
+            ["e.yaml: 'rank' is not an option of coop"])
     }
 
     /// Every default and every preset value passes its own option's checks, and presets only set options
@@ -65,7 +74,9 @@ final class TuningSchemaTests: XCTestCase {
         for schema in registry.all {
             let values = try registry.values(schema.name)
             for option in schema.options {
-                XCTAssertEqual(try option.validated(option.defaultValue, method: schema.name), option.defaultValue, "\(schema.name).\(option.name)")
+                XCTAssertEqual(
+                    try option.validated(option.defaultValue, method: schema.name), option.defaultValue,
+                    "\(schema.name).\(option.name)")
                 XCTAssertEqual(values[option.name], option.defaultValue)
             }
             let family = try XCTUnwrap(registry.schema(named: schema.family))
@@ -82,7 +93,8 @@ final class TuningSchemaTests: XCTestCase {
 
     /// docs/methods.md embeds `vlseg config list --markdown`; regenerate the block when this fails.
     func testTheDocsEmbedTheGeneratedOptionTables() throws {
-        let docs = try String(contentsOf: ConfigTests.repoRoot.appendingPathComponent("docs/methods.md"), encoding: .utf8)
+        let docs = try String(
+            contentsOf: ConfigTests.repoRoot.appendingPathComponent("docs/methods.md"), encoding: .utf8)
         let block = try XCTUnwrap(TuningMethodReference.embedded(in: docs), "docs/methods.md has no generated block")
         XCTAssertEqual(block, TuningMethodReference.markdown())
     }
@@ -113,7 +125,8 @@ final class TuningSchemaTests: XCTestCase {
     /// The config hands the method typed values: what the method reads is what the config shows.
     func testTheMethodIsMadeFromTheConfigsTypedValues() throws {
         let loader = ConfigLoader(configDir: ConfigTests.configDir, environment: ["HOME": "/home/tester"])
-        let lora = try loader.load(overrides: ["tuning=lora", "tuning.rank=4", "tuning.alpha=8", "tuning.towers=text"]).config
+        let lora = try loader.load(overrides: ["tuning=lora", "tuning.rank=4", "tuning.alpha=8", "tuning.towers=text"])
+            .config
         let method = try XCTUnwrap(try RunSetup.method(lora.tuning) as? LoRATuning)
         XCTAssertEqual([method.rank, Int(method.alpha)], [4, 8])
         XCTAssertEqual(method.targets, ["q_proj", "v_proj"])

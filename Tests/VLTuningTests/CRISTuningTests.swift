@@ -1,9 +1,10 @@
 import Foundation
+import VLTestSupport
 import XCTest
+
 @testable import VLModels
 @testable import VLTensor
 @testable import VLTuning
-import VLTestSupport
 
 /// Tuning CRIS: which methods run, what they train (full-size counts), CoOp/CoCoOp through the
 /// registry against the reference fixture, and finite-difference gradients of the CoCoOp meta-nets.
@@ -39,12 +40,18 @@ final class CRISTuningTests: XCTestCase {
 
     func testWhichMethodsRunOnCRIS() throws {
         let model = CRISInitializer.randomModel(config: CRISPreset.crisTiny.config, seed: 1)
-        XCTAssertEqual(try TuningMethodRegistry.shared.make("full").prepare(model, seed: 0).count, model.learnableParameterNames.count)
-        XCTAssertFalse(try TuningMethodRegistry.shared.make("full").prepare(model, seed: 0).contains { $0.hasSuffix("running_mean") })
+        XCTAssertEqual(
+            try TuningMethodRegistry.shared.make("full").prepare(model, seed: 0).count,
+            model.learnableParameterNames.count)
+        XCTAssertFalse(
+            try TuningMethodRegistry.shared.make("full").prepare(model, seed: 0).contains {
+                $0.hasSuffix("running_mean")
+            })
         let decoder = try TuningMethodRegistry.shared.make("decoder").prepare(model, seed: 0)
         XCTAssertTrue(decoder.allSatisfy { $0.hasPrefix("neck.") || $0.hasPrefix("decoder.") || $0.hasPrefix("proj.") })
         XCTAssertEqual(try TuningMethodRegistry.shared.make("zero_shot").prepare(model, seed: 0), [])
-        for name in ["vpt", "maple", "lora", "vlsm_dense", "shared_attention"] where TuningMethodRegistry.shared.names.contains(name) {
+        for name in ["vpt", "maple", "lora", "vlsm_dense", "shared_attention"]
+        where TuningMethodRegistry.shared.names.contains(name) {
             XCTAssertThrowsError(try TuningMethodRegistry.shared.make(name).prepare(model, seed: 0), name) { error in
                 XCTAssertTrue("\(error)".contains("not available for CRIS"), "\(error)")
             }
@@ -57,8 +64,12 @@ final class CRISTuningTests: XCTestCase {
     func testCoOpThroughTheRegistryMatchesTheReference() throws {
         for (variant, compat) in [("intended", false), ("quirky", true)] {
             let (model, ref, prompts) = try fixtureModel()
-            let method = try TuningMethodRegistry.shared.make("coop", options: ["depth": 2, "n_ctx": 4, "init": "a photo of a",
-                                                                   "cris_compat_indexing": .bool(compat)])
+            let method = try TuningMethodRegistry.shared.make(
+                "coop",
+                options: [
+                    "depth": 2, "n_ctx": 4, "init": "a photo of a",
+                    "cris_compat_indexing": .bool(compat),
+                ])
             let names = try method.prepare(model, seed: 3)
             XCTAssertEqual(names, ["context_vectors"])
             let expected = try ref.tensor("coop.context_vectors")
@@ -88,7 +99,8 @@ final class CRISTuningTests: XCTestCase {
         XCTAssertTrue(model.textDependsOnImages)
         var g = SplitMix64(seed: 2)
         let pixels = Tensor.randomNormal([2, 3, 64, 64], generator: &g)
-        let e = try PromptMethodTests.loadedTokenizer.get().encodeBatch(["a polyp", "left ventricle"], padding: .longest(max: 77))
+        let e = try PromptMethodTests.loadedTokenizer.get().encodeBatch(
+            ["a polyp", "left ventricle"], padding: .longest(max: 77))
         let prompts = TextPrompts(inputIDs: e.map(\.inputIDs), attentionMask: e.map(\.attentionMask))
         let visual = GradMode.withoutGradients { model.encodeImage(pixels) }
         let tokens = GradMode.withoutGradients { model.tokenEmbeddings(prompts, length: prompts.inputIDs[0].count) }

@@ -1,10 +1,11 @@
 import Foundation
+import VLTestSupport
 import VLTokenizer
 import XCTest
+
 @testable import VLModels
 @testable import VLTensor
 @testable import VLTuning
-import VLTestSupport
 
 /// TuneVLSeg's prompt methods: full-size parameter counts, finite-difference gradients, exact
 /// identities with the plain model, the text placement rules, and another architecture.
@@ -36,10 +37,13 @@ final class PromptMethodTests: XCTestCase {
 
     func testBaseArchitectureCountsPerDepth() throws {
         let base = CLIPSegPreset.base.config
-        XCTAssertEqual([base.textConfig.hiddenSize, base.visionConfig.hiddenSize, base.projectionDim], [512, 768, 512])
+        XCTAssertEqual(
+            [base.textConfig.hiddenSize, base.visionConfig.hiddenSize, base.projectionDim], [512, 768, 512])
         // TuneVLSeg's defaults (the configs/tuning files): n_ctx 4, hidden 64, shared_dim 64, heads 16, ffn 1536.
-        let perDepth = ["coop": 2_048, "vpt": 3_072, "cocoop": 68_160, "maple": 85_568,
-                        "shared_separate": 83_456, "shared_attention": 10_503_936]
+        let perDepth = [
+            "coop": 2_048, "vpt": 3_072, "cocoop": 68_160, "maple": 85_568,
+            "shared_separate": 83_456, "shared_attention": 10_503_936,
+        ]
         for (name, count) in perDepth {
             for depth in [1, 10] {
                 let m = try Self.method(name, ["depth": .int(depth)])
@@ -47,8 +51,9 @@ final class PromptMethodTests: XCTestCase {
             }
         }
         // CoCoOp per depth = context 2,048 + meta-net Linear(512,64)+b 32,832 + Linear(64,512) 32,768 + LN 512.
-        XCTAssertEqual(try Self.method("cocoop").parameterShapes(for: base).filter { $0.name.hasPrefix("meta_nets.0.") }
-            .reduce(0) { $0 + $1.shape.reduce(1, *) }, 66_112)
+        XCTAssertEqual(
+            try Self.method("cocoop").parameterShapes(for: base).filter { $0.name.hasPrefix("meta_nets.0.") }
+                .reduce(0) { $0 + $1.shape.reduce(1, *) }, 66_112)
         // MaPLe's default init phrase "a photo of a" sets n_ctx = 4.
         XCTAssertEqual(try Self.method("maple").contextLength(base), 4)
         XCTAssertEqual(try Self.method("maple", ["init": "a photo of", "n_ctx": 4]).contextLength(base), 3)
@@ -75,20 +80,30 @@ final class PromptMethodTests: XCTestCase {
 
     func testNamesFollowTheCanonicalOrder() throws {
         let tiny = CLIPSegPreset.tiny.config
-        XCTAssertEqual(try Self.method("cocoop", ["depth": 2, "hidden": 8]).parameterShapes(for: tiny).map(\.name), [
-            "context_vectors", "meta_nets.0.0.weight", "meta_nets.0.0.bias", "meta_nets.0.2.weight", "meta_nets.0.3.weight",
-            "meta_nets.1.0.weight", "meta_nets.1.0.bias", "meta_nets.1.2.weight", "meta_nets.1.3.weight",
-        ])
+        XCTAssertEqual(
+            try Self.method("cocoop", ["depth": 2, "hidden": 8]).parameterShapes(for: tiny).map(\.name),
+            [
+                "context_vectors", "meta_nets.0.0.weight", "meta_nets.0.0.bias", "meta_nets.0.2.weight",
+                "meta_nets.0.3.weight",
+                "meta_nets.1.0.weight", "meta_nets.1.0.bias", "meta_nets.1.2.weight", "meta_nets.1.3.weight",
+            ])
         let shapes = try Self.method("shared_attention", ["heads": 4, "ffn": 32]).parameterShapes(for: tiny)
-        XCTAssertEqual(shapes.map(\.name), ["context_vectors"] + [
-            "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
-            "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias",
-        ].map { "layers.0.\($0)" })
+        XCTAssertEqual(
+            shapes.map(\.name),
+            ["context_vectors"]
+                + [
+                    "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
+                    "self_attn.out_proj.bias",
+                    "linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias",
+                    "norm2.weight", "norm2.bias",
+                ].map { "layers.0.\($0)" })
         XCTAssertEqual(shapes[0].shape, [1, 4, 32 + 48])
-        XCTAssertEqual(try Self.method("maple", ["init": "none"]).parameterShapes(for: tiny).map(\.shape),
-                       [[1, 4, 32], [64, 32], [64], [48, 64], [48], [48]])
-        XCTAssertEqual(try Self.method("shared_separate", ["shared_dim": 8]).parameterShapes(for: tiny).map(\.shape),
-                       [[1, 4, 8], [32, 8], [32], [48, 8], [48]])
+        XCTAssertEqual(
+            try Self.method("maple", ["init": "none"]).parameterShapes(for: tiny).map(\.shape),
+            [[1, 4, 32], [64, 32], [64], [48, 64], [48], [48]])
+        XCTAssertEqual(
+            try Self.method("shared_separate", ["shared_dim": 8]).parameterShapes(for: tiny).map(\.shape),
+            [[1, 4, 8], [32, 8], [32], [48, 8], [48]])
         XCTAssertEqual(try Self.method("vpt", ["depth": 3]).parameterShapes(for: tiny).map(\.shape), [[3, 4, 48]])
         // Text-only methods leave the vision taps cacheable (the trainer's frozen-feature cache).
         for name in Self.methods {
@@ -98,8 +113,12 @@ final class PromptMethodTests: XCTestCase {
 
     func testOptionErrorsNameTheKey() throws {
         let tiny = CLIPSegPreset.tiny.config  // 2 text layers, 3 vision layers
-        XCTAssertThrowsError(try Self.method("coop", ["depht": 2])) { XCTAssertTrue("\($0)".contains("depht"), "\($0)") }
-        XCTAssertThrowsError(try Self.method("vpt", ["depth": "x"])) { XCTAssertTrue("\($0)".contains("'depth'"), "\($0)") }
+        XCTAssertThrowsError(try Self.method("coop", ["depht": 2])) {
+            XCTAssertTrue("\($0)".contains("depht"), "\($0)")
+        }
+        XCTAssertThrowsError(try Self.method("vpt", ["depth": "x"])) {
+            XCTAssertTrue("\($0)".contains("'depth'"), "\($0)")
+        }
         XCTAssertThrowsError(try Self.method("coop", ["depth": 3]).parameterShapes(for: tiny)) {
             XCTAssertTrue("\($0)".contains("between 1 and 2"), "\($0)")
         }
@@ -123,7 +142,9 @@ final class PromptMethodTests: XCTestCase {
         for name in Self.methods {
             let options: [String: ConfigValue] = name == "shared_attention" ? ["heads": 4, "depth": 2] : ["depth": 2]
             XCTAssertEqual(try values(name, seed: 5, options), try values(name, seed: 5, options), name)
-            XCTAssertNotEqual(try values(name, seed: 5, options)["context_vectors"], try values(name, seed: 6, options)["context_vectors"], name)
+            XCTAssertNotEqual(
+                try values(name, seed: 5, options)["context_vectors"],
+                try values(name, seed: 6, options)["context_vectors"], name)
         }
         // init "a photo of a": row 0 = the phrase's token embeddings, rows 1... stay random N(0, 0.02).
         let model = CLIPSegInitializer.randomModel(config: tiny, seed: 3)
@@ -144,9 +165,11 @@ final class PromptMethodTests: XCTestCase {
     func testTextPlacementInsertsTruncatesAndShiftsPooling() {
         let d = 2, n = 3
         func sequence(_ length: Int, attended: Int) -> TextSequence {
-            let tokens = Tensor(shape: [1, length, d], values: (0..<(length * d)).map { Float($0 / d) })  // row t holds t
-            return TextSequence(tokens: tokens, attentionMask: [(0..<length).map { $0 < attended ? 1 : 0 }],
-                                poolingPositions: [attended - 1])
+            // row t holds t
+            let tokens = Tensor(shape: [1, length, d], values: (0..<(length * d)).map { Float($0 / d) })
+            return TextSequence(
+                tokens: tokens, attentionMask: [(0..<length).map { $0 < attended ? 1 : 0 }],
+                poolingPositions: [attended - 1])
         }
         let ctx = Tensor(shape: [1, n, d], values: (0..<(n * d)).map { -1 - Float($0 / d) })  // rows -1, -2, -3
         func rows(_ t: Tensor) -> [Float] { stride(from: 0, to: t.count, by: d).map { t.scalars[$0] } }
@@ -166,8 +189,9 @@ final class PromptMethodTests: XCTestCase {
         // Deep prompts replace rows 1 ... n.
         let replaced = PromptPlacement.replaceTextContext(sequence(6, attended: 6).tokens, context: ctx)
         XCTAssertEqual(rows(replaced), [0, -1, -2, -3, 4, 5])
-        let vision = PromptPlacement.replaceVisionPrompts(PromptPlacement.appendVisionPrompts(sequence(5, attended: 5).tokens, prompts: ctx),
-                                                          prompts: ctx.scaled(2))
+        let vision = PromptPlacement.replaceVisionPrompts(
+            PromptPlacement.appendVisionPrompts(sequence(5, attended: 5).tokens, prompts: ctx),
+            prompts: ctx.scaled(2))
         XCTAssertEqual(rows(vision), [0, 1, 2, 3, 4, -2, -4, -6])
     }
 
@@ -178,7 +202,8 @@ final class PromptMethodTests: XCTestCase {
         let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"])
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: config, seed: 2)
-            _ = try Self.method(name, name == "shared_attention" ? ["depth": 2, "heads": 4] : ["depth": 2]).prepare(model, seed: 4)
+            _ = try Self.method(name, name == "shared_attention" ? ["depth": 2, "heads": 4] : ["depth": 2]).prepare(
+                model, seed: 4)
             let full = model.conditionalEmbeddings(text: prompts, trimPadding: false, pixels: pixels)
             let trimmed = model.conditionalEmbeddings(text: prompts, trimPadding: true, pixels: pixels)
             Check.assertClose(trimmed, full.scalars, tolerance: 2e-5, name)
@@ -197,18 +222,25 @@ final class PromptMethodTests: XCTestCase {
         // Reused once only: a second segmentation pass runs the tower.
         XCTAssertNil(model.hooks?.plainVisionStates(pixels, layers: config.visionLayersNeeded))
         let cond = model.conditionalEmbeddings(text: prompts, pixels: pixels)
-        XCTAssertNil(model.hooks?.plainVisionStates(Self.pixels(config, seed: 99), layers: config.visionLayersNeeded), "other pixels")
-        let rerun = model.segment(pixels: pixels, conditional: cond, observer: { _, _ in })  // an observer disables reuse
+        XCTAssertNil(
+            model.hooks?.plainVisionStates(Self.pixels(config, seed: 99), layers: config.visionLayersNeeded),
+            "other pixels")
+        // an observer disables reuse
+        let rerun = model.segment(pixels: pixels, conditional: cond, observer: { _, _ in })
         Check.assertClose(reused, rerun.scalars, tolerance: 0)
         // Image features remembered per image: a batch of one seen and one new image.
         let cocoop = try XCTUnwrap(model.hooks as? CoCoOp)
         let fresh = Self.pixels(config, seed: 77)
         let perImage = pixels.count / 2
-        let mixed = Tensor(shape: pixels.shape, values: Array(pixels.scalars[perImage...]) + Array(fresh.scalars[..<perImage]))
+        let mixed = Tensor(
+            shape: pixels.shape, values: Array(pixels.scalars[perImage...]) + Array(fresh.scalars[..<perImage]))
         let expected = model.imageFeatures(mixed, applyHooks: false)
-        _ = cocoop.textSequence(TextSequence(tokens: Tensor(zeros: [2, 2, 32]), attentionMask: [[1, 1], [1, 1]], poolingPositions: [1, 1]),
-                                context: ForwardContext(pixels: mixed, batchSize: 2))
-        Check.assertClose(cocoop.imageFeature(ForwardContext(pixels: mixed, batchSize: 2)), expected.scalars, tolerance: 1e-5)
+        _ = cocoop.textSequence(
+            TextSequence(
+                tokens: Tensor(zeros: [2, 2, 32]), attentionMask: [[1, 1], [1, 1]], poolingPositions: [1, 1]),
+            context: ForwardContext(pixels: mixed, batchSize: 2))
+        Check.assertClose(
+            cocoop.imageFeature(ForwardContext(pixels: mixed, batchSize: 2)), expected.scalars, tolerance: 1e-5)
     }
 
     // MARK: - Identities
@@ -225,15 +257,19 @@ final class PromptMethodTests: XCTestCase {
             let model = CLIPSegInitializer.randomModel(config: config, seed: 12)
             let plain = model(pixels: pixels, text: full)
             // Plain text states of block inputs 0...: positions 1...4 hold "a photo of a" (causal: the same in every row).
-            let seq = TextSequence(tokens: model.textTokenEmbeddings(full, length: 77), attentionMask: full.attentionMask,
-                                   poolingPositions: model.poolingPositions(full))
-            let states = model.encodeText(seq, prompts: full, context: ForwardContext(pixels: nil, batchSize: 2)).hiddenStates
+            let seq = TextSequence(
+                tokens: model.textTokenEmbeddings(full, length: 77), attentionMask: full.attentionMask,
+                poolingPositions: model.poolingPositions(full))
+            let states = model.encodeText(seq, prompts: full, context: ForwardContext(pixels: nil, batchSize: 2))
+                .hiddenStates
             let names = try Self.method(name, ["depth": 2, "init": "a photo of a"]).prepare(model, seed: 3)
             let ctx = model.parameters["context_vectors"].copy()
             let dt = config.textConfig.hiddenSize
             withTensorPointers(writing: ctx, reading: states[1]) { ($0 + 4 * dt).update(from: $1 + dt, count: 4 * dt) }
             model.parameters.set("context_vectors", ctx)
-            for n in names where n.hasSuffix(".2.weight") { model.parameters.set(n, Tensor(zeros: model.parameters[n].shape)) }
+            for n in names where n.hasSuffix(".2.weight") {
+                model.parameters.set(n, Tensor(zeros: model.parameters[n].shape))
+            }
             let prompted = model(pixels: pixels, text: stripped)
             Check.assertClose(prompted, plain.scalars, tolerance: 1e-5, name)
         }
@@ -259,7 +295,8 @@ final class PromptMethodTests: XCTestCase {
             Check.assertClose(model(pixels: pixels, text: prompts), plain.scalars, tolerance: 0, name)
             // ... and with prompts the logits do change.
             _ = try m4.prepare(model, seed: 1)
-            let changed = zip(model(pixels: pixels, text: prompts).scalars, plain.scalars).map { abs($0 - $1) }.max() ?? 0
+            let changed =
+                zip(model(pixels: pixels, text: prompts).scalars, plain.scalars).map { abs($0 - $1) }.max() ?? 0
             XCTAssertGreaterThan(changed, 1e-6, name)
             model.hooks = nil
         }
@@ -273,7 +310,8 @@ final class PromptMethodTests: XCTestCase {
         case let m as VPT: return VPT(depth: m.depth, contextLength: 0)
         case let m as MaPLe: return MaPLe(depth: m.depth, contextLength: 0, initPhrase: nil, hidden: m.hidden)
         case let m as SharedSeparate: return SharedSeparate(depth: m.depth, contextLength: 0, sharedDim: m.sharedDim)
-        case let m as SharedAttention: return SharedAttention(depth: m.depth, contextLength: 0, heads: m.heads, feedForward: m.feedForward)
+        case let m as SharedAttention:
+            return SharedAttention(depth: m.depth, contextLength: 0, heads: m.heads, feedForward: m.feedForward)
         default: throw TuningError.unknownMethod(m.name, available: methods)
         }
     }
@@ -303,7 +341,9 @@ final class PromptMethodTests: XCTestCase {
         let logits = model(pixels: pixels, text: try Self.prompts(["polyp", "left ventricle's endocardium"]))
         let expected = try ref.tensor("native.logits")
         let hw = expected.count / 2
-        Check.assertClose(Tensor(shape: [hw], values: Array(logits.scalars[0..<hw])), Array(expected.scalars[0..<hw]), tolerance: 1e-4)
+        Check.assertClose(
+            Tensor(shape: [hw], values: Array(logits.scalars[0..<hw])), Array(expected.scalars[0..<hw]), tolerance: 1e-4
+        )
     }
 
     // MARK: - Gradients
@@ -334,10 +374,18 @@ final class PromptMethodTests: XCTestCase {
 
     /// The placement op alone (linear: exact up to rounding), with shared and per-image sources.
     func testPlacementGradients() {
-        let x = Check.random([2, 7, 3], seed: 1), shared = Check.random([1, 2, 3], seed: 2), perImage = Check.random([2, 2, 3], seed: 3)
-        let seq = TextSequence(tokens: x, attentionMask: [[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], poolingPositions: [3, 6])
+        let x = Check.random([2, 7, 3], seed: 1), shared = Check.random([1, 2, 3], seed: 2),
+            perImage = Check.random([2, 2, 3], seed: 3)
+        let seq = TextSequence(
+            tokens: x, attentionMask: [[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]], poolingPositions: [3, 6])
         for ctx in [shared, perImage] {
-            Check.gradients([x, ctx], tolerance: 1e-3) { PromptPlacement.insertTextContext(TextSequence(tokens: $0[0], attentionMask: seq.attentionMask, poolingPositions: seq.poolingPositions), context: $0[1], maxPositions: 8).tokens }
+            Check.gradients([x, ctx], tolerance: 1e-3) {
+                PromptPlacement.insertTextContext(
+                    TextSequence(
+                        tokens: $0[0], attentionMask: seq.attentionMask, poolingPositions: seq.poolingPositions),
+                    context: $0[1], maxPositions: 8
+                ).tokens
+            }
             Check.gradients([x, ctx], tolerance: 1e-3) { PromptPlacement.replaceTextContext($0[0], context: $0[1]) }
             Check.gradients([x, ctx], tolerance: 1e-3) { PromptPlacement.appendVisionPrompts($0[0], prompts: $0[1]) }
             Check.gradients([x, ctx], tolerance: 1e-3) { PromptPlacement.replaceVisionPrompts($0[0], prompts: $0[1]) }
@@ -354,10 +402,17 @@ final class PromptMethodTests: XCTestCase {
             let originals = names.map { model.parameters[$0] }
             Check.gradients(originals, eps: 1e-3, tolerance: 1e-2, samples: 12) { xs in
                 for (n, x) in zip(names, xs) { model.parameters.set(n, x) }
-                if name == "cocoop" { _ = m.textSequence(TextSequence(tokens: Tensor(zeros: [2, 2, 32]), attentionMask: [[1, 1], [1, 1]], poolingPositions: [1, 1]), context: context) }
+                if name == "cocoop" {
+                    _ = m.textSequence(
+                        TextSequence(
+                            tokens: Tensor(zeros: [2, 2, 32]), attentionMask: [[1, 1], [1, 1]],
+                            poolingPositions: [1, 1]), context: context)
+                }
                 var parts: [Tensor] = []
                 for d in 0..<m.depth {
-                    if m.promptsText { parts.append(m.textPrompt(d, context: context).expanded(to: [2, 4, 32]).reshaped([-1])) }
+                    if m.promptsText {
+                        parts.append(m.textPrompt(d, context: context).expanded(to: [2, 4, 32]).reshaped([-1]))
+                    }
                     if m.promptsVision { parts.append(m.visionPrompt(d, context: context).reshaped([-1])) }
                 }
                 return concat(parts, axis: 0)
@@ -395,10 +450,12 @@ final class PromptMethodTests: XCTestCase {
         let config = CLIPSegPreset.tiny.config
         let pixels = Self.pixels(config)
         let prompts = try Self.prompts(["a polyp", "left ventricle's endocardium"], length: 10)
-        let target = Tensor(shape: [2, 64, 64], values: (0..<(2 * 64 * 64)).map { i in
-            let b = i / 4096, y = (i % 4096) / 64, x = i % 64
-            return (x - 20 - 12 * b) * (x - 20 - 12 * b) + (y - 30) * (y - 30) < 150 ? 1 : 0
-        })
+        let target = Tensor(
+            shape: [2, 64, 64],
+            values: (0..<(2 * 64 * 64)).map { i in
+                let b = i / 4096, y = (i % 4096) / 64, x = i % 64
+                return (x - 20 - 12 * b) * (x - 20 - 12 * b) + (y - 30) * (y - 30) < 150 ? 1 : 0
+            })
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: config, seed: 5)
             let names = try Self.method(name, Self.gradientCheckOptions(name)).prepare(model, seed: 3)
@@ -417,7 +474,8 @@ final class PromptMethodTests: XCTestCase {
                         for i in 0..<t.count {
                             m1[k][i] = 0.9 * m1[k][i] + 0.1 * g[i]
                             m2[k][i] = 0.999 * m2[k][i] + 0.001 * g[i] * g[i]
-                            let mh = m1[k][i] / (1 - pow(0.9, Float(step))), vh = m2[k][i] / (1 - pow(0.999, Float(step)))
+                            let mh = m1[k][i] / (1 - pow(0.9, Float(step))),
+                                vh = m2[k][i] / (1 - pow(0.999, Float(step)))
                             p[i] -= 0.02 * mh / (vh.squareRoot() + 1e-8)
                         }
                     }
@@ -427,7 +485,9 @@ final class PromptMethodTests: XCTestCase {
             // The random frozen decoder barely listens to its conditioning (changes are ~1e-4), but the
             // descent is steady and far above float32 noise.
             XCTAssertLessThan(losses.last!, losses.first! - 2e-5, "\(name) does not learn: \(losses)")
-            for i in 2..<losses.count { XCTAssertLessThanOrEqual(losses[i], losses[i - 1] + 1e-6, "\(name): \(losses)") }
+            for i in 2..<losses.count {
+                XCTAssertLessThanOrEqual(losses[i], losses[i - 1] + 1e-6, "\(name): \(losses)")
+            }
             let frozenAfter = model.parameters.fingerprint(excluding: Set(names))
             let frozenBefore = CLIPSegInitializer.randomModel(config: config, seed: 5).parameters.fingerprint()
             XCTAssertEqual(frozenAfter, frozenBefore, "\(name) changed a frozen weight")
@@ -444,7 +504,8 @@ final class PromptMethodTests: XCTestCase {
         for name in Self.methods {
             let model = CLIPSegInitializer.randomModel(config: c, seed: 4)
             let plain = GradMode.withoutGradients { model(pixels: Self.pixels(c, seed: 32), text: prompts) }
-            let m = try Self.method(name, name == "shared_attention" ? ["depth": 3, "heads": 4, "ffn": 16] : ["depth": 3])
+            let m = try Self.method(
+                name, name == "shared_attention" ? ["depth": 3, "heads": 4, "ffn": 16] : ["depth": 3])
             let names = try m.prepare(model, seed: 2)
             for n in names { model.parameters.markTrainable(n) }
             for size in [32, 40] {  // native grid, and resized positions
@@ -467,4 +528,3 @@ final class PromptMethodTests: XCTestCase {
         }
     }
 }
-

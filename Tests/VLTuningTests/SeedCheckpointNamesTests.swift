@@ -6,7 +6,8 @@ import XCTest
 /// The mapping of the seeds' Lightning state-dict names (after `net.`) onto VLSeg's names.
 final class SeedCheckpointNamesTests: XCTestCase {
     private func floats(_ values: [Float]) -> TorchTensorData {
-        TorchTensorData(dtype: .float32, shape: [values.count], values: .float32(Tensor(shape: [values.count], values: values)))
+        TorchTensorData(
+            dtype: .float32, shape: [values.count], values: .float32(Tensor(shape: [values.count], values: values)))
     }
 
     func testAdaptersMapToThemselvesAndWrappedBaseWeightsLoseTheirWrapper() {
@@ -21,8 +22,11 @@ final class SeedCheckpointNamesTests: XCTestCase {
             ("context_learner.context_vectors", floats([0.1, 0.2])),
         ]
         let c = SeedCheckpointNames.convert(tensors)
-        XCTAssertEqual(c.trainable.map(\.name), ["v_attn_adapters.0.fc1.weight", "v_attn_adapters.0.fc1.bias", "cond_adapter.fc2.bias"])
-        XCTAssertEqual(c.base.map(\.name), ["clip.text_model.embeddings.token_embedding.weight", "decoder.reduce.weight"])
+        XCTAssertEqual(
+            c.trainable.map(\.name),
+            ["v_attn_adapters.0.fc1.weight", "v_attn_adapters.0.fc1.bias", "cond_adapter.fc2.bias"])
+        XCTAssertEqual(
+            c.base.map(\.name), ["clip.text_model.embeddings.token_embedding.weight", "decoder.reduce.weight"])
         XCTAssertEqual(c.aliases, ["clip.text_model.embeddings.token_embedding.weight"])
         XCTAssertEqual(c.unmapped, ["context_learner.context_vectors"])
         XCTAssertEqual(c.methods, ["VLSM-Adapter"])
@@ -41,8 +45,12 @@ final class SeedCheckpointNamesTests: XCTestCase {
     }
 
     func testTheTable() {
-        XCTAssertEqual(SeedCheckpointNames.map("l_out_adapters.8.fc2.weight"), .trainable("l_out_adapters.8.fc2.weight", method: "VLSM-Adapter"))
-        XCTAssertEqual(SeedCheckpointNames.map("vision_extract_adapters.2.fc1.bias"), .trainable("vision_extract_adapters.2.fc1.bias", method: "VLSM-Adapter"))
+        XCTAssertEqual(
+            SeedCheckpointNames.map("l_out_adapters.8.fc2.weight"),
+            .trainable("l_out_adapters.8.fc2.weight", method: "VLSM-Adapter"))
+        XCTAssertEqual(
+            SeedCheckpointNames.map("vision_extract_adapters.2.fc1.bias"),
+            .trainable("vision_extract_adapters.2.fc1.bias", method: "VLSM-Adapter"))
         XCTAssertEqual(SeedCheckpointNames.map("model.decoder.film_mul.weight"), .base("decoder.film_mul.weight"))
         XCTAssertEqual(SeedCheckpointNames.map("v_attn_adapters.x.fc1.weight"), .unmapped)
         XCTAssertEqual(SeedCheckpointNames.map("v_attn_adapters.01.fc1.weight"), .unmapped)

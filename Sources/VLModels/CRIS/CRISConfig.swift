@@ -23,9 +23,11 @@ public struct CRISCLIPConfig: Codable, Sendable, Equatable {
         case transformerLayers = "transformer_layers"
     }
 
-    public init(embedDim: Int, imageResolution: Int, visionLayers: [Int], visionWidth: Int, visionHeads: Int? = nil,
-                contextLength: Int = 77, vocabSize: Int = 49408, transformerWidth: Int, transformerHeads: Int,
-                transformerLayers: Int) {
+    public init(
+        embedDim: Int, imageResolution: Int, visionLayers: [Int], visionWidth: Int, visionHeads: Int? = nil,
+        contextLength: Int = 77, vocabSize: Int = 49408, transformerWidth: Int, transformerHeads: Int,
+        transformerLayers: Int
+    ) {
         self.embedDim = embedDim
         self.imageResolution = imageResolution
         self.visionLayers = visionLayers
@@ -113,7 +115,8 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
     public var batchNormEps: Float
 
     enum CodingKeys: String, CodingKey {
-        case modelType = "model_type", clip, fpnIn = "fpn_in", fpnOut = "fpn_out", visDim = "vis_dim", wordDim = "word_dim"
+        case modelType = "model_type", clip, fpnIn = "fpn_in", fpnOut = "fpn_out", visDim = "vis_dim", wordDim =
+            "word_dim"
         case numLayers = "num_layers", numHead = "num_head", dimFFN = "dim_ffn", dropout
         case returnIntermediate = "return_intermediate", projInDim = "proj_in_dim", projKernelSize = "proj_kernel_size"
         case imgSize = "img_size", coop, imageMean = "image_mean", imageStd = "image_std"
@@ -123,8 +126,10 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
     public static let clipMean = [0.48145466, 0.4578275, 0.40821073]
     public static let clipStd = [0.26862954, 0.26130258, 0.27577711]
 
-    public init(clip: CRISCLIPConfig, fpnOut: [Int], visDim: Int, numLayers: Int, numHead: Int, dimFFN: Int,
-                projKernelSize: Int = 3, imgSize: Int = 416) {
+    public init(
+        clip: CRISCLIPConfig, fpnOut: [Int], visDim: Int, numLayers: Int, numHead: Int, dimFFN: Int,
+        projKernelSize: Int = 3, imgSize: Int = 416
+    ) {
         modelType = "cris"
         self.clip = clip
         let w = clip.visionWidth
@@ -173,7 +178,8 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
     /// True when a config.json describes a CRIS model (`model_type: "cris"`).
     public static func isCRIS(configAt url: URL) -> Bool {
         guard let data = try? Data(contentsOf: url),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return false }
         return (object["model_type"] as? String) == "cris"
     }
 
@@ -183,7 +189,9 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
     /// passes can be listed (`CRISModel.expectedParameters`) without overflow; whether its weights
     /// fit in memory is `checkParameterMemory`'s question.
     public func validate(file: String) throws {
-        func fail(_ key: String, _ reason: String) -> ModelLoadError { .invalidConfig(file: file, key: key, reason: reason) }
+        func fail(_ key: String, _ reason: String) -> ModelLoadError {
+            .invalidConfig(file: file, key: key, reason: reason)
+        }
         if modelType != "cris" { throw fail("model_type", "is '\(modelType)', expected 'cris'") }
         let sizes: [(String, Int)] = [
             ("clip.embed_dim", clip.embedDim), ("clip.image_resolution", clip.imageResolution),
@@ -195,8 +203,12 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
             ("proj_kernel_size", projKernelSize), ("img_size", imgSize),
         ]
         for (key, value) in sizes { try ConfigCheck.positive(value, key, file: file) }
-        if clip.visionLayers.count != 4 { throw fail("clip.vision_layers", "needs four stages, got \(clip.visionLayers)") }
-        for (i, blocks) in clip.visionLayers.enumerated() { try ConfigCheck.positive(blocks, "clip.vision_layers[\(i)]", file: file) }
+        if clip.visionLayers.count != 4 {
+            throw fail("clip.vision_layers", "needs four stages, got \(clip.visionLayers)")
+        }
+        for (i, blocks) in clip.visionLayers.enumerated() {
+            try ConfigCheck.positive(blocks, "clip.vision_layers[\(i)]", file: file)
+        }
         if fpnIn.count != 3 { throw fail("fpn_in", "needs three widths [C3, C4, C5], got \(fpnIn)") }
         for (i, width) in fpnIn.enumerated() { try ConfigCheck.positive(width, "fpn_in[\(i)]", file: file) }
         if fpnOut.count != 3 { throw fail("fpn_out", "needs three widths, got \(fpnOut)") }
@@ -206,36 +218,50 @@ public struct CRISConfig: Codable, Sendable, Equatable, ModelConfigFile {
         if let count = coop?.numContext { try ConfigCheck.nonNegative(count, "coop.num_context", file: file) }
 
         // Sizes the layers derive from these, which must not overflow when the model is built.
-        _ = try ConfigCheck.fits(ConfigCheck.product(clip.visionWidth, 32), "clip.vision_width",
-                                 "the attention pool's width, 32 x vision_width,", file: file)
-        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(clip.positionGrid, clip.positionGrid), 1), "clip.image_resolution",
-                                 "the attention pool's positions, (image_resolution / 32)^2 + 1,", file: file)
-        _ = try ConfigCheck.fits(ConfigCheck.product(clip.transformerWidth, 4), "clip.transformer_width",
-                                 "the text MLP's width, 4 x transformer_width,", file: file)
-        _ = try ConfigCheck.fits(ConfigCheck.product(visDim, 3), "vis_dim", "the decoder's packed projection, 3 x vis_dim,", file: file)
-        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(fpnOut[1], 3), fpnOut[0], fpnOut[2], 2), "fpn_out",
-                                 "the neck's concatenated channels", file: file)
-        _ = try ConfigCheck.fits(ConfigCheck.sum(ConfigCheck.product(projInDim, projKernelSize, projKernelSize), 1), "proj_kernel_size",
-                                 "the projector's dynamic filter, proj_in_dim x proj_kernel_size^2 + 1,", file: file)
+        _ = try ConfigCheck.fits(
+            ConfigCheck.product(clip.visionWidth, 32), "clip.vision_width",
+            "the attention pool's width, 32 x vision_width,", file: file)
+        _ = try ConfigCheck.fits(
+            ConfigCheck.sum(ConfigCheck.product(clip.positionGrid, clip.positionGrid), 1), "clip.image_resolution",
+            "the attention pool's positions, (image_resolution / 32)^2 + 1,", file: file)
+        _ = try ConfigCheck.fits(
+            ConfigCheck.product(clip.transformerWidth, 4), "clip.transformer_width",
+            "the text MLP's width, 4 x transformer_width,", file: file)
+        _ = try ConfigCheck.fits(
+            ConfigCheck.product(visDim, 3), "vis_dim", "the decoder's packed projection, 3 x vis_dim,", file: file)
+        _ = try ConfigCheck.fits(
+            ConfigCheck.sum(ConfigCheck.product(fpnOut[1], 3), fpnOut[0], fpnOut[2], 2), "fpn_out",
+            "the neck's concatenated channels", file: file)
+        _ = try ConfigCheck.fits(
+            ConfigCheck.sum(ConfigCheck.product(projInDim, projKernelSize, projKernelSize), 1), "proj_kernel_size",
+            "the projector's dynamic filter, proj_in_dim x proj_kernel_size^2 + 1,", file: file)
 
-        if clip.visionWidth < 2 || clip.visionWidth % 2 != 0 { throw fail("clip.vision_width", "must be even and >= 2") }
+        if clip.visionWidth < 2 || clip.visionWidth % 2 != 0 {
+            throw fail("clip.vision_width", "must be even and >= 2")
+        }
         if clip.poolInputWidth % clip.visionHeads != 0 {
             throw fail("clip.vision_heads", "\(clip.visionHeads) does not divide the pool width \(clip.poolInputWidth)")
         }
         if clip.positionGrid < 1 { throw fail("clip.image_resolution", "must be at least 32") }
         if clip.transformerWidth % clip.transformerHeads != 0 {
-            throw fail("clip.transformer_heads", "\(clip.transformerHeads) does not divide transformer_width \(clip.transformerWidth)")
+            throw fail(
+                "clip.transformer_heads",
+                "\(clip.transformerHeads) does not divide transformer_width \(clip.transformerWidth)")
         }
         let w = clip.visionWidth
         if fpnIn != [w * 8, w * 16, clip.embedDim] {
-            throw fail("fpn_in", "must be [C3, C4, C5] channels = [\(w * 8), \(w * 16), \(clip.embedDim)], got \(fpnIn)")
+            throw fail(
+                "fpn_in", "must be [C3, C4, C5] channels = [\(w * 8), \(w * 16), \(clip.embedDim)], got \(fpnIn)")
         }
         if fpnOut[1] != visDim { throw fail("fpn_out", "fpn_out[1] (\(fpnOut[1])) must equal vis_dim (\(visDim))") }
         if wordDim != clip.embedDim { throw fail("word_dim", "must equal clip.embed_dim (\(clip.embedDim))") }
         if visDim % numHead != 0 { throw fail("num_head", "\(numHead) does not divide vis_dim \(visDim)") }
         if visDim % 4 != 0 { throw fail("vis_dim", "must be a multiple of 4 (2-D sine position encoding)") }
         if visDim != clip.transformerWidth {
-            throw fail("vis_dim", "word features of width \(clip.transformerWidth) feed the decoder of width \(visDim): they must be equal")
+            throw fail(
+                "vis_dim",
+                "word features of width \(clip.transformerWidth) feed the decoder of width \(visDim): they must be equal"
+            )
         }
         if projInDim != visDim / 2 { throw fail("proj_in_dim", "must be vis_dim / 2 = \(visDim / 2)") }
         if projKernelSize % 2 == 0 { throw fail("proj_kernel_size", "must be odd") }
@@ -264,7 +290,8 @@ extension CRISConfig: ParameterCounting {
             size("clip.embed_dim", \.clip.embedDim), size("clip.image_resolution", \.clip.imageResolution),
             size("clip.vision_width", \.clip.visionWidth), size("clip.context_length", \.clip.contextLength),
             size("clip.vocab_size", \.clip.vocabSize), size("clip.transformer_width", \.clip.transformerWidth),
-            size("clip.transformer_layers", \.clip.transformerLayers), size("vis_dim", \.visDim), size("word_dim", \.wordDim),
+            size("clip.transformer_layers", \.clip.transformerLayers), size("vis_dim", \.visDim),
+            size("word_dim", \.wordDim),
             size("num_layers", \.numLayers), size("dim_ffn", \.dimFFN), size("proj_in_dim", \.projInDim),
             size("proj_kernel_size", \.projKernelSize),
         ]

@@ -15,8 +15,9 @@ struct CRISBatchNorm {
     let eps: Float
 
     func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
-        batchNormInference(x, runningMean: p[prefix + ".running_mean"], runningVar: p[prefix + ".running_var"],
-                           weight: p[prefix + ".weight"], bias: p[prefix + ".bias"], eps: eps)
+        batchNormInference(
+            x, runningMean: p[prefix + ".running_mean"], runningVar: p[prefix + ".running_var"],
+            weight: p[prefix + ".weight"], bias: p[prefix + ".bias"], eps: eps)
     }
 
     var parameterShapes: [ParameterShape] {
@@ -35,7 +36,8 @@ struct CRISConv {
     let cin, cout, kernel, stride, padding: Int
     var hasBias = false
 
-    init(_ name: String, _ cin: Int, _ cout: Int, kernel: Int, stride: Int = 1, padding: Int? = nil, bias: Bool = false) {
+    init(_ name: String, _ cin: Int, _ cout: Int, kernel: Int, stride: Int = 1, padding: Int? = nil, bias: Bool = false)
+    {
         self.name = name
         self.cin = cin
         self.cout = cout
@@ -46,8 +48,9 @@ struct CRISConv {
     }
 
     func callAsFunction(_ x: Tensor, _ p: ParameterStore) -> Tensor {
-        conv2d(x, weight: p[name + ".weight"], bias: hasBias ? p[name + ".bias"] : nil,
-               stride: (stride, stride), padding: (padding, padding))
+        conv2d(
+            x, weight: p[name + ".weight"], bias: hasBias ? p[name + ".bias"] : nil,
+            stride: (stride, stride), padding: (padding, padding))
     }
 
     var parameterShapes: [ParameterShape] {
@@ -104,20 +107,25 @@ struct PackedMultiheadAttention {
     let width: Int
     let heads: Int
 
-    func callAsFunction(query: Tensor, key: Tensor, value: Tensor, _ p: ParameterStore,
-                        causal: Bool = false, keyMask: Tensor? = nil) -> Tensor {
+    func callAsFunction(
+        query: Tensor, key: Tensor, value: Tensor, _ p: ParameterStore,
+        causal: Bool = false, keyMask: Tensor? = nil
+    ) -> Tensor {
         let w = p[prefix + ".in_proj_weight"], b = p[prefix + ".in_proj_bias"], d = width
         func project(_ x: Tensor, _ i: Int) -> Tensor {
             linear(x, weight: w.slice(axis: 0, i * d..<(i + 1) * d), bias: b.slice(axis: 0, i * d..<(i + 1) * d))
         }
-        let a = multiHeadAttention(query: project(query, 0), key: project(key, 1), value: project(value, 2),
-                                   heads: heads, causal: causal, keyMask: keyMask)
+        let a = multiHeadAttention(
+            query: project(query, 0), key: project(key, 1), value: project(value, 2),
+            heads: heads, causal: causal, keyMask: keyMask)
         return linear(a, weight: p[prefix + ".out_proj.weight"], bias: p[prefix + ".out_proj.bias"])
     }
 
     var parameterShapes: [ParameterShape] {
-        [(prefix + ".in_proj_weight", [3 * width, width]), (prefix + ".in_proj_bias", [3 * width]),
-         (prefix + ".out_proj.weight", [width, width]), (prefix + ".out_proj.bias", [width])]
+        [
+            (prefix + ".in_proj_weight", [3 * width, width]), (prefix + ".in_proj_bias", [3 * width]),
+            (prefix + ".out_proj.weight", [width, width]), (prefix + ".out_proj.bias", [width]),
+        ]
     }
 }
 
@@ -140,8 +148,10 @@ struct Bottleneck {
         conv3 = CRISConv(prefix + ".conv3", planes, planes * 4, kernel: 1)
         bn3 = CRISBatchNorm(prefix: prefix + ".bn3", channels: planes * 4, eps: eps)
         if stride > 1 || inplanes != planes * 4 {
-            downsample = (CRISConv(prefix + ".downsample.0", inplanes, planes * 4, kernel: 1),
-                          CRISBatchNorm(prefix: prefix + ".downsample.1", channels: planes * 4, eps: eps))
+            downsample = (
+                CRISConv(prefix + ".downsample.0", inplanes, planes * 4, kernel: 1),
+                CRISBatchNorm(prefix: prefix + ".downsample.1", channels: planes * 4, eps: eps)
+            )
         } else {
             downsample = nil
         }
@@ -189,7 +199,8 @@ struct CLIPResidualBlock {
     }
 
     var parameterShapes: [ParameterShape] {
-        attention.parameterShapes + ln1.parameterShapes + fc.parameterShapes + proj.parameterShapes + ln2.parameterShapes
+        attention.parameterShapes + ln1.parameterShapes + fc.parameterShapes + proj.parameterShapes
+            + ln2.parameterShapes
     }
 }
 
@@ -214,13 +225,18 @@ struct CRISDecoderLayer {
     }
 
     /// vis [B, HW, d], txt [B, L, d]; positions broadcast over the batch; `textMask` [B, L] (1 keep).
-    func callAsFunction(vis: Tensor, txt: Tensor, visPos: Tensor, txtPos: Tensor, textMask: Tensor, _ p: ParameterStore) -> Tensor {
+    func callAsFunction(vis: Tensor, txt: Tensor, visPos: Tensor, txtPos: Tensor, textMask: Tensor, _ p: ParameterStore)
+        -> Tensor
+    {
         var v = vis
         var v2 = norm1(v, p)
         let qk = v2 + visPos
         v = v + selfAttentionNorm(selfAttention(query: qk, key: qk, value: v2, p), p)
         v2 = norm2(v, p)
-        v = v + crossAttentionNorm(crossAttention(query: v2 + visPos, key: txt + txtPos, value: txt, p, keyMask: textMask), p)
+        v =
+            v
+            + crossAttentionNorm(
+                crossAttention(query: v2 + visPos, key: txt + txtPos, value: txt, p, keyMask: textMask), p)
         v2 = norm3(v, p)
         let hidden = linearReLU(v2, weight: p[ffnIn.name + ".weight"], bias: p[ffnIn.name + ".bias"])
         return v + ffnOut(ffnNorm(hidden, p), p)

@@ -69,7 +69,8 @@ public final class CRISModel: @unchecked Sendable {
         let norm: CRISBatchNorm
 
         init(_ c: CRISConfig) {
-            let (i3, i4, i5) = (c.fpnIn[0], c.fpnIn[1], c.fpnIn[2]), (o3, o4, o5) = (c.fpnOut[0], c.fpnOut[1], c.fpnOut[2])
+            let (i3, i4, i5) = (c.fpnIn[0], c.fpnIn[1], c.fpnIn[2]),
+                (o3, o4, o5) = (c.fpnOut[0], c.fpnOut[1], c.fpnOut[2])
             let eps = c.batchNormEps
             txtProj = CRISLinear(name: "neck.txt_proj.0", inFeatures: c.wordDim, outFeatures: o5, hasBias: false)
             txtProjBN = CRISBatchNorm(prefix: "neck.txt_proj.1", channels: o5, eps: eps)
@@ -103,19 +104,34 @@ public final class CRISModel: @unchecked Sendable {
         self.config = config
         self.parameters = parameters
         let clip = config.clip, eps = config.batchNormEps, w = clip.visionWidth
-        stem = [(CRISConv("backbone.visual.conv1", 3, w / 2, kernel: 3, stride: 2), CRISBatchNorm(prefix: "backbone.visual.bn1", channels: w / 2, eps: eps)),
-                (CRISConv("backbone.visual.conv2", w / 2, w / 2, kernel: 3), CRISBatchNorm(prefix: "backbone.visual.bn2", channels: w / 2, eps: eps)),
-                (CRISConv("backbone.visual.conv3", w / 2, w, kernel: 3), CRISBatchNorm(prefix: "backbone.visual.bn3", channels: w, eps: eps))]
-        stages = repeatedLayers ? clip.visionLayers.indices.map { s in
-            (0..<clip.visionLayers[s]).map { Self.bottleneck(config, stage: s, index: $0) }
-        } : []
+        stem = [
+            (
+                CRISConv("backbone.visual.conv1", 3, w / 2, kernel: 3, stride: 2),
+                CRISBatchNorm(prefix: "backbone.visual.bn1", channels: w / 2, eps: eps)
+            ),
+            (
+                CRISConv("backbone.visual.conv2", w / 2, w / 2, kernel: 3),
+                CRISBatchNorm(prefix: "backbone.visual.bn2", channels: w / 2, eps: eps)
+            ),
+            (
+                CRISConv("backbone.visual.conv3", w / 2, w, kernel: 3),
+                CRISBatchNorm(prefix: "backbone.visual.bn3", channels: w, eps: eps)
+            ),
+        ]
+        stages =
+            repeatedLayers
+            ? clip.visionLayers.indices.map { s in
+                (0..<clip.visionLayers[s]).map { Self.bottleneck(config, stage: s, index: $0) }
+            } : []
         let c = clip.poolInputWidth, e = clip.embedDim
         poolQ = CRISLinear(name: "backbone.visual.attnpool.q_proj", inFeatures: c, outFeatures: c, hasBias: true)
         poolK = CRISLinear(name: "backbone.visual.attnpool.k_proj", inFeatures: c, outFeatures: c, hasBias: true)
         poolV = CRISLinear(name: "backbone.visual.attnpool.v_proj", inFeatures: c, outFeatures: c, hasBias: true)
         poolOut = CRISLinear(name: "backbone.visual.attnpool.c_proj", inFeatures: c, outFeatures: e, hasBias: true)
-        poolConnect = (CRISConv("backbone.visual.attnpool.connect.0", c, e, kernel: 1),
-                       CRISBatchNorm(prefix: "backbone.visual.attnpool.connect.1", channels: e, eps: eps))
+        poolConnect = (
+            CRISConv("backbone.visual.attnpool.connect.0", c, e, kernel: 1),
+            CRISBatchNorm(prefix: "backbone.visual.attnpool.connect.1", channels: e, eps: eps)
+        )
         textBlocks = repeatedLayers ? (0..<clip.transformerLayers).map { Self.textBlock(config, $0) } : []
         textFinalNorm = CRISLayerNorm(name: "backbone.ln_final", width: clip.transformerWidth, eps: config.layerNormEps)
         neck = Neck(config)
@@ -125,7 +141,8 @@ public final class CRISModel: @unchecked Sendable {
         projVis1 = ConvBNReLU("proj.vis.1", d, d, kernel: 3, eps: eps)
         projVis3 = ConvBNReLU("proj.vis.3", d, inDim, kernel: 3, eps: eps)
         projVis4 = CRISConv("proj.vis.4", inDim, inDim, kernel: 1, bias: true)
-        projTxt = CRISLinear(name: "proj.txt", inFeatures: config.wordDim, outFeatures: inDim * k * k + 1, hasBias: true)
+        projTxt = CRISLinear(
+            name: "proj.txt", inFeatures: config.wordDim, outFeatures: inDim * k * k + 1, hasBias: true)
     }
 
     // MARK: - Parameters
@@ -138,18 +155,21 @@ public final class CRISModel: @unchecked Sendable {
     static func bottleneck(_ config: CRISConfig, stage s: Int, index j: Int) -> Bottleneck {
         let w = config.clip.visionWidth, planes = w << s
         let inplanes = j > 0 ? planes * 4 : (s == 0 ? w : (w << (s - 1)) * 4)
-        return Bottleneck(prefix: "backbone.visual.layer\(s + 1).\(j)", inplanes: inplanes, planes: planes,
-                          stride: j == 0 && s > 0 ? 2 : 1, eps: config.batchNormEps)
+        return Bottleneck(
+            prefix: "backbone.visual.layer\(s + 1).\(j)", inplanes: inplanes, planes: planes,
+            stride: j == 0 && s > 0 ? 2 : 1, eps: config.batchNormEps)
     }
 
     static func textBlock(_ config: CRISConfig, _ i: Int) -> CLIPResidualBlock {
-        CLIPResidualBlock(prefix: "backbone.transformer.resblocks.\(i)", width: config.clip.transformerWidth,
-                          heads: config.clip.transformerHeads, eps: config.layerNormEps)
+        CLIPResidualBlock(
+            prefix: "backbone.transformer.resblocks.\(i)", width: config.clip.transformerWidth,
+            heads: config.clip.transformerHeads, eps: config.layerNormEps)
     }
 
     static func decoderLayer(_ config: CRISConfig, _ i: Int) -> CRISDecoderLayer {
-        CRISDecoderLayer(prefix: "decoder.layers.\(i)", width: config.visDim, heads: config.numHead, ffn: config.dimFFN,
-                         eps: config.layerNormEps)
+        CRISDecoderLayer(
+            prefix: "decoder.layers.\(i)", width: config.visDim, heads: config.numHead, ffn: config.dimFFN,
+            eps: config.layerNormEps)
     }
 
     /// Every float tensor of the state dict (parameters and BN statistics), in state-dict order.
@@ -164,25 +184,36 @@ public final class CRISModel: @unchecked Sendable {
         let m = CRISModel(config: config, parameters: ParameterStore(), repeatedLayers: false)
         let clip = config.clip, c = clip.poolInputWidth, dt = clip.transformerWidth
         var parts: [ParameterPart] = [
-            .once([("backbone.positional_embedding", [clip.contextLength, dt]),
-                   ("backbone.text_projection", [dt, clip.embedDim]),
-                   ("backbone.logit_scale", [])]
-                  + m.stem.flatMap { $0.conv.parameterShapes + $0.bn.parameterShapes }),
+            .once(
+                [
+                    ("backbone.positional_embedding", [clip.contextLength, dt]),
+                    ("backbone.text_projection", [dt, clip.embedDim]),
+                    ("backbone.logit_scale", []),
+                ]
+                    + m.stem.flatMap { $0.conv.parameterShapes + $0.bn.parameterShapes })
         ]
         // A stage's first block differs (stride, shortcut); the others are alike.
         for (s, blocks) in clip.visionLayers.enumerated() {
-            parts.append(ParameterPart(repeats: min(blocks, 1)) { _ in bottleneck(config, stage: s, index: 0).parameterShapes })
-            parts.append(ParameterPart(repeats: max(blocks - 1, 0)) { bottleneck(config, stage: s, index: $0 + 1).parameterShapes })
+            parts.append(
+                ParameterPart(repeats: min(blocks, 1)) { _ in bottleneck(config, stage: s, index: 0).parameterShapes })
+            parts.append(
+                ParameterPart(repeats: max(blocks - 1, 0)) {
+                    bottleneck(config, stage: s, index: $0 + 1).parameterShapes
+                })
         }
         parts += [
-            .once([("backbone.visual.attnpool.positional_embedding", [clip.positionGrid * clip.positionGrid + 1, c])]
-                  + [m.poolK, m.poolQ, m.poolV, m.poolOut].flatMap(\.parameterShapes)
-                  + m.poolConnect.conv.parameterShapes + m.poolConnect.bn.parameterShapes),
+            .once(
+                [("backbone.visual.attnpool.positional_embedding", [clip.positionGrid * clip.positionGrid + 1, c])]
+                    + [m.poolK, m.poolQ, m.poolV, m.poolOut].flatMap(\.parameterShapes)
+                    + m.poolConnect.conv.parameterShapes + m.poolConnect.bn.parameterShapes),
             ParameterPart(repeats: clip.transformerLayers) { textBlock(config, $0).parameterShapes },
-            .once([("backbone.token_embedding.weight", [clip.vocabSize, dt])] + m.textFinalNorm.parameterShapes + m.neck.parameterShapes),
+            .once(
+                [("backbone.token_embedding.weight", [clip.vocabSize, dt])] + m.textFinalNorm.parameterShapes
+                    + m.neck.parameterShapes),
             ParameterPart(repeats: config.numLayers) { decoderLayer(config, $0).parameterShapes },
-            .once(m.decoderNorm.parameterShapes + m.projVis1.parameterShapes + m.projVis3.parameterShapes
-                  + m.projVis4.parameterShapes + m.projTxt.parameterShapes),
+            .once(
+                m.decoderNorm.parameterShapes + m.projVis1.parameterShapes + m.projVis3.parameterShapes
+                    + m.projVis4.parameterShapes + m.projTxt.parameterShapes),
         ]
         return parts
     }
@@ -204,8 +235,9 @@ public final class CRISModel: @unchecked Sendable {
         let configURL = directory.appendingPathComponent("config.json")
         let config = try CRISConfig.load(from: configURL)
         try config.checkParameterMemory(file: configURL.path, memoryLimit: memoryLimit)
-        let store = try ParameterStore.load(directory: directory, expected: expectedParameters(config),
-                                            ignoring: { $0.hasSuffix(".num_batches_tracked") })
+        let store = try ParameterStore.load(
+            directory: directory, expected: expectedParameters(config),
+            ignoring: { $0.hasSuffix(".num_batches_tracked") })
         return CRISModel(config: config, parameters: store)
     }
 
@@ -226,8 +258,9 @@ public final class CRISModel: @unchecked Sendable {
     /// ModifiedResNet + CRIS attention pool: C3 (stage 2), C4 (stage 3), C5 (pooled stage 4).
     public func encodeImage(_ pixels: Tensor, observer: ForwardObserver? = nil) -> VisualFeatures {
         precondition(pixels.rank == 4 && pixels.shape[1] == 3, "pixel values must be [B, 3, H, W], got \(pixels.shape)")
-        precondition(pixels.shape[2] % 32 == 0 && pixels.shape[3] % 32 == 0,
-                     "CRIS needs H and W divisible by 32, got \(pixels.shape[2])x\(pixels.shape[3])")
+        precondition(
+            pixels.shape[2] % 32 == 0 && pixels.shape[3] % 32 == 0,
+            "CRIS needs H and W divisible by 32, got \(pixels.shape[2])x\(pixels.shape[3])")
         let p = parameters
         var x = pixels
         for (conv, bn) in stem { x = bn(conv(x, p), p).relu() }
@@ -266,8 +299,9 @@ public final class CRISModel: @unchecked Sendable {
         let pos = poolPositions(height: h, width: w)
         observer?("vis.attnpool_pos", pos.reshaped([1, c, h * w]))
         let tokens = (x.reshaped([b, c, h * w]) + pos).transposed(1, 2)  // [B, hw, C]
-        let attended = multiHeadAttention(query: poolQ(tokens, p), key: poolK(tokens, p), value: poolV(tokens, p),
-                                          heads: config.clip.visionHeads)
+        let attended = multiHeadAttention(
+            query: poolQ(tokens, p), key: poolK(tokens, p), value: poolV(tokens, p),
+            heads: config.clip.visionHeads)
         let projected = poolOut(attended, p).transposed(1, 2).reshaped([b, e, h, w])
         return (projected + residual).relu()
     }
@@ -292,8 +326,10 @@ public final class CRISModel: @unchecked Sendable {
 
     /// CLIP's text transformer on token embeddings [B, L, Dt] (any L up to the context length), with
     /// the context of `textContext` inserted after BOS when one is installed.
-    public func encodeText(tokenEmbeddings: Tensor, prompts: TextPrompts, c5: Tensor,
-                           observer: ForwardObserver? = nil) -> TextFeatures {
+    public func encodeText(
+        tokenEmbeddings: Tensor, prompts: TextPrompts, c5: Tensor,
+        observer: ForwardObserver? = nil
+    ) -> TextFeatures {
         let b = tokenEmbeddings.shape[0], length = tokenEmbeddings.shape[1]
         let maxLength = config.clip.contextLength
         precondition(length <= maxLength, "text of \(length) tokens exceeds the context length \(maxLength)")
@@ -420,8 +456,9 @@ public final class CRISModel: @unchecked Sendable {
         observer?("proj.dyn_weight", weights)
         observer?("proj.dyn_bias", biases)
         let outputs = (0..<b).map { i in
-            conv2d(v.slice(axis: 0, i..<(i + 1)), weight: weights.slice(axis: 0, i..<(i + 1)),
-                   bias: biases.slice(axis: 0, i..<(i + 1)), padding: (k / 2, k / 2))
+            conv2d(
+                v.slice(axis: 0, i..<(i + 1)), weight: weights.slice(axis: 0, i..<(i + 1)),
+                bias: biases.slice(axis: 0, i..<(i + 1)), padding: (k / 2, k / 2))
         }
         let out = b == 1 ? outputs[0] : concat(outputs, axis: 0)
         observer?("proj.out", out)
@@ -432,8 +469,10 @@ public final class CRISModel: @unchecked Sendable {
 
     /// Everything after the image encoder: text, neck, decoder, projector, and the bicubic
     /// (align_corners) upsampling to `outputSize`: logits [B, 1, H, W].
-    public func segment(visual: VisualFeatures, tokenEmbeddings: Tensor, prompts: TextPrompts,
-                        outputSize: (Int, Int), observer: ForwardObserver? = nil) -> Tensor {
+    public func segment(
+        visual: VisualFeatures, tokenEmbeddings: Tensor, prompts: TextPrompts,
+        outputSize: (Int, Int), observer: ForwardObserver? = nil
+    ) -> Tensor {
         let text = encodeText(tokenEmbeddings: tokenEmbeddings, prompts: prompts, c5: visual.c5, observer: observer)
         let fq = neck(visual, state: text.state, observer: observer)
         let decoded = decode(fq, text: text, observer: observer)
@@ -451,11 +490,14 @@ public final class CRISModel: @unchecked Sendable {
     }
 
     /// Text-prompted segmentation logits [B, 1, H, W] at the input size.
-    public func callAsFunction(pixels: Tensor, text prompts: TextPrompts, trimPadding: Bool = true,
-                               observer: ForwardObserver? = nil) -> Tensor {
+    public func callAsFunction(
+        pixels: Tensor, text prompts: TextPrompts, trimPadding: Bool = true,
+        observer: ForwardObserver? = nil
+    ) -> Tensor {
         let visual = encodeImage(pixels, observer: observer)
         let embeddings = tokenEmbeddings(prompts, length: Self.textLength(prompts, trimPadding: trimPadding))
-        return segment(visual: visual, tokenEmbeddings: embeddings, prompts: prompts,
-                       outputSize: (pixels.shape[2], pixels.shape[3]), observer: observer)
+        return segment(
+            visual: visual, tokenEmbeddings: embeddings, prompts: prompts,
+            outputSize: (pixels.shape[2], pixels.shape[3]), observer: observer)
     }
 }

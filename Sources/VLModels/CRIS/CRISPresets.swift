@@ -11,13 +11,17 @@ public enum CRISPreset: String, CaseIterable, Sendable {
     public var config: CRISConfig {
         switch self {
         case .crisTiny:
-            let clip = CRISCLIPConfig(embedDim: 64, imageResolution: 64, visionLayers: [1, 1, 1, 1], visionWidth: 8, visionHeads: 4,
-                                      transformerWidth: 32, transformerHeads: 2, transformerLayers: 3)
-            return CRISConfig(clip: clip, fpnOut: [16, 32, 48], visDim: 32, numLayers: 2, numHead: 2, dimFFN: 64, imgSize: 96)
+            let clip = CRISCLIPConfig(
+                embedDim: 64, imageResolution: 64, visionLayers: [1, 1, 1, 1], visionWidth: 8, visionHeads: 4,
+                transformerWidth: 32, transformerHeads: 2, transformerLayers: 3)
+            return CRISConfig(
+                clip: clip, fpnOut: [16, 32, 48], visDim: 32, numLayers: 2, numHead: 2, dimFFN: 64, imgSize: 96)
         case .crisBase:
-            let clip = CRISCLIPConfig(embedDim: 1024, imageResolution: 224, visionLayers: [3, 4, 6, 3], visionWidth: 64,
-                                      transformerWidth: 512, transformerHeads: 8, transformerLayers: 12)
-            return CRISConfig(clip: clip, fpnOut: [256, 512, 1024], visDim: 512, numLayers: 3, numHead: 8, dimFFN: 2048, imgSize: 416)
+            let clip = CRISCLIPConfig(
+                embedDim: 1024, imageResolution: 224, visionLayers: [3, 4, 6, 3], visionWidth: 64,
+                transformerWidth: 512, transformerHeads: 8, transformerLayers: 12)
+            return CRISConfig(
+                clip: clip, fpnOut: [256, 512, 1024], visDim: 512, numLayers: 3, numHead: 8, dimFFN: 2048, imgSize: 416)
         }
     }
 }
@@ -90,15 +94,19 @@ public enum CRISInitializer {
     /// The config is validated and its parameter bytes compared with `memoryLimit` (default: this
     /// machine's memory) before the directory is created or any weight is made.
     @discardableResult
-    public static func write(config: CRISConfig, seed: UInt64, to directory: URL,
-                             memoryLimit: UInt64 = MachineMemory.physical,
-                             progress: ((Int, Int) -> Void)? = nil) throws -> Int {
+    public static func write(
+        config: CRISConfig, seed: UInt64, to directory: URL,
+        memoryLimit: UInt64 = MachineMemory.physical,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> Int {
         let configPath = directory.appendingPathComponent("config.json").path
         try config.validate(file: configPath)
         try config.checkParameterMemory(file: configPath, memoryLimit: memoryLimit)
         var learnable = 0
-        try CLIPSegInitializer.writeModelDirectory(directory, config: config.jsonData(), tensors: CRISModel.expectedParameters(config),
-                                                   progress: progress) { name, shape, writer in
+        try CLIPSegInitializer.writeModelDirectory(
+            directory, config: config.jsonData(), tensors: CRISModel.expectedParameters(config),
+            progress: progress
+        ) { name, shape, writer in
             let t = initialValue(name: name, shape: shape, config: config, seed: seed)
             writer.add(name, t)
             if !isBatchNormBuffer(name) { learnable += t.count }

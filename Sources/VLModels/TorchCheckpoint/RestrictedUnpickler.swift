@@ -33,7 +33,8 @@ public enum TorchDType: String, Sendable, CaseIterable {
         case .float32, .int32, .uint32, .qint32: return 4
         case .float16, .bfloat16, .int16, .uint16: return 2
         case .int8, .uint8, .bool, .float8E4M3FN, .float8E5M2, .float8E4M3FNUZ, .float8E5M2FNUZ,
-             .qint8, .quint8, .quint4x2, .quint2x4: return 1
+            .qint8, .quint8, .quint4x2, .quint2x4:
+            return 1
         }
     }
 
@@ -215,7 +216,8 @@ public struct PickleError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .refusedGlobal(g):
             return "refused: the pickle calls '\(g)' at byte \(offset) (only tensors and dicts of them are allowed)"
         case let .refusedOpcode(name, code):
-            return "refused: the pickle uses opcode \(name) (0x\(String(code, radix: 16, uppercase: false))) at byte \(offset), which a tensor checkpoint never needs"
+            return
+                "refused: the pickle uses opcode \(name) (0x\(String(code, radix: 16, uppercase: false))) at byte \(offset), which a tensor checkpoint never needs"
         case let .malformed(reason):
             return "malformed pickle at byte \(offset): \(reason)"
         }
@@ -282,7 +284,9 @@ struct RestrictedUnpickler {
 
     // MARK: Errors and reading
 
-    private func malformed(_ reason: String) -> PickleError { PickleError(kind: .malformed(reason), offset: opcodeOffset) }
+    private func malformed(_ reason: String) -> PickleError {
+        PickleError(kind: .malformed(reason), offset: opcodeOffset)
+    }
 
     /// Reserves `n` bytes and returns their offset; throws when fewer remain.
     private mutating func take(_ n: Int) throws -> Int {
@@ -304,7 +308,9 @@ struct RestrictedUnpickler {
 
     private mutating func readString(_ n: Int) throws -> String {
         let at = try take(n)
-        guard let s = String(bytes: bytes.bytes(at, n), encoding: .utf8) else { throw malformed("a string is not valid UTF-8") }
+        guard let s = String(bytes: bytes.bytes(at, n), encoding: .utf8) else {
+            throw malformed("a string is not valid UTF-8")
+        }
         return s
     }
 
@@ -313,11 +319,15 @@ struct RestrictedUnpickler {
         var end = start
         while end < bytes.count, bytes.u8(end) != 0x0A {
             end += 1
-            if end - start > Self.maxGlobalLine { throw malformed("a GLOBAL name is longer than \(Self.maxGlobalLine) bytes") }
+            if end - start > Self.maxGlobalLine {
+                throw malformed("a GLOBAL name is longer than \(Self.maxGlobalLine) bytes")
+            }
         }
         guard end < bytes.count else { throw malformed("a GLOBAL name is not terminated (truncated?)") }
         position = end + 1
-        guard let s = String(bytes: bytes.bytes(start, end - start), encoding: .utf8) else { throw malformed("a GLOBAL name is not valid UTF-8") }
+        guard let s = String(bytes: bytes.bytes(start, end - start), encoding: .utf8) else {
+            throw malformed("a GLOBAL name is not valid UTF-8")
+        }
         return s
     }
 
@@ -373,7 +383,8 @@ struct RestrictedUnpickler {
         while true {
             opcodeOffset = position
             guard position < bytes.count else {
-                throw malformed(position == 0 ? "the pickle is empty" : "the pickle ends without a STOP opcode (truncated?)")
+                throw malformed(
+                    position == 0 ? "the pickle is empty" : "the pickle ends without a STOP opcode (truncated?)")
             }
             let op = bytes.u8(position)
             position += 1
@@ -460,7 +471,8 @@ struct RestrictedUnpickler {
             case 0x93:  // STACK_GLOBAL
                 let name = try pop(), module = try pop()
                 guard case let .string(n) = name, case let .string(m) = module else {
-                    throw malformed("STACK_GLOBAL needs two strings, found \(graph.describe(module)) and \(graph.describe(name))")
+                    throw malformed(
+                        "STACK_GLOBAL needs two strings, found \(graph.describe(module)) and \(graph.describe(name))")
                 }
                 push(try resolve(module: m, name: n))
             case 0x52:  // REDUCE
@@ -479,7 +491,8 @@ struct RestrictedUnpickler {
             case 0x51:  // BINPERSID
                 push(try persistentLoad(try pop()))
             default:
-                throw PickleError(kind: .refusedOpcode(name: Self.opcodeNames[op] ?? "<unknown>", code: op), offset: opcodeOffset)
+                throw PickleError(
+                    kind: .refusedOpcode(name: Self.opcodeNames[op] ?? "<unknown>", code: op), offset: opcodeOffset)
             }
         }
     }
@@ -522,7 +535,9 @@ struct RestrictedUnpickler {
     private func resolve(module: String, name: String) throws -> PickleValue {
         let full = "\(module).\(name)"
         if PickleAllowList.functions.contains(full) { return .global(full) }
-        if PickleAllowList.storageModules.contains(module), TorchDType(storageClass: name) != nil { return .global(full) }
+        if PickleAllowList.storageModules.contains(module), TorchDType(storageClass: name) != nil {
+            return .global(full)
+        }
         if module == "torch", let d = TorchDType(dtypeName: name) { return .dtype(d) }
         if allow.isInert(module: module, name: name) { return .opaque(full) }
         throw PickleError(kind: .refusedGlobal(full), offset: opcodeOffset)
@@ -539,15 +554,22 @@ struct RestrictedUnpickler {
             guard args.count == 4 else { throw malformed("_rebuild_tensor takes 4 arguments, got \(args.count)") }
             return try rebuildTensor(args, dtype: nil, function: "_rebuild_tensor")
         case .global("torch._utils._rebuild_tensor_v2"):
-            guard args.count == 6 || args.count == 7 else { throw malformed("_rebuild_tensor_v2 takes 6 or 7 arguments, got \(args.count)") }
+            guard args.count == 6 || args.count == 7 else {
+                throw malformed("_rebuild_tensor_v2 takes 6 or 7 arguments, got \(args.count)")
+            }
             return try rebuildTensor(args, dtype: nil, function: "_rebuild_tensor_v2")
         case .global("torch._utils._rebuild_tensor_v3"):
-            guard args.count == 7 || args.count == 8 else { throw malformed("_rebuild_tensor_v3 takes 7 or 8 arguments, got \(args.count)") }
-            guard case let .dtype(d) = args[6] else { throw malformed("_rebuild_tensor_v3: argument 7 is \(graph.describe(args[6])), expected a dtype") }
+            guard args.count == 7 || args.count == 8 else {
+                throw malformed("_rebuild_tensor_v3 takes 7 or 8 arguments, got \(args.count)")
+            }
+            guard case let .dtype(d) = args[6] else {
+                throw malformed("_rebuild_tensor_v3: argument 7 is \(graph.describe(args[6])), expected a dtype")
+            }
             return try rebuildTensor(args, dtype: d, function: "_rebuild_tensor_v3")
         case .global("torch._utils._rebuild_parameter"), .global("torch._utils._rebuild_parameter_with_state"):
             guard args.count >= 3, args.count <= 4, case .tensor = args[0] else {
-                throw malformed("a parameter is rebuilt from \(args.first.map(graph.describe) ?? "nothing"), expected a tensor")
+                throw malformed(
+                    "a parameter is rebuilt from \(args.first.map(graph.describe) ?? "nothing"), expected a tensor")
             }
             return args[0]  // a Parameter is its tensor; requires_grad and hooks do not matter here
         case .global("torch.Size"):
@@ -560,7 +582,8 @@ struct RestrictedUnpickler {
         case .global("_codecs.encode"):
             // How protocol 2 spells a Python 3 bytes object: encode(text, 'latin1').
             guard args.count == 2, case let .string(text) = args[0], case let .string(encoding) = args[1],
-                  ["latin1", "latin-1", "iso-8859-1"].contains(encoding.lowercased()) else {
+                ["latin1", "latin-1", "iso-8859-1"].contains(encoding.lowercased())
+            else {
                 throw malformed("_codecs.encode is only accepted as encode(text, 'latin1')")
             }
             var out: [UInt8] = []
@@ -625,7 +648,9 @@ struct RestrictedUnpickler {
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])`
     /// (v3 adds the dtype; `_rebuild_tensor` has only the first four). Shape and bounds are checked
     /// against the storage when the data is read; here only the types and signs.
-    private mutating func rebuildTensor(_ args: [PickleValue], dtype: TorchDType?, function: String) throws -> PickleValue {
+    private mutating func rebuildTensor(_ args: [PickleValue], dtype: TorchDType?, function: String) throws
+        -> PickleValue
+    {
         guard case let .storage(s) = args[0] else {
             throw malformed("\(function): argument 1 is \(graph.describe(args[0])), expected a storage")
         }
@@ -641,8 +666,10 @@ struct RestrictedUnpickler {
         }
         var requiresGrad = false
         if args.count > 4, case let .bool(b) = args[4] { requiresGrad = b }
-        graph.tensors.append(TorchTensorRef(storage: s, dtype: dtype ?? graph.storages[s].dtype, offset: offset,
-                                            shape: shape, stride: stride, requiresGrad: requiresGrad))
+        graph.tensors.append(
+            TorchTensorRef(
+                storage: s, dtype: dtype ?? graph.storages[s].dtype, offset: offset,
+                shape: shape, stride: stride, requiresGrad: requiresGrad))
         return .tensor(graph.tensors.count - 1)
     }
 
@@ -660,13 +687,18 @@ struct RestrictedUnpickler {
         default: break
         }
         if typename == "module" {
-            throw malformed("the file pickles a whole nn.Module (torch.save(model)), not a state dict; save model.state_dict() instead")
+            throw malformed(
+                "the file pickles a whole nn.Module (torch.save(model)), not a state dict; save model.state_dict() instead"
+            )
         }
         guard typename == "storage", items.count == 5 || items.count == 6 else {
-            throw malformed("a persistent id is \(graph.describe(pid)) starting with \(items.first.map(graph.describe) ?? "nothing"), expected ('storage', type, key, location, numel)")
+            throw malformed(
+                "a persistent id is \(graph.describe(pid)) starting with \(items.first.map(graph.describe) ?? "nothing"), expected ('storage', type, key, location, numel)"
+            )
         }
         guard case let .global(typeName) = items[1], let typeEnd = typeName.lastIndex(of: "."),
-              let dtype = TorchDType(storageClass: String(typeName[typeName.index(after: typeEnd)...])) else {
+            let dtype = TorchDType(storageClass: String(typeName[typeName.index(after: typeEnd)...]))
+        else {
             throw malformed("the storage type is \(graph.describe(items[1])), expected a torch storage class")
         }
         let key: String
@@ -685,11 +717,15 @@ struct RestrictedUnpickler {
         if let existing = graph.rootStorages[key] {
             let r = graph.storages[existing]
             guard r.dtype == dtype, r.rootCount == count else {
-                throw malformed("storage '\(key)' is declared as \(r.rootCount) x \(r.dtype.rawValue) and as \(count) x \(dtype.rawValue)")
+                throw malformed(
+                    "storage '\(key)' is declared as \(r.rootCount) x \(r.dtype.rawValue) and as \(count) x \(dtype.rawValue)"
+                )
             }
             root = existing
         } else {
-            graph.storages.append(TorchStorageRef(key: key, dtype: dtype, location: location, rootCount: count, viewOffset: 0, count: count))
+            graph.storages.append(
+                TorchStorageRef(
+                    key: key, dtype: dtype, location: location, rootCount: count, viewOffset: 0, count: count))
             root = graph.storages.count - 1
             graph.rootStorages[key] = root
         }
@@ -701,7 +737,9 @@ struct RestrictedUnpickler {
         }
         let offset = try int(view[1], "a view offset"), size = try int(view[2], "a view size")
         guard offset >= 0, size >= 0, offset <= count, size <= count - offset else {
-            throw malformed("view '\(viewKey)' (offset \(offset), \(size) elements) lies outside storage '\(key)' (\(count) elements)")
+            throw malformed(
+                "view '\(viewKey)' (offset \(offset), \(size) elements) lies outside storage '\(key)' (\(count) elements)"
+            )
         }
         if let existing = graph.viewStorages[viewKey] {
             let v = graph.storages[existing]
@@ -710,7 +748,9 @@ struct RestrictedUnpickler {
             }
             return .storage(existing)
         }
-        graph.storages.append(TorchStorageRef(key: key, dtype: dtype, location: location, rootCount: count, viewOffset: offset, count: size))
+        graph.storages.append(
+            TorchStorageRef(
+                key: key, dtype: dtype, location: location, rootCount: count, viewOffset: offset, count: size))
         graph.viewStorages[viewKey] = graph.storages.count - 1
         return .storage(graph.storages.count - 1)
     }

@@ -36,9 +36,11 @@ public enum TorchCheckpointError: Error, CustomStringConvertible {
         case let .pickle(path, record, error):
             switch error.kind {
             case let .refusedGlobal(name):
-                return "\(path): refused: the pickle calls '\(name)' (byte \(error.offset) of \(record); only tensors and dicts of them are allowed)"
+                return
+                    "\(path): refused: the pickle calls '\(name)' (byte \(error.offset) of \(record); only tensors and dicts of them are allowed)"
             case let .refusedOpcode(name, code):
-                return "\(path): refused: the pickle uses opcode \(name) (0x\(String(code, radix: 16))) at byte \(error.offset) of \(record), which a tensor checkpoint never needs"
+                return
+                    "\(path): refused: the pickle uses opcode \(name) (0x\(String(code, radix: 16))) at byte \(error.offset) of \(record), which a tensor checkpoint never needs"
             case let .malformed(reason):
                 return "\(path): malformed pickle \(record) at byte \(error.offset): \(reason)"
             }
@@ -164,66 +166,96 @@ public final class TorchCheckpoint: @unchecked Sendable {
             root = parsed.root
             storageBytes = parsed.storages
         } else if b.contains(257, 5), b.bytes(257, 5) == Array("ustar".utf8) {
-            throw TorchCheckpointError.unsupported(path: path, reason: "the tar format of PyTorch < 0.4; load and re-save it with a newer torch")
+            throw TorchCheckpointError.unsupported(
+                path: path, reason: "the tar format of PyTorch < 0.4; load and re-save it with a newer torch")
         } else {
-            throw TorchCheckpointError.notACheckpoint(path: path, reason: b.count == 0 ? "the file is empty" : "it starts with neither a zip header nor a pickle")
+            throw TorchCheckpointError.notACheckpoint(
+                path: path,
+                reason: b.count == 0 ? "the file is empty" : "it starts with neither a zip header nor a pickle")
         }
     }
 
     // MARK: Reading the two layouts
 
     private static func readZip(path: String, source: ByteSource, graph: PickleGraph, options: Options) throws
-        -> (format: Format, root: PickleValue, storages: [String: ByteWindow]) {
+        -> (format: Format, root: PickleValue, storages: [String: ByteWindow])
+    {
         let zip: ZipArchive
-        do { zip = try ZipArchive(path: path, source: source) } catch let e as ZipArchiveError { throw TorchCheckpointError.archive(e) }
+        do { zip = try ZipArchive(path: path, source: source) } catch let e as ZipArchiveError {
+            throw TorchCheckpointError.archive(e)
+        }
         // torch writes every record under one folder (the archive name: the file's stem or "archive").
         let candidates = zip.entries.filter { e in
             e.name.hasSuffix("/data.pkl") && !e.name.dropLast("/data.pkl".count).contains("/")
         }
         guard candidates.count == 1, let pickleEntry = candidates.first else {
             if candidates.count > 1 {
-                throw TorchCheckpointError.notACheckpoint(path: path, reason: "the archive holds \(candidates.count) data.pkl records (\(candidates.map(\.name).joined(separator: ", ")))")
+                throw TorchCheckpointError.notACheckpoint(
+                    path: path,
+                    reason:
+                        "the archive holds \(candidates.count) data.pkl records (\(candidates.map(\.name).joined(separator: ", ")))"
+                )
             }
             if zip.entries.contains(where: { $0.name.hasSuffix("constants.pkl") || $0.name.contains("/code/") }) {
-                throw TorchCheckpointError.unsupported(path: path, reason: "a TorchScript archive (torch.jit.save); save its state_dict() with torch.save instead")
+                throw TorchCheckpointError.unsupported(
+                    path: path,
+                    reason: "a TorchScript archive (torch.jit.save); save its state_dict() with torch.save instead")
             }
-            throw TorchCheckpointError.notACheckpoint(path: path, reason: "the zip archive has no <name>/data.pkl record")
+            throw TorchCheckpointError.notACheckpoint(
+                path: path, reason: "the zip archive has no <name>/data.pkl record")
         }
         let folder = String(pickleEntry.name.dropLast("data.pkl".count))
         func record(_ name: String) -> ZipArchive.Entry? { zip.entry(named: folder + name) }
         func contents(_ e: ZipArchive.Entry) throws -> ByteWindow {
-            do { return try zip.contents(of: e, verifyChecksum: options.verifyChecksums) } catch let err as ZipArchiveError { throw TorchCheckpointError.archive(err) }
+            do { return try zip.contents(of: e, verifyChecksum: options.verifyChecksums) } catch let err
+                as ZipArchiveError
+            { throw TorchCheckpointError.archive(err) }
         }
 
         if record("constants.pkl") != nil {
-            throw TorchCheckpointError.unsupported(path: path, reason: "a TorchScript archive (torch.jit.save); save its state_dict() with torch.save instead")
+            throw TorchCheckpointError.unsupported(
+                path: path,
+                reason: "a TorchScript archive (torch.jit.save); save its state_dict() with torch.save instead")
         }
         if let e = record("byteorder") {
             let order = String(decoding: try contents(e).data, as: UTF8.self)
             guard order == "little" else {
-                throw TorchCheckpointError.unsupported(path: path, reason: order == "big" ? "the storages are big-endian" : "unknown byte order '\(order.prefix(16))' in \(e.name)")
+                throw TorchCheckpointError.unsupported(
+                    path: path,
+                    reason: order == "big"
+                        ? "the storages are big-endian" : "unknown byte order '\(order.prefix(16))' in \(e.name)")
             }
         }
         var version: Int?
         if let e = record("version") ?? record(".data/version") {
-            let text = String(decoding: try contents(e).data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = String(decoding: try contents(e).data, as: UTF8.self).trimmingCharacters(
+                in: .whitespacesAndNewlines)
             version = Int(text)
         }
 
-        var unpickler = RestrictedUnpickler(bytes: try contents(pickleEntry), graph: graph, allow: allowList(options, path: path))
+        var unpickler = RestrictedUnpickler(
+            bytes: try contents(pickleEntry), graph: graph, allow: allowList(options, path: path))
         let root: PickleValue
-        do { root = try unpickler.load() } catch let e as PickleError { throw TorchCheckpointError.pickle(path: path, record: pickleEntry.name, e) }
+        do { root = try unpickler.load() } catch let e as PickleError {
+            throw TorchCheckpointError.pickle(path: path, record: pickleEntry.name, e)
+        }
 
         // Every storage the pickle declares must be a record of exactly the declared size.
         var storages: [String: ByteWindow] = [:]
         for s in graph.storages where storages[s.key] == nil {
             guard let e = record("data/\(s.key)") else {
-                throw TorchCheckpointError.storage(path: path, key: s.key, reason: "the pickle uses it but the archive has no record \(folder)data/\(s.key)")
+                throw TorchCheckpointError.storage(
+                    path: path, key: s.key,
+                    reason: "the pickle uses it but the archive has no record \(folder)data/\(s.key)")
             }
             let window = try contents(e)
             let (bytes, overflow) = s.rootCount.multipliedReportingOverflow(by: s.dtype.byteSize)
             guard !overflow, bytes == window.count else {
-                throw TorchCheckpointError.storage(path: path, key: s.key, reason: "the pickle declares \(s.rootCount) x \(s.dtype.rawValue) (\(overflow ? "too many" : String(bytes)) bytes), the record \(e.name) holds \(window.count) bytes")
+                throw TorchCheckpointError.storage(
+                    path: path, key: s.key,
+                    reason:
+                        "the pickle declares \(s.rootCount) x \(s.dtype.rawValue) (\(overflow ? "too many" : String(bytes)) bytes), the record \(e.name) holds \(window.count) bytes"
+                )
             }
             storages[s.key] = window
         }
@@ -235,7 +267,8 @@ public final class TorchCheckpoint: @unchecked Sendable {
     static let legacyProtocolVersion = 1001
 
     private static func readLegacy(path: String, bytes b: ByteWindow, graph: PickleGraph, options: Options) throws
-        -> (root: PickleValue, storages: [String: ByteWindow]) {
+        -> (root: PickleValue, storages: [String: ByteWindow])
+    {
         var position = 0
         func next(_ part: String) throws -> PickleValue {
             var u = RestrictedUnpickler(bytes: b, start: position, graph: graph, allow: allowList(options, path: path))
@@ -251,9 +284,12 @@ public final class TorchCheckpoint: @unchecked Sendable {
             throw TorchCheckpointError.notACheckpoint(path: path, reason: "a pickle, but without torch's magic number")
         }
         guard case .int(Self.legacyProtocolVersion) = try next("the protocol version") else {
-            throw TorchCheckpointError.unsupported(path: path, reason: "legacy protocol version other than \(Self.legacyProtocolVersion)")
+            throw TorchCheckpointError.unsupported(
+                path: path, reason: "legacy protocol version other than \(Self.legacyProtocolVersion)")
         }
-        if case let .dict(d) = try next("the system info"), case .bool(false)? = graph.dicts[d].value(forKey: "little_endian") {
+        if case let .dict(d) = try next("the system info"),
+            case .bool(false)? = graph.dicts[d].value(forKey: "little_endian")
+        {
             throw TorchCheckpointError.unsupported(path: path, reason: "written on a big-endian machine")
         }
         let root = try next("the object")
@@ -262,30 +298,43 @@ public final class TorchCheckpoint: @unchecked Sendable {
         switch keyList {
         case let .list(l): keys = graph.lists[l]
         case let .tuple(t): keys = graph.tuples[t]
-        default: throw TorchCheckpointError.notACheckpoint(path: path, reason: "the storage key list is \(graph.describe(keyList))")
+        default:
+            throw TorchCheckpointError.notACheckpoint(
+                path: path, reason: "the storage key list is \(graph.describe(keyList))")
         }
         var storages: [String: ByteWindow] = [:]
         for k in keys {
-            guard case let .string(key) = k else { throw TorchCheckpointError.notACheckpoint(path: path, reason: "a storage key is \(graph.describe(k))") }
-            guard let index = graph.rootStorages[key] else {
-                throw TorchCheckpointError.storage(path: path, key: key, reason: "listed with data but never used by the pickle")
+            guard case let .string(key) = k else {
+                throw TorchCheckpointError.notACheckpoint(path: path, reason: "a storage key is \(graph.describe(k))")
             }
-            guard storages[key] == nil else { throw TorchCheckpointError.storage(path: path, key: key, reason: "listed twice") }
+            guard let index = graph.rootStorages[key] else {
+                throw TorchCheckpointError.storage(
+                    path: path, key: key, reason: "listed with data but never used by the pickle")
+            }
+            guard storages[key] == nil else {
+                throw TorchCheckpointError.storage(path: path, key: key, reason: "listed twice")
+            }
             let s = graph.storages[index]
             guard b.contains(position, 8) else {
-                throw TorchCheckpointError.storage(path: path, key: key, reason: "the file ends before its element count (offset \(position))")
+                throw TorchCheckpointError.storage(
+                    path: path, key: key, reason: "the file ends before its element count (offset \(position))")
             }
             let count = Int64(bitPattern: b.u64(position))
             position += 8
             let (bytes, overflow) = s.rootCount.multipliedReportingOverflow(by: s.dtype.byteSize)
             guard count == Int64(s.rootCount), !overflow, b.contains(position, bytes) else {
-                throw TorchCheckpointError.storage(path: path, key: key, reason: "declared as \(s.rootCount) x \(s.dtype.rawValue), the data at offset \(position - 8) says \(count) elements or runs past the end of the file (\(b.count) bytes)")
+                throw TorchCheckpointError.storage(
+                    path: path, key: key,
+                    reason:
+                        "declared as \(s.rootCount) x \(s.dtype.rawValue), the data at offset \(position - 8) says \(count) elements or runs past the end of the file (\(b.count) bytes)"
+                )
             }
             storages[key] = b.slice(position, bytes)
             position += bytes
         }
         if let missing = graph.storages.first(where: { storages[$0.key] == nil }) {
-            throw TorchCheckpointError.storage(path: path, key: missing.key, reason: "used by the pickle but the file holds no data for it")
+            throw TorchCheckpointError.storage(
+                path: path, key: missing.key, reason: "used by the pickle but the file holds no data for it")
         }
         return (root, storages)
     }
@@ -314,29 +363,40 @@ public final class TorchCheckpoint: @unchecked Sendable {
     /// `stateDictKeys` holding a dict with tensors, else the top level itself.
     public func stateDictValues(entry: String? = nil) throws -> (entry: String?, dict: PickleDict) {
         guard let top = rootDict else {
-            throw TorchCheckpointError.noStateDict(path: path, reason: "the file holds \(graph.describe(root)), not a dict")
+            throw TorchCheckpointError.noStateDict(
+                path: path, reason: "the file holds \(graph.describe(root)), not a dict")
         }
         let keys = topLevelKeys.prefix(12).joined(separator: ", ")
         if let entry {
             guard let v = top.value(forKey: entry) else {
-                throw TorchCheckpointError.noStateDict(path: path, reason: "no top-level key '\(entry)' (keys: \(keys))")
+                throw TorchCheckpointError.noStateDict(
+                    path: path, reason: "no top-level key '\(entry)' (keys: \(keys))")
             }
             guard case let .dict(d) = v else {
-                throw TorchCheckpointError.noStateDict(path: path, reason: "'\(entry)' holds \(graph.describe(v)), not a dict")
+                throw TorchCheckpointError.noStateDict(
+                    path: path, reason: "'\(entry)' holds \(graph.describe(v)), not a dict")
             }
             return (entry, graph.dicts[d])
         }
         for key in Self.stateDictKeys {
-            if case let .dict(d)? = top.value(forKey: key), containsTensor(graph.dicts[d]) { return (key, graph.dicts[d]) }
+            if case let .dict(d)? = top.value(forKey: key), containsTensor(graph.dicts[d]) {
+                return (key, graph.dicts[d])
+            }
         }
         if containsTensor(top) { return (nil, top) }
-        throw TorchCheckpointError.noStateDict(path: path, reason: "neither the top level nor \(Self.stateDictKeys.joined(separator: "/")) is a dict of tensors (top-level keys: \(keys))")
+        throw TorchCheckpointError.noStateDict(
+            path: path,
+            reason:
+                "neither the top level nor \(Self.stateDictKeys.joined(separator: "/")) is a dict of tensors (top-level keys: \(keys))"
+        )
     }
 
     /// The state dict's tensors, converted. `prefix` (e.g. `net.`) selects the names that carry it and
     /// strips it; then, when every remaining name starts with `module.` (DataParallel / DDP), that is
     /// stripped too (`stripModule`).
-    public func stateDict(entry: String? = nil, prefix: String? = nil, stripModule: Bool = true) throws -> TorchStateDict {
+    public func stateDict(entry: String? = nil, prefix: String? = nil, stripModule: Bool = true) throws
+        -> TorchStateDict
+    {
         let (entryKey, dict) = try stateDictValues(entry: entry)
         var refs: [(name: String, ref: Int)] = []
         var nonTensor: [String] = []
@@ -353,7 +413,9 @@ public final class TorchCheckpoint: @unchecked Sendable {
             let kept = refs.filter { $0.name.hasPrefix(prefix) }
             guard !kept.isEmpty else {
                 let sample = refs.prefix(4).map(\.name).joined(separator: ", ")
-                throw TorchCheckpointError.prefix(path: path, reason: "no tensor name starts with '\(prefix)' (\(refs.count) tensors, names like \(sample))")
+                throw TorchCheckpointError.prefix(
+                    path: path,
+                    reason: "no tensor name starts with '\(prefix)' (\(refs.count) tensors, names like \(sample))")
             }
             dropped = refs.filter { !$0.name.hasPrefix(prefix) }.map(\.name)
             refs = kept.map { (String($0.name.dropFirst(prefix.count)), $0.ref) }
@@ -369,11 +431,15 @@ public final class TorchCheckpoint: @unchecked Sendable {
         for (name, ref) in refs {
             tensors.append((name, try tensorData(graph.tensors[ref], name: name, budget: &budget)))
         }
-        return TorchStateDict(tensors: tensors, entry: entryKey, strippedPrefixes: stripped, droppedNames: dropped, nonTensorNames: nonTensor)
+        return TorchStateDict(
+            tensors: tensors, entry: entryKey, strippedPrefixes: stripped, droppedNames: dropped,
+            nonTensorNames: nonTensor)
     }
 
     /// Reads the state dict of the checkpoint at `url` (see `stateDict(entry:prefix:stripModule:)`).
-    public static func readTensors(from url: URL, prefix: String? = nil) throws -> [(name: String, tensor: TorchTensorData)] {
+    public static func readTensors(from url: URL, prefix: String? = nil) throws -> [(
+        name: String, tensor: TorchTensorData
+    )] {
         try TorchCheckpoint(url: url).stateDict(prefix: prefix).tensors
     }
 
@@ -408,8 +474,9 @@ public final class TorchCheckpoint: @unchecked Sendable {
         }
         guard let window = storageBytes[s.key] else { throw bad("its storage '\(s.key)' has no data") }
         if count == 0 {
-            return TorchTensorData(dtype: dtype, shape: ref.shape,
-                                   values: dtype.isFloatingPoint ? .float32(Tensor(zeros: ref.shape)) : .integers([]))
+            return TorchTensorData(
+                dtype: dtype, shape: ref.shape,
+                values: dtype.isFloatingPoint ? .float32(Tensor(zeros: ref.shape)) : .integers([]))
         }
         // The view's extent: the last element it touches, in elements of `dtype` from the view start.
         var last = ref.offset
@@ -423,13 +490,17 @@ public final class TorchCheckpoint: @unchecked Sendable {
         let viewBytes = s.count * s.dtype.byteSize
         let (end, o3) = (last + 1).multipliedReportingOverflow(by: dtype.byteSize)
         guard !o3, end <= viewBytes, viewStart + viewBytes <= window.count else {
-            throw bad("offset \(ref.offset), size \(ref.shape), stride \(ref.stride) reach past storage '\(s.key)' (\(viewBytes / dtype.byteSize) x \(dtype.rawValue))")
+            throw bad(
+                "offset \(ref.offset), size \(ref.shape), stride \(ref.stride) reach past storage '\(s.key)' (\(viewBytes / dtype.byteSize) x \(dtype.rawValue))"
+            )
         }
         let available = viewBytes / dtype.byteSize
         if count > available {
             budget -= count - available
             guard budget >= 0 else {
-                throw bad("a view of \(count) elements over a storage of \(available) (stride 0 or overlapping strides) exceeds the expansion limit of \(options.expansionBudget) elements")
+                throw bad(
+                    "a view of \(count) elements over a storage of \(available) (stride 0 or overlapping strides) exceeds the expansion limit of \(options.expansionBudget) elements"
+                )
             }
         }
         let runs = Self.runs(shape: ref.shape, stride: ref.stride, offset: ref.offset)
@@ -506,38 +577,78 @@ public final class TorchCheckpoint: @unchecked Sendable {
         return Runs(list: [], shape: shape, stride: stride, offset: offset)
     }
 
-    private static func convertFloats(_ src: UnsafeRawPointer, _ dtype: TorchDType, _ r: Run, into o: UnsafeMutablePointer<Float>) {
+    private static func convertFloats(
+        _ src: UnsafeRawPointer, _ dtype: TorchDType, _ r: Run, into o: UnsafeMutablePointer<Float>
+    ) {
         switch dtype {
         case .float32:
             #if _endian(little)
-            if r.step == 1 {
-                UnsafeMutableRawPointer(o + r.out).copyMemory(from: src + 4 * r.source, byteCount: 4 * r.count)
-                return
-            }
+                if r.step == 1 {
+                    UnsafeMutableRawPointer(o + r.out).copyMemory(from: src + 4 * r.source, byteCount: 4 * r.count)
+                    return
+                }
             #endif
-            for i in 0..<r.count { o[r.out + i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * (r.source + i * r.step), as: UInt32.self))) }
+            for i in 0..<r.count {
+                o[r.out + i] = Float(
+                    bitPattern: UInt32(
+                        littleEndian: src.loadUnaligned(fromByteOffset: 4 * (r.source + i * r.step), as: UInt32.self)))
+            }
         case .float64:
-            for i in 0..<r.count { o[r.out + i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * (r.source + i * r.step), as: UInt64.self)))) }
+            for i in 0..<r.count {
+                o[r.out + i] = Float(
+                    Double(
+                        bitPattern: UInt64(
+                            littleEndian: src.loadUnaligned(
+                                fromByteOffset: 8 * (r.source + i * r.step), as: UInt64.self))))
+            }
         case .float16:
-            for i in 0..<r.count { o[r.out + i] = halfToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * (r.source + i * r.step), as: UInt16.self))) }
+            for i in 0..<r.count {
+                o[r.out + i] = halfToFloat(
+                    UInt16(
+                        littleEndian: src.loadUnaligned(fromByteOffset: 2 * (r.source + i * r.step), as: UInt16.self)))
+            }
         case .bfloat16:
-            for i in 0..<r.count { o[r.out + i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * (r.source + i * r.step), as: UInt16.self))) << 16) }
+            for i in 0..<r.count {
+                o[r.out + i] = Float(
+                    bitPattern: UInt32(
+                        UInt16(
+                            littleEndian: src.loadUnaligned(
+                                fromByteOffset: 2 * (r.source + i * r.step), as: UInt16.self))) << 16)
+            }
         default: break
         }
     }
 
     /// Returns a failure message for values that do not fit an Int (uint64 above Int.max).
-    private static func convertIntegers(_ src: UnsafeRawPointer, _ dtype: TorchDType, _ r: Run, into o: UnsafeMutablePointer<Int>) -> String? {
+    private static func convertIntegers(
+        _ src: UnsafeRawPointer, _ dtype: TorchDType, _ r: Run, into o: UnsafeMutablePointer<Int>
+    ) -> String? {
         func at(_ i: Int, _ size: Int) -> Int { size * (r.source + i * r.step) }
         switch dtype {
-        case .int64: for i in 0..<r.count { o[r.out + i] = Int(Int64(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 8), as: Int64.self))) }
-        case .int32: for i in 0..<r.count { o[r.out + i] = Int(Int32(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 4), as: Int32.self))) }
-        case .int16: for i in 0..<r.count { o[r.out + i] = Int(Int16(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 2), as: Int16.self))) }
+        case .int64:
+            for i in 0..<r.count {
+                o[r.out + i] = Int(Int64(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 8), as: Int64.self)))
+            }
+        case .int32:
+            for i in 0..<r.count {
+                o[r.out + i] = Int(Int32(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 4), as: Int32.self)))
+            }
+        case .int16:
+            for i in 0..<r.count {
+                o[r.out + i] = Int(Int16(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 2), as: Int16.self)))
+            }
         case .int8: for i in 0..<r.count { o[r.out + i] = Int(src.load(fromByteOffset: at(i, 1), as: Int8.self)) }
         case .uint8: for i in 0..<r.count { o[r.out + i] = Int(src.load(fromByteOffset: at(i, 1), as: UInt8.self)) }
-        case .bool: for i in 0..<r.count { o[r.out + i] = src.load(fromByteOffset: at(i, 1), as: UInt8.self) != 0 ? 1 : 0 }
-        case .uint16: for i in 0..<r.count { o[r.out + i] = Int(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 2), as: UInt16.self))) }
-        case .uint32: for i in 0..<r.count { o[r.out + i] = Int(UInt32(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 4), as: UInt32.self))) }
+        case .bool:
+            for i in 0..<r.count { o[r.out + i] = src.load(fromByteOffset: at(i, 1), as: UInt8.self) != 0 ? 1 : 0 }
+        case .uint16:
+            for i in 0..<r.count {
+                o[r.out + i] = Int(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 2), as: UInt16.self)))
+            }
+        case .uint32:
+            for i in 0..<r.count {
+                o[r.out + i] = Int(UInt32(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 4), as: UInt32.self)))
+            }
         case .uint64:
             for i in 0..<r.count {
                 let v = UInt64(littleEndian: src.loadUnaligned(fromByteOffset: at(i, 8), as: UInt64.self))

@@ -52,7 +52,9 @@ final class ByteSource: @unchecked Sendable {
     init(data: Data) {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(data.count, 1), alignment: 64)
         data.withUnsafeBytes { raw in
-            if let src = raw.baseAddress, raw.count > 0 { buffer.baseAddress!.copyMemory(from: src, byteCount: raw.count) }
+            if let src = raw.baseAddress, raw.count > 0 {
+                buffer.baseAddress!.copyMemory(from: src, byteCount: raw.count)
+            }
         }
         copy = buffer
         owner = nil
@@ -89,9 +91,15 @@ struct ByteWindow {
     }
 
     @inline(__always) func u8(_ o: Int) -> UInt8 { base!.load(fromByteOffset: o, as: UInt8.self) }
-    @inline(__always) func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: base!.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
-    @inline(__always) func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: base!.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
-    @inline(__always) func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: base!.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+    @inline(__always) func u16(_ o: Int) -> UInt16 {
+        UInt16(littleEndian: base!.loadUnaligned(fromByteOffset: o, as: UInt16.self))
+    }
+    @inline(__always) func u32(_ o: Int) -> UInt32 {
+        UInt32(littleEndian: base!.loadUnaligned(fromByteOffset: o, as: UInt32.self))
+    }
+    @inline(__always) func u64(_ o: Int) -> UInt64 {
+        UInt64(littleEndian: base!.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+    }
 
     /// A sub-window; the caller has checked `contains(offset, length)`.
     func slice(_ offset: Int, _ length: Int) -> ByteWindow {
@@ -194,9 +202,12 @@ public final class ZipArchive: @unchecked Sendable {
         let locator = end - Self.zip64LocatorSize
         if locator >= 0, b.u32(locator) == Self.zip64LocatorSignature {
             let recordOffset64 = b.u64(locator + 8)
-            guard b.u32(locator + 4) == 0, b.u32(locator + 16) <= 1 else { throw fail("multi-disk (spanned) archives are not supported") }
+            guard b.u32(locator + 4) == 0, b.u32(locator + 16) <= 1 else {
+                throw fail("multi-disk (spanned) archives are not supported")
+            }
             guard recordOffset64 <= UInt64(Int.max), case let record = Int(recordOffset64),
-                  b.contains(record, Self.zip64EndRecordSize), record <= locator - Self.zip64EndRecordSize else {
+                b.contains(record, Self.zip64EndRecordSize), record <= locator - Self.zip64EndRecordSize
+            else {
                 throw fail("the ZIP64 end record offset \(recordOffset64) lies outside the file")
             }
             guard b.u32(record) == Self.zip64EndSignature else { throw fail("no ZIP64 end record at offset \(record)") }
@@ -214,12 +225,16 @@ public final class ZipArchive: @unchecked Sendable {
             throw fail("multi-disk (spanned) archives are not supported")
         }
         guard centralOffset <= UInt64(end), centralSize <= UInt64(end) - centralOffset else {
-            throw fail("the central directory (offset \(centralOffset), \(centralSize) bytes) does not fit before the end record at \(end)")
+            throw fail(
+                "the central directory (offset \(centralOffset), \(centralSize) bytes) does not fit before the end record at \(end)"
+            )
         }
         let cdStart = Int(centralOffset), cdEnd = Int(centralOffset + centralSize)
         // Each record takes at least 46 bytes: reject absurd counts before allocating anything.
         guard totalEntries <= UInt64(cdEnd - cdStart) / UInt64(Self.centralHeaderSize) else {
-            throw fail("the end record claims \(totalEntries) entries, more than a \(centralSize)-byte central directory can hold")
+            throw fail(
+                "the end record claims \(totalEntries) entries, more than a \(centralSize)-byte central directory can hold"
+            )
         }
 
         // 3. The central directory: names, sizes, checksums and local-header offsets.
@@ -272,12 +287,16 @@ public final class ZipArchive: @unchecked Sendable {
             }
             guard startDisk == 0 || startDisk == 0xFFFF else { throw bad("lies on another disk of a spanned archive") }
             guard compressed <= UInt64(b.count), uncompressed <= UInt64(Int.max), localOffset <= UInt64(b.count) else {
-                throw bad("sizes (\(compressed) / \(uncompressed) bytes) or offset (\(localOffset)) exceed the \(b.count)-byte file")
+                throw bad(
+                    "sizes (\(compressed) / \(uncompressed) bytes) or offset (\(localOffset)) exceed the \(b.count)-byte file"
+                )
             }
             guard index[name] == nil else { throw bad("appears twice in the central directory") }
             index[name] = entries.count
-            entries.append(Entry(name: name, method: method, flags: flags, crc32: crc, compressedSize: Int(compressed),
-                                 uncompressedSize: Int(uncompressed), localHeaderOffset: Int(localOffset), rawName: rawName))
+            entries.append(
+                Entry(
+                    name: name, method: method, flags: flags, crc32: crc, compressedSize: Int(compressed),
+                    uncompressedSize: Int(uncompressed), localHeaderOffset: Int(localOffset), rawName: rawName))
             p += Self.centralHeaderSize + variable
         }
         self.entries = entries
@@ -306,11 +325,14 @@ public final class ZipArchive: @unchecked Sendable {
         let nameLength = Int(b.u16(h + 26)), extraLength = Int(b.u16(h + 28))
         let dataStart = h + Self.localHeaderSize + nameLength + extraLength
         guard b.contains(h + Self.localHeaderSize, nameLength + extraLength),
-              b.bytes(h + Self.localHeaderSize, nameLength) == entry.rawName else {
+            b.bytes(h + Self.localHeaderSize, nameLength) == entry.rawName
+        else {
             throw bad("the local header at offset \(h) names a different entry")
         }
         guard b.contains(dataStart, entry.compressedSize) else {
-            throw bad("its \(entry.compressedSize) bytes at offset \(dataStart) run past the end of the file (\(b.count) bytes)")
+            throw bad(
+                "its \(entry.compressedSize) bytes at offset \(dataStart) run past the end of the file (\(b.count) bytes)"
+            )
         }
         let window = b.slice(dataStart, entry.compressedSize)
         // A zero CRC on non-empty data means the writer did not compute one (torch can be told not
@@ -318,7 +340,9 @@ public final class ZipArchive: @unchecked Sendable {
         if verifyChecksum, entry.crc32 != 0 || entry.compressedSize == 0 {
             let actual = CRC32.checksum(window)
             guard actual == entry.crc32 else {
-                throw bad(String(format: "CRC-32 mismatch (stored %08x, data %08x): the file is damaged", entry.crc32, actual))
+                throw bad(
+                    String(format: "CRC-32 mismatch (stored %08x, data %08x): the file is damaged", entry.crc32, actual)
+                )
             }
         }
         return window
@@ -359,7 +383,8 @@ enum CRC32 {
             while i + 8 <= n {
                 let lo = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt32.self)) ^ crc
                 let hi = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self))
-                crc = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
+                crc =
+                    t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
                     ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
                     ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)]
                     ^ t[1 * 256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]

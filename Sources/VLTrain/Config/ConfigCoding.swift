@@ -53,8 +53,9 @@ struct ConfigNodeDecoder: Decoder {
     }
 
     func mismatch(_ expected: String) -> ConfigError {
-        ConfigError(.typeMismatch, path: pathString, message: "expected \(expected), found \(ConfigNodeDecoder.describe(node))",
-                    source: node.source)
+        ConfigError(
+            .typeMismatch, path: pathString, message: "expected \(expected), found \(ConfigNodeDecoder.describe(node))",
+            source: node.source)
     }
 
     static func describe(_ node: ConfigNode) -> String {
@@ -69,12 +70,15 @@ struct ConfigNodeDecoder: Decoder {
     /// Decodes `T`, turning any non-config error thrown inside into one that names this key and source.
     func decode<T: Decodable>(_ type: T.Type) throws -> T {
         if let choice = T.self as? any ConfigChoice.Type {
-            guard let text = node.scalarText ?? (node.isNull ? "" : nil) else { throw mismatch("one of \(list(choice.allowedValues))") }
+            guard let text = node.scalarText ?? (node.isNull ? "" : nil) else {
+                throw mismatch("one of \(list(choice.allowedValues))")
+            }
             let allowed = choice.allowedValues
             guard allowed.contains(text) else {
-                throw ConfigError(.invalidValue, path: pathString,
-                                  message: "'\(text)' is not one of \(list(allowed))", source: node.source,
-                                  suggestion: ConfigSuggest.nearest(text, in: allowed.filter { !$0.isEmpty }))
+                throw ConfigError(
+                    .invalidValue, path: pathString,
+                    message: "'\(text)' is not one of \(list(allowed))", source: node.source,
+                    suggestion: ConfigSuggest.nearest(text, in: allowed.filter { !$0.isEmpty }))
             }
         }
         do {
@@ -82,7 +86,8 @@ struct ConfigNodeDecoder: Decoder {
         } catch let error as ConfigError {
             throw error
         } catch let error as DecodingError {
-            throw ConfigError(.invalidValue, path: pathString, message: ConfigNodeDecoder.summary(error), source: node.source)
+            throw ConfigError(
+                .invalidValue, path: pathString, message: ConfigNodeDecoder.summary(error), source: node.source)
         } catch {
             throw ConfigError(.invalidValue, path: pathString, message: "\(error)", source: node.source)
         }
@@ -123,7 +128,11 @@ struct ConfigNodeDecoder: Decoder {
     func integer<I: FixedWidthInteger>(_: I.Type) throws -> I {
         let (t, s) = try scalar("an integer")
         if !s, let v = I(t.replacingOccurrences(of: "_", with: "")) { return v }
-        if !s, let d = Double(t), d.rounded() == d, d.magnitude < 9e15, let v = I(exactly: d), t.lowercased().contains("e") { return v }
+        if !s, let d = Double(t), d.rounded() == d, d.magnitude < 9e15, let v = I(exactly: d),
+            t.lowercased().contains("e")
+        {
+            return v
+        }
         throw mismatch("an integer")
     }
 
@@ -166,13 +175,25 @@ private struct KeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
     }
 
     func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try decoder.child(try node(key), key: key).bool() }
-    func decode(_ type: String.Type, forKey key: Key) throws -> String { try decoder.child(try node(key), key: key).string() }
-    func decode(_ type: Double.Type, forKey key: Key) throws -> Double { try decoder.child(try node(key), key: key).floating() }
-    func decode(_ type: Float.Type, forKey key: Key) throws -> Float { Float(try decoder.child(try node(key), key: key).floating()) }
-    func decode(_ type: Int.Type, forKey key: Key) throws -> Int { try decoder.child(try node(key), key: key).integer(Int.self) }
-    func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try decoder.child(try node(key), key: key).integer(UInt64.self) }
+    func decode(_ type: String.Type, forKey key: Key) throws -> String {
+        try decoder.child(try node(key), key: key).string()
+    }
+    func decode(_ type: Double.Type, forKey key: Key) throws -> Double {
+        try decoder.child(try node(key), key: key).floating()
+    }
+    func decode(_ type: Float.Type, forKey key: Key) throws -> Float {
+        Float(try decoder.child(try node(key), key: key).floating())
+    }
+    func decode(_ type: Int.Type, forKey key: Key) throws -> Int {
+        try decoder.child(try node(key), key: key).integer(Int.self)
+    }
+    func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 {
+        try decoder.child(try node(key), key: key).integer(UInt64.self)
+    }
 
-    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
+        -> KeyedDecodingContainer<NestedKey>
+    {
         try decoder.child(try node(key), key: key).container(keyedBy: type)
     }
 
@@ -225,7 +246,9 @@ private struct UnkeyedContainer: UnkeyedDecodingContainer {
     mutating func decode(_ type: Float.Type) throws -> Float { Float(try next().floating()) }
     mutating func decode(_ type: Int.Type) throws -> Int { try next().integer(Int.self) }
 
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<
+        NestedKey
+    > {
         try next().container(keyedBy: type)
     }
     mutating func nestedUnkeyedContainer() throws -> UnkeyedDecodingContainer { try next().unkeyedContainer() }
@@ -266,7 +289,8 @@ private final class Slot {
         case let .scalar(t, s)?: return ConfigNode(.scalar(t, isString: s), source: source)
         case let .list(box)?: return ConfigNode(.list(box.items.map { $0.finish(source: source) }), source: source)
         case let .map(box)?:
-            return ConfigNode(.map(box.keys.map { (key: $0, node: box.values[$0]!.finish(source: source)) }), source: source)
+            return ConfigNode(
+                .map(box.keys.map { (key: $0, node: box.values[$0]!.finish(source: source)) }), source: source)
         }
     }
 }
@@ -334,14 +358,18 @@ private struct KeyedEnc<Key: CodingKey>: KeyedEncodingContainerProtocol {
     mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
         try store(box.slot(key.stringValue), value, path: codingPath + [key])
     }
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+        -> KeyedEncodingContainer<NestedKey>
+    {
         NodeEncoder(slot: box.slot(key.stringValue), codingPath: codingPath + [key]).container(keyedBy: keyType)
     }
     mutating func nestedUnkeyedContainer(forKey key: Key) -> UnkeyedEncodingContainer {
         NodeEncoder(slot: box.slot(key.stringValue), codingPath: codingPath + [key]).unkeyedContainer()
     }
     mutating func superEncoder() -> Encoder { NodeEncoder(slot: box.slot("super"), codingPath: codingPath) }
-    mutating func superEncoder(forKey key: Key) -> Encoder { NodeEncoder(slot: box.slot(key.stringValue), codingPath: codingPath + [key]) }
+    mutating func superEncoder(forKey key: Key) -> Encoder {
+        NodeEncoder(slot: box.slot(key.stringValue), codingPath: codingPath + [key])
+    }
 }
 
 private struct UnkeyedEnc: UnkeyedEncodingContainer {
@@ -353,7 +381,9 @@ private struct UnkeyedEnc: UnkeyedEncodingContainer {
 
     mutating func encodeNil() throws { newSlot().built = .null }
     mutating func encode<T: Encodable>(_ value: T) throws { try store(newSlot(), value, path: codingPath) }
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<
+        NestedKey
+    > {
         NodeEncoder(slot: newSlot(), codingPath: codingPath).container(keyedBy: keyType)
     }
     mutating func nestedUnkeyedContainer() -> UnkeyedEncodingContainer {

@@ -26,7 +26,9 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible, LocalizedEr
     /// The nearest valid key or option, when one is close.
     public var suggestion: String?
 
-    public init(_ kind: Kind, path: String? = nil, message: String, source: ConfigSource? = nil, suggestion: String? = nil) {
+    public init(
+        _ kind: Kind, path: String? = nil, message: String, source: ConfigSource? = nil, suggestion: String? = nil
+    ) {
         self.kind = kind
         self.path = path
         self.message = message
@@ -79,7 +81,9 @@ public enum ConfigSuggest {
         let best = scored.min { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }!
         let limit = max(2, name.count / 3)
         if best.1 <= limit && best.1 < name.count { return best.0 }
-        if name.count >= 3, let prefixed = candidates.sorted().first(where: { $0.lowercased().hasPrefix(name.lowercased()) }) {
+        if name.count >= 3,
+            let prefixed = candidates.sorted().first(where: { $0.lowercased().hasPrefix(name.lowercased()) })
+        {
             return prefixed
         }
         return nil

@@ -22,7 +22,8 @@ public struct ResolvedConfig: Sendable {
     /// Keys that change how a run executes but not what it computes: left out of `trainingHash`.
     public static let runtimeOnlyKeys = [
         "name", "run", "resume", "data.workers", "data.eval_batch_size", "trainer.threads", "trainer.log_every",
-        "trainer.max_steps", "trainer.max_epochs", "trainer.keep_last", "trainer.checkpoint_every", "trainer.stop_grace_s", "comm",
+        "trainer.max_steps", "trainer.max_epochs", "trainer.keep_last", "trainer.checkpoint_every",
+        "trainer.stop_grace_s", "comm",
         "trainer.seeds", "trainer.test",
     ]
 
@@ -64,11 +65,14 @@ public struct ResolvedConfig: Sendable {
             for p in runtimeOnlyKeys { tree = removing(p.split(separator: ".").map(String.init), from: tree) }
             return tree.leaves().map { ($0.path, ConfigYAMLWriter.inline($0.node)) }
         }
-        let before = try leaves(old, "the checkpoint's config.yaml"), after = try leaves(new, "this run's configuration")
+        let before = try leaves(old, "the checkpoint's config.yaml"),
+            after = try leaves(new, "this run's configuration")
         let oldByKey = Dictionary(before, uniquingKeysWith: { a, _ in a })
         let newKeys = Set(after.map(\.path))
         var changes: [Change] = []
-        for (key, text) in after where oldByKey[key] != text { changes.append(Change(key: key, old: oldByKey[key], new: text)) }
+        for (key, text) in after where oldByKey[key] != text {
+            changes.append(Change(key: key, old: oldByKey[key], new: text))
+        }
         for (key, text) in before where !newKeys.contains(key) { changes.append(Change(key: key, old: text, new: nil)) }
         return changes
     }
@@ -113,8 +117,10 @@ public struct ConfigLoader: Sendable {
     /// The group whose options are global (their keys are not put under the group's name).
     public static let globalGroups: Set<String> = ["experiment"]
 
-    public init(configDir: URL, registry: TuningMethodRegistry = .shared,
-                environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(
+        configDir: URL, registry: TuningMethodRegistry = .shared,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.configDir = configDir.standardizedFileURL
         self.registry = registry
         self.environment = environment
@@ -130,10 +136,12 @@ public struct ConfigLoader: Sendable {
     /// `explicit` if given (it must hold `config.yaml`); else `$VLSEG_CONFIG_DIR`; else the first
     /// `configs/config.yaml` found walking up from the current directory, then from the executable's
     /// directory (a binary in `.build/release/` finds its checkout's `configs/`).
-    public static func findConfigDirectory(explicit: String? = nil,
-                                           environment: [String: String] = ProcessInfo.processInfo.environment,
-                                           currentDirectory: String = FileManager.default.currentDirectoryPath,
-                                           executable: URL? = Bundle.main.executableURL) throws -> URL {
+    public static func findConfigDirectory(
+        explicit: String? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        currentDirectory: String = FileManager.default.currentDirectoryPath,
+        executable: URL? = Bundle.main.executableURL
+    ) throws -> URL {
         let fm = FileManager.default
         if let explicit, !explicit.isEmpty {
             let url = URL(fileURLWithPath: VLSegConfig.expandHome(explicit))
@@ -161,8 +169,11 @@ public struct ConfigLoader: Sendable {
                 dir = parent
             }
         }
-        throw ConfigError(.noConfigDirectory,
-                          message: "no configs/\(primaryName) found above \(currentDirectory) or the vlseg executable; pass --config-dir DIR")
+        throw ConfigError(
+            .noConfigDirectory,
+            message:
+                "no configs/\(primaryName) found above \(currentDirectory) or the vlseg executable; pass --config-dir DIR"
+        )
     }
 
     // MARK: Groups
@@ -173,7 +184,8 @@ public struct ConfigLoader: Sendable {
         let items = (try? fm.contentsOfDirectory(atPath: configDir.path)) ?? []
         return items.filter { name in
             var isDir: ObjCBool = false
-            return fm.fileExists(atPath: configDir.appendingPathComponent(name).path, isDirectory: &isDir) && isDir.boolValue
+            return fm.fileExists(atPath: configDir.appendingPathComponent(name).path, isDirectory: &isDir)
+                && isDir.boolValue
                 && !name.hasPrefix(".")
         }.sorted()
     }
@@ -202,8 +214,10 @@ public struct ConfigLoader: Sendable {
     }
 
     /// Reads a resolved config written earlier (a run's `config.yaml`): no composition, the same checks.
-    public static func decode(yaml text: String, source: String, registry: TuningMethodRegistry = .shared,
-                              environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ResolvedConfig {
+    public static func decode(
+        yaml text: String, source: String, registry: TuningMethodRegistry = .shared,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> ResolvedConfig {
         let tree = try ConfigYAML.parse(text, source: .file(source))
         let loader = ConfigLoader(configDir: URL(fileURLWithPath: "/"), registry: registry, environment: environment)
         return try loader.resolve(tree, choices: [:])
@@ -215,11 +229,13 @@ public struct ConfigLoader: Sendable {
         var tree = try ConfigLoader.overlay(defaults, composed, path: [])
         tree = try Interpolator(root: tree, environment: environment).resolveAll()
         let decoder = ConfigNodeDecoder(node: tree, codingPath: [], userInfo: [TuningConfig.registryKey: registry])
-        let config = try decoder.decode(VLSegConfig.self).expandingHome(environment["HOME"].flatMap { $0.isEmpty ? nil : $0 })
+        let config = try decoder.decode(VLSegConfig.self).expandingHome(
+            environment["HOME"].flatMap { $0.isEmpty ? nil : $0 })
         var sources: [String: ConfigSource] = [:]
         for leaf in tree.leaves() { sources[leaf.path] = leaf.node.source }
         if let problem = config.problems().first {
-            throw ConfigError(.invalidValue, path: problem.path, message: problem.message, source: sources[problem.path])
+            throw ConfigError(
+                .invalidValue, path: problem.path, message: problem.message, source: sources[problem.path])
         }
         var canonical = try ConfigNodeEncoding.encode(config)
         canonical = ConfigLoader.attachSources(canonical, sources: sources, path: "")
@@ -229,9 +245,18 @@ public struct ConfigLoader: Sendable {
 
     private static func attachSources(_ node: ConfigNode, sources: [String: ConfigSource], path: String) -> ConfigNode {
         var n = node
-        n.source = sources[path] ?? (path.hasPrefix("tuning.") ? ConfigSource(.interpolated("the tuning method's defaults")) : .builtin)
+        n.source =
+            sources[path]
+            ?? (path.hasPrefix("tuning.") ? ConfigSource(.interpolated("the tuning method's defaults")) : .builtin)
         if case let .map(pairs) = node.value {
-            n.value = .map(pairs.map { (key: $0.key, node: attachSources($0.node, sources: sources, path: path.isEmpty ? $0.key : "\(path).\($0.key)")) })
+            n.value = .map(
+                pairs.map {
+                    (
+                        key: $0.key,
+                        node: attachSources(
+                            $0.node, sources: sources, path: path.isEmpty ? $0.key : "\(path).\($0.key)")
+                    )
+                })
         }
         return n
     }
@@ -257,20 +282,31 @@ public struct ConfigLoader: Sendable {
             var text = raw
             while text.hasPrefix("+") { text.removeFirst() }
             guard let eq = text.firstIndex(of: "=") else {
-                throw ConfigError(.badOverride, message: "override '\(raw)': expected key=value (trainer.lr=3e-4) or group=option (tuning=coop)")
+                throw ConfigError(
+                    .badOverride,
+                    message: "override '\(raw)': expected key=value (trainer.lr=3e-4) or group=option (tuning=coop)")
             }
             let key = String(text[..<eq]).trimmingCharacters(in: .whitespaces)
             let valueText = String(text[text.index(after: eq)...])
             let source = ConfigSource.override(raw)
             let path = key.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
-            guard !key.isEmpty, path.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" } }) else {
-                throw ConfigError(.badOverride, message: "override '\(raw)': '\(key)' is not a key path (letters, digits, _ and - separated by dots)")
+            guard !key.isEmpty,
+                path.allSatisfy({
+                    !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }
+                })
+            else {
+                throw ConfigError(
+                    .badOverride,
+                    message:
+                        "override '\(raw)': '\(key)' is not a key path (letters, digits, _ and - separated by dots)")
             }
             if path.count == 1, groups.contains(key) {
                 let option = valueText.trimmingCharacters(in: .whitespaces)
-                choices.append(ChoiceOverride(group: key, option: ConfigYAML.isNullLiteral(option) ? nil : option, text: raw))
+                choices.append(
+                    ChoiceOverride(group: key, option: ConfigYAML.isNullLiteral(option) ? nil : option, text: raw))
             } else {
-                values.append(ValueOverride(path: path, value: ConfigYAML.parseValue(valueText, source: source), text: raw))
+                values.append(
+                    ValueOverride(path: path, value: ConfigYAML.parseValue(valueText, source: source), text: raw))
             }
         }
         return (choices, values)
@@ -285,8 +321,10 @@ public struct ConfigLoader: Sendable {
         var child = tree[first] ?? .map(source: value.source)
         if child.isNull { child = .map(source: value.source) }
         guard child.isMap else {
-            throw ConfigError(.badOverride, message: "override '\(text)': \(first) holds a value, not a section, so it has no key \(path[1])",
-                              source: child.source)
+            throw ConfigError(
+                .badOverride,
+                message: "override '\(text)': \(first) holds a value, not a section, so it has no key \(path[1])",
+                source: child.source)
         }
         try set(Array(path.dropFirst()), value, in: &child, text: text)
         tree.set(first, child)
@@ -326,12 +364,16 @@ public struct ConfigLoader: Sendable {
     }
 
     /// Splits a file into its `defaults:` entries and the rest.
-    func splitDefaults(_ node: ConfigNode) throws -> (defaults: [(entry: ConfigNode, key: String?, value: ConfigNode?)], body: ConfigNode) {
+    func splitDefaults(_ node: ConfigNode) throws -> (
+        defaults: [(entry: ConfigNode, key: String?, value: ConfigNode?)], body: ConfigNode
+    ) {
         var body = node
         guard let d = node["defaults"] else { return ([], body) }
         body.remove("defaults")
         guard case let .list(items) = d.value else {
-            throw ConfigError(.composition, path: "defaults", message: "expected a list (- model: clipseg_rd64_refined, - _self_, ...)", source: d.source)
+            throw ConfigError(
+                .composition, path: "defaults",
+                message: "expected a list (- model: clipseg_rd64_refined, - _self_, ...)", source: d.source)
         }
         var out: [(ConfigNode, String?, ConfigNode?)] = []
         for item in items {
@@ -339,8 +381,10 @@ public struct ConfigLoader: Sendable {
             case .scalar: out.append((item, nil, nil))
             case let .map(pairs) where pairs.count == 1: out.append((item, pairs[0].key, pairs[0].node))
             default:
-                throw ConfigError(.composition, path: "defaults", message: "each entry is '_self_' or 'group: option', found \(ConfigYAMLWriter.inline(item))",
-                                  source: item.source)
+                throw ConfigError(
+                    .composition, path: "defaults",
+                    message: "each entry is '_self_' or 'group: option', found \(ConfigYAMLWriter.inline(item))",
+                    source: item.source)
             }
         }
         return (out, body)
@@ -349,7 +393,9 @@ public struct ConfigLoader: Sendable {
     /// `override /model`, `/model`, `optional model` -> `model`.
     static func groupName(_ key: String) -> String {
         var k = key.trimmingCharacters(in: .whitespaces)
-        for prefix in ["override ", "optional "] where k.hasPrefix(prefix) { k = String(k.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces) }
+        for prefix in ["override ", "optional "] where k.hasPrefix(prefix) {
+            k = String(k.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
+        }
         while k.hasPrefix("/") { k.removeFirst() }
         return k
     }
@@ -367,40 +413,56 @@ public struct ConfigLoader: Sendable {
                 if !listed.contains(entry) { listed.append(entry) }
             }
         }
-        return ConfigError(.unknownGroupOption,
-                           message: "no option '\(option)' in config group '\(group)' (configs/\(group)/); available: \(listed.joined(separator: ", "))",
-                           source: source, suggestion: ConfigSuggest.nearest(option, in: available))
+        return ConfigError(
+            .unknownGroupOption,
+            message:
+                "no option '\(option)' in config group '\(group)' (configs/\(group)/); available: \(listed.joined(separator: ", "))",
+            source: source, suggestion: ConfigSuggest.nearest(option, in: available))
     }
 
     func groupFile(_ group: String, _ option: String, source: ConfigSource) throws -> URL {
         let groups = self.groups()
         guard groups.contains(group) else {
-            throw ConfigError(.unknownGroup, message: "no config group '\(group)'; groups: \(groups.joined(separator: ", "))",
-                              source: source, suggestion: ConfigSuggest.nearest(group, in: groups))
+            throw ConfigError(
+                .unknownGroup, message: "no config group '\(group)'; groups: \(groups.joined(separator: ", "))",
+                source: source, suggestion: ConfigSuggest.nearest(group, in: groups))
         }
-        guard !option.contains(".."), !option.hasPrefix("/") else { throw optionNotFound(group, option, source: source) }
+        guard !option.contains(".."), !option.hasPrefix("/") else {
+            throw optionNotFound(group, option, source: source)
+        }
         let url = configDir.appendingPathComponent(group).appendingPathComponent(option + ".yaml")
-        guard FileManager.default.fileExists(atPath: url.path) else { throw optionNotFound(group, option, source: source) }
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw optionNotFound(group, option, source: source)
+        }
         return url
     }
 
     /// A group option's content, with the bases named in its own `defaults:` merged first.
-    func loadGroupOption(_ group: String, _ option: String, source: ConfigSource, chain: [String] = []) throws -> (body: ConfigNode, global: Bool) {
+    func loadGroupOption(_ group: String, _ option: String, source: ConfigSource, chain: [String] = []) throws -> (
+        body: ConfigNode, global: Bool
+    ) {
         guard !chain.contains(option) else {
-            throw ConfigError(.composition, message: "config group '\(group)': options include each other in a cycle: \((chain + [option]).joined(separator: " -> "))",
-                              source: source)
+            throw ConfigError(
+                .composition,
+                message:
+                    "config group '\(group)': options include each other in a cycle: \((chain + [option]).joined(separator: " -> "))",
+                source: source)
         }
         let url = try groupFile(group, option, source: source)
         let text = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
-        let global = text.split(separator: "\n").prefix(5).contains { $0.replacingOccurrences(of: " ", with: "") == "#@package_global_" }
+        let global = text.split(separator: "\n").prefix(5).contains {
+            $0.replacingOccurrences(of: " ", with: "") == "#@package_global_"
+        }
         let (defaults, body) = try splitDefaults(try readFile(url))
         var result = ConfigNode.map(source: body.source)
         var selfMerged = false
         for (entry, key, _) in defaults {
             if key != nil {
-                throw ConfigError(.composition, path: "defaults",
-                                  message: "a \(group) option may only name other \(group) options as bases; set other groups in configs/config.yaml or an experiment",
-                                  source: entry.source)
+                throw ConfigError(
+                    .composition, path: "defaults",
+                    message:
+                        "a \(group) option may only name other \(group) options as bases; set other groups in configs/config.yaml or an experiment",
+                    source: entry.source)
             }
             let name = entry.scalarText ?? ""
             if name == "_self_" {
@@ -428,7 +490,9 @@ public struct ConfigLoader: Sendable {
             if let key {
                 let group = ConfigLoader.groupName(key)
                 guard !entries.contains(.group(group)) else {
-                    throw ConfigError(.composition, path: "defaults", message: "group '\(group)' is listed twice", source: entry.source)
+                    throw ConfigError(
+                        .composition, path: "defaults", message: "group '\(group)' is listed twice",
+                        source: entry.source)
                 }
                 entries.append(.group(group))
                 let option: String? = value.flatMap { $0.isNull ? nil : $0.scalarText }
@@ -436,16 +500,22 @@ public struct ConfigLoader: Sendable {
             } else if entry.scalarText == "_self_" {
                 entries.append(.selfEntry)
             } else {
-                throw ConfigError(.composition, path: "defaults",
-                                  message: "entries of the primary config are '_self_' or 'group: option', found '\(entry.scalarText ?? "")'",
-                                  source: entry.source)
+                throw ConfigError(
+                    .composition, path: "defaults",
+                    message:
+                        "entries of the primary config are '_self_' or 'group: option', found '\(entry.scalarText ?? "")'",
+                    source: entry.source)
             }
         }
         if !entries.contains(.selfEntry) { entries.append(.selfEntry) }
 
         func addGroupEntry(_ group: String) {
             guard !entries.contains(.group(group)) else { return }
-            if let i = entries.firstIndex(of: .group("experiment")) { entries.insert(.group(group), at: i) } else { entries.append(.group(group)) }
+            if let i = entries.firstIndex(of: .group("experiment")) {
+                entries.insert(.group(group), at: i)
+            } else {
+                entries.append(.group(group))
+            }
         }
 
         // Command-line choices first (they win over the experiment's).
@@ -466,12 +536,16 @@ public struct ConfigLoader: Sendable {
             for (entry, key, value) in expDefaults {
                 guard let key else {
                     if entry.scalarText == "_self_" { continue }
-                    throw ConfigError(.composition, path: "defaults", message: "entries of an experiment are '_self_' or 'group: option'",
-                                      source: entry.source)
+                    throw ConfigError(
+                        .composition, path: "defaults",
+                        message: "entries of an experiment are '_self_' or 'group: option'",
+                        source: entry.source)
                 }
                 let group = ConfigLoader.groupName(key)
                 guard group != "experiment" else {
-                    throw ConfigError(.composition, path: "defaults", message: "an experiment cannot select another experiment", source: entry.source)
+                    throw ConfigError(
+                        .composition, path: "defaults", message: "an experiment cannot select another experiment",
+                        source: entry.source)
                 }
                 let option: String? = value.flatMap { $0.isNull ? nil : $0.scalarText }
                 if let option { _ = try groupFile(group, option, source: value?.source ?? entry.source) }
@@ -524,7 +598,9 @@ public struct ConfigLoader: Sendable {
         return result
     }
 
-    private static func unknownKey(_ key: String, at path: [String], source: ConfigSource, root: ConfigNode, siblings: [String]) -> ConfigError {
+    private static func unknownKey(
+        _ key: String, at path: [String], source: ConfigSource, root: ConfigNode, siblings: [String]
+    ) -> ConfigError {
         let full = (path + [key]).joined(separator: ".")
         let prefix = path.isEmpty ? "" : path.joined(separator: ".") + "."
         var suggestion = ConfigSuggest.nearest(key, in: siblings).map { prefix + $0 }
@@ -536,7 +612,9 @@ public struct ConfigLoader: Sendable {
         }
         let where_ = path.isEmpty ? "at the top level" : "in section \(path.joined(separator: "."))"
         let known = siblings.joined(separator: ", ")
-        return ConfigError(.unknownKey, path: full, message: "unknown key \(where_) (known: \(known))", source: source, suggestion: suggestion)
+        return ConfigError(
+            .unknownKey, path: full, message: "unknown key \(where_) (known: \(known))", source: source,
+            suggestion: suggestion)
     }
 }
 
@@ -557,8 +635,10 @@ struct Interpolator {
         case let .scalar(text, isString) where text.contains("${"):
             let here = path.joined(separator: ".")
             guard !stack.contains(here) else {
-                throw ConfigError(.interpolation, path: here, message: "interpolation cycle: \((stack + [here]).joined(separator: " -> "))",
-                                  source: node.source)
+                throw ConfigError(
+                    .interpolation, path: here,
+                    message: "interpolation cycle: \((stack + [here]).joined(separator: " -> "))",
+                    source: node.source)
             }
             let parts = try parse(text, path: here, source: node.source)
             if parts.count == 1, case let .ref(expr) = parts[0] {
@@ -576,19 +656,23 @@ struct Interpolator {
                     case let .scalar(t, _): out += t
                     case .null: out += "null"
                     default:
-                        throw ConfigError(.interpolation, path: here, message: "${\(expr)} is a list or section and cannot be part of a string",
-                                          source: node.source)
+                        throw ConfigError(
+                            .interpolation, path: here,
+                            message: "${\(expr)} is a list or section and cannot be part of a string",
+                            source: node.source)
                     }
                 }
             }
             return ConfigNode(.scalar(out, isString: isString), source: node.source)
         case let .list(items):
             var n = node
-            n.value = .list(try items.enumerated().map { try resolve($0.element, path: path + ["\($0.offset)"], stack: stack) })
+            n.value = .list(
+                try items.enumerated().map { try resolve($0.element, path: path + ["\($0.offset)"], stack: stack) })
             return n
         case let .map(pairs):
             var n = node
-            n.value = .map(try pairs.map { (key: $0.key, node: try resolve($0.node, path: path + [$0.key], stack: stack)) })
+            n.value = .map(
+                try pairs.map { (key: $0.key, node: try resolve($0.node, path: path + [$0.key], stack: stack)) })
             return n
         default:
             return node
@@ -629,14 +713,17 @@ struct Interpolator {
                 let inner = ConfigNode(.scalar(stripped, isString: true), source: source)
                 return try resolve(inner, path: path.split(separator: ".").map(String.init), stack: stack)
             }
-            throw ConfigError(.interpolation, path: path, message: "environment variable \(name) is not set (give a default: ${oc.env:\(name),VALUE})",
-                              source: source)
+            throw ConfigError(
+                .interpolation, path: path,
+                message: "environment variable \(name) is not set (give a default: ${oc.env:\(name),VALUE})",
+                source: source)
         }
         let target = expr.split(separator: ".").map(String.init)
         guard let node = root.node(at: target) else {
             let candidates = root.allPaths()
-            throw ConfigError(.interpolation, path: path, message: "${\(expr)} names no key", source: source,
-                              suggestion: ConfigSuggest.nearest(expr, in: candidates))
+            throw ConfigError(
+                .interpolation, path: path, message: "${\(expr)} names no key", source: source,
+                suggestion: ConfigSuggest.nearest(expr, in: candidates))
         }
         return try resolve(node, path: target, stack: stack)
     }

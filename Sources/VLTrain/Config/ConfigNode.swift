@@ -20,7 +20,9 @@ public struct ConfigSource: Sendable, Equatable, Hashable, CustomStringConvertib
     public init(_ kind: Kind) { self.kind = kind }
 
     public static let builtin = ConfigSource(.builtin)
-    public static func file(_ path: String, line: Int? = nil) -> ConfigSource { ConfigSource(.file(path: path, line: line)) }
+    public static func file(_ path: String, line: Int? = nil) -> ConfigSource {
+        ConfigSource(.file(path: path, line: line))
+    }
     public static func override(_ text: String) -> ConfigSource { ConfigSource(.override(text)) }
 
     public var description: String {
@@ -160,7 +162,8 @@ enum ConfigYAML {
         do {
             root = try Yams.compose(yaml: text)
         } catch let error as YamlError {
-            throw ConfigError(.parse, message: "invalid YAML: \(yamlErrorSummary(error))", source: sourceWithLine(source, error))
+            throw ConfigError(
+                .parse, message: "invalid YAML: \(yamlErrorSummary(error))", source: sourceWithLine(source, error))
         }
         guard let root else { return .map(source: source) }
         return try convert(root, source: source)
@@ -219,10 +222,12 @@ enum ConfigYAML {
             var pairs: [(key: String, node: ConfigNode)] = []
             for (k, v) in m {
                 guard case let .scalar(ks) = k else {
-                    throw ConfigError(.parse, message: "mapping keys must be plain strings", source: sourceWithLine(source, k.mark))
+                    throw ConfigError(
+                        .parse, message: "mapping keys must be plain strings", source: sourceWithLine(source, k.mark))
                 }
                 if pairs.contains(where: { $0.key == ks.string }) {
-                    throw ConfigError(.parse, message: "duplicated key '\(ks.string)'", source: sourceWithLine(source, k.mark))
+                    throw ConfigError(
+                        .parse, message: "duplicated key '\(ks.string)'", source: sourceWithLine(source, k.mark))
                 }
                 pairs.append((key: ks.string, node: try convert(v, source: source)))
             }
@@ -272,7 +277,9 @@ enum ConfigYAMLWriter {
         case .null: return "null"
         case let .scalar(text, isString): return quoteIfNeeded(text, isString: isString)
         case let .list(items): return "[" + items.map(inline).joined(separator: ", ") + "]"
-        case let .map(p): return "{" + p.map { "\(quoteIfNeeded($0.key, isString: true)): \(inline($0.node))" }.joined(separator: ", ") + "}"
+        case let .map(p):
+            return "{"
+                + p.map { "\(quoteIfNeeded($0.key, isString: true)): \(inline($0.node))" }.joined(separator: ", ") + "}"
         }
     }
 
@@ -293,7 +300,9 @@ enum ConfigYAMLWriter {
         if s.contains(",") || s.contains("[") || s.contains("]") || s.contains("{") || s.contains("}") { return true }
         guard let first = s.first else { return true }
         if "&*!|>'%@`#".contains(first) { return true }
-        if (first == "-" || first == "?" || first == ":") && (s.count == 1 || s.dropFirst().first == " ") { return true }
+        if (first == "-" || first == "?" || first == ":") && (s.count == 1 || s.dropFirst().first == " ") {
+            return true
+        }
         return false
     }
 

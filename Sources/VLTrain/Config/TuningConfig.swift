@@ -30,8 +30,9 @@ public struct TuningConfig: Sendable, Equatable, Codable {
 
     private func read<T>(_ key: String, _ expected: String, _ view: (ConfigValue) -> T?) throws -> T? {
         guard let v = options[key] else {
-            throw ConfigError(.unknownKey, path: "tuning.\(key)", message: "method \(method) has no option '\(key)'",
-                              suggestion: ConfigSuggest.nearest(key, in: Array(options.keys)).map { "tuning.\($0)" })
+            throw ConfigError(
+                .unknownKey, path: "tuning.\(key)", message: "method \(method) has no option '\(key)'",
+                suggestion: ConfigSuggest.nearest(key, in: Array(options.keys)).map { "tuning.\($0)" })
         }
         if v == .null { return nil }
         guard let typed = view(v) else {
@@ -81,26 +82,34 @@ public struct TuningConfig: Sendable, Equatable, Codable {
     /// defaults. The YAML is read here; what a value may be is the method's declaration.
     static func validated(_ node: ConfigNode, registry: TuningMethodRegistry) throws -> TuningConfig {
         guard let pairs = node.pairs else {
-            throw ConfigError(.typeMismatch, path: "tuning", message: "expected a mapping with 'method' and the method's options (select one with tuning=NAME)",
-                              source: node.source)
+            throw ConfigError(
+                .typeMismatch, path: "tuning",
+                message: "expected a mapping with 'method' and the method's options (select one with tuning=NAME)",
+                source: node.source)
         }
         guard let methodNode = node["method"] else {
-            throw ConfigError(.invalidValue, path: "tuning.method", message: "missing: select a method with tuning=NAME", source: node.source)
+            throw ConfigError(
+                .invalidValue, path: "tuning.method", message: "missing: select a method with tuning=NAME",
+                source: node.source)
         }
         guard let method = methodNode.scalarText, !method.isEmpty else {
-            throw ConfigError(.typeMismatch, path: "tuning.method", message: "expected a method name, found \(ConfigNodeDecoder.describe(methodNode))",
-                              source: methodNode.source)
+            throw ConfigError(
+                .typeMismatch, path: "tuning.method",
+                message: "expected a method name, found \(ConfigNodeDecoder.describe(methodNode))",
+                source: methodNode.source)
         }
         guard let schema = registry.schema(named: method) else {
-            throw ConfigError(.unknownMethod, path: "tuning.method",
-                              message: "unknown tuning method '\(method)'; registered: \(registry.names.joined(separator: ", "))",
-                              source: methodNode.source, suggestion: ConfigSuggest.nearest(method, in: registry.names))
+            throw ConfigError(
+                .unknownMethod, path: "tuning.method",
+                message: "unknown tuning method '\(method)'; registered: \(registry.names.joined(separator: ", "))",
+                source: methodNode.source, suggestion: ConfigSuggest.nearest(method, in: registry.names))
         }
         var options: [String: ConfigValue] = [:]
         for (key, child) in pairs where key != "method" {
             guard let option = schema.option(key) else {
-                throw ConfigError(.unknownKey, path: "tuning.\(key)", message: schema.unknownOption(key).reason, source: child.source,
-                                  suggestion: ConfigSuggest.nearest(key, in: schema.options.map(\.name)).map { "tuning.\($0)" })
+                throw ConfigError(
+                    .unknownKey, path: "tuning.\(key)", message: schema.unknownOption(key).reason, source: child.source,
+                    suggestion: ConfigSuggest.nearest(key, in: schema.options.map(\.name)).map { "tuning.\($0)" })
             }
             options[key] = try checked(child, option, method: method)
         }
@@ -119,7 +128,8 @@ public struct TuningConfig: Sendable, Equatable, Codable {
         } catch let error as TuningError {
             var suggestion: String? = nil
             if case let .notAllowed(_, _, bad, allowed) = error { suggestion = ConfigSuggest.nearest(bad, in: allowed) }
-            throw ConfigError(.invalidValue, path: path, message: error.reason, source: node.source, suggestion: suggestion)
+            throw ConfigError(
+                .invalidValue, path: path, message: error.reason, source: node.source, suggestion: suggestion)
         }
     }
 
@@ -128,7 +138,9 @@ public struct TuningConfig: Sendable, Equatable, Codable {
         if node.isNull { return .null }
         let d = ConfigNodeDecoder(node: node, codingPath: [], userInfo: [:])
         func expected(_ what: String) -> ConfigError {
-            ConfigError(.typeMismatch, path: path, message: "expected \(what), found \(ConfigNodeDecoder.describe(node))", source: node.source)
+            ConfigError(
+                .typeMismatch, path: path, message: "expected \(what), found \(ConfigNodeDecoder.describe(node))",
+                source: node.source)
         }
         switch option.kind {
         case .int:
@@ -150,16 +162,19 @@ public struct TuningConfig: Sendable, Equatable, Codable {
             case .scalar: items = [node]  // `tuning.targets=q_proj` means [q_proj]
             default: throw expected("a \(option.kind.rawValue)")
             }
-            return .list(try items.map { item in
-                if option.kind == .intList {
-                    guard let i = try? ConfigNodeDecoder(node: item, codingPath: [], userInfo: [:]).integer(Int.self) else {
-                        throw expected("a list of integers")
+            return .list(
+                try items.map { item in
+                    if option.kind == .intList {
+                        guard
+                            let i = try? ConfigNodeDecoder(node: item, codingPath: [], userInfo: [:]).integer(Int.self)
+                        else {
+                            throw expected("a list of integers")
+                        }
+                        return .int(i)
                     }
-                    return .int(i)
-                }
-                guard let s = item.scalarText else { throw expected("a list of strings") }
-                return .string(s)
-            })
+                    guard let s = item.scalarText else { throw expected("a list of strings") }
+                    return .string(s)
+                })
         }
     }
 }

@@ -161,7 +161,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var patience = 5
         public var minLR = 0.0
         public init() {}
-        enum CodingKeys: String, CodingKey { case name, warmupSteps = "warmup_steps", factor, patience, minLR = "min_lr" }
+        enum CodingKeys: String, CodingKey {
+            case name, warmupSteps = "warmup_steps", factor, patience, minLR = "min_lr"
+        }
     }
 
     public struct EarlyStoppingSettings: Codable, Equatable, Sendable {
@@ -246,7 +248,8 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
             case maxSteps = "max_steps", maxEpochs = "max_epochs", accumulate, globalBatchSize = "global_batch_size"
             case lr, weightDecay = "weight_decay", betas, eps, clipGradNorm = "clip_grad_norm", schedule
             case earlyStopping = "early_stopping", loss, evalEvery = "eval_every", checkpointEvery = "checkpoint_every"
-            case keepLast = "keep_last", threads, precision, logEvery = "log_every", featureCache = "feature_cache", cacheMB = "cache_mb"
+            case keepLast = "keep_last", threads, precision, logEvery = "log_every", featureCache = "feature_cache",
+                cacheMB = "cache_mb"
             case stopGraceS = "stop_grace_s", seeds, test
         }
     }
@@ -313,8 +316,11 @@ extension VLSegConfig {
         guard global > 0 else { return data.batchSize }
         let parts = max(1, worldSize) * trainer.accumulate
         guard global % parts == 0, global >= parts else {
-            throw ConfigError(.invalidValue, path: "trainer.global_batch_size",
-                              message: "\(global) does not divide into \(worldSize) rank(s) x \(trainer.accumulate) accumulation step(s); choose a multiple of \(parts) or set trainer.global_batch_size=0 and data.batch_size")
+            throw ConfigError(
+                .invalidValue, path: "trainer.global_batch_size",
+                message:
+                    "\(global) does not divide into \(worldSize) rank(s) x \(trainer.accumulate) accumulation step(s); choose a multiple of \(parts) or set trainer.global_batch_size=0 and data.batch_size"
+            )
         }
         return global / parts
     }
@@ -331,8 +337,9 @@ extension VLSegConfig {
         need(seed >= 0, "seed", "must be >= 0")
         need(!run.dir.isEmpty, "run.dir", "must not be empty")
         need(!model.path.isEmpty, "model.path", "must not be empty")
-        need(model.imageSize == 0 || (model.imageSize >= 16 && model.imageSize <= 4096), "model.image_size",
-             "must be 0 (the model's own) or in 16...4096")
+        need(
+            model.imageSize == 0 || (model.imageSize >= 16 && model.imageSize <= 4096), "model.image_size",
+            "must be 0 (the model's own) or in 16...4096")
         need(!data.root.isEmpty, "data.root", "must not be empty")
         need(data.batchSize >= 1, "data.batch_size", "must be >= 1")
         need(data.evalBatchSize >= 0, "data.eval_batch_size", "must be >= 0 (0 = data.batch_size)")
@@ -340,28 +347,36 @@ extension VLSegConfig {
         need(data.demo.count >= 1, "data.demo.count", "must be >= 1")
         need(data.demo.size >= 32 && data.demo.size <= 8192, "data.demo.size", "must be in 32...8192")
         need(data.demo.seed >= 0, "data.demo.seed", "must be >= 0")
-        need(data.demo.entriesPerImage >= 1 && data.demo.entriesPerImage <= 16, "data.demo.entries_per_image", "must be in 1...16")
+        need(
+            data.demo.entriesPerImage >= 1 && data.demo.entriesPerImage <= 16, "data.demo.entries_per_image",
+            "must be in 1...16")
         need(trainer.maxSteps >= 0, "trainer.max_steps", "must be >= 0 (0 = no step limit)")
         need(trainer.maxEpochs >= 0, "trainer.max_epochs", "must be >= 0 (0 = no epoch limit)")
-        need(trainer.maxSteps > 0 || trainer.maxEpochs > 0, "trainer.max_steps",
-             "trainer.max_steps and trainer.max_epochs are both 0: set one of them")
+        need(
+            trainer.maxSteps > 0 || trainer.maxEpochs > 0, "trainer.max_steps",
+            "trainer.max_steps and trainer.max_epochs are both 0: set one of them")
         need(trainer.accumulate >= 1, "trainer.accumulate", "must be >= 1")
         need(trainer.globalBatchSize >= 0, "trainer.global_batch_size", "must be >= 0 (0 = data.batch_size per rank)")
         need(trainer.lr > 0, "trainer.lr", "must be > 0")
         need(trainer.weightDecay >= 0, "trainer.weight_decay", "must be >= 0")
-        need(trainer.betas.count == 2 && trainer.betas.allSatisfy { $0 >= 0 && $0 < 1 }, "trainer.betas",
-             "must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+        need(
+            trainer.betas.count == 2 && trainer.betas.allSatisfy { $0 >= 0 && $0 < 1 }, "trainer.betas",
+            "must be two numbers in [0, 1), e.g. [0.9, 0.999]")
         need(trainer.eps > 0, "trainer.eps", "must be > 0")
         need(trainer.clipGradNorm >= 0, "trainer.clip_grad_norm", "must be >= 0 (0 = no clipping)")
         need(trainer.schedule.warmupSteps >= 0, "trainer.schedule.warmup_steps", "must be >= 0")
         need(trainer.schedule.factor > 0 && trainer.schedule.factor < 1, "trainer.schedule.factor", "must be in (0, 1)")
         need(trainer.schedule.patience >= 0, "trainer.schedule.patience", "must be >= 0")
-        need(trainer.schedule.minLR >= 0 && trainer.schedule.minLR <= trainer.lr, "trainer.schedule.min_lr", "must be in [0, trainer.lr]")
+        need(
+            trainer.schedule.minLR >= 0 && trainer.schedule.minLR <= trainer.lr, "trainer.schedule.min_lr",
+            "must be in [0, trainer.lr]")
         need(trainer.earlyStopping.patience >= 0, "trainer.early_stopping.patience", "must be >= 0 (0 = off)")
         need(trainer.earlyStopping.minDelta >= 0, "trainer.early_stopping.min_delta", "must be >= 0")
         need(trainer.loss.diceWeight >= 0, "trainer.loss.dice_weight", "must be >= 0")
         need(trainer.loss.bceWeight >= 0, "trainer.loss.bce_weight", "must be >= 0")
-        need(trainer.loss.diceWeight + trainer.loss.bceWeight > 0, "trainer.loss.dice_weight", "dice_weight and bce_weight are both 0")
+        need(
+            trainer.loss.diceWeight + trainer.loss.bceWeight > 0, "trainer.loss.dice_weight",
+            "dice_weight and bce_weight are both 0")
         need(trainer.evalEvery >= 0, "trainer.eval_every", "must be >= 0 (0 = every epoch)")
         need(trainer.checkpointEvery >= 0, "trainer.checkpoint_every", "must be >= 0 (0 = after every evaluation)")
         need(trainer.keepLast >= 1, "trainer.keep_last", "must be >= 1")
@@ -373,7 +388,9 @@ extension VLSegConfig {
         if !trainer.seeds.isEmpty, case .path = resume {
             p.append(("resume", "a checkpoint path cannot resume several seeds (trainer.seeds): use resume=auto"))
         }
-        need(trainer.test.threshold > 0 && trainer.test.threshold < 1, "trainer.test.threshold", "must be in (0, 1) (a probability)")
+        need(
+            trainer.test.threshold > 0 && trainer.test.threshold < 1, "trainer.test.threshold",
+            "must be in (0, 1) (a probability)")
         need(comm.timeoutS > 0, "comm.timeout_s", "must be > 0")
         need(comm.bucketMB > 0, "comm.bucket_mb", "must be > 0")
         return p
@@ -392,7 +409,8 @@ extension VLSegConfig {
 
     static func expandHome(_ path: String, home: String? = nil) -> String {
         guard path == "~" || path.hasPrefix("~/") else { return path }
-        let dir = home ?? ProcessInfo.processInfo.environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        let dir =
+            home ?? ProcessInfo.processInfo.environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
         return dir + path.dropFirst()
     }
 }

@@ -17,7 +17,8 @@ public final class TensorBoardWriter {
     public init(runDirectory: URL, now: Date = Date()) throws {
         let directory = runDirectory.appendingPathComponent(Self.directoryName)
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
-        url = directory.appendingPathComponent("events.out.tfevents.\(Int(now.timeIntervalSince1970)).\(host).\(getpid()).vlseg")
+        url = directory.appendingPathComponent(
+            "events.out.tfevents.\(Int(now.timeIntervalSince1970)).\(host).\(getpid()).vlseg")
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
@@ -49,7 +50,9 @@ public final class TensorBoardWriter {
     }
 
     /// A PNG image at `step`.
-    public func image(tag: String, png: Data, width: Int, height: Int, channels: Int = 3, step: Int, at time: Date = Date()) throws {
+    public func image(
+        tag: String, png: Data, width: Int, height: Int, channels: Int = 3, step: Int, at time: Date = Date()
+    ) throws {
         var image = TBSummary.Image()
         image.width = Int32(width)
         image.height = Int32(height)
