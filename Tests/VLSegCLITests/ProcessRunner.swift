@@ -59,6 +59,22 @@ enum ProcessRunner {
     }
 
     /// Path of a program on PATH, or nil.
+    /// `vlseg ARGS` on `ranks` processes: directly for one, under real `mpirun` (the environment's keys
+    /// passed with `-x`, oversubscribed when there are more ranks than cores) for several.
+    static func vlseg(ranks: Int, _ args: [String], environment: [String: String] = [:], timeout: Double) throws
+        -> Result
+    {
+        let env = cleanEnvironment(environment)
+        if ranks == 1 { return try run(vlsegPath, args, environment: env, timeout: timeout) }
+        guard let mpirun = which("mpirun") else { throw XCTSkip("mpirun not installed") }
+        var flags = mpirunFlags
+        for key in environment.keys.sorted() { flags += ["-x", key] }
+        if ranks > ProcessInfo.processInfo.activeProcessorCount {
+            flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"]
+        }
+        return try run(mpirun, flags + ["-np", "\(ranks)", vlsegPath] + args, environment: env, timeout: timeout)
+    }
+
     static func which(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         return path.split(separator: ":").map { "\($0)/\(name)" }.first {

@@ -37,18 +37,7 @@ final class SeedsResultsTests: XCTestCase {
     func vlseg(ranks: Int = 1, _ args: [String], environment: [String: String] = [:], timeout: Double = 240) throws
         -> ProcessRunner.Result
     {
-        let env = ProcessRunner.cleanEnvironment(environment)
-        if ranks == 1 {
-            return try ProcessRunner.run(ProcessRunner.vlsegPath, args, environment: env, timeout: timeout)
-        }
-        guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
-        var flags = ProcessRunner.mpirunFlags
-        for key in environment.keys.sorted() { flags += ["-x", key] }
-        if ranks > ProcessInfo.processInfo.activeProcessorCount {
-            flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"]
-        }
-        return try ProcessRunner.run(
-            mpirun, flags + ["-np", "\(ranks)", ProcessRunner.vlsegPath] + args, environment: env, timeout: timeout)
+        try ProcessRunner.vlseg(ranks: ranks, args, environment: environment, timeout: timeout)
     }
 
     func json(_ url: URL) throws -> [String: Any] {

@@ -36,19 +36,7 @@ final class TrainingTests: XCTestCase {
     func train(ranks: Int, _ args: [String], environment: [String: String] = [:], timeout: Double = 180) throws
         -> ProcessRunner.Result
     {
-        let env = ProcessRunner.cleanEnvironment(environment)
-        if ranks == 1 {
-            return try ProcessRunner.run(ProcessRunner.vlsegPath, ["train"] + args, environment: env, timeout: timeout)
-        }
-        guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
-        var flags = ProcessRunner.mpirunFlags
-        for key in environment.keys.sorted() { flags += ["-x", key] }
-        if ranks > ProcessInfo.processInfo.activeProcessorCount {
-            flags += ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1"]
-        }
-        return try ProcessRunner.run(
-            mpirun, flags + ["-np", "\(ranks)", ProcessRunner.vlsegPath, "train"] + args,
-            environment: env, timeout: timeout)
+        try ProcessRunner.vlseg(ranks: ranks, ["train"] + args, environment: environment, timeout: timeout)
     }
 
     func trainable(_ run: URL, step: Int) throws -> [Float] {
