@@ -62,16 +62,22 @@ public struct DatasetCheckReport: Sendable, Codable, Equatable {
     }
 
     public var root: String
+    /// `medvlsm`, `multi-class` or `class-directories` (see `DatasetFormat`).
+    public var format: String
     public var multiClass: Bool
     public var splits: [SplitSummary]
     public var problems: [Problem]
     public var warnings: [String]
     public var ok: Bool { problems.isEmpty }
 
-    enum CodingKeys: String, CodingKey { case root, multiClass, splits, problems, warnings, ok }
+    enum CodingKeys: String, CodingKey { case root, format, multiClass, splits, problems, warnings, ok }
 
-    public init(root: String, multiClass: Bool, splits: [SplitSummary], problems: [Problem], warnings: [String]) {
+    public init(
+        root: String, format: String = DatasetFormat.medvlsm.rawValue, multiClass: Bool, splits: [SplitSummary],
+        problems: [Problem], warnings: [String]
+    ) {
         self.root = root
+        self.format = format
         self.multiClass = multiClass
         self.splits = splits
         self.problems = problems
@@ -81,6 +87,7 @@ public struct DatasetCheckReport: Sendable, Codable, Equatable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         root = try c.decode(String.self, forKey: .root)
+        format = try c.decodeIfPresent(String.self, forKey: .format) ?? DatasetFormat.medvlsm.rawValue
         multiClass = try c.decode(Bool.self, forKey: .multiClass)
         splits = try c.decode([SplitSummary].self, forKey: .splits)
         problems = try c.decode([Problem].self, forKey: .problems)
@@ -90,6 +97,7 @@ public struct DatasetCheckReport: Sendable, Codable, Equatable {
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(root, forKey: .root)
+        try c.encode(format, forKey: .format)
         try c.encode(multiClass, forKey: .multiClass)
         try c.encode(splits, forKey: .splits)
         try c.encode(problems, forKey: .problems)
@@ -99,7 +107,7 @@ public struct DatasetCheckReport: Sendable, Codable, Equatable {
 
     /// The human-readable summary `vlseg data check` prints.
     public var text: String {
-        var lines = ["dataset \(root)" + (multiClass ? " (multi-class)" : "")]
+        var lines = ["dataset \(root)" + (format == DatasetFormat.medvlsm.rawValue ? "" : " (\(format))")]
         for s in splits {
             lines.append("split \(s.split): \(s.entries) entries, \(s.images) images (\(s.file))")
             if let z = s.sizes {
@@ -149,8 +157,25 @@ public enum DatasetCheck {
         guard FileManager.default.fileExists(atPath: root.path, isDirectory: &isDir), isDir.boolValue else {
             throw RootError(path: root.path)
         }
-        let multi = MultiClassDataset.isMultiClass(root: root, config: options.multiClass)
-        var report = DatasetCheckReport(root: root.path, multiClass: multi, splits: [], problems: [], warnings: [])
+        let format = DatasetFormat.detect(root: root, multiClass: options.multiClass)
+        let multi = format == .multiClass
+        var report = DatasetCheckReport(
+            root: root.path, format: format.rawValue, multiClass: multi, splits: [], problems: [], warnings: [])
+        if format == .classDirectories {
+            // TuneVLSeg's binarised layout: the split folders are whatever its preparation named them.
+            let found = ClassDirectoryDataset.availableSplits(root: root)
+            if options.splits == nil, found.isEmpty {
+                let dir = root.appendingPathComponent(ClassDirectoryLayout().masksDirectory).path
+                report.problems.append(
+                    .init(
+                        split: "-", file: dir, entryIndex: nil, imageName: nil, maskName: nil,
+                        message: "no split folders: expected \(dir)/<split>/<class>/*.png"))
+            }
+            for split in options.splits ?? found {
+                check(split: split, root: root, options: options, format: format, classes: nil, report: &report)
+            }
+            return report
+        }
 
         var classes: ClassList?
         if multi {
@@ -181,7 +206,7 @@ public enum DatasetCheck {
             }
         }
         for split in splits {
-            check(split: split, root: root, options: options, multi: multi, classes: classes, report: &report)
+            check(split: split, root: root, options: options, format: format, classes: classes, report: &report)
         }
         return report
     }
@@ -205,14 +230,21 @@ public enum DatasetCheck {
     }
 
     static func check(
-        split: String, root: URL, options: DatasetCheckOptions, multi: Bool, classes: ClassList?,
+        split: String, root: URL, options: DatasetCheckOptions, format: DatasetFormat, classes: ClassList?,
         report: inout DatasetCheckReport
     ) {
-        let annFile = DatasetIndex.annotationsURL(root: root, split: split, layout: options.layout).path
+        let multi = format == .multiClass
+        let annFile =
+            format == .classDirectories
+            ? ClassDirectoryDataset.splitURL(root: root, split: split).path
+            : DatasetIndex.annotationsURL(root: root, split: split, layout: options.layout).path
         let index: DatasetIndex
         do {
-            index = try DatasetIndex.load(
-                root: root, split: split, layout: options.layout, requirePrompts: !multi, onError: .skip)
+            index =
+                format == .classDirectories
+                ? try ClassDirectoryDataset.load(root: root, split: split)
+                : try DatasetIndex.load(
+                    root: root, split: split, layout: options.layout, requirePrompts: !multi, onError: .skip)
         } catch {
             report.problems.append(problem(split: split, file: annFile, error: error))
             report.splits.append(

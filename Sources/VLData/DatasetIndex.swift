@@ -58,6 +58,8 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible, Loca
     case emptyEpoch(detail: String)
     /// A split with no usable sample: its scores would be meaningless ("Dice 0 on 0 images").
     case emptySplit(file: String, split: String, skipped: Int)
+    /// A dataset folder that is not laid out as its format requires (e.g. a split folder with no class folders).
+    case layout(path: String, detail: String)
 
     public var description: String {
         switch self {
@@ -81,6 +83,8 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible, Loca
             return "\(file): the '\(split)' split has no usable samples"
                 + (skipped > 0
                     ? " (all \(skipped) entries were skipped as unusable, data.on_error=skip)" : " (the list is empty)")
+        case let .layout(path, detail):
+            return "\(path): \(detail)"
         }
     }
 
@@ -89,7 +93,7 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible, Loca
     /// The entry the problem belongs to, when there is one.
     public var entry: EntryReference? {
         switch self {
-        case .malformedJSON, .emptyEpoch, .emptySplit: return nil
+        case .malformedJSON, .emptyEpoch, .emptySplit, .layout: return nil
         case let .missingFile(_, _, e), let .unreadableFile(_, _, e, _), let .classes(_, e, _): return e
         case let .malformedEntry(e, _), let .noUsablePrompt(e, _), let .sizeMismatch(e, _, _, _, _): return e
         }

@@ -240,10 +240,12 @@ public enum Inference {
     ) throws -> Int {
         let fm = FileManager.default
         var written = 0
-        // Files are named after the image; when several entries share one (referring datasets: one
-        // mask per referred object), after the mask, so no prediction overwrites another.
+        // Files are named after the image; when entries share images (referring datasets: one mask per
+        // referred object; class-folder datasets: `<class>/<stem>`), every file of the split is named after
+        // its mask, so no prediction overwrites another and the names follow one rule.
         var uses: [String: Int] = [:]
         for s in data.samples.samples { uses[s.entry.imageName, default: 0] += 1 }
+        let namedByMask = uses.values.contains { $0 > 1 }
         try forEachBatch(model: model, data: data, progress: progress) { batch, logits in
             for i in 0..<batch.count {
                 let sample = data.samples.samples[batch.sampleIndices[i]]
@@ -253,7 +255,7 @@ public enum Inference {
                 var stem = (sample.entry.imageName as NSString).deletingPathExtension
                 if let cls = batch.classIDs[i] {
                     stem += "_class\(cls)"
-                } else if uses[sample.entry.imageName, default: 0] > 1 {
+                } else if namedByMask {
                     stem = (sample.entry.maskName as NSString).deletingPathExtension
                 }
                 let maskURL = outputDirectory.appendingPathComponent("masks").appendingPathComponent(stem + ".png")

@@ -105,7 +105,6 @@ public enum RunSetup {
         _ config: VLSegConfig, comm: Communicator, batchSize: Int, tokenizer: CLIPTokenizer,
         validationSplit: String? = "val", excluding: [String: Set<Int>] = [:]
     ) throws -> (train: DataLoader, val: DataLoader?) {
-        let root = URL(fileURLWithPath: config.data.root)
         let seed = UInt64(config.seed)
         let train = try samples(config, split: "train", training: true, excluding: excluding["train"] ?? [])
         var trainConfig = DataLoaderConfig(
@@ -120,7 +119,7 @@ public enum RunSetup {
                 count: train.count, rank: comm.rank, worldSize: comm.size, batchSize: batchSize, seed: seed,
                 mode: .training(config.data.remainder)),
             tokenizer: tokenizer, config: trainConfig)
-        guard let split = validationSplit, DatasetIndex.availableSplits(root: root).contains(split) else {
+        guard let split = validationSplit, hasSplit(config, split) else {
             return (trainLoader, nil)
         }
         let val = try evaluationLoader(
@@ -128,33 +127,30 @@ public enum RunSetup {
         return (trainLoader, val)
     }
 
-    /// The samples of a split: one per entry for binary medvlsm datasets, or one per (image, class)
-    /// when the root holds a `classes.json` (multi-class datasets; negatives only in training).
+    /// The samples of a split: one per entry for binary medvlsm datasets, one per (image, class) when the
+    /// root holds a `classes.json` (multi-class datasets; negatives only in training), one per mask for
+    /// class-directory datasets; a split made of several sources (`data.splits`) has theirs in order.
     /// An empty split is an error naming its file, whatever the command (training, validation, test).
     public static func samples(_ config: VLSegConfig, split: String, training: Bool, excluding: Set<Int> = []) throws
         -> SampleSet
     {
-        let root = URL(fileURLWithPath: config.data.root)
-        var set: SampleSet
-        if isMultiClass(config) {
-            set = try MultiClassDataset.load(
-                root: root, split: split,
-                config: MultiClassConfig(absentPerImage: training ? config.data.absentPerImage : 0),
-                onError: config.data.onError)
-        } else {
-            set = try DatasetIndex.load(
-                root: root, split: split, promptChoice: config.data.prompt, onError: config.data.onError
-            ).sampleSet
-        }
+        let splits = config.data.datasetSplits
+        var set = try splits.samples(
+            split, promptChoice: config.data.prompt,
+            multiClass: MultiClassConfig(absentPerImage: training ? config.data.absentPerImage : 0),
+            onError: config.data.onError)
         if !excluding.isEmpty {
             set.samples = set.samples.enumerated().filter { !excluding.contains($0.offset) }.map(\.element)
         }
         guard set.count > 0 else {
-            throw DataError.emptySplit(
-                file: DatasetIndex.annotationsURL(root: root, split: split).path, split: split,
-                skipped: set.problems.count)
+            throw DataError.emptySplit(file: splits.describe(split), split: split, skipped: set.problems.count)
         }
         return set
+    }
+
+    /// Whether the configured dataset has `split` (every source of it present).
+    public static func hasSplit(_ config: VLSegConfig, _ split: String) -> Bool {
+        config.data.datasetSplits.isAvailable(split)
     }
 
     /// Checks the files of every sample of `splits` before the run starts, while `meanwhile` runs
@@ -194,11 +190,6 @@ public enum RunSetup {
             "vlseg: warning: leaving out \(bad.count) sample(s) with unusable files (data.on_error=skip):\n\(shown)\(more)"
         )
         return (value, Dictionary(grouping: bad, by: \.split).mapValues { Set($0.map(\.index)) })
-    }
-
-    public static func isMultiClass(_ config: VLSegConfig) -> Bool {
-        FileManager.default.fileExists(
-            atPath: URL(fileURLWithPath: config.data.root).appendingPathComponent(ClassList.defaultFileName).path)
     }
 
     /// A loader that covers `split` exactly once across ranks (no augmentation).

@@ -48,12 +48,7 @@ struct BenchDataCommand: ParsableCommand {
                 throw ValidationError("--workers must be >= 0, --batch and --size >= 1")
             }
             let rootURL = URL(fileURLWithPath: root)
-            let samples: SampleSet
-            if MultiClassDataset.isMultiClass(root: rootURL) {
-                samples = try MultiClassDataset.load(root: rootURL, split: split)
-            } else {
-                samples = try DatasetIndex.load(root: rootURL, split: split, promptChoice: .random).sampleSet
-            }
+            let samples = try DatasetSplits(root: rootURL).samples(split, promptChoice: .random)
             let tok = try tokenizer.map { try CLIPTokenizer(directory: URL(fileURLWithPath: $0)) }
             let sampler = try ShardedSampler(count: samples.count, batchSize: batch, seed: 0, mode: .training(.wrap))
             let config = DataLoaderConfig(

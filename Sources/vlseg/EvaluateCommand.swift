@@ -129,11 +129,12 @@ struct InferenceOptions: ParsableArguments {
             weights = "\(path) (\(n) trained tensors)"
         }
         let tokenizer = try RunSetup.tokenizer(config)
-        let root = URL(fileURLWithPath: config.data.root)
-        let available = DatasetIndex.availableSplits(root: root)
-        guard available.contains(split) else {
+        let splits = config.data.datasetSplits
+        guard splits.isAvailable(split) else {
             throw SetupError(
-                message: "\(root.path): no split '\(split)' (available: \(available.joined(separator: ", ")))")
+                message:
+                    "\(splits.describe(split)): no split '\(split)' (available: \(splits.availableSplits().joined(separator: ", ")))"
+            )
         }
         let (_, excluded) = try RunSetup.checkingSampleFiles(
             config, comm: comm, splits: [(split, false)],

@@ -146,7 +146,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     static func hasTestSplit(_ config: VLSegConfig) -> Bool {
-        DatasetIndex.availableSplits(root: URL(fileURLWithPath: config.data.root)).contains("test")
+        RunSetup.hasSplit(config, "test")
     }
 
     /// One training run in `run.dir`, then (with `trainer.test.at_end`) its test, then `training.json`.
@@ -155,7 +155,7 @@ struct TrainCommand: ParsableCommand {
         try RunSetup.configureCompute(config, ranksOnThisMachine: comm.localSize)
         try RunSetup.prepareInputs(config, comm: comm, log: say)
         let batch = try config.perRankBatchSize(worldSize: comm.size)
-        let hasValidation = DatasetIndex.availableSplits(root: URL(fileURLWithPath: config.data.root)).contains("val")
+        let hasValidation = RunSetup.hasSplit(config, "val")
         let testAtEnd = config.trainer.test.atEnd && Self.hasTestSplit(config)
         if config.trainer.test.atEnd && !testAtEnd {
             say("vlseg: warning: \(config.data.root) has no test split: trainer.test.at_end skipped")

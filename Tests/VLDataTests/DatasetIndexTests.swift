@@ -374,3 +374,65 @@ final class DatasetIndexTests: XCTestCase {
         XCTAssertThrowsError(try DatasetCheck.run(root: root.appendingPathComponent("nope")))
     }
 }
+
+/// `data.splits` sources and the class-folder layout, read without a config.
+final class SplitSourcesTests: XCTestCase {
+    func testSourceSpecs() throws {
+        let root = URL(fileURLWithPath: "/data")
+        let pooled = try SplitSource(spec: "kvasir_polyp/test", root: root)
+        XCTAssertEqual(pooled.root.path, "/data/kvasir_polyp")
+        XCTAssertEqual(pooled.name, "test")
+        XCTAssertEqual(pooled.prefix, "kvasir_polyp")
+        let own = try SplitSource(spec: "val", root: root)
+        XCTAssertEqual(own.root.path, "/data")
+        XCTAssertEqual(own.prefix, "")
+        for bad in ["", "/abs/test", "../x/test", "a//test", "a/./test", "a/"] {
+            XCTAssertThrowsError(try SplitSource(spec: bad, root: root), bad) { error in
+                XCTAssertTrue("\(error)".contains("split source '\(bad)'"), "\(error)")
+            }
+        }
+        XCTAssertThrowsError(try DatasetSplits(root: root, mapping: ["test": []]).sources("test")) { error in
+            XCTAssertTrue("\(error)".contains("data.splits.test is an empty list"), "\(error)")
+        }
+        XCTAssertEqual(try DatasetSplits(root: root).sources("val").map(\.name), ["val"])
+    }
+
+    func testClassFoldersInNameOrderWithImagesFoundByStem() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-classdirs-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let fm = FileManager.default
+        let mask = BinaryMask(width: 4, height: 4, values: [UInt8](repeating: 255, count: 16))
+        let image = RGBImage(width: 4, height: 4, pixels: [UInt8](repeating: 9, count: 48))
+        try fm.createDirectory(at: root.appendingPathComponent("images/val"), withIntermediateDirectories: true)
+        try ImageIO.writePNG(image, to: root.appendingPathComponent("images/val/b.png"))
+        try ImageIO.writeFileBytes(try JPEGCodec.encode(image), to: root.appendingPathComponent("images/val/a.jpg"))
+        for (cls, stems) in [("zebra", ["b", "a"]), ("traffic light", ["a"])] {
+            let dir = root.appendingPathComponent("annotations/val/\(cls)")
+            try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+            for s in stems { try ImageIO.writeMaskPNG(mask, to: dir.appendingPathComponent("\(s).png")) }
+        }
+        XCTAssertEqual(DatasetFormat.detect(root: root), .classDirectories)
+        XCTAssertEqual(DatasetFormat.availableSplits(root: root), ["val"])
+        let index = try ClassDirectoryDataset.load(root: root, split: "val")
+        XCTAssertEqual(index.entries.map(\.maskName), ["traffic light/a.png", "zebra/a.png", "zebra/b.png"])
+        XCTAssertEqual(index.entries.map(\.imageName), ["a.jpg", "a.jpg", "b.png"])
+        XCTAssertEqual(
+            index.entries.map { $0.prompts[ClassDirectoryDataset.promptKey] },
+            [["traffic light"], ["zebra"], ["zebra"]])
+        XCTAssertEqual(index.entries.map(\.reference.index), [0, 1, 2])
+        // Through `DatasetSplits` with a prefix, as the pooled configs use it.
+        let pooled = try DatasetSplits(
+            root: root.deletingLastPathComponent(), mapping: ["test": ["\(root.lastPathComponent)/val"]]
+        )
+        .samples("test", promptChoice: .random)
+        XCTAssertEqual(pooled.samples.first?.entry.maskName, "\(root.lastPathComponent)/traffic light/a.png")
+        // A split folder without class folders, and a missing split, are errors naming the folder.
+        try fm.createDirectory(at: root.appendingPathComponent("annotations/empty"), withIntermediateDirectories: true)
+        XCTAssertThrowsError(try ClassDirectoryDataset.load(root: root, split: "empty")) { error in
+            XCTAssertTrue("\(error)".contains("annotations/empty: no class folders"), "\(error)")
+        }
+        XCTAssertThrowsError(try ClassDirectoryDataset.load(root: root, split: "nope")) { error in
+            XCTAssertTrue("\(error)".contains("annotations/nope"), "\(error)")
+        }
+    }
+}

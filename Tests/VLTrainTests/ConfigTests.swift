@@ -65,7 +65,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.model.imageSize, 352, "the papers' input size (the checkpoint's vision config says 224)")
         XCTAssertEqual(c.model.preset, .none)
         XCTAssertEqual(c.tuning.method, "decoder")
-        XCTAssertEqual(c.data.root, "data/kvasir")
+        XCTAssertEqual(c.data.root, "data/kvasir_polyp", "medvlsm's folder name under data_root")
         XCTAssertEqual(c.data.prompt, .random)
         XCTAssertEqual(c.trainer.lr, 1e-3)
         XCTAssertEqual(c.trainer.weightDecay, 1e-3)
@@ -177,9 +177,15 @@ final class ConfigTests: XCTestCase {
             XCTAssertEqual(c.tuning.method, t, "configs/tuning/\(t).yaml names its own method")
             XCTAssertNotNil(TuningMethodRegistry.shared.schema(named: t))
         }
-        for d in ["kvasir", "bkai", "clinicdb", "isic", "dfu", "camus", "busi", "chexlocalize"] {
-            let c = try loader.load(overrides: ["data=\(d)"]).config
-            XCTAssertEqual(c.data.root, "data/\(d)")
+        let medvlsmFolders = [
+            "kvasir": "kvasir_polyp", "bkai": "bkai_polyp", "clinicdb": "clinicdb_polyp", "isic": "isic", "dfu": "dfu",
+            "camus": "camus", "busi": "busi", "chexlocalize": "chexlocalize", "cvc300": "cvc300_polyp",
+            "colondb": "colondb_polyp", "etis": "etis_polyp", "polyp": "", "cityscapes": "cityscapes_binarized",
+            "pascal_voc": "VOC2012_binarized",
+        ]
+        for (d, folder) in medvlsmFolders {
+            let c = try loader.load(overrides: ["data=\(d)", "data_root=/srv/medvlsm"]).config
+            XCTAssertEqual(c.data.root, folder.isEmpty ? "/srv/medvlsm" : "/srv/medvlsm/\(folder)", d)
         }
         for m in [
             "decoder", "full", "zero_shot", "vlsm_shallow_v", "vlsm_shallow_vl", "vlsm_shallow_vlc", "vlsm_dense_v",
@@ -446,7 +452,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(r.yaml.hasPrefix("name: yes") == false)
         // Keys appear in the documented order.
         let keys = r.yaml.split(separator: "\n").filter { !$0.hasPrefix(" ") }.map { $0.split(separator: ":")[0] }
-        XCTAssertEqual(keys, ["name", "seed", "resume", "run", "model", "tuning", "data", "trainer", "comm"])
+        XCTAssertEqual(
+            keys, ["name", "seed", "resume", "data_root", "run", "model", "tuning", "data", "trainer", "comm"])
         // Sources as comments.
         XCTAssertTrue(try load(["trainer.lr=0.01"]).annotatedYAML.contains("lr: 0.01  # override 'trainer.lr=0.01'"))
     }

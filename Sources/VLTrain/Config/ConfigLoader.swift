@@ -583,9 +583,13 @@ public struct ConfigLoader: Sendable {
 
     // MARK: Overlay on the typed defaults (unknown keys)
 
+    /// Sections whose keys are the user's to choose: the method's options (checked against its schema
+    /// later) and `data.splits` (split names). Their values are still type-checked when decoded.
+    static let freeFormSections: [[String]] = [["tuning"], ["data", "splits"]]
+
     /// Puts `user` over `base` (the built-in defaults), refusing keys that `base` does not have.
     static func overlay(_ base: ConfigNode, _ user: ConfigNode, path: [String]) throws -> ConfigNode {
-        if path == ["tuning"] { return user }
+        if freeFormSections.contains(path) { return user }
         guard case let .map(basePairs) = base.value, case let .map(userPairs) = user.value else { return user }
         var result = base
         for (key, child) in userPairs {

@@ -18,6 +18,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
     public var seed = 42
     /// `none`, `auto` (the newest complete checkpoint in `run.dir`, if any) or a checkpoint path.
     public var resume = ResumeSetting.none
+    /// The folder holding the datasets, one sub-folder each under medvlsm's names (`kvasir_polyp`, `busi`,
+    /// ...); the data configs' roots are relative to it, so one override points every dataset elsewhere.
+    public var dataRoot = "data"
     public var run = RunSettings()
     public var model = ModelSettings()
     public var tuning = TuningConfig(method: "decoder")
@@ -28,7 +31,7 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, seed, resume, run, model, tuning, data, trainer, comm
+        case name, seed, resume, dataRoot = "data_root", run, model, tuning, data, trainer, comm
     }
 
     // MARK: Sections
@@ -109,6 +112,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var name = "kvasir"
         /// Dataset root in the medvlsm layout (`anns/{train,val,test}.json`, `images/`, `masks/`).
         public var root = "data/kvasir"
+        /// Split -> the annotation files (or split folders) it is made of, `[SUB/FOLDERS/]NAME` relative to
+        /// `root` (see `DatasetSplits`); a split not listed is the root's own file of that name.
+        public var splits: [String: [String]] = [:]
         /// Which prompt of each entry: a key (`p1`), `random`, or a list of keys (`[p1, p2]`).
         public var prompt = PromptChoice.random
         /// Training batch per rank (see `trainer.global_batch_size`).
@@ -129,9 +135,13 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var absentPerImage = 0
         public init() {}
         enum CodingKeys: String, CodingKey {
-            case name, root, prompt, batchSize = "batch_size", evalBatchSize = "eval_batch_size", workers, augment
+            case name, root, splits, prompt, batchSize = "batch_size", evalBatchSize = "eval_batch_size", workers,
+                augment
             case onError = "on_error", remainder, demo, absentPerImage = "absent_per_image"
         }
+
+        /// The splits as configured: `root` with `splits`.
+        public var datasetSplits: DatasetSplits { DatasetSplits(root: URL(fileURLWithPath: root), mapping: splits) }
 
         /// Generated data (`demo`, or `demo_<something>` for the other generators' datasets).
         public var isDemo: Bool { name == "demo" || name.hasPrefix("demo_") }
