@@ -2,8 +2,10 @@
 # shellcheck shell=bash
 
 VLSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# The last two serve the tests: linting the scripts, and network namespaces for the multi-machine test.
-VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2)
+# The last three serve the tests: linting the scripts, network namespaces for the multi-machine test, and
+# headless Chromium for the HTML report's test.
+VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2
+    chromium)
 
 log() { printf '[vlseg] %s\n' "$*" >&2; }
 

@@ -231,6 +231,39 @@ public enum Inference {
         }
     }
 
+    /// One chosen sample's prediction at its original size, with what it was predicted from.
+    public struct SamplePrediction {
+        public var sample: Sample
+        public var prompt: String
+        public var mask: BinaryMask
+    }
+
+    /// Predictions for the samples at `indices` of `data` (in batches of at most `batchSize`), at each
+    /// image's own size: the pictures of TensorBoard's validation overlays and of the report's worst
+    /// images. A sample is prepared exactly as in evaluation (epoch 0, its index keys its prompt), so
+    /// its prediction is the one its per-image score was measured on.
+    public static func predictions(
+        model: SegmentationModel, data: DataLoader, indices: [Int], batchSize: Int,
+        threshold: ProbabilityThreshold = .half, resize: MaskResize = .bilinear
+    ) throws -> [SamplePrediction] {
+        var out: [SamplePrediction] = []
+        for start in stride(from: 0, to: indices.count, by: max(1, batchSize)) {
+            let batch = try data.batch(of: Array(indices[start..<min(indices.count, start + max(1, batchSize))]))
+            guard !batch.isEmpty else { continue }
+            let logits = try GradMode.withoutGradients { try TrainingStep.logits(model, batch, cache: nil) }
+            let h = logits.shape[1], w = logits.shape[2]
+            for i in 0..<batch.count {
+                let mask = originalPrediction(
+                    logits.slice(axis: 0, i..<(i + 1)).reshaped([h, w]), size: batch.originalSizes[i],
+                    threshold: threshold, resize: resize)
+                out.append(
+                    SamplePrediction(
+                        sample: data.samples.samples[batch.sampleIndices[i]], prompt: batch.prompts[i], mask: mask))
+            }
+        }
+        return out
+    }
+
     /// Writes predicted masks (0/255 PNG at the original resolution) and optional overlays for
     /// this rank's shard; returns the number of files written.
     public static func predict(

@@ -391,15 +391,9 @@ public final class Trainer {
     func logOverlays(_ writer: TensorBoardWriter, data: DataLoader) throws {
         let count = min(options.tensorboardImages, data.samples.count)
         guard count > 0 else { return }
-        let batch = try data.batch(of: Array(0..<count))
-        let logits = try GradMode.withoutGradients { try TrainingStep.logits(model, batch, cache: nil) }
-        let h = logits.shape[1], w = logits.shape[2]
-        for i in 0..<batch.count {
-            let sample = data.samples.samples[batch.sampleIndices[i]]
-            let pred = Inference.originalPrediction(
-                logits.slice(axis: 0, i..<(i + 1)).reshaped([h, w]), size: batch.originalSizes[i])
-            let overlay = ImageIO.overlay(image: try ImageIO.readImage(sample.entry.imageURL), mask: pred)
-            let name = (sample.entry.imageName as NSString).deletingPathExtension
+        for p in try Inference.predictions(model: model, data: data, indices: Array(0..<count), batchSize: count) {
+            let overlay = ImageIO.overlay(image: try ImageIO.readImage(p.sample.entry.imageURL), mask: p.mask)
+            let name = (p.sample.entry.imageName as NSString).deletingPathExtension
             try writer.image(
                 tag: "val/overlay/\(name)", png: Data(try PNGCodec.encode(overlay)), width: overlay.width,
                 height: overlay.height, step: state.step)
