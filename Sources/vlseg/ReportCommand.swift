@@ -27,7 +27,8 @@ struct ReportCommand: ParsableCommand {
 
     @Option(
         name: .customLong("output"),
-        help: ArgumentHelp("The HTML file to write (default: DIR/report.html).", valueName: "file"),
+        help: ArgumentHelp(
+            "The HTML file to write, its folder made if needed (default: DIR/report.html).", valueName: "file"),
         completion: .file(extensions: ["html"]))
     var output: String?
 
@@ -58,8 +59,9 @@ struct ReportCommand: ParsableCommand {
                 html = ReportPage.render(sweep: data, generated: generated)
             }
             let url = URL(fileURLWithPath: output ?? dir.appendingPathComponent("report.html").path)
-            do { try Data(html.utf8).write(to: url, options: .atomic) } catch {
-                throw ReportError.cannotWrite(path: url.path, reason: MetricsLog.reason(error))
+            // Temporary file and rename (a reader never sees half a page); missing folders are made.
+            do { try ImageIO.writeFileBytes(Array(html.utf8), to: url) } catch let ImageError.writeFailed(_, reason) {
+                throw ReportError.cannotWrite(path: url.path, reason: reason)
             }
             print("wrote \(url.path) (\(html.utf8.count) bytes)")
         }

@@ -328,16 +328,23 @@ final class ReportTests: XCTestCase {
             r.output.contains("vlseg: error: \(empty.path)/sweep.json: not a sweep summary: missing key 'study'"),
             r.output)
 
-        r = try vlseg(["report", empty.path, "--worst", "-1"])
+        r = try vlseg(["report", empty.path, "--worst=-1"])
         XCTAssertEqual(r.status, 64, r.output)
         XCTAssertTrue(r.output.contains("--worst must be 0 or more, got -1"), r.output)
 
         let run = try trained()
-        r = try vlseg(["report", run.path, "--worst", "0", "--output", gone.appendingPathComponent("r.html").path])
+        let blocked = run.appendingPathComponent("config.yaml/r.html")
+        r = try vlseg(["report", run.path, "--worst", "0", "--output", blocked.path])
         XCTAssertEqual(r.status, 1, r.output)
         XCTAssertTrue(
-            r.output.contains("vlseg: error: \(gone.path)/r.html: cannot write the report: No such file or directory"),
+            r.output.contains(
+                "vlseg: error: \(blocked.path): cannot write the report: cannot create folder \(run.path)/config.yaml"),
             r.output)
+        // A new folder for the page is made.
+        let nested = empty.appendingPathComponent("new/folder/r.html")
+        r = try vlseg(["report", run.path, "--worst", "0", "--output", nested.path])
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(fm.fileExists(atPath: nested.path))
 
         // A per-image file newer than the checkpoint is read, so a corrupt one is an error naming it.
         let copy = Self.work.appendingPathComponent("corrupt-\(UUID().uuidString)")

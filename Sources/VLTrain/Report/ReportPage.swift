@@ -88,8 +88,9 @@ public enum ReportPage {
                     HTML.element("td", [("class", numeric.contains(c) ? "num" : nil)], text: cell)
                 })
         }
-        return HTML.element(
-            "table", [("id", id)], [HTML.element("thead", [], [head]), HTML.element("tbody", [], body)])
+        // A key-value table has no header row.
+        let thead = headers.allSatisfy(\.isEmpty) ? [] : [HTML.element("thead", [], [head])]
+        return HTML.element("table", [("id", id)], thead + [HTML.element("tbody", [], body)])
     }
 
     // MARK: Run
