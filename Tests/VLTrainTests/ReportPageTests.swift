@@ -209,6 +209,27 @@ final class ReportPageTests: XCTestCase {
         }
     }
 
+    func testConfigThatIsNotTextNamesTheFile() throws {
+        let dir = try tempDir()
+        let config = dir.appendingPathComponent("config.yaml")
+        try Data([0x66, 0xFF, 0xFE, 0x0A]).write(to: config)
+        XCTAssertThrowsError(try ReportLoader.loadRun(dir)) {
+            XCTAssertEqual("\($0)", "\(config.path): cannot read the config as UTF-8 text")
+        }
+    }
+
+    /// A sweep whose best trial's run directory is gone still loads; the page says why the run is missing.
+    func testSweepWithoutTheBestRunLoadsWithAReason() throws {
+        let dir = try tempDir()
+        try Self.sweepJSON.write(to: dir.appendingPathComponent("sweep.json"), atomically: true, encoding: .utf8)
+        let sweep = try ReportLoader.loadSweep(dir)
+        XCTAssertNil(sweep.bestRun)
+        let runDir = dir.appendingPathComponent("trial-0000").path
+        XCTAssertEqual(sweep.bestRunMissing, "trial 0's run directory \(runDir) holds no run")
+        let page = ReportPage.render(sweep: sweep, generated: "now")
+        XCTAssertTrue(page.contains("trial 0&#39;s run directory \(runDir) holds no run"))
+    }
+
     func testPerImageFileRoundTripsAndNamesBadLines() throws {
         let dir = try tempDir()
         let url = dir.appendingPathComponent("per-image-test.csv")
