@@ -35,12 +35,18 @@ vlseg_setup() {
 # pinned. Installed only for the tests: training and the demo need none of them. torch is its CPU
 # build, which these machines keep as a local wheel that pip's find-links (/etc/pip.conf) serves.
 VLSEG_TEST_PYTHON_PACKAGES=(pillow==11.0.0 numpy==1.26.4 transformers==4.46.3 scikit-image==0.24.0 "torch==2.13.0+cpu" tensorboard==2.18.0)
+# OpenCV's resize (the reference of data.resize=cv2_cubic), installed without its dependencies: its wheel's
+# metadata asks for numpy>=2, which would replace the numpy the other references are pinned to, and its
+# resize runs with numpy 1.26 as well.
+VLSEG_TEST_PYTHON_NODEPS=(opencv-python-headless==4.14.0.94)
 
 # Installs the test references; idempotent (pip finds pinned versions already there without a download).
 vlseg_test_setup() {
     command -v python3 >/dev/null || { log "python3 not found (the tests use it for reference values)"; return 1; }
     log "Python test references: ${VLSEG_TEST_PYTHON_PACKAGES[*]}"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${VLSEG_TEST_PYTHON_PACKAGES[@]}"
+    log "Python test references without dependencies: ${VLSEG_TEST_PYTHON_NODEPS[*]}"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps "${VLSEG_TEST_PYTHON_NODEPS[@]}"
 }
 
 # The OpenBLAS kernel core that suits this CPU. Debian's OpenBLAS 0.3.21 misdetects some recent

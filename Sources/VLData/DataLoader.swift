@@ -25,6 +25,13 @@ public struct DataLoaderConfig: Sendable {
     public var normalization: Normalization = .imageNet
     /// The filter of the image resize to `imageSize` (the model's processor's `resample`).
     public var resizeFilter: ResizeFilter = .bilinear
+    /// Resize images as OpenCV's `INTER_CUBIC` (`resizedOpenCVCubic`) instead of with `resizeFilter`.
+    public var opencvCubic = false
+    /// Loss targets: binarised at 127, or the mask's levels / 255 (`MaskTarget`); medvlsm entries only
+    /// (class maps are labels, always binary).
+    public var target: MaskTarget = .binary
+    /// Append "." to prompts that lack one (`promptEndingWithPeriod`).
+    public var appendPeriod = false
 
     public init(
         imageSize: Int = 352, workers: Int = 1, prefetch: Int? = nil, seed: UInt64 = 0,
@@ -172,6 +179,7 @@ public final class DataLoader: @unchecked Sendable {
             }
             info.prompt = classes.choosePrompt(classID: id, seed: config.seed, epoch: epoch, index: index)
         }
+        if config.appendPeriod { info.prompt = promptEndingWithPeriod(info.prompt) }
 
         let image: RGBImage
         do {
@@ -183,11 +191,13 @@ public final class DataLoader: @unchecked Sendable {
         switch sample.target {
         case .binary:
             do {
-                target = try ImageIO.readMask(entry.maskURL)
+                target =
+                    config.target == .soft
+                    ? try ImageIO.readMaskLevels(entry.maskURL) : try ImageIO.readMask(entry.maskURL)
             } catch let error as ImageError {
                 throw DataError(imageError: error, role: "mask", entry: ref)
             }
-            if !target.values.contains(where: { $0 != 0 }) { warnIfFaint(entry) }
+            if config.target == .binary, !target.values.contains(where: { $0 != 0 }) { warnIfFaint(entry) }
         case let .classPresent(id):
             let map: LabelMap
             do {
@@ -211,7 +221,10 @@ public final class DataLoader: @unchecked Sendable {
         let side = config.imageSize
         var img =
             image.width == side && image.height == side
-            ? image : image.resized(width: side, height: side, filter: config.resizeFilter)
+            ? image
+            : config.opencvCubic
+                ? image.resizedOpenCVCubic(width: side, height: side)
+                : image.resized(width: side, height: side, filter: config.resizeFilter)
         target =
             target.width == side && target.height == side ? target : target.resizedNearest(width: side, height: side)
         if let augmentation = config.augmentation, !augmentation.isIdentity {
@@ -220,7 +233,7 @@ public final class DataLoader: @unchecked Sendable {
             (img, target) = augment(image: img, mask: target, config: augmentation, rng: &rng)
         }
         img.normalize(config.normalization, into: pixels)
-        target.writeFloats(into: mask)
+        target.writeTargets(sample.target == .binary ? config.target : .binary, into: mask)
         return info
     }
 

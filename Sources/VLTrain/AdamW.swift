@@ -3,7 +3,8 @@ import VLTensor
 
 /// AdamW with decoupled weight decay, identical in arithmetic order to PyTorch's `torch.optim.AdamW`
 /// (single-tensor path): p *= 1 - lr*wd; m = lerp(m, g, 1-b1); v = b2 v + (1-b2) g^2;
-/// p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+/// p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Decay applies to
+/// `arena.decayedRanges` only when set (TuneVLSeg's parameter groups), else to every value.
 public struct AdamW: Sendable, Codable, Equatable {
     public var beta1: Float
     public var beta2: Float
@@ -27,7 +28,20 @@ public struct AdamW: Sendable, Codable, Equatable {
         let stepSize = Float(Double(lr) / bc1)
         let bc2Sqrt = Float(bc2.squareRoot())
         let decay = 1 - lr * weightDecay
-        let b1 = beta1, b2 = beta2, eps = self.eps, wd = weightDecay
+        let b1 = beta1, b2 = beta2, eps = self.eps
+        var wd = weightDecay
+        if wd != 0, let ranges = arena.decayedRanges {
+            // Decay only some tensors: scale them first, then run the update without decay. Each element
+            // still sees p * (1 - lr wd) before its Adam step, as in the single pass.
+            arena.values.withUnsafeMutablePointer { p in
+                for range in ranges {
+                    parallelFor(range.count, grain: 32768) { r in
+                        for i in r { p[range.lowerBound + i] *= decay }
+                    }
+                }
+            }
+            wd = 0
+        }
         withTensorPointers(writing: arena.values, arena.firstMoment, arena.secondMoment, reading: arena.gradients) {
             p, m, v, g in
             parallelFor(arena.count, grain: 32768) { range in

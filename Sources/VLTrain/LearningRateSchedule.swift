@@ -70,27 +70,3 @@ public struct LearningRateSchedule: Sendable, Codable, Equatable {
         return false
     }
 }
-
-/// Early stopping on validation Dice (higher is better).
-public struct EarlyStopping: Sendable, Codable, Equatable {
-    public var patience: Int
-    public var minDelta: Double
-    public private(set) var best: Double? = nil
-    public private(set) var evaluationsWithoutImprovement = 0
-
-    public init(patience: Int, minDelta: Double = 0) {
-        self.patience = patience
-        self.minDelta = minDelta
-    }
-
-    /// Records a validation Dice; returns (improved, shouldStop). Patience 0 disables stopping.
-    public mutating func observe(dice: Double) -> (improved: Bool, shouldStop: Bool) {
-        if best.map({ dice > $0 + minDelta }) ?? true {
-            best = dice
-            evaluationsWithoutImprovement = 0
-            return (true, false)
-        }
-        evaluationsWithoutImprovement += 1
-        return (false, patience > 0 && evaluationsWithoutImprovement >= patience)
-    }
-}

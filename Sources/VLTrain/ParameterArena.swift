@@ -24,6 +24,8 @@ public final class ParameterArena {
     public let firstMoment: Tensor
     public let secondMoment: Tensor
     private let slotIndex: [String: Int]
+    /// The value ranges weight decay applies to; nil = all of them (`WeightDecayParams.decayedRanges`).
+    public var decayedRanges: [Range<Int>]? = nil
 
     /// Moves `names` of `store` into the arena (copying their current values) and rebinds the
     /// store's tensors to arena views that require gradients.

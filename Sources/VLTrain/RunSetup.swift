@@ -9,11 +9,12 @@ import VLTuning
 /// Builds everything a run needs from a resolved config: inputs, model, tuning method, loaders.
 public enum RunSetup {
     /// A rank's compute settings from the config: `trainer.threads` (0: the machine's cores shared by
-    /// the `ranksOnThisMachine`) and `trainer.precision` (an error when bf16 cannot run here).
+    /// the `ranksOnThisMachine`) and `trainer.precision` (bf16 where it cannot run is an error; bf16_if_available falls back to fp32).
     public static func configureCompute(_ config: VLSegConfig, ranksOnThisMachine: Int) throws {
         ComputeThreads.set(
             config.trainer.threads > 0 ? config.trainer.threads : ComputeThreads.defaultCount(for: ranksOnThisMachine))
-        try MatmulPrecision.set(config.trainer.precision)
+        try MatmulPrecision.set(
+            config.trainer.precision.resolve(bf16Unavailable: MatmulPrecision.bf16Unavailable).precision)
     }
 
     /// Creates the demo model and dataset when the config asks for them and they are missing.
@@ -72,9 +73,15 @@ public enum RunSetup {
         Normalization(try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path)))
     }
 
-    /// The resize filter of the model at `model.path` (its processor's `resample`; bilinear without one).
+    /// The PIL filter of the image resize: `data.resize`, or with `auto` the model's (its processor's
+    /// `resample`; bilinear without one). Unused with `cv2_cubic`.
     public static func resizeFilter(_ config: VLSegConfig) throws -> ResizeFilter {
-        ResizeFilter(try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path)))
+        switch config.data.resize {
+        case .auto, .cv2Cubic:
+            return ResizeFilter(try ImagePreprocessing.of(directory: URL(fileURLWithPath: config.model.path)))
+        case .pilBilinear: return .bilinear
+        case .pilBicubic: return .bicubic
+        }
     }
 
     /// The tokenizer shipped in the model directory.
@@ -113,6 +120,9 @@ public enum RunSetup {
             onError: config.data.onError, augmentation: config.data.augmentation)
         trainConfig.normalization = try normalization(config)
         trainConfig.resizeFilter = try resizeFilter(config)
+        trainConfig.target = config.data.target
+        trainConfig.opencvCubic = config.data.resize == .cv2Cubic
+        trainConfig.appendPeriod = config.data.appendPeriod
         let trainLoader = try DataLoader(
             samples: train,
             sampler: try ShardedSampler(
@@ -204,6 +214,9 @@ public enum RunSetup {
             onError: config.data.onError, augmentation: nil)
         cfg.normalization = try normalization(config)
         cfg.resizeFilter = try resizeFilter(config)
+        cfg.target = config.data.target
+        cfg.opencvCubic = config.data.resize == .cv2Cubic
+        cfg.appendPeriod = config.data.appendPeriod
         return try DataLoader(
             samples: samples,
             sampler: try ShardedSampler(
@@ -236,12 +249,16 @@ public enum RunSetup {
         o.plateauPatience = c.trainer.schedule.patience
         o.earlyStoppingPatience = c.trainer.earlyStopping.patience
         o.earlyStoppingMinDelta = c.trainer.earlyStopping.minDelta
+        o.earlyStoppingMonitor = c.trainer.earlyStopping.monitor
+        o.earlyStoppingMode = c.trainer.earlyStopping.mode
+        o.minEpochs = c.trainer.minEpochs
+        o.weightDecayParams = c.trainer.weightDecayParams
+        o.precisionNote = c.trainer.precision.resolve(bf16Unavailable: MatmulPrecision.bf16Unavailable).note
         o.evalEvery = c.trainer.evalEvery
         o.checkpointEvery = c.trainer.checkpointEvery
         o.keepLast = c.trainer.keepLast
         o.stopGraceSeconds = c.trainer.stopGraceS
-        o.loss = SegmentationLoss(
-            diceWeight: Float(c.trainer.loss.diceWeight), bceWeight: Float(c.trainer.loss.bceWeight))
+        o.loss = SegmentationLoss(c.trainer.loss)
         o.logEvery = c.trainer.logEvery
         o.overlap = c.comm.overlap
         o.bucketBytes = Int(c.comm.bucketMB * 1_048_576)

@@ -1,26 +1,48 @@
 import Foundation
 import VLTensor
 
-/// The training loss of both papers: w_dice x soft Dice(sigmoid(logits)) + w_bce x BCE-with-logits.
+/// The training loss of both papers: w_dice x soft Dice(sigmoid(logits)) + w_bce x BCE-with-logits, MONAI's
+/// `DiceCELoss` for one channel (Dice per image with `smooth` added to numerator and denominator, then the
+/// batch mean).
+///
+/// `compatDoubleSigmoid` reproduces VLSM-Adapter's code: it applies the sigmoid before calling
+/// `DiceCELoss(sigmoid=False)`, whose one-channel cross-entropy is BCE-with-logits, so its BCE term is
+/// BCE(sigmoid(sigmoid(x)), t) while its Dice term sees sigmoid(x) as intended. Its published numbers were
+/// trained that way; off, the BCE term is the intended BCE-with-logits of x.
 public struct SegmentationLoss: Sendable, Equatable, Codable {
     public var diceWeight: Float
     public var bceWeight: Float
+    public var diceSmooth: Float
+    public var compatDoubleSigmoid: Bool
 
-    public init(diceWeight: Float = 1, bceWeight: Float = 1) {
+    public init(diceWeight: Float = 1, bceWeight: Float = 1, diceSmooth: Float = 1, compatDoubleSigmoid: Bool = false) {
         self.diceWeight = diceWeight
         self.bceWeight = bceWeight
+        self.diceSmooth = diceSmooth
+        self.compatDoubleSigmoid = compatDoubleSigmoid
     }
 
-    /// The loss for logits [B, H, W] against binary targets of the same shape.
+    /// The loss for logits [B, H, W] against targets in [0, 1] of the same shape (binary or soft).
     public func callAsFunction(_ logits: Tensor, target: Tensor) -> Tensor {
         precondition(logits.shape == target.shape, "loss: logits \(logits.shape) vs target \(target.shape)")
-        switch (diceWeight, bceWeight) {
-        case (0, _): return binaryCrossEntropyWithLogits(logits, target: target) * bceWeight
-        case (_, 0): return softDiceLoss(logits, target: target) * diceWeight
-        default:
-            return softDiceLoss(logits, target: target) * diceWeight + binaryCrossEntropyWithLogits(
-                logits, target: target) * bceWeight
+        func bce() -> Tensor {
+            binaryCrossEntropyWithLogits(compatDoubleSigmoid ? logits.sigmoid() : logits, target: target) * bceWeight
         }
+        func dice() -> Tensor { softDiceLoss(logits, target: target, smooth: diceSmooth) * diceWeight }
+        switch (diceWeight, bceWeight) {
+        case (0, _): return bce()
+        case (_, 0): return dice()
+        default: return dice() + bce()
+        }
+    }
+}
+
+extension SegmentationLoss {
+    /// The loss a config asks for (`trainer.loss.*`).
+    public init(_ settings: VLSegConfig.LossSettings) {
+        self.init(
+            diceWeight: Float(settings.diceWeight), bceWeight: Float(settings.bceWeight),
+            diceSmooth: Float(settings.diceSmooth), compatDoubleSigmoid: settings.compatDoubleSigmoid)
     }
 }
 

@@ -74,6 +74,7 @@ public final class Trainer {
         let frozenFingerprint = model.parameters.fingerprint(excluding: Set(trainableNames))
         try comm.verifySame("the frozen model weights", fingerprint: frozenFingerprint)
         arena = ParameterArena(store: model.parameters, names: trainableNames)
+        arena.decayedRanges = options.weightDecayParams.decayedRanges(arena)
         try comm.verifySame("the trainable parameter layout", fingerprint: arena.layoutHash)
         stepsPerEpoch = trainData.sampler.batchesPerEpoch / max(options.accumulate, 1)
         guard stepsPerEpoch > 0 else {
@@ -95,7 +96,8 @@ public final class Trainer {
                 beta1: options.beta1, beta2: options.beta2, eps: options.eps, weightDecay: options.weightDecay),
             schedule: schedule,
             earlyStopping: EarlyStopping(
-                patience: options.earlyStoppingPatience, minDelta: options.earlyStoppingMinDelta),
+                patience: options.earlyStoppingPatience, minDelta: options.earlyStoppingMinDelta,
+                monitor: options.earlyStoppingMonitor, mode: options.earlyStoppingMode),
             worldSize: comm.size, batchSize: options.batchSize, accumulate: options.accumulate,
             method: options.method, configHash: options.configHash, layoutHash: arena.layoutHash)
         var nodes: [String: GradNode] = [:]
@@ -227,6 +229,7 @@ public final class Trainer {
         say(
             "training '\(options.method)': \(arena.count.grouped) trainable parameters in \(arena.slots.count) tensors, \(model.learnableParameterCount.grouped) in the model; \(comm.size) rank(s) x batch \(options.batchSize) x accumulate \(options.accumulate) = global batch \(state.globalBatch); \(stepsPerEpoch) steps per epoch, \(totalSteps) steps"
         )
+        if let note = options.precisionNote { say(note) }
         if MatmulPrecision.current == .bf16 {
             say("precision bf16: bfloat16 inputs to the matrix products, float32 sums, weights and optimiser state")
         }
@@ -349,7 +352,11 @@ public final class Trainer {
         var decision: Decision? = nil
         if comm.isRoot {
             var early = state.earlyStopping, schedule = state.schedule
-            let (improved, stop) = early.observe(dice: metrics.dice)
+            // The best checkpoint follows validation Dice (both papers' checkpoint callbacks: strictly
+            // higher, no min_delta) whatever early stopping watches; a stop waits for min_epochs.
+            let improved = state.bestDice.map { metrics.dice > $0 } ?? true
+            let signalled = early.observe(early.value(of: metrics)).shouldStop
+            let stop = signalled && state.epoch >= options.minEpochs
             let reduced = schedule.observe(validationLoss: metrics.loss)
             decision = Decision(early: early, schedule: schedule, improved: improved, stop: stop, reduced: reduced)
             try metricsLog?.append([

@@ -21,6 +21,15 @@ public struct TrainingOptions: Sendable {
     public var plateauPatience: Int = 10
     public var earlyStoppingPatience: Int = 0
     public var earlyStoppingMinDelta: Double = 0
+    public var earlyStoppingMonitor: EarlyStopping.Monitor = .valDice
+    public var earlyStoppingMode: EarlyStopping.Mode = .max
+    /// Early stopping cannot end the run before this many complete epochs.
+    public var minEpochs: Int = 0
+    /// Which arena slots weight decay applies to (`trainer.weight_decay_params`).
+    public var weightDecayParams: WeightDecayParams = .all
+    /// Said once at the start of training when `trainer.precision` fell back (bf16_if_available on a
+    /// CPU without bf16 products).
+    public var precisionNote: String? = nil
     /// Validate every N optimiser steps; 0 = at the end of every epoch.
     public var evalEvery: Int = 0
     /// Checkpoint every N optimiser steps; 0 = only at evaluations and at the end.

@@ -187,8 +187,7 @@ struct EvaluateCommand: ParsableCommand {
                     "evaluating \(weights) on \(config.data.root) split '\(options.split)' (\(data.samples.count) samples, \(comm.size) rank(s))"
                 )
             }
-            let loss = SegmentationLoss(
-                diceWeight: Float(config.trainer.loss.diceWeight), bceWeight: Float(config.trainer.loss.bceWeight))
+            let loss = SegmentationLoss(config.trainer.loss)
             let result = try Inference.evaluate(
                 model: model, data: data, loss: loss, comm: comm, originalResolution: true,
                 perImage: perImage != nil, threshold: threshold, resize: resize
@@ -201,7 +200,7 @@ struct EvaluateCommand: ParsableCommand {
                 String(
                     format: "split %@: %d images; loss %.4f; Dice %.4f, IoU %.4f at %dx%d%@", options.split, m.images,
                     m.loss, m.dice, m.iou,
-                    size, size, config.trainer.precision == .bf16 ? " (bf16 products)" : ""))
+                    size, size, MatmulPrecision.current == .bf16 ? " (bf16 products)" : ""))
             print(
                 String(
                     format: "pooled over the split: Dice %.4f, IoU %.4f at %dx%d", m.dicePooled, m.iouPooled, size, size

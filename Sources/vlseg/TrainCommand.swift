@@ -283,8 +283,7 @@ struct TrainCommand: ParsableCommand {
         let resize = config.trainer.test.resize
         let data = try RunSetup.evaluationLoader(
             config, comm: comm, split: "test", tokenizer: tokenizer, excluding: excluded)
-        let loss = SegmentationLoss(
-            diceWeight: Float(config.trainer.loss.diceWeight), bceWeight: Float(config.trainer.loss.bceWeight))
+        let loss = SegmentationLoss(config.trainer.loss)
         let result = try Inference.evaluate(
             model: model, data: data, loss: loss, comm: comm, originalResolution: true,
             threshold: threshold, resize: resize)
@@ -355,7 +354,7 @@ struct TrainCommand: ParsableCommand {
         )
         out.append("steps per epoch: \(trainBatches / accumulate)")
         out.append(
-            "matrix products: \(config.trainer.precision == .bf16 ? "bf16 inputs, float32 sums (trainer.precision=bf16)" : "float32")"
+            "matrix products: \(MatmulPrecision.current == .bf16 ? "bf16 inputs, float32 sums (trainer.precision=\(config.trainer.precision.rawValue))" : "float32")"
         )
         out.append(
             "feature cache: \(featureCache ? "on (frozen vision features reused from the second epoch)" : "off")")

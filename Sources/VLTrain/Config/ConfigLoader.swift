@@ -47,6 +47,8 @@ public struct ResolvedConfig: Sendable {
         guard let node = tree.node(at: key.split(separator: ".").map(String.init)) else { return nil }
         if let text = node.scalarText { return text }
         if node.isNull { return "null" }
+        // A list prints in flow style, as inside `config show` (the block writer only writes maps).
+        if case .list = node.value { return ConfigYAMLWriter.inline(node) }
         return ConfigYAMLWriter.write(node)
     }
 

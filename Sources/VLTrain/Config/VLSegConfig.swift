@@ -133,11 +133,23 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         /// Multi-class datasets (a `classes.json` in the root): negative samples per image, a class the
         /// image lacks with an all-background target, drawn per epoch.
         public var absentPerImage = 0
+        /// Training and validation targets: `binary` (foreground where the mask's first channel is above
+        /// 127) or `soft` (its grey level / 255, as both papers' loaders feed the loss). Metrics always
+        /// count a target pixel as foreground above 0.5, which is the same pixel set.
+        public var target = MaskTarget.binary
+        /// Appends "." to every prompt that does not already end with one (TuneVLSeg's
+        /// `insert_stop_at_last`), in training, evaluation and prediction alike.
+        public var appendPeriod = false
+        /// How images are resized to the model's input: `auto` (the model processor's PIL filter),
+        /// `pil_bilinear`, `pil_bicubic` (Pillow's, antialiased when shrinking; VLSM-Adapter's torchvision
+        /// Resize is `pil_bilinear`) or `cv2_cubic` (OpenCV's INTER_CUBIC, TuneVLSeg's albumentations Resize).
+        public var resize = ImageResizeSetting.auto
         public init() {}
         enum CodingKeys: String, CodingKey {
             case name, root, splits, prompt, batchSize = "batch_size", evalBatchSize = "eval_batch_size", workers,
                 augment
-            case onError = "on_error", remainder, demo, absentPerImage = "absent_per_image"
+            case onError = "on_error", remainder, demo, absentPerImage = "absent_per_image", target
+            case appendPeriod = "append_period", resize
         }
 
         /// The splits as configured: `root` with `splits`.
@@ -177,19 +189,31 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
     }
 
     public struct EarlyStoppingSettings: Codable, Equatable, Sendable {
-        /// Evaluations without an improvement of validation Dice before training stops; 0 = never stop early.
+        /// Evaluations without an improvement of the monitored value before training stops; 0 = never stop early.
         public var patience = 0
-        /// The smallest Dice gain that counts as an improvement.
+        /// The smallest change towards `mode` that counts as an improvement.
         public var minDelta = 0.0
+        /// The validation value watched: `val_dice` (mean per-image Dice) or `val_loss`.
+        public var monitor = EarlyStopping.Monitor.valDice
+        /// `max`: higher is better; `min`: lower is better.
+        public var mode = EarlyStopping.Mode.max
         public init() {}
-        enum CodingKeys: String, CodingKey { case patience, minDelta = "min_delta" }
+        enum CodingKeys: String, CodingKey { case patience, minDelta = "min_delta", monitor, mode }
     }
 
     public struct LossSettings: Codable, Equatable, Sendable {
         public var diceWeight = 1.0
         public var bceWeight = 1.0
+        /// Added to the Dice numerator and denominator (MONAI's smooth_nr = smooth_dr; both papers 1e-5).
+        public var diceSmooth = 1.0
+        /// VLSM-Adapter's BCE term as its code computes it: BCE-with-logits of sigmoid(logits), i.e. the
+        /// sigmoid applied twice (see `SegmentationLoss`); false is the intended BCE-with-logits of the logits.
+        public var compatDoubleSigmoid = false
         public init() {}
-        enum CodingKeys: String, CodingKey { case diceWeight = "dice_weight", bceWeight = "bce_weight" }
+        enum CodingKeys: String, CodingKey {
+            case diceWeight = "dice_weight", bceWeight = "bce_weight", diceSmooth = "dice_smooth"
+            case compatDoubleSigmoid = "compat_double_sigmoid"
+        }
     }
 
     /// The test after training (`trainer.test`) and the defaults of `vlseg evaluate` / `predict`.
@@ -211,6 +235,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var maxSteps = 0
         /// Epochs to run; 0 = no epoch limit (then `max_steps` bounds the run).
         public var maxEpochs = 100
+        /// Early stopping cannot end the run before this many epochs are complete (Lightning's
+        /// `min_epochs`); 0 = no minimum.
+        public var minEpochs = 0
         /// Micro-batches accumulated per optimiser step.
         public var accumulate = 1
         /// When > 0: the batch of one optimiser step over all ranks and accumulation steps. The per-rank batch
@@ -219,6 +246,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         /// AdamW.
         public var lr = 1e-3
         public var weightDecay = 1e-3
+        /// Which trainable tensors weight decay applies to: `all`, or `linear_conv` (only the weights of
+        /// linear and convolution layers: biases, norms, embeddings and learned prompt vectors exempt).
+        public var weightDecayParams = WeightDecayParams.all
         public var betas = [0.9, 0.999]
         public var eps = 1e-8
         /// Global gradient-norm clip after the all-reduce; 0 = off.
@@ -237,8 +267,9 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         /// Input format of the matrix products (linear layers, the decoder MLP, wide attention heads,
         /// convolutions):
         /// `fp32`, or `bf16` (bfloat16 inputs, float32 sums, on CPUs with AVX512_BF16: about 1.7x the
-        /// steps per second of the ViT-B models, see the README's Performance section).
-        public var precision = MatmulPrecision.fp32
+        /// steps per second of the ViT-B models, see the README's Performance section), or
+        /// `bf16_if_available` (bf16 where the CPU has it, else fp32, said once in the log).
+        public var precision = PrecisionSetting.fp32
         /// Log training loss, learning rate and throughput every N steps.
         public var logEvery = 10
         /// Reuse frozen vision features across epochs: `auto` (when valid), `on` (error when not valid), `off`.
@@ -255,8 +286,10 @@ public struct VLSegConfig: Codable, Equatable, Sendable {
         public var test = TestSettings()
         public init() {}
         enum CodingKeys: String, CodingKey {
-            case maxSteps = "max_steps", maxEpochs = "max_epochs", accumulate, globalBatchSize = "global_batch_size"
-            case lr, weightDecay = "weight_decay", betas, eps, clipGradNorm = "clip_grad_norm", schedule
+            case maxSteps = "max_steps", maxEpochs = "max_epochs", minEpochs = "min_epochs", accumulate
+            case globalBatchSize = "global_batch_size"
+            case lr, weightDecay = "weight_decay", weightDecayParams = "weight_decay_params", betas, eps, clipGradNorm =
+                "clip_grad_norm", schedule
             case earlyStopping = "early_stopping", loss, evalEvery = "eval_every", checkpointEvery = "checkpoint_every"
             case keepLast = "keep_last", threads, precision, logEvery = "log_every", featureCache = "feature_cache",
                 cacheMB = "cache_mb"
@@ -315,6 +348,12 @@ extension OnErrorPolicy: ConfigChoice {}
 extension DemoDataKind: ConfigChoice {}
 extension RemainderPolicy: ConfigChoice {}
 extension MatmulPrecision: ConfigChoice {}
+extension PrecisionSetting: ConfigChoice {}
+extension MaskTarget: ConfigChoice {}
+extension ImageResizeSetting: ConfigChoice {}
+extension WeightDecayParams: ConfigChoice {}
+extension EarlyStopping.Monitor: ConfigChoice {}
+extension EarlyStopping.Mode: ConfigChoice {}
 
 // MARK: - Derived values and checks
 
@@ -362,6 +401,10 @@ extension VLSegConfig {
             "must be in 1...16")
         need(trainer.maxSteps >= 0, "trainer.max_steps", "must be >= 0 (0 = no step limit)")
         need(trainer.maxEpochs >= 0, "trainer.max_epochs", "must be >= 0 (0 = no epoch limit)")
+        need(trainer.minEpochs >= 0, "trainer.min_epochs", "must be >= 0 (0 = no minimum)")
+        need(
+            trainer.maxEpochs == 0 || trainer.minEpochs <= trainer.maxEpochs, "trainer.min_epochs",
+            "must not exceed trainer.max_epochs")
         need(
             trainer.maxSteps > 0 || trainer.maxEpochs > 0, "trainer.max_steps",
             "trainer.max_steps and trainer.max_epochs are both 0: set one of them")
@@ -384,6 +427,9 @@ extension VLSegConfig {
         need(trainer.earlyStopping.minDelta >= 0, "trainer.early_stopping.min_delta", "must be >= 0")
         need(trainer.loss.diceWeight >= 0, "trainer.loss.dice_weight", "must be >= 0")
         need(trainer.loss.bceWeight >= 0, "trainer.loss.bce_weight", "must be >= 0")
+        need(
+            trainer.loss.diceSmooth > 0 && trainer.loss.diceSmooth.isFinite, "trainer.loss.dice_smooth",
+            "must be a number > 0 (both papers: 1e-5)")
         need(
             trainer.loss.diceWeight + trainer.loss.bceWeight > 0, "trainer.loss.dice_weight",
             "dice_weight and bce_weight are both 0")
