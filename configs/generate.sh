@@ -1,70 +1,177 @@
 #!/usr/bin/env bash
-# Writes the papers' experiments, one file per (dataset, method), from the single template below:
+# Writes the papers' experiments, one file per (dataset, method), from the templates below:
 #
 #   configs/experiment/<dataset>/<method>.yaml    ->    vlseg train experiment=<dataset>/<method>
 #
-# VLSM-Adapter (MICCAI 2024): the six adapter presets and the decoder-only baseline, on CLIPSeg
-# rd64-refined with trainer/vlsm_adapter (lr 1e-3 for dense adapters and the decoder, 3e-4 for shallow
-# adapters, as the paper's configs), prompts drawn at random per sample.
-# TuneVLSeg (ACCV 2024): its six prompt-tuning methods on CLIPSeg rd64 with trainer/tunevlseg, prompt p1
-# (its prompt_index=1).
+# Each experiment is its paper's run setting by setting; docs/protocols.md lists every setting with its
+# upstream file and value, and a test reads each one back from these files.
+#
+# VLSM-Adapter (MICCAI 2024; trainer/vlsm_adapter): the six adapter presets (lr 1e-3 dense, 3e-4
+# shallow), `decoder` (its "CLIPSeg" baseline: Hugging Face's CLIPSeg runs the CLIP towers under
+# no_grad, so only the decoder trained) and `cris_full` (CRIS fully fine-tuned, lr 1e-4, 416 px), seeds
+# 41, 42, 43, prompts drawn at random per sample (p1..p9), soft targets.
+# TuneVLSeg (ACCV 2024; trainer/tunevlseg): its six prompt-tuning methods on CLIPSeg rd64, CoOp and
+# CoCoOp on CRIS (`cris_coop`, `cris_cocoop`: lr 2e-5, 416 px, TuneVLSeg's deep-prompt indexing), and
+# the zero-shot baselines (`zero_shot`, `cris_zero_shot`: `vlseg evaluate experiment=...`), seed 12345,
+# prompt p1 with "." appended, soft targets, its training augmentation; the natural-domain datasets
+# (Cityscapes, PASCAL VOC: prompt = class name) get TuneVLSeg's experiments only.
+#
+# A dataset without a configs/data/<dataset>.yaml gets no experiments (named on stderr), so the output
+# follows the data configs present.
 #
 # Usage: bash configs/generate.sh [OUTPUT_DIR]   (default: configs/experiment; existing files are replaced)
-# Run it after changing the template or the lists, and commit the result. A test regenerates into a
-# temporary directory and checks the committed files are identical.
+# Run it after changing a template or a list, and commit the result. A test regenerates into a temporary
+# directory and checks the committed files are identical.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:-$here/experiment}
 
-datasets=(kvasir bkai clinicdb isic dfu camus busi chexlocalize)
+medical=(kvasir bkai clinicdb isic dfu camus busi chexlocalize)
+natural=(cityscapes pascal_voc)
 
-# method | paper | model | trainer | lr override (- for the trainer's) | prompt
-methods=(
-  "vlsm_shallow_v|VLSM-Adapter|clipseg_rd64_refined|vlsm_adapter|3.0e-4|random"
-  "vlsm_shallow_vl|VLSM-Adapter|clipseg_rd64_refined|vlsm_adapter|3.0e-4|random"
-  "vlsm_shallow_vlc|VLSM-Adapter|clipseg_rd64_refined|vlsm_adapter|3.0e-4|random"
-  "vlsm_dense_v|VLSM-Adapter|clipseg_rd64_refined|vlsm_adapter|-|random"
-  "vlsm_dense_vl|VLSM-Adapter|clipseg_rd64_refined|vlsm_adapter|-|random"
-  "vlsm_dense_vlc|VLSM-Adapter|clipseg_rd64_refined|vlsm_adapter|-|random"
-  "decoder|VLSM-Adapter|clipseg_rd64_refined|vlsm_adapter|-|random"
-  "coop|TuneVLSeg|clipseg_rd64|tunevlseg|-|p1"
-  "cocoop|TuneVLSeg|clipseg_rd64|tunevlseg|-|p1"
-  "vpt|TuneVLSeg|clipseg_rd64|tunevlseg|-|p1"
-  "maple|TuneVLSeg|clipseg_rd64|tunevlseg|-|p1"
-  "shared_attention|TuneVLSeg|clipseg_rd64|tunevlseg|-|p1"
-  "shared_separate|TuneVLSeg|clipseg_rd64|tunevlseg|-|p1"
+# method | model | tuning | lr override (- for the trainer's)
+va_methods=(
+  "vlsm_shallow_v|clipseg_rd64_refined|vlsm_shallow_v|3.0e-4"
+  "vlsm_shallow_vl|clipseg_rd64_refined|vlsm_shallow_vl|3.0e-4"
+  "vlsm_shallow_vlc|clipseg_rd64_refined|vlsm_shallow_vlc|3.0e-4"
+  "vlsm_dense_v|clipseg_rd64_refined|vlsm_dense_v|-"
+  "vlsm_dense_vl|clipseg_rd64_refined|vlsm_dense_vl|-"
+  "vlsm_dense_vlc|clipseg_rd64_refined|vlsm_dense_vlc|-"
+  "decoder|clipseg_rd64_refined|decoder|-"
+  "cris_full|cris_rn50|full|1.0e-4"
 )
 
-# One experiment file (the template).
-render() {
-  local dataset=$1 method=$2 paper=$3 model=$4 trainer=$5 lr=$6 prompt=$7
+# method | model | tuning | lr override | global batch (- for 32) | tuning.init (- to keep the method's)
+# | trains (train: a training run; eval: zero-shot, evaluate only)
+tv_methods=(
+  "coop|clipseg_rd64|coop|-|-|a photo of a|train"
+  "cocoop|clipseg_rd64|cocoop|-|-|a photo of a|train"
+  "vpt|clipseg_rd64|vpt|-|-|-|train"
+  "maple|clipseg_rd64|maple|-|16|none|train"
+  "shared_attention|clipseg_rd64|shared_attention|-|-|-|train"
+  "shared_separate|clipseg_rd64|shared_separate|-|-|-|train"
+  "cris_coop|cris_rn50|coop|2.0e-5|-|a photo of a|train"
+  "cris_cocoop|cris_rn50|cocoop|2.0e-5|-|a photo of a|train"
+  "zero_shot|clipseg_rd64|zero_shot|-|-|-|eval"
+  "cris_zero_shot|cris_rn50|zero_shot|-|-|-|eval"
+)
+
+header() {
+  local dataset=$1 method=$2 paper=$3 command=$4
   cat <<YAML
 # Generated by configs/generate.sh from its template: edit that, not this file.
-# $paper setting: tuning method $method on dataset $dataset.
-#   vlseg train experiment=$dataset/$method
-#   launch/train -n RANKS -- experiment=$dataset/$method
+# $paper setting: $method on dataset $dataset (docs/protocols.md).
+#   vlseg $command experiment=$dataset/$method
+YAML
+  if [[ $command == train ]]; then
+    echo "#   launch/train -n RANKS -- experiment=$dataset/$method"
+  fi
+}
+
+render_va() {
+  local dataset=$1 method=$2 model=$3 tuning=$4 lr=$5
+  header "$dataset" "$method" VLSM-Adapter train
+  cat <<YAML
 defaults:
   - model: $model
-  - tuning: $method
+  - tuning: $tuning
   - data: $dataset
-  - trainer: $trainer
+  - trainer: vlsm_adapter
 
 name: $dataset-$method
 data:
-  prompt: $prompt
+  prompt: random
+  target: soft
+  resize: pil_bilinear
+trainer:
+  seeds: [41, 42, 43]
+  precision: bf16_if_available
+  loss:
+    compat_double_sigmoid: true
 YAML
   if [[ $lr != - ]]; then
-    printf 'trainer:\n  lr: %s\n' "$lr"
+    echo "  lr: $lr"
+  fi
+}
+
+render_tv() {
+  local dataset=$1 method=$2 model=$3 tuning=$4 lr=$5 batch=$6 init=$7 mode=$8 prompt=$9
+  local command=train
+  [[ $mode == eval ]] && command=evaluate
+  header "$dataset" "$method" TuneVLSeg "$command"
+  cat <<YAML
+defaults:
+  - model: $model
+  - tuning: $tuning
+  - data: $dataset
+  - trainer: tunevlseg
+
+name: $dataset-$method
+seed: 12345
+data:
+YAML
+  if [[ $prompt != - ]]; then
+    echo "  prompt: $prompt"
+  fi
+  cat <<YAML
+  target: soft
+  append_period: true
+  resize: cv2_cubic
+YAML
+  if [[ $mode == train ]]; then
+    cat <<YAML
+  augment:
+    enabled: true
+    preset: tunevlseg
+YAML
+  fi
+  local tuning_lines=()
+  if [[ $init != - ]]; then
+    tuning_lines+=("  init: $init")
+  fi
+  if [[ $model == cris_* && $mode == train ]]; then
+    tuning_lines+=("  cris_compat_indexing: true")
+  fi
+  if ((${#tuning_lines[@]})); then
+    echo "tuning:"
+    printf '%s\n' "${tuning_lines[@]}"
+  fi
+  local trainer_lines=()
+  [[ $lr != - ]] && trainer_lines+=("  lr: $lr")
+  [[ $batch != - ]] && trainer_lines+=("  global_batch_size: $batch")
+  # Training: 16-mixed in the schedule scripts; the zero-shot evaluation runs in float32
+  # (scripts/schedule_zss.sh: precision=32), the trainer preset's.
+  [[ $mode == train ]] && trainer_lines+=("  precision: bf16_if_available")
+  if ((${#trainer_lines[@]})); then
+    echo "trainer:"
+    printf '%s\n' "${trainer_lines[@]}"
   fi
 }
 
 count=0
-for dataset in "${datasets[@]}"; do
+for dataset in "${medical[@]}" "${natural[@]}"; do
+  if [[ ! -f $here/data/$dataset.yaml ]]; then
+    echo "no configs/data/$dataset.yaml: no experiments for $dataset" >&2
+    continue
+  fi
+  is_medical=false
+  for m in "${medical[@]}"; do [[ $m == "$dataset" ]] && is_medical=true; done
   mkdir -p "$out/$dataset"
-  for row in "${methods[@]}"; do
-    IFS='|' read -r method paper model trainer lr prompt <<<"$row"
-    render "$dataset" "$method" "$paper" "$model" "$trainer" "$lr" "$prompt" >"$out/$dataset/$method.yaml"
+  if $is_medical; then
+    for row in "${va_methods[@]}"; do
+      IFS='|' read -r method model tuning lr <<<"$row"
+      render_va "$dataset" "$method" "$model" "$tuning" "$lr" >"$out/$dataset/$method.yaml"
+      count=$((count + 1))
+    done
+  fi
+  for row in "${tv_methods[@]}"; do
+    IFS='|' read -r method model tuning lr batch init mode <<<"$row"
+    # Medical datasets: prompt p1 (TuneVLSeg's prompt_index=1); natural-domain ones: the class name.
+    prompt=-
+    $is_medical && prompt=p1
+    render_tv "$dataset" "$method" "$model" "$tuning" "$lr" "$batch" "$init" "$mode" "$prompt" \
+      >"$out/$dataset/$method.yaml"
     count=$((count + 1))
   done
 done

@@ -77,7 +77,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.trainer.earlyStopping.patience, 20)
         XCTAssertEqual(c.resume, .none)
         XCTAssertTrue(c.comm.overlap)
-        XCTAssertEqual(r.sources["trainer.lr"], .file("configs/trainer/vlsm_adapter.yaml", line: 11))
+        XCTAssertEqual(r.sources["trainer.lr"], .file("configs/trainer/vlsm_adapter.yaml", line: 17))
         XCTAssertEqual(r.sources["data.augment.enabled"], .builtin)
     }
 
@@ -129,7 +129,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(try r.config.tuning.int("bottleneck"), 512)
         XCTAssertEqual(r.config.trainer.lr, 3e-4, "the experiment overrides the trainer group's lr")
         XCTAssertEqual(r.config.name, "kvasir-vlsm_shallow_vl")
-        XCTAssertEqual(r.sources["trainer.lr"], .file("configs/experiment/kvasir/vlsm_shallow_vl.yaml", line: 15))
+        XCTAssertEqual(r.sources["trainer.lr"], .file("configs/experiment/kvasir/vlsm_shallow_vl.yaml", line: 21))
 
         // Command-line choices beat the experiment's; value overrides beat everything.
         let t = try load(["experiment=busi/maple", "tuning=coop", "trainer.lr=5e-4", "model=clipseg_rd64_refined"])
@@ -143,7 +143,7 @@ final class ConfigTests: XCTestCase {
 
         let m = try load(["experiment=busi/maple"]).config
         XCTAssertEqual(m.model.name, "clipseg_rd64")
-        XCTAssertEqual(try m.tuning.string("init"), "a photo of a")
+        XCTAssertEqual(try m.tuning.string("init"), "none", "TuneVLSeg's MaPLe runs: context_initializer=null")
         XCTAssertEqual(m.trainer.lr, 2e-4)
         XCTAssertEqual(m.trainer.weightDecay, 0)
     }
@@ -485,7 +485,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertNotEqual(a.trainingHash, bf16.trainingHash)
         // Equal configs from different compositions hash equal.
         let viaExperiment = try load(["experiment=kvasir/vlsm_dense_vl"])
-        let viaGroups = try load(["tuning=vlsm_dense_vl", "name=kvasir-vlsm_dense_vl"])
+        let viaGroups = try load([
+            "tuning=vlsm_dense_vl", "name=kvasir-vlsm_dense_vl", "data.target=soft", "data.resize=pil_bilinear",
+            "trainer.seeds=[41,42,43]", "trainer.precision=bf16_if_available",
+            "trainer.loss.compat_double_sigmoid=true",
+        ])
         XCTAssertEqual(viaExperiment.configHash, viaGroups.configHash)
     }
 
@@ -569,7 +573,12 @@ final class ConfigTests: XCTestCase {
                 )
             }
         }
-        XCTAssertEqual(generated, 8 * 13)
+        // Eight medical datasets x (8 VLSM-Adapter + 10 TuneVLSeg experiments), and TuneVLSeg's 10 for each
+        // natural-domain dataset whose data config exists.
+        let natural = ["cityscapes", "pascal_voc"].filter {
+            FileManager.default.fileExists(atPath: ConfigTests.configDir.appendingPathComponent("data/\($0).yaml").path)
+        }
+        XCTAssertEqual(generated, 8 * 18 + 10 * natural.count)
         let committedCount = repoLoader().options(of: "experiment").filter { $0.contains("/") }.count
         XCTAssertEqual(committedCount, generated, "stale generated experiments in configs/experiment")
     }
