@@ -43,7 +43,8 @@ va_methods=(
 )
 
 # method | model | tuning | lr override | global batch (- for 32) | tuning.init (- to keep the method's)
-# | trains (train: a training run; eval: zero-shot, evaluate only)
+# | trains (train: a training run; eval: zero-shot, evaluate only). The batch override applies to the
+# medical datasets only.
 tv_methods=(
   "coop|clipseg_rd64|coop|-|-|a photo of a|train"
   "cocoop|clipseg_rd64|cocoop|-|-|a photo of a|train"
@@ -167,9 +168,14 @@ for dataset in "${medical[@]}" "${natural[@]}"; do
   fi
   for row in "${tv_methods[@]}"; do
     IFS='|' read -r method model tuning lr batch init mode <<<"$row"
-    # Medical datasets: prompt p1 (TuneVLSeg's prompt_index=1); natural-domain ones: the class name.
+    # Medical datasets: prompt p1 (TuneVLSeg's prompt_index=1); natural-domain ones: the class name. MaPLe's
+    # batch 16 is its medical runs' (schedule_maple.sh); on VOC it accumulated 2 x 16 (schedule_pascal_maple.sh).
     prompt=-
-    $is_medical && prompt=p1
+    if $is_medical; then
+      prompt=p1
+    else
+      batch=-
+    fi
     render_tv "$dataset" "$method" "$model" "$tuning" "$lr" "$batch" "$init" "$mode" "$prompt" \
       >"$out/$dataset/$method.yaml"
     count=$((count + 1))
