@@ -83,12 +83,15 @@ defaults:
 name: $dataset-$method
 data:
   prompt: random
+  # Loss targets = mask grey level / 255; images resized as torchvision's Resize on PIL images.
   target: soft
   resize: pil_bilinear
 trainer:
   seeds: [41, 42, 43]
+  # 16-mixed upstream: bf16 products where the CPU has AVX512_BF16, else float32 (said once in the log).
   precision: bf16_if_available
   loss:
+    # VLSM-Adapter's BCE of sigmoid(sigmoid(logits)), as its published runs (false: the intended BCE).
     compat_double_sigmoid: true
 YAML
   if [[ $lr != - ]]; then
@@ -116,6 +119,7 @@ YAML
     echo "  prompt: $prompt"
   fi
   cat <<YAML
+  # Loss targets = mask grey level / 255; "." after each prompt; images resized by OpenCV's INTER_CUBIC.
   target: soft
   append_period: true
   resize: cv2_cubic
@@ -143,7 +147,10 @@ YAML
   [[ $batch != - ]] && trainer_lines+=("  global_batch_size: $batch")
   # Training: 16-mixed in the schedule scripts; the zero-shot evaluation runs in float32
   # (scripts/schedule_zss.sh: precision=32), the trainer preset's.
-  [[ $mode == train ]] && trainer_lines+=("  precision: bf16_if_available")
+  if [[ $mode == train ]]; then
+    trainer_lines+=("  # 16-mixed upstream: bf16 products where the CPU has AVX512_BF16, else float32 (said once).")
+    trainer_lines+=("  precision: bf16_if_available")
+  fi
   if ((${#trainer_lines[@]})); then
     echo "trainer:"
     printf '%s\n' "${trainer_lines[@]}"

@@ -129,7 +129,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(try r.config.tuning.int("bottleneck"), 512)
         XCTAssertEqual(r.config.trainer.lr, 3e-4, "the experiment overrides the trainer group's lr")
         XCTAssertEqual(r.config.name, "kvasir-vlsm_shallow_vl")
-        XCTAssertEqual(r.sources["trainer.lr"], .file("configs/experiment/kvasir/vlsm_shallow_vl.yaml", line: 21))
+        XCTAssertEqual(r.sources["trainer.lr"], .file("configs/experiment/kvasir/vlsm_shallow_vl.yaml", line: 24))
 
         // Command-line choices beat the experiment's; value overrides beat everything.
         let t = try load(["experiment=busi/maple", "tuning=coop", "trainer.lr=5e-4", "model=clipseg_rd64_refined"])
