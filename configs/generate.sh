@@ -100,7 +100,7 @@ YAML
 }
 
 render_tv() {
-  local dataset=$1 method=$2 model=$3 tuning=$4 lr=$5 batch=$6 init=$7 mode=$8 prompt=$9
+  local dataset=$1 method=$2 model=$3 tuning=$4 lr=$5 batch=$6 init=$7 mode=$8 prompt=$9 head=${10}
   local command=train
   [[ $mode == eval ]] && command=evaluate
   header "$dataset" "$method" TuneVLSeg "$command"
@@ -137,6 +137,10 @@ YAML
   fi
   if [[ $model == cris_* && $mode == train ]]; then
     tuning_lines+=("  cris_compat_indexing: true")
+  fi
+  if [[ $head == true ]]; then
+    tuning_lines+=("  # use_new_last_layer stays on in this run's schedule script (docs/protocols.md).")
+    tuning_lines+=("  new_last_layer: true")
   fi
   if ((${#tuning_lines[@]})); then
     echo "tuning:"
@@ -183,7 +187,15 @@ for dataset in "${medical[@]}" "${natural[@]}"; do
     else
       batch=-
     fi
-    render_tv "$dataset" "$method" "$model" "$tuning" "$lr" "$batch" "$init" "$mode" "$prompt" \
+    # The additive decoder head: on where the schedule scripts leave the model files' true (MaPLe, BUSI's
+    # CoOp/CoCoOp, CRIS on medical data); the other scripts pass use_new_last_layer=false.
+    head=false
+    case $method in
+      maple) head=true ;;
+      coop | cocoop) [[ $dataset == busi ]] && head=true ;;
+      cris_coop | cris_cocoop) $is_medical && head=true ;;
+    esac
+    render_tv "$dataset" "$method" "$model" "$tuning" "$lr" "$batch" "$init" "$mode" "$prompt" "$head" \
       >"$out/$dataset/$method.yaml"
     count=$((count + 1))
   done

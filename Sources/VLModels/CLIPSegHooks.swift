@@ -70,6 +70,9 @@ public protocol CLIPSegHooks: AnyObject {
     /// the segmentation pass need not run the same layers again; nil runs the tower. Only a method that
     /// leaves the vision tower unchanged may return states.
     func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]?
+    /// The logits [B, 1, H, W] of the decoder's frozen head, given the features it read [B, R, gh, gw]
+    /// (the decoder's last tokens without CLS or prompts): a trainable second head joins here.
+    func decoderLogits(_ logits: Tensor, features: Tensor) -> Tensor
     /// True when the text conditioning depends on the query images (CoCoOp).
     var conditionsOnImages: Bool { get }
     /// True when the method changes nothing inside the text tower (it may still transform the
@@ -90,4 +93,5 @@ extension CLIPSegHooks {
     public func visionTap(_ activation: Tensor, index: Int) -> Tensor { activation }
     public func conditional(_ cond: Tensor, text: TextEncoding, context: ForwardContext) -> Tensor { cond }
     public func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]? { nil }
+    public func decoderLogits(_ logits: Tensor, features: Tensor) -> Tensor { logits }
 }

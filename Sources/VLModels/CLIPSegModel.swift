@@ -360,7 +360,8 @@ public final class CLIPSegModel: @unchecked Sendable {
         }
         // Drop CLS, then [B, T, R] -> [B, R, gh, gw].
         let tokens = output!.slice(axis: 1, 1..<(1 + gh * gw))
-        var y = tokens.transposed(1, 2).reshaped([b, r, gh, gw])
+        let features = tokens.transposed(1, 2).reshaped([b, r, gh, gw])
+        var y = features
         observer?("decoder.tconv_in", y)
         var stage = 0
         for (i, h) in headLayers.enumerated() {
@@ -379,6 +380,7 @@ public final class CLIPSegModel: @unchecked Sendable {
                 stage += 1
             }
         }
+        if let hooks { y = hooks.decoderLogits(y, features: features) }
         return y.reshaped([b, y.shape[2], y.shape[3]])
     }
 

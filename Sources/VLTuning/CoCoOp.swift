@@ -50,7 +50,7 @@ public final class CoCoOp: PromptLearner {
             depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o),
             hidden: try o.int("hidden"))
         method.crisCompatIndexing = try o.bool("cris_compat_indexing")
-        return method
+        return try PromptOptions.configured(method, o)
     }
 
     override public var conditionsOnImages: Bool { true }

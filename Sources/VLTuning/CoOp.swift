@@ -22,7 +22,7 @@ public final class CoOp: PromptLearner {
         let method = CoOp(
             depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o))
         method.crisCompatIndexing = try o.bool("cris_compat_indexing")
-        return method
+        return try PromptOptions.configured(method, o)
     }
 
     override func crisLearnerShapes(_ config: CRISConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]

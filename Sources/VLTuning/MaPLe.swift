@@ -29,9 +29,10 @@ public final class MaPLe: PromptLearner {
             TuningOption("hidden", .int, default: 64, help: "coupling function hidden width", minimum: 1)
         ]
     ) { o in
-        MaPLe(
-            depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o),
-            hidden: try o.int("hidden"))
+        try PromptOptions.configured(
+            MaPLe(
+                depth: try o.int("depth"), contextLength: try o.int("n_ctx"), initPhrase: try PromptOptions.phrase(o),
+                hidden: try o.int("hidden")), o)
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]

@@ -49,6 +49,13 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
     /// `tuning.cris_compat_indexing`: on CRIS, TuneVLSeg's deep-prompt indexing (see `CRISTextContext`).
     var crisCompatIndexing = false
 
+    /// `tuning.new_last_layer`: TuneVLSeg's additive decoder head (see `AdditiveDecoderHead`), trained
+    /// with the prompts.
+    var newLastLayer = false
+    /// The additive head and the store holding its tensors, set by `prepare` when `newLastLayer` is on.
+    private(set) var head: AdditiveDecoderHead?
+    private var headStore: ParameterStore?
+
     /// The learner on CRIS's text encoder, when prepared on a CRIS model.
     private(set) var crisContext: CRISContextLearner?
 
@@ -87,7 +94,25 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
     public func parameterShapes(for config: CLIPSegConfig) throws -> [(name: String, shape: [Int])] {
         let n = try contextLength(config)
         try validate(config, contextLength: n)
-        return try learnerShapes(config, contextLength: n)
+        return try learnerShapes(config, contextLength: n) + (clipsegHead(config)?.shapes ?? [])
+    }
+
+    /// The additive decoder head on a CLIPSeg when `tuning.new_last_layer` is on.
+    func clipsegHead(_ config: CLIPSegConfig) -> AdditiveDecoderHead? {
+        newLastLayer ? .clipseg(reduceDim: config.reduceDim) : nil
+    }
+
+    /// Adds the head's tensors (after the learner's, so the learner's names keep their order).
+    private func installHead(_ head: AdditiveDecoderHead?, into store: ParameterStore, init rng: LearnerInit)
+        -> [String]
+    {
+        self.head = head
+        headStore = head == nil ? nil : store
+        guard let head else { return [] }
+        for (tensorName, shape) in head.shapes {
+            store.set(tensorName, head.initialValue(tensorName, shape: shape, init: rng))
+        }
+        return head.shapes.map(\.name)
     }
 
     /// Number of trainable parameters on a configuration.
@@ -144,12 +169,13 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
         install(shapes, into: model.parameters, phraseRows: phraseRows) {
             initialValue($0, shape: $1, init: rng, config: config)
         }
+        let headNames = installHead(clipsegHead(config), into: model.parameters, init: rng)
         contextLength = n
         parameters = model.parameters
         self.config = config
         self.model = model
         model.hooks = self
-        return shapes.map(\.name)
+        return shapes.map(\.name) + headNames
     }
 
     /// Token embeddings [n, Dt] of `tuning.init` (context row 0) from the store's `vocabulary` table,
@@ -227,7 +253,9 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
             compatIndexing: crisCompatIndexing, metaNets: conditionsOnImages)
         crisContext = learner
         model.textContext = learner
-        return shapes.map(\.name)
+        let headNames = installHead(newLastLayer ? .cris(model.config) : nil, into: model.parameters, init: rng)
+        model.logitsHead = head == nil ? nil : self
+        return shapes.map(\.name) + headNames
     }
 
     // MARK: Hooks
@@ -257,6 +285,15 @@ public class PromptLearner: TuningMethod, CLIPSegHooks {
     }
 
     public func plainVisionStates(_ pixels: Tensor, layers: Int) -> [Tensor]? { nil }
+
+    public func decoderLogits(_ logits: Tensor, features: Tensor) -> Tensor {
+        guard let head, let headStore else { return logits }
+        return head.apply(logits: logits, features: features, parameters: headStore)
+    }
+}
+
+extension PromptLearner: CRISLogitsHead {
+    public func logits(_ logits: Tensor, features: Tensor) -> Tensor { decoderLogits(logits, features: features) }
 
     public func visionLayerOutput(_ x: Tensor, layer: Int, context: ForwardContext) -> Tensor {
         // The output of block `layer` is the input of block layer + 1: deep prompts of that depth.

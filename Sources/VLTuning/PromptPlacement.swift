@@ -150,6 +150,12 @@ enum PromptOptions {
         "cris_compat_indexing", .bool, default: false,
         help: "CRIS only: deep prompts as TuneVLSeg indexes them (its published numbers), not the intended rows")
 
+    static let newLastLayer = TuningOption(
+        "new_last_layer", .bool, default: false,
+        help:
+            "TuneVLSeg's additive decoder head: upsample + 5x5 conv of the decoder's last features, mixed with the logits by a learnable ratio"
+    )
+
     static func initPhrase(default phrase: String) -> TuningOption {
         TuningOption(
             "init", .string, default: .string(phrase),
@@ -160,7 +166,13 @@ enum PromptOptions {
 
     /// depth and n_ctx, then init for the methods whose text context a phrase can initialise.
     static func shared(initPhrase phrase: String? = nil) -> [TuningOption] {
-        [depth, contextLength] + (phrase.map { [initPhrase(default: $0)] } ?? [])
+        [depth, contextLength] + (phrase.map { [initPhrase(default: $0)] } ?? []) + [newLastLayer]
+    }
+
+    /// Sets the options every prompt method reads the same way on a newly made method.
+    static func configured<Method: PromptLearner>(_ method: Method, _ options: TuningOptionValues) throws -> Method {
+        method.newLastLayer = try options.bool("new_last_layer")
+        return method
     }
 
     /// `tuning.init`: the phrase, or nil for `none` (also `random` or blank) = random initialisation.

@@ -36,9 +36,10 @@ public final class SharedAttention: PromptLearner {
                 "ffn", .int, default: 1536, help: "feed-forward width of the prompt transformer layer", minimum: 1),
         ]
     ) { o in
-        SharedAttention(
-            depth: try o.int("depth"), contextLength: try o.int("n_ctx"), heads: try o.int("heads"),
-            feedForward: try o.int("ffn"))
+        try PromptOptions.configured(
+            SharedAttention(
+                depth: try o.int("depth"), contextLength: try o.int("n_ctx"), heads: try o.int("heads"),
+                feedForward: try o.int("ffn")), o)
     }
 
     /// Width w = Dt + Dv of the joint prompt.

@@ -27,7 +27,9 @@ public final class SharedSeparate: PromptLearner {
             TuningOption("shared_dim", .int, default: 64, help: "width of the shared prompt", minimum: 1)
         ]
     ) { o in
-        SharedSeparate(depth: try o.int("depth"), contextLength: try o.int("n_ctx"), sharedDim: try o.int("shared_dim"))
+        try PromptOptions.configured(
+            SharedSeparate(
+                depth: try o.int("depth"), contextLength: try o.int("n_ctx"), sharedDim: try o.int("shared_dim")), o)
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]

@@ -28,7 +28,7 @@ public final class VPT: PromptLearner {
             TuningPreset("vpt_deep", summary: "VPT with deep prompts (depth 10)", values: ["depth": 10]),
         ]
     ) { o in
-        VPT(depth: try o.int("depth"), contextLength: try o.int("n_ctx"))
+        try PromptOptions.configured(VPT(depth: try o.int("depth"), contextLength: try o.int("n_ctx")), o)
     }
 
     override func learnerShapes(_ config: CLIPSegConfig, contextLength n: Int) throws -> [(name: String, shape: [Int])]

@@ -71,4 +71,36 @@ final class PromptTrainingTests: XCTestCase {
         XCTAssertEqual(try file.tensor("context_vectors").shape, [2, 4, 32])
         XCTAssertEqual(try file.tensor("meta_nets.1.0.weight").shape, [64, 16])
     }
+
+    /// `tuning.new_last_layer=true` through the whole pipeline on two ranks: the head's 402 tensors on the
+    /// tiny model (R = 16: 16 * 25 + 1 + 1) join the count, the all-reduce and the checkpoint, and the
+    /// ratio learns.
+    func testTheAdditiveHeadTrainsOnTwoRanks() throws {
+        guard let mpirun = ProcessRunner.which("mpirun") else { throw XCTSkip("mpirun not installed") }
+        let dry = try ProcessRunner.run(
+            ProcessRunner.vlsegPath,
+            ["train", "--dry-run"] + common(run: Self.work.appendingPathComponent("dry-head"))
+                + ["tuning=coop", "tuning.new_last_layer=true"], timeout: 60)
+        XCTAssertEqual(dry.status, 0, dry.output)
+        XCTAssertTrue(dry.output.contains("trainable parameters: 530\n"), dry.output)
+        let run = Self.work.appendingPathComponent("run-head")
+        let args =
+            common(run: run) + [
+                "trainer.max_steps=6", "trainer.max_epochs=0", "trainer.log_every=3", "trainer.eval_every=6",
+                "trainer.checkpoint_every=6", "tuning=coop", "tuning.new_last_layer=true", "trainer.lr=0.01",
+            ]
+        let r = try ProcessRunner.run(
+            mpirun, ProcessRunner.mpirunFlags + ["-np", "2", ProcessRunner.vlsegPath, "train"] + args,
+            environment: ProcessRunner.cleanEnvironment(), timeout: 120)
+        XCTAssertEqual(r.status, 0, r.output)
+        let file = try SafeTensorsFile(
+            url: run.appendingPathComponent("checkpoints/step-0000006/trainable.safetensors"))
+        XCTAssertEqual(
+            Set(file.names),
+            ["context_vectors", "additive_decoder_layer.1.weight", "additive_decoder_layer.1.bias", "residual_ratio"])
+        XCTAssertEqual(try file.tensor("additive_decoder_layer.1.weight").shape, [1, 16, 5, 5])
+        let ratio = try file.tensor("residual_ratio").scalars[0]
+        print("additive head on two ranks: residual_ratio 0.5 -> \(ratio) after 6 steps")
+        XCTAssertGreaterThan(abs(ratio - 0.5), 1e-3)
+    }
 }

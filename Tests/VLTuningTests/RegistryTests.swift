@@ -66,7 +66,7 @@ final class RegistryDeclarationTests: XCTestCase {
         }
         XCTAssertEqual(
             message("coop", ["depht": 2]),
-            "tuning 'coop': option 'depht': unknown option of tuning method coop (its options: depth, n_ctx, init, cris_compat_indexing)"
+            "tuning 'coop': option 'depht': unknown option of tuning method coop (its options: depth, n_ctx, init, new_last_layer, cris_compat_indexing)"
         )
         XCTAssertEqual(
             message("decoder", ["depth": 2]),

@@ -24,6 +24,13 @@ extension CRISTextContext {
     public var conditionsOnImages: Bool { false }
 }
 
+/// A trainable change to CRIS's logits (TuneVLSeg's additive decoder head).
+public protocol CRISLogitsHead: AnyObject {
+    /// The final logits [B, 1, H, W] given the frozen model's `logits` and the decoder's output
+    /// `features` [B, D, h, w] (the projector's input).
+    func logits(_ logits: Tensor, features: Tensor) -> Tensor
+}
+
 /// CRIS (CLIP RN50 image encoder + CLIP text transformer + FPN neck + vision-language decoder +
 /// dynamic-convolution projector), as TuneVLSeg runs it, on the VLTensor engine.
 ///
@@ -35,6 +42,8 @@ public final class CRISModel: @unchecked Sendable {
     public let parameters: ParameterStore
     /// CoOp/CoCoOp context (nil: the plain model).
     public var textContext: CRISTextContext?
+    /// A head mixed into the logits (nil: the plain model).
+    public var logitsHead: CRISLogitsHead?
 
     /// Sine position tables by size (constants: computed once per shape, not per forward pass).
     private var positionTables: [[Int]: Tensor] = [:]
@@ -477,7 +486,8 @@ public final class CRISModel: @unchecked Sendable {
         let fq = neck(visual, state: text.state, observer: observer)
         let decoded = decode(fq, text: text, observer: observer)
         let pred = project(decoded, state: text.state, observer: observer)
-        let logits = pred.resized(to: outputSize, mode: .bicubic, alignCorners: true)
+        var logits = pred.resized(to: outputSize, mode: .bicubic, alignCorners: true)
+        if let logitsHead { logits = logitsHead.logits(logits, features: decoded) }
         observer?("logits", logits)
         return logits
     }
