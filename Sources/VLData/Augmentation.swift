@@ -4,7 +4,7 @@ import VLTensor
 // MARK: - Augmentation
 
 /// Augments one training sample: foreground-keeping crop, random affine, flips, then brightness and
-/// contrast, each with its own probability, the geometric ones applied identically to image and mask.
+/// contrast (separately, then together as albumentations does), each with its own probability, the geometric ones applied identically to image and mask.
 ///
 /// All randomness comes from `rng`, which the loader derives from (seed, epoch, sample index,
 /// `.augmentation`), so a sample is augmented the same way whatever rank or thread handles it. Every
@@ -47,10 +47,13 @@ public func augment(
     let ty = rng.uniform(-a.translate, a.translate) * Double(h)
     let scale = rng.uniform(a.scale[0], a.scale[1])
     let shear = rng.uniform(-a.shear, a.shear)
+    // The y scale's own draw exists only with keep_ratio off, so the default's draws are unchanged.
+    let scaleY = a.keepRatio ? scale : rng.uniform(a.scale[0], a.scale[1])
     if affineFires {
         let m = AffineSampler(
-            width: w, height: h, degrees: angle, translate: (tx, ty), scale: scale, shearDegrees: shear)
-        img = img.warped(m, border: a.border)
+            width: w, height: h, degrees: angle, translate: (tx, ty), scale: scale, scaleY: scaleY,
+            shearDegrees: shear)
+        img = img.warped(m, border: a.border, interpolation: a.interpolation)
         msk = msk.warped(m, border: a.border)
     }
 
@@ -69,5 +72,12 @@ public func augment(
     let contrastFires = rng.bernoulli(config.contrast.p)
     let contrastFactor = 1 + rng.uniform(-config.contrast.limit, config.contrast.limit)
     if contrastFires { img = img.adjustingContrast(contrastFactor) }
+
+    // 5. Brightness and contrast together (albumentations 1.x): one draw of p, then alpha and beta.
+    let bc = config.brightnessContrast
+    let bcFires = rng.bernoulli(bc.p)
+    let alpha = 1 + rng.uniform(-bc.contrastLimit, bc.contrastLimit)
+    let beta = rng.uniform(-bc.brightnessLimit, bc.brightnessLimit)
+    if bcFires { img = img.adjustingBrightnessContrast(alpha: alpha, beta: beta) }
     return (img, msk)
 }

@@ -88,6 +88,14 @@ public enum BorderMode: String, Codable, Sendable {
     case constant
 }
 
+/// The image side of an affine warp (masks are always nearest).
+public enum AffineInterpolation: String, Codable, Sendable, CaseIterable {
+    /// 2 x 2 taps.
+    case bilinear
+    /// 4 x 4 taps of cubic convolution with A = -0.75 (OpenCV's INTER_CUBIC, what TuneVLSeg used).
+    case bicubic
+}
+
 /// An inverse affine map from output pixel centres to source coordinates (both in continuous pixel
 /// units where pixel i spans [i, i+1)): source = A * (p - c - t) + c, with A the inverse of the
 /// forward rotation/shear/scale matrix, c the image centre and t the translation.
@@ -95,15 +103,24 @@ struct AffineSampler {
     var a11: Double, a12: Double, a21: Double, a22: Double
     var cx: Double, cy: Double, tx: Double, ty: Double
 
+    /// The forward scales (x, y), kept for inspection.
+    let scaleX: Double, scaleY: Double
+
     /// Forward transform: rotate by `degrees` (counter-clockwise on screen), shear x by `shearDegrees`,
-    /// scale by `scale`, about the centre, then translate by (tx, ty) pixels.
-    init(width: Int, height: Int, degrees: Double, translate: (Double, Double), scale: Double, shearDegrees: Double) {
+    /// scale x by `scale` and y by `scaleY` (default: `scale`), about the centre, then translate by
+    /// (tx, ty) pixels. Scaling comes first, as in albumentations' Affine.
+    init(
+        width: Int, height: Int, degrees: Double, translate: (Double, Double), scale: Double, scaleY: Double? = nil,
+        shearDegrees: Double
+    ) {
         let th = -degrees * .pi / 180  // y points down: negate so positive angles turn counter-clockwise
         let sh = tan(shearDegrees * .pi / 180)
-        // M = R * Sh * S
+        let sx = scale, sy = scaleY ?? scale
+        self.scaleX = sx; self.scaleY = sy
+        // M = R * Sh * diag(sx, sy)
         let c = cos(th), s = sin(th)
-        let m11 = c * scale, m12 = (c * sh - s) * scale
-        let m21 = s * scale, m22 = (s * sh + c) * scale
+        let m11 = c * sx, m12 = (c * sh - s) * sy
+        let m21 = s * sx, m22 = (s * sh + c) * sy
         let det = m11 * m22 - m12 * m21
         a11 = m22 / det; a12 = -m12 / det
         a21 = -m21 / det; a22 = m11 / det
@@ -120,6 +137,74 @@ struct AffineSampler {
 }
 
 extension RGBImage {
+    /// The image side of a random affine, with the configured interpolation.
+    func warped(_ m: AffineSampler, border: BorderMode, interpolation: AffineInterpolation) -> RGBImage {
+        switch interpolation {
+        case .bilinear: return warped(m, border: border)
+        case .bicubic: return warpedBicubic(m, border: border)
+        }
+    }
+
+    /// Bicubic warp: 4 x 4 taps weighted by cubic convolution (A = -0.75), each row and column clamped
+    /// to the image (replicate) or reading black (constant), the sum rounded and clipped to a byte.
+    func warpedBicubic(_ m: AffineSampler, border: BorderMode) -> RGBImage {
+        let w = width, h = height
+        var out = [UInt8](repeating: 0, count: w * h * 3)
+        let constant = border == .constant
+        @inline(__always) func weights(_ t: Double) -> (Double, Double, Double, Double) {
+            let a = -0.75
+            func near(_ x: Double) -> Double { ((a + 2) * x - (a + 3)) * x * x + 1 }
+            func far(_ x: Double) -> Double { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
+            return (far(t + 1), near(t), near(1 - t), far(2 - t))
+        }
+        @inline(__always) func tap(_ w: (Double, Double, Double, Double), _ i: Int) -> Double {
+            switch i {
+            case 0: return w.0
+            case 1: return w.1
+            case 2: return w.2
+            default: return w.3
+            }
+        }
+        pixels.withUnsafeBufferPointer { srcBuf in
+            out.withUnsafeMutableBufferPointer { dstBuf in
+                guard let src = srcBuf.baseAddress, let dst = dstBuf.baseAddress else { return }
+                for y in 0..<h {
+                    var (u, v) = m.source(0, y)
+                    for x in 0..<w {
+                        let fu = u - 0.5, fv = v - 0.5
+                        let x0 = fu.rounded(.down), y0 = fv.rounded(.down)
+                        let wx = weights(fu - x0), wy = weights(fv - y0)
+                        let ix = Int(x0) - 1, iy = Int(y0) - 1
+                        var acc = (0.0, 0.0, 0.0)
+                        for j in 0..<4 {
+                            var row = iy + j
+                            if row < 0 || row >= h {
+                                if constant { continue }
+                                row = min(max(row, 0), h - 1)
+                            }
+                            for i in 0..<4 {
+                                var col = ix + i
+                                if col < 0 || col >= w {
+                                    if constant { continue }
+                                    col = min(max(col, 0), w - 1)
+                                }
+                                let k = tap(wy, j) * tap(wx, i)
+                                let p = src + (row * w + col) * 3
+                                acc.0 += k * Double(p[0]); acc.1 += k * Double(p[1]); acc.2 += k * Double(p[2])
+                            }
+                        }
+                        let d = dst + (y * w + x) * 3
+                        d[0] = UInt8(min(max(acc.0.rounded(), 0), 255))
+                        d[1] = UInt8(min(max(acc.1.rounded(), 0), 255))
+                        d[2] = UInt8(min(max(acc.2.rounded(), 0), 255))
+                        u += m.a11; v += m.a21
+                    }
+                }
+            }
+        }
+        return RGBImage(width: w, height: h, pixels: out)
+    }
+
     /// Bilinear warp (image side of a random affine).
     func warped(_ m: AffineSampler, border: BorderMode) -> RGBImage {
         let w = width, h = height

@@ -39,4 +39,19 @@ extension RGBImage {
         let m = meanLuma
         return mapped((0..<256).map { UInt8(min(max(((Double($0) - m) * factor + m).rounded(), 0), 255)) })
     }
+
+    /// albumentations 1.x `RandomBrightnessContrast` on 8-bit images with `brightness_by_max` (its
+    /// default): every value v becomes alpha * v + beta * 255, clipped to [0, 255] and truncated toward
+    /// zero, through a 256-entry table computed in float32 as its lookup table is. Unlike
+    /// `adjustingContrast`, alpha scales about 0, not about the mean luma, so it also darkens or brightens.
+    public func adjustingBrightnessContrast(alpha: Double, beta: Double) -> RGBImage {
+        let a = Float(alpha), b = Float(beta * 255)
+        return mapped(
+            (0..<256).map { v in
+                var x = Float(v)
+                if alpha != 1 { x *= a }
+                if beta != 0 { x += b }
+                return UInt8(min(max(x, 0), 255))  // Float -> UInt8 truncates, as numpy's astype
+            })
+    }
 }

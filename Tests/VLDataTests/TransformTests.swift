@@ -407,7 +407,9 @@ final class TransformTests: XCTestCase {
         let t = AugmentationConfig.tuneVLSeg
         XCTAssertEqual(t.affine.p, 0.2); XCTAssertEqual(t.affine.degrees, 5); XCTAssertEqual(t.affine.translate, 0.02)
         XCTAssertEqual(t.affine.scale, [0.98, 1.02]); XCTAssertEqual(t.affine.border, .replicate)
-        XCTAssertEqual(t.brightness, .init(p: 0.2, limit: 0.1)); XCTAssertEqual(t.contrast, .init(p: 0.2, limit: 0.1))
+        // Brightness and contrast as albumentations draws them: together, one p.
+        XCTAssertEqual(t.brightness, .init()); XCTAssertEqual(t.contrast, .init())
+        XCTAssertEqual(t.brightnessContrast, .init(p: 0.2, brightnessLimit: 0.1, contrastLimit: 0.1))
         XCTAssertEqual(t.horizontalFlip, 0); XCTAssertEqual(t.foregroundCrop.p, 0)
         // About a fifth of samples get an affine.
         let (img, mask) = Self.blobSample()
