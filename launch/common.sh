@@ -2,10 +2,10 @@
 # shellcheck shell=bash
 
 VLSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# The last three serve the tests: linting the scripts, network namespaces for the multi-machine test, and
-# headless Chromium for the HTML report's test.
+# The last four serve the tests: linting the scripts, network namespaces for the multi-machine test,
+# headless Chromium for the HTML report's test, and the PostgreSQL server the shared-study sweep test starts.
 VLSEG_DEBIAN_PACKAGES=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libpng-dev libturbojpeg0-dev shellcheck iproute2
-    chromium)
+    chromium postgresql)
 
 log() { printf '[vlseg] %s\n' "$*" >&2; }
 
@@ -41,12 +41,27 @@ VLSEG_TEST_PYTHON_PACKAGES=(pillow==11.0.0 numpy==1.26.4 transformers==4.46.3 sc
 VLSEG_TEST_PYTHON_NODEPS=(opencv-python-headless==4.14.0.94)
 
 # Installs the test references; idempotent (pip finds pinned versions already there without a download).
+# The sweep tests drive Optuna too, against SQLite and a PostgreSQL server they start (Debian's postgresql).
 vlseg_test_setup() {
     command -v python3 >/dev/null || { log "python3 not found (the tests use it for reference values)"; return 1; }
     log "Python test references: ${VLSEG_TEST_PYTHON_PACKAGES[*]}"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${VLSEG_TEST_PYTHON_PACKAGES[@]}"
     log "Python test references without dependencies: ${VLSEG_TEST_PYTHON_NODEPS[*]}"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps "${VLSEG_TEST_PYTHON_NODEPS[@]}"
+    vlseg_sweep_setup
+}
+
+# `vlseg sweep` drives Optuna, pinned to the release its driver script is tested with. SQLAlchemy 2.0
+# reads postgresql:// URLs with psycopg2 (2.1 moved to psycopg 3), which lets several launches on several
+# machines share a study in PostgreSQL; SQLite needs nothing more.
+VLSEG_SWEEP_PYTHON_PACKAGES=(optuna==4.5.0 sqlalchemy==2.0.59 psycopg2-binary==2.9.10)
+
+# Installs Optuna for `vlseg sweep` (launch/sweep calls it); idempotent. VLSEG_PYTHON picks the interpreter.
+vlseg_sweep_setup() {
+    local python=${VLSEG_PYTHON:-python3}
+    command -v "$python" >/dev/null || { log "$python not found (vlseg sweep drives Optuna through it)"; return 1; }
+    log "Optuna for vlseg sweep: ${VLSEG_SWEEP_PYTHON_PACKAGES[*]}"
+    "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${VLSEG_SWEEP_PYTHON_PACKAGES[@]}"
 }
 
 # The OpenBLAS kernel core that suits this CPU. Debian's OpenBLAS 0.3.21 misdetects some recent

@@ -67,13 +67,17 @@ public final class RunDirectoryLock {
     }
 
     /// Takes the lock of `directory` (created when missing), or throws naming the job that holds it.
-    public static func acquire(_ directory: URL, command: String, warn: (String) -> Void) throws -> RunDirectoryLock {
+    /// `lockFile` names another lock in the same directory (a sweep's claim on a trial's run directory,
+    /// held beside the run's own lock).
+    public static func acquire(
+        _ directory: URL, lockFile: String = fileName, command: String, warn: (String) -> Void
+    ) throws -> RunDirectoryLock {
         let fm = FileManager.default
         do { try fm.createDirectory(at: directory, withIntermediateDirectories: true) } catch {
             throw RunDirectoryError.io(
                 path: directory.path, reason: "cannot create the run directory: \(MetricsLog.reason(error))")
         }
-        let url = directory.appendingPathComponent(fileName)
+        let url = directory.appendingPathComponent(lockFile)
         let fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw RunDirectoryError.io(

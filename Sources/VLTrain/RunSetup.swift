@@ -270,6 +270,32 @@ public enum RunSetup {
         return o
     }
 
+    /// The key of a run's frozen features (`FeatureCacheShelf`): a hash of everything they depend on. The
+    /// model (its config section, and every file of its directory by name, size and modification time, so
+    /// new weights under the same path are a new key), the data section (root, sizes, preprocessing), the
+    /// precision, the method, and what decides which samples share a batch (seed, per-rank batch, ranks,
+    /// the samples left out), since a sample's features from another batch can differ in the last bit.
+    public static func featureCacheKey(
+        _ resolved: ResolvedConfig, worldSize: Int, batchSize: Int, excluded: [String: Set<Int>]
+    ) -> String {
+        var parts = ["model", "data", "trainer.precision", "tuning.method", "seed"].map {
+            "\($0)=\(resolved.text(at: $0) ?? "")"
+        }
+        parts.append("ranks=\(worldSize) batch=\(batchSize)")
+        for (split, set) in excluded.sorted(by: { $0.key < $1.key }) {
+            parts.append("excluded \(split)=\(set.sorted().map(String.init).joined(separator: ","))")
+        }
+        let dir = URL(fileURLWithPath: resolved.config.model.path)
+        let fm = FileManager.default
+        for name in ((try? fm.contentsOfDirectory(atPath: dir.path)) ?? []).sorted() {
+            let attributes = (try? fm.attributesOfItem(atPath: dir.appendingPathComponent(name).path)) ?? [:]
+            let size = (attributes[.size] as? NSNumber)?.intValue ?? -1
+            let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            parts.append("file \(name) \(size) \(modified)")
+        }
+        return ConfigSHA256.hex(parts.joined(separator: "\n"))
+    }
+
     /// Whether to cache frozen vision features: `auto` when valid, `on` demands it (an error says
     /// why it is not valid), `off` never.
     public static func featureCache(_ config: VLSegConfig, visionFrozen: Bool) throws -> Bool {

@@ -112,16 +112,18 @@ public final class Trainer {
                 tensorboard: options.tensorboard) : nil
         progress = comm.isRoot ? ProgressReporter(interval: options.progressInterval) : nil
         let cacheDir = options.runDirectory.appendingPathComponent("cache")
-        trainCache =
-            options.featureCache
-            ? FeatureCache(
-                count: trainData.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir,
-                name: "train-rank\(comm.rank)") : nil
-        valCache =
-            options.featureCache && valData != nil
-            ? FeatureCache(
-                count: valData!.samples.count, budgetBytes: options.cacheBudgetBytes / 2, directory: cacheDir,
-                name: "val-rank\(comm.rank)") : nil
+        let rank = comm.rank, budget = options.cacheBudgetBytes / 2
+        func cache(_ split: String, count: Int) -> FeatureCache {
+            let name = "\(split)-rank\(rank)"
+            guard let shelf = options.featureCacheShelf else {
+                return FeatureCache(count: count, budgetBytes: budget, directory: cacheDir, name: name)
+            }
+            return shelf.cache(group: options.featureCacheKey, name: "\(name)-\(count)") {
+                FeatureCache(count: count, budgetBytes: budget, directory: $0, name: name)
+            }
+        }
+        trainCache = options.featureCache ? cache("train", count: trainData.samples.count) : nil
+        valCache = options.featureCache && valData != nil ? cache("val", count: valData!.samples.count) : nil
         step = TrainingStep(
             model: model, arena: arena, sync: sync, loss: options.loss, cache: trainCache,
             clipGradNorm: options.clipGradNorm)
@@ -381,6 +383,9 @@ public final class Trainer {
             state.bestStep = state.step
         }
         if d.stop { state.stopped = true }
+        for observer in observers where try observer.didValidate(step: state.step, metrics: metrics) {
+            state.stopped = true
+        }
         if comm.isRoot, let writer = metricsLog?.tensorboard, options.tensorboardImages > 0, !overlaysFailed {
             do {
                 try logOverlays(writer, data: valData)

@@ -50,6 +50,10 @@ public struct TrainingOptions: Sendable {
     /// Reuse frozen vision features across epochs (only valid when nothing trainable touches the
     /// vision tower before the taps and augmentation is off; `RunSetup` decides).
     public var featureCache: Bool = false
+    /// Caches that outlive this run (a sweep's trials share them); nil: the run's own.
+    public var featureCacheShelf: FeatureCacheShelf?
+    /// What the cached features depend on (`RunSetup.featureCacheKey`): the shelf's key.
+    public var featureCacheKey = ""
     /// Above this size the feature cache lives in a memory-mapped file in the run directory.
     public var cacheBudgetBytes: Int = 4 << 30
     /// The longest a stop may take (`trainer.stop_grace_s`): it caps how long a rank waits for a peer

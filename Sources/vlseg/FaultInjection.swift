@@ -9,7 +9,8 @@ import VLTrain
 ///   files are written but before the directory is renamed into place (rank 0);
 /// - `VLSEG_FAULT_SIGNAL_AT_STEP=N` with `VLSEG_FAULT_SIGNAL=TERM|INT|USR1`: send itself that signal at
 ///   the start of step N (the stop-with-a-checkpoint path);
-/// - `VLSEG_FAULT_SEED=S`: only in the run of seed S (`trainer.seeds`).
+/// - `VLSEG_FAULT_SEED=S`: only in the run of seed S (`trainer.seeds`);
+/// - `VLSEG_FAULT_TRIAL=N`: only in trial N of a sweep (its Optuna number, from 0).
 final class FaultInjection: TrainingObserver {
     let killAtStep: Int?
     let killInSaveAtStep: Int?
@@ -30,9 +31,15 @@ final class FaultInjection: TrainingObserver {
         return active ? injection : nil
     }
 
-    /// With `VLSEG_FAULT_SEED=S`, faults act only in the run of seed S of a multi-seed launch.
+    /// The sweep trial training now (set by `SweepRunner`), for `VLSEG_FAULT_TRIAL`.
+    nonisolated(unsafe) static var currentTrial: Int? = nil
+
+    /// With `VLSEG_FAULT_SEED=S`, faults act only in the run of seed S of a multi-seed launch; with
+    /// `VLSEG_FAULT_TRIAL=N`, only in trial N of a sweep.
     static func appliesTo(seed: Int, _ environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        environment["VLSEG_FAULT_SEED"].flatMap { Int($0) }.map { $0 == seed } ?? true
+        let seedApplies = environment["VLSEG_FAULT_SEED"].flatMap { Int($0) }.map { $0 == seed } ?? true
+        let trialApplies = environment["VLSEG_FAULT_TRIAL"].flatMap { Int($0) }.map { $0 == currentTrial } ?? true
+        return seedApplies && trialApplies
     }
 
     init(killAtStep: Int?, killInSaveAtStep: Int?, signalAtStep: Int?, signal: Int32) {

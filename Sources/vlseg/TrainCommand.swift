@@ -150,7 +150,12 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// One training run in `run.dir`, then (with `trainer.test.at_end`) its test, then `training.json`.
-    func trainOne(_ resolved: ResolvedConfig, comm: Communicator, say: @escaping (String) -> Void) throws {
+    /// `observers` look into the training loop (a sweep's pruner); `featureCaches` keeps the frozen
+    /// features for later runs of the launch (a sweep's trials).
+    func trainOne(
+        _ resolved: ResolvedConfig, comm: Communicator, say: @escaping (String) -> Void,
+        observers: [TrainingObserver] = [], featureCaches: FeatureCacheShelf? = nil
+    ) throws {
         let config = resolved.config
         try RunSetup.configureCompute(config, ranksOnThisMachine: comm.localSize)
         try RunSetup.prepareInputs(config, comm: comm, log: say)
@@ -175,6 +180,11 @@ struct TrainCommand: ParsableCommand {
             config, comm: comm, batchSize: batch, tokenizer: tokenizer, excluding: excluded)
         var options = RunSetup.trainingOptions(resolved, batchSize: batch)
         options.featureCache = try RunSetup.featureCache(config, visionFrozen: method.visionIsFrozen)
+        if options.featureCache, let featureCaches {
+            options.featureCacheShelf = featureCaches
+            options.featureCacheKey = RunSetup.featureCacheKey(
+                resolved, worldSize: comm.size, batchSize: batch, excluded: excluded)
+        }
         RunSetup.enableTextCache(config, model: model)
         if dryRun {
             if comm.isRoot {
@@ -222,6 +232,7 @@ struct TrainCommand: ParsableCommand {
         stopRequest.install()
         defer { stopRequest.uninstall() }
         trainer.stopRequest = stopRequest
+        trainer.observers.append(contentsOf: observers)
         if let faults = FaultInjection.fromEnvironment(rank: comm.rank), FaultInjection.appliesTo(seed: config.seed) {
             trainer.observers.append(faults)
         }

@@ -12,7 +12,8 @@ struct VLSeg: ParsableCommand {
         abstract: "Parameter-efficient, data-parallel fine-tuning of vision-language segmentation models.",
         version: versionLine,
         subcommands: [
-            TrainCommand.self, EvaluateCommand.self, PredictCommand.self, ResultsCommand.self, ReportCommand.self,
+            TrainCommand.self, SweepCommand.self, EvaluateCommand.self, PredictCommand.self, ResultsCommand.self,
+            ReportCommand.self,
             CheckpointCommand.self,
             ForwardCommand.self, LoRACommand.self, TokenizeCommand.self, InitModelCommand.self, ConvertCommand.self,
             EnvCommand.self, BenchCommand.self, DataCommand.self, DemoDataCommand.self, ExportCommand.self,

@@ -180,6 +180,10 @@ public struct ConfigLoader: Sendable {
 
     // MARK: Groups
 
+    /// Sub-directories of `configs/` that are not part of a run's config: `sweep/` holds search spaces,
+    /// read by `vlseg sweep` (`SweepConfigReader`).
+    public static let separateGroups: Set<String> = ["sweep"]
+
     /// Config groups: the sub-directories of `configs/` that hold YAML files.
     public func groups() -> [String] {
         let fm = FileManager.default
@@ -188,7 +192,7 @@ public struct ConfigLoader: Sendable {
             var isDir: ObjCBool = false
             return fm.fileExists(atPath: configDir.appendingPathComponent(name).path, isDirectory: &isDir)
                 && isDir.boolValue
-                && !name.hasPrefix(".")
+                && !name.hasPrefix(".") && !ConfigLoader.separateGroups.contains(name)
         }.sorted()
     }
 
@@ -277,9 +281,37 @@ public struct ConfigLoader: Sendable {
         var text: String
     }
 
-    func parseOverrides(_ args: [String]) throws -> (choices: [ChoiceOverride], values: [ValueOverride]) {
+    /// `sweep_best=FILE` stands for the overrides a sweep wrote for its best trial (`best.yaml`: a
+    /// mapping of override keys to values), expanded in place so later overrides still win.
+    public static let sweepBestKey = "sweep_best"
+
+    func expandingSweepBest(_ args: [String]) throws -> [String] {
+        var out: [String] = []
+        for raw in args {
+            let text = String(raw.drop { $0 == "+" })
+            guard text.hasPrefix(ConfigLoader.sweepBestKey + "=") else {
+                out.append(raw)
+                continue
+            }
+            let path = VLSegConfig.expandHome(String(text.dropFirst(ConfigLoader.sweepBestKey.count + 1)))
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ConfigError(.missingFile, message: "override '\(raw)': cannot read \(path)")
+            }
+            let node = try ConfigYAML.parse(String(decoding: data, as: UTF8.self), source: .file(path))
+            guard let pairs = node.pairs else {
+                throw ConfigError(
+                    .parse, message: "a sweep's best-trial file is a mapping of override keys to values",
+                    source: node.source)
+            }
+            for (key, value) in pairs { out.append("\(key)=\(ConfigYAMLWriter.inline(value))") }
+        }
+        return out
+    }
+
+    func parseOverrides(_ givenArgs: [String]) throws -> (choices: [ChoiceOverride], values: [ValueOverride]) {
         var choices: [ChoiceOverride] = [], values: [ValueOverride] = []
         let groups = Set(self.groups())
+        let args = try expandingSweepBest(givenArgs)
         for raw in args {
             var text = raw
             while text.hasPrefix("+") { text.removeFirst() }
