@@ -94,33 +94,12 @@ enum OptunaDriverScript {
             )
 
 
-        def op_open(optuna, req):
-            storage = storage_of(optuna, req["storage"])
-            study = optuna.create_study(
-                study_name=req["study"], storage=storage, direction=req["direction"], load_if_exists=True
-            )
-            wanted = req["direction"].upper()
-            if study.direction.name != wanted:
-                return {"mismatch": "study %s in this storage %ss, this sweep %ss" % (
-                    req["study"], study.direction.name.lower(), wanted.lower())}
-            metric = study.user_attrs.get("vlseg_metric")
-            if metric is None:
-                study.set_user_attr("vlseg_metric", req["metric"])
-            elif metric != req["metric"]:
-                return {"mismatch": "study %s in this storage optimises %s, this sweep %s" % (
-                    req["study"], metric, req["metric"])}
-            return {"trials": [trial_record(t) for t in study.get_trials(deepcopy=False)]}
-
-
-        def op_list(optuna, req):
-            return {"trials": [trial_record(t) for t in study_of(optuna, req).get_trials(deepcopy=False)]}
-
-
         class AskLock:
             """Serialises counting and asking between every launch sharing the storage, so together they
             stop at the trial count: a lock file beside an SQLite database, an advisory lock in PostgreSQL."""
 
             def __init__(self, url, study):
+                # study "" locks the storage's set-up (its tables) rather than one study.
                 self.url, self.study, self.file, self.conn = url, study, None, None
 
             def __enter__(self):
@@ -148,6 +127,30 @@ enum OptunaDriverScript {
                     self.conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
                     self.conn.close()
                 return False
+
+
+        def op_open(optuna, req):
+            # Launches starting together would race to create Optuna's tables and the study: one at a time.
+            with AskLock(req["storage"], ""):
+                storage = storage_of(optuna, req["storage"])
+                study = optuna.create_study(
+                    study_name=req["study"], storage=storage, direction=req["direction"], load_if_exists=True
+                )
+            wanted = req["direction"].upper()
+            if study.direction.name != wanted:
+                return {"mismatch": "study %s in this storage %ss, this sweep %ss" % (
+                    req["study"], study.direction.name.lower(), wanted.lower())}
+            metric = study.user_attrs.get("vlseg_metric")
+            if metric is None:
+                study.set_user_attr("vlseg_metric", req["metric"])
+            elif metric != req["metric"]:
+                return {"mismatch": "study %s in this storage optimises %s, this sweep %s" % (
+                    req["study"], metric, req["metric"])}
+            return {"trials": [trial_record(t) for t in study.get_trials(deepcopy=False)]}
+
+
+        def op_list(optuna, req):
+            return {"trials": [trial_record(t) for t in study_of(optuna, req).get_trials(deepcopy=False)]}
 
 
         def op_ask(optuna, req):
