@@ -38,7 +38,17 @@ final class SweepTests: XCTestCase {
     func vlseg(ranks: Int = 1, _ args: [String], environment: [String: String] = [:], timeout: Double = 240) throws
         -> ProcessRunner.Result
     {
-        try ProcessRunner.vlseg(ranks: ranks, args, environment: environment, timeout: timeout)
+        try ProcessRunner.vlseg(
+            ranks: ranks, args, environment: environment.merging(try Self.python()) { a, _ in a }, timeout: timeout)
+    }
+
+    /// VLSEG_PYTHON: the interpreter the tests' `python3` is (the one launch/test installed Optuna into).
+    /// mpirun started by its absolute path puts its own prefix (/usr/bin) first on the ranks' PATH, where
+    /// another python3 may live.
+    static func python() throws -> [String: String] {
+        let path = try PythonReference.run("import sys; print(sys.executable)").trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        return ["VLSEG_PYTHON": path]
     }
 
     struct StudyTrial: Decodable {
@@ -222,7 +232,7 @@ final class SweepTests: XCTestCase {
             try RunningProcess(
                 ProcessRunner.vlsegPath,
                 ["sweep"] + overrides(sweepDir: dir) + storageArgs + ["sweep.trials=4", "sweep.study=shared"],
-                environment: ProcessRunner.cleanEnvironment(environment))
+                environment: ProcessRunner.cleanEnvironment(environment.merging(try Self.python()) { a, _ in a }))
         }
         let results = launches.map { $0.finish(timeout: 300).result }
         for r in results { XCTAssertEqual(r.status, 0, r.output) }
@@ -255,6 +265,22 @@ final class SweepTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// launch/sweep installs Optuna and runs `vlseg sweep` under mpirun with launch/train's flags,
+    /// dividing the cores among the ranks as for training.
+    func testLaunchSweepCommandLine() throws {
+        guard ProcessRunner.which("mpirun") != nil else { throw XCTSkip("mpirun not installed") }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let r = try ProcessRunner.script(
+            "launch/sweep", ["-n", "2", "--print", "--", "experiment=demo", "sweep=demo"],
+            environment: ["VLSEG_BIN": ProcessRunner.vlsegPath], timeout: 300)
+        XCTAssertEqual(r.status, 0, r.output)
+        XCTAssertTrue(r.output.contains("Optuna for vlseg sweep: optuna==4.5.0"), r.output)
+        XCTAssertTrue(
+            r.output.contains(
+                "\(ProcessRunner.vlsegPath) sweep experiment=demo sweep=demo trainer.threads=\(max(1, cores / 2))"),
+            r.output)
     }
 
     /// A storage that refuses the password: one line, exit 1, the password masked.
