@@ -267,6 +267,56 @@ final class SweepTests: XCTestCase {
         }
     }
 
+    /// sweep.pruner=median: trials report every validation to Optuna's MedianPruner; a pruned trial stops
+    /// at that validation (fewer steps than the budget) and is PRUNED in the study, its value at that step
+    /// worse than the median of the trials finished before it.
+    func testMedianPrunerStopsTrials() throws {
+        let dir = newDirectory("pruned")
+        let r = try vlseg(
+            ["sweep"]
+                + overrides(
+                    sweepDir: dir, steps: 6,
+                    extra: ["sweep.trials=6", "sweep.pruner=median", "sweep.pruner.n_startup_trials=1"]),
+            timeout: 300)
+        XCTAssertEqual(r.status, 0, r.output)
+        let storage = "sqlite:///" + dir.appendingPathComponent("optuna.db").path
+        let script = """
+            import json, sys, optuna
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
+            s = optuna.load_study(study_name="demo", storage=sys.argv[1])
+            print(json.dumps([{"number": t.number, "state": t.state.name,
+                               "intermediate": {str(k): v for k, v in t.intermediate_values.items()}} for t in s.trials]))
+            """
+        struct Trial: Decodable {
+            var number: Int
+            var state: String
+            var intermediate: [String: Double]
+        }
+        let trials = try JSONDecoder().decode(
+            [Trial].self, from: Data(try PythonReference.run(script, arguments: [storage]).utf8))
+        XCTAssertEqual(trials.count, 6)
+        let pruned = trials.filter { $0.state == "PRUNED" }
+        XCTAssertFalse(pruned.isEmpty, "no trial was pruned: \(trials)")
+        for t in pruned {
+            let run = dir.appendingPathComponent(String(format: "trial-%04d", t.number))
+            let steps = try validations(run).map(\.0)
+            let last = try XCTUnwrap(steps.max())
+            XCTAssertLessThan(last, 6, "trial \(t.number) was pruned but trained on")
+            XCTAssertTrue(r.output.contains("trial \(t.number + 1)/6: PRUNED at step \(last)"), r.output)
+            // Worse than the median of the earlier finished trials' values at that step.
+            let earlier = trials.filter { $0.number < t.number && $0.state == "COMPLETE" }
+                .compactMap { $0.intermediate["\(last)"] }.sorted()
+            XCTAssertFalse(earlier.isEmpty)
+            let median =
+                earlier.count % 2 == 1
+                ? earlier[earlier.count / 2] : (earlier[earlier.count / 2 - 1] + earlier[earlier.count / 2]) / 2
+            XCTAssertGreaterThan(try XCTUnwrap(t.intermediate["\(last)"]), median, "trial \(t.number)")
+        }
+        for t in trials where t.state == "COMPLETE" {
+            XCTAssertEqual(t.intermediate.keys.sorted(), ["2", "4", "6"], "trial \(t.number)")
+        }
+    }
+
     /// launch/sweep installs Optuna and runs `vlseg sweep` under mpirun with launch/train's flags,
     /// dividing the cores among the ranks as for training.
     func testLaunchSweepCommandLine() throws {

@@ -51,7 +51,15 @@ public enum SweepConfigReader {
         guard tree.isMap else {
             throw ConfigError(.parse, message: "expected a mapping at the top of the sweep space", source: tree.source)
         }
-        for v in values { try ConfigLoader.set(v.path, v.value, in: &tree, text: v.text) }
+        for v in values {
+            // `pruner: median` is short for `pruner: {kind: median}`: a key under it opens the section.
+            if v.path.count > 1, v.path[0] == "pruner", let pruner = tree["pruner"], !pruner.isMap {
+                var section = ConfigNode.map(source: pruner.source)
+                if !pruner.isNull { section.set("kind", pruner) }
+                tree.set("pruner", section)
+            }
+            try ConfigLoader.set(v.path, v.value, in: &tree, text: v.text)
+        }
         return try decode(tree, space: space)
     }
 
