@@ -11,6 +11,9 @@ import VLTuning
 /// <sweep dir>/trial-0000/trial.json        which study and trial the run belongs to
 /// <sweep dir>/trial-0000/.vlseg-trial.lock the launch running the trial (a POSIX lock: gone with it)
 /// <sweep dir>/.vlseg/ask.lock      serialises "resume or ask" between launches sharing the directory
+/// <sweep dir>/optuna.db.vlseg-ask.lock  the driver's lock around counting and asking (SQLite; in
+///                                  PostgreSQL an advisory lock), so launches stop together at the count
+/// <sweep dir>/.vlseg/optuna_driver.py  the Optuna driver this launch ran
 /// ```
 public enum SweepFiles {
     public static func trialDirectoryName(_ number: Int) -> String { String(format: "trial-%04d", number) }
