@@ -103,6 +103,17 @@ final class SweepTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.output)
         for n in 1...6 { XCTAssertTrue(r.output.contains("trial \(n)/6: val_loss "), r.output) }
         XCTAssertTrue(r.output.contains("best so far"), r.output)
+        // CoOp leaves the vision tower frozen: its features are computed in the first trial only.
+        let computed = try (1...6).map { n -> Int in
+            let pattern = try NSRegularExpression(
+                pattern: "sweep: trial \(n): frozen features of (\\d+) sample\\(s\\) computed, (\\d+) reused")
+            let text = r.output as NSString
+            let match = try XCTUnwrap(
+                pattern.firstMatch(in: r.output, range: NSRange(location: 0, length: text.length)), "trial \(n)")
+            return Int(text.substring(with: match.range(at: 1))) ?? -1
+        }
+        XCTAssertGreaterThan(computed[0], 0, r.output)
+        XCTAssertEqual(Array(computed.dropFirst()), [0, 0, 0, 0, 0], r.output)
         let storage = "sqlite:///" + dir.appendingPathComponent("optuna.db").path
         let trials = try optunaTrials(storage: storage, study: "demo")
         XCTAssertEqual(trials.count, 6)
@@ -125,6 +136,13 @@ final class SweepTests: XCTestCase {
         let listed = try XCTUnwrap(summary["trials"] as? [[String: Any]])
         XCTAssertEqual(listed.map { $0["run_dir"] as? String }, trials.map { String(format: "trial-%04d", $0.number) })
         XCTAssertEqual(listed.map { $0["value"] as? Double }, trials.map(\.value))
+        // The sweep's report: the trials table with every trial and the parameters chart.
+        let report = try ProcessRunner.run(
+            ProcessRunner.vlsegPath, ["report", dir.path, "--worst", "0"], timeout: 120)
+        XCTAssertEqual(report.status, 0, report.output)
+        let page = try String(contentsOf: dir.appendingPathComponent("report.html"), encoding: .utf8)
+        for t in trials { XCTAssertTrue(page.contains(String(format: "trial-%04d", t.number)), "trial \(t.number)") }
+        XCTAssertTrue(page.contains("<svg"), "the parameters chart")
         // Retrain the best trial from its file: the same validation value.
         let bestFile = dir.appendingPathComponent("best.yaml")
         XCTAssertTrue(r.output.contains("+sweep_best=\(bestFile.path)"), r.output)
