@@ -246,6 +246,9 @@ final class SweepTests: XCTestCase {
             storage = "sqlite:///" + dirs[0].appendingPathComponent("optuna.db").path
             storageArgs = ["sweep.storage=\(storage)"]
         }
+        print(
+            "testTwoLaunchesShareOneStudy: \(server.map { "PostgreSQL on port \($0.port)" } ?? "one SQLite study (PostgreSQL could not start)")"
+        )
         let launches = try dirs.map { dir in
             try RunningProcess(
                 ProcessRunner.vlsegPath,
