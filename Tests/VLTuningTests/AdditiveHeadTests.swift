@@ -9,17 +9,8 @@ import XCTest
 /// TuneVLSeg's additive decoder head (`tuning.new_last_layer`): PyTorch parity of its output and
 /// gradients, finite differences, what it adds to the trainable tensors, and a few steps that move r.
 final class AdditiveHeadTests: XCTestCase {
-    /// Two prompts of the fixture's vocabulary, as the other method tests write them.
-    static func prompts(length t: Int = 8) -> TextPrompts {
-        TextPrompts(
-            inputIDs: [
-                [49406, 320, 1125, 49407] + Array(repeating: 49407, count: t - 4),
-                [49406, 500, 49407] + Array(repeating: 49407, count: t - 3),
-            ],
-            attentionMask: [
-                [1, 1, 1, 1] + Array(repeating: 0, count: t - 4), [1, 1, 1] + Array(repeating: 0, count: t - 3),
-            ])
-    }
+    /// Two prompts of the fixture's vocabulary: the other method tests' pair.
+    static func prompts(length t: Int = 8) -> TextPrompts { AdapterMethodTests.prompts(t) }
 
     static func pixels(size s: Int, seed: UInt64 = 5) -> Tensor {
         var g = SplitMix64(seed: seed)
