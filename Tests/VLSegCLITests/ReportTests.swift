@@ -8,8 +8,6 @@ import XCTest
 /// headless Chromium (Debian's `chromium`): no console message, the curves and images in the DOM,
 /// the hostile text shown as text with no script element, and a screenshot that is not blank.
 final class ReportTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
     static let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-cli-report-\(getpid())")
     /// Markup in names and prompts: a script, quotes, an entity and the end of the page's style sheet.
     static let hostile = "<script>alert(1)</script> \"quotes\" &amp; </style>"
@@ -50,7 +48,7 @@ final class ReportTests: XCTestCase {
 
     static func overrides(run: URL) -> [String] {
         [
-            "--config-dir", packageRoot.appendingPathComponent("configs").path, "experiment=demo",
+            "--config-dir", TrainingTests.packageRoot.appendingPathComponent("configs").path, "experiment=demo",
             "data.root=\(work.appendingPathComponent("data").path)",
             "model.path=\(work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
             "data.batch_size=4", "data.eval_batch_size=8", "trainer.global_batch_size=0", "data.workers=1",

@@ -5,8 +5,6 @@ import XCTest
 /// `trainer.seeds` (several seeds under one launch, resumable after a kill) and `vlseg results` (the
 /// table of their test scores), end to end on the demo with tiny budgets, on 1 and 2 real MPI ranks.
 final class SeedsResultsTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
     static let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-cli-seeds-\(getpid())")
     var runs: [URL] = []
 
@@ -23,7 +21,7 @@ final class SeedsResultsTests: XCTestCase {
     /// predicts nothing at probability 0.5; at 0.45 its masks are partial and differ between seeds.
     func overrides(run: URL, steps: Int = 4, extra: [String] = []) -> [String] {
         [
-            "--config-dir", Self.packageRoot.appendingPathComponent("configs").path, "experiment=demo",
+            "--config-dir", TrainingTests.packageRoot.appendingPathComponent("configs").path, "experiment=demo",
             "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=60", "data.demo.size=80",
             "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
             "data.batch_size=4", "data.eval_batch_size=8", "trainer.global_batch_size=0", "data.workers=1",

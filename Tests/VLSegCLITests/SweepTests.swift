@@ -8,8 +8,6 @@ import XCTest
 /// sweep resumed, failing trials recorded, two launches sharing one study (PostgreSQL started here, or
 /// SQLite where it cannot start), and search spaces refused before any trial.
 final class SweepTests: XCTestCase {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
     static let work = FileManager.default.temporaryDirectory.appendingPathComponent("vlseg-cli-sweep-\(getpid())")
     var scratch: [URL] = []
 
@@ -24,7 +22,8 @@ final class SweepTests: XCTestCase {
     /// The demo with CoOp (a prompt method with an integer option to search), shrunk to seconds per trial.
     func overrides(sweepDir: URL, steps: Int = 4, extra: [String] = []) -> [String] {
         [
-            "--config-dir", Self.packageRoot.appendingPathComponent("configs").path, "experiment=demo", "tuning=coop",
+            "--config-dir", TrainingTests.packageRoot.appendingPathComponent("configs").path, "experiment=demo",
+            "tuning=coop",
             "data.root=\(Self.work.appendingPathComponent("data").path)", "data.demo.count=40", "data.demo.size=64",
             "model.path=\(Self.work.appendingPathComponent("model").path)", "model.preset=tiny", "model.image_size=64",
             "data.batch_size=4", "data.eval_batch_size=8", "trainer.global_batch_size=0", "data.workers=1",
@@ -150,7 +149,8 @@ final class SweepTests: XCTestCase {
         let t = try vlseg(
             ranks: 2,
             [
-                "train", "--config-dir", Self.packageRoot.appendingPathComponent("configs").path, "experiment=demo",
+                "train", "--config-dir", TrainingTests.packageRoot.appendingPathComponent("configs").path,
+                "experiment=demo",
                 "+sweep_best=\(bestFile.path)", "run.dir=\(retrain.path)", "trainer.threads=1",
             ], timeout: 200)
         XCTAssertEqual(t.status, 0, t.output)
