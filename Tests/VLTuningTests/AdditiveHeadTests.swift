@@ -60,6 +60,13 @@ final class AdditiveHeadTests: XCTestCase {
     struct Parity {
         var output: Float
         var gradients: [String: Float]
+
+        /// Prints the comparison and holds the output and every gradient to 1e-5.
+        func assertClose(_ label: String, file: StaticString = #filePath, line: UInt = #line) {
+            print("additive head parity (\(label)): output max |diff| \(output), gradients \(gradients)")
+            XCTAssertLessThan(output, 1e-5, file: file, line: line)
+            for (key, error) in gradients { XCTAssertLessThan(error, 1e-5, key, file: file, line: line) }
+        }
     }
 
     /// Runs the head on `features` and `frozen` logits with the store's tensors, and the reference on
@@ -163,9 +170,7 @@ final class AdditiveHeadTests: XCTestCase {
         XCTAssertGreaterThan(zip(logits.scalars, frozen4.scalars).map { abs($0 - $1) }.max()!, 1e-3)
         XCTAssertNotEqual(logits.scalars, plain.scalars, "the plain model has neither context nor head")
         let p = try parity(head, store: model.parameters, features: f, frozen: frozen4)
-        print("additive head parity (CLIPSeg tiny): output max |diff| \(p.output), gradients \(p.gradients)")
-        XCTAssertLessThan(p.output, 1e-5)
-        for (key, error) in p.gradients { XCTAssertLessThan(error, 1e-5, key) }
+        p.assertClose("CLIPSeg tiny")
     }
 
     /// CRIS's form (1x1 to 64 channels, upsampling to the output size, 5x5) on random features of a
@@ -187,9 +192,7 @@ final class AdditiveHeadTests: XCTestCase {
         let p = try parity(
             head, store: store, features: Check.random([2, 12, 3, 5], seed: 3),
             frozen: Check.random([2, 1, 13, 20], seed: 4))
-        print("additive head parity (CRIS form): output max |diff| \(p.output), gradients \(p.gradients)")
-        XCTAssertLessThan(p.output, 1e-5)
-        for (key, error) in p.gradients { XCTAssertLessThan(error, 1e-5, key) }
+        p.assertClose("CRIS form")
     }
 
     // MARK: - Finite differences
