@@ -239,8 +239,11 @@ final class FaultMatrixTests: XCTestCase {
     func stoppedStep(
         _ r: ProcessRunner.Result, run: URL, signal: String, file: StaticString = #filePath, line: UInt = #line
     ) -> Int? {
-        let marker = "stopped by \(signal) after step "
-        guard let text = r.output.components(separatedBy: marker).dropFirst().first,
+        // The trainer's stderr line, or rank 0's stdout line with the same step: the output merges both
+        // streams, and a stderr line that mpirun read in two pieces can have stdout's line between them.
+        let markers = ["stopped by \(signal) after step ", "interrupted by \(signal) after step "]
+        guard
+            let text = markers.lazy.compactMap({ r.output.components(separatedBy: $0).dropFirst().first }).first,
             let step = Int(text.prefix { $0.isNumber })
         else {
             XCTFail("no 'stopped by' line:\n\(r.output)", file: file, line: line)
